@@ -1,0 +1,121 @@
+"""The one-process brain: a cortex per modality and the CDZ, wired by direct calls.
+
+This is the reference hosting of the learning rules: the multi-process runtime runs
+the very same `Cortex` and `CDZ` objects and only carries their messages over the
+wire. The brain works on encodings; turning raw stimuli into encodings and modes
+back into raw data is the autoencoders' job (see `agent.autoencoder`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from tqdm import tqdm
+
+from agent.cdz import CDZ
+from agent.config import Config
+from agent.cortex import Cortex, StimulusError
+from agent.messages import Excitation
+from replay.teacher import Stream
+
+
+class Brain:
+    """Cortices and CDZ of any number of modalities."""
+
+    def __init__(self, config: Config, dims: dict[str, int], epochs: dict[str, int]):
+        self.config = config
+        self.modalities = tuple(config.modalities)
+        missing = [m for m in self.modalities if m not in dims or m not in epochs]
+        if missing:
+            raise ValueError(f"no encoding size / epoch length given for modalities {missing}")
+        self.cortices = {m: Cortex(m, dims[m], config.cortex, epochs[m]) for m in self.modalities}
+        self.cdz = CDZ(self.modalities, config.cdz)
+        self.rejected = 0  # stimuli refused (NaN, wrong shape): counted, never fatal
+
+    def learn(self, modality: str, z: np.ndarray, t: float, strength: float = 1.0) -> Excitation | None:
+        """One stimulus with learning on; None (and counted) if the encoding is unusable."""
+        cortex = self.cortices.get(modality)
+        if cortex is None:
+            raise KeyError(f"unknown modality {modality!r}; this brain has {self.modalities}")
+        try:
+            exc = cortex.excite(z, t, strength)
+        except StimulusError:
+            self.rejected += 1
+            return None
+        if cortex._changes:
+            for change in cortex.drain_changes():
+                self.cdz.apply(change)
+        for fb in self.cdz.excite(exc):
+            self.cortices[fb.modality].feedback(fb.node_id, fb.cluster_id, fb.certainty)
+        return exc
+
+    def set_growth(self, enabled: bool) -> None:
+        for cortex in self.cortices.values():
+            cortex.growth_enabled = enabled
+
+    # ------------------------------------------------------------------ reading (pure)
+    def classify(self, modality: str, z: np.ndarray) -> np.ndarray:
+        """Excited cluster id per encoding row, with learning off (changes nothing)."""
+        return self.cortices[modality].assign(z)[1]
+
+    def recall(self, modality: str, z: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Excited clusters and, per other modality, the recalled cluster ids (-1: nothing)."""
+        clusters = self.classify(modality, z)
+        return clusters, self.cdz.recall_many(modality, clusters)
+
+    # ------------------------------------------------------------------ checkpoint
+    def state_dict(self) -> dict[str, np.ndarray]:
+        state = {f"cdz.{k}": v for k, v in self.cdz.state_dict().items()}
+        for m, cortex in self.cortices.items():
+            state.update({f"cortex.{m}.{k}": v for k, v in cortex.state_dict().items()})
+        state["rejected"] = np.array(self.rejected, np.int64)
+        return state
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        self.cdz.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("cdz.")})
+        for m, cortex in self.cortices.items():
+            prefix = f"cortex.{m}."
+            cortex.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+        self.rejected = int(state["rejected"])
+
+
+@dataclass
+class StreamLog:
+    """What happened at each stimulus of a stream (for learning curves)."""
+
+    cluster: np.ndarray  # (n,) excited cluster id, -1 if rejected
+    recalled: np.ndarray  # (n,) cluster recalled in the next modality right after learning, -1 none
+    extras: dict[str, float] = field(default_factory=dict)
+
+
+def learn_stream(brain: Brain, stream: Stream, encodings: dict[str, np.ndarray], start: int = 0,
+                 stop: int | None = None, progress: bool = True) -> StreamLog:
+    """Feed stimuli [start, stop) of the stream to the brain in event-time order.
+
+    Growth stops for the last `growth_stop` share of the whole stream, so scoring
+    never runs on half-trained nodes.
+    """
+    stop = len(stream) if stop is None else stop
+    mods = stream.modalities
+    growth_until = int(brain.config.cortex.growth_stop * len(stream))
+    nxt = {m: mods[(k + 1) % len(mods)] for k, m in enumerate(mods)}
+    cluster = np.full(stop - start, -1, np.int64)
+    recalled = np.full(stop - start, -1, np.int64)
+    t_arr, m_arr, i_arr = stream.t, stream.modality, stream.index
+    brain.set_growth(start < growth_until)
+    bar = tqdm(total=stop - start, desc="stream", unit="stim", disable=not progress, mininterval=0.5)
+    for j in range(start, stop):
+        if j == growth_until:
+            brain.set_growth(False)
+        m = mods[m_arr[j]]
+        exc = brain.learn(m, encodings[m][i_arr[j]], float(t_arr[j]))
+        if exc is not None:
+            cluster[j - start] = exc.cluster_id
+            got = brain.cdz.recall(m, exc.cluster_id)[nxt[m]]
+            recalled[j - start] = -1 if got is None else got
+        if (j - start) % 4096 == 4095:
+            bar.update(4096)
+    bar.update((stop - start) % 4096)
+    bar.close()
+    return StreamLog(cluster, recalled)

@@ -1,0 +1,282 @@
+"""The convergence-divergence zone: cross-modal cluster connections (ALGORITHM.md steps 5-7).
+
+The CDZ is the only owner of cross-modal weights. For every ordered pair of
+modalities (a, b) it holds a matrix W[a->b] (clusters of a x clusters of b) whose
+rows sum to 1 (or are empty). Excitations of different modalities whose event
+times are within the window B are correlated: the earlier->later connection grows,
+the reverse grows `backward_gain` times as much, and each side is told which of its
+own clusters the other side points to (feedback). Recall is the argmax of a row.
+
+Clusters are known by id (never reused); the CDZ keeps its own id->row map, so it
+can run in a different process from the cortices that own the clusters.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from agent.config import CDZSettings
+from agent.cortex import certainty
+from agent.messages import ClusterChange, Excitation, Feedback
+
+_START_CAPACITY = 512
+
+
+@dataclass
+class CDZCounters:
+    excitations: int = 0
+    pairs: int = 0
+    unknown_modality: int = 0
+
+
+class _Clusters:
+    """Row bookkeeping of one modality's clusters inside the CDZ."""
+
+    def __init__(self) -> None:
+        self.slot: dict[int, int] = {}
+        self.ids = np.full(_START_CAPACITY, -1, np.int64)
+        self.free: list[int] = []
+        self.hi = 0
+
+    @property
+    def capacity(self) -> int:
+        return len(self.ids)
+
+
+class CDZ:
+    """Correlates cluster excitations within window B and answers recall."""
+
+    def __init__(self, modalities: tuple[str, ...] | list[str], settings: CDZSettings):
+        if len(set(modalities)) != len(modalities) or len(modalities) < 2:
+            raise ValueError(f"the CDZ needs at least two distinct modalities, got {modalities}")
+        if settings.kernel not in ("flat", "gaussian"):
+            raise ValueError(f"cdz.kernel must be 'flat' or 'gaussian', not {settings.kernel!r}")
+        self.modalities = tuple(modalities)
+        self.settings = settings
+        self.clusters = {m: _Clusters() for m in self.modalities}
+        self.pairs = [(a, b) for a in self.modalities for b in self.modalities if a != b]
+        self.W = {p: np.zeros((_START_CAPACITY, _START_CAPACITY), np.float32) for p in self.pairs}
+        self.age = {p: np.zeros(_START_CAPACITY, np.int64) for p in self.pairs}  # updates per row
+        self.recent: deque[Excitation] = deque()  # excitations that may still pair, by arrival
+        self.t_max = -math.inf
+        self.counters = CDZCounters()
+
+    # ------------------------------------------------------------------ clusters
+    def _row(self, modality: str, cluster_id: int) -> int:
+        """Row of a cluster, registering it on first sight (creation may travel separately)."""
+        cl = self.clusters[modality]
+        r = cl.slot.get(cluster_id)
+        if r is not None:
+            return r
+        if not cl.free and cl.hi == cl.capacity:
+            self._grow(modality)
+        r = heapq.heappop(cl.free) if cl.free else cl.hi
+        cl.hi = max(cl.hi, r + 1)
+        cl.slot[cluster_id] = r
+        cl.ids[r] = cluster_id
+        return r
+
+    def _grow(self, modality: str) -> None:
+        cl = self.clusters[modality]
+        cap = cl.capacity * 2
+        ids = np.full(cap, -1, np.int64)
+        ids[: cl.capacity] = cl.ids
+        cl.ids = ids
+        for (a, b), w in list(self.W.items()):
+            if modality in (a, b):
+                rows = cap if a == modality else w.shape[0]
+                cols = cap if b == modality else w.shape[1]
+                grown = np.zeros((rows, cols), np.float32)
+                grown[: w.shape[0], : w.shape[1]] = w
+                self.W[(a, b)] = grown
+                if a == modality:
+                    age = np.zeros(cap, np.int64)
+                    age[: len(self.age[(a, b)])] = self.age[(a, b)]
+                    self.age[(a, b)] = age
+
+    def apply(self, change: ClusterChange) -> None:
+        """Register created clusters; drop the rows and columns of deleted ones and renormalise."""
+        if change.modality not in self.clusters:
+            self.counters.unknown_modality += 1
+            return
+        for cid in change.created:
+            self._row(change.modality, int(cid))
+        cl = self.clusters[change.modality]
+        rows = [cl.slot.pop(int(cid)) for cid in change.deleted if int(cid) in cl.slot]
+        if not rows:
+            return
+        rows_arr = np.array(rows)
+        cl.ids[rows_arr] = -1
+        for r in rows:
+            heapq.heappush(cl.free, r)
+        m = change.modality
+        for (a, b), w in self.W.items():
+            if a == m:
+                w[rows_arr] = 0.0
+                self.age[(a, b)][rows_arr] = 0
+            elif b == m:
+                touched = np.flatnonzero(w[:, rows_arr].sum(axis=1) > 0)
+                w[:, rows_arr] = 0.0
+                sub = w[touched]
+                sums = sub.sum(axis=1, keepdims=True)
+                w[touched] = np.divide(sub, sums, out=np.zeros_like(sub), where=sums > 0)
+        dead = {(m, int(cid)) for cid in change.deleted}
+        self.recent = deque(e for e in self.recent if (e.modality, e.cluster_id) not in dead)
+
+    # ------------------------------------------------------------------ learning
+    def kernel(self, dt: float) -> float:
+        """w(dt) on [0, B]; 0 outside the window."""
+        B = self.settings.window_s
+        if dt > B:
+            return 0.0
+        if self.settings.kernel == "flat":
+            return 1.0
+        if B <= 0.0:  # a zero window pairs identical times only
+            return 1.0
+        sigma = B / 2.0
+        return math.exp(-0.5 * (dt / sigma) ** 2)
+
+    def excite(self, exc: Excitation) -> list[Feedback]:
+        """Correlate one excitation with those of other modalities within B; return feedback."""
+        if exc.modality not in self.clusters:
+            self.counters.unknown_modality += 1
+            return []
+        s = self.settings
+        self.counters.excitations += 1
+        r_new = self._row(exc.modality, exc.cluster_id)
+        feedback: list[Feedback] = []
+        for old in self.recent:
+            if old.modality == exc.modality:
+                continue
+            dt = exc.t - old.t
+            weight = self.kernel(abs(dt))
+            if weight <= 0.0:
+                continue
+            r_old = self.clusters[old.modality].slot.get(old.cluster_id)
+            if r_old is None:
+                continue
+            first, r_first, second, r_second = (old, r_old, exc, r_new) if dt >= 0 else (exc, r_new, old, r_old)
+            amount = s.cdz_lr * weight * exc.strength * old.strength
+            self._grow_connection(first.modality, r_first, second.modality, r_second, amount)
+            self._grow_connection(second.modality, r_second, first.modality, r_first,
+                                  amount if dt == 0 else amount * s.backward_gain)
+            self.counters.pairs += 1
+            self._feedback_for(exc, old, r_old, feedback)
+            self._feedback_for(old, exc, r_new, feedback)
+        self.recent.append(exc)
+        self.t_max = max(self.t_max, exc.t)
+        horizon = self.t_max - s.window_s - s.reorder_slack_s
+        while self.recent and self.recent[0].t < horizon:
+            self.recent.popleft()
+        return feedback
+
+    def _grow_connection(self, a: str, r_a: int, b: str, r_b: int, amount: float) -> None:
+        if amount <= 0.0:
+            return
+        row = self.W[(a, b)][r_a, : self.clusters[b].hi]
+        row[r_b] += amount
+        row /= row.sum()  # targets in one modality compete
+        self.age[(a, b)][r_a] += 1
+
+    def _feedback_for(self, target: Excitation, partner: Excitation, r_partner: int, out: list[Feedback]) -> None:
+        """Tell `target`'s modality which of its clusters `partner`'s cluster points to."""
+        pair = (partner.modality, target.modality)
+        row = self.W[pair][r_partner, : self.clusters[target.modality].hi]
+        best = int(row.argmax())
+        top = float(row[best])
+        if top <= 0.0:
+            return  # the partner recalls nothing here (e.g. backward_gain = 0)
+        conf = certainty(top, float(self.age[pair][r_partner]), self.settings.age_factor)
+        cluster_id = int(self.clusters[target.modality].ids[best])
+        out.append(Feedback(target.modality, target.node_id, cluster_id, conf))
+
+    # ------------------------------------------------------------------ reading (pure)
+    def recall(self, modality: str, cluster_id: int) -> dict[str, int | None]:
+        """For each other modality, the cluster this one connects to most strongly (None: nothing)."""
+        r = self.clusters[modality].slot.get(int(cluster_id))
+        out: dict[str, int | None] = {}
+        for b in self.modalities:
+            if b == modality:
+                continue
+            if r is None:
+                out[b] = None
+                continue
+            row = self.W[(modality, b)][r, : self.clusters[b].hi]
+            best = int(row.argmax()) if row.size else 0
+            out[b] = int(self.clusters[b].ids[best]) if row.size and row[best] > 0 else None
+        return out
+
+    def recall_many(self, modality: str, cluster_ids: np.ndarray) -> dict[str, np.ndarray]:
+        """Vectorised `recall` for an array of cluster ids; -1 where nothing is recalled."""
+        cl = self.clusters[modality]
+        rows = np.array([cl.slot.get(int(c), -1) for c in np.unique(cluster_ids)], np.int64)
+        uniq = np.unique(cluster_ids)
+        out: dict[str, np.ndarray] = {}
+        for b in self.modalities:
+            if b == modality:
+                continue
+            w = self.W[(modality, b)][:, : self.clusters[b].hi]
+            table = np.full(len(uniq), -1, np.int64)
+            known = rows >= 0
+            if known.any() and w.shape[1]:
+                sub = w[rows[known]]
+                best = sub.argmax(axis=1)
+                hit = sub[np.arange(len(best)), best] > 0
+                table[np.flatnonzero(known)[hit]] = self.clusters[b].ids[best[hit]]
+            out[b] = table[np.searchsorted(uniq, cluster_ids)]
+        return out
+
+    def weights(self, a: str, b: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(W, row cluster ids, column cluster ids) of live clusters, for plots and tests."""
+        ra = np.array(sorted(self.clusters[a].slot.values()), np.int64)
+        rb = np.array(sorted(self.clusters[b].slot.values()), np.int64)
+        w = self.W[(a, b)][np.ix_(ra, rb)] if ra.size and rb.size else np.zeros((ra.size, rb.size), np.float32)
+        return w, self.clusters[a].ids[ra], self.clusters[b].ids[rb]
+
+    # ------------------------------------------------------------------ checkpoint
+    def state_dict(self) -> dict[str, np.ndarray]:
+        state: dict[str, np.ndarray] = {}
+        for m, cl in self.clusters.items():
+            state[f"ids.{m}"] = cl.ids[: cl.hi].copy()
+        for (a, b), w in self.W.items():
+            state[f"W.{a}.{b}"] = w[: self.clusters[a].hi, : self.clusters[b].hi].copy()
+            state[f"age.{a}.{b}"] = self.age[(a, b)][: self.clusters[a].hi].copy()
+        rec = list(self.recent)
+        state["recent.modality"] = np.array([self.modalities.index(e.modality) for e in rec], np.int64)
+        state["recent.cluster"] = np.array([e.cluster_id for e in rec], np.int64)
+        state["recent.node"] = np.array([e.node_id for e in rec], np.int64)
+        state["recent.strength"] = np.array([e.strength for e in rec], np.float64)
+        state["recent.t"] = np.array([e.t for e in rec], np.float64)
+        state["t_max"] = np.array(self.t_max, np.float64)
+        return state
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        for m in self.modalities:
+            ids = state[f"ids.{m}"]
+            cl = _Clusters()
+            while cl.capacity < len(ids):
+                cl.ids = np.full(cl.capacity * 2, -1, np.int64)
+            cl.ids[: len(ids)] = ids
+            cl.hi = len(ids)
+            cl.slot = {int(c): int(r) for r, c in enumerate(ids) if c >= 0}
+            cl.free = [int(r) for r in np.flatnonzero(ids < 0)]  # ascending: a valid heap
+            self.clusters[m] = cl
+        for a, b in self.pairs:
+            w = np.zeros((self.clusters[a].capacity, self.clusters[b].capacity), np.float32)
+            saved = state[f"W.{a}.{b}"]
+            w[: saved.shape[0], : saved.shape[1]] = saved
+            self.W[(a, b)] = w
+            age = np.zeros(self.clusters[a].capacity, np.int64)
+            age[: len(state[f"age.{a}.{b}"])] = state[f"age.{a}.{b}"]
+            self.age[(a, b)] = age
+        self.recent = deque(
+            Excitation(self.modalities[int(m)], int(c), int(n), float(s), float(t))
+            for m, c, n, s, t in zip(state["recent.modality"], state["recent.cluster"], state["recent.node"],
+                                     state["recent.strength"], state["recent.t"])
+        )
+        self.t_max = float(state["t_max"])

@@ -1,0 +1,184 @@
+"""Settings of a run: frozen dataclasses, one per part, composed into `Config`.
+
+Settings are apart from state (the arrays the cortex and CDZ mutate). A run folder
+stores the resolved config as TOML so every figure can be traced to its knobs.
+Command-line overrides (`--set cortex.node_lr=0.02`) must name an existing field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.autoencoder import AutoencoderSettings
+
+
+@dataclass(frozen=True)
+class CortexSettings:
+    """One modality's node/cluster layer (ALGORITHM.md, seed values).
+
+    Schedules are fractions of `epoch`, the number of stimuli of this modality in
+    one pass (the seed's T), so the same defaults scale to any data size.
+    """
+
+    initial_nodes: int = 250  # nodes seeded at the first stimuli, each with its own cluster
+    max_nodes: int = 6000  # growth never exceeds this
+    node_lr: float = 0.04  # nearest node moves this fraction towards the encoding
+    cluster_node_lr: float = 0.02  # cluster->node link growth (finds a cluster's mode node)
+    feedback_lr: float = 0.05  # node->cluster link growth per CDZ feedback (times certainty bonus)
+    age_factor: float = 25.0  # certainty ramps up over this many feedbacks
+    mature_feedbacks: int = 25  # a node is "new" (not split) until it received this many feedbacks
+    split_threshold: float = 5e-3  # a node is ambiguous when 1 - max link weight exceeds this
+    split_min_samples: int = 3  # a split child needs more than this many fed-back encodings
+    split_per_round_frac: float = 1e-3  # max splits per round = max(frac * epoch, 5)
+    prune_nodes_after: float = 1.01  # nodes unused for this * epoch stimuli are deleted
+    prune_clusters_after: float = 0.5  # clusters unused for this * epoch stimuli are deleted
+    prune_every: float = 0.25  # pruning period, * epoch stimuli
+    grow_every: float = 0.3  # growth period, * epoch stimuli
+    growth_stop: float = 0.75  # no growth after this share of the stream
+
+
+@dataclass(frozen=True)
+class CDZSettings:
+    """The convergence-divergence zone between modalities."""
+
+    window_s: float = 1.0  # B: excitations at most this far apart (event time) are correlated
+    kernel: str = "flat"  # w(dt) on [0, B]: "flat" or "gaussian" (sigma = B / 2)
+    cdz_lr: float = 0.02  # growth of the earlier->later connection
+    backward_gain: float = 0.5  # later->earlier grows by this times as much (0 = strict one-way)
+    age_factor: float = 25.0  # connection-row certainty ramps up over this many updates
+    reorder_slack_s: float = 0.5  # excitations may arrive this late (event time) and still pair
+
+
+@dataclass(frozen=True)
+class TeacherSettings:
+    """The flash-card parent that makes the paired replay stream (EVALUATION.md)."""
+
+    lag_s: tuple[float, float] = (-0.2, 0.5)  # audio onset relative to the image, uniform range
+    gap_s: float = 1.5  # time between two teaching events
+    p_unpaired: float = 0.0  # share of events showing only one modality
+    p_mismatch: float = 0.0  # share of events whose two stimuli are different digits
+    epochs: float = 3.0  # stream length in passes over the largest training set
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """Which data the replay uses (labels are read only by the scorer)."""
+
+    digits: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9)
+    per_class: int | None = None  # first N per class of each training set (small runs, tests)
+    test_per_class: int | None = None  # same for the test sets
+    exclude_speakers: tuple[str, ...] = ()  # FSDD speakers held out of training
+
+
+@dataclass(frozen=True)
+class Config:
+    seed: int = 0
+    modalities: tuple[str, ...] = ("visual", "audio")
+    data: DataSettings = field(default_factory=DataSettings)
+    visual_encoder: AutoencoderSettings = field(default_factory=AutoencoderSettings)
+    audio_encoder: AutoencoderSettings = field(default_factory=AutoencoderSettings)
+    cortex: CortexSettings = field(default_factory=CortexSettings)
+    cdz: CDZSettings = field(default_factory=CDZSettings)
+    teacher: TeacherSettings = field(default_factory=TeacherSettings)
+
+    def encoder(self, modality: str) -> AutoencoderSettings:
+        return getattr(self, f"{modality}_encoder")
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """Plain nested dict of a settings dataclass (tuples become lists, for TOML/JSON)."""
+
+    def plain(v: Any) -> Any:
+        if is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in fields(v)}
+        if isinstance(v, (tuple, list)):
+            return [plain(x) for x in v]
+        return v
+
+    return plain(obj)
+
+
+def from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """Rebuild a settings dataclass from `to_dict` output; unknown keys are an error."""
+    known = {f.name: f for f in fields(cls)}
+    unknown = set(data) - set(known)
+    if unknown:
+        raise KeyError(f"unknown {cls.__name__} setting(s): {sorted(unknown)}; known: {sorted(known)}")
+    kwargs = {}
+    defaults = cls()
+    for name, value in data.items():
+        current = getattr(defaults, name)
+        if is_dataclass(current):
+            kwargs[name] = from_dict(type(current), value)
+        elif isinstance(current, tuple) or (name in ("digits", "lag_s", "modalities", "exclude_speakers")):
+            kwargs[name] = tuple(value) if value is not None else None
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def override(config: Config, assignments: list[str]) -> Config:
+    """Apply `section.field=value` strings; the field must exist, the value is parsed as TOML."""
+    for text in assignments:
+        if "=" not in text:
+            raise ValueError(f"override {text!r} must look like section.field=value")
+        key, raw = text.split("=", 1)
+        path = key.strip().split(".")
+        try:
+            value = tomllib.loads(f"v = {raw.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw.strip()  # bare words such as kernel=gaussian
+        config = _replace_path(config, path, value, key)
+    return config
+
+
+def _replace_path(obj: Any, path: list[str], value: Any, key: str) -> Any:
+    names = {f.name for f in fields(obj)}
+    if path[0] not in names:
+        raise KeyError(f"--set {key}: {type(obj).__name__} has no field {path[0]!r}; fields: {sorted(names)}")
+    current = getattr(obj, path[0])
+    if len(path) == 1:
+        if is_dataclass(current):
+            raise KeyError(f"--set {key}: {path[0]!r} is a section, name one of its fields")
+        if isinstance(current, tuple) and isinstance(value, list):
+            value = tuple(value)
+        elif isinstance(current, float) and isinstance(value, int):
+            value = float(value)
+        return dataclasses.replace(obj, **{path[0]: value})
+    if not is_dataclass(current):
+        raise KeyError(f"--set {key}: {path[0]!r} is not a section")
+    return dataclasses.replace(obj, **{path[0]: _replace_path(current, path[1:], value, key)})
+
+
+def save_toml(config: Config, path: Path) -> None:
+    """Write the resolved config as TOML (a tiny writer: the config is flat sections of scalars/lists)."""
+    lines: list[str] = []
+    top = to_dict(config)
+    for key, value in top.items():
+        if not isinstance(value, dict):
+            lines.append(f"{key} = {_toml_value(value)}")
+    for key, value in top.items():
+        if isinstance(value, dict):
+            lines.append(f"\n[{key}]")
+            lines.extend(f"{k} = {_toml_value(v)}" for k, v in value.items() if v is not None)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def load_toml(path: Path) -> Config:
+    return from_dict(Config, tomllib.loads(path.read_text()))
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {v!r} to TOML")

@@ -1,0 +1,407 @@
+"""One modality's node and cluster layer (ALGORITHM.md, steps 2-4, 6 and maintenance).
+
+Nodes are points in encoding space (like a growing neural gas); each node links
+to clusters of its modality with weights that sum to 1, and its strongest link is
+its class. Clusters never see encodings: they learn only through CDZ feedback,
+which is how classes form without labels.
+
+All state lives in fixed-capacity arrays indexed by *slot* (grown by doubling,
+never per stimulus); `node_id`/`cluster_id` name the occupant of a slot and are
+never reused, so late messages about deleted nodes/clusters are detected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import heapq
+
+import numpy as np
+
+from agent.config import CortexSettings
+from agent.messages import ClusterChange, Excitation
+
+_START_CAPACITY = 512
+
+
+class StimulusError(ValueError):
+    """An encoding that cannot be learned (wrong shape, NaN, inf)."""
+
+
+@dataclass
+class CortexCounters:
+    """What happened, for logs and stats (never needed for correctness)."""
+
+    stimuli: int = 0
+    feedback: int = 0
+    stale_feedback: int = 0
+    splits: int = 0
+    pruned_nodes: int = 0
+    pruned_clusters: int = 0
+    rejected: int = 0
+
+
+class Cortex:
+    """Nodes and clusters of one modality, learned online one stimulus at a time."""
+
+    def __init__(self, modality: str, dim: int, settings: CortexSettings, epoch: int):
+        if epoch <= 0:
+            raise ValueError("epoch (stimuli per pass, the seed's T) must be positive")
+        self.modality = modality
+        self.dim = dim
+        self.settings = settings
+        self.epoch = epoch
+        self.growth_enabled = True
+        self.step = 0  # stimuli learned so far
+        self.counters = CortexCounters()
+        self.next_node_id = 0
+        self.next_cluster_id = 0
+        self.n_hi = 0  # slots >= n_hi were never used: scans stop there
+        self.c_hi = 0
+        self._alloc(_START_CAPACITY, _START_CAPACITY)
+        self.node_slot: dict[int, int] = {}
+        self.cluster_slot: dict[int, int] = {}
+        self._free_nodes: list[int] = []
+        self._free_clusters: list[int] = []
+        # (node slot) -> {cluster slot: [sum of encodings (dim), count]}: what each
+        # node received while fed back towards each cluster since the last growth round.
+        self.fb_stats: dict[int, dict[int, np.ndarray]] = {}
+        self._changes: list[ClusterChange] = []
+
+    # ------------------------------------------------------------------ storage
+    def _alloc(self, cap_n: int, cap_c: int) -> None:
+        d = self.dim
+        self.pos = np.zeros((cap_n, d), np.float32)  # (cap_n, d) node positions
+        self.pos_sq = np.full(cap_n, np.inf, np.float32)  # |pos|^2; inf marks free slots
+        self.last_z = np.zeros((cap_n, d), np.float32)  # encoding that last excited each node
+        self.node_id = np.full(cap_n, -1, np.int64)
+        self.node_last = np.zeros(cap_n, np.int64)  # step of last excitation or feedback
+        self.node_born = np.zeros(cap_n, np.int64)
+        self.node_feedbacks = np.zeros(cap_n, np.int64)  # the node's age for certainty
+        self.node_hits = np.zeros(cap_n, np.int64)
+        self.link = np.zeros((cap_n, cap_c), np.float32)  # node -> cluster, rows sum to 1
+        self.cluster_id = np.full(cap_c, -1, np.int64)
+        self.cluster_last = np.zeros(cap_c, np.int64)
+        self.mode_link = np.zeros((cap_c, cap_n), np.float32)  # cluster -> node, rows sum to 1
+
+    def _grow_capacity(self, nodes: bool) -> None:
+        old = {k: getattr(self, k) for k in ("pos", "pos_sq", "last_z", "node_id", "node_last", "node_born",
+                                             "node_feedbacks", "node_hits", "link", "cluster_id",
+                                             "cluster_last", "mode_link")}
+        cap_n, cap_c = old["link"].shape
+        self._alloc(cap_n * 2 if nodes else cap_n, cap_c if nodes else cap_c * 2)
+        for name, arr in old.items():
+            getattr(self, name)[tuple(slice(0, s) for s in arr.shape)] = arr
+
+    @property
+    def capacity(self) -> tuple[int, int]:
+        return self.link.shape  # type: ignore[return-value]
+
+    @property
+    def n_nodes(self) -> int:
+        return len(self.node_slot)
+
+    @property
+    def n_clusters(self) -> int:
+        return len(self.cluster_slot)
+
+    def _new_node(self, at: np.ndarray) -> int:
+        if not self._free_nodes and self.n_hi == self.capacity[0]:
+            self._grow_capacity(nodes=True)
+        n = heapq.heappop(self._free_nodes) if self._free_nodes else self.n_hi
+        self.n_hi = max(self.n_hi, n + 1)
+        self.pos[n] = at  # a copy: moving the node never touches the caller's data
+        self.pos_sq[n] = float(at @ at)
+        self.last_z[n] = at
+        self.node_id[n] = self.next_node_id
+        self.node_slot[self.next_node_id] = n
+        self.next_node_id += 1
+        self.node_last[n] = self.step
+        self.node_born[n] = self.step
+        self.node_feedbacks[n] = 0
+        self.node_hits[n] = 0
+        return n
+
+    def _new_cluster(self) -> int:
+        if not self._free_clusters and self.c_hi == self.capacity[1]:
+            self._grow_capacity(nodes=False)
+        c = heapq.heappop(self._free_clusters) if self._free_clusters else self.c_hi
+        self.c_hi = max(self.c_hi, c + 1)
+        self.cluster_id[c] = self.next_cluster_id
+        self.cluster_slot[self.next_cluster_id] = c
+        self.next_cluster_id += 1
+        self.cluster_last[c] = self.step
+        return c
+
+    def _node_with_own_cluster(self, at: np.ndarray) -> tuple[int, int]:
+        n, c = self._new_node(at), self._new_cluster()
+        self.link[n, c] = 1.0
+        self.mode_link[c, n] = 1.0
+        return n, c
+
+    # ------------------------------------------------------------------ learning
+    def check(self, z: np.ndarray) -> np.ndarray:
+        """The encoding as float32 (dim,), or StimulusError saying what is wrong."""
+        z = np.asarray(z, dtype=np.float32)
+        if z.shape != (self.dim,):
+            raise StimulusError(f"{self.modality}: encoding has shape {z.shape}, expected ({self.dim},)")
+        if not np.isfinite(z).all():
+            raise StimulusError(f"{self.modality}: encoding contains NaN or inf")
+        return z
+
+    def excite(self, z: np.ndarray, t: float, strength: float = 1.0) -> Excitation:
+        """Learn one stimulus: seed or move the nearest node, fire its strongest cluster."""
+        z = self.check(z)
+        s = self.settings
+        if self.next_node_id < s.initial_nodes:  # the seeding phase: the first stimuli become nodes
+            n, c = self._node_with_own_cluster(z)
+            self._changes.append(ClusterChange(self.modality, created=(int(self.cluster_id[c]),)))
+        else:
+            n = self._nearest(z)
+            p = self.pos[n]
+            p += s.node_lr * (z - p)
+            self.pos_sq[n] = p @ p
+            c = int(self.link[n, : self.c_hi].argmax())
+            row = self.mode_link[c, : self.n_hi]
+            row[n] += s.cluster_node_lr  # grow the C->N link, then keep the row summing to 1
+            row /= row.sum()
+        self.last_z[n] = z
+        self.node_last[n] = self.step
+        self.node_hits[n] += 1
+        self.cluster_last[c] = self.step
+        self.step += 1
+        self.counters.stimuli += 1
+        exc = Excitation(self.modality, int(self.cluster_id[c]), int(self.node_id[n]), strength, t)
+        self._maybe_maintain()
+        return exc
+
+    def _nearest(self, z: np.ndarray) -> int:
+        hi = self.n_hi
+        d = self.pos_sq[:hi] - 2.0 * (self.pos[:hi] @ z)  # |p - z|^2 - |z|^2
+        return int(d.argmin())
+
+    def feedback(self, node_id: int, cluster_id: int, connection_certainty: float) -> bool:
+        """CDZ feedback: node `node_id` should belong more to `cluster_id` (ALGORITHM.md step 6)."""
+        n = self.node_slot.get(node_id)
+        c = self.cluster_slot.get(cluster_id)
+        if n is None or c is None:
+            self.counters.stale_feedback += 1
+            return False
+        s = self.settings
+        row = self.link[n, : self.c_hi]
+        node_certainty = certainty(float(row.max()), float(self.node_feedbacks[n]), s.age_factor)
+        row[c] += s.feedback_lr * (1.0 + node_certainty * connection_certainty) ** 2
+        row /= row.sum()
+        self.node_feedbacks[n] += 1
+        self.node_last[n] = self.step
+        self.cluster_last[c] = self.step
+        per_node = self.fb_stats.setdefault(n, {})
+        acc = per_node.get(c)
+        if acc is None:
+            acc = per_node[c] = np.zeros(self.dim + 1, np.float64)
+        acc[: self.dim] += self.last_z[n]
+        acc[self.dim] += 1.0
+        self.counters.feedback += 1
+        return True
+
+    def drain_changes(self) -> list[ClusterChange]:
+        """Cluster births and deaths since the last call, for the CDZ."""
+        out, self._changes = self._changes, []
+        return out
+
+    # ------------------------------------------------------------------ maintenance
+    def _period(self, frac: float) -> int:
+        return max(1, int(round(frac * self.epoch)))
+
+    def _maybe_maintain(self) -> None:
+        s = self.settings
+        if self.step % self._period(s.prune_every) == 0:
+            self.prune_()
+        if self.growth_enabled and self.step % self._period(s.grow_every) == 0:
+            self.grow_()
+
+    def prune_(self) -> tuple[int, int]:
+        """Delete nodes and clusters unused for too long; returns (nodes, clusters) deleted."""
+        s = self.settings
+        c_alive = self.cluster_id[: self.c_hi] >= 0
+        stale_c = np.flatnonzero(c_alive & (self.step - self.cluster_last[: self.c_hi] > s.prune_clusters_after * self.epoch))
+        if stale_c.size:
+            self._delete_clusters(stale_c)
+        n_alive = self.node_id[: self.n_hi] >= 0
+        orphan = self.link[: self.n_hi, : self.c_hi].sum(axis=1) <= 0
+        stale_n = np.flatnonzero(n_alive & ((self.step - self.node_last[: self.n_hi] > s.prune_nodes_after * self.epoch) | orphan))
+        if stale_n.size:
+            self._delete_nodes(stale_n)
+        self.counters.pruned_nodes += int(stale_n.size)
+        self.counters.pruned_clusters += int(stale_c.size)
+        return int(stale_n.size), int(stale_c.size)
+
+    def _delete_clusters(self, slots: np.ndarray) -> None:
+        ids = tuple(int(i) for i in self.cluster_id[slots])
+        for cid in ids:
+            del self.cluster_slot[cid]
+        self.cluster_id[slots] = -1
+        self.mode_link[slots] = 0.0
+        links = self.link[: self.n_hi, : self.c_hi]
+        touched = np.flatnonzero(links[:, slots].sum(axis=1) > 0)
+        links[:, slots] = 0.0
+        sums = links[touched].sum(axis=1, keepdims=True)
+        links[touched] = np.divide(links[touched], sums, out=np.zeros_like(links[touched]), where=sums > 0)
+        dead = set(int(c) for c in slots)
+        for per_node in self.fb_stats.values():
+            for c in dead.intersection(per_node):
+                del per_node[c]
+        for c in slots:
+            heapq.heappush(self._free_clusters, int(c))
+        self._changes.append(ClusterChange(self.modality, deleted=ids))
+
+    def _delete_nodes(self, slots: np.ndarray) -> None:
+        for nid in self.node_id[slots]:
+            del self.node_slot[int(nid)]
+        self.node_id[slots] = -1
+        self.pos[slots] = 0.0
+        self.pos_sq[slots] = np.inf
+        self.link[slots] = 0.0
+        modes = self.mode_link[: self.c_hi, : self.n_hi]
+        touched = np.flatnonzero(modes[:, slots].sum(axis=1) > 0)
+        modes[:, slots] = 0.0
+        sums = modes[touched].sum(axis=1, keepdims=True)
+        modes[touched] = np.divide(modes[touched], sums, out=np.zeros_like(modes[touched]), where=sums > 0)
+        for n in slots:
+            self.fb_stats.pop(int(n), None)
+        for n in slots:
+            heapq.heappush(self._free_nodes, int(n))
+
+    def grow_(self) -> int:
+        """Split ambiguous nodes at the means of what was fed back towards each cluster.
+
+        A node that is mature, still used and ambiguous is replaced by one new node
+        (with a new cluster) per cluster it was pushed towards more than a few times
+        since the last round; this refines class borders. Returns the number of splits.
+        """
+        s = self.settings
+        max_splits = max(int(s.split_per_round_frac * self.epoch), 5)
+        stats, self.fb_stats = self.fb_stats, {}
+        if self.n_nodes >= s.max_nodes or not stats:
+            return 0
+        hi = self.n_hi
+        recent = self.step - self.node_last[:hi] <= self._period(s.grow_every)
+        ambiguity = 1.0 - self.link[:hi, : self.c_hi].max(axis=1)
+        ok = (self.node_id[:hi] >= 0) & (self.node_feedbacks[:hi] >= s.mature_feedbacks) & recent
+        ok &= ambiguity > s.split_threshold
+        candidates = np.flatnonzero(ok)
+        candidates = candidates[np.argsort(-ambiguity[candidates], kind="stable")]
+        splits = 0
+        created: list[int] = []
+        for n in candidates:  # maintenance, not the per-stimulus path
+            groups = [acc for acc in stats.get(int(n), {}).values() if acc[self.dim] > s.split_min_samples]
+            if len(groups) < 2 or self.n_nodes + len(groups) - 1 > s.max_nodes:
+                continue
+            for acc in groups:
+                mean = (acc[: self.dim] / acc[self.dim]).astype(np.float32)
+                _, c = self._node_with_own_cluster(mean)
+                created.append(int(self.cluster_id[c]))
+            self._delete_nodes(np.array([n]))
+            splits += 1
+            if splits >= max_splits or self.n_nodes >= s.max_nodes:
+                break
+        if created:
+            self._changes.append(ClusterChange(self.modality, created=tuple(created)))
+        self.counters.splits += splits
+        return splits
+
+    # ------------------------------------------------------------------ reading (pure)
+    def assign(self, z: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+        """Nearest node id and its strongest cluster id for each row of z (n, dim). Changes nothing."""
+        z = np.asarray(z, dtype=np.float32)
+        if z.ndim != 2 or z.shape[1] != self.dim:
+            raise StimulusError(f"{self.modality}: encodings have shape {z.shape}, expected (n, {self.dim})")
+        if self.n_nodes == 0:
+            raise RuntimeError(f"{self.modality}: the cortex has no nodes yet")
+        hi, chi = self.n_hi, self.c_hi
+        nodes = np.empty(len(z), np.int64)
+        for i in range(0, len(z), chunk):
+            part = z[i : i + chunk]
+            d = self.pos_sq[:hi][None, :] - 2.0 * (part @ self.pos[:hi].T)  # (chunk, hi)
+            nodes[i : i + chunk] = d.argmin(axis=1)
+        bad = ~np.isfinite(z).all(axis=1)
+        clusters = self.link[nodes, :chi].argmax(axis=1)
+        node_ids = self.node_id[nodes].copy()
+        cluster_ids = self.cluster_id[clusters].copy()
+        node_ids[bad] = -1
+        cluster_ids[bad] = -1
+        return node_ids, cluster_ids
+
+    def alive_cluster_ids(self) -> np.ndarray:
+        return np.sort(np.fromiter(self.cluster_slot.keys(), np.int64, len(self.cluster_slot)))
+
+    def mode_node(self, cluster_id: int) -> int | None:
+        """The node a cluster is most strongly linked to (its typical stimulus), or None."""
+        c = self.cluster_slot.get(int(cluster_id))
+        if c is None:
+            return None
+        row = self.mode_link[c, : self.n_hi]
+        if row.max() <= 0:  # every node it knew is gone: fall back to its strongest member
+            col = self.link[: self.n_hi, c]
+            if col.max() <= 0:
+                return None
+            return int(self.node_id[int(col.argmax())])
+        return int(self.node_id[int(row.argmax())])
+
+    def mode_position(self, cluster_id: int) -> np.ndarray | None:
+        nid = self.mode_node(cluster_id)
+        return None if nid is None else self.pos[self.node_slot[nid]].copy()
+
+    # ------------------------------------------------------------------ checkpoint
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Everything needed to rebuild this cortex, as plain arrays (saved with np.savez)."""
+        hi, chi = self.n_hi, self.c_hi
+        fb_keys, fb_vals = [], []
+        for n, per_node in self.fb_stats.items():
+            for c, acc in per_node.items():
+                fb_keys.append((n, c))
+                fb_vals.append(acc)
+        state = {
+            "pos": self.pos[:hi], "last_z": self.last_z[:hi], "node_id": self.node_id[:hi],
+            "node_last": self.node_last[:hi], "node_born": self.node_born[:hi],
+            "node_feedbacks": self.node_feedbacks[:hi], "node_hits": self.node_hits[:hi],
+            "link": self.link[:hi, :chi], "cluster_id": self.cluster_id[:chi],
+            "cluster_last": self.cluster_last[:chi], "mode_link": self.mode_link[:chi, :hi],
+            "fb_keys": np.array(fb_keys, np.int64).reshape(-1, 2),
+            "fb_vals": np.array(fb_vals, np.float64).reshape(-1, self.dim + 1),
+            "scalars": np.array([self.step, self.next_node_id, self.next_cluster_id, int(self.growth_enabled)], np.int64),
+        }
+        return {k: v.copy() for k, v in state.items()}  # a snapshot, not views of live arrays
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        hi, chi = state["link"].shape
+        if state["pos"].shape[1] != self.dim:
+            raise ValueError(f"{self.modality}: checkpoint dim {state['pos'].shape[1]} != {self.dim}")
+        cap_n = max(_START_CAPACITY, 1 << max(hi, 1).bit_length())
+        cap_c = max(_START_CAPACITY, 1 << max(chi, 1).bit_length())
+        self._alloc(cap_n, cap_c)
+        self.n_hi, self.c_hi = hi, chi
+        for name in ("pos", "last_z", "node_id", "node_last", "node_born", "node_feedbacks", "node_hits",
+                     "cluster_id", "cluster_last"):
+            getattr(self, name)[: len(state[name])] = state[name]
+        self.link[:hi, :chi] = state["link"]
+        self.mode_link[:chi, :hi] = state["mode_link"]
+        alive = self.node_id[:hi] >= 0
+        self.pos_sq[:hi] = np.where(alive, (self.pos[:hi] ** 2).sum(axis=1), np.inf)
+        self.node_slot = {int(self.node_id[n]): int(n) for n in np.flatnonzero(alive)}
+        c_alive = self.cluster_id[:chi] >= 0
+        self.cluster_slot = {int(self.cluster_id[c]): int(c) for c in np.flatnonzero(c_alive)}
+        self._free_nodes = [int(n) for n in np.flatnonzero(~alive)]  # ascending: a valid heap
+        self._free_clusters = [int(c) for c in np.flatnonzero(~c_alive)]
+        self.fb_stats = {}
+        for (n, c), acc in zip(state["fb_keys"], state["fb_vals"]):
+            self.fb_stats.setdefault(int(n), {})[int(c)] = acc.copy()
+        step, next_node, next_cluster, growth = (int(v) for v in state["scalars"])
+        self.step, self.next_node_id, self.next_cluster_id = step, next_node, next_cluster
+        self.growth_enabled = bool(growth)
+        self._changes = []
+
+
+def certainty(max_weight: float, age: float, age_factor: float) -> float:
+    """Certainty of a node or a CDZ row: max_weight^2 * min(age / age_factor, 1)."""
+    return max_weight * max_weight * min(age / age_factor, 1.0)

@@ -1,0 +1,91 @@
+"""The teacher: a parent with flash cards, as a deterministic stream of timed stimuli.
+
+Each teaching event picks a digit, shows a random training image of it at time
+k * gap and says a random training recording of it at k * gap + lag. Some events
+show one modality only (`p_unpaired`); some pair two different digits
+(`p_mismatch`, teacher mistakes). Labels travel with the stream for the scorer
+only; the learner never reads them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from agent.config import TeacherSettings
+
+
+@dataclass(frozen=True)
+class Stream:
+    """Stimuli in event-time order. All arrays have one entry per stimulus."""
+
+    modalities: tuple[str, ...]
+    t: np.ndarray  # (n,) float64 event time, seconds
+    modality: np.ndarray  # (n,) int64 index into `modalities`
+    index: np.ndarray  # (n,) int64 row of that modality's training split
+    event: np.ndarray  # (n,) int64 teaching event the stimulus belongs to
+    label: np.ndarray  # (n,) int64 digit shown/said (scoring only)
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+    def count(self, modality: str) -> int:
+        return int((self.modality == self.modalities.index(modality)).sum())
+
+
+def make_stream(labels: dict[str, np.ndarray], settings: TeacherSettings, n_events: int, seed: int) -> Stream:
+    """Build the teaching stream over the training sets whose labels are given.
+
+    The first modality is the "image" (time k * gap); every other modality is
+    "said" with a lag drawn from `settings.lag_s`.
+    """
+    modalities = tuple(labels)
+    if len(modalities) < 2:
+        raise ValueError("the teacher needs at least two modalities")
+    if n_events <= 0:
+        raise ValueError("n_events must be positive")
+    if settings.gap_s <= 0:
+        raise ValueError(f"teacher.gap_s must be positive, got {settings.gap_s}")
+    lo, hi = settings.lag_s
+    if lo > hi:
+        raise ValueError(f"teacher.lag_s must be (low, high), got {settings.lag_s}")
+    for name, p in (("p_unpaired", settings.p_unpaired), ("p_mismatch", settings.p_mismatch)):
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"teacher.{name} must be in [0, 1], got {p}")
+    digits = sorted(set.intersection(*(set(np.unique(y).tolist()) for y in labels.values())))
+    if not digits:
+        raise ValueError("the modalities share no label: nothing to teach")
+    rng = np.random.default_rng(seed)
+    digit = rng.choice(np.array(digits), size=n_events)
+    mismatch = rng.random(n_events) < settings.p_mismatch
+    unpaired = rng.random(n_events) < settings.p_unpaired
+    kept_modality = rng.integers(0, len(modalities), size=n_events)  # the one shown when unpaired
+    base_t = np.arange(n_events, dtype=np.float64) * settings.gap_s
+
+    parts = []
+    for k, m in enumerate(modalities):
+        said = digit.copy()
+        if k > 0 and len(digits) > 1:  # a mistaken teacher says another digit
+            shift = rng.integers(1, len(digits), size=n_events)
+            pos = np.searchsorted(digits, digit)
+            said = np.where(mismatch, np.array(digits)[(pos + shift) % len(digits)], digit)
+        index = _pick(labels[m], said, rng)
+        lag = np.zeros(n_events) if k == 0 else rng.uniform(lo, hi, size=n_events)
+        present = ~unpaired | (kept_modality == k)
+        ev = np.flatnonzero(present)
+        parts.append((base_t[ev] + lag[ev], np.full(ev.size, k), index[ev], ev, said[ev]))
+    t, mod, idx, ev, lab = (np.concatenate(col) for col in zip(*parts))
+    order = np.lexsort((mod, t))  # event time, then modality for exact ties: deterministic
+    return Stream(modalities, t[order], mod[order].astype(np.int64), idx[order].astype(np.int64),
+                  ev[order].astype(np.int64), lab[order].astype(np.int64))
+
+
+def _pick(y: np.ndarray, wanted: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A uniformly random row of `y` with label wanted[i], for every i (vectorised per label)."""
+    out = np.empty(len(wanted), np.int64)
+    for digit in np.unique(wanted):
+        pool = np.flatnonzero(y == digit)
+        where = np.flatnonzero(wanted == digit)
+        out[where] = pool[rng.integers(0, len(pool), size=where.size)]
+    return out

@@ -1,0 +1,129 @@
+import gzip
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from agent.autoencoder import (
+    AutoencoderSettings,
+    build_autoencoder,
+    decode,
+    encode,
+    load_autoencoder,
+    save_autoencoder,
+    train_autoencoder,
+)
+
+DATA = Path(os.environ.get("CDZ_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+FAST = AutoencoderSettings(epochs=1, batch_size=64)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small batches on a shared machine run many times faster on one thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def digits() -> np.ndarray:
+    """300 MNIST test images (n, 28, 28) in [0, 1]."""
+    path = DATA / "mnist" / "t10k-images-idx3-ubyte.gz"
+    if not path.is_file():
+        pytest.skip(f"MNIST not found at {path}; set CDZ_DATA_DIR")
+    with gzip.open(path) as f:
+        raw = np.frombuffer(f.read(), np.uint8, offset=16, count=300 * 784)
+    return raw.reshape(300, 28, 28).astype(np.float32) / 255
+
+
+@pytest.fixture(scope="module")
+def trained(digits) -> tuple:
+    return train_autoencoder(digits, FAST, seed=0, progress=False)
+
+
+@pytest.mark.parametrize("arch", ["conv", "mlp"])
+@pytest.mark.parametrize("shape", [(28, 28), (64, 64), (20, 37)])
+def test_shapes_and_range(arch, shape):
+    torch.manual_seed(0)
+    model = build_autoencoder(shape, AutoencoderSettings(arch=arch, code_dim=16))
+    x = np.random.default_rng(0).random((5, *shape), dtype=np.float32)
+    z = encode(model, x)
+    assert z.shape == (5, 16) and z.dtype == np.float32
+    out = decode(model, z * 100)  # far outside the usual code range: still a valid stimulus
+    assert out.shape == (5, *shape) and out.dtype == np.float32
+    assert out.min() >= 0 and out.max() <= 1
+
+
+def test_training_lowers_the_loss(digits):
+    model, info = train_autoencoder(digits, AutoencoderSettings(epochs=3, batch_size=32), seed=0, progress=False)
+    assert len(info["losses"]) == 3 and info["seconds"] > 0
+    assert info["losses"][-1] < 0.9 * info["losses"][0]
+    torch.manual_seed(0)
+    untrained = build_autoencoder((28, 28), model.settings)
+    mse = lambda m: np.mean((decode(m, encode(m, digits)) - digits) ** 2)
+    assert mse(model) < 0.5 * mse(untrained)
+
+
+def test_same_seed_same_encodings(digits, trained):
+    model, _ = trained
+    again, _ = train_autoencoder(digits, FAST, seed=0, progress=False)
+    other, _ = train_autoencoder(digits, FAST, seed=1, progress=False)
+    z = encode(model, digits)
+    assert np.array_equal(z, encode(again, digits))
+    assert not np.allclose(z, encode(other, digits))
+
+
+def test_encoding_scale_is_sane(digits, trained):
+    z = encode(trained[0], digits)
+    assert np.isfinite(z).all() and np.abs(z).max() < 100
+
+
+def test_save_load_round_trip(tmp_path, digits, trained):
+    model, _ = trained
+    path = tmp_path / "visual.pt"
+    save_autoencoder(model, path)
+    loaded = load_autoencoder(path)
+    assert loaded.input_shape == (28, 28) and loaded.settings == model.settings
+    z = encode(model, digits)
+    assert np.array_equal(z, encode(loaded, digits))
+    assert np.array_equal(decode(model, z), decode(loaded, z))
+    assert [p.name for p in tmp_path.iterdir()] == ["visual.pt"]  # no temporary file left behind
+
+
+def test_bad_input_raises(digits, trained):
+    model, _ = trained
+    nan = digits[:4].copy()
+    nan[0, 3, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        encode(model, nan)
+    with pytest.raises(ValueError, match="NaN"):
+        train_autoencoder(nan, FAST, seed=0, progress=False)
+    with pytest.raises(ValueError, match="shape"):
+        encode(model, np.zeros((4, 64, 64), np.float32))
+    with pytest.raises(ValueError, match="shape"):
+        encode(model, np.zeros((28, 28), np.float32))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        train_autoencoder(digits * 255, FAST, seed=0, progress=False)
+    with pytest.raises(ValueError, match="encodings"):
+        decode(model, np.zeros((4, 63), np.float32))
+    with pytest.raises(ValueError):
+        AutoencoderSettings(arch="transformer")
+
+
+def test_corrupt_or_mismatched_file_raises(tmp_path, trained):
+    model, _ = trained
+    path = tmp_path / "visual.pt"
+    save_autoencoder(model, path)
+    path.write_bytes(path.read_bytes()[:1000])  # truncated
+    with pytest.raises(ValueError, match="not a readable autoencoder"):
+        load_autoencoder(path)
+    ckpt = {"state_dict": model.state_dict(), "input_shape": [64, 64], "settings": {"arch": "conv"}}
+    torch.save(ckpt, path)  # weights for 28x28 claimed to be for 64x64
+    with pytest.raises(ValueError, match="not a readable autoencoder"):
+        load_autoencoder(path)
+    with pytest.raises(FileNotFoundError):
+        load_autoencoder(tmp_path / "missing.pt")

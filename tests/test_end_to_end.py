@@ -1,0 +1,128 @@
+"""One small real run through the CLI: real MNIST and FSDD files, encoders, stream, scores.
+
+Four digits, 120 training stimuli of each per modality, a few thousand stimuli in
+the stream: the agent must find exactly four classes in each modality and recall
+the other modality well, and the run folder must serve eval, recall and plots.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tools.cli import main
+
+DIGITS = "[0,1,2,3]"
+SMALL = [
+    "--set", f"data.digits={DIGITS}", "--set", "data.per_class=120", "--set", "data.test_per_class=25",
+    "--set", "teacher.epochs=8", "--set", "visual_encoder.epochs=4", "--set", "audio_encoder.epochs=12",
+    "--set", "cortex.initial_nodes=60",
+]
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory, data_dir, monkeypatch_module) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "small"
+    assert main(["train", "--quiet", "--out", str(out), *SMALL]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module(data_dir):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("CDZ_DATA_DIR", str(data_dir))
+    mp.setenv("CDZ_NO_DOWNLOAD", "1")
+    yield mp
+    mp.undo()
+
+
+def _eval_json(run: Path, capsys, *extra: str) -> dict:
+    capsys.readouterr()
+    assert main(["eval", str(run), "--json", "--quiet", *extra]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.slow
+def test_small_run_discovers_the_classes_and_recalls(small_run, capsys):
+    result = _eval_json(small_run, capsys, "--no-baselines")
+    assert result["classes_discovered"] == {"visual": 4, "audio": 4}
+    assert result["recall_accuracy"]["visual->audio"] >= 0.85
+    assert result["recall_accuracy"]["audio->visual"] >= 0.85
+    assert result["generation_accuracy"]["visual->audio"] >= 0.75
+    assert result["generation_accuracy"]["audio->visual"] >= 0.75
+    assert result["n_test"] == {"visual": 100, "audio": 100}
+    for key in ("seed_score", "judge_accuracy", "timing_s", "config"):
+        assert key in result
+
+
+@pytest.mark.slow
+def test_eval_changes_nothing_in_the_run(small_run, capsys):
+    from agent.checkpoint import RunFolder
+
+    run = RunFolder(small_run)
+    _, before = run.load_checkpoint()
+    first = _eval_json(small_run, capsys, "--no-baselines", "--no-judges")
+    second = _eval_json(small_run, capsys, "--no-baselines", "--no-judges")
+    _, after = run.load_checkpoint()
+    assert first["recall_accuracy"] == second["recall_accuracy"]
+    assert before.keys() == after.keys()
+    for key in before:
+        np.testing.assert_array_equal(before[key], after[key], err_msg=key)
+
+
+@pytest.mark.slow
+def test_recall_of_files_names_the_right_digit(small_run, tmp_path, data_dir, capsys):
+    from sensors.features import write_png
+
+    from replay.datasets import load_mnist
+
+    img = load_mnist("test", digits=[2], per_class=1).x[0]
+    png = tmp_path / "two.png"
+    write_png(png, 1.0 - img)  # dark ink on white paper, as a user's photo would be
+    wav = data_dir / "fsdd" / "1_jackson_0.wav"
+    capsys.readouterr()
+    assert main(["recall", str(small_run), str(png), str(wav), "--json", "--out", str(tmp_path / "out")]) == 0
+    results = json.loads(capsys.readouterr().out)
+    by_modality = {r["modality"]: r for r in results}
+    assert by_modality["visual"]["recalled"]["audio"]["cluster_name"] == 2
+    assert by_modality["audio"]["recalled"]["visual"]["cluster_name"] == 1
+    for r in results:
+        for item in r["recalled"].values():
+            assert Path(item["png"]).stat().st_size > 100
+
+
+@pytest.mark.slow
+def test_plots_are_written(small_run):
+    assert main(["plots", str(small_run), "--quiet"]) == 0
+    names = {p.name for p in (small_run / "plots").iterdir()}
+    assert {"tsne_visual.png", "tsne_audio.png", "cluster_modes.png", "learning_curves.png"} <= names
+
+
+def test_missing_run_folder_is_a_clear_error(tmp_path, capsys):
+    assert main(["eval", str(tmp_path / "nope")]) == 2
+    assert "no run folder" in capsys.readouterr().err
+
+
+def test_unknown_setting_is_a_clear_error(tmp_path, capsys):
+    assert main(["train", "--out", str(tmp_path / "r"), "--set", "cortex.no_such_knob=1"]) == 2
+    assert "no_such_knob" in capsys.readouterr().err
+
+
+def test_missing_data_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CDZ_DATA_DIR", str(tmp_path / "empty"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("CDZ_NO_DOWNLOAD", "1")
+    assert main(["train", "--quiet", "--out", str(tmp_path / "r"), "--set", "data.per_class=5"]) == 2
+    err = capsys.readouterr().err
+    assert "CDZ_DATA_DIR" in err and "mnist" in err.lower()
+
+
+def test_help_explains_the_commands():
+    out = subprocess.run([sys.executable, "-m", "tools.cli", "--help"], capture_output=True, text=True, check=True).stdout
+    for command in ("train", "eval", "replay", "recall", "plots", "bench"):
+        assert command in out

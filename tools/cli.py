@@ -1,0 +1,229 @@
+"""The `cdz` command: train, eval, replay, recall, plots, bench.
+
+Human tables and progress bars go to the terminal (bars on stderr); with `--json`
+exactly one JSON object goes to stdout so other programs can read the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DEFAULT_RUNS = Path("runs")
+
+EPILOG = """examples:
+  cdz replay                              train on MNIST+FSDD from scratch, then print the score table
+  cdz replay --set data.digits=[0,1,2] --set teacher.epochs=1   a quick 3-digit run
+  cdz eval runs/latest --json             every score of a finished run as JSON
+  cdz recall runs/latest seven.png zero.wav   what the agent recalls for your own files
+  cdz plots runs/latest                   t-SNE, decoded cluster modes, learning curves
+  cdz bench core                          stream-learning throughput vs a plain implementation
+
+data is found through CDZ_DATA_DIR (folders mnist/ and fsdd/), then ~/.cache/cdz-agent."""
+
+
+def _config_from_args(args: argparse.Namespace):
+    from agent.config import Config, override
+
+    config = Config(seed=args.seed)
+    return override(config, args.set or [])
+
+
+def _run_dir(args: argparse.Namespace, config) -> Path:
+    if args.out:
+        return Path(args.out)
+    return DEFAULT_RUNS / f"{time.strftime('%Y%m%d-%H%M%S')}-seed{config.seed}"
+
+
+def _point_latest(run_path: Path) -> None:
+    """runs/latest -> the newest run, for convenience (best effort)."""
+    link = run_path.parent / "latest"
+    try:
+        if link.is_symlink() or not link.exists():
+            link.unlink(missing_ok=True)
+            link.symlink_to(run_path.resolve(), target_is_directory=True)
+    except OSError:
+        pass
+
+
+def _print_json(obj: Any) -> None:
+    def default(o: Any) -> Any:
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+        raise TypeError(type(o))
+
+    json.dump(obj, sys.stdout, default=default)
+    sys.stdout.write("\n")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from tools.train import train
+
+    if args.resume:
+        run = train(None, args.resume, progress=not args.quiet, resume=True)  # type: ignore[arg-type]
+    else:
+        config = _config_from_args(args)
+        run = train(config, _run_dir(args, config), progress=not args.quiet)
+    _point_latest(run.path)
+    print(f"run folder: {run.path}", file=sys.stderr)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from agent.checkpoint import RunFolder
+    from tools.evaluate import evaluate, format_table
+
+    result = evaluate(RunFolder(args.run), progress=not args.quiet, baselines=not args.no_baselines,
+                      judges=not args.no_judges)
+    if args.json:
+        _print_json(result)
+    else:
+        print(format_table(result))
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from tools.evaluate import evaluate, format_table
+    from tools.train import train
+
+    config = _config_from_args(args)
+    run = train(config, _run_dir(args, config), progress=not args.quiet)
+    _point_latest(run.path)
+    result = evaluate(run, progress=not args.quiet, baselines=not args.no_baselines, judges=not args.no_judges)
+    result["run"] = str(run.path)
+    if args.json:
+        _print_json(result)
+    else:
+        print(format_table(result))
+        print(f"\nrun folder: {run.path}  (cdz plots {run.path} draws pictures)")
+    return 0
+
+
+def cmd_recall(args: argparse.Namespace) -> int:
+    from agent.checkpoint import RunFolder
+    from tools.recall import format_recall, recall_files
+
+    run = RunFolder(args.run)
+    out = Path(args.out) if args.out else run.path / "recall"
+    results = recall_files(run, [Path(f) for f in args.files], out)
+    if args.json:
+        _print_json(results)
+    else:
+        print(format_recall(results))
+    return 0
+
+
+def cmd_plots(args: argparse.Namespace) -> int:
+    from agent.checkpoint import RunFolder
+    from tools.report import make_plots
+
+    paths = make_plots(RunFolder(args.run), progress=not args.quiet)
+    for p in paths:
+        print(p)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from tools.bench import bench_core, format_core
+
+    if args.what != "core":
+        raise SystemExit(f"unknown benchmark {args.what!r}; available: core")
+    result = bench_core(n_stimuli=args.stimuli, repeats=args.repeats, progress=not args.quiet)
+    if args.json:
+        _print_json(result)
+    else:
+        print(format_core(result))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="cdz", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        description="An unsupervised multimodal agent: it learns which images and sounds belong together, "
+                    "discovers the classes itself, and recalls one sense from the other.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(sp: argparse.ArgumentParser, config: bool = False, json_out: bool = False) -> None:
+        sp.add_argument("--quiet", action="store_true", help="no progress bars")
+        if json_out:
+            sp.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of a table")
+        if config:
+            sp.add_argument("--seed", type=int, default=0, help="seed of everything (default 0)")
+            sp.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
+                            help="override a config field, e.g. --set cortex.node_lr=0.02 "
+                                 "--set data.digits=[0,1,2] (repeatable; the field must exist)")
+            sp.add_argument("--out", help="run folder to create (default runs/<time>-seed<N>)")
+
+    sp = sub.add_parser("train", help="train encoders, then learn the teacher stream into a run folder")
+    common(sp, config=True)
+    sp.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint")
+    sp.set_defaults(func=cmd_train)
+
+    sp = sub.add_parser("eval", help="every score of a trained run, with baselines")
+    sp.add_argument("run", help="run folder")
+    common(sp, json_out=True)
+    sp.add_argument("--no-baselines", action="store_true", help="skip k-means/DP-GMM/HDBSCAN/supervised baselines")
+    sp.add_argument("--no-judges", action="store_true", help="skip generation accuracy (no judge training)")
+    sp.set_defaults(func=cmd_eval)
+
+    sp = sub.add_parser("replay", help="train then eval in one go (the main job)")
+    common(sp, config=True, json_out=True)
+    sp.add_argument("--no-baselines", action="store_true", help="skip the clustering baselines")
+    sp.add_argument("--no-judges", action="store_true", help="skip generation accuracy")
+    sp.set_defaults(func=cmd_replay)
+
+    sp = sub.add_parser("recall", help="show an image / play a wav to a trained agent; see what it recalls")
+    sp.add_argument("run", help="run folder")
+    sp.add_argument("files", nargs="+", help="images (png, jpg, ...) and/or wav files of any sample rate")
+    sp.add_argument("--out", help="folder for reconstruction PNGs (default RUN/recall)")
+    common(sp, json_out=True)
+    sp.set_defaults(func=cmd_recall)
+
+    sp = sub.add_parser("plots", help="t-SNE of encodings, decoded cluster modes, learning curves (PNGs)")
+    sp.add_argument("run", help="run folder")
+    common(sp)
+    sp.set_defaults(func=cmd_plots)
+
+    sp = sub.add_parser("bench", help="benchmarks that print figures (core: stream learning throughput)")
+    sp.add_argument("what", choices=["core"], help="what to measure")
+    sp.add_argument("--stimuli", type=int, default=60_000, help="stimuli in the vectorised run (default 60000)")
+    sp.add_argument("--repeats", type=int, default=3, help="repeats; the median is reported (default 3)")
+    common(sp, json_out=True)
+    sp.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from agent.checkpoint import RunError
+    from agent.cortex import StimulusError
+
+    args = build_parser().parse_args(argv)
+    known_errors: tuple[type[BaseException], ...] = (RunError, StimulusError, FileNotFoundError, KeyError, ValueError)
+    try:
+        from replay.datasets import DataCorruptError, DataMissingError
+        from sensors.features import FeatureError
+
+        known_errors += (DataMissingError, DataCorruptError, FeatureError)
+    except ImportError:  # pragma: no cover - partial installs
+        pass
+    try:
+        return args.func(args)
+    except known_errors as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"cdz {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"cdz {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""`cdz eval`: every score of EVALUATION.md, from a run folder, with learning off.
+
+Held-out stimuli are presented alone; nothing in the brain changes (the brain is
+rebuilt from the checkpoint and only its pure reading methods are called).
+Clusters are *named* for scoring only, by the majority label of the training
+stimuli that excite them. Nothing is excluded from any score.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from agent.autoencoder import decode, load_autoencoder
+from agent.brain import Brain
+from agent.checkpoint import RunFolder
+from agent.config import Config, to_dict
+from tools.baselines import all_baselines, clustering_scores
+from tools.judge import load_judge, predict, save_judge, train_judge
+from tools.train import Encodings, load_brain, load_splits
+
+MIN_CLASS_SHARE = 0.01  # a cluster is a discovered class when >= 1% of training stimuli excite it
+
+
+def cluster_names(clusters: np.ndarray, labels: np.ndarray) -> dict[int, int]:
+    """Scoring name of each cluster: the majority label of the stimuli exciting it."""
+    names = {}
+    for cid in np.unique(clusters):
+        if cid >= 0:
+            names[int(cid)] = int(np.bincount(labels[clusters == cid]).argmax())
+    return names
+
+
+def name_of(ids: np.ndarray, names: dict[int, int]) -> np.ndarray:
+    """Vectorised dict lookup; -1 for clusters without a name (or -1 ids)."""
+    return np.array([names.get(int(i), -1) for i in ids], np.int64)
+
+
+def seed_score(recalled: np.ndarray, labels: np.ndarray) -> float:
+    """The seed's lenient measure: per label, the share of stimuli recalling that label's
+    most common recalled cluster, averaged over labels (a merge of two digits can hide here)."""
+    shares = []
+    for lab in np.unique(labels):
+        rec = recalled[labels == lab]
+        _, counts = np.unique(rec, return_counts=True)
+        shares.append(counts.max() / len(rec))
+    return float(np.mean(shares))
+
+
+def classes_discovered(train_clusters: np.ndarray) -> int:
+    ids, counts = np.unique(train_clusters[train_clusters >= 0], return_counts=True)
+    return int((counts >= MIN_CLASS_SHARE * len(train_clusters)).sum())
+
+
+def pair_name(a: str, b: str) -> str:
+    return f"{a}->{b}"
+
+
+def score(config: Config, enc: Encodings, brain: Brain) -> dict[str, Any]:
+    """Label-based scores of a trained brain (no judges, no baselines): fast and pure."""
+    mods = config.modalities
+    train_c = {m: brain.classify(m, enc.train[m]) for m in mods}
+    test_c = {m: brain.classify(m, enc.test[m]) for m in mods}
+    names = {m: cluster_names(train_c[m], enc.train_y[m]) for m in mods}
+    out: dict[str, Any] = {"recall_accuracy": {}, "seed_score": {}, "classes_discovered": {},
+                           "clusters_alive": {}, "clustering": {}, "n_test": {}, "recalled": {}}
+    for m in mods:
+        out["classes_discovered"][m] = classes_discovered(train_c[m])
+        out["clusters_alive"][m] = brain.cortices[m].n_clusters
+        out["clustering"][m] = clustering_scores(test_c[m], enc.test_y[m])
+        out["n_test"][m] = int(len(enc.test_y[m]))
+    for k, a in enumerate(mods):
+        recalled = brain.cdz.recall_many(a, test_c[a])
+        for b in mods:
+            if b == a:
+                continue
+            pred = name_of(recalled[b], names[b])
+            out["recall_accuracy"][pair_name(a, b)] = float(np.mean(pred == enc.test_y[a]))
+            out["recalled"][pair_name(a, b)] = recalled[b]
+        first_other = mods[(k + 1) % len(mods)]
+        out["seed_score"][a] = seed_score(recalled[first_other], enc.test_y[a])
+    out["names"] = names
+    return out
+
+
+def generation(run: RunFolder, config: Config, brain: Brain, scores: dict[str, Any], enc: Encodings,
+               progress: bool = True) -> tuple[dict[str, float], dict[str, float]]:
+    """Generation accuracy (decode the recalled cluster's mode, let a judge name it) and judge accuracy."""
+    mods = config.modalities
+    train_raw, test_raw = load_splits(config, "train"), load_splits(config, "test")
+    judges = {}
+    judge_acc = {}
+    for k, m in enumerate(mods):
+        path = run.judge_path(m)
+        if path.exists():
+            judges[m] = load_judge(path)
+        else:
+            judges[m] = train_judge(train_raw[m].x, train_raw[m].y, seed=config.seed * 1000 + 500 + k,
+                                    desc=f"{m} judge", progress=progress)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_judge(judges[m], path)
+        judge_acc[m] = float(np.mean(predict(judges[m], test_raw[m].x) == test_raw[m].y))
+    decoders = {m: load_autoencoder(run.encoder_path(m)) for m in mods}
+    gen_acc = {}
+    for a in mods:
+        for b in mods:
+            if a == b:
+                continue
+            recalled = scores["recalled"][pair_name(a, b)]
+            said = judge_modes(brain, decoders[b], judges[b], b, np.unique(recalled))
+            pred = name_of(recalled, said)
+            gen_acc[pair_name(a, b)] = float(np.mean(pred == enc.test_y[a]))
+    return gen_acc, judge_acc
+
+
+def judge_modes(brain: Brain, decoder, judge, modality: str, cluster_ids: np.ndarray) -> dict[int, int]:
+    """What the judge calls the decoded mode of each cluster (clusters without a mode are left out)."""
+    ids, positions = [], []
+    for cid in cluster_ids:
+        pos = brain.cortices[modality].mode_position(int(cid)) if cid >= 0 else None
+        if pos is not None:
+            ids.append(int(cid))
+            positions.append(pos)
+    if not ids:
+        return {}
+    images = decode(decoder, np.stack(positions))
+    return dict(zip(ids, predict(judge, images).tolist()))
+
+
+def evaluate(run: RunFolder, progress: bool = True, baselines: bool = True, judges: bool = True) -> dict[str, Any]:
+    """Every score, in the JSON contract of the README."""
+    t0 = time.perf_counter()
+    config, enc, brain = load_brain(run)
+    scores = score(config, enc, brain)
+    result: dict[str, Any] = {
+        "recall_accuracy": scores["recall_accuracy"],
+        "seed_score": scores["seed_score"],
+        "classes_discovered": scores["classes_discovered"],
+        "clusters_alive": scores["clusters_alive"],
+        "clustering": scores["clustering"],
+        "n_test": scores["n_test"],
+    }
+    if judges:
+        result["generation_accuracy"], result["judge_accuracy"] = generation(run, config, brain, scores, enc, progress)
+    if baselines:
+        result["baselines"] = {m: all_baselines(enc.train[m], enc.train_y[m], enc.test[m], enc.test_y[m],
+                                                seed=config.seed, progress=progress) for m in config.modalities}
+    t_eval = time.perf_counter() - t0
+    trained = run.metrics().get("train", {})
+    timing = dict(trained.get("timing_s", {}))
+    timing["eval"] = t_eval
+    timing["total"] = sum(v for v in timing.values() if isinstance(v, (int, float)))
+    result["timing_s"] = timing
+    result["stream_stimuli_per_s"] = trained.get("stream_stimuli_per_s")
+    result["seed"] = config.seed
+    result["config"] = to_dict(config)
+    run.update_metrics(eval={k: v for k, v in result.items() if k != "config"})
+    return result
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The human score table."""
+    lines = []
+    ra, gen, ss = result["recall_accuracy"], result.get("generation_accuracy", {}), result["seed_score"]
+    lines.append(f"{'score':34s} {'value':>8s}  n")
+    lines.append("-" * 52)
+    for pair, acc in ra.items():
+        src = pair.split("->")[0]
+        lines.append(f"{'recall accuracy ' + pair:34s} {acc:8.3f}  {result['n_test'][src]}")
+    for pair, acc in gen.items():
+        src = pair.split("->")[0]
+        lines.append(f"{'generation accuracy ' + pair:34s} {acc:8.3f}  {result['n_test'][src]}")
+    for m, v in ss.items():
+        lines.append(f"{'seed score ' + m:34s} {v:8.3f}  {result['n_test'][m]}")
+    for m, v in result.get("judge_accuracy", {}).items():
+        lines.append(f"{'judge accuracy ' + m:34s} {v:8.3f}  {result['n_test'][m]}")
+    for m, v in result["classes_discovered"].items():
+        c = result["clustering"][m]
+        lines.append(f"{'classes discovered ' + m:34s} {v:8d}  (alive {result['clusters_alive'][m]}, "
+                     f"purity {c['purity']:.3f}, ARI {c['ari']:.3f}, NMI {c['nmi']:.3f})")
+    if "baselines" in result:
+        lines.append("")
+        lines.append(f"{'baseline (same encodings)':34s} {'k':>4s} {'ARI':>7s} {'acc':>7s} {'s':>6s}")
+        for m, bl in result["baselines"].items():
+            for name, r in bl.items():
+                k = r.get("k", "")
+                ari = f"{r['ari']:.3f}" if "ari" in r else ""
+                acc = f"{r['accuracy']:.3f}" if "accuracy" in r else ""
+                lines.append(f"{m + ' ' + name:34s} {k!s:>4s} {ari:>7s} {acc:>7s} {r.get('seconds', 0):6.1f}")
+    t = result["timing_s"]
+    lines.append("")
+    lines.append("time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in t.items()))
+    if result.get("stream_stimuli_per_s"):
+        lines.append(f"stream learning: {result['stream_stimuli_per_s']:.0f} stimuli/s")
+    return "\n".join(lines)

@@ -1,0 +1,168 @@
+"""`cdz train`: encoders first, then stream learning from the teacher, into a run folder.
+
+Phases: load data -> train one autoencoder per modality -> encode train and test
+sets -> build the teacher stream -> learn it stimulus by stimulus, with atomic
+checkpoints -> save the stream log. Labels are stored beside the encodings for
+the scorer; the learner never reads them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from agent.autoencoder import encode, load_autoencoder, save_autoencoder, train_autoencoder
+from agent.brain import Brain, learn_stream
+from agent.checkpoint import RunFolder, load_arrays, save_arrays
+from agent.config import Config
+from replay.datasets import Split, load_modality
+from replay.teacher import Stream, make_stream
+
+
+@dataclass(frozen=True)
+class Encodings:
+    """Train/test encodings and labels per modality, as stored in encodings.npz."""
+
+    train: dict[str, np.ndarray]
+    train_y: dict[str, np.ndarray]
+    test: dict[str, np.ndarray]
+    test_y: dict[str, np.ndarray]
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        out = {}
+        for m in self.train:
+            out |= {f"{m}.train.z": self.train[m], f"{m}.train.y": self.train_y[m],
+                    f"{m}.test.z": self.test[m], f"{m}.test.y": self.test_y[m]}
+        return out
+
+    @classmethod
+    def load(cls, run: RunFolder, modalities: tuple[str, ...]) -> "Encodings":
+        a = load_arrays(run.encodings_path)
+        try:
+            return cls(*({m: a[f"{m}.{part}"] for m in modalities}
+                         for part in ("train.z", "train.y", "test.z", "test.y")))
+        except KeyError as e:
+            raise ValueError(f"{run.encodings_path} lacks {e}") from None
+
+
+def load_splits(config: Config, split: str) -> dict[str, Split]:
+    """The data of every modality for one split, filtered as the config says."""
+    d = config.data
+    per_class = d.per_class if split == "train" else d.test_per_class
+    out = {}
+    for m in config.modalities:
+        kw: dict = {"digits": list(d.digits), "per_class": per_class}
+        if m == "audio" and d.exclude_speakers:
+            kw["exclude_speakers" if split == "train" else "speakers"] = list(d.exclude_speakers)
+        out[m] = load_modality(m, split, **kw)
+    return out
+
+
+def n_events(config: Config, train: dict[str, np.ndarray]) -> int:
+    """Stream length: `teacher.epochs` passes over the largest training set."""
+    return max(1, int(round(config.teacher.epochs * max(len(y) for y in train.values()))))
+
+
+def build_stream(config: Config, enc: Encodings) -> Stream:
+    return make_stream(enc.train_y, config.teacher, n_events(config, enc.train_y), config.seed)
+
+
+def build_brain(config: Config, enc: Encodings, stream: Stream) -> Brain:
+    dims = {m: enc.train[m].shape[1] for m in config.modalities}
+    epochs = {m: max(1, int(stream.count(m) / config.teacher.epochs)) for m in config.modalities}
+    return Brain(config, dims, epochs)
+
+
+def train_encoders(config: Config, run: RunFolder, progress: bool = True) -> Encodings:
+    """Train (or, when already in the run folder, reload) each modality's autoencoder and encode."""
+    train_data, test_data = load_splits(config, "train"), load_splits(config, "test")
+    enc = Encodings({}, {}, {}, {})
+    for k, m in enumerate(config.modalities):
+        path = run.encoder_path(m)
+        if path.exists():
+            model = load_autoencoder(path)
+        else:
+            model, info = train_autoencoder(train_data[m].x, config.encoder(m), seed=config.seed * 1000 + k,
+                                            desc=f"{m} autoencoder", progress=progress)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_autoencoder(model, path)
+            run.log(f"{m} autoencoder trained: {info}")
+        enc.train[m], enc.test[m] = encode(model, train_data[m].x), encode(model, test_data[m].x)
+        enc.train_y[m], enc.test_y[m] = train_data[m].y, test_data[m].y
+    save_arrays(run.encodings_path, enc.arrays())
+    return enc
+
+
+def train(config: Config, out: Path | str, progress: bool = True, checkpoint_every: int = 100_000,
+          resume: bool = False) -> RunFolder:
+    """Run both phases into `out`; with `resume`, continue from the last checkpoint there."""
+    torch.manual_seed(config.seed)
+    run = RunFolder(out)
+    if resume:
+        config = run.config()
+    else:
+        run.create(config)
+    t0 = time.perf_counter()
+    if resume and run.encodings_path.exists():
+        enc = Encodings.load(run, config.modalities)
+    else:
+        enc = train_encoders(config, run, progress)
+    t_enc = time.perf_counter() - t0
+
+    stream = build_stream(config, enc)
+    brain = build_brain(config, enc, stream)
+    start = 0
+    if resume and run.latest_checkpoint() is not None:
+        start, state = run.load_checkpoint()
+        brain.load_state_dict(state)
+        run.log(f"resumed at stimulus {start} of {len(stream)}")
+    logs = []
+    if resume and run.stream_path.exists() and start > 0:
+        old = load_arrays(run.stream_path)
+        logs.append((old["cluster"][:start], old["recalled"][:start]))
+    t1 = time.perf_counter()
+    for lo in range(start, len(stream), checkpoint_every):
+        hi = min(lo + checkpoint_every, len(stream))
+        log = learn_stream(brain, stream, enc.train, lo, hi, progress=progress)
+        logs.append((log.cluster, log.recalled))
+        run.save_checkpoint(hi, brain.state_dict())
+        _save_stream(run, stream, logs)
+    t_stream = time.perf_counter() - t1
+    if start >= len(stream):  # nothing left to learn: keep the existing log
+        _save_stream(run, stream, logs)
+    run.update_metrics(train={
+        "timing_s": {"encoders": t_enc, "stream": t_stream},
+        "stimuli": len(stream) - start,
+        "stream_stimuli_per_s": (len(stream) - start) / t_stream if t_stream > 0 else None,
+        "rejected": brain.rejected,
+        "nodes": {m: c.n_nodes for m, c in brain.cortices.items()},
+        "clusters": {m: c.n_clusters for m, c in brain.cortices.items()},
+        "counters": {m: vars(c.counters) for m, c in brain.cortices.items()},
+    })
+    run.log(f"trained: {len(stream)} stimuli, encoders {t_enc:.1f}s, stream {t_stream:.1f}s")
+    return run
+
+
+def _save_stream(run: RunFolder, stream: Stream, logs: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    cluster = np.concatenate([c for c, _ in logs]) if logs else np.zeros(0, np.int64)
+    recalled = np.concatenate([r for _, r in logs]) if logs else np.zeros(0, np.int64)
+    save_arrays(run.stream_path, {
+        "t": stream.t, "modality": stream.modality, "index": stream.index, "event": stream.event,
+        "label": stream.label, "cluster": cluster, "recalled": recalled,
+        "modalities": np.array(stream.modalities),
+    })
+
+
+def load_brain(run: RunFolder) -> tuple[Config, Encodings, Brain]:
+    """Rebuild the trained brain of a run from its config, encodings and last checkpoint."""
+    config = run.config()
+    enc = Encodings.load(run, config.modalities)
+    stream = build_stream(config, enc)
+    brain = build_brain(config, enc, stream)
+    _, state = run.load_checkpoint()
+    brain.load_state_dict(state)
+    return config, enc, brain
