@@ -294,13 +294,17 @@ class Cortex:
         splits = 0
         created: list[int] = []
         for n in candidates:  # maintenance, not the per-stimulus path
-            groups = [acc for acc in stats.get(int(n), {}).values() if acc[self.dim] > s.split_min_samples]
+            groups = [(c, acc) for c, acc in stats.get(int(n), {}).items() if acc[self.dim] > s.split_min_samples]
             if len(groups) < 2 or self.n_nodes + len(groups) - 1 > s.max_nodes:
                 continue
-            for acc in groups:
+            for c_fed, acc in groups:
                 mean = (acc[: self.dim] / acc[self.dim]).astype(np.float32)
-                _, c = self._node_with_own_cluster(mean)
-                created.append(int(self.cluster_id[c]))
+                if s.split_children == "inherit" and self.cluster_id[c_fed] >= 0:
+                    child = self._new_node(mean)
+                    self.link[child, c_fed] = 1.0
+                else:
+                    _, c = self._node_with_own_cluster(mean)
+                    created.append(int(self.cluster_id[c]))
             self._delete_nodes(np.array([n]))
             splits += 1
             if splits >= max_splits or self.n_nodes >= s.max_nodes:

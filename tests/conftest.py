@@ -20,3 +20,14 @@ def data_dir() -> Path:
             f"holding mnist/ (the 4 IDX .gz files) and fsdd/ (the 3000 FSDD wavs)",
             pytrace=False)
     return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Tests share 2 cores with pytest itself: one torch thread is faster and steadier."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -1,8 +1,11 @@
 """One small real run through the CLI: real MNIST and FSDD files, encoders, stream, scores.
 
-Four digits, 120 training stimuli of each per modality, a few thousand stimuli in
-the stream: the agent must find exactly four classes in each modality and recall
-the other modality well, and the run folder must serve eval, recall and plots.
+Four digits; the 270 first MNIST training images of each and one FSDD speaker
+(45 recordings per digit, as in the original one-speaker experiment); about
+17,000 stimuli. The agent must find exactly four classes in each modality and
+recall the other modality well, and the run folder must serve eval, recall and
+plots. The encoders get many small steps: with too few, the audio encodings do
+not separate the digits and the classes merge (measured: 1-NN 0.75 -> 1 class).
 """
 
 from __future__ import annotations
@@ -17,11 +20,10 @@ import pytest
 
 from tools.cli import main
 
-DIGITS = "[0,1,2,3]"
 SMALL = [
-    "--set", f"data.digits={DIGITS}", "--set", "data.per_class=120", "--set", "data.test_per_class=25",
-    "--set", "teacher.epochs=8", "--set", "visual_encoder.epochs=4", "--set", "audio_encoder.epochs=12",
-    "--set", "cortex.initial_nodes=60",
+    "--set", "data.digits=[0,1,2,3]", "--set", 'data.speakers=["jackson"]', "--set", "data.per_class=270",
+    "--set", "data.test_per_class=25", "--set", "teacher.epochs=8", "--set", "cortex.initial_nodes=60",
+    "--set", "visual_encoder.epochs=20", "--set", "visual_encoder.batch_size=32", "--set", "audio_encoder.epochs=150",
 ]
 
 
@@ -55,7 +57,7 @@ def test_small_run_discovers_the_classes_and_recalls(small_run, capsys):
     assert result["recall_accuracy"]["audio->visual"] >= 0.85
     assert result["generation_accuracy"]["visual->audio"] >= 0.75
     assert result["generation_accuracy"]["audio->visual"] >= 0.75
-    assert result["n_test"] == {"visual": 100, "audio": 100}
+    assert result["n_test"] == {"visual": 100, "audio": 20}
     for key in ("seed_score", "judge_accuracy", "timing_s", "config"):
         assert key in result
 
@@ -84,7 +86,7 @@ def test_recall_of_files_names_the_right_digit(small_run, tmp_path, data_dir, ca
     img = load_mnist("test", digits=[2], per_class=1).x[0]
     png = tmp_path / "two.png"
     write_png(png, 1.0 - img)  # dark ink on white paper, as a user's photo would be
-    wav = data_dir / "fsdd" / "1_jackson_0.wav"
+    wav = data_dir / "fsdd" / "1_jackson_1.wav"
     capsys.readouterr()
     assert main(["recall", str(small_run), str(png), str(wav), "--json", "--out", str(tmp_path / "out")]) == 0
     results = json.loads(capsys.readouterr().out)

@@ -201,11 +201,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _single_thread_torch() -> None:
+    """One torch thread unless CDZ_TORCH_THREADS says otherwise.
+
+    Measured on the 2-core machines this project targets: a second intra-op thread
+    made a 64x64 conv training step up to 13x slower as soon as anything else ran.
+    """
+    import os
+
+    import torch
+
+    torch.set_num_threads(max(1, int(os.environ.get("CDZ_TORCH_THREADS", "1"))))
+
+
 def main(argv: list[str] | None = None) -> int:
     from agent.checkpoint import RunError
     from agent.cortex import StimulusError
 
     args = build_parser().parse_args(argv)
+    _single_thread_torch()
     known_errors: tuple[type[BaseException], ...] = (RunError, StimulusError, FileNotFoundError, KeyError, ValueError)
     try:
         from replay.datasets import DataCorruptError, DataMissingError

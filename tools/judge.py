@@ -68,8 +68,8 @@ def _shift(x: Tensor, max_shift: tuple[int, int], gen: torch.Generator) -> Tenso
 
 
 def default_epochs(n: int) -> int:
-    """About 150k samples seen, within [3, 40] epochs: 3 for MNIST (60k), 40 for FSDD (2.7k)."""
-    return max(3, min(40, math.ceil(150_000 / n)))
+    """About 150k samples seen, within [3, 20] epochs: 3 for MNIST (60k, 99.0%), 20 for FSDD (2.7k, 98.3%)."""
+    return max(3, min(20, math.ceil(150_000 / n)))
 
 
 def train_judge(

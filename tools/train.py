@@ -56,6 +56,8 @@ def load_splits(config: Config, split: str) -> dict[str, Split]:
     out = {}
     for m in config.modalities:
         kw: dict = {"digits": list(d.digits), "per_class": per_class}
+        if m == "audio" and d.speakers:
+            kw["speakers"] = list(d.speakers)
         if m == "audio" and d.exclude_speakers:
             kw["exclude_speakers" if split == "train" else "speakers"] = list(d.exclude_speakers)
         out[m] = load_modality(m, split, **kw)
