@@ -25,7 +25,6 @@ as FSDD (2.7k spectrograms) need more gradient steps: use batch_size=32, epochs=
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,7 +33,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
 from tqdm import tqdm
+
+from agent.storage import load_torch, save_torch
 
 
 @dataclass(frozen=True)
@@ -202,24 +204,17 @@ def decode(model: Autoencoder, z: np.ndarray, batch_size: int = 2048) -> np.ndar
 
 def save_autoencoder(model: Autoencoder, path: Path) -> None:
     """Write weights, input shape and settings; a crash mid-write leaves any old file intact."""
-    path = Path(path)
-    ckpt = {"state_dict": model.state_dict(), "input_shape": list(model.input_shape), "settings": asdict(model.settings)}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(ckpt, tmp)
-    os.replace(tmp, path)
+    save_torch({"state_dict": model.state_dict(), "input_shape": list(model.input_shape),
+                "settings": asdict(model.settings)}, path)
 
 
 def load_autoencoder(path: Path) -> Autoencoder:
     """Rebuild an autoencoder from `save_autoencoder`'s file alone (no pickled code is run)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no autoencoder file at {path}")
+    ckpt = load_torch(path, "autoencoder")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        settings = AutoencoderSettings(**ckpt["settings"])
-        model = build_autoencoder(tuple(ckpt["input_shape"]), settings)
+        model = build_autoencoder(tuple(ckpt["input_shape"]), AutoencoderSettings(**ckpt["settings"]))
         model.load_state_dict(ckpt["state_dict"])
-    except Exception as e:  # corrupt, truncated, foreign or mismatched file
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:  # foreign or mismatched file
         raise ValueError(f"{path} is not a readable autoencoder checkpoint: {type(e).__name__}: {e}") from e
     model.eval()
     return model

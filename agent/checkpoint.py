@@ -14,57 +14,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from agent.config import Config, load_toml, save_toml
-
-
-class RunError(RuntimeError):
-    """A run folder that is missing, incomplete or damaged; the message says which file."""
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """np.savez to a temporary file, then rename into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def load_arrays(path: Path) -> dict[str, np.ndarray]:
-    """Load an .npz written by `save_arrays`; never unpickles; clear error when damaged."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except FileNotFoundError:
-        raise RunError(f"missing file {path}") from None
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
-        raise RunError(f"cannot read {path}: {e}") from None
+from agent.storage import RunError, atomic_write_bytes, load_arrays, save_arrays
 
 
 class RunFolder:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -25,7 +26,8 @@ EPILOG = """examples:
   cdz plots runs/latest                   t-SNE, decoded cluster modes, learning curves
   cdz bench core                          stream-learning throughput vs a plain implementation
 
-data is found through CDZ_DATA_DIR (folders mnist/ and fsdd/), then ~/.cache/cdz-agent."""
+data is found through CDZ_DATA_DIR (folders mnist/ and fsdd/), then ~/.cache/cdz-agent.
+CDZ_DEBUG=1 shows full tracebacks instead of one-line errors."""
 
 
 def _config_from_args(args: argparse.Namespace):
@@ -207,8 +209,6 @@ def _single_thread_torch() -> None:
     Measured on the 2-core machines this project targets: a second intra-op thread
     made a 64x64 conv training step up to 13x slower as soon as anything else ran.
     """
-    import os
-
     import torch
 
     torch.set_num_threads(max(1, int(os.environ.get("CDZ_TORCH_THREADS", "1"))))
@@ -231,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except known_errors as e:
+        if os.environ.get("CDZ_DEBUG"):
+            raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"cdz {args.command}: error: {msg}", file=sys.stderr)
         return 2

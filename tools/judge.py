@@ -11,7 +11,6 @@ which makes it robust to the slightly off-centre, blurry stimuli that decoders m
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
+
+from agent.storage import load_torch, save_torch
 
 
 class Judge(nn.Module):
@@ -135,23 +136,17 @@ def predict(judge: Judge, x: np.ndarray, batch_size: int = 2048) -> np.ndarray:
 
 def save_judge(judge: Judge, path: Path) -> None:
     """Write weights, input shape and classes; a crash mid-write leaves any old file intact."""
-    path = Path(path)
-    ckpt = {"state_dict": judge.state_dict(), "input_shape": list(judge.input_shape), "classes": judge.classes.tolist()}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(ckpt, tmp)
-    os.replace(tmp, path)
+    save_torch({"state_dict": judge.state_dict(), "input_shape": list(judge.input_shape),
+                "classes": judge.classes.tolist()}, path)
 
 
 def load_judge(path: Path) -> Judge:
     """Rebuild a judge from `save_judge`'s file alone (no pickled code is run)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no judge file at {path}")
+    ckpt = load_torch(path, "judge")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
         judge = Judge(tuple(ckpt["input_shape"]), list(ckpt["classes"]))
         judge.load_state_dict(ckpt["state_dict"])
-    except Exception as e:  # corrupt, truncated, foreign or mismatched file
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:  # foreign or mismatched file
         raise ValueError(f"{path} is not a readable judge checkpoint: {type(e).__name__}: {e}") from e
     judge.eval()
     return judge

@@ -1,0 +1,86 @@
+"""Safe, atomic storage of arrays and torch state. No pickle anywhere.
+
+Every writer goes through a temporary file and a rename, so a crash leaves the
+old file or the new one, never half of one. Readers refuse pickled objects
+(`allow_pickle=False`, `weights_only=True`) and turn damaged files into clear
+errors that name the file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+class RunError(RuntimeError):
+    """A run folder that is missing, incomplete or damaged; the message says which file."""
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """np.savez to a temporary file, then rename into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
+    os.close(fd)
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Load an .npz written by `save_arrays`; never unpickles; clear error when damaged."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except FileNotFoundError:
+        raise RunError(f"missing file {path}") from None
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+        raise RunError(f"cannot read {path}: {e}") from None
+
+
+def save_torch(payload: dict[str, Any], path: Path) -> None:
+    """torch.save of plain data (state dicts, lists, numbers) via a temporary file and a rename."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_torch(path: Path, what: str) -> dict[str, Any]:
+    """torch.load with weights_only=True (never runs pickled code); clear errors for bad files."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no {what} file at {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt, truncated or foreign file
+        raise ValueError(f"{path} is not a readable {what} checkpoint: {type(e).__name__}: {e}") from e
+    if not isinstance(payload, dict):
+        raise ValueError(f"{path} is not a readable {what} checkpoint: not a dict")
+    return payload
