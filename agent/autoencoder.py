@@ -41,7 +41,7 @@ from agent.storage import load_torch, save_torch
 
 @dataclass(frozen=True)
 class AutoencoderSettings:
-    arch: str = "conv"  # "conv" (default, chosen by measurement) or "mlp" (the original design)
+    arch: str = "conv"  # "conv" (default, chosen by measurement), "mlp" (the original design) or "linear" (PCA)
     code_dim: int = 64  # length of one encoding
     epochs: int = 5  # passes over the training set (MNIST: 5; FSDD: 20 with batch_size=32)
     batch_size: int = 128  # stimuli per gradient step (FSDD: 32)
@@ -50,8 +50,8 @@ class AutoencoderSettings:
     channels: int = 32  # conv only: channels of the first convolution, doubled after each (capped at 4x)
 
     def __post_init__(self) -> None:
-        if self.arch not in ("conv", "mlp"):
-            raise ValueError(f"arch must be 'conv' or 'mlp', got {self.arch!r}")
+        if self.arch not in ("conv", "mlp", "linear"):
+            raise ValueError(f"arch must be 'conv', 'mlp' or 'linear', got {self.arch!r}")
         if self.code_dim < 1 or self.epochs < 0 or self.batch_size < 1 or self.channels < 1:
             raise ValueError(f"code_dim, batch_size and channels must be >= 1 and epochs >= 0: {self}")
         if not (self.lr > 0 and 0 <= self.noise < 10):
@@ -80,7 +80,12 @@ class Autoencoder(nn.Module):
         if H < 1 or W < 1:
             raise ValueError(f"input_shape must be positive, got {input_shape}")
         d = settings.code_dim
-        if settings.arch == "mlp":
+        if settings.arch == "linear":
+            # the optimal linear autoencoder (PCA), fitted in closed form by `train_autoencoder`
+            self.encoder = nn.Sequential(nn.Flatten(), nn.Linear(H * W, d))
+            self.decoder = nn.Sequential(nn.Linear(d, H * W), nn.Unflatten(1, (1, H, W)))
+            self.pad_hw = (H, W)
+        elif settings.arch == "mlp":
             hidden = [2048, 1024, 256] if H * W <= 1024 else [512]  # the original sizes
             sizes = [H * W, *hidden]
             enc: list[nn.Module] = [nn.Flatten()]
@@ -125,6 +130,8 @@ class Autoencoder(nn.Module):
 
     def decode(self, z: Tensor) -> Tensor:
         """(n, code_dim) -> (n, H, W) in [0, 1]."""
+        if self.settings.arch == "linear":
+            return self.decode_logits(z).clamp(0.0, 1.0)  # a linear decoder predicts values, not logits
         return torch.sigmoid(self.decode_logits(z))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -150,6 +157,8 @@ def train_autoencoder(
         raise ValueError(f"stimuli must lie in [0, 1], got [{x.min():.3g}, {x.max():.3g}]")
     torch.manual_seed(seed)
     model = build_autoencoder((x.shape[1], x.shape[2]), settings)
+    if settings.arch == "linear":
+        return _fit_pca(model, x)
     gen = torch.Generator().manual_seed(seed)
     data = torch.as_tensor(np.asarray(x, dtype=np.float32))  # (n, H, W)
     n, bs = len(data), settings.batch_size
@@ -178,6 +187,26 @@ def train_autoencoder(
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
     model.eval()
     return model, {"losses": losses, "seconds": time.perf_counter() - t0}
+
+
+@torch.no_grad()
+def _fit_pca(model: Autoencoder, x: np.ndarray) -> tuple[Autoencoder, dict]:
+    """Closed-form fit of the linear autoencoder: the top principal directions of x."""
+    t0 = time.perf_counter()
+    flat = torch.as_tensor(np.asarray(x, dtype=np.float32)).reshape(len(x), -1)  # (n, H*W)
+    mean = flat.mean(0)
+    _, _, vt = torch.linalg.svd(flat - mean, full_matrices=False)
+    d = model.settings.code_dim
+    basis = vt[:d]  # (d, H*W) orthonormal rows
+    if basis.shape[0] < d:
+        raise ValueError(f"a linear autoencoder needs at least {d} stimuli, got {len(x)}")
+    enc, dec = model.encoder[1], model.decoder[0]
+    enc.weight.copy_(basis)
+    enc.bias.copy_(-(basis @ mean))
+    dec.weight.copy_(basis.T)
+    dec.bias.copy_(mean)
+    model.eval()
+    return model, {"losses": [], "seconds": time.perf_counter() - t0}
 
 
 @torch.no_grad()

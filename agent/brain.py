@@ -90,7 +90,7 @@ class StreamLog:
 
 
 def learn_stream(brain: Brain, stream: Stream, encodings: dict[str, np.ndarray], start: int = 0,
-                 stop: int | None = None, progress: bool = True) -> StreamLog:
+                 stop: int | None = None, progress: bool = True, bar: tqdm | None = None) -> StreamLog:
     """Feed stimuli [start, stop) of the stream to the brain in event-time order.
 
     Growth stops for the last `growth_stop` share of the whole stream, so scoring
@@ -104,7 +104,9 @@ def learn_stream(brain: Brain, stream: Stream, encodings: dict[str, np.ndarray],
     recalled = np.full(stop - start, -1, np.int64)
     t_arr, m_arr, i_arr = stream.t, stream.modality, stream.index
     brain.set_growth(start < growth_until)
-    bar = tqdm(total=stop - start, desc="stream", unit="stim", disable=not progress, mininterval=0.5)
+    own_bar = bar is None
+    if bar is None:
+        bar = tqdm(total=stop - start, desc="stream", unit="stim", disable=not progress, mininterval=0.5)
     for j in range(start, stop):
         if j == growth_until:
             brain.set_growth(False)
@@ -117,5 +119,6 @@ def learn_stream(brain: Brain, stream: Stream, encodings: dict[str, np.ndarray],
         if (j - start) % 4096 == 4095:
             bar.update(4096)
     bar.update((stop - start) % 4096)
-    bar.close()
+    if own_bar:
+        bar.close()
     return StreamLog(cluster, recalled)

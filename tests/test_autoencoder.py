@@ -127,3 +127,23 @@ def test_corrupt_or_mismatched_file_raises(tmp_path, trained):
         load_autoencoder(path)
     with pytest.raises(FileNotFoundError):
         load_autoencoder(tmp_path / "missing.pt")
+
+
+def test_linear_autoencoder_is_pca(digits, tmp_path):
+    """The linear option fits the top principal directions in closed form."""
+    settings = AutoencoderSettings(arch="linear", code_dim=16)
+    model, info = train_autoencoder(digits, settings, seed=0, progress=False)
+    z = encode(model, digits)
+    # the code axes are orthonormal projections: decorrelated, variance falling with rank
+    cov = np.cov(z, rowvar=False)
+    off = cov - np.diag(np.diag(cov))
+    assert np.abs(off).max() < 1e-3 * np.diag(cov).max()
+    assert np.all(np.diff(np.diag(cov)) <= 1e-6 * np.diag(cov).max())
+    # reconstructs much better than the mean image, and better with more components
+    mse = float(((decode(model, z) - digits) ** 2).mean())
+    mean_mse = float(((digits.mean(0) - digits) ** 2).mean())
+    assert mse < 0.6 * mean_mse
+    small, _ = train_autoencoder(digits, AutoencoderSettings(arch="linear", code_dim=4), seed=0, progress=False)
+    assert float(((decode(small, encode(small, digits)) - digits) ** 2).mean()) > mse
+    save_autoencoder(model, tmp_path / "lin.pt")
+    np.testing.assert_array_equal(encode(load_autoencoder(tmp_path / "lin.pt"), digits), z)

@@ -8,6 +8,9 @@ stimuli that excite them. Nothing is excluded from any score.
 
 from __future__ import annotations
 
+import os
+import platform
+import resource
 import time
 from typing import Any
 
@@ -154,6 +157,8 @@ def evaluate(run: RunFolder, progress: bool = True, baselines: bool = True, judg
     timing["total"] = sum(v for v in timing.values() if isinstance(v, (int, float)))
     result["timing_s"] = timing
     result["stream_stimuli_per_s"] = trained.get("stream_stimuli_per_s")
+    result["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()}
     result["seed"] = config.seed
     result["config"] = to_dict(config)
     run.update_metrics(eval={k: v for k, v in result.items() if k != "config"})
@@ -193,5 +198,6 @@ def format_table(result: dict[str, Any]) -> str:
     lines.append("")
     lines.append("time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in t.items()))
     if result.get("stream_stimuli_per_s"):
-        lines.append(f"stream learning: {result['stream_stimuli_per_s']:.0f} stimuli/s")
+        lines.append(f"stream learning: {result['stream_stimuli_per_s']:.0f} stimuli/s; "
+                     f"peak memory {result['peak_memory_mb']:.0f} MB (this process); {result['machine']['cpus']} CPUs")
     return "\n".join(lines)

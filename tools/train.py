@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from agent.autoencoder import encode, load_autoencoder, save_autoencoder, train_autoencoder
 from agent.brain import Brain, learn_stream
@@ -127,12 +128,15 @@ def train(config: Config, out: Path | str, progress: bool = True, checkpoint_eve
         old = load_arrays(run.stream_path)
         logs.append((old["cluster"][:start], old["recalled"][:start]))
     t1 = time.perf_counter()
+    bar = tqdm(total=len(stream) - start, desc="stream learning", unit="stim", disable=not progress, mininterval=0.5)
     for lo in range(start, len(stream), checkpoint_every):
         hi = min(lo + checkpoint_every, len(stream))
-        log = learn_stream(brain, stream, enc.train, lo, hi, progress=progress)
+        log = learn_stream(brain, stream, enc.train, lo, hi, bar=bar)
         logs.append((log.cluster, log.recalled))
         run.save_checkpoint(hi, brain.state_dict())
         _save_stream(run, stream, logs)
+        bar.set_postfix_str(" ".join(f"{m}:{c.n_nodes}n/{c.n_clusters}c" for m, c in brain.cortices.items()))
+    bar.close()
     t_stream = time.perf_counter() - t1
     if start >= len(stream):  # nothing left to learn: keep the existing log
         _save_stream(run, stream, logs)
