@@ -3,7 +3,7 @@ short encoding and back.
 
 Downstream, nodes classify encodings by Euclidean nearest neighbour, so what matters
 is that encodings of the same digit lie close together and that decoding gives a
-recognisable stimulus. Two architectures:
+recognisable stimulus. Three architectures:
 
 * "conv" (default): a few strided convolutions down to about 8x8, then a linear map
   to the code; the decoder mirrors it with transposed convolutions. Chosen by
@@ -12,6 +12,9 @@ recognisable stimulus. Two architectures:
   epochs that took longer; on FSDD (20 epochs each) 91% and 0.0024 against 85%
   and 0.0031. Light noise (std 0.05) beat 0.2 on FSDD and tied with 0 on MNIST.
 * "mlp": the original design, image 784-2048-1024-256-64, spectrogram 4096-512-64.
+* "linear": the optimal linear autoencoder (PCA), fitted in closed form in about a
+  second. The default for audio: on FSDD's six speakers it gave purer nodes than
+  the conv one, and with it the agent found all 10 classes (8-9 with conv).
 
 The code is a plain linear layer (no tanh, no normalisation): a bounded code squashes
 distances near its bounds and a normalised code throws away the norm, both of which

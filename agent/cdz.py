@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from agent.config import CDZSettings
-from agent.cortex import certainty
+from agent.cortex import certainty, drop_columns_
 from agent.messages import ClusterChange, Excitation, Feedback
 
 _START_CAPACITY = 512
@@ -46,6 +46,15 @@ class _Clusters:
     @property
     def capacity(self) -> int:
         return len(self.ids)
+
+
+def window_weight(dt: float, window_s: float, kernel: str) -> float:
+    """w(dt) on [0, B]: 1 (flat) or a Gaussian with sigma = B / 2; 0 outside the window."""
+    if dt > window_s:
+        return 0.0
+    if kernel == "flat" or window_s <= 0.0:  # a zero window pairs identical times only
+        return 1.0
+    return math.exp(-0.5 * (dt / (window_s / 2.0)) ** 2)
 
 
 class CDZ:
@@ -120,26 +129,13 @@ class CDZ:
                 w[rows_arr] = 0.0
                 self.age[(a, b)][rows_arr] = 0
             elif b == m:
-                touched = np.flatnonzero(w[:, rows_arr].sum(axis=1) > 0)
-                w[:, rows_arr] = 0.0
-                sub = w[touched]
-                sums = sub.sum(axis=1, keepdims=True)
-                w[touched] = np.divide(sub, sums, out=np.zeros_like(sub), where=sums > 0)
+                drop_columns_(w, rows_arr)
         dead = {(m, int(cid)) for cid in change.deleted}
         self.recent = deque(e for e in self.recent if (e.modality, e.cluster_id) not in dead)
 
     # ------------------------------------------------------------------ learning
     def kernel(self, dt: float) -> float:
-        """w(dt) on [0, B]; 0 outside the window."""
-        B = self.settings.window_s
-        if dt > B:
-            return 0.0
-        if self.settings.kernel == "flat":
-            return 1.0
-        if B <= 0.0:  # a zero window pairs identical times only
-            return 1.0
-        sigma = B / 2.0
-        return math.exp(-0.5 * (dt / sigma) ** 2)
+        return window_weight(dt, self.settings.window_s, self.settings.kernel)
 
     def excite(self, exc: Excitation) -> list[Feedback]:
         """Correlate one excitation with those of other modalities within B; return feedback."""

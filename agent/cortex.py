@@ -242,11 +242,7 @@ class Cortex:
             del self.cluster_slot[cid]
         self.cluster_id[slots] = -1
         self.mode_link[slots] = 0.0
-        links = self.link[: self.n_hi, : self.c_hi]
-        touched = np.flatnonzero(links[:, slots].sum(axis=1) > 0)
-        links[:, slots] = 0.0
-        sums = links[touched].sum(axis=1, keepdims=True)
-        links[touched] = np.divide(links[touched], sums, out=np.zeros_like(links[touched]), where=sums > 0)
+        drop_columns_(self.link[: self.n_hi, : self.c_hi], slots)
         dead = set(int(c) for c in slots)
         for per_node in self.fb_stats.values():
             for c in dead.intersection(per_node):
@@ -262,11 +258,7 @@ class Cortex:
         self.pos[slots] = 0.0
         self.pos_sq[slots] = np.inf
         self.link[slots] = 0.0
-        modes = self.mode_link[: self.c_hi, : self.n_hi]
-        touched = np.flatnonzero(modes[:, slots].sum(axis=1) > 0)
-        modes[:, slots] = 0.0
-        sums = modes[touched].sum(axis=1, keepdims=True)
-        modes[touched] = np.divide(modes[touched], sums, out=np.zeros_like(modes[touched]), where=sums > 0)
+        drop_columns_(self.mode_link[: self.c_hi, : self.n_hi], slots)
         for n in slots:
             self.fb_stats.pop(int(n), None)
         for n in slots:
@@ -404,6 +396,15 @@ class Cortex:
         self.step, self.next_node_id, self.next_cluster_id = step, next_node, next_cluster
         self.growth_enabled = bool(growth)
         self._changes = []
+
+
+def drop_columns_(matrix: np.ndarray, columns: np.ndarray) -> None:
+    """Zero `columns` of a row-normalised matrix and renormalise the rows they touched (empty rows stay 0)."""
+    touched = np.flatnonzero(matrix[:, columns].sum(axis=1) > 0)
+    matrix[:, columns] = 0.0
+    sub = matrix[touched]
+    sums = sub.sum(axis=1, keepdims=True)
+    matrix[touched] = np.divide(sub, sums, out=np.zeros_like(sub), where=sums > 0)
 
 
 def certainty(max_weight: float, age: float, age_factor: float) -> float:

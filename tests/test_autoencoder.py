@@ -20,15 +20,6 @@ DATA = Path(os.environ.get("CDZ_DATA_DIR", Path(__file__).resolve().parents[2] /
 FAST = AutoencoderSettings(epochs=1, batch_size=64)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small batches on a shared machine run many times faster on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def digits() -> np.ndarray:
     """300 MNIST test images (n, 28, 28) in [0, 1]."""

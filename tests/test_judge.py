@@ -11,15 +11,6 @@ from tools.judge import _shift, load_judge, predict, save_judge, train_judge
 DATA = Path(os.environ.get("CDZ_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small batches on a shared machine run many times faster on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def mnist() -> tuple[np.ndarray, np.ndarray]:
     """1,000 MNIST test images (n, 28, 28) in [0, 1] and their labels."""

@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 
 from agent.config import Config
+from agent.cdz import window_weight
 from agent.cortex import certainty
 
 # An excitation is a plain tuple: (modality, cluster id, node id, strength, event time).
@@ -222,14 +223,6 @@ class PlainCDZ:
         self.recent: list[tuple] = []  # excitations that may still pair, by arrival
         self.t_max = -math.inf
 
-    def kernel(self, dt: float) -> float:
-        B = self.settings.window_s
-        if dt > B:
-            return 0.0
-        if self.settings.kernel == "flat":
-            return 1.0
-        return math.exp(-0.5 * (dt / (B / 2.0)) ** 2)
-
     def excite(self, exc: tuple) -> list[tuple]:
         """Correlate with the recent excitations of other modalities; return feedback tuples."""
         s = self.settings
@@ -238,7 +231,7 @@ class PlainCDZ:
             if old[M] == exc[M]:
                 continue
             dt = exc[T] - old[T]
-            weight = self.kernel(abs(dt))
+            weight = window_weight(abs(dt), self.settings.window_s, self.settings.kernel)
             if weight <= 0.0:
                 continue
             first, second = (old, exc) if dt >= 0 else (exc, old)
