@@ -70,7 +70,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tools.train import train
 
     if args.resume:
-        run = train(None, args.resume, progress=not args.quiet, resume=True)  # type: ignore[arg-type]
+        run = train(None, args.resume, progress=not args.quiet, resume=True)
     else:
         config = _config_from_args(args)
         run = train(config, _run_dir(args, config), progress=not args.quiet)

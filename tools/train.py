@@ -100,15 +100,20 @@ def train_encoders(config: Config, run: RunFolder, progress: bool = True) -> Enc
     return enc
 
 
-def train(config: Config, out: Path | str, progress: bool = True, checkpoint_every: int = 100_000,
+def train(config: Config | None, out: Path | str, progress: bool = True, checkpoint_every: int = 100_000,
           resume: bool = False) -> RunFolder:
-    """Run both phases into `out`; with `resume`, continue from the last checkpoint there."""
-    torch.manual_seed(config.seed)
+    """Run both phases into `out`; with `resume`, continue from the last checkpoint there
+    (the config then comes from the run folder and `config` must be None)."""
     run = RunFolder(out)
     if resume:
+        if config is not None:
+            raise ValueError("a resumed run keeps the config saved in its folder; do not pass another")
         config = run.config()
+    elif config is None:
+        raise ValueError("train needs a config (or resume=True with an existing run folder)")
     else:
         run.create(config)
+    torch.manual_seed(config.seed)
     t0 = time.perf_counter()
     if resume and run.encodings_path.exists():
         enc = Encodings.load(run, config.modalities)
