@@ -15,7 +15,7 @@ $(BIN)/cdz: pyproject.toml
 install: $(BIN)/cdz  ## create .venv and install the project with its dev extras
 
 demo: install  ## replay MNIST/FSDD, learn, print the score table
-	$(BIN)/cdz replay --out runs/demo
+	$(BIN)/cdz replay --out runs/demo --overwrite
 
 test: install  ## the test suite (small data subsets, a few minutes on 2 cores)
 	$(BIN)/pytest -q

@@ -32,12 +32,14 @@ class CDZCounters:
     excitations: int = 0
     pairs: int = 0
     unknown_modality: int = 0
+    stale: int = 0  # excitations of deleted or invalid clusters
 
 
 class _Clusters:
     """Row bookkeeping of one modality's clusters inside the CDZ."""
 
     def __init__(self) -> None:
+        self.deleted: set[int] = set()  # ids are never reused: a late message about one is ignored
         self.slot: dict[int, int] = {}
         self.ids = np.full(_START_CAPACITY, -1, np.int64)
         self.free: list[int] = []
@@ -113,9 +115,11 @@ class CDZ:
         if change.modality not in self.clusters:
             self.counters.unknown_modality += 1
             return
-        for cid in change.created:
-            self._row(change.modality, int(cid))
         cl = self.clusters[change.modality]
+        for cid in change.created:
+            if int(cid) >= 0 and int(cid) not in cl.deleted:
+                self._row(change.modality, int(cid))
+        cl.deleted.update(int(cid) for cid in change.deleted)
         rows = [cl.slot.pop(int(cid)) for cid in change.deleted if int(cid) in cl.slot]
         if not rows:
             return
@@ -141,6 +145,9 @@ class CDZ:
         """Correlate one excitation with those of other modalities within B; return feedback."""
         if exc.modality not in self.clusters:
             self.counters.unknown_modality += 1
+            return []
+        if exc.cluster_id < 0 or exc.cluster_id in self.clusters[exc.modality].deleted:
+            self.counters.stale += 1
             return []
         s = self.settings
         self.counters.excitations += 1
@@ -239,6 +246,7 @@ class CDZ:
         state: dict[str, np.ndarray] = {}
         for m, cl in self.clusters.items():
             state[f"ids.{m}"] = cl.ids[: cl.hi].copy()
+            state[f"deleted.{m}"] = np.array(sorted(cl.deleted), np.int64)
         for (a, b), w in self.W.items():
             state[f"W.{a}.{b}"] = w[: self.clusters[a].hi, : self.clusters[b].hi].copy()
             state[f"age.{a}.{b}"] = self.age[(a, b)][: self.clusters[a].hi].copy()
@@ -261,6 +269,7 @@ class CDZ:
             cl.hi = len(ids)
             cl.slot = {int(c): int(r) for r, c in enumerate(ids) if c >= 0}
             cl.free = [int(r) for r in np.flatnonzero(ids < 0)]  # ascending: a valid heap
+            cl.deleted = set(int(c) for c in state[f"deleted.{m}"])
             self.clusters[m] = cl
         for a, b in self.pairs:
             w = np.zeros((self.clusters[a].capacity, self.clusters[b].capacity), np.float32)

@@ -60,6 +60,13 @@ class CDZSettings:
     reorder_slack_s: float = 0.5  # excitations may arrive this late (event time) and still pair
 
 
+    def __post_init__(self) -> None:
+        if self.window_s < 0 or self.cdz_lr <= 0 or self.backward_gain < 0 or self.age_factor <= 0:
+            raise ValueError("cdz: window_s and backward_gain must be >= 0, cdz_lr and age_factor > 0")
+        if self.kernel not in ("flat", "gaussian"):
+            raise ValueError(f"cdz.kernel must be 'flat' or 'gaussian', not {self.kernel!r}")
+
+
 @dataclass(frozen=True)
 class TeacherSettings:
     """The flash-card parent that makes the paired replay stream (EVALUATION.md)."""
@@ -69,6 +76,10 @@ class TeacherSettings:
     p_unpaired: float = 0.0  # share of events showing only one modality
     p_mismatch: float = 0.0  # share of events whose two stimuli are different digits
     epochs: float = 10.0  # stream length in passes over the largest training set
+
+    def __post_init__(self) -> None:
+        if not self.epochs > 0:
+            raise ValueError(f"teacher.epochs must be positive, got {self.epochs}")
 
 
 @dataclass(frozen=True)

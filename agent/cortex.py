@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import heapq
+import math
 
 import numpy as np
 
@@ -152,6 +153,9 @@ class Cortex:
     def excite(self, z: np.ndarray, t: float, strength: float = 1.0) -> Excitation:
         """Learn one stimulus: seed or move the nearest node, fire its strongest cluster."""
         z = self.check(z)
+        if not (math.isfinite(t) and math.isfinite(strength) and strength >= 0.0):
+            raise StimulusError(f"{self.modality}: event time {t!r} and strength {strength!r} must be finite, "
+                                "strength >= 0")
         s = self.settings
         if self.next_node_id < s.initial_nodes:  # the seeding phase: the first stimuli become nodes
             n, c = self._node_with_own_cluster(z)
@@ -184,7 +188,7 @@ class Cortex:
         """CDZ feedback: node `node_id` should belong more to `cluster_id` (ALGORITHM.md step 6)."""
         n = self.node_slot.get(node_id)
         c = self.cluster_slot.get(cluster_id)
-        if n is None or c is None:
+        if n is None or c is None or not 0.0 <= connection_certainty <= 1.0:  # stale or malformed
             self.counters.stale_feedback += 1
             return False
         s = self.settings
@@ -358,7 +362,7 @@ class Cortex:
                 fb_keys.append((n, c))
                 fb_vals.append(acc)
         state = {
-            "pos": self.pos[:hi], "last_z": self.last_z[:hi], "node_id": self.node_id[:hi],
+            "pos": self.pos[:hi], "pos_sq": self.pos_sq[:hi], "last_z": self.last_z[:hi], "node_id": self.node_id[:hi],
             "node_last": self.node_last[:hi], "node_born": self.node_born[:hi],
             "node_feedbacks": self.node_feedbacks[:hi], "node_hits": self.node_hits[:hi],
             "link": self.link[:hi, :chi], "cluster_id": self.cluster_id[:chi],
@@ -383,7 +387,7 @@ class Cortex:
         self.link[:hi, :chi] = state["link"]
         self.mode_link[:chi, :hi] = state["mode_link"]
         alive = self.node_id[:hi] >= 0
-        self.pos_sq[:hi] = np.where(alive, (self.pos[:hi] ** 2).sum(axis=1), np.inf)
+        self.pos_sq[:hi] = state["pos_sq"]  # saved, not recomputed: bit-identical nearest-node ties
         self.node_slot = {int(self.node_id[n]): int(n) for n in np.flatnonzero(alive)}
         c_alive = self.cluster_id[:chi] >= 0
         self.cluster_slot = {int(self.cluster_id[c]): int(c) for c in np.flatnonzero(c_alive)}

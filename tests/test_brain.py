@@ -6,6 +6,8 @@ teacher pairs blobs of the same class in time. Labels are read only by the check
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -251,3 +253,16 @@ def test_rejected_count_survives_a_round_trip():
     other = make_brain()
     other.load_state_dict(brain.state_dict())
     assert other.rejected == 2
+
+
+@pytest.mark.parametrize("t, strength", [(math.nan, 1.0), (math.inf, 1.0), (0.0, math.nan), (0.0, -1.0)])
+def test_bad_time_or_strength_is_rejected_not_learned(t, strength):
+    brain = make_brain()
+    z = np.zeros(DIM, np.float32)
+    assert brain.learn("visual", z, 0.0) is not None
+    before = brain.state_dict()
+    assert brain.learn("audio", z, t, strength) is None
+    assert brain.rejected == 1
+    after = brain.state_dict()
+    for key in set(before) - {"rejected"}:
+        np.testing.assert_array_equal(before[key], after[key], err_msg=key)

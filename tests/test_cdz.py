@@ -415,3 +415,17 @@ def test_reading_changes_nothing():
                 cdz.weights(m, b)
     assert_same_state(before, snapshot(cdz))
 
+
+
+def test_late_excitation_of_a_deleted_cluster_is_ignored_and_counted():
+    cdz = CDZ(("visual", "audio"), settings())
+    cdz.excite(exc("visual", 1, 0.0))
+    cdz.excite(exc("audio", 2, 0.1))
+    cdz.apply(ClusterChange("visual", deleted=(1,)))
+    before = snapshot(cdz)
+    assert cdz.excite(exc("visual", 1, 0.2)) == []  # arrives after its deletion
+    assert cdz.excite(exc("visual", -1, 0.2)) == []  # never a valid id
+    assert cdz.counters.stale == 2
+    assert_same_state(before, snapshot(cdz))
+    cdz.apply(ClusterChange("visual", created=(1,)))  # a stale "created" cannot revive it either
+    assert 1 not in cdz.clusters["visual"].slot

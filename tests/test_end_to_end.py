@@ -128,3 +128,22 @@ def test_help_explains_the_commands():
     out = subprocess.run([sys.executable, "-m", "tools.cli", "--help"], capture_output=True, text=True, check=True).stdout
     for command in ("train", "eval", "replay", "recall", "plots", "bench"):
         assert command in out
+
+
+def test_seed_score_never_counts_recalling_nothing_as_a_hit():
+    from tools.evaluate import seed_score
+
+    labels = np.array([0, 0, 0, 1, 1])
+    assert seed_score(np.array([-1, -1, -1, 5, 5]), labels) == pytest.approx(0.5)
+    assert seed_score(np.array([4, 4, -1, 5, 6]), labels) == pytest.approx((2 / 3 + 1 / 2) / 2)
+
+
+def test_training_into_a_used_folder_needs_overwrite(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert main(["train", "--quiet", "--out", str(out), "--set", "data.per_class=5"]) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert main(["train", "--quiet", "--overwrite", "--out", str(out), "--set", "data.per_class=5"]) == 2
+    assert "not a run folder" in capsys.readouterr().err
+    assert (out / "notes.txt").read_text() == "mine"  # nothing of the user's was deleted

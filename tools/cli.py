@@ -73,7 +73,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         run = train(None, args.resume, progress=not args.quiet, resume=True)
     else:
         config = _config_from_args(args)
-        run = train(config, _run_dir(args, config), progress=not args.quiet)
+        run = train(config, _run_dir(args, config), progress=not args.quiet, overwrite=args.overwrite)
     _point_latest(run.path)
     print(f"run folder: {run.path}", file=sys.stderr)
     return 0
@@ -97,7 +97,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from tools.train import train
 
     config = _config_from_args(args)
-    run = train(config, _run_dir(args, config), progress=not args.quiet)
+    run = train(config, _run_dir(args, config), progress=not args.quiet, overwrite=args.overwrite)
     _point_latest(run.path)
     result = evaluate(run, progress=not args.quiet, baselines=not args.no_baselines, judges=not args.no_judges)
     result["run"] = str(run.path)
@@ -163,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
                             help="override a config field, e.g. --set cortex.node_lr=0.02 "
                                  "--set data.digits=[0,1,2] (repeatable; the field must exist)")
             sp.add_argument("--out", help="run folder to create (default runs/<time>-seed<N>)")
+            sp.add_argument("--overwrite", action="store_true", help="replace the run folder given by --out if it exists")
 
     sp = sub.add_parser("train", help="train encoders, then learn the teacher stream into a run folder")
     common(sp, config=True)
@@ -220,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     _single_thread_torch()
-    known_errors: tuple[type[BaseException], ...] = (RunError, StimulusError, FileNotFoundError, KeyError, ValueError)
+    known_errors: tuple[type[BaseException], ...] = (RunError, StimulusError, FileNotFoundError, KeyError, ValueError,
+                                                       RuntimeError)
     try:
         from replay.datasets import DataCorruptError, DataMissingError
         from sensors.features import FeatureError

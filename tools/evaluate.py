@@ -22,7 +22,7 @@ from agent.checkpoint import RunFolder
 from agent.config import Config, to_dict
 from tools.baselines import all_baselines, clustering_scores
 from tools.judge import load_judge, predict, save_judge, train_judge
-from tools.train import Encodings, load_brain, load_splits
+from tools.train import Encodings, build_stream, load_brain, load_splits
 
 MIN_CLASS_SHARE = 0.01  # a cluster is a discovered class when >= 1% of training stimuli excite it
 
@@ -47,9 +47,9 @@ def seed_score(recalled: np.ndarray, labels: np.ndarray) -> float:
     shares = []
     for lab in np.unique(labels):
         rec = recalled[labels == lab]
-        _, counts = np.unique(rec, return_counts=True)
-        shares.append(counts.max() / len(rec))
-    return float(np.mean(shares))
+        _, counts = np.unique(rec[rec >= 0], return_counts=True)  # "recalls nothing" is never a hit
+        shares.append(counts.max() / len(rec) if counts.size else 0.0)
+    return float(np.mean(shares)) if shares else 0.0
 
 
 def classes_discovered(train_clusters: np.ndarray) -> int:
@@ -136,8 +136,15 @@ def evaluate(run: RunFolder, progress: bool = True, baselines: bool = True, judg
     """Every score, in the JSON contract of the README."""
     t0 = time.perf_counter()
     config, enc, brain = load_brain(run)
+    for m in config.modalities:
+        if len(enc.test_y[m]) == 0:
+            raise ValueError(f"{run.path}: the {m} test set is empty; nothing to score")
+    step, _ = run.load_checkpoint()
+    stream_len = len(build_stream(config, enc))
     scores = score(config, enc, brain)
     result: dict[str, Any] = {
+        "stream_complete": step >= stream_len,  # False: scored from a checkpoint of an unfinished run
+        "stimuli_learned": step,
         "recall_accuracy": scores["recall_accuracy"],
         "seed_score": scores["seed_score"],
         "classes_discovered": scores["classes_discovered"],
@@ -168,6 +175,9 @@ def evaluate(run: RunFolder, progress: bool = True, baselines: bool = True, judg
 def format_table(result: dict[str, Any]) -> str:
     """The human score table."""
     lines = []
+    if not result.get("stream_complete", True):
+        lines.append(f"WARNING: training did not finish; scored after {result['stimuli_learned']} stimuli "
+                     "(cdz train --resume RUN continues it)\n")
     ra, gen, ss = result["recall_accuracy"], result.get("generation_accuracy", {}), result["seed_score"]
     lines.append(f"{'score':34s} {'value':>8s}  n")
     lines.append("-" * 52)

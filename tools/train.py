@@ -8,6 +8,7 @@ the scorer; the learner never reads them.
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from tqdm import tqdm
 
 from agent.autoencoder import encode, load_autoencoder, save_autoencoder, train_autoencoder
 from agent.brain import Brain, learn_stream
-from agent.checkpoint import RunFolder, load_arrays, save_arrays
+from agent.checkpoint import RunError, RunFolder, load_arrays, save_arrays
 from agent.config import Config
 from replay.datasets import Split, load_modality
 from replay.teacher import Stream, make_stream
@@ -101,7 +102,7 @@ def train_encoders(config: Config, run: RunFolder, progress: bool = True) -> Enc
 
 
 def train(config: Config | None, out: Path | str, progress: bool = True, checkpoint_every: int = 100_000,
-          resume: bool = False) -> RunFolder:
+          resume: bool = False, overwrite: bool = False) -> RunFolder:
     """Run both phases into `out`; with `resume`, continue from the last checkpoint there
     (the config then comes from the run folder and `config` must be None)."""
     run = RunFolder(out)
@@ -112,6 +113,13 @@ def train(config: Config | None, out: Path | str, progress: bool = True, checkpo
     elif config is None:
         raise ValueError("train needs a config (or resume=True with an existing run folder)")
     else:
+        if run.path.exists() and any(run.path.iterdir()):
+            if not overwrite:
+                raise RunError(f"{run.path} is not empty; choose another --out, pass --overwrite, "
+                               f"or continue that run with `cdz train --resume {run.path}`")
+            if not run.config_path.exists():
+                raise RunError(f"{run.path} is not empty and not a run folder: refusing to overwrite it")
+            shutil.rmtree(run.path)
         run.create(config)
     torch.manual_seed(config.seed)
     t0 = time.perf_counter()
@@ -131,7 +139,8 @@ def train(config: Config | None, out: Path | str, progress: bool = True, checkpo
     logs = []
     if resume and run.stream_path.exists() and start > 0:
         old = load_arrays(run.stream_path)
-        logs.append((old["cluster"][:start], old["recalled"][:start]))
+        pad = np.full(max(0, start - len(old["cluster"])), -1, np.int64)  # a crash between checkpoint and log
+        logs.append((np.concatenate([old["cluster"][:start], pad]), np.concatenate([old["recalled"][:start], pad])))
     t1 = time.perf_counter()
     bar = tqdm(total=len(stream) - start, desc="stream learning", unit="stim", disable=not progress, mininterval=0.5)
     for lo in range(start, len(stream), checkpoint_every):
