@@ -147,3 +147,20 @@ def test_training_into_a_used_folder_needs_overwrite(tmp_path, capsys):
     assert main(["train", "--quiet", "--overwrite", "--out", str(out), "--set", "data.per_class=5"]) == 2
     assert "not a run folder" in capsys.readouterr().err
     assert (out / "notes.txt").read_text() == "mine"  # nothing of the user's was deleted
+
+
+def test_replay_over_seeds_reports_mean_and_min(tmp_path, data_dir, monkeypatch, capsys):
+    monkeypatch.setenv("CDZ_DATA_DIR", str(data_dir))
+    tiny = ["--set", "data.digits=[0,1]", "--set", 'data.speakers=["jackson"]', "--set", "data.per_class=40",
+            "--set", "data.test_per_class=5", "--set", "teacher.epochs=4", "--set", "cortex.initial_nodes=20",
+            "--set", "visual_encoder.epochs=2"]
+    capsys.readouterr()
+    assert main(["replay", "--quiet", "--json", "--no-baselines", "--no-judges", "--seeds", "3,4",
+                 "--out", str(tmp_path / "r"), *tiny]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [r["seed"] for r in out["seeds"]] == [3, 4]
+    for pair, mean in out["mean"]["recall_accuracy"].items():
+        values = [r["recall_accuracy"][pair] for r in out["seeds"]]
+        assert mean == pytest.approx(sum(values) / 2)
+        assert out["min"]["recall_accuracy"][pair] == min(values)
+    assert (tmp_path / "r" / "seed3" / "config.toml").exists() and (tmp_path / "r" / "seed4" / "config.toml").exists()

@@ -93,20 +93,44 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from tools.evaluate import evaluate, format_table
+    from tools.evaluate import evaluate, format_seeds, format_table, summarise_seeds
     from tools.train import train
 
-    config = _config_from_args(args)
-    run = train(config, _run_dir(args, config), progress=not args.quiet, overwrite=args.overwrite)
-    _point_latest(run.path)
-    result = evaluate(run, progress=not args.quiet, baselines=not args.no_baselines, judges=not args.no_judges)
-    result["run"] = str(run.path)
-    if args.json:
-        _print_json(result)
-    else:
-        print(format_table(result))
-        print(f"\nrun folder: {run.path}  (cdz plots {run.path} draws pictures)")
+    seeds = [args.seed] if args.seeds is None else args.seeds
+    results = []
+    for seed in seeds:
+        args.seed = seed
+        config = _config_from_args(args)
+        out = _run_dir(args, config)
+        if args.out and len(seeds) > 1:
+            out = Path(args.out) / f"seed{seed}"
+        run = train(config, out, progress=not args.quiet, overwrite=args.overwrite)
+        _point_latest(run.path)
+        result = evaluate(run, progress=not args.quiet, baselines=not args.no_baselines, judges=not args.no_judges)
+        result["run"] = str(run.path)
+        results.append(result)
+        if not args.json:
+            print(format_table(result))
+            print(f"\nrun folder: {run.path}  (cdz plots {run.path} draws pictures)\n")
+    if len(seeds) > 1:
+        summary = summarise_seeds(results)
+        if args.json:
+            _print_json({"seeds": results, **summary})
+        else:
+            print(format_seeds(summary))
+    elif args.json:
+        _print_json(results[0])
     return 0
+
+
+def _seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds wants integers separated by commas, got {text!r}") from None
+    if not seeds:
+        raise argparse.ArgumentTypeError("--seeds needs at least one seed")
+    return seeds
 
 
 def cmd_recall(args: argparse.Namespace) -> int:
@@ -179,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("replay", help="train then eval in one go (the main job)")
     common(sp, config=True, json_out=True)
+    sp.add_argument("--seeds", type=_seed_list, metavar="0,1,2",
+                    help="several runs, one per seed (into --out/seed<N>), then mean and min of every score")
     sp.add_argument("--no-baselines", action="store_true", help="skip the clustering baselines")
     sp.add_argument("--no-judges", action="store_true", help="skip generation accuracy")
     sp.set_defaults(func=cmd_replay)

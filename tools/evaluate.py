@@ -211,3 +211,26 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(f"stream learning: {result['stream_stimuli_per_s']:.0f} stimuli/s; "
                      f"peak memory {result['peak_memory_mb']:.0f} MB (this process); {result['machine']['cpus']} CPUs")
     return "\n".join(lines)
+
+
+def summarise_seeds(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and min over runs of every per-pair / per-modality score (EVALUATION.md: several seeds)."""
+    keys = ("recall_accuracy", "generation_accuracy", "seed_score", "classes_discovered")
+    out: dict[str, Any] = {"seeds_run": [r["seed"] for r in results], "mean": {}, "min": {}}
+    for key in keys:
+        if not all(key in r for r in results):
+            continue
+        out["mean"][key] = {k: float(np.mean([r[key][k] for r in results])) for k in results[0][key]}
+        out["min"][key] = {k: min(r[key][k] for r in results) for k in results[0][key]}
+    out["runs_with_exact_classes"] = sum(
+        all(v == len(r["config"]["data"]["digits"]) for v in r["classes_discovered"].values()) for r in results)
+    return out
+
+
+def format_seeds(summary: dict[str, Any]) -> str:
+    lines = [f"over seeds {summary['seeds_run']} ({summary['runs_with_exact_classes']} found exactly the true "
+             "number of classes in every modality):", f"{'score':34s} {'mean':>8s} {'min':>8s}", "-" * 52]
+    for key, per in summary["mean"].items():
+        for k, mean in per.items():
+            lines.append(f"{key.replace('_', ' ') + ' ' + k:34s} {mean:8.3f} {summary['min'][key][k]:8.3f}")
+    return "\n".join(lines)
