@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import math
-import struct
 import warnings
 from pathlib import Path
 
@@ -331,8 +330,8 @@ def read_wav_file(path: str | Path) -> tuple[np.ndarray, int]:
             rate, data = wavfile.read(str(path))
     except FileNotFoundError as exc:
         raise FeatureError(f"{path}: file does not exist") from exc
-    except (ValueError, EOFError, OSError, TypeError, IndexError, struct.error) as exc:
-        raise FeatureError(f"{path}: corrupt or unsupported wav file ({exc})") from exc
+    except Exception as exc:  # scipy's parser of untrusted bytes fails in many ways (even UnboundLocalError)
+        raise FeatureError(f"{path}: corrupt or unsupported wav file ({type(exc).__name__}: {exc})") from exc
     return _wav_to_float(data, path), int(rate)
 
 

@@ -164,3 +164,15 @@ def test_replay_over_seeds_reports_mean_and_min(tmp_path, data_dir, monkeypatch,
         assert mean == pytest.approx(sum(values) / 2)
         assert out["min"]["recall_accuracy"][pair] == min(values)
     assert (tmp_path / "r" / "seed3" / "config.toml").exists() and (tmp_path / "r" / "seed4" / "config.toml").exists()
+
+
+@pytest.mark.slow
+def test_recall_of_bad_files_is_a_clear_error(small_run, tmp_path, capsys):
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    for bad, word in ((broken, "broken.wav"), (empty, "empty.png"), (tmp_path / "notes.txt", "unknown file type")):
+        capsys.readouterr()
+        assert main(["recall", str(small_run), str(bad)]) == 2
+        assert word in capsys.readouterr().err
