@@ -8,6 +8,7 @@ stimuli that excite them. Nothing is excluded from any score.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import resource
@@ -20,11 +21,13 @@ from agent.autoencoder import decode, load_autoencoder
 from agent.brain import Brain
 from agent.checkpoint import RunFolder
 from agent.config import Config, to_dict
+from replay.datasets import Split, cache_dir
 from tools.baselines import all_baselines, clustering_scores
-from tools.judge import load_judge, predict, save_judge, train_judge
+from tools.judge import Judge, load_judge, predict, save_judge, train_judge
 from tools.train import Encodings, build_stream, load_brain, load_splits
 
-MIN_CLASS_SHARE = 0.01  # a cluster is a discovered class when >= 1% of training stimuli excite it
+MIN_CLASS_SHARE = 0.01
+JUDGE_VERSION = 1  # bump when the judge's design or training changes: cached judges are then retrained  # a cluster is a discovered class when >= 1% of training stimuli excite it
 
 
 def cluster_names(clusters: np.ndarray, labels: np.ndarray) -> dict[int, int]:
@@ -96,14 +99,7 @@ def generation(run: RunFolder, config: Config, brain: Brain, scores: dict[str, A
     judges = {}
     judge_acc = {}
     for k, m in enumerate(mods):
-        path = run.judge_path(m)
-        if path.exists():
-            judges[m] = load_judge(path)
-        else:
-            judges[m] = train_judge(train_raw[m].x, train_raw[m].y, seed=config.seed * 1000 + 500 + k,
-                                    desc=f"{m} judge", progress=progress)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            save_judge(judges[m], path)
+        judges[m] = _judge_for(run, m, train_raw[m], seed=config.seed * 1000 + 500 + k, progress=progress)
         judge_acc[m] = float(np.mean(predict(judges[m], test_raw[m].x) == test_raw[m].y))
     decoders = {m: load_autoencoder(run.encoder_path(m)) for m in mods}
     gen_acc = {}
@@ -116,6 +112,26 @@ def generation(run: RunFolder, config: Config, brain: Brain, scores: dict[str, A
             pred = name_of(recalled, said)
             gen_acc[pair_name(a, b)] = float(np.mean(pred == enc.test_y[a]))
     return gen_acc, judge_acc
+
+
+def _judge_for(run: RunFolder, modality: str, train: Split, seed: int, progress: bool) -> Judge:
+    """The run's judge: from the run folder, else from the user cache (a judge depends only on its
+    training data and seed, so runs on the same data share it), else trained now."""
+    key = hashlib.sha256(repr((JUDGE_VERSION, modality, seed, train.names)).encode()).hexdigest()[:16]
+    cached = cache_dir() / "judges" / f"{modality}-{key}.pt"
+    for path in (run.judge_path(modality), cached):
+        if path.exists():
+            try:
+                judge = load_judge(path)
+                break
+            except ValueError:  # damaged or from an older judge design: train a new one
+                continue
+    else:
+        judge = train_judge(train.x, train.y, seed=seed, desc=f"{modality} judge", progress=progress)
+        save_judge(judge, cached)
+    if not run.judge_path(modality).exists():
+        save_judge(judge, run.judge_path(modality))
+    return judge
 
 
 def judge_modes(brain: Brain, decoder, judge, modality: str, cluster_ids: np.ndarray) -> dict[int, int]:
