@@ -31,3 +31,13 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Feature and judge caches go to a fresh folder: tests never read or fill the user's cache."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+    mp.setenv("CDZ_NO_DOWNLOAD", "1")
+    yield
+    mp.undo()
