@@ -40,8 +40,9 @@ def test_load_arrays_never_unpickles(tmp_path):
 
 def test_load_arrays_refuses_a_pickle_file(tmp_path):
     path = tmp_path / "pickled.npz"
-    np.save(path.with_suffix(".npy"), np.array([1, "a"], dtype=object), allow_pickle=True)
-    path.write_bytes(path.with_suffix(".npy").read_bytes())
+    with open(path, "wb") as f:  # an .npy of dtype object: its payload would be a pickle
+        np.lib.format.write_array_header_1_0(f, {"descr": "|O", "fortran_order": False, "shape": (2,)})
+        f.write(b"\x80\x04payload-that-must-never-be-unpickled.")
     with pytest.raises(RunError, match="pickled.npz"):
         load_arrays(path)
 
