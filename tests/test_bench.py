@@ -65,8 +65,9 @@ def test_bench_core_small_run():
         assert np.isfinite(r[key]) and r[key] > 0, key
     assert r["speedup"] == pytest.approx(r["stimuli_per_s"] / r["plain_stimuli_per_s"])
     assert r["prefix_speedup"] == pytest.approx(r["prefix_stimuli_per_s"] / r["plain_stimuli_per_s"])
-    assert set(r["nodes"]) == {"visual", "audio"}
-    assert all(v > 0 for v in r["nodes"].values()) and r["nodes_total"] == sum(r["nodes"].values())
+    assert set(r["nodes_per_modality"]) == {"visual", "audio"}
+    per = r["nodes_per_modality"].values()
+    assert all(v > 0 for v in per) and r["nodes"] == sum(per)
     assert len(r["seconds"]) == len(r["plain_seconds"]) == 2
     assert r["agreement"] == 1.0
     table = format_core(r)
