@@ -38,3 +38,15 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, data_d
         np.testing.assert_array_equal(final[key], again[key], err_msg=key)
     log_whole, log_cut = load_arrays(whole.stream_path), load_arrays(resumed.stream_path)
     np.testing.assert_array_equal(log_whole["cluster"], log_cut["cluster"])
+
+
+def test_a_held_out_speaker_is_tested_on_all_of_its_recordings(data_dir, monkeypatch):
+    from tools.train import load_splits
+
+    monkeypatch.setenv("CDZ_DATA_DIR", str(data_dir))
+    config = override(Config(), ["data.digits=[3,4]", 'data.exclude_speakers=["theo"]'])
+    train_audio, test_audio = load_splits(config, "train")["audio"], load_splits(config, "test")["audio"]
+    assert "theo" not in set(train_audio.speakers)
+    assert set(test_audio.speakers) == {"theo"}
+    assert len(test_audio) == 2 * 50  # both digits, every one of theo's 50 recordings of each
+    assert len(train_audio) == 2 * 5 * 45  # the other five speakers' training recordings
