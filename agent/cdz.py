@@ -183,7 +183,10 @@ class CDZ:
             return
         row = self.W[(a, b)][r_a, : self.clusters[b].hi]
         row[r_b] += amount
-        row /= row.sum()  # targets in one modality compete
+        total = row.sum()
+        if total <= 0.0:  # an amount too small for float32 left an empty row empty
+            return
+        row /= total  # targets in one modality compete
         self.age[(a, b)][r_a] += 1
 
     def _feedback_for(self, target: Excitation, partner: Excitation, r_partner: int, out: list[Feedback]) -> None:

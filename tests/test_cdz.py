@@ -429,3 +429,12 @@ def test_late_excitation_of_a_deleted_cluster_is_ignored_and_counted():
     assert_same_state(before, snapshot(cdz))
     cdz.apply(ClusterChange("visual", created=(1,)))  # a stale "created" cannot revive it either
     assert 1 not in cdz.clusters["visual"].slot
+
+
+def test_a_vanishing_strength_never_makes_nan_weights():
+    cdz = CDZ(("visual", "audio"), settings())
+    cdz.excite(exc("visual", 1, 0.0, s=1e-30))
+    cdz.excite(exc("audio", 2, 0.1, s=1e-30))  # amount 0.02 * 1e-60 underflows in float32
+    for (a, b) in cdz.pairs:
+        assert np.isfinite(cdz.W[(a, b)]).all()
+    assert cdz.recall("visual", 1)["audio"] is None  # nothing was learned, nothing is recalled
