@@ -8,7 +8,7 @@ back into raw data is the autoencoders' job (see `agent.autoencoder`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from tqdm import tqdm
@@ -43,7 +43,7 @@ class Brain:
         except StimulusError:
             self.rejected += 1
             return None
-        if cortex._changes:
+        if cortex.has_changes:
             for change in cortex.drain_changes():
                 self.cdz.apply(change)
         for fb in self.cdz.excite(exc):
@@ -86,7 +86,6 @@ class StreamLog:
 
     cluster: np.ndarray  # (n,) excited cluster id, -1 if rejected
     recalled: np.ndarray  # (n,) cluster recalled in the next modality right after learning, -1 none
-    extras: dict[str, float] = field(default_factory=dict)
 
 
 def learn_stream(brain: Brain, stream: Stream, encodings: dict[str, np.ndarray], start: int = 0,

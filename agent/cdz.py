@@ -220,8 +220,8 @@ class CDZ:
     def recall_many(self, modality: str, cluster_ids: np.ndarray) -> dict[str, np.ndarray]:
         """Vectorised `recall` for an array of cluster ids; -1 where nothing is recalled."""
         cl = self.clusters[modality]
-        rows = np.array([cl.slot.get(int(c), -1) for c in np.unique(cluster_ids)], np.int64)
         uniq = np.unique(cluster_ids)
+        rows = np.array([cl.slot.get(int(c), -1) for c in uniq], np.int64)
         out: dict[str, np.ndarray] = {}
         for b in self.modalities:
             if b == modality:

@@ -39,7 +39,6 @@ class CortexCounters:
     splits: int = 0
     pruned_nodes: int = 0
     pruned_clusters: int = 0
-    rejected: int = 0
 
 
 class Cortex:
@@ -77,17 +76,15 @@ class Cortex:
         self.last_z = np.zeros((cap_n, d), np.float32)  # encoding that last excited each node
         self.node_id = np.full(cap_n, -1, np.int64)
         self.node_last = np.zeros(cap_n, np.int64)  # step of last excitation or feedback
-        self.node_born = np.zeros(cap_n, np.int64)
         self.node_feedbacks = np.zeros(cap_n, np.int64)  # the node's age for certainty
-        self.node_hits = np.zeros(cap_n, np.int64)
         self.link = np.zeros((cap_n, cap_c), np.float32)  # node -> cluster, rows sum to 1
         self.cluster_id = np.full(cap_c, -1, np.int64)
         self.cluster_last = np.zeros(cap_c, np.int64)
         self.mode_link = np.zeros((cap_c, cap_n), np.float32)  # cluster -> node, rows sum to 1
 
     def _grow_capacity(self, nodes: bool) -> None:
-        old = {k: getattr(self, k) for k in ("pos", "pos_sq", "last_z", "node_id", "node_last", "node_born",
-                                             "node_feedbacks", "node_hits", "link", "cluster_id",
+        old = {k: getattr(self, k) for k in ("pos", "pos_sq", "last_z", "node_id", "node_last",
+                                             "node_feedbacks", "link", "cluster_id",
                                              "cluster_last", "mode_link")}
         cap_n, cap_c = old["link"].shape
         self._alloc(cap_n * 2 if nodes else cap_n, cap_c if nodes else cap_c * 2)
@@ -118,9 +115,7 @@ class Cortex:
         self.node_slot[self.next_node_id] = n
         self.next_node_id += 1
         self.node_last[n] = self.step
-        self.node_born[n] = self.step
         self.node_feedbacks[n] = 0
-        self.node_hits[n] = 0
         return n
 
     def _new_cluster(self) -> int:
@@ -171,7 +166,6 @@ class Cortex:
             row /= row.sum()
         self.last_z[n] = z
         self.node_last[n] = self.step
-        self.node_hits[n] += 1
         self.cluster_last[c] = self.step
         self.step += 1
         self.counters.stimuli += 1
@@ -207,6 +201,11 @@ class Cortex:
         acc[self.dim] += 1.0
         self.counters.feedback += 1
         return True
+
+    @property
+    def has_changes(self) -> bool:
+        """Whether cluster births or deaths wait to be drained (cheap: checked per stimulus)."""
+        return bool(self._changes)
 
     def drain_changes(self) -> list[ClusterChange]:
         """Cluster births and deaths since the last call, for the CDZ."""
@@ -363,8 +362,7 @@ class Cortex:
                 fb_vals.append(acc)
         state = {
             "pos": self.pos[:hi], "pos_sq": self.pos_sq[:hi], "last_z": self.last_z[:hi], "node_id": self.node_id[:hi],
-            "node_last": self.node_last[:hi], "node_born": self.node_born[:hi],
-            "node_feedbacks": self.node_feedbacks[:hi], "node_hits": self.node_hits[:hi],
+            "node_last": self.node_last[:hi], "node_feedbacks": self.node_feedbacks[:hi],
             "link": self.link[:hi, :chi], "cluster_id": self.cluster_id[:chi],
             "cluster_last": self.cluster_last[:chi], "mode_link": self.mode_link[:chi, :hi],
             "fb_keys": np.array(fb_keys, np.int64).reshape(-1, 2),
@@ -381,7 +379,7 @@ class Cortex:
         cap_c = max(_START_CAPACITY, 1 << max(chi, 1).bit_length())
         self._alloc(cap_n, cap_c)
         self.n_hi, self.c_hi = hi, chi
-        for name in ("pos", "last_z", "node_id", "node_last", "node_born", "node_feedbacks", "node_hits",
+        for name in ("pos", "last_z", "node_id", "node_last", "node_feedbacks",
                      "cluster_id", "cluster_last"):
             getattr(self, name)[: len(state[name])] = state[name]
         self.link[:hi, :chi] = state["link"]

@@ -24,7 +24,7 @@ from agent.config import Config, to_dict
 from replay.datasets import Split, cache_dir
 from tools.baselines import all_baselines, clustering_scores
 from tools.judge import Judge, load_judge, predict, save_judge, train_judge
-from tools.train import Encodings, build_stream, load_brain, load_splits
+from tools.train import Encodings, load_brain, load_splits
 
 MIN_CLASS_SHARE = 0.01
 JUDGE_VERSION = 1  # bump when the judge's design or training changes: cached judges are then retrained  # a cluster is a discovered class when >= 1% of training stimuli excite it
@@ -151,12 +151,10 @@ def judge_modes(brain: Brain, decoder, judge, modality: str, cluster_ids: np.nda
 def evaluate(run: RunFolder, progress: bool = True, baselines: bool = True, judges: bool = True) -> dict[str, Any]:
     """Every score, in the JSON contract of the README."""
     t0 = time.perf_counter()
-    config, enc, brain = load_brain(run)
+    config, enc, brain, step, stream_len = load_brain(run)
     for m in config.modalities:
         if len(enc.test_y[m]) == 0:
             raise ValueError(f"{run.path}: the {m} test set is empty; nothing to score")
-    step, _ = run.load_checkpoint()
-    stream_len = len(build_stream(config, enc))
     scores = score(config, enc, brain)
     result: dict[str, Any] = {
         "stream_complete": step >= stream_len,  # False: scored from a checkpoint of an unfinished run

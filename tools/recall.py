@@ -42,7 +42,7 @@ def recall_files(run: RunFolder, files: list[Path], out_dir: Path) -> list[dict[
     """Recall for each file; writes `<stem>.<modality>.png` reconstructions into out_dir."""
     from tools.train import load_brain  # heavy imports only when used
 
-    config, enc, brain = load_brain(run)
+    config, enc, brain, _, _ = load_brain(run)
     coders = {m: load_autoencoder(run.encoder_path(m)) for m in config.modalities}
     names = {m: cluster_names(brain.classify(m, enc.train[m]), enc.train_y[m]) for m in config.modalities}
     out_dir.mkdir(parents=True, exist_ok=True)

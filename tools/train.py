@@ -12,6 +12,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -188,12 +189,22 @@ def _save_stream(run: RunFolder, stream: Stream, logs: list[tuple[np.ndarray, np
     })
 
 
-def load_brain(run: RunFolder) -> tuple[Config, Encodings, Brain]:
+class LoadedRun(NamedTuple):
+    """A trained run rebuilt from its folder."""
+
+    config: Config
+    enc: Encodings
+    brain: Brain
+    learned: int  # stimuli learned at the checkpoint
+    stream_length: int  # stimuli in the whole teaching stream
+
+
+def load_brain(run: RunFolder) -> LoadedRun:
     """Rebuild the trained brain of a run from its config, encodings and last checkpoint."""
     config = run.config()
     enc = Encodings.load(run, config.modalities)
     stream = build_stream(config, enc)
     brain = build_brain(config, enc, stream)
-    _, state = run.load_checkpoint()
+    step, state = run.load_checkpoint()
     brain.load_state_dict(state)
-    return config, enc, brain
+    return LoadedRun(config, enc, brain, step, len(stream))
