@@ -7,6 +7,10 @@ A run folder holds `config.toml`, `encoders/<m>.pt` (state dicts, loaded with
 A checkpoint is written into a fresh folder, then `checkpoints/LATEST` is
 atomically replaced to point at it, so a crash at any instant leaves the last
 complete checkpoint readable; older ones are removed afterwards.
+
+The multi-process runtime saves a checkpoint in parts, one file per process
+(`cdz.npz`, `cortex.<m>.npz`), each atomically; a step counts once all its parts
+exist, and loading merges them into the same state a one-process brain saves.
 """
 
 from __future__ import annotations
@@ -108,16 +112,80 @@ class RunFolder:
             shutil.rmtree(old, ignore_errors=True)
         return target
 
+    # ------------------------------------------------------------------ checkpoints in parts
+    def part_names(self) -> list[str]:
+        """The parts a distributed checkpoint needs: the hub's CDZ and one cortex per modality."""
+        return ["cdz"] + [f"cortex.{m}" for m in self.config().modalities]
+
+    def save_part(self, step: int, part: str, arrays: dict[str, np.ndarray]) -> Path:
+        """One process's share of checkpoint `step` (the runtime's processes each save their own).
+
+        Each file is written atomically; the checkpoint counts once every part is there.
+        """
+        path = self.checkpoints_dir / f"{step:012d}" / f"{part}.npz"
+        save_arrays(path, {**arrays, "checkpoint_step": np.array(step, np.int64)})
+        return path
+
+    def _complete(self, folder: Path, parts: list[str] | None) -> bool:
+        if (folder / "brain.npz").exists():
+            return True
+        return parts is not None and all((folder / f"{p}.npz").exists() for p in parts)
+
+    def _step_folders(self) -> list[Path]:
+        if not self.checkpoints_dir.is_dir():
+            return []
+        return sorted(p for p in self.checkpoints_dir.iterdir() if p.is_dir() and p.name.isdigit())
+
     def latest_checkpoint(self) -> Path | None:
+        """The newest complete checkpoint: the one LATEST names, or one whose parts are all saved."""
+        best = None
         latest = self.checkpoints_dir / "LATEST"
-        if not latest.exists():
-            return None
-        folder = self.checkpoints_dir / latest.read_text().strip()
-        return folder if (folder / "brain.npz").exists() else None
+        if latest.exists():
+            folder = self.checkpoints_dir / latest.read_text().strip()
+            if (folder / "brain.npz").exists():
+                best = folder
+        parts = self.part_names() if self.config_path.exists() else None
+        for folder in reversed(self._step_folders()):
+            if best is not None and folder.name <= best.name:
+                break
+            if not (folder / "brain.npz").exists() and self._complete(folder, parts):
+                return folder
+        return best
+
+    def drop_old_parts(self, keep: int = 2) -> None:
+        """Remove part checkpoints older than the newest `keep` complete ones."""
+        parts = self.part_names()
+        complete = [f for f in self._step_folders() if self._complete(f, parts)]
+        if len(complete) < keep:
+            return
+        cutoff = complete[-keep].name
+        for folder in self._step_folders():
+            if folder.name < cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
 
     def load_checkpoint(self) -> tuple[int, dict[str, np.ndarray]]:
         folder = self.latest_checkpoint()
         if folder is None:
             raise RunError(f"{self.path} has no checkpoint yet (training did not get far enough)")
+        return load_checkpoint_folder(folder)
+
+
+def load_checkpoint_folder(folder: Path) -> tuple[int, dict[str, np.ndarray]]:
+    """(step, brain state) of one checkpoint folder: brain.npz, or its parts merged."""
+    if (folder / "brain.npz").exists():
         arrays = load_arrays(folder / "brain.npz")
         return int(arrays.pop("checkpoint_step")), arrays
+    merged: dict[str, np.ndarray] = {}
+    step = None
+    for path in sorted(folder.glob("*.npz")):
+        arrays = load_arrays(path)
+        part_step = int(arrays.pop("checkpoint_step"))
+        if step is not None and part_step != step:
+            raise RunError(f"{path} belongs to step {part_step}, not {step}")
+        step = part_step
+        merged.update(arrays)
+    if step is None:
+        raise RunError(f"{folder} holds no checkpoint files")
+    if "rejected" not in merged:  # each worker counts the stimuli it refused
+        merged["rejected"] = np.array(sum(int(v) for k, v in merged.items() if k.startswith("rejected.")), np.int64)
+    return step, merged

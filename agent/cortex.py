@@ -368,6 +368,7 @@ class Cortex:
             "fb_keys": np.array(fb_keys, np.int64).reshape(-1, 2),
             "fb_vals": np.array(fb_vals, np.float64).reshape(-1, self.dim + 1),
             "scalars": np.array([self.step, self.next_node_id, self.next_cluster_id, int(self.growth_enabled)], np.int64),
+            "epoch": np.array(self.epoch, np.int64),
         }
         return {k: v.copy() for k, v in state.items()}  # a snapshot, not views of live arrays
 
@@ -397,6 +398,8 @@ class Cortex:
         step, next_node, next_cluster, growth = (int(v) for v in state["scalars"])
         self.step, self.next_node_id, self.next_cluster_id = step, next_node, next_cluster
         self.growth_enabled = bool(growth)
+        if "epoch" in state:  # older checkpoints lack it; the constructor's value then stands
+            self.epoch = int(state["epoch"])
         self._changes = []
 
 

@@ -76,6 +76,7 @@ def make_stream(labels: dict[str, np.ndarray], settings: TeacherSettings, n_even
         ev = np.flatnonzero(present)
         parts.append((base_t[ev] + lag[ev], np.full(ev.size, k), index[ev], ev, said[ev]))
     t, mod, idx, ev, lab = (np.concatenate(col) for col in zip(*parts))
+    t = np.round(t * 1e9) / 1e9  # whole nanoseconds, as on the wire: t_ns / 1e9 gives back exactly t
     order = np.lexsort((mod, t))  # event time, then modality for exact ties: deterministic
     return Stream(modalities, t[order], mod[order].astype(np.int64), idx[order].astype(np.int64),
                   ev[order].astype(np.int64), lab[order].astype(np.int64))

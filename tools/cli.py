@@ -104,10 +104,19 @@ def cmd_replay(args: argparse.Namespace) -> int:
         out = _run_dir(args, config)
         if args.out and len(seeds) > 1:
             out = Path(args.out) / f"seed{seed}"
-        run = train(config, out, progress=not args.quiet, overwrite=args.overwrite)
+        if args.distributed:
+            from agent.launcher import distributed_train
+
+            run, info = distributed_train(config, out, progress=not args.quiet, overwrite=args.overwrite,
+                                          bus=args.bus, checkpoint_every=args.checkpoint_every)
+        else:
+            run, info = train(config, out, progress=not args.quiet, overwrite=args.overwrite), {}
         _point_latest(run.path)
         result = evaluate(run, progress=not args.quiet, baselines=not args.no_baselines, judges=not args.no_judges)
         result["run"] = str(run.path)
+        if args.distributed:
+            result["lost_stimuli"] = info["lost_stimuli"]
+            result["restarts"] = info["restarts"]
         results.append(result)
         if not args.json:
             print(format_table(result))
@@ -207,7 +216,17 @@ def build_parser() -> argparse.ArgumentParser:
                     help="several runs, one per seed (into --out/seed<N>), then mean and min of every score")
     sp.add_argument("--no-baselines", action="store_true", help="skip the clustering baselines")
     sp.add_argument("--no-judges", action="store_true", help="skip generation accuracy")
+    sp.add_argument("--distributed", action="store_true",
+                    help="learn the stream with bus, hub, one worker per modality and a player as separate "
+                         "processes (lossless; a crashed process is restarted from the last checkpoint)")
+    sp.add_argument("--bus", help="--distributed: bus address (default: two free ports on 127.0.0.1)")
+    sp.add_argument("--checkpoint-every", type=int, default=20_000,
+                    help="--distributed: stimuli between checkpoints (default 20000)")
     sp.set_defaults(func=cmd_replay)
+
+    from tools.processes import add_parsers
+
+    add_parsers(sub, common)
 
     sp = sub.add_parser("recall", help="show an image / play a wav to a trained agent; see what it recalls")
     sp.add_argument("run", help="run folder")
@@ -248,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _single_thread_torch()
     known_errors: tuple[type[BaseException], ...] = (RunError, StimulusError, FileNotFoundError, KeyError, ValueError,
-                                                       RuntimeError)
+                                                       RuntimeError, OSError)
     try:
         from replay.datasets import DataCorruptError, DataMissingError
         from sensors.features import FeatureError

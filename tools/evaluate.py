@@ -209,6 +209,10 @@ def format_table(result: dict[str, Any]) -> str:
         c = result["clustering"][m]
         lines.append(f"{'classes discovered ' + m:34s} {v:8d}  (alive {result['clusters_alive'][m]}, "
                      f"purity {c['purity']:.3f}, ARI {c['ari']:.3f}, NMI {c['nmi']:.3f})")
+    if "lost_stimuli" in result:
+        restarts = result.get("restarts", [])
+        lines.append(f"{'lost stimuli (distributed)':34s} {result['lost_stimuli']:8d}  "
+                     f"({len(restarts)} process restart{'s' if len(restarts) != 1 else ''})")
     if "baselines" in result:
         lines.append("")
         lines.append(f"{'baseline (same encodings)':34s} {'k':>4s} {'ARI':>7s} {'acc':>7s} {'s':>6s}")

@@ -84,7 +84,12 @@ def n_events(config: Config, train: dict[str, np.ndarray]) -> int:
 
 
 def build_stream(config: Config, enc: Encodings) -> Stream:
-    return make_stream(enc.train_y, config.teacher, n_events(config, enc.train_y), config.seed)
+    return teaching_stream(config, enc.train_y)
+
+
+def teaching_stream(config: Config, train_labels: dict[str, np.ndarray]) -> Stream:
+    """The run's teaching stream: a function of the config and the training labels only."""
+    return make_stream(train_labels, config.teacher, n_events(config, train_labels), config.seed)
 
 
 def build_brain(config: Config, enc: Encodings, stream: Stream) -> Brain:
@@ -113,26 +118,33 @@ def train_encoders(config: Config, run: RunFolder, progress: bool = True) -> Enc
     return enc
 
 
+def prepare_run(config: Config, out: Path | str, overwrite: bool) -> RunFolder:
+    """A fresh run folder holding `config` (an existing one is replaced only with `overwrite`)."""
+    run = RunFolder(out)
+    if run.path.exists() and any(run.path.iterdir()):
+        if not overwrite:
+            raise RunError(f"{run.path} is not empty; choose another --out, pass --overwrite, "
+                           f"or continue that run with `cdz train --resume {run.path}`")
+        if not run.config_path.exists():
+            raise RunError(f"{run.path} is not empty and not a run folder: refusing to overwrite it")
+        shutil.rmtree(run.path)
+    run.create(config)
+    return run
+
+
 def train(config: Config | None, out: Path | str, progress: bool = True, checkpoint_every: int = 100_000,
           resume: bool = False, overwrite: bool = False) -> RunFolder:
     """Run both phases into `out`; with `resume`, continue from the last checkpoint there
     (the config then comes from the run folder and `config` must be None)."""
-    run = RunFolder(out)
     if resume:
         if config is not None:
             raise ValueError("a resumed run keeps the config saved in its folder; do not pass another")
+        run = RunFolder(out)
         config = run.config()
     elif config is None:
         raise ValueError("train needs a config (or resume=True with an existing run folder)")
     else:
-        if run.path.exists() and any(run.path.iterdir()):
-            if not overwrite:
-                raise RunError(f"{run.path} is not empty; choose another --out, pass --overwrite, "
-                               f"or continue that run with `cdz train --resume {run.path}`")
-            if not run.config_path.exists():
-                raise RunError(f"{run.path} is not empty and not a run folder: refusing to overwrite it")
-            shutil.rmtree(run.path)
-        run.create(config)
+        run = prepare_run(config, out, overwrite)
     torch.manual_seed(config.seed)
     t0 = time.perf_counter()
     if resume and run.encodings_path.exists():
@@ -160,12 +172,12 @@ def train(config: Config | None, out: Path | str, progress: bool = True, checkpo
         log = learn_stream(brain, stream, enc.train, lo, hi, bar=bar)
         logs.append((log.cluster, log.recalled))
         run.save_checkpoint(hi, brain.state_dict())
-        _save_stream(run, stream, logs)
+        save_stream_log(run, stream, logs)
         bar.set_postfix_str(" ".join(f"{m}:{c.n_nodes}n/{c.n_clusters}c" for m, c in brain.cortices.items()))
     bar.close()
     t_stream = time.perf_counter() - t1
     if start >= len(stream):  # nothing left to learn: keep the existing log
-        _save_stream(run, stream, logs)
+        save_stream_log(run, stream, logs)
     run.update_metrics(train={
         "timing_s": {"encoders": t_enc, "stream": t_stream},
         "stimuli": len(stream) - start,
@@ -179,7 +191,8 @@ def train(config: Config | None, out: Path | str, progress: bool = True, checkpo
     return run
 
 
-def _save_stream(run: RunFolder, stream: Stream, logs: list[tuple[np.ndarray, np.ndarray]]) -> None:
+def save_stream_log(run: RunFolder, stream: Stream, logs: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    """stream.npz: the teaching stream and what the brain did at each stimulus (for learning curves)."""
     cluster = np.concatenate([c for c, _ in logs]) if logs else np.zeros(0, np.int64)
     recalled = np.concatenate([r for _, r in logs]) if logs else np.zeros(0, np.int64)
     save_arrays(run.stream_path, {

@@ -1,0 +1,285 @@
+"""The message bus: one XSUB/XPUB forwarder that every process connects to.
+
+A bus is named by one address. For `tcp://HOST:PORT` publishers connect to PORT
+and subscribers to PORT+1; for `ipc:///path` to `/path.in` and `/path.out`.
+Loopback and ipc need no keys. Binding any other interface requires CurveZMQ
+keys (`cdz keys DIR`): the forwarder then only talks to clients holding the
+client key pair from that folder, so a process without it can neither publish
+nor subscribe.
+
+`BusClient` is what processes use: a PUB and a SUB socket, `send(msg)`, and
+`recv(timeout)` that decodes, validates, counts and drops bad messages (logging
+each kind of error once) instead of raising.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import zmq
+import zmq.auth
+
+from agent.wire import Control, Message, WireError, decode, encode
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BUS = "tcp://127.0.0.1:5570"
+_LOOPBACK = {"localhost", "127.0.0.1", "::1", "[::1]"}
+
+
+class BusError(RuntimeError):
+    """A bus address or key setup that cannot work; the text says how to fix it."""
+
+
+@dataclass(frozen=True)
+class BusAddress:
+    """The two endpoints of one bus: where publishers and subscribers connect."""
+
+    text: str
+    pub: str  # publishers connect here (the forwarder's XSUB)
+    sub: str  # subscribers connect here (the forwarder's XPUB)
+    loopback: bool
+
+    @classmethod
+    def parse(cls, text: str) -> "BusAddress":
+        if text.startswith("ipc://"):
+            path = text[len("ipc://"):]
+            if not path:
+                raise BusError(f"bus address {text!r} lacks a path, e.g. ipc:///tmp/cdz-bus")
+            return cls(text, f"ipc://{path}.in", f"ipc://{path}.out", True)
+        if text.startswith("tcp://"):
+            host, sep, port = text[len("tcp://"):].rpartition(":")
+            if not sep or not port.isdigit() or not 1 <= int(port) < 65535 or not host:
+                raise BusError(f"bus address {text!r} must look like tcp://HOST:PORT (PORT and PORT+1 are used)")
+            p = int(port)
+            return cls(text, f"tcp://{host}:{p}", f"tcp://{host}:{p + 1}", _is_loopback(host))
+        raise BusError(f"bus address {text!r} must start with tcp:// or ipc://")
+
+
+def _is_loopback(host: str) -> bool:
+    if host in _LOOPBACK:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def free_tcp_bus(host: str = "127.0.0.1") -> str:
+    """A bus address on two currently free consecutive ports (for tests and the launcher)."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port >= 65534:
+            continue
+        with socket.socket() as s2:
+            try:
+                s2.bind((host, port + 1))
+            except OSError:
+                continue
+        return f"tcp://{host}:{port}"
+    raise BusError("found no two free consecutive ports")
+
+
+# ---------------------------------------------------------------------- CurveZMQ keys
+@dataclass(frozen=True)
+class Keys:
+    """CurveZMQ key pairs from a `cdz keys` folder: the bus's and the clients'."""
+
+    folder: Path
+    bus_public: bytes
+    bus_secret: bytes
+    client_public: bytes
+    client_secret: bytes
+
+    @classmethod
+    def load(cls, folder: Path | str) -> "Keys":
+        folder = Path(folder)
+        try:
+            bus_pub, bus_sec = zmq.auth.load_certificate(folder / "bus.key_secret")
+            cli_pub, cli_sec = zmq.auth.load_certificate(folder / "client.key_secret")
+        except (OSError, ValueError) as e:
+            raise BusError(f"cannot read CurveZMQ keys from {folder} ({e}); make them with `cdz keys {folder}`") \
+                from None
+        if bus_sec is None or cli_sec is None:
+            raise BusError(f"{folder} lacks secret keys; make them with `cdz keys {folder}`")
+        return cls(folder, bus_pub, bus_sec, cli_pub, cli_sec)
+
+
+def make_keys(folder: Path | str) -> Path:
+    """Write a bus key pair and a client key pair into `folder` (secret files are 0600)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if (folder / "bus.key_secret").exists():
+        raise BusError(f"{folder} already holds keys; remove them first to make new ones")
+    zmq.auth.create_certificates(folder, "bus")
+    zmq.auth.create_certificates(folder, "client")
+    for secret in folder.glob("*.key_secret"):
+        secret.chmod(0o600)
+    return folder
+
+
+# ---------------------------------------------------------------------- the forwarder
+class Forwarder:
+    """The XSUB/XPUB forwarder. `run()` blocks until `close()` or the context ends."""
+
+    def __init__(self, address: str, keys: Path | str | None = None, ctx: zmq.Context | None = None):
+        self.address = BusAddress.parse(address)
+        if not self.address.loopback and keys is None:
+            raise BusError(f"bus {address} is not on loopback: pass --keys DIR (make them with `cdz keys DIR`) "
+                           "so that only processes holding the client key can use it")
+        self.ctx = ctx or zmq.Context.instance()
+        self.keys = Keys.load(keys) if keys is not None else None
+        self._auth = None
+        if self.keys is not None:
+            from zmq.auth.thread import ThreadAuthenticator
+
+            self._auth = ThreadAuthenticator(self.ctx)
+            self._auth.start()
+            allowed = self.keys.folder / "allowed"
+            allowed.mkdir(exist_ok=True)
+            (allowed / "client.key").write_bytes((self.keys.folder / "client.key").read_bytes())
+            self._auth.configure_curve(domain="*", location=str(allowed))
+        self.xsub = self.ctx.socket(zmq.XSUB)
+        self.xpub = self.ctx.socket(zmq.XPUB)
+        for s in (self.xsub, self.xpub):
+            s.setsockopt(zmq.LINGER, 0)
+            s.setsockopt(zmq.SNDHWM, 100_000)
+            s.setsockopt(zmq.RCVHWM, 100_000)
+            if self.keys is not None:
+                s.curve_server = True
+                s.curve_secretkey = self.keys.bus_secret
+                s.curve_publickey = self.keys.bus_public
+        try:
+            self.xsub.bind(self.address.pub)
+            self.xpub.bind(self.address.sub)
+        except zmq.ZMQError as e:
+            self.close()
+            raise BusError(f"cannot bind the bus at {address}: {e} (is another bus running there?)") from None
+
+    def run(self) -> None:
+        try:
+            zmq.proxy(self.xsub, self.xpub)
+        except zmq.ContextTerminated:
+            pass
+        except zmq.ZMQError as e:
+            if e.errno not in (zmq.ETERM, zmq.ENOTSOCK):
+                raise
+
+    def close(self) -> None:
+        for s in (self.xsub, self.xpub):
+            s.close(0)
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+
+
+# ---------------------------------------------------------------------- clients
+class BusClient:
+    """One process's connection to the bus: publish messages, receive validated ones.
+
+    Bad messages are counted in `drops` (by reason) and logged once per reason;
+    `recv` never raises on them.
+    """
+
+    def __init__(self, address: str, name: str, topics: list[bytes] | tuple[bytes, ...] = (),
+                 keys: Path | str | None = None, ctx: zmq.Context | None = None, sndhwm: int = 100_000,
+                 rcvhwm: int = 100_000):
+        self.address = BusAddress.parse(address)
+        if not self.address.loopback and keys is None:
+            raise BusError(f"bus {address} is not on loopback: pass --keys DIR with the client key pair")
+        self.name = name
+        self.ctx = ctx or zmq.Context.instance()
+        self.pub = self.ctx.socket(zmq.PUB)
+        self.sub = self.ctx.socket(zmq.SUB)
+        self.pub.setsockopt(zmq.SNDHWM, sndhwm)
+        self.sub.setsockopt(zmq.RCVHWM, rcvhwm)
+        self.drops: Counter[str] = Counter()
+        self._logged: set[str] = set()
+        for s in (self.pub, self.sub):
+            s.setsockopt(zmq.LINGER, 0)
+            if keys is not None:
+                k = Keys.load(keys)
+                s.curve_serverkey = k.bus_public
+                s.curve_publickey = k.client_public
+                s.curve_secretkey = k.client_secret
+        for t in topics:  # subscribe before connecting: no window without a filter
+            self.sub.setsockopt(zmq.SUBSCRIBE, t)
+        self.sub.setsockopt(zmq.SUBSCRIBE, b"control")
+        self.pub.connect(self.address.pub)
+        self.sub.connect(self.address.sub)
+        self.poller = zmq.Poller()
+        self.poller.register(self.sub, zmq.POLLIN)
+
+    def subscribe(self, prefix: bytes) -> None:
+        self.sub.setsockopt(zmq.SUBSCRIBE, prefix)
+
+    def send(self, msg: Message) -> None:
+        frames = encode(msg)
+        self.pub.send_multipart(frames, copy=len(frames) < 3 or frames[2].nbytes < 4096)
+
+    def recv(self, timeout_ms: int = 100) -> Message | None:
+        """The next valid message, or None after `timeout_ms` (bad ones are counted and skipped)."""
+        deadline = time.monotonic() + timeout_ms / 1000.0
+        while True:
+            left = max(0, int((deadline - time.monotonic()) * 1000))
+            if not self.sub.poll(left):
+                return None
+            msg = self.recv_ready()
+            if msg is not None:
+                return msg
+            if time.monotonic() >= deadline:
+                return None
+
+    def recv_ready(self) -> Message | None:
+        """Decode one waiting message without blocking (None if none waits or it was bad)."""
+        try:
+            frames = self.sub.recv_multipart(zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return None
+        try:
+            return decode(frames)
+        except WireError as e:
+            reason = str(e).split(" ", 3)[:3]
+            key = " ".join(reason)
+            self.drops[key] += 1
+            if key not in self._logged:
+                self._logged.add(key)
+                log.warning("%s: dropped a bad message (%s); further ones like it are only counted", self.name, e)
+            return None
+
+    @property
+    def dropped(self) -> int:
+        return sum(self.drops.values())
+
+    def handshake(self, timeout_s: float = 10.0) -> None:
+        """Publish hellos until one comes back: our subscriptions have then reached the bus
+        and every publisher, so nothing we publish or are sent from now on is filtered away."""
+        deadline = time.monotonic() + timeout_s
+        nonce = f"{self.name}-{time.monotonic_ns()}"
+        while time.monotonic() < deadline:
+            self.send(Control("hello", {"nonce": nonce}, source=self.name))
+            end = time.monotonic() + 0.1
+            while time.monotonic() < end:
+                msg = self.recv(timeout_ms=20)
+                if isinstance(msg, Control) and msg.command == "hello" and msg.args.get("nonce") == nonce:
+                    return
+        raise BusError(f"{self.name}: no answer from the bus at {self.address.text} within {timeout_s:.0f} s "
+                       "(start it with `cdz bus`, or check the address and keys)")
+
+    def close(self) -> None:
+        self.pub.close(0)
+        self.sub.close(0)
+
+    def __enter__(self) -> "BusClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,199 @@
+"""The hub: the process that owns the CDZ (the only owner of cross-modal weights).
+
+It hears every modality's excitations and cluster changes, correlates them within
+the window B with the very `CDZ` of the one-process brain, sends feedback to the
+cortices and asks the other modalities' workers to reconstruct what they recall.
+
+Lossless mode processes excitations strictly in sequence order (buffering any that
+arrive early) and answers every sequence number with one Feedback per modality,
+possibly empty: that is the workers' go-ahead, and the ack (credit) the player
+paces itself by. Live mode processes excitations on arrival; the CDZ pairs by
+event time and keeps excitations `reorder_slack_s` longer, so a late arrival still
+pairs with what came before it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from agent.bus import BusClient
+from agent.cdz import CDZ
+from agent.checkpoint import RunFolder
+from agent.messages import ClusterChange, Excitation
+from agent.service import Latency, Service
+from agent.wire import Clusters, Control, Excite, Feedback, Message, Recall
+
+log = logging.getLogger(__name__)
+
+
+class Hub(Service):
+    """Correlates excitations, sends feedback and recall requests."""
+
+    ack_every = 64  # lossless: tell the player how far we are every this many stimuli
+
+    def __init__(self, bus: BusClient, cdz: CDZ, *, lossless: bool, run: RunFolder | None = None, start: int = 0,
+                 total: int = 0, checkpoint_every: int = 0, gen: int = 0, recall: bool = True):
+        super().__init__(bus, gen)
+        self.cdz = cdz
+        self.modalities = cdz.modalities
+        self.lossless = lossless
+        self.run_folder = run
+        self.total = total
+        self.checkpoint_every = checkpoint_every
+        self.recall_enabled = recall
+        self.next_seq = start
+        self.waiting: dict[int, Excite] = {}  # lossless: excitations that arrived before their turn
+        self.changes: dict[int, list[Clusters]] = {}  # cluster changes announced for a seq
+        self.processed = 0
+        self.duplicates = 0
+        self.rejected = 0
+        self.recalls = 0
+        self._last_ack = time.monotonic()
+        self.log_cluster = np.full(max(total, 0), -1, np.int64)  # per stimulus, like the in-process StreamLog
+        self.log_recalled = np.full(max(total, 0), -1, np.int64)
+        self.latency = Latency()
+        self._rate_count = 0
+        self._rate_since = time.monotonic()
+        self._next_of = {m: self.modalities[(k + 1) % len(self.modalities)] for k, m in enumerate(self.modalities)}
+
+    @classmethod
+    def from_run(cls, bus: BusClient, run: RunFolder, **kw) -> "Hub":
+        config = run.config()
+        step, state = run.load_checkpoint()
+        cdz = CDZ(config.modalities, config.cdz)
+        cdz.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("cdz.")})
+        hub = cls(bus, cdz, run=run, start=step, **kw)
+        hub._load_log(state, step)
+        return hub
+
+    def _load_log(self, state: dict[str, np.ndarray], step: int) -> None:
+        if "log.cluster" in state and len(self.log_cluster):
+            n = min(step, len(state["log.cluster"]), len(self.log_cluster))
+            self.log_cluster[:n] = state["log.cluster"][:n]
+            self.log_recalled[:n] = state["log.recalled"][:n]
+
+    # ------------------------------------------------------------------ messages
+    def handle(self, msg: Message) -> None:
+        if isinstance(msg, Excite):
+            if self.lossless and msg.learn:
+                if msg.seq < self.next_seq or msg.seq in self.waiting:
+                    self.duplicates += 1
+                    return
+                self.waiting[msg.seq] = msg
+                self._drain()
+            else:
+                self._process(msg)
+        elif isinstance(msg, Clusters):
+            if self.lossless:
+                if msg.seq >= self.next_seq:
+                    self.changes.setdefault(msg.seq, []).append(msg)
+            else:
+                self.cdz.apply(ClusterChange(msg.modality, msg.created, msg.deleted))
+
+    def _drain(self) -> None:
+        while self.next_seq in self.waiting:
+            seq = self.next_seq
+            exc = self.waiting.pop(seq)
+            for change in self.changes.pop(seq, []):
+                self.cdz.apply(ClusterChange(change.modality, change.created, change.deleted))
+            self._process(exc)
+            self.next_seq = seq + 1
+            self._maybe_checkpoint()
+        now = time.monotonic()
+        if now - self._last_ack > 0.005 or self.next_seq % self.ack_every == 0 or not self.waiting:
+            self._ack(now)
+
+    def _ack(self, now: float) -> None:
+        self._last_ack = now
+        self.bus.send(Control("ack", {"done": self.next_seq}, source=self.name, gen=self.gen))
+
+    def _process(self, msg: Excite) -> None:
+        """Learn one excitation (unless it is a query or a rejection) and answer it."""
+        m = msg.modality
+        if m not in self.cdz.clusters:
+            self.cdz.counters.unknown_modality += 1
+            return
+        feedback = []
+        if msg.cluster_id < 0:
+            self.rejected += 1
+        elif msg.learn:
+            exc = Excitation(m, msg.cluster_id, msg.node_id, msg.strength, msg.t_ns / 1e9)
+            feedback = self.cdz.excite(exc)
+        self.processed += 1
+        self._rate_count += 1
+        if msg.learn:
+            self._send_feedback(msg, feedback)
+        if msg.cluster_id >= 0:
+            recalled = self.cdz.recall(m, msg.cluster_id)
+            if self.lossless and msg.seq < len(self.log_cluster):
+                self.log_cluster[msg.seq] = msg.cluster_id
+                got = recalled[self._next_of[m]]
+                self.log_recalled[msg.seq] = -1 if got is None else got
+            if self.recall_enabled:
+                for other, cluster in recalled.items():
+                    if cluster is not None:
+                        self.bus.send(Recall(other, msg.t_ns, msg.seq, cluster, m, msg.cluster_id,
+                                             source=self.name, gen=self.gen))
+                        self.recalls += 1
+        if not self.lossless:
+            self.latency.add((time.time_ns() - msg.t_ns) / 1e6)
+
+    def _send_feedback(self, msg: Excite, feedback: list) -> None:
+        per: dict[str, list] = {m: [] for m in self.modalities} if self.lossless else {}
+        for fb in feedback:
+            per.setdefault(fb.modality, []).append(fb)
+        for m, items in per.items():
+            self.bus.send(Feedback(m, msg.t_ns, msg.seq, tuple(f.node_id for f in items),
+                                   tuple(f.cluster_id for f in items), tuple(f.certainty for f in items),
+                                   source=self.name, gen=self.gen))
+
+    def on_control(self, msg: Control) -> None:
+        if msg.command == "rewind" and msg.args.get("gen", -1) > self.gen:
+            self.rewind(int(msg.args["gen"]))
+
+    def rewind(self, gen: int) -> None:
+        assert self.run_folder is not None, "only a run-folder hub can rewind"
+        step, state = self.run_folder.load_checkpoint()
+        self.cdz.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("cdz.")})
+        self._load_log(state, step)
+        self.gen = gen
+        self.next_seq = step
+        self.waiting.clear()
+        self.changes.clear()
+        log.info("hub: rewound to checkpoint %d (generation %d)", step, gen)
+        self.ready(step=step)
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if self.lossless and now - self._last_ack > 0.2:  # keep a stalled player informed
+            self._ack(now)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _maybe_checkpoint(self) -> None:
+        step = self.next_seq
+        if self.run_folder is None:
+            return
+        if (self.checkpoint_every and step % self.checkpoint_every == 0) or step == self.total:
+            self.save(step)
+
+    def save(self, step: int) -> None:
+        state = {f"cdz.{k}": v for k, v in self.cdz.state_dict().items()}
+        if len(self.log_cluster):
+            state["log.cluster"] = self.log_cluster[:step].copy()
+            state["log.recalled"] = self.log_recalled[:step].copy()
+        self.run_folder.save_part(step, "cdz", state)
+        self.run_folder.drop_old_parts(keep=2)
+        self.bus.send(Control("saved", {"step": step, "part": "cdz"}, source=self.name, gen=self.gen))
+
+    def stats(self) -> dict:
+        now = time.monotonic()
+        rate = self._rate_count / max(now - self._rate_since, 1e-9)
+        self._rate_count, self._rate_since = 0, now
+        c = self.cdz.counters
+        return {"role": "hub", "processed": self.processed, "rate_per_s": rate, "next_seq": self.next_seq,
+                "queue": len(self.waiting), "duplicates": self.duplicates, "rejected": self.rejected,
+                "pairs": c.pairs, "stale": c.stale, "recalls": self.recalls,
+                "latency_p50_ms": self.latency.percentile(50), "latency_p99_ms": self.latency.percentile(99)}

@@ -1,0 +1,280 @@
+"""`cdz replay --distributed`: the bus, hub, workers and player as real processes.
+
+The launcher trains the encoders (or reuses them), writes checkpoint 0, then
+starts one process per role and supervises them:
+
+* every child gets the bus address and the run folder; it loads the newest
+  complete checkpoint and says `ready`; the player starts on `go`;
+* a child that dies is started again, and every process rewinds to the newest
+  complete checkpoint (a new generation: older messages are ignored), so nothing
+  saved is lost and the run ends exactly as an uninterrupted one;
+* Ctrl-C or SIGTERM stops every child (SIGTERM, then SIGKILL after a grace
+  period); children also get SIGTERM if the launcher itself dies (PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent.bus import BusClient, free_tcp_bus
+from agent.checkpoint import RunFolder
+from agent.wire import Control
+
+log = logging.getLogger(__name__)
+
+
+class LaunchError(RuntimeError):
+    """A child that does not come up, or a run that cannot go on; the text says which."""
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    log_path: Path
+    proc: subprocess.Popen | None = None
+    restarts: int = 0
+
+    def start(self, extra: list[str] = ()) -> None:
+        env = {**os.environ, "CDZ_TORCH_THREADS": os.environ.get("CDZ_TORCH_THREADS", "1"), "PYTHONUNBUFFERED": "1"}
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        out = open(self.log_path, "ab")
+        try:
+            self.proc = subprocess.Popen([sys.executable, "-m", "tools.cli", *self.argv, *extra], stdout=out,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                         start_new_session=True, preexec_fn=_die_with_parent,
+                                         cwd=Path(__file__).resolve().parent.parent)
+        finally:
+            out.close()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+@dataclass
+class SupervisorReport:
+    """What the supervised run did, for metrics and the closing table."""
+
+    restarts: list[dict] = field(default_factory=list)  # {"child", "at_step", "back_s"}
+    wall_s: float = 0.0
+    acked: int = 0
+
+
+class Supervisor:
+    """Starts the runtime processes of one run folder and keeps them going to the end."""
+
+    def __init__(self, run: RunFolder, total: int, *, bus: str | None = None, checkpoint_every: int = 20_000,
+                 window: int = 256, speed: float = 0.0, start_timeout_s: float = 60.0, progress: bool = True):
+        self.run = run
+        self.config = run.config()
+        self.total = total
+        self.bus_address = bus or free_tcp_bus()
+        self.checkpoint_every = checkpoint_every
+        self.window = window
+        self.speed = speed
+        self.start_timeout_s = start_timeout_s
+        self.progress = progress
+        self.gen = 0
+        self.children: dict[str, Child] = {}
+        self.bus_child: Child | None = None
+        self.client: BusClient | None = None
+        self.report = SupervisorReport()
+        self._stop_requested = False
+
+    # ------------------------------------------------------------------ children
+    def _common(self) -> list[str]:
+        return ["--bus", self.bus_address, "--run", str(self.run.path), "--quiet"]
+
+    def _make_children(self) -> None:
+        logs = self.run.path / "logs"
+        lossless = ["--total", str(self.total), "--checkpoint-every", str(self.checkpoint_every)]
+        self.children["hub"] = Child("hub", ["hub", *self._common(), *lossless], logs / "hub.log")
+        for m in self.config.modalities:
+            self.children[f"worker-{m}"] = Child(f"worker-{m}", ["worker", m, *self._common(), *lossless],
+                                                 logs / f"worker-{m}.log")
+        play = ["play", *self._common(), "--window", str(self.window), "--speed", str(self.speed), "--wait-go"]
+        self.children["player"] = Child("player", play, logs / "player.log")
+
+    def start(self) -> None:
+        self.bus_child = Child("bus", ["bus", "--bus", self.bus_address], self.run.path / "logs" / "bus.log")
+        self.bus_child.start()
+        self.client = BusClient(self.bus_address, "launcher")
+        self.client.handshake(timeout_s=self.start_timeout_s)
+        self._make_children()
+        for child in self.children.values():
+            child.start(["--gen", str(self.gen)])
+        self._await_ready(set(self.children))
+        self._go()
+
+    def _await_ready(self, names: set[str]) -> None:
+        """Wait for `ready` of this generation from every named child (or fail saying who is missing)."""
+        waiting = set(names)
+        deadline = time.monotonic() + self.start_timeout_s
+        while waiting:
+            if time.monotonic() > deadline:
+                raise LaunchError(f"no ready from {sorted(waiting)} within {self.start_timeout_s:.0f} s; "
+                                  f"see {self.run.path / 'logs'}")
+            for name in list(waiting):
+                child = self.children[name]
+                if not child.alive():
+                    raise LaunchError(f"{name} exited with code {child.proc.returncode} while starting; "
+                                      f"see {child.log_path}")
+            msg = self.client.recv(50)
+            if isinstance(msg, Control) and msg.command == "ready" and msg.args.get("gen") == self.gen:
+                waiting.discard(msg.source)
+
+    def _go(self) -> None:
+        step = self.run.load_checkpoint()[0]
+        self.client.send(Control("go", {"gen": self.gen, "step": step}, source="launcher", gen=self.gen))
+
+    # ------------------------------------------------------------------ supervision
+    def supervise(self) -> SupervisorReport:
+        """Run until the last checkpoint is complete; restart and rewind on any death."""
+        from tqdm import tqdm
+
+        t0 = time.monotonic()
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        bar = tqdm(total=self.total, desc="distributed stream", unit="stim", disable=not self.progress,
+                   mininterval=0.5)
+        saved: dict[int, set[str]] = {}
+        parts = set(self.run.part_names())
+        try:
+            while True:
+                if self._stop_requested:
+                    raise KeyboardInterrupt
+                dead = [c for c in self.children.values() if not c.alive()]
+                if self.bus_child is not None and not self.bus_child.alive():
+                    raise LaunchError(f"the bus died (code {self.bus_child.proc.returncode}); "
+                                      f"see {self.bus_child.log_path}")
+                if dead:
+                    self._restart(dead)
+                    continue
+                msg = self.client.recv(20)
+                if not isinstance(msg, Control) or msg.gen != self.gen:
+                    continue
+                if msg.command == "ack":
+                    done = int(msg.args.get("done", 0))
+                    bar.update(max(0, done - bar.n))
+                    self.report.acked = done
+                elif msg.command == "saved":
+                    step = int(msg.args.get("step", -1))
+                    saved.setdefault(step, set()).add(str(msg.args.get("part")))
+                    if step == self.total and saved[step] >= parts:
+                        break
+        finally:
+            bar.close()
+            for s, h in old.items():
+                signal.signal(s, h)
+        self.report.wall_s = time.monotonic() - t0
+        return self.report
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self._stop_requested = True
+
+    def _restart(self, dead: list[Child]) -> None:
+        t_dead = time.monotonic()
+        self.gen += 1
+        step = self.run.load_checkpoint()[0]
+        for child in dead:
+            log.warning("%s died (code %s); restarting it and rewinding everyone to checkpoint %d",
+                        child.name, child.proc.returncode, step)
+            child.restarts += 1
+        self.client.send(Control("rewind", {"gen": self.gen, "step": step}, source="launcher", gen=self.gen))
+        for child in dead:
+            child.start(["--gen", str(self.gen)])
+        self._await_ready(set(self.children))
+        back = time.monotonic() - t_dead
+        for child in dead:
+            self.report.restarts.append({"child": child.name, "at_step": step, "back_s": round(back, 3)})
+        self._go()
+
+    def stop(self) -> None:
+        """Stop every child: a stop message, then SIGTERM, then SIGKILL."""
+        if self.client is not None:
+            try:
+                self.client.send(Control("stop", source="launcher", gen=self.gen))
+            except Exception:  # the bus may be gone already
+                pass
+        deadline = time.monotonic() + 3.0
+        for child in self.children.values():
+            while child.alive() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            child.stop()
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        if self.bus_child is not None:
+            self.bus_child.stop()
+
+
+def lost_stimuli(run: RunFolder, total: int) -> int:
+    """Stimuli of the stream the final brain did not learn: the cortices' step counters
+    plus the stimuli they refused must add up to the stream length."""
+    step, state = run.load_checkpoint()
+    learned = sum(int(v[0]) for k, v in state.items() if k.startswith("cortex.") and k.endswith(".scalars"))
+    return int(total - learned - int(state["rejected"])) if step >= total else int(total - learned)
+
+
+def distributed_train(config, out: Path | str, *, progress: bool = True, overwrite: bool = False,
+                      bus: str | None = None, checkpoint_every: int = 20_000, speed: float = 0.0,
+                      window: int = 256) -> tuple[RunFolder, dict]:
+    """Encoders in this process, then the stream through the runtime processes."""
+    from tools.train import (build_brain, build_stream, prepare_run, save_stream_log, train_encoders)
+
+    t0 = time.perf_counter()
+    run = prepare_run(config, out, overwrite)
+    enc = train_encoders(config, run, progress)
+    t_enc = time.perf_counter() - t0
+    stream = build_stream(config, enc)
+    brain = build_brain(config, enc, stream)
+    run.save_checkpoint(0, brain.state_dict())
+    sup = Supervisor(run, len(stream), bus=bus, checkpoint_every=checkpoint_every, speed=speed, window=window,
+                     progress=progress)
+    try:
+        sup.start()
+        report = sup.supervise()
+    finally:
+        sup.stop()
+    step, state = run.load_checkpoint()
+    if step < len(stream):
+        raise LaunchError(f"the run stopped at stimulus {step} of {len(stream)}")
+    save_stream_log(run, stream, [(state["log.cluster"], state["log.recalled"])])
+    lost = lost_stimuli(run, len(stream))
+    info = {"lost_stimuli": lost, "restarts": report.restarts, "bus": sup.bus_address,
+            "stream_wall_s": report.wall_s}
+    run.update_metrics(train={
+        "timing_s": {"encoders": t_enc, "stream": report.wall_s},
+        "stimuli": len(stream),
+        "stream_stimuli_per_s": len(stream) / report.wall_s if report.wall_s > 0 else None,
+        "rejected": int(state["rejected"]),
+        "distributed": info,
+    })
+    run.log(f"distributed: {len(stream)} stimuli in {report.wall_s:.1f}s, lost {lost}, "
+            f"restarts {len(report.restarts)}")
+    return run, info

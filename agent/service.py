@@ -1,0 +1,108 @@
+"""What every runtime process shares: a bus connection, a loop, control and stats.
+
+A service receives messages with a short timeout, hands each to `handle`, runs
+`tick` about every 10 ms and publishes its `stats()` on `stats.<name>` about once
+a second. SIGTERM and SIGINT end the loop cleanly; so does a `stop` control
+message. Messages of an older generation (from before a rewind) are ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import time
+from collections import deque
+
+from agent.bus import BusClient
+from agent.wire import Control, Message, Stats
+
+log = logging.getLogger(__name__)
+
+
+class Latency:
+    """The last `n` latencies (ms), with percentiles for stats."""
+
+    def __init__(self, n: int = 2000):
+        self.values: deque[float] = deque(maxlen=n)
+
+    def add(self, ms: float) -> None:
+        if math.isfinite(ms):
+            self.values.append(ms)
+
+    def percentile(self, q: float) -> float:
+        if not self.values:
+            return 0.0
+        ordered = sorted(self.values)
+        return ordered[min(len(ordered) - 1, int(q / 100.0 * len(ordered)))]
+
+
+class Service:
+    """Base of the hub, the encoder workers and the players."""
+
+    stats_every_s = 1.0
+
+    def __init__(self, bus: BusClient, gen: int = 0):
+        self.bus = bus
+        self.name = bus.name
+        self.gen = gen
+        self.running = True
+        self.stale_gen = 0  # messages from before the last rewind, ignored
+        self._last_stats = time.monotonic()
+        self._started = time.monotonic()
+
+    # ------------------------------------------------------------------ to override
+    def handle(self, msg: Message) -> None:
+        """One valid message of the current generation."""
+
+    def on_control(self, msg: Control) -> None:
+        """A control message (stop is handled before this)."""
+
+    def tick(self) -> None:
+        """Periodic work (about every 10 ms, and after every burst of messages)."""
+
+    def stats(self) -> dict:
+        return {}
+
+    # ------------------------------------------------------------------ the loop
+    def ready(self, **args) -> None:
+        self.bus.send(Control("ready", {"gen": self.gen, **args}, source=self.name, gen=self.gen))
+
+    def run(self, timeout_ms: int = 10) -> None:
+        old = {s: signal.signal(s, self._signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            while self.running:
+                msg = self.bus.recv(timeout_ms)
+                while msg is not None and self.running:
+                    self._dispatch(msg)
+                    msg = self.bus.recv_ready()
+                self.tick()
+                now = time.monotonic()
+                if now - self._last_stats >= self.stats_every_s:
+                    self._last_stats = now
+                    self.publish_stats()
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+    def _signal(self, signum: int, frame: object) -> None:
+        self.running = False
+
+    def _dispatch(self, msg: Message) -> None:
+        if isinstance(msg, Control):
+            if msg.command == "stop":
+                self.running = False
+            elif msg.command != "hello":
+                self.on_control(msg)
+            return
+        if msg.gen < self.gen:
+            self.stale_gen += 1
+            return
+        self.handle(msg)
+
+    def publish_stats(self) -> None:
+        values = {"uptime_s": round(time.monotonic() - self._started, 3), "gen": self.gen,
+                  "bad_messages": self.bus.dropped, "stale_gen": self.stale_gen, **self.stats()}
+        clean = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in values.items()
+                 if isinstance(v, (bool, int, float, str)) and not (isinstance(v, float) and not math.isfinite(v))}
+        self.bus.send(Stats(clean, source=self.name, gen=self.gen, t_ns=time.time_ns()))

@@ -1,0 +1,299 @@
+"""The encoder worker of one modality: autoencoder plus that modality's cortex.
+
+It turns stimuli into encodings (in batches: encoding never depends on learning),
+learns them with the very `Cortex` the one-process brain uses, publishes the
+excited cluster (and any cluster births and deaths just before it), applies the
+hub's feedback, and decodes recalled clusters into reconstructions.
+
+Two flows:
+
+* lossless (training replays): stimulus `s` is learned only once the hub's
+  feedback for every earlier stimulus has been applied. The hub answers every
+  sequence number, so the worker sees exactly what the one-process brain sees at
+  that moment and the run is bit-identical to it. Checkpoints are consistent
+  cuts: every process saves "after stimulus S-1" independently.
+* live (sensors): stimuli are learned as they come; a bounded queue drops the
+  oldest under overload and counts the drops; feedback applies on arrival.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+
+import numpy as np
+import torch
+
+from agent.autoencoder import Autoencoder, decode, encode
+from agent.bus import BusClient
+from agent.checkpoint import RunFolder
+from agent.cortex import Cortex, StimulusError
+from agent.service import Latency, Service
+from agent.wire import Clusters, Control, Excite, Feedback, Message, Recall, Recon, Stimulus
+
+log = logging.getLogger(__name__)
+
+
+class EncoderWorker(Service):
+    """Hosts one modality: encode, learn, publish excitations, apply feedback, reconstruct."""
+
+    def __init__(self, bus: BusClient, modality: str, model: Autoencoder, cortex: Cortex, *, lossless: bool,
+                 run: RunFolder | None = None, start: int = 0, total: int = 0, checkpoint_every: int = 0,
+                 gen: int = 0, recon_hz: float = 60.0, queue_max: int = 64):
+        super().__init__(bus, gen)
+        self.modality = modality
+        self.model = model
+        self.cortex = cortex
+        self.lossless = lossless
+        self.run_folder = run
+        self.total = total
+        self.checkpoint_every = checkpoint_every
+        self.recon_interval = 0.0 if recon_hz <= 0 else 1.0 / recon_hz
+        self.queue_max = queue_max
+        self.pending: dict[int, Stimulus] = {}  # lossless: seq -> stimulus, learned in seq order
+        self.live: deque[Stimulus] = deque()  # live: oldest first, bounded
+        self.codes: dict[int, np.ndarray] = {}  # seq -> encoding, computed ahead in batches
+        self.fb_next = start  # lossless: feedback of every seq below this has been applied
+        self.rejected = 0
+        self.learned = 0
+        self.duplicates = 0
+        self.dropped_oldest = 0
+        self.lost = 0  # gaps in the per-modality stimulus sequence
+        self.feedback_gaps = 0
+        self.recons = 0
+        self.recons_skipped = 0
+        self._next_mseq: int | None = None
+        self._last_recon = 0.0
+        self.latency = Latency()  # stimulus event time -> excitation published (live clocks only)
+        self._rate = _Rate()
+
+    @classmethod
+    def from_run(cls, bus: BusClient, run: RunFolder, modality: str, **kw) -> "EncoderWorker":
+        """The worker of `modality` for a run folder, resumed from its newest checkpoint."""
+        from agent.autoencoder import load_autoencoder
+
+        config = run.config()
+        if modality not in config.modalities:
+            raise ValueError(f"this run has modalities {config.modalities}, not {modality!r}")
+        model = load_autoencoder(run.encoder_path(modality))
+        step, state = run.load_checkpoint()
+        cortex = cortex_from_state(modality, config, state)
+        worker = cls(bus, modality, model, cortex, run=run, start=step, **kw)
+        worker.rejected = int(state.get(f"rejected.{modality}", 0))
+        return worker
+
+    # ------------------------------------------------------------------ messages
+    def handle(self, msg: Message) -> None:
+        if msg.modality != self.modality:
+            return
+        if isinstance(msg, Stimulus):
+            self._on_stimulus(msg)
+        elif isinstance(msg, Feedback):
+            self._on_feedback(msg)
+        elif isinstance(msg, Recall):
+            self._on_recall(msg)
+
+    def _on_stimulus(self, stim: Stimulus) -> None:
+        self._count_gap(stim.mseq)
+        if not self.lossless:
+            self.live.append(stim)
+            while len(self.live) > self.queue_max:
+                self.live.popleft()
+                self.dropped_oldest += 1
+            return
+        if stim.seq < self.fb_next or stim.seq in self.pending:
+            self.duplicates += 1  # a resend after a stall, or a replay from before a rewind
+            return
+        self.pending[stim.seq] = stim
+
+    def _count_gap(self, mseq: int) -> None:
+        if self._next_mseq is not None and mseq > self._next_mseq:
+            self.lost += mseq - self._next_mseq
+        if self._next_mseq is None or mseq >= self._next_mseq:
+            self._next_mseq = mseq + 1
+
+    def _on_feedback(self, fb: Feedback) -> None:
+        for node, cluster, certainty in zip(fb.node_ids, fb.cluster_ids, fb.certainties):
+            self.cortex.feedback(node, cluster, certainty)
+        if not self.lossless:
+            return
+        if fb.seq < self.fb_next:
+            self.duplicates += 1
+            return
+        if fb.seq > self.fb_next:
+            self.feedback_gaps += fb.seq - self.fb_next
+        self.fb_next = fb.seq + 1
+        self._maybe_checkpoint()
+
+    def _on_recall(self, msg: Recall) -> None:
+        now = time.monotonic()
+        if self.recon_interval and now - self._last_recon < self.recon_interval:
+            self.recons_skipped += 1
+            return
+        pos = self.cortex.mode_position(msg.cluster_id)
+        if pos is None:
+            self.recons_skipped += 1
+            return
+        self._last_recon = now
+        image = decode(self.model, pos[None])[0].astype(np.float32)
+        self.bus.send(Recon(self.modality, msg.t_ns, msg.seq, msg.cluster_id, msg.cue_modality, image,
+                            source=self.name, gen=self.gen, internal=msg.internal, depth=msg.depth))
+        self.recons += 1
+
+    def on_control(self, msg: Control) -> None:
+        if msg.command == "rewind" and msg.args.get("gen", -1) > self.gen:
+            self.rewind(int(msg.args["gen"]))
+
+    def rewind(self, gen: int) -> None:
+        """Go back to the newest complete checkpoint (another process died) and say ready."""
+        assert self.run_folder is not None, "only a run-folder worker can rewind"
+        step, state = self.run_folder.load_checkpoint()
+        self.cortex.load_state_dict({k[len(p):]: v for p in [f"cortex.{self.modality}."]
+                                     for k, v in state.items() if k.startswith(p)})
+        self.rejected = int(state.get(f"rejected.{self.modality}", 0))
+        self.gen = gen
+        self.fb_next = step
+        self.pending.clear()
+        self.codes.clear()
+        self.live.clear()
+        self._next_mseq = None
+        log.info("%s: rewound to checkpoint %d (generation %d)", self.name, step, gen)
+        self.ready(step=step)
+
+    # ------------------------------------------------------------------ learning
+    def tick(self) -> None:
+        if self.lossless:
+            self._learn_lossless()
+        else:
+            self._learn_live()
+
+    def _learn_lossless(self) -> None:
+        while self.fb_next in self.pending:
+            seq = self.fb_next
+            if seq not in self.codes:
+                self._encode_pending()
+            stim = self.pending.pop(seq)
+            self._learn(stim, self.codes.pop(seq, None))
+            self._dispatch_waiting()  # the hub's answer may already be here: no extra poll round trip
+            if self.fb_next == seq:  # still waiting for the hub's feedback on it
+                break
+
+    def _dispatch_waiting(self) -> None:
+        while self.running:
+            msg = self.bus.recv_ready()
+            if msg is None:
+                if not self.bus.sub.poll(0):
+                    return
+                continue
+            self._dispatch(msg)
+
+    def _encode_pending(self) -> None:
+        seqs = [s for s in sorted(self.pending) if s not in self.codes]
+        shape = self.model.input_shape
+        good = [s for s in seqs if self.pending[s].data.shape == shape]
+        for s in seqs:
+            if self.pending[s].data.shape != shape:
+                self.codes[s] = None  # learned as a rejection: the hub still hears about it
+        if good:
+            x = np.stack([_as_float(self.pending[s].data) for s in good])
+            for s, z in zip(good, encode(self.model, x)):
+                self.codes[s] = z
+
+    def _learn_live(self) -> None:
+        while self.live:
+            stim = self.live.popleft()
+            z = None
+            if stim.data.shape == self.model.input_shape:
+                z = encode(self.model, _as_float(stim.data)[None])[0]
+            self._learn(stim, z)
+            self._dispatch_waiting()
+
+    def _learn(self, stim: Stimulus, z: np.ndarray | None) -> None:
+        t = stim.t_ns / 1e9
+        cluster, node = -1, -1
+        try:
+            if z is None:
+                raise StimulusError(f"{self.modality}: stimulus of shape {stim.data.shape}, "
+                                    f"expected {self.model.input_shape}")
+            if stim.learn:
+                self.cortex.growth_enabled = stim.grow
+                exc = self.cortex.excite(z, t)
+                cluster, node = exc.cluster_id, exc.node_id
+            else:
+                nodes, clusters = self.cortex.assign(z[None])
+                cluster, node = int(clusters[0]), int(nodes[0])
+        except StimulusError as e:
+            self.rejected += 1
+            if self.rejected == 1:
+                log.warning("%s: rejected a stimulus (%s); further ones are only counted", self.name, e)
+        if self.cortex.has_changes:
+            for change in self.cortex.drain_changes():  # one message each: the CDZ applies them in order
+                self.bus.send(Clusters(self.modality, stim.t_ns, stim.seq, change.created, change.deleted,
+                                       source=self.name, gen=self.gen))
+        self.bus.send(Excite(self.modality, stim.t_ns, stim.seq, cluster, node, source=self.name, gen=self.gen,
+                             learn=stim.learn))
+        self.learned += 1
+        self._rate.add()
+        if not self.lossless:
+            self.latency.add((time.time_ns() - stim.t_ns) / 1e6)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _maybe_checkpoint(self) -> None:
+        step = self.fb_next
+        if self.run_folder is None or step == 0:
+            return
+        if (self.checkpoint_every and step % self.checkpoint_every == 0) or step == self.total:
+            self.save(step)
+
+    def save(self, step: int) -> None:
+        state = {f"cortex.{self.modality}.{k}": v for k, v in self.cortex.state_dict().items()}
+        state[f"rejected.{self.modality}"] = np.array(self.rejected, np.int64)
+        self.run_folder.save_part(step, f"cortex.{self.modality}", state)
+        self.bus.send(Control("saved", {"step": step, "part": f"cortex.{self.modality}"}, source=self.name,
+                              gen=self.gen))
+
+    def stats(self) -> dict:
+        return {"role": "worker", "modality": self.modality, "learned": self.learned,
+                "rate_per_s": self._rate.per_second(), "queue": len(self.pending) + len(self.live),
+                "dropped_oldest": self.dropped_oldest, "lost": self.lost, "duplicates": self.duplicates,
+                "feedback_gaps": self.feedback_gaps, "rejected": self.rejected, "recons": self.recons,
+                "recons_skipped": self.recons_skipped, "nodes": self.cortex.n_nodes,
+                "clusters": self.cortex.n_clusters, "next_seq": self.fb_next,
+                "latency_p50_ms": self.latency.percentile(50), "latency_p99_ms": self.latency.percentile(99)}
+
+
+class _Rate:
+    """Events per second over the last stats period."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.since = time.monotonic()
+
+    def add(self, n: int = 1) -> None:
+        self.count += n
+
+    def per_second(self) -> float:
+        now = time.monotonic()
+        rate = self.count / max(now - self.since, 1e-9)
+        self.count, self.since = 0, now
+        return rate
+
+
+def _as_float(data: np.ndarray) -> np.ndarray:
+    """Stimulus pixels as the autoencoder wants them: uint8 images scale to [0, 1]."""
+    if data.dtype == np.uint8:
+        return data.astype(np.float32) / 255.0
+    return data.astype(np.float32, copy=False)
+
+
+def cortex_from_state(modality: str, config, state: dict[str, np.ndarray]) -> Cortex:
+    """A cortex rebuilt from the `cortex.<modality>.*` arrays of a brain checkpoint."""
+    prefix = f"cortex.{modality}."
+    own = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if not own:
+        raise ValueError(f"the checkpoint holds no cortex for {modality!r}")
+    cortex = Cortex(modality, int(own["pos"].shape[1]), config.cortex, epoch=int(own.get("epoch", 1)))
+    cortex.load_state_dict(own)
+    return cortex
+

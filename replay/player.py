@@ -1,0 +1,155 @@
+"""The replay player: the teacher's stream (or any stimulus list) as a sensor on the bus.
+
+Lossless mode keeps at most `window` stimuli ahead of the hub's acknowledged
+progress (credit-based flow control) and re-sends the unacknowledged ones when
+progress stalls, so nothing is ever lost even if a message is dropped somewhere.
+Pacing: `speed` 1.0 plays the stimuli at their own timing, 2.0 twice as fast,
+0 (the default for training) as fast as the credits allow.
+
+The player starts sending on a `go` control message (the launcher sends it once
+every process is ready) and pauses on `rewind` until the next `go`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from agent.bus import BusClient
+from agent.service import Service
+from agent.wire import Control, Message, Stimulus
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Playlist:
+    """What to play: per stimulus its modality, event time (ns) and raw data row."""
+
+    modalities: tuple[str, ...]
+    t_ns: np.ndarray  # (n,) int64 event times
+    modality: np.ndarray  # (n,) index into modalities
+    index: np.ndarray  # (n,) row into data[modality]
+    data: dict[str, np.ndarray]  # raw stimuli per modality
+    grow_until: int  # stimuli at or after this index are learned without node growth
+
+    def __len__(self) -> int:
+        return len(self.t_ns)
+
+
+def teaching_playlist(run_config, progress: bool = False) -> Playlist:
+    """The run's teaching stream over the raw training data (what `cdz train` learns from)."""
+    from tools.train import load_splits, teaching_stream
+
+    train = load_splits(run_config, "train")
+    stream = teaching_stream(run_config, {m: s.y for m, s in train.items()})
+    return Playlist(stream.modalities, np.round(stream.t * 1e9).astype(np.int64), stream.modality, stream.index,
+                    {m: s.x for m, s in train.items()}, int(run_config.cortex.growth_stop * len(stream)))
+
+
+class Player(Service):
+    """Publishes a playlist as stimuli, lossless (credit window) or live (paced, never blocking)."""
+
+    def __init__(self, bus: BusClient, playlist: Playlist, *, lossless: bool, speed: float = 0.0,
+                 window: int = 256, stall_s: float = 1.0, wall_clock: bool = False, gen: int = 0,
+                 autostart: bool = False, learn: bool = True, exit_when_done: bool = False):
+        super().__init__(bus, gen)
+        self.playlist = playlist
+        self.lossless = lossless
+        self.speed = speed
+        self.window = window
+        self.stall_s = stall_s
+        self.wall_clock = wall_clock  # stamp stimuli with the send time (for latency), not the stream time
+        self.learn = learn
+        self.exit_when_done = exit_when_done
+        self.next = 0  # next stimulus to send
+        self.acked = 0  # the hub has processed every stimulus below this
+        self.sent = 0
+        self.resent = 0
+        self.playing = autostart
+        self._progress_at = time.monotonic()
+        self._t0_wall = 0.0
+        self._t0_stream = 0
+        self._mseq = np.zeros(len(playlist), np.int64)  # per-modality sequence of each stimulus
+        for k in range(len(playlist.modalities)):
+            where = playlist.modality == k
+            self._mseq[where] = np.arange(int(where.sum()))
+        if autostart:
+            self._start(0)
+
+    @property
+    def done(self) -> bool:
+        n = len(self.playlist)
+        return self.next >= n and (not self.lossless or self.acked >= n)
+
+    def _start(self, step: int) -> None:
+        self.next = self.acked = step
+        self.playing = True
+        self._progress_at = time.monotonic()
+        self._t0_wall = time.monotonic()
+        self._t0_stream = int(self.playlist.t_ns[step]) if step < len(self.playlist) else 0
+
+    def on_control(self, msg: Control) -> None:
+        gen = msg.args.get("gen", -1)
+        if msg.command == "go" and isinstance(gen, int) and gen >= self.gen:
+            self.gen = gen
+            self._start(int(msg.args.get("step", 0)))
+        elif msg.command == "rewind" and isinstance(gen, int) and gen > self.gen:
+            self.gen = gen
+            self.playing = False
+        elif msg.command == "ack" and msg.gen == self.gen:
+            done = msg.args.get("done", 0)
+            if isinstance(done, int) and done > self.acked:
+                self.acked = min(done, len(self.playlist))
+                self._progress_at = time.monotonic()
+
+    def handle(self, msg: Message) -> None:
+        pass
+
+    def tick(self) -> None:
+        if not self.playing:
+            return
+        if self.done and self.exit_when_done:
+            self.running = False
+            return
+        n = len(self.playlist)
+        now = time.monotonic()
+        if self.lossless and self.next > self.acked and now - self._progress_at > self.stall_s:
+            self.resent += self.next - self.acked  # something got lost on the way: send it again
+            log.warning("player: no progress for %.1f s, re-sending from %d", self.stall_s, self.acked)
+            self.next = self.acked
+            self._progress_at = now
+        limit = min(n, self.acked + self.window) if self.lossless else n
+        burst = 0
+        while self.next < limit and burst < 512:
+            if self.speed > 0:
+                due = self._t0_wall + (int(self.playlist.t_ns[self.next]) - self._t0_stream) / 1e9 / self.speed
+                if due > time.monotonic():
+                    break
+            self._send(self.next)
+            self.next += 1
+            burst += 1
+
+    def _send(self, j: int) -> None:
+        p = self.playlist
+        m = p.modalities[int(p.modality[j])]
+        t_ns = time.time_ns() if self.wall_clock else int(p.t_ns[j])
+        self.bus.send(Stimulus(m, t_ns, j, p.data[m][int(p.index[j])], source=self.name, gen=self.gen,
+                               mseq=int(self._mseq[j]), learn=self.learn, grow=j < p.grow_until))
+        self.sent += 1
+
+    def run_until_done(self, timeout_ms: int = 1) -> None:
+        """Play until every stimulus is sent (and, lossless, acknowledged) or stopped."""
+        while self.running and not self.done:
+            msg = self.bus.recv(timeout_ms)
+            while msg is not None:
+                self._dispatch(msg)
+                msg = self.bus.recv_ready()
+            self.tick()
+
+    def stats(self) -> dict:
+        return {"role": "player", "sent": self.sent, "next": self.next, "acked": self.acked,
+                "total": len(self.playlist), "resent": self.resent, "playing": self.playing}

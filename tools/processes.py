@@ -1,0 +1,170 @@
+"""Entry points of the runtime processes: `cdz bus`, `cdz hub`, `cdz worker`, `cdz play`.
+
+Each is runnable on its own with `--bus ADDRESS`, so the processes can be spread
+over machines; `cdz replay --distributed` starts them all on one. Every process
+connects, proves its subscriptions work (a hello round trip), loads the newest
+complete checkpoint of the run, says `ready`, and runs until a `stop` message,
+SIGTERM or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from agent.bus import DEFAULT_BUS, BusClient, Forwarder, make_keys
+from agent.checkpoint import RunFolder
+
+
+def _logging(quiet: bool) -> None:
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+def _client(args: argparse.Namespace, name: str, topics: list[bytes]) -> BusClient:
+    client = BusClient(args.bus, name, topics, keys=args.keys)
+    client.handshake(timeout_s=args.connect_timeout)
+    return client
+
+
+def _profiled(fn, name: str) -> None:
+    """Run `fn`, under cProfile into $CDZ_PROFILE/<name>.prof when that is set (for benchmarks)."""
+    import os
+
+    folder = os.environ.get("CDZ_PROFILE")
+    if not folder:
+        fn()
+        return
+    import cProfile
+
+    prof = cProfile.Profile()
+    try:
+        prof.runcall(fn)
+    finally:
+        os.makedirs(folder, exist_ok=True)
+        prof.dump_stats(os.path.join(folder, f"{name}.prof"))
+
+
+def cmd_bus(args: argparse.Namespace) -> int:
+    _logging(args.quiet)
+    fwd = Forwarder(args.bus, keys=args.keys)
+    print(f"bus: publishers -> {fwd.address.pub}, subscribers -> {fwd.address.sub}"
+          f"{' (CurveZMQ)' if fwd.keys else ''}", file=sys.stderr, flush=True)
+    try:
+        fwd.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        fwd.close()
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    folder = make_keys(args.folder)
+    print(f"CurveZMQ keys in {folder}: give this folder to the bus and to every process (--keys {folder}); "
+          "keep *.key_secret private", file=sys.stderr)
+    return 0
+
+
+def cmd_hub(args: argparse.Namespace) -> int:
+    from agent.hub import Hub
+
+    _logging(args.quiet)
+    run = RunFolder(args.run)
+    client = _client(args, "hub", [b"excite.", b"clusters."])
+    try:
+        hub = Hub.from_run(client, run, lossless=not args.live, total=args.total,
+                           checkpoint_every=args.checkpoint_every, gen=args.gen, recall=not args.no_recall)
+        hub.ready(step=hub.next_seq)
+        _profiled(hub.run, "hub")
+    finally:
+        client.close()
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from agent.worker import EncoderWorker
+
+    _logging(args.quiet)
+    run = RunFolder(args.run)
+    m = args.modality
+    client = _client(args, f"worker-{m}", [f"stimulus.{m}".encode(), f"feedback.{m}".encode(),
+                                           f"recall.{m}".encode()])
+    try:
+        worker = EncoderWorker.from_run(client, run, m, lossless=not args.live, total=args.total,
+                                        checkpoint_every=args.checkpoint_every, gen=args.gen,
+                                        recon_hz=args.recon_hz, queue_max=args.queue)
+        worker.ready(step=worker.fb_next)
+        _profiled(lambda: worker.run(timeout_ms=5), f"worker-{m}")
+    finally:
+        client.close()
+    return 0
+
+
+def cmd_play(args: argparse.Namespace) -> int:
+    from replay.player import Player, teaching_playlist
+
+    _logging(args.quiet)
+    run = RunFolder(args.run)
+    playlist = teaching_playlist(run.config())
+    client = _client(args, "player", [])
+    try:
+        player = Player(client, playlist, lossless=not args.live, speed=args.speed, window=args.window,
+                        gen=args.gen, autostart=not args.wait_go, exit_when_done=not args.wait_go,
+                        wall_clock=args.live)
+        if args.wait_go:
+            player.ready()
+        player.run(timeout_ms=1)
+    finally:
+        client.close()
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction, common) -> None:
+    """The runtime's subcommands, added to the `cdz` parser."""
+
+    def bus_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--bus", default=DEFAULT_BUS,
+                        help=f"bus address: tcp://HOST:PORT (uses PORT and PORT+1) or ipc:///path (default {DEFAULT_BUS})")
+        sp.add_argument("--keys", metavar="DIR", help="CurveZMQ key folder from `cdz keys` (required off loopback)")
+        sp.add_argument("--connect-timeout", type=float, default=30.0, help="seconds to wait for the bus (default 30)")
+
+    def process_args(sp: argparse.ArgumentParser) -> None:
+        bus_args(sp)
+        sp.add_argument("--run", required=True, help="run folder (encoders, config, checkpoints)")
+        sp.add_argument("--live", action="store_true",
+                        help="live flow: learn on arrival, drop the oldest under overload (default: lossless)")
+        sp.add_argument("--total", type=int, default=0, help="stream length: a checkpoint is saved when reached")
+        sp.add_argument("--checkpoint-every", type=int, default=20_000, help="stimuli between checkpoints")
+        sp.add_argument("--gen", type=int, default=0, help="run generation (set by the launcher)")
+        common(sp)
+
+    sp = sub.add_parser("bus", help="run the message bus (XSUB/XPUB forwarder) that all processes connect to")
+    bus_args(sp)
+    common(sp)
+    sp.set_defaults(func=cmd_bus)
+
+    sp = sub.add_parser("keys", help="make CurveZMQ key pairs for a bus off loopback")
+    sp.add_argument("folder", help="folder to write bus.key*, client.key* into")
+    sp.set_defaults(func=cmd_keys)
+
+    sp = sub.add_parser("hub", help="run the CDZ process (cross-modal weights, feedback, recall)")
+    process_args(sp)
+    sp.add_argument("--no-recall", action="store_true", help="do not ask workers for reconstructions")
+    sp.set_defaults(func=cmd_hub)
+
+    sp = sub.add_parser("worker", help="run the encoder worker of one modality (autoencoder + nodes/clusters)")
+    sp.add_argument("modality", help="e.g. visual or audio")
+    process_args(sp)
+    sp.add_argument("--recon-hz", type=float, default=60.0, help="max reconstructions per second (0: no limit)")
+    sp.add_argument("--queue", type=int, default=64, help="live mode: stimuli queued before the oldest is dropped")
+    sp.set_defaults(func=cmd_worker)
+
+    sp = sub.add_parser("play", help="play the run's teaching stream onto the bus as stimuli")
+    process_args(sp)
+    sp.add_argument("--speed", type=float, default=0.0,
+                    help="1.0 = the stimuli's own timing, 2.0 = twice as fast, 0 = as fast as possible (default)")
+    sp.add_argument("--window", type=int, default=256, help="lossless: stimuli in flight before waiting for acks")
+    sp.add_argument("--wait-go", action="store_true", help="wait for the launcher's go (set by the launcher)")
+    sp.set_defaults(func=cmd_play)
