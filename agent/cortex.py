@@ -173,13 +173,35 @@ class Cortex:
         self._maybe_maintain()
         return exc
 
+    def peek_node(self, z: np.ndarray) -> int | None:
+        """Id of the node the next `excite(z)` moves (None: it will seed a new node); changes nothing.
+
+        With `maintenance_due`, this tells an encoder worker which nodes a stimulus
+        touches, so it can learn it before the hub's feedback on other nodes arrives.
+        """
+        if self.next_node_id < self.settings.initial_nodes:
+            return None
+        return int(self.node_id[self._nearest(self.check(z))])
+
+    @property
+    def maintenance_due(self) -> bool:
+        """Whether the next stimulus ends with a pruning or growth round (they read every node)."""
+        s = self.settings
+        nxt = self.step + 1
+        return nxt % self._period(s.prune_every) == 0 or (self.growth_enabled and nxt % self._period(s.grow_every) == 0)
+
     def _nearest(self, z: np.ndarray) -> int:
         hi = self.n_hi
         d = self.pos_sq[:hi] - 2.0 * (self.pos[:hi] @ z)  # |p - z|^2 - |z|^2
         return int(d.argmin())
 
-    def feedback(self, node_id: int, cluster_id: int, connection_certainty: float) -> bool:
-        """CDZ feedback: node `node_id` should belong more to `cluster_id` (ALGORITHM.md step 6)."""
+    def feedback(self, node_id: int, cluster_id: int, connection_certainty: float, step: int | None = None) -> bool:
+        """CDZ feedback: node `node_id` should belong more to `cluster_id` (ALGORITHM.md step 6).
+
+        `step` is the stimulus count the feedback belongs to when it is applied after later
+        stimuli were already learned (an encoder worker running ahead of the hub); the
+        last-use stamps then take the later of the two, exactly as in arrival order.
+        """
         n = self.node_slot.get(node_id)
         c = self.cluster_slot.get(cluster_id)
         if n is None or c is None or not 0.0 <= connection_certainty <= 1.0:  # stale or malformed
@@ -191,8 +213,9 @@ class Cortex:
         row[c] += s.feedback_lr * (1.0 + node_certainty * connection_certainty) ** 2
         row /= row.sum()
         self.node_feedbacks[n] += 1
-        self.node_last[n] = self.step
-        self.cluster_last[c] = self.step
+        at = self.step if step is None else step
+        self.node_last[n] = max(int(self.node_last[n]), at)
+        self.cluster_last[c] = max(int(self.cluster_last[c]), at)
         per_node = self.fb_stats.setdefault(n, {})
         acc = per_node.get(c)
         if acc is None:

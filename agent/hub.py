@@ -32,10 +32,9 @@ log = logging.getLogger(__name__)
 class Hub(Service):
     """Correlates excitations, sends feedback and recall requests."""
 
-    ack_every = 64  # lossless: tell the player how far we are every this many stimuli
-
     def __init__(self, bus: BusClient, cdz: CDZ, *, lossless: bool, run: RunFolder | None = None, start: int = 0,
-                 total: int = 0, checkpoint_every: int = 0, gen: int = 0, recall: bool = True):
+                 total: int = 0, checkpoint_every: int = 0, gen: int = 0, recall: bool = True,
+                 recall_hz: float = 60.0):
         super().__init__(bus, gen)
         self.cdz = cdz
         self.modalities = cdz.modalities
@@ -44,6 +43,10 @@ class Hub(Service):
         self.total = total
         self.checkpoint_every = checkpoint_every
         self.recall_enabled = recall
+        self.recall_interval = 0.0 if recall_hz <= 0 else 1.0 / recall_hz
+        self._last_recall: dict[str, float] = {}
+        self._acked = start
+        self._t_done = 0  # event time (ns) of the last processed stimulus
         self.next_seq = start
         self.waiting: dict[int, Excite] = {}  # lossless: excitations that arrived before their turn
         self.changes: dict[int, list[Clusters]] = {}  # cluster changes announced for a seq
@@ -102,13 +105,14 @@ class Hub(Service):
             self._process(exc)
             self.next_seq = seq + 1
             self._maybe_checkpoint()
-        now = time.monotonic()
-        if now - self._last_ack > 0.005 or self.next_seq % self.ack_every == 0 or not self.waiting:
-            self._ack(now)
+        if self._acked < self.next_seq:  # blocked on the next seq: a worker may wait on this progress
+            self._ack(time.monotonic())
 
     def _ack(self, now: float) -> None:
+        """Every stimulus below `done` is learned and answered (feedback went out before this)."""
         self._last_ack = now
-        self.bus.send(Control("ack", {"done": self.next_seq}, source=self.name, gen=self.gen))
+        self._acked = self.next_seq
+        self.bus.send(Control("ack", {"done": self.next_seq, "t_ns": self._t_done}, source=self.name, gen=self.gen))
 
     def _process(self, msg: Excite) -> None:
         """Learn one excitation (unless it is a query or a rejection) and answer it."""
@@ -124,6 +128,7 @@ class Hub(Service):
             feedback = self.cdz.excite(exc)
         self.processed += 1
         self._rate_count += 1
+        self._t_done = msg.t_ns
         if msg.learn:
             self._send_feedback(msg, feedback)
         if msg.cluster_id >= 0:
@@ -133,8 +138,10 @@ class Hub(Service):
                 got = recalled[self._next_of[m]]
                 self.log_recalled[msg.seq] = -1 if got is None else got
             if self.recall_enabled:
+                now = time.monotonic()
                 for other, cluster in recalled.items():
-                    if cluster is not None:
+                    if cluster is not None and now - self._last_recall.get(other, -1e9) >= self.recall_interval:
+                        self._last_recall[other] = now
                         self.bus.send(Recall(other, msg.t_ns, msg.seq, cluster, m, msg.cluster_id,
                                              source=self.name, gen=self.gen))
                         self.recalls += 1
@@ -142,7 +149,8 @@ class Hub(Service):
             self.latency.add((time.time_ns() - msg.t_ns) / 1e6)
 
     def _send_feedback(self, msg: Excite, feedback: list) -> None:
-        per: dict[str, list] = {m: [] for m in self.modalities} if self.lossless else {}
+        """One Feedback per modality that gets any (workers learn of empty seqs from acks)."""
+        per: dict[str, list] = {}
         for fb in feedback:
             per.setdefault(fb.modality, []).append(fb)
         for m, items in per.items():
@@ -160,7 +168,7 @@ class Hub(Service):
         self.cdz.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("cdz.")})
         self._load_log(state, step)
         self.gen = gen
-        self.next_seq = step
+        self.next_seq = self._acked = step
         self.waiting.clear()
         self.changes.clear()
         log.info("hub: rewound to checkpoint %d (generation %d)", step, gen)

@@ -84,6 +84,7 @@ class Service:
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
+            log.warning("%s: stopped; last stats %s", self.name, self.stats())
 
     def _signal(self, signum: int, frame: object) -> None:
         self.running = False

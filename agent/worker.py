@@ -7,11 +7,13 @@ hub's feedback, and decodes recalled clusters into reconstructions.
 
 Two flows:
 
-* lossless (training replays): stimulus `s` is learned only once the hub's
-  feedback for every earlier stimulus has been applied. The hub answers every
-  sequence number, so the worker sees exactly what the one-process brain sees at
-  that moment and the run is bit-identical to it. Checkpoints are consistent
-  cuts: every process saves "after stimulus S-1" independently.
+* lossless (training replays): the run is bit-identical to the one-process
+  brain. Stimulus `s` may be learned before the hub's feedback on earlier
+  stimuli has arrived only when that feedback cannot matter: the node it moves
+  is none the feedback can target (those excited within B of an unanswered
+  stimulus), no pruning or growth round is due, and no checkpoint lies between.
+  Otherwise it waits. Feedback applied late carries the step it belongs to.
+  Checkpoints are consistent cuts: every process saves "after stimulus S-1".
 * live (sensors): stimuli are learned as they come; a bounded queue drops the
   oldest under overload and counts the drops; feedback applies on arrival.
 """
@@ -55,6 +57,13 @@ class EncoderWorker(Service):
         self.live: deque[Stimulus] = deque()  # live: oldest first, bounded
         self.codes: dict[int, np.ndarray] = {}  # seq -> encoding, computed ahead in batches
         self.fb_next = start  # lossless: feedback of every seq below this has been applied
+        self.t_answered: int | None = None  # event time (ns) of seq fb_next - 1, once known
+        self.ahead: deque[tuple[int, int]] = deque()  # (seq, cortex step after it) learned at or past fb_next
+        self.applied_step = cortex.step  # cortex step as of seq fb_next - 1 in stream order
+        self.recent_own: deque[tuple[int, int]] = deque()  # (t_ns, node id) of our recent excitations
+        self.window_ns = 0  # B in ns (set by from_run; 0 disables running ahead)
+        self.ran_ahead = 0
+        self.waited = 0
         self.rejected = 0
         self.learned = 0
         self.duplicates = 0
@@ -80,7 +89,8 @@ class EncoderWorker(Service):
         step, state = run.load_checkpoint()
         cortex = cortex_from_state(modality, config, state)
         worker = cls(bus, modality, model, cortex, run=run, start=step, **kw)
-        worker.rejected = int(state.get(f"rejected.{modality}", 0))
+        worker._load_own(state)
+        worker.window_ns = int(round(config.cdz.window_s * 1e9)) + 1_000_000  # B plus 1 ms of margin
         return worker
 
     # ------------------------------------------------------------------ messages
@@ -114,17 +124,39 @@ class EncoderWorker(Service):
             self._next_mseq = mseq + 1
 
     def _on_feedback(self, fb: Feedback) -> None:
-        for node, cluster, certainty in zip(fb.node_ids, fb.cluster_ids, fb.certainties):
-            self.cortex.feedback(node, cluster, certainty)
         if not self.lossless:
+            for node, cluster, certainty in zip(fb.node_ids, fb.cluster_ids, fb.certainties):
+                self.cortex.feedback(node, cluster, certainty)
             return
-        if fb.seq < self.fb_next:
+        if fb.seq < self.fb_next:  # the hub answers each seq once: only an old generation repeats
             self.duplicates += 1
             return
-        if fb.seq > self.fb_next:
-            self.feedback_gaps += fb.seq - self.fb_next
-        self.fb_next = fb.seq + 1
-        self._maybe_checkpoint()
+        self._advance(fb.seq, fb.t_ns)  # everything before fb.seq is complete: the hub answers in order
+        step = self._step_at(fb.seq)
+        for node, cluster, certainty in zip(fb.node_ids, fb.cluster_ids, fb.certainties):
+            self.cortex.feedback(node, cluster, certainty, step=step)
+        self._advance(fb.seq + 1, fb.t_ns)
+
+    def _advance(self, done: int, t_ns: int | None) -> None:
+        """The hub has answered every seq below `done`: move the watermark, saving checkpoints on the way."""
+        while self.fb_next < done:
+            nxt = min(done, self._next_checkpoint(self.fb_next))
+            self._step_at(nxt - 1)
+            self.fb_next = nxt
+            self.t_answered = t_ns if nxt == done else None
+            self._maybe_checkpoint()
+
+    def _step_at(self, seq: int) -> int:
+        """The cortex step count right after stimulus `seq` in stream order."""
+        while self.ahead and self.ahead[0][0] <= seq:
+            self.applied_step = self.ahead.popleft()[1]
+        return self.applied_step
+
+    def _next_checkpoint(self, after: int) -> int:
+        """The first checkpoint step above `after` (a barrier nothing may run past)."""
+        k = self.checkpoint_every
+        nxt = (after // k + 1) * k if k else 1 << 62
+        return min(nxt, self.total) if self.total > after else nxt
 
     def _on_recall(self, msg: Recall) -> None:
         now = time.monotonic()
@@ -144,6 +176,10 @@ class EncoderWorker(Service):
     def on_control(self, msg: Control) -> None:
         if msg.command == "rewind" and msg.args.get("gen", -1) > self.gen:
             self.rewind(int(msg.args["gen"]))
+        elif msg.command == "ack" and self.lossless and msg.gen == self.gen:
+            done, t_ns = msg.args.get("done"), msg.args.get("t_ns")
+            if isinstance(done, int) and isinstance(t_ns, int) and done > self.fb_next:
+                self._advance(done, t_ns)
 
     def rewind(self, gen: int) -> None:
         """Go back to the newest complete checkpoint (another process died) and say ready."""
@@ -151,9 +187,12 @@ class EncoderWorker(Service):
         step, state = self.run_folder.load_checkpoint()
         self.cortex.load_state_dict({k[len(p):]: v for p in [f"cortex.{self.modality}."]
                                      for k, v in state.items() if k.startswith(p)})
-        self.rejected = int(state.get(f"rejected.{self.modality}", 0))
+        self._load_own(state)
         self.gen = gen
         self.fb_next = step
+        self.t_answered = None
+        self.ahead.clear()
+        self.applied_step = self.cortex.step
         self.pending.clear()
         self.codes.clear()
         self.live.clear()
@@ -169,15 +208,39 @@ class EncoderWorker(Service):
             self._learn_live()
 
     def _learn_lossless(self) -> None:
-        while self.fb_next in self.pending:
-            seq = self.fb_next
+        while self.pending:
+            seq = min(self.pending)
             if seq not in self.codes:
                 self._encode_pending()
+            if seq != self.fb_next and not self._safe_ahead(self.pending[seq], self.codes[seq]):
+                self.waited += 1
+                return
+            if seq != self.fb_next:
+                self.ran_ahead += 1
             stim = self.pending.pop(seq)
             self._learn(stim, self.codes.pop(seq, None))
-            self._dispatch_waiting()  # the hub's answer may already be here: no extra poll round trip
-            if self.fb_next == seq:  # still waiting for the hub's feedback on it
-                break
+            self.ahead.append((seq, self.cortex.step))
+            self._dispatch_waiting()  # the hub's answers may already be here
+
+    def _safe_ahead(self, stim: Stimulus, z: np.ndarray | None) -> bool:
+        """Whether learning `stim` now gives what it gives once all earlier feedback is in."""
+        if self.t_answered is None or self.window_ns <= 0 or stim.seq >= self._next_checkpoint(self.fb_next):
+            return False
+        self.cortex.growth_enabled = stim.grow
+        if z is None or not stim.learn:
+            return True
+        if self.cortex.maintenance_due:
+            return False
+        try:
+            node = self.cortex.peek_node(z)
+        except StimulusError:
+            return True  # it will be rejected, which depends on nothing
+        if node is None:
+            return True  # seeding a new node depends on no other node
+        horizon = self.t_answered - self.window_ns
+        while self.recent_own and self.recent_own[0][0] < horizon - self.window_ns:
+            self.recent_own.popleft()
+        return not any(n == node and t >= horizon for t, n in self.recent_own)
 
     def _dispatch_waiting(self) -> None:
         while self.running:
@@ -220,6 +283,7 @@ class EncoderWorker(Service):
                 self.cortex.growth_enabled = stim.grow
                 exc = self.cortex.excite(z, t)
                 cluster, node = exc.cluster_id, exc.node_id
+                self.recent_own.append((stim.t_ns, node))
             else:
                 nodes, clusters = self.cortex.assign(z[None])
                 cluster, node = int(clusters[0]), int(nodes[0])
@@ -246,9 +310,19 @@ class EncoderWorker(Service):
         if (self.checkpoint_every and step % self.checkpoint_every == 0) or step == self.total:
             self.save(step)
 
+    def _load_own(self, state: dict[str, np.ndarray]) -> None:
+        """The worker's own part of a checkpoint: refusals and recent excitations (for running ahead)."""
+        m = self.modality
+        self.rejected = int(state.get(f"rejected.{m}", 0))
+        t, n = state.get(f"worker.{m}.recent_t"), state.get(f"worker.{m}.recent_node")
+        self.recent_own = deque(zip(t.tolist(), n.tolist())) if t is not None and n is not None else deque()
+
     def save(self, step: int) -> None:
-        state = {f"cortex.{self.modality}.{k}": v for k, v in self.cortex.state_dict().items()}
-        state[f"rejected.{self.modality}"] = np.array(self.rejected, np.int64)
+        m = self.modality
+        state = {f"cortex.{m}.{k}": v for k, v in self.cortex.state_dict().items()}
+        state[f"rejected.{m}"] = np.array(self.rejected, np.int64)
+        state[f"worker.{m}.recent_t"] = np.array([t for t, _ in self.recent_own], np.int64)
+        state[f"worker.{m}.recent_node"] = np.array([n for _, n in self.recent_own], np.int64)
         self.run_folder.save_part(step, f"cortex.{self.modality}", state)
         self.bus.send(Control("saved", {"step": step, "part": f"cortex.{self.modality}"}, source=self.name,
                               gen=self.gen))
@@ -257,7 +331,7 @@ class EncoderWorker(Service):
         return {"role": "worker", "modality": self.modality, "learned": self.learned,
                 "rate_per_s": self._rate.per_second(), "queue": len(self.pending) + len(self.live),
                 "dropped_oldest": self.dropped_oldest, "lost": self.lost, "duplicates": self.duplicates,
-                "feedback_gaps": self.feedback_gaps, "rejected": self.rejected, "recons": self.recons,
+                "feedback_gaps": self.feedback_gaps, "ran_ahead": self.ran_ahead, "waited": self.waited, "rejected": self.rejected, "recons": self.recons,
                 "recons_skipped": self.recons_skipped, "nodes": self.cortex.n_nodes,
                 "clusters": self.cortex.n_clusters, "next_seq": self.fb_next,
                 "latency_p50_ms": self.latency.percentile(50), "latency_p99_ms": self.latency.percentile(99)}
