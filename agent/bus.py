@@ -55,7 +55,7 @@ class BusAddress:
             return cls(text, f"ipc://{path}.in", f"ipc://{path}.out", True)
         if text.startswith("tcp://"):
             host, sep, port = text[len("tcp://"):].rpartition(":")
-            if not sep or not port.isdigit() or not 1 <= int(port) < 65535 or not host:
+            if not sep or not (port.isascii() and port.isdecimal()) or not 1 <= int(port) < 65535 or not host:
                 raise BusError(f"bus address {text!r} must look like tcp://HOST:PORT (PORT and PORT+1 are used)")
             p = int(port)
             return cls(text, f"tcp://{host}:{p}", f"tcp://{host}:{p + 1}", _is_loopback(host))
@@ -177,8 +177,13 @@ class Forwarder:
         for s in (self.xsub, self.xpub):
             s.close(0)
         if self._auth is not None:
-            self._auth.stop()
-            self._auth = None
+            auth, self._auth = self._auth, None
+            try:
+                auth.stop()
+            except zmq.ZMQError:  # the context already ended: close the authenticator's sockets anyway
+                for sock in (getattr(auth, "pipe", None), getattr(getattr(auth, "thread", None), "pipe", None)):
+                    if sock is not None:
+                        sock.close(0)
 
 
 # ---------------------------------------------------------------------- clients

@@ -30,7 +30,7 @@ MAX_PAYLOAD_BYTES = 8 * 1024 * 1024  # a 64x64 float32 spectrogram is 16 KiB; a 
 MAX_IDS = 65536  # ids per feedback / cluster-change message (a pruning round can delete thousands)
 MAX_DIMS = 4
 DTYPES = ("uint8", "int16", "float32")
-_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")  # used with fullmatch
 _I64 = (-(2**63), 2**63 - 1)
 
 
@@ -62,7 +62,7 @@ def _bool(h: dict, key: str) -> bool:
 
 def _name(h: dict, key: str, allow_empty: bool = False) -> str:
     v = h.get(key)
-    if not isinstance(v, str) or not (_NAME.match(v) or (allow_empty and v == "")):
+    if not isinstance(v, str) or not (_NAME.fullmatch(v) or (allow_empty and v == "")):
         raise WireError(f"header field {key!r} must be a lowercase name like 'visual', got {v!r}")
     return v
 
@@ -107,12 +107,13 @@ def _array(h: dict, payload: list) -> np.ndarray:
     if len(payload) != 1:
         raise WireError(f"expected exactly one payload frame, got {len(payload)}")
     buf = _buffer(payload[0])
-    want = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    want = math.prod(shape) * np.dtype(dtype).itemsize  # Python ints: no overflow
     if want > MAX_PAYLOAD_BYTES:
         raise WireError(f"payload of {want} bytes exceeds the cap of {MAX_PAYLOAD_BYTES}")
     if len(buf) != want:
         raise WireError(f"payload has {len(buf)} bytes; dtype {dtype} and shape {shape} need {want}")
     arr = np.frombuffer(buf, dtype=dtype).reshape(shape)
+    arr.flags.writeable = False  # a view of the received frame: copy before changing it
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise WireError("payload contains NaN or inf")
     return arr
@@ -129,11 +130,17 @@ def _buffer(frame: Any) -> memoryview:
 
 
 def _as_payload(arr: np.ndarray) -> tuple[dict, np.ndarray]:
-    arr = np.ascontiguousarray(arr)
+    """Check an array the way receivers will (so nobody sends what everyone drops); native byte order."""
+    if not isinstance(arr, np.ndarray) or not 1 <= arr.ndim <= MAX_DIMS or arr.size == 0:
+        raise WireError(f"cannot send {type(arr).__name__} of shape {getattr(arr, 'shape', None)}: "
+                        f"need an array of 1 to {MAX_DIMS} dims")
     if arr.dtype.name not in DTYPES:
         raise WireError(f"cannot send dtype {arr.dtype}; allowed: {DTYPES}")
-    if not 1 <= arr.ndim <= MAX_DIMS or arr.size == 0:
-        raise WireError(f"cannot send an array of shape {arr.shape}")
+    arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("="))
+    if arr.nbytes > MAX_PAYLOAD_BYTES:
+        raise WireError(f"payload of {arr.nbytes} bytes exceeds the cap of {MAX_PAYLOAD_BYTES}")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise WireError("cannot send NaN or inf")
     return {"dtype": arr.dtype.name, "shape": list(arr.shape)}, arr
 
 
@@ -394,7 +401,7 @@ def encode(msg: Message) -> list:
 
 
 def _topic_name(text: str) -> str:
-    return text if _NAME.match(text or "") else ""
+    return text if _NAME.fullmatch(text or "") else ""
 
 
 def decode(frames: Sequence[Any]) -> Message:
@@ -410,15 +417,13 @@ def decode(frames: Sequence[Any]) -> Message:
         raise WireError(f"header is not valid msgpack: {type(e).__name__}") from None
     if not isinstance(h, dict):
         raise WireError("header must be a msgpack map")
-    if h.get("v") != VERSION:
+    if type(h.get("v")) is not int or h["v"] != VERSION:
         raise WireError(f"unsupported wire version {h.get('v')!r} (this build speaks {VERSION})")
     kind = h.get("kind")
     cls = KINDS.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise WireError(f"unknown message kind {kind!r}")
-    modality = _name(h, "mod", allow_empty=kind in ("control", "stats"))
-    if kind in _PER_MODALITY and not modality:
-        raise WireError(f"a {kind} message needs a modality")
+    modality = _name(h, "mod", allow_empty=kind not in _PER_MODALITY)
     common = {"modality": modality, "t_ns": _int(h, "t"), "seq": _int(h, "seq", 0), "source": _source(h),
               "gen": _int(h, "gen", 0)}
     sub = common["source"] if kind == "stats" else modality

@@ -25,6 +25,9 @@ EPILOG = """examples:
   cdz recall runs/latest seven.png zero.wav   what the agent recalls for your own files
   cdz plots runs/latest                   t-SNE, decoded cluster modes, learning curves
   cdz bench core                          stream-learning throughput vs a plain implementation
+  cdz replay --distributed                the same job with bus, hub, workers and player as processes
+  cdz bench pipeline --json               runtime throughput, live latency, bare ZeroMQ floor
+  cdz top --bus tcp://127.0.0.1:5570      live stats of every runtime process on a bus
 
 data is found through CDZ_DATA_DIR (folders mnist/ and fsdd/), then ~/.cache/cdz-agent.
 CDZ_DEBUG=1 shows full tracebacks instead of one-line errors."""
@@ -167,15 +170,19 @@ def cmd_plots(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from tools.bench import bench_core, format_core
+    if args.what == "pipeline":
+        from tools.bench_pipeline import bench_pipeline, format_pipeline
 
-    if args.what != "core":
-        raise SystemExit(f"unknown benchmark {args.what!r}; available: core")
-    result = bench_core(n_stimuli=args.stimuli, repeats=args.repeats, progress=not args.quiet)
+        result = bench_pipeline(seconds=args.seconds, progress=not args.quiet)
+        print(format_pipeline(result), file=sys.stderr if args.json else sys.stdout)
+    else:
+        from tools.bench import bench_core, format_core
+
+        result = bench_core(n_stimuli=args.stimuli, repeats=args.repeats, progress=not args.quiet)
+        if not args.json:
+            print(format_core(result))
     if args.json:
         _print_json(result)
-    else:
-        print(format_core(result))
     return 0
 
 
@@ -240,8 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
     common(sp)
     sp.set_defaults(func=cmd_plots)
 
-    sp = sub.add_parser("bench", help="benchmarks that print figures (core: stream learning throughput)")
-    sp.add_argument("what", choices=["core"], help="what to measure")
+    sp = sub.add_parser("bench", help="benchmarks that print figures (core: learning throughput; "
+                                      "pipeline: the multi-process runtime)")
+    sp.add_argument("what", choices=["core", "pipeline"],
+                    help="core: the learning core vs a plain implementation; pipeline: lossless throughput, "
+                         "live latency and the bare ZeroMQ floor of the multi-process runtime")
+    sp.add_argument("--seconds", type=float, default=10.0, help="pipeline: seconds of live latency measurement")
     sp.add_argument("--stimuli", type=int, default=60_000, help="stimuli in the vectorised run (default 60000)")
     sp.add_argument("--repeats", type=int, default=3, help="repeats; the median is reported (default 3)")
     common(sp, json_out=True)

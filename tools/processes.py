@@ -60,6 +60,12 @@ def cmd_bus(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_top(args: argparse.Namespace) -> int:
+    from tools.top import top
+
+    return top(args.bus, keys=args.keys, once=args.once, wait_s=args.wait, as_json=args.json)
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
     folder = make_keys(args.folder)
     print(f"CurveZMQ keys in {folder}: give this folder to the bus and to every process (--keys {folder}); "
@@ -144,6 +150,13 @@ def add_parsers(sub: argparse._SubParsersAction, common) -> None:
     bus_args(sp)
     common(sp)
     sp.set_defaults(func=cmd_bus)
+
+    sp = sub.add_parser("top", help="live rates, queues, drops and latencies of every runtime process")
+    bus_args(sp)
+    sp.add_argument("--once", action="store_true", help="print one snapshot and exit (exit code 1: nobody heard)")
+    sp.add_argument("--wait", type=float, default=2.5, help="--once: seconds to listen first (default 2.5)")
+    sp.add_argument("--json", action="store_true", help="--once: print the snapshot as JSON")
+    sp.set_defaults(func=cmd_top)
 
     sp = sub.add_parser("keys", help="make CurveZMQ key pairs for a bus off loopback")
     sp.add_argument("folder", help="folder to write bus.key*, client.key* into")
