@@ -183,6 +183,19 @@ class Cortex:
             return None
         return int(self.node_id[self._nearest(self.check(z))])
 
+    def link_margin(self, node_id: int) -> float:
+        """How far the node's strongest cluster link leads the runner-up (rows sum to 1).
+
+        One feedback adds at most 4 * feedback_lr to a link before renormalising, so
+        fewer than margin / (4 * feedback_lr) feedbacks cannot change which cluster
+        the node excites.
+        """
+        row = self.link[self.node_slot[node_id], : self.c_hi]
+        if row.size < 2:
+            return float(row.max()) if row.size else 0.0
+        top2 = np.partition(row, row.size - 2)[-2:]
+        return float(top2[1] - top2[0])
+
     @property
     def maintenance_due(self) -> bool:
         """Whether the next stimulus ends with a pruning or growth round (they read every node)."""
@@ -195,12 +208,14 @@ class Cortex:
         d = self.pos_sq[:hi] - 2.0 * (self.pos[:hi] @ z)  # |p - z|^2 - |z|^2
         return int(d.argmin())
 
-    def feedback(self, node_id: int, cluster_id: int, connection_certainty: float, step: int | None = None) -> bool:
+    def feedback(self, node_id: int, cluster_id: int, connection_certainty: float, step: int | None = None,
+                 z: np.ndarray | None = None) -> bool:
         """CDZ feedback: node `node_id` should belong more to `cluster_id` (ALGORITHM.md step 6).
 
         `step` is the stimulus count the feedback belongs to when it is applied after later
         stimuli were already learned (an encoder worker running ahead of the hub); the
-        last-use stamps then take the later of the two, exactly as in arrival order.
+        last-use stamps then take the later of the two, exactly as in arrival order; `z` is
+        then the encoding that excited the node before those later stimuli.
         """
         n = self.node_slot.get(node_id)
         c = self.cluster_slot.get(cluster_id)
@@ -220,7 +235,7 @@ class Cortex:
         acc = per_node.get(c)
         if acc is None:
             acc = per_node[c] = np.zeros(self.dim + 1, np.float64)
-        acc[: self.dim] += self.last_z[n]
+        acc[: self.dim] += self.last_z[n] if z is None else z
         acc[self.dim] += 1.0
         self.counters.feedback += 1
         return True

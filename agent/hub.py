@@ -24,7 +24,7 @@ from agent.cdz import CDZ
 from agent.checkpoint import RunFolder
 from agent.messages import ClusterChange, Excitation
 from agent.service import Latency, Service
-from agent.wire import Clusters, Control, Excite, Feedback, Message, Recall
+from agent.wire import Clusters, Control, Credit, Excite, Feedback, Message, Recall
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class Hub(Service):
         """Every stimulus below `done` is learned and answered (feedback went out before this)."""
         self._last_ack = now
         self._acked = self.next_seq
-        self.bus.send(Control("ack", {"done": self.next_seq, "t_ns": self._t_done}, source=self.name, gen=self.gen))
+        self.bus.send(Credit(self.next_seq, self._t_done, source=self.name, gen=self.gen))
 
     def _process(self, msg: Excite) -> None:
         """Learn one excitation (unless it is a query or a rejection) and answer it."""

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from agent.bus import BusClient, free_tcp_bus
 from agent.checkpoint import RunFolder
-from agent.wire import Control
+from agent.wire import Control, Stats
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,6 @@ class SupervisorReport:
 
     restarts: list[dict] = field(default_factory=list)  # {"child", "at_step", "back_s"}
     wall_s: float = 0.0
-    acked: int = 0
 
 
 class Supervisor:
@@ -124,7 +123,7 @@ class Supervisor:
     def start(self) -> None:
         self.bus_child = Child("bus", ["bus", "--bus", self.bus_address], self.run.path / "logs" / "bus.log")
         self.bus_child.start()
-        self.client = BusClient(self.bus_address, "launcher")
+        self.client = BusClient(self.bus_address, "launcher", [b"stats.hub"])
         self.client.handshake(timeout_s=self.start_timeout_s)
         self._make_children()
         for child in self.children.values():
@@ -176,13 +175,14 @@ class Supervisor:
                     self._restart(dead)
                     continue
                 msg = self.client.recv(20)
+                if isinstance(msg, Stats) and msg.source == "hub" and msg.gen == self.gen:
+                    done = msg.values.get("next_seq", 0)
+                    if isinstance(done, int):
+                        bar.update(max(0, done - bar.n))
+                    continue
                 if not isinstance(msg, Control) or msg.gen != self.gen:
                     continue
-                if msg.command == "ack":
-                    done = int(msg.args.get("done", 0))
-                    bar.update(max(0, done - bar.n))
-                    self.report.acked = done
-                elif msg.command == "saved":
+                if msg.command == "saved":
                     step = int(msg.args.get("step", -1))
                     saved.setdefault(step, set()).add(str(msg.args.get("part")))
                     if step == self.total and saved[step] >= parts:

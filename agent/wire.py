@@ -161,16 +161,18 @@ class Stimulus:
     grow: bool = True  # node growth allowed (a replay stops it near the end)
     internal: bool = False  # a thought, not a sensation (stream of thought)
     depth: int = 0  # thought depth: 0 for real input
+    near: int = -1  # replays: stimuli of other modalities within B of this one (-1: unknown)
 
     def _header(self) -> tuple[dict, list]:
         meta, arr = _as_payload(self.data)
         return {"mseq": self.mseq, "learn": self.learn, "grow": self.grow, "internal": self.internal,
-                "depth": self.depth, **meta}, [arr]
+                "depth": self.depth, "near": self.near, **meta}, [arr]
 
     @classmethod
     def _parse(cls, common: dict, h: dict, payload: list) -> "Stimulus":
         return cls(data=_array(h, payload), mseq=_int(h, "mseq", 0), learn=_bool(h, "learn"), grow=_bool(h, "grow"),
-                   internal=_bool(h, "internal"), depth=_int(h, "depth", 0, 1 << 20), **common)
+                   internal=_bool(h, "internal"), depth=_int(h, "depth", 0, 1 << 20),
+                   near=_int(h, "near", -1, 1 << 30), **common)
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,6 +314,27 @@ class Clusters:
         return cls(created=_ints(h, "created"), deleted=_ints(h, "deleted"), **common)
 
 
+@dataclass(frozen=True, slots=True)
+class Credit:
+    """Hub -> player and workers (lossless flow): every stimulus below `seq` is learned and
+    answered; `t_ns` is the event time of the last one. The player's credit, the workers' watermark."""
+
+    KIND: ClassVar[str] = "credit"
+    seq: int
+    t_ns: int
+    source: str = ""
+    gen: int = 0
+    modality: str = ""
+
+    def _header(self) -> tuple[dict, list]:
+        return {}, []
+
+    @classmethod
+    def _parse(cls, common: dict, h: dict, payload: list) -> "Credit":
+        _no_payload(payload)
+        return cls(**common)
+
+
 _VALUE_TYPES = (bool, int, float, str)
 
 
@@ -378,8 +401,9 @@ def _no_payload(payload: list) -> None:
         raise WireError(f"this kind carries no payload, got {len(payload)} extra frames")
 
 
-Message = Stimulus | Excite | Feedback | Recall | Recon | Clusters | Control | Stats
-KINDS: dict[str, type] = {c.KIND: c for c in (Stimulus, Excite, Feedback, Recall, Recon, Clusters, Control, Stats)}
+Message = Stimulus | Excite | Feedback | Recall | Recon | Clusters | Credit | Control | Stats
+KINDS: dict[str, type] = {c.KIND: c for c in (Stimulus, Excite, Feedback, Recall, Recon, Clusters, Credit, Control,
+                                              Stats)}
 _PER_MODALITY = ("stimulus", "excite", "feedback", "recall", "recon", "clusters")
 
 

@@ -32,7 +32,7 @@ from agent.bus import BusClient
 from agent.checkpoint import RunFolder
 from agent.cortex import Cortex, StimulusError
 from agent.service import Latency, Service
-from agent.wire import Clusters, Control, Excite, Feedback, Message, Recall, Recon, Stimulus
+from agent.wire import Clusters, Control, Credit, Excite, Feedback, Message, Recall, Recon, Stimulus
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,9 @@ class EncoderWorker(Service):
         self.t_answered: int | None = None  # event time (ns) of seq fb_next - 1, once known
         self.ahead: deque[tuple[int, int]] = deque()  # (seq, cortex step after it) learned at or past fb_next
         self.applied_step = cortex.step  # cortex step as of seq fb_next - 1 in stream order
-        self.recent_own: deque[tuple[int, int]] = deque()  # (t_ns, node id) of our recent excitations
+        self.recent_own: deque[tuple[int, int, int]] = deque()  # (t_ns, node id, near) of our recent excitations
+        self.z_before: dict[int, deque[tuple[int, np.ndarray]]] = {}  # node -> (seq, its encoding before seq)
+        self.feedback_bound = 4.0 * cortex.settings.feedback_lr  # the most one feedback adds to a link
         self.window_ns = 0  # B in ns (set by from_run; 0 disables running ahead)
         self.ran_ahead = 0
         self.waited = 0
@@ -95,7 +97,7 @@ class EncoderWorker(Service):
 
     # ------------------------------------------------------------------ messages
     def handle(self, msg: Message) -> None:
-        if msg.modality != self.modality:
+        if msg.modality != self.modality and not isinstance(msg, Credit):
             return
         if isinstance(msg, Stimulus):
             self._on_stimulus(msg)
@@ -103,6 +105,8 @@ class EncoderWorker(Service):
             self._on_feedback(msg)
         elif isinstance(msg, Recall):
             self._on_recall(msg)
+        elif isinstance(msg, Credit) and self.lossless and msg.seq > self.fb_next:
+            self._advance(msg.seq, msg.t_ns)
 
     def _on_stimulus(self, stim: Stimulus) -> None:
         self._count_gap(stim.mseq)
@@ -134,7 +138,7 @@ class EncoderWorker(Service):
         self._advance(fb.seq, fb.t_ns)  # everything before fb.seq is complete: the hub answers in order
         step = self._step_at(fb.seq)
         for node, cluster, certainty in zip(fb.node_ids, fb.cluster_ids, fb.certainties):
-            self.cortex.feedback(node, cluster, certainty, step=step)
+            self.cortex.feedback(node, cluster, certainty, step=step, z=self._z_at(node, fb.seq))
         self._advance(fb.seq + 1, fb.t_ns)
 
     def _advance(self, done: int, t_ns: int | None) -> None:
@@ -145,6 +149,18 @@ class EncoderWorker(Service):
             self.fb_next = nxt
             self.t_answered = t_ns if nxt == done else None
             self._maybe_checkpoint()
+
+    def _z_at(self, node: int, seq: int) -> np.ndarray | None:
+        """The encoding that had last excited `node` as of stimulus `seq` (None: the current one)."""
+        past = self.z_before.get(node)
+        if not past:
+            return None
+        while past and past[0][0] <= self.fb_next:
+            past.popleft()  # every feedback before that excitation is in: no longer needed
+        for s, z in past:
+            if s > seq:
+                return z
+        return None
 
     def _step_at(self, seq: int) -> int:
         """The cortex step count right after stimulus `seq` in stream order."""
@@ -176,10 +192,6 @@ class EncoderWorker(Service):
     def on_control(self, msg: Control) -> None:
         if msg.command == "rewind" and msg.args.get("gen", -1) > self.gen:
             self.rewind(int(msg.args["gen"]))
-        elif msg.command == "ack" and self.lossless and msg.gen == self.gen:
-            done, t_ns = msg.args.get("done"), msg.args.get("t_ns")
-            if isinstance(done, int) and isinstance(t_ns, int) and done > self.fb_next:
-                self._advance(done, t_ns)
 
     def rewind(self, gen: int) -> None:
         """Go back to the newest complete checkpoint (another process died) and say ready."""
@@ -240,7 +252,19 @@ class EncoderWorker(Service):
         horizon = self.t_answered - self.window_ns
         while self.recent_own and self.recent_own[0][0] < horizon - self.window_ns:
             self.recent_own.popleft()
-        return not any(n == node and t >= horizon for t, n in self.recent_own)
+        pending = 0  # the most feedbacks that may still reach this node from earlier stimuli
+        for t, n, near in self.recent_own:
+            if n == node and t >= horizon:
+                if near < 0:
+                    return False
+                pending += near
+        if pending == 0:
+            return True
+        if self.cortex.link_margin(node) <= pending * self.feedback_bound + 1e-4:
+            return False  # those feedbacks could change which cluster the node excites
+        slot = self.cortex.node_slot[node]  # late feedback must see the encoding from before this one
+        self.z_before.setdefault(node, deque()).append((stim.seq, self.cortex.last_z[slot].copy()))
+        return True
 
     def _dispatch_waiting(self) -> None:
         while self.running:
@@ -283,7 +307,7 @@ class EncoderWorker(Service):
                 self.cortex.growth_enabled = stim.grow
                 exc = self.cortex.excite(z, t)
                 cluster, node = exc.cluster_id, exc.node_id
-                self.recent_own.append((stim.t_ns, node))
+                self.recent_own.append((stim.t_ns, node, stim.near))
             else:
                 nodes, clusters = self.cortex.assign(z[None])
                 cluster, node = int(clusters[0]), int(nodes[0])
@@ -315,14 +339,16 @@ class EncoderWorker(Service):
         m = self.modality
         self.rejected = int(state.get(f"rejected.{m}", 0))
         t, n = state.get(f"worker.{m}.recent_t"), state.get(f"worker.{m}.recent_node")
-        self.recent_own = deque(zip(t.tolist(), n.tolist())) if t is not None and n is not None else deque()
+        near = state.get(f"worker.{m}.recent_near")
+        self.recent_own = deque(zip(t.tolist(), n.tolist(), near.tolist())) if near is not None else deque()
+        self.z_before.clear()
 
     def save(self, step: int) -> None:
         m = self.modality
         state = {f"cortex.{m}.{k}": v for k, v in self.cortex.state_dict().items()}
         state[f"rejected.{m}"] = np.array(self.rejected, np.int64)
-        state[f"worker.{m}.recent_t"] = np.array([t for t, _ in self.recent_own], np.int64)
-        state[f"worker.{m}.recent_node"] = np.array([n for _, n in self.recent_own], np.int64)
+        for k, name in enumerate(("t", "node", "near")):
+            state[f"worker.{m}.recent_{name}"] = np.array([e[k] for e in self.recent_own], np.int64)
         self.run_folder.save_part(step, f"cortex.{self.modality}", state)
         self.bus.send(Control("saved", {"step": step, "part": f"cortex.{self.modality}"}, source=self.name,
                               gen=self.gen))

@@ -20,7 +20,7 @@ import numpy as np
 
 from agent.bus import BusClient
 from agent.service import Service
-from agent.wire import Control, Message, Stimulus
+from agent.wire import Control, Credit, Message, Stimulus
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +35,25 @@ class Playlist:
     index: np.ndarray  # (n,) row into data[modality]
     data: dict[str, np.ndarray]  # raw stimuli per modality
     grow_until: int  # stimuli at or after this index are learned without node growth
+    near: np.ndarray | None = None  # (n,) stimuli of other modalities within the CDZ window of each
 
     def __len__(self) -> int:
         return len(self.t_ns)
+
+
+def count_near(t_ns: np.ndarray, modality: np.ndarray, window_ns: int) -> np.ndarray:
+    """For each stimulus, how many stimuli of other modalities lie within `window_ns` of it.
+
+    Each such neighbour can pair with it in the CDZ and send its node one feedback; an
+    encoder worker uses this bound to learn ahead of the hub safely (see agent.worker).
+    """
+    near = np.zeros(len(t_ns), np.int64)
+    for k in np.unique(modality):
+        others = np.sort(t_ns[modality != k])
+        mine = modality == k
+        near[mine] = (np.searchsorted(others, t_ns[mine] + window_ns, side="right")
+                      - np.searchsorted(others, t_ns[mine] - window_ns, side="left"))
+    return near
 
 
 def teaching_playlist(run_config, progress: bool = False) -> Playlist:
@@ -46,8 +62,10 @@ def teaching_playlist(run_config, progress: bool = False) -> Playlist:
 
     train = load_splits(run_config, "train")
     stream = teaching_stream(run_config, {m: s.y for m, s in train.items()})
-    return Playlist(stream.modalities, np.round(stream.t * 1e9).astype(np.int64), stream.modality, stream.index,
-                    {m: s.x for m, s in train.items()}, int(run_config.cortex.growth_stop * len(stream)))
+    t_ns = np.round(stream.t * 1e9).astype(np.int64)
+    window_ns = int(round(run_config.cdz.window_s * 1e9)) + 1_000_000  # B plus 1 ms of margin
+    return Playlist(stream.modalities, t_ns, stream.modality, stream.index, {m: s.x for m, s in train.items()},
+                    int(run_config.cortex.growth_stop * len(stream)), count_near(t_ns, stream.modality, window_ns))
 
 
 class Player(Service):
@@ -100,14 +118,11 @@ class Player(Service):
         elif msg.command == "rewind" and isinstance(gen, int) and gen > self.gen:
             self.gen = gen
             self.playing = False
-        elif msg.command == "ack" and msg.gen == self.gen:
-            done = msg.args.get("done", 0)
-            if isinstance(done, int) and done > self.acked:
-                self.acked = min(done, len(self.playlist))
-                self._progress_at = time.monotonic()
 
     def handle(self, msg: Message) -> None:
-        pass
+        if isinstance(msg, Credit) and msg.seq > self.acked:
+            self.acked = min(msg.seq, len(self.playlist))
+            self._progress_at = time.monotonic()
 
     def tick(self) -> None:
         if not self.playing:
@@ -138,7 +153,8 @@ class Player(Service):
         m = p.modalities[int(p.modality[j])]
         t_ns = time.time_ns() if self.wall_clock else int(p.t_ns[j])
         self.bus.send(Stimulus(m, t_ns, j, p.data[m][int(p.index[j])], source=self.name, gen=self.gen,
-                               mseq=int(self._mseq[j]), learn=self.learn, grow=j < p.grow_until))
+                               mseq=int(self._mseq[j]), learn=self.learn, grow=j < p.grow_until,
+                               near=-1 if p.near is None else int(p.near[j])))
         self.sent += 1
 
     def run_until_done(self, timeout_ms: int = 1) -> None:

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from agent.wire import (DTYPES, KINDS, MAX_DIMS, MAX_HEADER_BYTES, MAX_PAYLOAD_BYTES, Clusters, Control, Excite,
+from agent.wire import (DTYPES, KINDS, MAX_DIMS, MAX_HEADER_BYTES, MAX_PAYLOAD_BYTES, Clusters, Control, Credit, Excite,
                         Feedback, Recall, Recon, Stats, Stimulus, WireError, decode, encode, topic)
 
 pytestmark = pytest.mark.timeout(60)
@@ -44,6 +44,7 @@ def samples() -> dict[str, object]:
         "stats": Stats({"rate_hz": 12.5, "queue": 3, "ok": True, "state": "run"}, source="worker_visual",
                        t_ns=22, seq=23),
         "stats_odd_source": Stats({"n": 1}, source="Worker-1 (pid 7)"),
+        "credit": Credit(seq=24, t_ns=25, source="hub", gen=2),
     }
 
 
@@ -52,6 +53,7 @@ EXPECTED_TOPICS = {
     "feedback": b"feedback.audio", "recall": b"recall.audio", "recon": b"recon.visual",
     "clusters": b"clusters.visual", "control": b"control", "stats": b"stats.worker_visual",
     "stats_odd_source": b"stats",  # a source that is not a plain name is left out of the topic
+    "credit": b"credit",
 }
 
 

@@ -96,7 +96,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     run = RunFolder(args.run)
     m = args.modality
     client = _client(args, f"worker-{m}", [f"stimulus.{m}".encode(), f"feedback.{m}".encode(),
-                                           f"recall.{m}".encode()])
+                                           f"recall.{m}".encode(), b"credit"])
     try:
         worker = EncoderWorker.from_run(client, run, m, lossless=not args.live, total=args.total,
                                         checkpoint_every=args.checkpoint_every, gen=args.gen,
@@ -114,7 +114,7 @@ def cmd_play(args: argparse.Namespace) -> int:
     _logging(args.quiet)
     run = RunFolder(args.run)
     playlist = teaching_playlist(run.config())
-    client = _client(args, "player", [])
+    client = _client(args, "player", [b"credit"])
     try:
         player = Player(client, playlist, lossless=not args.live, speed=args.speed, window=args.window,
                         gen=args.gen, autostart=not args.wait_go, exit_when_done=not args.wait_go,
