@@ -241,33 +241,31 @@ def lost_stimuli(run: RunFolder, total: int) -> int:
     return int(total - learned - int(state["rejected"])) if step >= total else int(total - learned)
 
 
-def distributed_train(config, out: Path | str, *, progress: bool = True, overwrite: bool = False,
-                      bus: str | None = None, checkpoint_every: int = 20_000, speed: float = 0.0,
-                      window: int = 256) -> tuple[RunFolder, dict]:
-    """Encoders in this process, then the stream through the runtime processes."""
-    from tools.train import (build_brain, build_stream, prepare_run, save_stream_log, train_encoders)
+def prepare_distributed(config, out: Path | str, *, progress: bool = True, overwrite: bool = False):
+    """A run folder ready for the runtime: config, encoders, encodings, checkpoint 0.
+
+    Returns (run, stream, seconds spent on the encoders).
+    """
+    from tools.train import build_brain, build_stream, prepare_run, train_encoders
 
     t0 = time.perf_counter()
     run = prepare_run(config, out, overwrite)
     enc = train_encoders(config, run, progress)
-    t_enc = time.perf_counter() - t0
     stream = build_stream(config, enc)
-    brain = build_brain(config, enc, stream)
-    run.save_checkpoint(0, brain.state_dict())
-    sup = Supervisor(run, len(stream), bus=bus, checkpoint_every=checkpoint_every, speed=speed, window=window,
-                     progress=progress)
-    try:
-        sup.start()
-        report = sup.supervise()
-    finally:
-        sup.stop()
+    run.save_checkpoint(0, build_brain(config, enc, stream).state_dict())
+    return run, stream, time.perf_counter() - t0
+
+
+def finish_distributed(run: RunFolder, stream, report: SupervisorReport, t_enc: float = 0.0) -> dict:
+    """After the last checkpoint: the stream log and metrics, as `cdz train` leaves them."""
+    from tools.train import save_stream_log
+
     step, state = run.load_checkpoint()
     if step < len(stream):
         raise LaunchError(f"the run stopped at stimulus {step} of {len(stream)}")
     save_stream_log(run, stream, [(state["log.cluster"], state["log.recalled"])])
     lost = lost_stimuli(run, len(stream))
-    info = {"lost_stimuli": lost, "restarts": report.restarts, "bus": sup.bus_address,
-            "stream_wall_s": report.wall_s}
+    info = {"lost_stimuli": lost, "restarts": report.restarts, "stream_wall_s": report.wall_s}
     run.update_metrics(train={
         "timing_s": {"encoders": t_enc, "stream": report.wall_s},
         "stimuli": len(stream),
@@ -277,4 +275,19 @@ def distributed_train(config, out: Path | str, *, progress: bool = True, overwri
     })
     run.log(f"distributed: {len(stream)} stimuli in {report.wall_s:.1f}s, lost {lost}, "
             f"restarts {len(report.restarts)}")
-    return run, info
+    return info
+
+
+def distributed_train(config, out: Path | str, *, progress: bool = True, overwrite: bool = False,
+                      bus: str | None = None, checkpoint_every: int = 20_000, speed: float = 0.0,
+                      window: int = 256) -> tuple[RunFolder, dict]:
+    """Encoders in this process, then the stream through the runtime processes."""
+    run, stream, t_enc = prepare_distributed(config, out, progress=progress, overwrite=overwrite)
+    sup = Supervisor(run, len(stream), bus=bus, checkpoint_every=checkpoint_every, speed=speed, window=window,
+                     progress=progress)
+    try:
+        sup.start()
+        report = sup.supervise()
+    finally:
+        sup.stop()
+    return run, finish_distributed(run, stream, report, t_enc)

@@ -118,6 +118,7 @@ class Player(Service):
         elif msg.command == "rewind" and isinstance(gen, int) and gen > self.gen:
             self.gen = gen
             self.playing = False
+            self.ready()
 
     def handle(self, msg: Message) -> None:
         if isinstance(msg, Credit) and msg.seq > self.acked:
