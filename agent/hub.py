@@ -158,12 +158,9 @@ class Hub(Service):
                                    tuple(f.cluster_id for f in items), tuple(f.certainty for f in items),
                                    source=self.name, gen=self.gen))
 
-    def on_control(self, msg: Control) -> None:
-        if msg.command == "rewind" and msg.args.get("gen", -1) > self.gen:
-            self.rewind(int(msg.args["gen"]))
-
     def rewind(self, gen: int) -> None:
-        assert self.run_folder is not None, "only a run-folder hub can rewind"
+        if self.run_folder is None:
+            return super().rewind(gen)
         step, state = self.run_folder.load_checkpoint()
         self.cdz.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("cdz.")})
         self._load_log(state, step)

@@ -56,7 +56,17 @@ class Service:
         """One valid message of the current generation."""
 
     def on_control(self, msg: Control) -> None:
-        """A control message (stop is handled before this)."""
+        """A control message (stop is handled before this); `rewind` to a newer generation rewinds."""
+        gen = msg.args.get("gen")
+        if msg.command == "rewind" and isinstance(gen, int) and gen > self.gen:
+            self.rewind(gen)
+
+    def rewind(self, gen: int) -> None:
+        """Another process died: reload the newest complete checkpoint, take up `gen`, say ready.
+
+        A process without a run folder has nothing to reload."""
+        self.gen = gen
+        self.ready()
 
     def tick(self) -> None:
         """Periodic work (about every 10 ms, and after every burst of messages)."""

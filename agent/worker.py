@@ -25,7 +25,6 @@ import time
 from collections import deque
 
 import numpy as np
-import torch
 
 from agent.autoencoder import Autoencoder, decode, encode
 from agent.bus import BusClient
@@ -189,13 +188,10 @@ class EncoderWorker(Service):
                             source=self.name, gen=self.gen, internal=msg.internal, depth=msg.depth))
         self.recons += 1
 
-    def on_control(self, msg: Control) -> None:
-        if msg.command == "rewind" and msg.args.get("gen", -1) > self.gen:
-            self.rewind(int(msg.args["gen"]))
-
     def rewind(self, gen: int) -> None:
         """Go back to the newest complete checkpoint (another process died) and say ready."""
-        assert self.run_folder is not None, "only a run-folder worker can rewind"
+        if self.run_folder is None:
+            return super().rewind(gen)
         step, state = self.run_folder.load_checkpoint()
         self.cortex.load_state_dict({k[len(p):]: v for p in [f"cortex.{self.modality}."]
                                      for k, v in state.items() if k.startswith(p)})

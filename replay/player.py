@@ -73,7 +73,7 @@ class Player(Service):
 
     def __init__(self, bus: BusClient, playlist: Playlist, *, lossless: bool, speed: float = 0.0,
                  window: int = 256, stall_s: float = 1.0, wall_clock: bool = False, gen: int = 0,
-                 autostart: bool = False, learn: bool = True, exit_when_done: bool = False):
+                 learn: bool = True, exit_when_done: bool = False):
         super().__init__(bus, gen)
         self.playlist = playlist
         self.lossless = lossless
@@ -87,7 +87,7 @@ class Player(Service):
         self.acked = 0  # the hub has processed every stimulus below this
         self.sent = 0
         self.resent = 0
-        self.playing = autostart
+        self.playing = False  # until `start` (or the launcher's go)
         self._progress_at = time.monotonic()
         self._t0_wall = 0.0
         self._t0_stream = 0
@@ -95,15 +95,14 @@ class Player(Service):
         for k in range(len(playlist.modalities)):
             where = playlist.modality == k
             self._mseq[where] = np.arange(int(where.sum()))
-        if autostart:
-            self._start(0)
 
     @property
     def done(self) -> bool:
         n = len(self.playlist)
         return self.next >= n and (not self.lossless or self.acked >= n)
 
-    def _start(self, step: int) -> None:
+    def start(self, step: int = 0) -> None:
+        """Play from stimulus `step` on."""
         self.next = self.acked = step
         self.playing = True
         self._progress_at = time.monotonic()
@@ -114,7 +113,7 @@ class Player(Service):
         gen = msg.args.get("gen", -1)
         if msg.command == "go" and isinstance(gen, int) and gen >= self.gen:
             self.gen = gen
-            self._start(int(msg.args.get("step", 0)))
+            self.start(int(msg.args.get("step", 0)))
         elif msg.command == "rewind" and isinstance(gen, int) and gen > self.gen:
             self.gen = gen
             self.playing = False

@@ -111,7 +111,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             from agent.launcher import distributed_train
 
             run, info = distributed_train(config, out, progress=not args.quiet, overwrite=args.overwrite,
-                                          bus=args.bus, checkpoint_every=args.checkpoint_every)
+                                          bus=args.bus, checkpoint_every=args.checkpoint_every, speed=args.speed)
         else:
             run, info = train(config, out, progress=not args.quiet, overwrite=args.overwrite), {}
         _point_latest(run.path)
@@ -229,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--bus", help="--distributed: bus address (default: two free ports on 127.0.0.1)")
     sp.add_argument("--checkpoint-every", type=int, default=20_000,
                     help="--distributed: stimuli between checkpoints (default 20000)")
+    sp.add_argument("--speed", type=float, default=0.0,
+                    help="--distributed: 1.0 plays the stream at its own timing, 2.0 twice as fast, "
+                         "0 as fast as possible (default)")
     sp.set_defaults(func=cmd_replay)
 
     from tools.processes import add_parsers

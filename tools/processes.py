@@ -73,6 +73,16 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _total(args: argparse.Namespace, run: RunFolder) -> int:
+    """--total, or for a lossless process started by hand, the length of the run's teaching stream."""
+    if args.total or args.live:
+        return args.total
+    from tools.train import Encodings, build_stream
+
+    config = run.config()
+    return len(build_stream(config, Encodings.load(run, config.modalities)))
+
+
 def cmd_hub(args: argparse.Namespace) -> int:
     from agent.hub import Hub
 
@@ -80,7 +90,7 @@ def cmd_hub(args: argparse.Namespace) -> int:
     run = RunFolder(args.run)
     client = _client(args, "hub", [b"excite.", b"clusters."])
     try:
-        hub = Hub.from_run(client, run, lossless=not args.live, total=args.total,
+        hub = Hub.from_run(client, run, lossless=not args.live, total=_total(args, run),
                            checkpoint_every=args.checkpoint_every, gen=args.gen, recall=not args.no_recall)
         hub.ready(step=hub.next_seq)
         _profiled(hub.run, "hub")
@@ -98,7 +108,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     client = _client(args, f"worker-{m}", [f"stimulus.{m}".encode(), f"feedback.{m}".encode(),
                                            f"recall.{m}".encode(), b"credit"])
     try:
-        worker = EncoderWorker.from_run(client, run, m, lossless=not args.live, total=args.total,
+        worker = EncoderWorker.from_run(client, run, m, lossless=not args.live, total=_total(args, run),
                                         checkpoint_every=args.checkpoint_every, gen=args.gen,
                                         recon_hz=args.recon_hz, queue_max=args.queue)
         worker.ready(step=worker.fb_next)
@@ -114,13 +124,18 @@ def cmd_play(args: argparse.Namespace) -> int:
     _logging(args.quiet)
     run = RunFolder(args.run)
     playlist = teaching_playlist(run.config())
+    start = 0 if args.wait_go else run.load_checkpoint()[0]  # by hand: go on from where the run stands
+    if start >= len(playlist):
+        print(f"{run.path} has learned all {len(playlist)} stimuli of its stream: nothing to play", file=sys.stderr)
+        return 0
     client = _client(args, "player", [b"credit"])
     try:
         player = Player(client, playlist, lossless=not args.live, speed=args.speed, window=args.window,
-                        gen=args.gen, autostart=not args.wait_go, exit_when_done=not args.wait_go,
-                        wall_clock=args.live)
+                        gen=args.gen, exit_when_done=not args.wait_go, wall_clock=args.live)
         if args.wait_go:
             player.ready()
+        else:
+            player.start(start)
         player.run(timeout_ms=1)
     finally:
         client.close()
@@ -141,7 +156,8 @@ def add_parsers(sub: argparse._SubParsersAction, common) -> None:
         sp.add_argument("--run", required=True, help="run folder (encoders, config, checkpoints)")
         sp.add_argument("--live", action="store_true",
                         help="live flow: learn on arrival, drop the oldest under overload (default: lossless)")
-        sp.add_argument("--total", type=int, default=0, help="stream length: a checkpoint is saved when reached")
+        sp.add_argument("--total", type=int, default=0,
+                        help="stream length, where the last checkpoint is saved (default: the run's teaching stream)")
         sp.add_argument("--checkpoint-every", type=int, default=20_000, help="stimuli between checkpoints")
         sp.add_argument("--gen", type=int, default=0, help="run generation (set by the launcher)")
         common(sp)

@@ -1,7 +1,10 @@
 """`cdz top`: every runtime process's rates, queues, drops and latencies, live in the terminal.
 
 It listens to the `stats.*` topic of a bus (each process publishes about once a
-second) and redraws one line per process. `--once` prints a single snapshot
+second) and redraws one line per process. "clock ms" is how far behind our clock
+each process's stats stamp arrives: transit time (well under a millisecond on one
+machine) plus the offset between the two clocks, which event times inherit when
+processes run on different machines. `--once` prints a single snapshot
 (after `--wait` seconds) and exits, for scripts; `--json` prints it as JSON.
 """
 
@@ -25,6 +28,7 @@ COLUMNS = (  # header, width, how to read it from a process's stats
     ("p50 ms", 7, lambda s: _num(s.get("latency_p50_ms"), "{:.2f}")),
     ("p99 ms", 7, lambda s: _num(s.get("latency_p99_ms"), "{:.2f}")),
     ("nodes/cl", 9, lambda s: f"{s['nodes']}/{s['clusters']}" if "nodes" in s else ""),
+    ("clock ms", 9, lambda s: _num(s.get("clock_offset_ms"), "{:+.2f}")),
     ("age s", 6, lambda s: f"{time.monotonic() - s['_seen']:.1f}"),
 )
 
@@ -51,13 +55,16 @@ def collect(client: BusClient, seconds: float, latest: dict[str, dict] | None = 
     while (left := end - time.monotonic()) > 0:
         msg = client.recv(int(left * 1000) + 1)
         if isinstance(msg, Stats):
-            latest[msg.source] = {**msg.values, "_source": msg.source, "_seen": time.monotonic()}
+            # the sender stamps stats with its wall clock: transit time plus clock offset (see README)
+            clock_ms = (time.time_ns() - msg.t_ns) / 1e6
+            latest[msg.source] = {**msg.values, "clock_offset_ms": clock_ms, "_source": msg.source,
+                                  "_seen": time.monotonic()}
     return latest
 
 
 def top(address: str, keys: str | None = None, once: bool = False, wait_s: float = 2.5,
         as_json: bool = False) -> int:
-    client = BusClient(address, "top", [b"stats."], keys=keys)
+    client = BusClient(address, "top", [b"stats"], keys=keys)  # stats.<name>, or plain stats for odd names
     try:
         if once:
             latest = collect(client, wait_s)
