@@ -27,7 +27,7 @@ class Latency:
         self.values: deque[float] = deque(maxlen=n)
 
     def add(self, ms: float) -> None:
-        if math.isfinite(ms):
+        if -60_000.0 < ms < 3_600_000.0:  # a stamp from another epoch (or NaN) would only garble the stats
             self.values.append(ms)
 
     def percentile(self, q: float) -> float:

@@ -2,7 +2,8 @@
 
 A message travels as ZeroMQ multipart frames `[topic, header, payload...]`:
 
-* topic: `<kind>.<modality>` (or `control`, `stats.<source>`), so subscribers
+* topic: `<kind>.<modality>` (or `control`, `credit`, and `stats.<source>` when
+  the source is a plain name like `hub`, else just `stats`), so subscribers
   filter by prefix;
 * header: a small msgpack map (version, kind, modality, event time `t` in ns,
   sequence number, source, generation, and per kind the dtype, shape and ids);

@@ -305,6 +305,8 @@ class EncoderWorker(Service):
                 cluster, node = exc.cluster_id, exc.node_id
                 self.recent_own.append((stim.t_ns, node, stim.near))
             else:
+                if self.cortex.n_nodes == 0:
+                    raise StimulusError(f"{self.modality}: no nodes yet, nothing to classify a query against")
                 nodes, clusters = self.cortex.assign(z[None])
                 cluster, node = int(clusters[0]), int(nodes[0])
         except StimulusError as e:
