@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 export CDZ_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: install demo test bench clean
+.PHONY: install demo demo-distributed test bench clean
 
 $(BIN)/cdz: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,12 @@ demo: install  ## replay MNIST/FSDD, learn, print the score table
 test: install  ## the test suite (small data subsets, a few minutes on 2 cores)
 	$(BIN)/pytest -q
 
-bench: install  ## throughput of the learning core vs a plain implementation
+bench: install  ## learning core vs a plain implementation; runtime throughput and latency
 	$(BIN)/cdz bench core
+	$(BIN)/cdz bench pipeline
+
+demo-distributed: install  ## the main job with bus, hub, workers and player as separate processes
+	$(BIN)/cdz replay --distributed --out runs/demo-distributed --overwrite
 
 clean:
 	rm -rf runs .pytest_cache

@@ -9,10 +9,14 @@ Two flows:
 
 * lossless (training replays): the run is bit-identical to the one-process
   brain. Stimulus `s` may be learned before the hub's feedback on earlier
-  stimuli has arrived only when that feedback cannot matter: the node it moves
-  is none the feedback can target (those excited within B of an unanswered
-  stimulus), no pruning or growth round is due, and no checkpoint lies between.
-  Otherwise it waits. Feedback applied late carries the step it belongs to.
+  stimuli has arrived only when that feedback cannot matter: no pruning or
+  growth round is due, no checkpoint lies between, and the node it moves can
+  receive no pending feedback (none of our excitations of it lies within B of
+  an unanswered stimulus) or so little that its strongest cluster link cannot
+  be overtaken (each feedback adds at most 4 * feedback_lr; the player tells
+  how many stimuli of other modalities lie within B of each stimulus).
+  Otherwise it waits. Feedback applied late carries the step and the encoding
+  it belongs to.
   Checkpoints are consistent cuts: every process saves "after stimulus S-1".
 * live (sensors): stimuli are learned as they come; a bounded queue drops the
   oldest under overload and counts the drops; feedback applies on arrival.
@@ -58,6 +62,7 @@ class EncoderWorker(Service):
         self.fb_next = start  # lossless: feedback of every seq below this has been applied
         self.t_answered: int | None = None  # event time (ns) of seq fb_next - 1, once known
         self.ahead: deque[tuple[int, int]] = deque()  # (seq, cortex step after it) learned at or past fb_next
+        self.ahead_seqs: set[int] = set()  # the seqs in `ahead`: a resent copy must not be learned twice
         self.applied_step = cortex.step  # cortex step as of seq fb_next - 1 in stream order
         self.recent_own: deque[tuple[int, int, int]] = deque()  # (t_ns, node id, near) of our recent excitations
         self.z_before: dict[int, deque[tuple[int, np.ndarray]]] = {}  # node -> (seq, its encoding before seq)
@@ -115,7 +120,7 @@ class EncoderWorker(Service):
                 self.live.popleft()
                 self.dropped_oldest += 1
             return
-        if stim.seq < self.fb_next or stim.seq in self.pending:
+        if stim.seq < self.fb_next or stim.seq in self.pending or stim.seq in self.ahead_seqs:
             self.duplicates += 1  # a resend after a stall, or a replay from before a rewind
             return
         self.pending[stim.seq] = stim
@@ -164,7 +169,8 @@ class EncoderWorker(Service):
     def _step_at(self, seq: int) -> int:
         """The cortex step count right after stimulus `seq` in stream order."""
         while self.ahead and self.ahead[0][0] <= seq:
-            self.applied_step = self.ahead.popleft()[1]
+            done, self.applied_step = self.ahead.popleft()
+            self.ahead_seqs.discard(done)
         return self.applied_step
 
     def _next_checkpoint(self, after: int) -> int:
@@ -200,6 +206,7 @@ class EncoderWorker(Service):
         self.fb_next = step
         self.t_answered = None
         self.ahead.clear()
+        self.ahead_seqs.clear()
         self.applied_step = self.cortex.step
         self.pending.clear()
         self.codes.clear()
@@ -228,6 +235,7 @@ class EncoderWorker(Service):
             stim = self.pending.pop(seq)
             self._learn(stim, self.codes.pop(seq, None))
             self.ahead.append((seq, self.cortex.step))
+            self.ahead_seqs.add(seq)
             self._dispatch_waiting()  # the hub's answers may already be here
 
     def _safe_ahead(self, stim: Stimulus, z: np.ndarray | None) -> bool:
