@@ -46,6 +46,7 @@ class Hub(Service):
         self.recall_interval = 0.0 if recall_hz <= 0 else 1.0 / recall_hz
         self._last_recall: dict[str, float] = {}
         self._acked = start
+        self._told = {m: start for m in self.modalities}  # the progress each worker has heard of
         self._t_done = 0  # event time (ns) of the last processed stimulus
         self.next_seq = start
         self.waiting: dict[int, Excite] = {}  # lossless: excitations that arrived before their turn
@@ -105,13 +106,16 @@ class Hub(Service):
             self._process(exc)
             self.next_seq = seq + 1
             self._maybe_checkpoint()
-        if self._acked < self.next_seq:  # blocked on the next seq: a worker may wait on this progress
+        # blocked on the next seq: a worker may be waiting for this progress (the player only needs
+        # it now and then); workers that just got feedback for the last seq know it already
+        if any(told < self.next_seq for told in self._told.values()) or self.next_seq - self._acked >= 64:
             self._ack(time.monotonic())
 
     def _ack(self, now: float) -> None:
         """Every stimulus below `done` is learned and answered (feedback went out before this)."""
         self._last_ack = now
         self._acked = self.next_seq
+        self._told = dict.fromkeys(self._told, self.next_seq)
         self.bus.send(Credit(self.next_seq, self._t_done, source=self.name, gen=self.gen))
 
     def _process(self, msg: Excite) -> None:
@@ -154,6 +158,7 @@ class Hub(Service):
         for fb in feedback:
             per.setdefault(fb.modality, []).append(fb)
         for m, items in per.items():
+            self._told[m] = msg.seq + 1
             self.bus.send(Feedback(m, msg.t_ns, msg.seq, tuple(f.node_id for f in items),
                                    tuple(f.cluster_id for f in items), tuple(f.certainty for f in items),
                                    source=self.name, gen=self.gen))
@@ -166,6 +171,7 @@ class Hub(Service):
         self._load_log(state, step)
         self.gen = gen
         self.next_seq = self._acked = step
+        self._told = dict.fromkeys(self._told, step)
         self.waiting.clear()
         self.changes.clear()
         log.info("hub: rewound to checkpoint %d (generation %d)", step, gen)
