@@ -316,6 +316,58 @@ class Clusters:
 
 
 @dataclass(frozen=True, slots=True)
+class Frame:
+    """Camera -> viewers: a small preview of what the camera sees (uint8, HxW or HxWx3).
+
+    Not a stimulus: nothing learns from it. The camera sends a few per second."""
+
+    KIND: ClassVar[str] = "frame"
+    modality: str
+    t_ns: int
+    seq: int
+    data: np.ndarray = field(repr=False)
+    source: str = ""
+    gen: int = 0
+
+    def _header(self) -> tuple[dict, list]:
+        meta, arr = _as_payload(self.data)
+        return meta, [arr]
+
+    @classmethod
+    def _parse(cls, common: dict, h: dict, payload: list) -> "Frame":
+        return cls(data=_array(h, payload), **common)
+
+
+@dataclass(frozen=True, slots=True)
+class Weights:
+    """Hub -> viewers: the CDZ matrix W[modality -> target] over live clusters (rows: `rows`
+    cluster ids of `modality`, columns: `cols` cluster ids of `target`), now and then."""
+
+    KIND: ClassVar[str] = "weights"
+    modality: str
+    t_ns: int
+    seq: int
+    target: str
+    rows: tuple[int, ...]
+    cols: tuple[int, ...]
+    data: np.ndarray = field(repr=False)
+    source: str = ""
+    gen: int = 0
+
+    def _header(self) -> tuple[dict, list]:
+        meta, arr = _as_payload(self.data)
+        return {"target": self.target, "rows": list(self.rows), "cols": list(self.cols), **meta}, [arr]
+
+    @classmethod
+    def _parse(cls, common: dict, h: dict, payload: list) -> "Weights":
+        data = _array(h, payload)
+        rows, cols = _ints(h, "rows"), _ints(h, "cols")
+        if data.shape != (len(rows), len(cols)):
+            raise WireError(f"weights of shape {data.shape} do not match {len(rows)} rows x {len(cols)} columns")
+        return cls(target=_name(h, "target"), rows=rows, cols=cols, data=data, **common)
+
+
+@dataclass(frozen=True, slots=True)
 class Credit:
     """Hub -> player and workers (lossless flow): every stimulus below `seq` is learned and
     answered; `t_ns` is the event time of the last one. The player's credit, the workers' watermark."""
@@ -402,10 +454,10 @@ def _no_payload(payload: list) -> None:
         raise WireError(f"this kind carries no payload, got {len(payload)} extra frames")
 
 
-Message = Stimulus | Excite | Feedback | Recall | Recon | Clusters | Credit | Control | Stats
-KINDS: dict[str, type] = {c.KIND: c for c in (Stimulus, Excite, Feedback, Recall, Recon, Clusters, Credit, Control,
-                                              Stats)}
-_PER_MODALITY = ("stimulus", "excite", "feedback", "recall", "recon", "clusters")
+Message = Stimulus | Excite | Feedback | Recall | Recon | Clusters | Frame | Weights | Credit | Control | Stats
+KINDS: dict[str, type] = {c.KIND: c for c in (Stimulus, Excite, Feedback, Recall, Recon, Clusters, Frame, Weights,
+                                              Credit, Control, Stats)}
+_PER_MODALITY = ("stimulus", "excite", "feedback", "recall", "recon", "clusters", "frame", "weights")
 
 
 def topic(kind: str, modality: str = "") -> bytes:

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from agent.wire import (DTYPES, KINDS, MAX_DIMS, MAX_HEADER_BYTES, MAX_PAYLOAD_BYTES, Clusters, Control, Credit, Excite,
+from agent.wire import (DTYPES, KINDS, MAX_DIMS, MAX_HEADER_BYTES, MAX_PAYLOAD_BYTES, Clusters, Control, Credit, Excite, Frame, Weights,
                         Feedback, Recall, Recon, Stats, Stimulus, WireError, decode, encode, topic)
 
 pytestmark = pytest.mark.timeout(60)
@@ -45,6 +45,9 @@ def samples() -> dict[str, object]:
                        t_ns=22, seq=23),
         "stats_odd_source": Stats({"n": 1}, source="Worker-1 (pid 7)"),
         "credit": Credit(seq=24, t_ns=25, source="hub", gen=2),
+        "frame": Frame("visual", t_ns=26, seq=27, data=np.arange(48, dtype=np.uint8).reshape(4, 4, 3), source="camera"),
+        "weights": Weights("visual", t_ns=28, seq=29, target="audio", rows=(3, 5), cols=(1, 2, 9),
+                           data=np.full((2, 3), 0.25, np.float32), source="hub"),
     }
 
 
@@ -54,6 +57,8 @@ EXPECTED_TOPICS = {
     "clusters": b"clusters.visual", "control": b"control", "stats": b"stats.worker_visual",
     "stats_odd_source": b"stats",  # a source that is not a plain name is left out of the topic
     "credit": b"credit",
+    "frame": b"frame.visual",
+    "weights": b"weights.visual",
 }
 
 
