@@ -24,7 +24,7 @@ from agent.cdz import CDZ
 from agent.checkpoint import RunFolder
 from agent.messages import ClusterChange, Excitation
 from agent.service import Latency, Service
-from agent.wire import Clusters, Control, Credit, Excite, Feedback, Message, Recall
+from agent.wire import Clusters, Control, Credit, Excite, Feedback, Message, Recall, Weights
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ class Hub(Service):
         self.rejected = 0
         self.recalls = 0
         self._last_ack = time.monotonic()
+        self._last_weights = 0.0
         self.log_cluster = np.full(max(total, 0), -1, np.int64)  # per stimulus, like the in-process StreamLog
         self.log_recalled = np.full(max(total, 0), -1, np.int64)
         self.latency = Latency()
@@ -177,10 +178,24 @@ class Hub(Service):
         log.info("hub: rewound to checkpoint %d (generation %d)", step, gen)
         self.ready(step=step)
 
+    weights_every_s = 1.0  # live: how often viewers get the CDZ matrices
+
     def tick(self) -> None:
         now = time.monotonic()
         if self.lossless and now - self._last_ack > 0.2:  # keep a stalled player informed
             self._ack(now)
+        if not self.lossless and now - self._last_weights >= self.weights_every_s:
+            self._last_weights = now
+            self.publish_weights()
+
+    def publish_weights(self) -> None:
+        """Every modality pair's W over live clusters, for viewers (skipped while empty or huge)."""
+        for a, b in self.cdz.pairs:
+            w, rows, cols = self.cdz.weights(a, b)
+            if 0 < w.size and len(rows) <= 4096 and len(cols) <= 4096:
+                self.bus.send(Weights(a, time.time_ns(), self.processed, b, tuple(int(r) for r in rows),
+                                      tuple(int(c) for c in cols), np.ascontiguousarray(w, np.float32),
+                                      source=self.name, gen=self.gen))
 
     # ------------------------------------------------------------------ checkpoints
     def _maybe_checkpoint(self) -> None:
@@ -188,6 +203,10 @@ class Hub(Service):
         if self.run_folder is None:
             return
         if (self.checkpoint_every and step % self.checkpoint_every == 0) or step == self.total:
+            self.save(step)
+
+    def checkpoint(self, step: int) -> None:
+        if self.run_folder is not None and not self.lossless:  # lossless runs save at fixed stream positions
             self.save(step)
 
     def save(self, step: int) -> None:

@@ -57,9 +57,14 @@ class Service:
 
     def on_control(self, msg: Control) -> None:
         """A control message (stop is handled before this); `rewind` to a newer generation rewinds."""
-        gen = msg.args.get("gen")
+        gen, step = msg.args.get("gen"), msg.args.get("step")
         if msg.command == "rewind" and isinstance(gen, int) and gen > self.gen:
             self.rewind(gen)
+        elif msg.command == "checkpoint" and isinstance(step, int) and step > 0:
+            self.checkpoint(step)
+
+    def checkpoint(self, step: int) -> None:
+        """Save this process's part of checkpoint `step` (live mode, when the supervisor says)."""
 
     def rewind(self, gen: int) -> None:
         """Another process died: reload the newest complete checkpoint, take up `gen`, say ready.

@@ -349,6 +349,10 @@ class EncoderWorker(Service):
         self.recent_own = deque(zip(t.tolist(), n.tolist(), near.tolist())) if near is not None else deque()
         self.z_before.clear()
 
+    def checkpoint(self, step: int) -> None:
+        if self.run_folder is not None and not self.lossless:  # lossless runs save at fixed stream positions
+            self.save(step)
+
     def save(self, step: int) -> None:
         m = self.modality
         state = {f"cortex.{m}.{k}": v for k, v in self.cortex.state_dict().items()}

@@ -174,6 +174,13 @@ def add_parsers(sub: argparse._SubParsersAction, common) -> None:
     sp.add_argument("--json", action="store_true", help="--once: print the snapshot as JSON")
     sp.set_defaults(func=cmd_top)
 
+    from tools import live
+
+    sp = sub.add_parser("live", help="the live agent: camera, microphone, workers, hub, viewer on a trained run")
+    live.add_arguments(sp)
+    common(sp)
+    sp.set_defaults(func=live.run)
+
     sp = sub.add_parser("keys", help="make CurveZMQ key pairs for a bus off loopback")
     sp.add_argument("folder", help="folder to write bus.key*, client.key* into")
     sp.set_defaults(func=cmd_keys)

@@ -1,0 +1,243 @@
+"""`cdz live --run RUN`: the agent with real senses, learning online.
+
+Starts a bus, the hub and one encoder worker per modality in live mode on a
+trained run, the camera and microphone processes, the viewer and (with
+`--speak`) the speaker; supervises them (a process that dies is started again
+from the newest checkpoint), checkpoints every `--checkpoint-every` seconds,
+stops after `--duration` seconds or on Ctrl-C, and with `--events-out` writes
+one JSON line per stimulus: when, which modality, the cluster it excited, and
+what that recalled in the other modalities, with the clusters' scoring names
+(the digit each cluster stood for on the training data when `cdz live` started).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+from agent.bus import BusClient, free_tcp_bus
+from agent.checkpoint import RunFolder
+from agent.launcher import Child, LaunchError
+from agent.wire import Control, Excite, Recall
+
+log = logging.getLogger(__name__)
+
+
+def scoring_names(run: RunFolder) -> dict[str, dict[int, int]]:
+    """cluster id -> the digit it stands for (majority label of the training stimuli it wins)."""
+    from tools.evaluate import cluster_names
+    from tools.train import load_brain
+
+    loaded = load_brain(run)
+    return {m: cluster_names(loaded.brain.classify(m, loaded.enc.train[m]), loaded.enc.train_y[m])
+            for m in loaded.config.modalities}
+
+
+class EventLog:
+    """Joins each excitation with the recalls it caused and writes one JSON line per stimulus.
+
+    A stimulus's line is written once every other modality has answered, or after
+    `wait_s` (a cluster that recalls nothing gets no answer: null)."""
+
+    def __init__(self, out: IO[str], modalities: tuple[str, ...], names: dict[str, dict[int, int]],
+                 wait_s: float = 0.5):
+        self.out = out
+        self.modalities = modalities
+        self.names = names
+        self.wait_s = wait_s
+        self.open: dict[tuple[str, int], dict] = {}  # (modality, seq) -> event waiting for recalls
+        self.written = 0
+
+    def add(self, msg: Excite | Recall) -> None:
+        if isinstance(msg, Excite):
+            if not msg.learn and msg.cluster_id < 0:
+                return
+            self.open[(msg.modality, msg.seq)] = {
+                "t": msg.t_ns / 1e9, "modality": msg.modality, "seq": msg.seq, "cluster": msg.cluster_id,
+                "cluster_name": self._name(msg.modality, msg.cluster_id), "recalled": {}, "recalled_names": {},
+                "_due": time.monotonic() + self.wait_s}
+        elif isinstance(msg, Recall):
+            event = self.open.get((msg.cue_modality, msg.seq))
+            if event is not None:
+                event["recalled"][msg.modality] = msg.cluster_id
+                event["recalled_names"][msg.modality] = self._name(msg.modality, msg.cluster_id)
+                if len(event["recalled"]) == len(self.modalities) - 1:
+                    self._write(msg.cue_modality, msg.seq)
+
+    def flush(self, everything: bool = False) -> None:
+        now = time.monotonic()
+        for key in [k for k, e in self.open.items() if everything or e["_due"] <= now]:
+            self._write(*key)
+
+    def _name(self, modality: str, cluster: int) -> int | None:
+        return self.names.get(modality, {}).get(int(cluster))
+
+    def _write(self, modality: str, seq: int) -> None:
+        event = self.open.pop((modality, seq))
+        event.pop("_due")
+        for m in self.modalities:
+            if m != modality:
+                event["recalled"].setdefault(m, None)
+                event["recalled_names"].setdefault(m, None)
+        self.out.write(json.dumps(event) + "\n")
+        self.out.flush()
+        self.written += 1
+
+
+class LiveAgent:
+    """The live processes of one run, supervised."""
+
+    def __init__(self, run: RunFolder, *, camera: str | None = "0", mic: str | None = None, use_mic: bool = True,
+                 headless: Path | None = None, viewer: bool = True, speak: bool = False,
+                 bus: str | None = None, checkpoint_every_s: float = 60.0, extra: dict[str, list[str]] | None = None):
+        self.run = run
+        self.config = run.config()
+        self.bus = bus or free_tcp_bus()
+        self.checkpoint_every_s = checkpoint_every_s
+        logs = run.path / "logs"
+        common = ["--bus", self.bus, "--quiet"]
+        live = [*common, "--run", str(run.path), "--live"]
+        self.children: dict[str, Child] = {"hub": Child("hub", ["hub", *live], logs / "live-hub.log")}
+        for m in self.config.modalities:
+            self.children[f"worker-{m}"] = Child(f"worker-{m}", ["worker", m, *live], logs / f"live-worker-{m}.log")
+        if camera is not None:
+            self.children["camera"] = Child("camera", ["camera", *common, "--camera", camera], logs / "camera.log")
+        if use_mic:
+            self.children["microphone"] = Child("microphone", ["mic", *common, *(["--mic", mic] if mic else [])],
+                                                logs / "microphone.log")
+        if viewer:
+            self.children["viewer"] = Child("viewer", ["viewer", *common,
+                                                       *(["--headless", str(headless)] if headless else [])],
+                                            logs / "viewer.log")
+        if speak:
+            self.children["speaker"] = Child("speaker", ["speaker", *common], logs / "speaker.log")
+        for name, argv in (extra or {}).items():  # more arguments for a child, e.g. {"camera": ["--no-realtime"]}
+            self.children[name].argv.extend(argv)
+        self.bus_child = Child("bus", ["bus", "--bus", self.bus], logs / "live-bus.log")
+        self.client: BusClient | None = None
+        self.restarts: list[dict] = []
+        self._stop = False
+        self._checkpoint_step = run.load_checkpoint()[0]
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        self.bus_child.start()
+        self.client = BusClient(self.bus, "live", [b"excite.", b"recall."])
+        self.client.handshake(timeout_s=timeout_s)
+        for child in self.children.values():
+            child.start()
+        waiting, deadline = {"hub", *(f"worker-{m}" for m in self.config.modalities)}, time.monotonic() + timeout_s
+        while waiting:
+            for name in waiting:
+                if not self.children[name].alive():
+                    raise LaunchError(f"{name} exited while starting; see {self.children[name].log_path}")
+            if time.monotonic() > deadline:
+                raise LaunchError(f"no ready from {sorted(waiting)} within {timeout_s:.0f} s")
+            msg = self.client.recv(50)
+            if isinstance(msg, Control) and msg.command == "ready":
+                waiting.discard(msg.source)
+
+    def run_for(self, duration_s: float | None, events: EventLog | None = None) -> None:
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        end = None if duration_s is None else time.monotonic() + duration_s
+        next_checkpoint = time.monotonic() + self.checkpoint_every_s
+        try:
+            while not self._stop and (end is None or time.monotonic() < end):
+                self._supervise()
+                msg = self.client.recv(20)
+                while msg is not None:
+                    if events is not None and isinstance(msg, (Excite, Recall)):
+                        events.add(msg)
+                    msg = self.client.recv_ready()
+                if events is not None:
+                    events.flush()
+                if time.monotonic() >= next_checkpoint:
+                    next_checkpoint += self.checkpoint_every_s
+                    self.checkpoint()
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+        if events is not None:
+            events.flush(everything=True)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self._stop = True
+
+    def _supervise(self) -> None:
+        for child in self.children.values():
+            if not child.alive():
+                code = child.proc.returncode
+                if child.name in ("camera", "microphone") and code == 2:
+                    raise LaunchError(f"{child.name} cannot start (see {child.log_path}); "
+                                      f"choose another device or pass --no-{'camera' if child.name == 'camera' else 'mic'}")
+                log.warning("%s died (code %s); starting it again", child.name, code)
+                child.restarts += 1
+                self.restarts.append({"child": child.name, "code": code, "at": time.time()})
+                child.start()
+
+    def checkpoint(self) -> int:
+        """Every process saves its part under the next step number (a cut as consistent as live allows)."""
+        self._checkpoint_step += 1
+        self.client.send(Control("checkpoint", {"step": self._checkpoint_step}, source="live"))
+        return self._checkpoint_step
+
+    def stop(self) -> None:
+        if self.client is not None:
+            self.checkpoint()
+            time.sleep(0.3)  # let them save before the stop
+            self.client.send(Control("stop", source="live"))
+        deadline = time.monotonic() + 5.0
+        for child in self.children.values():
+            while child.alive() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            child.stop()
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        self.bus_child.stop()
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", required=True, help="a trained run folder (from `cdz replay` or `cdz train`)")
+    p.add_argument("--camera", default="0", help="OpenCV source: device index, video file or stream URL (default 0)")
+    p.add_argument("--no-camera", action="store_true", help="no camera process")
+    p.add_argument("--mic", help="input device, by index or part of its name (`cdz mic --list` shows them)")
+    p.add_argument("--no-mic", action="store_true", help="no microphone process")
+    p.add_argument("--headless", metavar="DIR", help="no window: the viewer writes a video and PNG snapshots here")
+    p.add_argument("--no-viewer", action="store_true", help="no viewer process")
+    p.add_argument("--speak", action="store_true", help="say recalled spectrograms out loud (Griffin-Lim)")
+    p.add_argument("--duration", type=float, help="stop by itself after this many seconds")
+    p.add_argument("--events-out", metavar="FILE.jsonl", help="one JSON line per stimulus: cluster and recalls")
+    p.add_argument("--checkpoint-every", type=float, default=60.0, help="seconds between checkpoints (default 60)")
+    p.add_argument("--bus", help="bus address (default: two free ports on 127.0.0.1)")
+
+
+def run(args: argparse.Namespace) -> int:
+    run_folder = RunFolder(args.run)
+    config = run_folder.config()
+    run_folder.load_checkpoint()  # a clear error now if the run was never trained
+    agent = LiveAgent(run_folder, camera=None if args.no_camera else args.camera, mic=args.mic,
+                      use_mic=not args.no_mic, headless=Path(args.headless) if args.headless else None,
+                      viewer=not args.no_viewer, speak=args.speak, bus=args.bus,
+                      checkpoint_every_s=args.checkpoint_every)
+    out = open(args.events_out, "w") if args.events_out else None
+    try:
+        events = EventLog(out, config.modalities, scoring_names(run_folder)) if out else None
+        agent.start()
+        print(f"cdz live: running on {agent.bus} ({', '.join(agent.children)}); Ctrl-C stops"
+              f"{'' if args.duration is None else f' (or after {args.duration:.0f} s)'}", file=sys.stderr)
+        agent.run_for(args.duration, events)
+    finally:
+        agent.stop()
+        if out is not None:
+            out.close()
+    print(f"cdz live: stopped; restarts {len(agent.restarts)}; checkpoint {agent._checkpoint_step} in "
+          f"{run_folder.path}{'' if out is None else f'; {events.written} events in {args.events_out}'}",
+          file=sys.stderr)
+    return 0
+
