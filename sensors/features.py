@@ -114,6 +114,56 @@ def _pad_to_square(grey: np.ndarray) -> np.ndarray:
     return out
 
 
+MNIST_BOX = 20  # MNIST fits each digit's ink box into 20x20 ...
+MNIST_CENTRE = 14  # ... and shifts its centre of mass to pixel (14, 14) of the 28x28 field
+_INK_BOX_LEVEL = 0.15  # ink fainter than this share of the peak (blur halo, noise) does not widen the box
+
+
+def ink_to_mnist(grey_ink: np.ndarray) -> np.ndarray:
+    """A crop with bright ink on dark (float in [0, 1]) -> (28, 28) float32 made the way MNIST was.
+
+    The ink's bounding box is scaled (aspect kept, anti-aliased) to fit 20x20 and
+    placed so that its centre of mass falls on pixel (14, 14), shifted by whole
+    pixels and clipped at the border, as LeCun et al. did. The ink is scaled to a
+    peak of 1 first, because a camera's contrast varies while MNIST's does not.
+    A camera crop then looks like a training digit whatever its size and position.
+    """
+    arr = np.asarray(grey_ink, dtype=np.float64)
+    if arr.ndim != 2 or arr.size == 0:
+        raise FeatureError(f"ink crop must be a non-empty 2-D array, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise FeatureError("ink crop contains NaN or infinite values")
+    arr = np.clip(arr, 0.0, 1.0)
+    peak = float(arr.max())
+    if peak < 1.0 / 255.0:
+        raise FeatureError(f"ink crop of shape {arr.shape} is blank (no ink)")
+    arr = arr / peak
+    rows = np.flatnonzero((arr > _INK_BOX_LEVEL).any(axis=1))
+    cols = np.flatnonzero((arr > _INK_BOX_LEVEL).any(axis=0))
+    box = arr[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].astype(np.float32)
+    h, w = box.shape
+    scale = MNIST_BOX / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))  # cv2 wants (width, height)
+    interp = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
+    small = np.clip(cv2.resize(box, size, interpolation=interp), 0.0, 1.0)
+    return _place_by_mass(small)
+
+
+def _place_by_mass(small: np.ndarray) -> np.ndarray:
+    """Paste `small` into a 28x28 field with its centre of mass on (14, 14) (whole-pixel shift, clipped)."""
+    mass = float(small.sum())
+    ys, xs = np.indices(small.shape)
+    cy = float((ys * small).sum()) / mass
+    cx = float((xs * small).sum()) / mass
+    top, left = int(round(MNIST_CENTRE - cy)), int(round(MNIST_CENTRE - cx))
+    out = np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
+    y0, x0 = max(top, 0), max(left, 0)
+    y1 = min(top + small.shape[0], IMAGE_SIZE)
+    x1 = min(left + small.shape[1], IMAGE_SIZE)
+    out[y0:y1, x0:x1] = small[y0 - top:y1 - top, x0 - left:x1 - left]
+    return out
+
+
 # --------------------------------------------------------------------------- audio
 
 

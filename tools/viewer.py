@@ -1,0 +1,551 @@
+"""`cdz viewer`: a live dashboard of what the agent sees, hears, fires and recalls.
+
+It listens to the bus like any other process and draws one picture: the camera
+preview and the visual stimulus ("sees"), the spectrogram ("hears"), the clusters
+the stimuli excited ("fires"), the decoded recalls ("recalls": the image an audio
+cue brings to mind, the spectrogram a visual cue brings to mind), the CDZ weights
+visual->audio as a heat map, and a few stats.
+
+`ViewerState` holds the latest of everything and `render` draws it; both are pure
+(no sockets, no clock unless asked), so they are tested directly. The picture goes
+to a window when a display and an OpenCV with GUI support exist; otherwise, with
+`--headless DIR`, to an MJPG video plus PNG snapshots in DIR (the installed wheel is
+opencv-python-headless, so this is the usual case on servers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from agent.bus import BusClient
+from agent.service import Service
+from agent.wire import Excite, Frame, Message, Recon, Stats, Stimulus, Weights
+
+log = logging.getLogger(__name__)
+
+TOPICS = [b"stimulus.", b"excite.", b"recon.", b"frame.", b"weights.", b"stats"]
+RECENT = 12  # firings remembered per modality
+HOT_S = 1.0  # a cluster that fired this recently is drawn highlighted
+MAX_SIDE = 2048  # larger arrays are subsampled before drawing (a bad sender must not stall us)
+
+
+class ViewerError(RuntimeError):
+    """The dashboard cannot be shown anywhere; the text says what to pass instead."""
+
+
+# ---------------------------------------------------------------------- state
+@dataclass
+class Fired:
+    cluster: int
+    strength: float
+    at: float  # monotonic receive time
+
+
+@dataclass
+class Seen:
+    """A message's array with the time we received it (a copy: the frame buffer is freed)."""
+
+    data: np.ndarray
+    at: float
+    msg: Message
+
+
+@dataclass
+class ViewerState:
+    """The latest of everything the viewer heard; `update` returns whether it was used."""
+
+    frame: Seen | None = None
+    stimulus: dict[str, Seen] = field(default_factory=dict)
+    fired: dict[str, deque[Fired]] = field(default_factory=dict)
+    recon: dict[str, Seen] = field(default_factory=dict)
+    weights: dict[tuple[str, str], Seen] = field(default_factory=dict)
+    stats: dict[str, dict] = field(default_factory=dict)
+    counts: Counter[str] = field(default_factory=Counter)
+    ignored: int = 0  # messages of a kind or shape we cannot draw
+
+    def update(self, msg: Message, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        data = getattr(msg, "data", None)
+        if isinstance(msg, Stimulus):
+            self.stimulus[msg.modality] = Seen(np.array(data), now, msg)
+        elif isinstance(msg, Frame):
+            self.frame = Seen(np.array(data), now, msg)
+        elif isinstance(msg, Excite):
+            self.fired.setdefault(msg.modality, deque(maxlen=RECENT)).append(Fired(msg.cluster_id, msg.strength, now))
+        elif isinstance(msg, Recon):
+            self.recon[msg.modality] = Seen(np.array(data), now, msg)
+        elif isinstance(msg, Weights):
+            if data.ndim != 2:
+                self.ignored += 1
+                return False
+            self.weights[(msg.modality, msg.target)] = Seen(np.array(data), now, msg)
+        elif isinstance(msg, Stats):
+            self.stats[msg.source or "?"] = {**msg.values, "_at": now}
+        else:
+            self.ignored += 1
+            return False
+        self.counts[msg.KIND] += 1
+        return True
+
+
+# ---------------------------------------------------------------------- drawing helpers
+BG = (22, 22, 22)
+PANEL = (38, 38, 38)
+LABEL = (215, 215, 215)
+DIM = (130, 130, 130)
+HOT = (60, 200, 255)  # amber (BGR)
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+@dataclass(frozen=True)
+class Rect:
+    x: int
+    y: int
+    w: int
+    h: int
+
+    def of(self, img: np.ndarray) -> np.ndarray:
+        return img[self.y:self.y + self.h, self.x:self.x + self.w]
+
+    def split(self, frac: float, gap: int = 6) -> tuple["Rect", "Rect"]:
+        """Left and right parts."""
+        a = max(1, int((self.w - gap) * frac))
+        return Rect(self.x, self.y, a, self.h), Rect(self.x + a + gap, self.y, max(1, self.w - a - gap), self.h)
+
+
+def layout(width: int = 960, height: int = 540) -> dict[str, Rect]:
+    """Where each panel lies (tests compare these regions)."""
+    title = max(14, height // 22)
+    pad = max(2, width // 160)
+    body_h = height - title
+    cols1 = (0.0, 0.36, 0.64, 1.0)
+    cols2 = (0.0, 0.48, 0.74, 1.0)
+
+    def cell(cols: tuple, i: int, top: float, bottom: float) -> Rect:
+        x0, x1 = int(cols[i] * width) + pad, int(cols[i + 1] * width) - pad
+        y0, y1 = title + int(top * body_h) + pad, title + int(bottom * body_h) - pad
+        return Rect(x0, y0, max(1, x1 - x0), max(1, y1 - y0))
+
+    return {"title": Rect(0, 0, width, title),
+            "sees": cell(cols1, 0, 0.0, 0.55), "hears": cell(cols1, 1, 0.0, 0.55), "recalls": cell(cols1, 2, 0.0, 0.55),
+            "fires": cell(cols2, 0, 0.55, 1.0), "weights": cell(cols2, 1, 0.55, 1.0), "stats": cell(cols2, 2, 0.55, 1.0)}
+
+
+def _scale(img: np.ndarray) -> float:
+    return max(0.3, min(img.shape[0] / 540.0, img.shape[1] / 960.0) * 0.5)
+
+
+def _text(img: np.ndarray, s: str, x: int, y: int, scale: float, color=LABEL, thick: int = 1) -> None:
+    cv2.putText(img, s, (int(x), int(y)), FONT, scale, color, thick, cv2.LINE_AA)
+
+
+def _text_h(scale: float) -> int:
+    return int(cv2.getTextSize("Ag", FONT, scale, 1)[0][1] * 1.9) + 2
+
+
+def _centred(img: np.ndarray, r: Rect, s: str, scale: float, color=DIM) -> None:
+    (tw, th), _ = cv2.getTextSize(s, FONT, scale, 1)
+    _text(img, s, r.x + max(0, (r.w - tw) // 2), r.y + (r.h + th) // 2, scale, color)
+
+
+def _panel(img: np.ndarray, r: Rect, title: str, scale: float) -> Rect:
+    """Draw a panel's background and title; return the rectangle left for its content."""
+    cv2.rectangle(img, (r.x, r.y), (r.x + r.w - 1, r.y + r.h - 1), PANEL, -1)
+    th = _text_h(scale)
+    _text(img, title, r.x + 6, r.y + th - 4, scale, LABEL)
+    return Rect(r.x + 4, r.y + th + 2, max(1, r.w - 8), max(1, r.h - th - 6))
+
+
+def _unit(arr: np.ndarray) -> np.ndarray:
+    """Any array -> 2-D (or HxWx3) float32 in [0, 1], small enough to resize."""
+    a = np.asarray(arr)
+    if a.ndim == 1:
+        a = a[None, :]
+    elif a.ndim == 3 and a.shape[2] in (1, 3, 4):
+        a = a[..., :3] if a.shape[2] != 1 else a[..., 0]
+    elif a.ndim >= 3:
+        a = a.reshape(a.shape[0], -1)
+    step = [max(1, -(-s // MAX_SIDE)) for s in a.shape[:2]]
+    a = a[::step[0], ::step[1]].astype(np.float32)
+    if arr.dtype == np.uint8:
+        return a / 255.0
+    lo, hi = float(a.min()), float(a.max())
+    if lo >= 0.0 and hi <= 1.0:
+        return a
+    return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+
+
+def _fit(img: np.ndarray, box: Rect, src: np.ndarray, colormap: int | None = None, flip: bool = False) -> Rect:
+    """Draw `src` into `box`, as large as fits with its aspect kept; returns where it went."""
+    a = _unit(src)
+    if flip:
+        a = a[::-1]
+    h, w = a.shape[:2]
+    k = min(box.w / w, box.h / h)
+    tw, th = max(1, int(w * k)), max(1, int(h * k))
+    interp = cv2.INTER_NEAREST if k >= 1 else cv2.INTER_AREA
+    u8 = np.ascontiguousarray(np.round(a * 255).astype(np.uint8))
+    u8 = cv2.resize(u8, (tw, th), interpolation=interp)
+    if colormap is not None:
+        bgr = cv2.applyColorMap(u8 if u8.ndim == 2 else cv2.cvtColor(u8, cv2.COLOR_BGR2GRAY), colormap)
+    else:
+        bgr = cv2.cvtColor(u8, cv2.COLOR_GRAY2BGR) if u8.ndim == 2 else u8
+    x, y = box.x + (box.w - tw) // 2, box.y + (box.h - th) // 2
+    img[y:y + th, x:x + tw] = bgr
+    return Rect(x, y, tw, th)
+
+
+def _caption(img: np.ndarray, box: Rect, s: str, scale: float) -> Rect:
+    """Write `s` at the bottom of `box`; return what is left above it."""
+    th = _text_h(scale)
+    _text(img, s, box.x + 2, box.y + box.h - 4, scale, DIM)
+    return Rect(box.x, box.y, box.w, max(1, box.h - th))
+
+
+def _ago(at: float, now: float) -> str:
+    return f"{max(0.0, now - at):.1f} s ago"
+
+
+# ---------------------------------------------------------------------- panels
+def _sees(img, r, state, now, s) -> None:
+    inner = _panel(img, r, "sees", s)
+    cam, stim = inner.split(0.6)
+    if state.frame is not None:
+        _fit(img, _caption(img, cam, f"camera {_ago(state.frame.at, now)}", s * 0.8), state.frame.data)
+    else:
+        _centred(img, cam, "waiting for camera", s * 0.8)
+    seen = state.stimulus.get("visual")
+    if seen is not None:
+        _fit(img, _caption(img, stim, f"stimulus {'x'.join(map(str, seen.data.shape))}", s * 0.8), seen.data)
+    else:
+        _centred(img, stim, "waiting for image", s * 0.8)
+
+
+def _hears(img, r, state, now, s) -> None:
+    inner = _panel(img, r, "hears", s)
+    seen = state.stimulus.get("audio")
+    if seen is None:
+        _centred(img, inner, "waiting for sound", s * 0.8)
+        return
+    box = _caption(img, inner, f"spectrogram {_ago(seen.at, now)}", s * 0.8)
+    _fit(img, box, seen.data, cv2.COLORMAP_VIRIDIS, flip=True)
+
+
+def _recalls(img, r, state, now, s) -> None:
+    inner = _panel(img, r, "recalls", s)
+    left, right = inner.split(0.5)
+    for box, modality, cmap, flip in ((left, "visual", None, False), (right, "audio", cv2.COLORMAP_VIRIDIS, True)):
+        seen = state.recon.get(modality)
+        if seen is None:
+            _centred(img, box, f"waiting for {'an image' if modality == 'visual' else 'a sound'}", s * 0.7)
+            continue
+        msg = seen.msg
+        box = _caption(img, box, f"{_ago(seen.at, now)}", s * 0.7)
+        box = _caption(img, box, f"#{msg.cluster_id} from {msg.cue_modality}", s * 0.7)
+        _fit(img, box, seen.data, cmap, flip)
+
+
+def _fires(img, r, state, now, s) -> None:
+    inner = _panel(img, r, "fires", s)
+    if not state.fired:
+        _centred(img, inner, "waiting for excitations", s * 0.8)
+        return
+    rows = sorted(state.fired)
+    row_h = max(1, inner.h // max(2, len(rows)))
+    for i, modality in enumerate(rows):
+        y = inner.y + i * row_h
+        recent = list(state.fired[modality])[::-1]
+        last = recent[0]
+        hot = now - last.at < HOT_S
+        _text(img, modality, inner.x + 2, y + _text_h(s) - 2, s, LABEL)
+        big = "rejected" if last.cluster < 0 else f"#{last.cluster}"
+        _text(img, big, inner.x + 2, y + _text_h(s) + _text_h(s * 1.6) - 2, s * 1.6, HOT if hot else LABEL, 2)
+        _text(img, _ago(last.at, now), inner.x + 2, y + _text_h(s) + _text_h(s * 1.6) + _text_h(s * 0.7), s * 0.7, DIM)
+        x = inner.x + int(inner.w * 0.34)
+        cy = y + _text_h(s) + 4
+        for f in recent:  # chips, newest first, fading with age
+            label = "-" if f.cluster < 0 else str(f.cluster)
+            (tw, th), _ = cv2.getTextSize(label, FONT, s * 0.8, 1)
+            if x + tw + 10 > inner.x + inner.w:
+                break
+            age = now - f.at
+            fade = max(0.25, 1.0 - age / 10.0)
+            colour = HOT if age < HOT_S else tuple(int(c * fade) for c in (170, 170, 170))
+            cv2.rectangle(img, (x, cy), (x + tw + 8, cy + th + 10), colour, -1 if age < HOT_S else 1)
+            _text(img, label, x + 4, cy + th + 5, s * 0.8, BG if age < HOT_S else colour)
+            x += tw + 14
+
+
+def _weights(img, r, state, now, s) -> None:
+    seen = state.weights.get(("visual", "audio"))
+    if seen is None and state.weights:
+        seen = state.weights[sorted(state.weights)[0]]
+    name = "CDZ visual->audio" if seen is None else f"CDZ {seen.msg.modality}->{seen.msg.target}"
+    inner = _panel(img, r, name, s)
+    if seen is None:
+        _centred(img, inner, "waiting for weights", s * 0.8)
+        return
+    rows, cols = seen.data.shape
+    box = _caption(img, inner, f"{rows} x {cols} clusters, max {float(seen.data.max()):.3g}", s * 0.7)
+    w = np.maximum(seen.data.astype(np.float32), 0.0)
+    peak = float(w.max())
+    _fit(img, box, w / peak if peak > 0 else w, cv2.COLORMAP_INFERNO)
+
+
+_STAT_KEYS = (("rate_per_s", "{:.0f}/s"), ("clusters", "{} cl"), ("nodes", "{} nodes"), ("played", "{} played"),
+              ("latency_p50_ms", "p50 {:.1f} ms"), ("bad_messages", "{} bad"))
+
+
+def _stats(img, r, state, now, s) -> None:
+    inner = _panel(img, r, "stats", s)
+    lines = ["  ".join(f"{k} {v}" for k, v in sorted(state.counts.items())) or "no messages yet"]
+    for name in sorted(state.stats):
+        values = state.stats[name]
+        parts = [fmt.format(values[k]) for k, fmt in _STAT_KEYS
+                 if isinstance(values.get(k), (int, float)) and not (k == "bad_messages" and not values[k])]
+        lines.append(f"{name}: " + " ".join(parts))
+    step = _text_h(s * 0.7)
+    for i, line in enumerate(lines):
+        y = inner.y + (i + 1) * step
+        if y > inner.y + inner.h:
+            break
+        words, cut = line, line
+        while cut and cv2.getTextSize(cut, FONT, s * 0.7, 1)[0][0] > inner.w:
+            cut = cut[:-1]
+        _text(img, cut if cut == words else cut[:-2] + "..", inner.x + 2, y, s * 0.7, LABEL if i else DIM)
+
+
+def render(state: ViewerState, width: int = 960, height: int = 540, now: float | None = None) -> np.ndarray:
+    """The dashboard as one BGR uint8 picture of `height` x `width` (any subset of data may be missing)."""
+    if width < 64 or height < 48:
+        raise ValueError(f"dashboard of {width}x{height} is too small (at least 64x48)")
+    now = time.monotonic() if now is None else now
+    img = np.full((height, width, 3), BG, np.uint8)
+    s = _scale(img)
+    boxes = layout(width, height)
+    t = boxes["title"]
+    _text(img, f"cdz viewer   {sum(state.counts.values())} messages", t.x + 8, t.y + t.h - 4, s, LABEL)
+    for name, draw in (("sees", _sees), ("hears", _hears), ("recalls", _recalls), ("fires", _fires),
+                       ("weights", _weights), ("stats", _stats)):
+        try:
+            draw(img, boxes[name], state, now, s)
+        except (cv2.error, ValueError, ZeroDivisionError) as e:  # odd data must not end the viewer
+            log.warning("viewer: cannot draw %s (%s)", name, e)
+            _centred(img, boxes[name], f"cannot draw {name}", s * 0.8, HOT)
+    return img
+
+
+# ---------------------------------------------------------------------- outputs
+def gui_available() -> bool:
+    """A display and an OpenCV built with a GUI backend (opencv-python-headless has none)."""
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return False
+    for line in cv2.getBuildInformation().splitlines():
+        if line.strip().startswith("GUI:"):
+            return line.split(":", 1)[1].strip().upper() not in ("NONE", "")
+    return True
+
+
+class WindowOutput:
+    """An OpenCV window; q or Esc in it stops the viewer."""
+
+    def __init__(self, title: str = "cdz viewer"):
+        self.title = title
+        try:
+            cv2.namedWindow(title, cv2.WINDOW_NORMAL)
+        except cv2.error as e:
+            raise ViewerError(f"cannot open a window ({str(e).strip().splitlines()[-1][:120]}); "
+                              "pass --headless DIR to write a video and snapshots instead") from None
+        self.shown = 0
+
+    def show(self, img: np.ndarray, now: float) -> bool:
+        cv2.imshow(self.title, img)
+        self.shown += 1
+        return (cv2.waitKey(1) & 0xFF) not in (ord("q"), 27)
+
+    def close(self, img: np.ndarray | None) -> None:
+        cv2.destroyWindow(self.title)
+
+    def describe(self) -> str:
+        return "window"
+
+
+class HeadlessOutput:
+    """An MJPG .avi of the dashboard at `fps` (real time: frames repeat while nothing new is drawn)
+    plus a PNG snapshot every `snapshot_s` seconds and one at exit."""
+
+    def __init__(self, folder: Path | str, fps: float = 10.0, snapshot_s: float = 5.0):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.fps = fps
+        self.snapshot_s = snapshot_s
+        self.video_path = self.folder / f"dashboard-{time.strftime('%Y%m%d-%H%M%S')}.avi"
+        self.writer: cv2.VideoWriter | None = None
+        self.frames = 0
+        self.snapshots: list[Path] = []
+        self._t0: float | None = None
+        self._next_snap = 0.0
+
+    def show(self, img: np.ndarray, now: float) -> bool:
+        if self.writer is None:
+            h, w = img.shape[:2]
+            self.writer = cv2.VideoWriter(str(self.video_path), cv2.VideoWriter_fourcc(*"MJPG"), self.fps, (w, h))
+            if not self.writer.isOpened():
+                raise ViewerError(f"cannot write an MJPG video to {self.video_path}")
+            self._t0, self._next_snap = now, now
+        due = int((now - self._t0) * self.fps) + 1 - self.frames  # keep the video in step with the clock
+        for _ in range(max(1, min(due, int(self.fps * 5)))):
+            self.writer.write(img)
+            self.frames += 1
+        if self.snapshot_s > 0 and now >= self._next_snap:
+            self._next_snap = now + self.snapshot_s
+            self._snapshot(img, f"dashboard-{len(self.snapshots):04d}.png")
+        return True
+
+    def _snapshot(self, img: np.ndarray, name: str) -> None:
+        path = self.folder / name
+        if cv2.imwrite(str(path), img):
+            self.snapshots.append(path)
+        else:
+            log.warning("viewer: could not write %s", path)
+
+    def close(self, img: np.ndarray | None) -> None:
+        if img is not None:
+            self._snapshot(img, "dashboard-final.png")
+        if self.writer is not None:
+            self.writer.release()
+            self.writer = None
+
+    def describe(self) -> str:
+        return f"{self.video_path} ({self.frames} frames) and {len(self.snapshots)} PNGs in {self.folder}"
+
+
+def open_output(headless_dir: str | Path | None, fps: float = 10.0, snapshot_s: float = 5.0):
+    """A window if one can be shown, else the headless files; a clear error when neither is possible."""
+    if headless_dir is not None:
+        return HeadlessOutput(headless_dir, fps, snapshot_s)
+    if gui_available():
+        return WindowOutput()
+    if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+        raise ViewerError("this OpenCV has no GUI support (opencv-python-headless): pass --headless DIR to write "
+                          "a video and PNG snapshots there, or install opencv-python for a window")
+    raise ViewerError("no display here (DISPLAY and WAYLAND_DISPLAY are unset): pass --headless DIR to write "
+                      "the dashboard as a video and PNG snapshots into DIR")
+
+
+# ---------------------------------------------------------------------- the process
+class Viewer(Service):
+    """Keeps a `ViewerState` from the bus and redraws it at most `fps` times a second."""
+
+    def __init__(self, bus: BusClient, output, fps: float = 10.0, size: tuple[int, int] = (960, 540)):
+        super().__init__(bus)
+        self.state = ViewerState()
+        self.output = output
+        self.interval = 1.0 / fps
+        self.size = size
+        self.image: np.ndarray | None = None
+        self.renders = 0
+        self._render_s = 0.0
+        self._last = -1e9
+        self._dirty = True
+
+    def handle(self, msg: Message) -> None:
+        if isinstance(msg, Stats) and msg.source == self.name:
+            return
+        self._dirty |= self.state.update(msg)
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            return
+        self._last = now
+        if self._dirty or self.image is None or self.renders % 5 == 0:  # ages and highlights change with time too
+            t = time.perf_counter()
+            self.image = render(self.state, *self.size, now=now)
+            self._render_s += time.perf_counter() - t
+            self._dirty = False
+        self.renders += 1
+        if not self.output.show(self.image, now):
+            self.running = False
+
+    def close(self) -> None:
+        self.output.close(self.image if self.image is not None else render(self.state, *self.size))
+
+    def stats(self) -> dict:
+        return {"renders": self.renders, "render_ms": 1000.0 * self._render_s / max(1, self.renders),
+                "messages": sum(self.state.counts.values()), "ignored": self.state.ignored}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--headless", metavar="DIR",
+                        help="no window: write an MJPG video of the dashboard and PNG snapshots into DIR")
+    parser.add_argument("--snapshot-every", type=float, default=5.0, metavar="S",
+                        help="--headless: seconds between PNG snapshots (default 5; one more at exit)")
+    parser.add_argument("--fps", type=float, default=10.0, help="redraws per second (default 10)")
+    parser.add_argument("--size", default="960x540", metavar="WxH", help="dashboard size (default 960x540)")
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ViewerError(f"--size wants WIDTHxHEIGHT like 960x540, got {text!r}") from None
+    if w < 64 or h < 48:
+        raise ViewerError(f"--size {text} is too small (at least 64x48)")
+    return w, h
+
+
+def run(args: argparse.Namespace) -> int:
+    """`cdz viewer`: reads args.bus, args.keys, args.quiet, args.headless, args.snapshot_every."""
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    size = _size(getattr(args, "size", "960x540"))
+    fps = getattr(args, "fps", 10.0)
+    if not fps > 0:
+        raise ViewerError(f"--fps must be positive, got {fps}")
+    output = open_output(args.headless, fps=fps, snapshot_s=args.snapshot_every)
+    client = BusClient(args.bus, "viewer", TOPICS, keys=args.keys)
+    viewer = None
+    try:
+        client.handshake(timeout_s=getattr(args, "connect_timeout", 30.0))
+        viewer = Viewer(client, output, fps=fps, size=size)
+        viewer.run()
+    finally:
+        if viewer is not None:
+            viewer.close()
+        client.close()
+    if not args.quiet:
+        print(f"viewer: wrote {output.describe()}" if isinstance(output, HeadlessOutput) else "viewer: closed",
+              file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry (`python -m tools.viewer`) until `cdz viewer` exists."""
+    from agent.bus import DEFAULT_BUS
+
+    p = argparse.ArgumentParser(prog="cdz viewer", description=__doc__.split("\n\n")[0])
+    p.add_argument("--bus", default=DEFAULT_BUS)
+    p.add_argument("--keys", metavar="DIR")
+    p.add_argument("--quiet", action="store_true")
+    add_arguments(p)
+    args = p.parse_args(argv)
+    try:
+        return run(args)
+    except (ViewerError, RuntimeError, OSError) as e:
+        print(f"cdz viewer: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
