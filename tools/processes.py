@@ -174,6 +174,14 @@ def add_parsers(sub: argparse._SubParsersAction, common) -> None:
     sp.add_argument("--json", action="store_true", help="--once: print the snapshot as JSON")
     sp.set_defaults(func=cmd_top)
 
+    from sensors import microphone
+
+    sp = sub.add_parser("mic", help="publish spoken digits from a microphone as audio stimuli")
+    bus_args(sp)
+    common(sp)
+    microphone.add_arguments(sp)
+    sp.set_defaults(func=microphone.run)
+
     from tools import live
 
     sp = sub.add_parser("live", help="the live agent: camera, microphone, workers, hub, viewer on a trained run")

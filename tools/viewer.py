@@ -142,7 +142,7 @@ def layout(width: int = 960, height: int = 540) -> dict[str, Rect]:
 
 
 def _scale(img: np.ndarray) -> float:
-    return max(0.3, min(img.shape[0] / 540.0, img.shape[1] / 960.0) * 0.5)
+    return max(0.33, min(img.shape[0] / 540.0, img.shape[1] / 960.0) * 0.6)
 
 
 def _text(img: np.ndarray, s: str, x: int, y: int, scale: float, color=LABEL, thick: int = 1) -> None:
@@ -247,11 +247,11 @@ def _recalls(img, r, state, now, s) -> None:
     for box, modality, cmap, flip in ((left, "visual", None, False), (right, "audio", cv2.COLORMAP_VIRIDIS, True)):
         seen = state.recon.get(modality)
         if seen is None:
-            _centred(img, box, f"waiting for {'an image' if modality == 'visual' else 'a sound'}", s * 0.7)
+            _centred(img, box, f"waiting for {'an image' if modality == 'visual' else 'a sound'}", s * 0.8)
             continue
         msg = seen.msg
-        box = _caption(img, box, f"{_ago(seen.at, now)}", s * 0.7)
-        box = _caption(img, box, f"#{msg.cluster_id} from {msg.cue_modality}", s * 0.7)
+        box = _caption(img, box, f"{_ago(seen.at, now)}", s * 0.8)
+        box = _caption(img, box, f"#{msg.cluster_id} from {msg.cue_modality}", s * 0.8)
         _fit(img, box, seen.data, cmap, flip)
 
 
@@ -261,29 +261,37 @@ def _fires(img, r, state, now, s) -> None:
         _centred(img, inner, "waiting for excitations", s * 0.8)
         return
     rows = sorted(state.fired)
-    row_h = max(1, inner.h // max(2, len(rows)))
+    row_h = inner.h // len(rows)
+    big, small = s * 1.4, s * 0.8
     for i, modality in enumerate(rows):
-        y = inner.y + i * row_h
+        y = inner.y + i * row_h + _text_h(big)
         recent = list(state.fired[modality])[::-1]
         last = recent[0]
-        hot = now - last.at < HOT_S
-        _text(img, modality, inner.x + 2, y + _text_h(s) - 2, s, LABEL)
-        big = "rejected" if last.cluster < 0 else f"#{last.cluster}"
-        _text(img, big, inner.x + 2, y + _text_h(s) + _text_h(s * 1.6) - 2, s * 1.6, HOT if hot else LABEL, 2)
-        _text(img, _ago(last.at, now), inner.x + 2, y + _text_h(s) + _text_h(s * 1.6) + _text_h(s * 0.7), s * 0.7, DIM)
-        x = inner.x + int(inner.w * 0.34)
-        cy = y + _text_h(s) + 4
-        for f in recent:  # chips, newest first, fading with age
-            label = "-" if f.cluster < 0 else str(f.cluster)
-            (tw, th), _ = cv2.getTextSize(label, FONT, s * 0.8, 1)
-            if x + tw + 10 > inner.x + inner.w:
-                break
-            age = now - f.at
-            fade = max(0.25, 1.0 - age / 10.0)
-            colour = HOT if age < HOT_S else tuple(int(c * fade) for c in (170, 170, 170))
-            cv2.rectangle(img, (x, cy), (x + tw + 8, cy + th + 10), colour, -1 if age < HOT_S else 1)
-            _text(img, label, x + 4, cy + th + 5, s * 0.8, BG if age < HOT_S else colour)
-            x += tw + 14
+        x = inner.x + 2
+        _text(img, modality, x, y, s)
+        x += max(cv2.getTextSize(m, FONT, s, 1)[0][0] for m in rows) + 12
+        label = "rejected" if last.cluster < 0 else f"#{last.cluster}"
+        _text(img, label, x, y, big, HOT if now - last.at < HOT_S else LABEL, 2)
+        x += cv2.getTextSize(label, FONT, big, 2)[0][0] + 12
+        _text(img, _ago(last.at, now), x, y, small, DIM)
+        if row_h >= _text_h(big) + _text_h(small) + 16:  # room for the recent ones under it
+            _chips(img, Rect(inner.x + 2, y + 8, inner.w - 4, row_h), recent, now, small)
+
+
+def _chips(img, box: Rect, recent: list[Fired], now: float, s: float) -> None:
+    """The recently fired clusters, newest first; hot ones filled, older ones fading."""
+    x = box.x
+    for f in recent:
+        label = "-" if f.cluster < 0 else str(f.cluster)
+        (tw, th), _ = cv2.getTextSize(label, FONT, s, 1)
+        if x + tw + 8 > box.x + box.w:
+            break
+        age = now - f.at
+        hot = age < HOT_S
+        colour = HOT if hot else tuple(int(c * max(0.3, 1.0 - age / 10.0)) for c in LABEL)
+        cv2.rectangle(img, (x, box.y), (x + tw + 8, box.y + th + 10), colour, -1 if hot else 1)
+        _text(img, label, x + 4, box.y + th + 5, s, BG if hot else colour)
+        x += tw + 14
 
 
 def _weights(img, r, state, now, s) -> None:
@@ -296,7 +304,7 @@ def _weights(img, r, state, now, s) -> None:
         _centred(img, inner, "waiting for weights", s * 0.8)
         return
     rows, cols = seen.data.shape
-    box = _caption(img, inner, f"{rows} x {cols} clusters, max {float(seen.data.max()):.3g}", s * 0.7)
+    box = _caption(img, inner, f"{rows} x {cols} clusters, max {float(seen.data.max()):.3g}", s * 0.8)
     w = np.maximum(seen.data.astype(np.float32), 0.0)
     peak = float(w.max())
     _fit(img, box, w / peak if peak > 0 else w, cv2.COLORMAP_INFERNO)
@@ -306,23 +314,36 @@ _STAT_KEYS = (("rate_per_s", "{:.0f}/s"), ("clusters", "{} cl"), ("nodes", "{} n
               ("latency_p50_ms", "p50 {:.1f} ms"), ("bad_messages", "{} bad"))
 
 
+def _wrap(words: list[str], width: int, scale: float) -> list[str]:
+    """Greedy line breaking of `words` to `width` pixels (a word too long alone is cut)."""
+    lines: list[str] = []
+    for w in words:
+        joined = f"{lines[-1]}  {w}" if lines else w
+        if lines and cv2.getTextSize(joined, FONT, scale, 1)[0][0] <= width:
+            lines[-1] = joined
+        else:
+            while len(w) > 1 and cv2.getTextSize(w, FONT, scale, 1)[0][0] > width:
+                w = w[:-1]
+            lines.append(w)
+    return lines
+
+
 def _stats(img, r, state, now, s) -> None:
     inner = _panel(img, r, "stats", s)
-    lines = ["  ".join(f"{k} {v}" for k, v in sorted(state.counts.items())) or "no messages yet"]
+    small = s * 0.8
+    lines = [(line, DIM) for line in _wrap([f"{k} {v}" for k, v in sorted(state.counts.items())]
+                                           or ["no messages yet"], inner.w - 4, small)]
     for name in sorted(state.stats):
         values = state.stats[name]
         parts = [fmt.format(values[k]) for k, fmt in _STAT_KEYS
                  if isinstance(values.get(k), (int, float)) and not (k == "bad_messages" and not values[k])]
-        lines.append(f"{name}: " + " ".join(parts))
-    step = _text_h(s * 0.7)
-    for i, line in enumerate(lines):
+        lines += [(line, LABEL) for line in _wrap([f"{name}:", *parts], inner.w - 4, small)]
+    step = _text_h(small)
+    for i, (line, colour) in enumerate(lines):
         y = inner.y + (i + 1) * step
         if y > inner.y + inner.h:
             break
-        words, cut = line, line
-        while cut and cv2.getTextSize(cut, FONT, s * 0.7, 1)[0][0] > inner.w:
-            cut = cut[:-1]
-        _text(img, cut if cut == words else cut[:-2] + "..", inner.x + 2, y, s * 0.7, LABEL if i else DIM)
+        _text(img, line, inner.x + 2, y, small, colour)
 
 
 def render(state: ViewerState, width: int = 960, height: int = 540, now: float | None = None) -> np.ndarray:
@@ -369,6 +390,8 @@ class WindowOutput:
         self.shown = 0
 
     def show(self, img: np.ndarray, now: float) -> bool:
+        if self.shown and cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1:
+            return False  # closed with the mouse: imshow would only open it again
         cv2.imshow(self.title, img)
         self.shown += 1
         return (cv2.waitKey(1) & 0xFF) not in (ord("q"), 27)
@@ -382,35 +405,56 @@ class WindowOutput:
 
 class HeadlessOutput:
     """An MJPG .avi of the dashboard at `fps` (real time: frames repeat while nothing new is drawn)
-    plus a PNG snapshot every `snapshot_s` seconds and one at exit."""
+    plus a PNG snapshot every `snapshot_s` seconds (the newest `keep_snapshots` are kept) and one at exit.
 
-    def __init__(self, folder: Path | str, fps: float = 10.0, snapshot_s: float = 5.0):
+    MJPG is ~60 KB a frame at 960x540 (about 2 GB an hour at 10 fps), so the video stops at
+    `max_video_mb` (snapshots go on): a viewer left running must not fill the disk."""
+
+    def __init__(self, folder: Path | str, fps: float = 10.0, snapshot_s: float = 5.0, max_video_mb: float = 1000.0,
+                 keep_snapshots: int = 1000):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.fps = fps
         self.snapshot_s = snapshot_s
         self.video_path = self.folder / f"dashboard-{time.strftime('%Y%m%d-%H%M%S')}.avi"
+        self.max_video_bytes = max_video_mb * 1e6
         self.writer: cv2.VideoWriter | None = None
+        self.video_full = False
         self.frames = 0
         self.snapshots: list[Path] = []
+        self.keep_snapshots = keep_snapshots
+        self._snap_no = 0
         self._t0: float | None = None
         self._next_snap = 0.0
 
     def show(self, img: np.ndarray, now: float) -> bool:
-        if self.writer is None:
+        if self.writer is None and not self.video_full:
             h, w = img.shape[:2]
             self.writer = cv2.VideoWriter(str(self.video_path), cv2.VideoWriter_fourcc(*"MJPG"), self.fps, (w, h))
             if not self.writer.isOpened():
                 raise ViewerError(f"cannot write an MJPG video to {self.video_path}")
             self._t0, self._next_snap = now, now
+        if self.writer is not None:
+            self._write(img, now)
+        if self.snapshot_s > 0 and now >= self._next_snap:
+            self._next_snap = now + self.snapshot_s
+            self._snapshot(img, f"dashboard-{self._snap_no:04d}.png")
+            self._snap_no += 1
+            while len(self.snapshots) > self.keep_snapshots:
+                self.snapshots.pop(0).unlink(missing_ok=True)
+        return True
+
+    def _write(self, img: np.ndarray, now: float) -> None:
         due = int((now - self._t0) * self.fps) + 1 - self.frames  # keep the video in step with the clock
         for _ in range(max(1, min(due, int(self.fps * 5)))):
             self.writer.write(img)
             self.frames += 1
-        if self.snapshot_s > 0 and now >= self._next_snap:
-            self._next_snap = now + self.snapshot_s
-            self._snapshot(img, f"dashboard-{len(self.snapshots):04d}.png")
-        return True
+            if self.frames % 50 == 0 and self.video_path.stat().st_size >= self.max_video_bytes:
+                log.warning("viewer: %s reached %.0f MB: video stopped, PNG snapshots go on",
+                            self.video_path, self.max_video_bytes / 1e6)
+                self.writer.release()
+                self.writer, self.video_full = None, True
+                return
 
     def _snapshot(self, img: np.ndarray, name: str) -> None:
         path = self.folder / name
@@ -430,10 +474,11 @@ class HeadlessOutput:
         return f"{self.video_path} ({self.frames} frames) and {len(self.snapshots)} PNGs in {self.folder}"
 
 
-def open_output(headless_dir: str | Path | None, fps: float = 10.0, snapshot_s: float = 5.0):
+def open_output(headless_dir: str | Path | None, fps: float = 10.0, snapshot_s: float = 5.0,
+                max_video_mb: float = 1000.0):
     """A window if one can be shown, else the headless files; a clear error when neither is possible."""
     if headless_dir is not None:
-        return HeadlessOutput(headless_dir, fps, snapshot_s)
+        return HeadlessOutput(headless_dir, fps, snapshot_s, max_video_mb)
     if gui_available():
         return WindowOutput()
     if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
@@ -458,6 +503,10 @@ class Viewer(Service):
         self._render_s = 0.0
         self._last = -1e9
         self._dirty = True
+
+    def rewind(self, gen: int) -> None:
+        """Only follow the generation: a viewer has no checkpoint and is not awaited by the launcher."""
+        self.gen = gen
 
     def handle(self, msg: Message) -> None:
         if isinstance(msg, Stats) and msg.source == self.name:
@@ -491,6 +540,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="no window: write an MJPG video of the dashboard and PNG snapshots into DIR")
     parser.add_argument("--snapshot-every", type=float, default=5.0, metavar="S",
                         help="--headless: seconds between PNG snapshots (default 5; one more at exit)")
+    parser.add_argument("--video-max-mb", type=float, default=1000.0, metavar="MB",
+                        help="--headless: stop the video at this size, snapshots go on (default 1000)")
     parser.add_argument("--fps", type=float, default=10.0, help="redraws per second (default 10)")
     parser.add_argument("--size", default="960x540", metavar="WxH", help="dashboard size (default 960x540)")
 
@@ -513,7 +564,8 @@ def run(args: argparse.Namespace) -> int:
     fps = getattr(args, "fps", 10.0)
     if not fps > 0:
         raise ViewerError(f"--fps must be positive, got {fps}")
-    output = open_output(args.headless, fps=fps, snapshot_s=args.snapshot_every)
+    output = open_output(args.headless, fps=fps, snapshot_s=args.snapshot_every,
+                         max_video_mb=getattr(args, "video_max_mb", 1000.0))
     client = BusClient(args.bus, "viewer", TOPICS, keys=args.keys)
     viewer = None
     try:

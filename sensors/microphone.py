@@ -1,0 +1,480 @@
+"""`cdz mic`: hear spoken digits through a microphone and publish each as an audio stimulus.
+
+PortAudio calls `RingBuffer.callback` on its own thread with every block of samples;
+the callback only copies them into a preallocated ring (it must never block, or the
+device overflows). The service loop drains the ring into an `UtteranceSegmenter`,
+an energy voice-activity detector that cuts the stream into one clip per spoken
+word, and publishes every clip as a `Stimulus` (modality "audio") made by
+`sensors.features.audio_to_stimulus`, the same function that featurises FSDD, so the
+agent hears the microphone exactly as it heard its training data.
+
+The segmenter works at the device's own rate (audio_to_stimulus resamples to 8 kHz);
+`segment_wave` runs it offline over a recording, for evaluation and tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from agent.bus import BusClient
+from agent.service import Latency, Service
+from agent.wire import Stimulus
+from sensors.features import FeatureError, audio_to_stimulus
+
+log = logging.getLogger(__name__)
+
+SOURCE = "microphone"
+MODALITY = "audio"
+
+
+class SensorError(RuntimeError):
+    """A sound input (or the library behind it) that cannot be used; the text says what to do."""
+
+
+# ---------------------------------------------------------------------- devices
+def load_sounddevice() -> Any:
+    """The sounddevice module, imported late so that the rest of this module works without PortAudio."""
+    try:
+        import sounddevice
+    except ImportError:
+        raise SensorError("the sounddevice package is missing: pip install sounddevice") from None
+    except OSError as e:  # raised at import when the PortAudio library itself is absent
+        raise SensorError(f"PortAudio is not installed ({e}): install it with `apt-get install libportaudio2` "
+                          "(Debian/Ubuntu) or `brew install portaudio` (macOS)") from None
+    return sounddevice
+
+
+def list_input_devices(sd: Any = None) -> list[dict]:
+    """Every device that can record: index, name, channels, default rate, and whether it is the default."""
+    sd = sd or load_sounddevice()
+    try:
+        default = sd.default.device[0]
+    except Exception:  # no default set or PortAudio reports none
+        default = -1
+    if default is None or default < 0:
+        try:
+            default = int(sd.query_devices(kind="input")["index"])
+        except Exception:
+            default = -1
+    return [{"index": i, "name": str(d["name"]), "channels": int(d["max_input_channels"]),
+             "rate": int(d["default_samplerate"]), "default": i == default}
+            for i, d in enumerate(sd.query_devices()) if d["max_input_channels"] > 0]
+
+
+def format_devices(devices: Sequence[dict]) -> str:
+    """One line per input device, the way errors and `cdz mic --list` show them."""
+    if not devices:
+        return "  (none)"
+    return "\n".join(f"  {d['index']}: {d['name']} ({d['channels']} ch, {d['rate']} Hz)"
+                     f"{'  [default]' if d['default'] else ''}" for d in devices)
+
+
+def pick_input(devices: Sequence[dict], mic: str | int | None) -> int:
+    """The index of the input device `mic` names: an index, or part of a name (case-insensitive);
+    None: the default. Errors list the input devices and how to choose one."""
+    how = f"input devices:\n{format_devices(devices)}\nchoose one with --mic NAME or --mic INDEX"
+    if not devices:
+        raise SensorError("no audio input device found: connect a microphone, start PulseAudio or PipeWire, "
+                          f"or check the permissions on /dev/snd\n{how}")
+    if mic is None or (isinstance(mic, str) and not mic.strip()):
+        chosen = [d["index"] for d in devices if d["default"]]
+        return chosen[0] if chosen else devices[0]["index"]
+    text = str(mic).strip()
+    if isinstance(mic, int) or text.isdecimal():
+        if any(d["index"] == int(text) for d in devices):
+            return int(text)
+        raise SensorError(f"--mic {text}: no input device has that index\n{how}")
+    exact = [d["index"] for d in devices if d["name"].lower() == text.lower()]
+    found = exact or [d["index"] for d in devices if text.lower() in d["name"].lower()]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise SensorError(f"--mic {text!r}: no input device has that in its name\n{how}")
+    raise SensorError(f"--mic {text!r} matches several input devices ({', '.join(map(str, found))}); "
+                      f"give more of the name or the index\n{how}")
+
+
+def choose_input(mic: str | int | None) -> int:
+    """The PortAudio index of the input device to record from (see `pick_input`)."""
+    return pick_input(list_input_devices(), mic)
+
+
+# ---------------------------------------------------------------------- ring buffer
+class RingBuffer:
+    """A fixed float32 ring between PortAudio's thread (one writer) and the service loop (one reader).
+
+    The writer never waits and allocates nothing but views: when the ring is full the
+    newest samples are dropped and counted (`overflows`, `dropped`), as are PortAudio's
+    own input overflows (`input_overflows`) and any error inside the callback (`errors`).
+    `stamp` maps the stream to wall time: (sample index, time.time_ns() of that sample).
+    """
+
+    def __init__(self, capacity: int, rate: int):
+        if capacity < 1 or rate < 1:
+            raise ValueError(f"capacity and rate must be positive, got {capacity}, {rate}")
+        self.capacity = int(capacity)
+        self.rate = int(rate)
+        self._buf = np.zeros(self.capacity, np.float32)
+        self.written = 0  # samples stored so far (only the writer changes it)
+        self.read_count = 0  # samples read so far (only the reader changes it)
+        self.overflows = 0
+        self.dropped = 0
+        self.input_overflows = 0
+        self.errors = 0
+        self.stamp: tuple[int, int] | None = None
+
+    def callback(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
+        """The sounddevice InputStream callback: copy, stamp, count; never raise."""
+        try:
+            now = time.time_ns()
+            if status and getattr(status, "input_overflow", False):
+                self.input_overflows += 1
+            lag_s = frames / self.rate  # the block's first sample is about one block old...
+            try:  # ...unless PortAudio knows when the ADC took it
+                adc = float(time_info.currentTime - time_info.inputBufferAdcTime)
+                if 0.0 < adc < 0.5:
+                    lag_s = adc
+            except Exception:
+                pass
+            self.write(indata[:, 0] if indata.ndim == 2 else indata, now - int(lag_s * 1e9))
+        except Exception:
+            self.errors += 1
+
+    def write(self, samples: np.ndarray, t_ns: int | None = None) -> int:
+        """Store what fits of `samples` (dropping and counting the rest); returns the number stored."""
+        n = int(samples.shape[0])
+        k = min(n, self.capacity - (self.written - self.read_count))
+        if k < n:
+            self.overflows += 1
+            self.dropped += n - k
+        if k > 0:
+            w = self.written % self.capacity
+            first = min(k, self.capacity - w)
+            self._buf[w:w + first] = samples[:first]
+            self._buf[:k - first] = samples[first:k]
+            if t_ns is not None:
+                self.stamp = (self.written, t_ns)
+            self.written += k
+        return k
+
+    def available(self) -> int:
+        return self.written - self.read_count
+
+    def read(self, max_n: int | None = None) -> np.ndarray:
+        """A copy of the oldest unread samples (all of them, or at most `max_n`)."""
+        n = self.written - self.read_count
+        if max_n is not None:
+            n = min(n, max_n)
+        r = self.read_count % self.capacity
+        first = min(n, self.capacity - r)
+        out = np.concatenate([self._buf[r:r + first], self._buf[:n - first]])
+        self.read_count += n
+        return out
+
+    def wall_ns(self, index: int) -> int:
+        """Wall-clock time (ns) of stream sample `index`, from the latest stamp (now if none yet)."""
+        if self.stamp is None:
+            return time.time_ns()
+        at, t = self.stamp
+        return t + int(round((index - at) * 1e9 / self.rate))
+
+
+# ---------------------------------------------------------------------- segmentation
+@dataclass(frozen=True)
+class Segment:
+    """One utterance: sample indices since the segmenter began, and its audio (pre-roll included)."""
+
+    start: int  # first sample of the clip (onset minus pre-roll)
+    onset: int  # first sample of the frame that crossed the start threshold
+    voiced_end: int  # one past the last frame above the stop threshold
+    end: int  # one past the clip's last sample (a short tail after voiced_end)
+    audio: np.ndarray
+    cut: bool = False  # speech went on for longer than max_s and was cut there
+
+
+_IDLE, _SPEECH, _CUT = "idle", "speech", "cut"
+_FLOOR_MIN_DB = -100.0
+
+
+class UtteranceSegmenter:
+    """Energy voice-activity detection over 10 ms frames, one `Segment` per spoken word.
+
+    The noise floor follows the quiet frames (down fast, up slowly; frozen during speech).
+    Speech starts on a frame `start_db` above the floor (and above `min_level_db`, so that
+    digital silence does not make every click speech) and ends after `hangover_s` below
+    `stop_db` above it; the gap inside "six" or "eight" is shorter than the hangover.
+    A clip keeps `preroll_s` before the onset (soft consonants start below the threshold),
+    clips with less than `min_s` of speech are dropped (clicks, taps; FSDD's shortest "six"
+    lasts 0.14 s, so the limit is below that), and speech longer
+    than `max_s` (the stimulus length) is cut there; the rest of it is skipped until a
+    pause, while the floor rises towards it, so a noise that stays on becomes the floor.
+    """
+
+    def __init__(self, rate: int, frame_s: float = 0.01, start_db: float = 12.0, stop_db: float = 6.0,
+                 min_level_db: float = -60.0, hangover_s: float = 0.3, preroll_s: float = 0.1,
+                 tail_s: float = 0.05, min_s: float = 0.08, max_s: float = 1.0):
+        if rate < 100:
+            raise ValueError(f"rate must be at least 100 Hz, got {rate}")
+        self.rate = int(rate)
+        self.hop = max(1, int(round(rate * frame_s)))
+        self.start_db, self.stop_db, self.min_level_db = start_db, stop_db, min_level_db
+        self.hangover = max(1, int(round(hangover_s * rate / self.hop)))
+        self.tail = int(round(tail_s * rate))
+        self.min_len = int(round(min_s * rate))
+        self.max_len = int(round(max_s * rate))
+        self.floor_db: float | None = None
+        self.peak_db = -120.0  # loudest frame since the caller last reset it (input level)
+        self.state = _IDLE
+        self.pos = 0  # stream index of the next frame
+        self.rejected = 0  # too short
+        self.cut = 0  # too long
+        self._partial = np.zeros(0, np.float32)
+        self._history: deque[np.ndarray] = deque(maxlen=max(0, int(round(preroll_s * rate / self.hop))))
+        self._frames: list[np.ndarray] = []
+        self._start = self._onset = self._voiced_end = 0
+        self._quiet = 0
+
+    def thresholds(self) -> tuple[float, float]:
+        floor = _FLOOR_MIN_DB if self.floor_db is None else self.floor_db
+        return (max(floor + self.start_db, self.min_level_db),
+                max(floor + self.stop_db, self.min_level_db - (self.start_db - self.stop_db)))
+
+    def push(self, samples: np.ndarray) -> list[Segment]:
+        """Feed more of the stream; returns the utterances that ended in it."""
+        data = np.concatenate([self._partial, np.asarray(samples, np.float32).ravel()])
+        n = data.shape[0] // self.hop
+        self._partial = data[n * self.hop:]
+        if n == 0:
+            return []
+        frames = data[:n * self.hop].reshape(n, self.hop)
+        energy = 10.0 * np.log10(np.einsum("ij,ij->i", frames, frames, dtype=np.float64) / self.hop + 1e-12)
+        self.peak_db = max(self.peak_db, float(energy.max()))
+        out = []
+        for frame, e in zip(frames, energy.tolist()):
+            seg = self._step(frame, e)
+            if seg is not None:
+                out.append(seg)
+        return out
+
+    def flush(self) -> list[Segment]:
+        """End of the stream: the utterance in progress, if long enough."""
+        seg = self._finish() if self.state == _SPEECH else None
+        self.state = _IDLE
+        return [seg] if seg is not None else []
+
+    def _step(self, frame: np.ndarray, e: float) -> Segment | None:
+        p = self.pos
+        self.pos += self.hop
+        start_thr, stop_thr = self.thresholds()
+        seg = None
+        if self.state == _IDLE:
+            if e >= start_thr:
+                self.state, self._quiet = _SPEECH, 0
+                self._frames = [*self._history, frame]
+                self._start, self._onset, self._voiced_end = p - len(self._history) * self.hop, p, p + self.hop
+            else:
+                self._track_floor(e, rise=0.01)
+        elif self.state == _SPEECH:
+            self._frames.append(frame)
+            if e >= stop_thr:
+                self._voiced_end, self._quiet = p + self.hop, 0
+            else:
+                self._quiet += 1
+            if self.pos - self._onset >= self.max_len:
+                seg = self._finish(cut=True)
+                self.state, self._quiet, self.cut = _CUT, 0, self.cut + 1
+            elif self._quiet >= self.hangover:
+                seg = self._finish()
+                self.state = _IDLE
+        else:  # _CUT: wait for a pause; a sound that never stops becomes the floor
+            self._quiet = self._quiet + 1 if e < stop_thr else 0
+            self._track_floor(e, rise=0.01)
+            if self._quiet >= self.hangover:
+                self.state = _IDLE
+        self._history.append(frame)
+        return seg
+
+    def _track_floor(self, e: float, rise: float) -> None:
+        e = max(e, _FLOOR_MIN_DB)
+        if self.floor_db is None:
+            self.floor_db = e
+        else:
+            self.floor_db += (0.2 if e < self.floor_db else rise) * (e - self.floor_db)
+
+    def _finish(self, cut: bool = False) -> Segment | None:
+        end = self.pos if cut else min(self._voiced_end + self.tail, self.pos)
+        frames, self._frames = self._frames, []
+        if not cut and self._voiced_end - self._onset < self.min_len:
+            self.rejected += 1
+            return None
+        audio = np.concatenate(frames)[:end - self._start]
+        return Segment(self._start, self._onset, min(self._voiced_end, end), end, audio, cut)
+
+
+def segment_wave(wave: np.ndarray, rate: int, chunk_s: float = 0.05, **kwargs: Any) -> list[tuple[float, float]]:
+    """(start_s, end_s) of every utterance the live segmenter finds in a recording (pre-roll included).
+
+    The wave is fed in chunks of `chunk_s`, as a sound card would deliver it."""
+    seg = UtteranceSegmenter(rate, **kwargs)
+    wave = np.asarray(wave, np.float32)
+    if wave.ndim == 2:
+        wave = wave.mean(axis=1)
+    step = max(1, int(chunk_s * rate))
+    found = [s for i in range(0, wave.shape[0], step) for s in seg.push(wave[i:i + step])] + seg.flush()
+    return [(s.start / rate, s.end / rate) for s in found]
+
+
+# ---------------------------------------------------------------------- the process
+class Microphone(Service):
+    """Records from one input device and publishes one audio `Stimulus` per utterance.
+
+    `t_ns` of a stimulus is the wall-clock time its utterance began (capture time);
+    `seq` and `mseq` count the stimuli. `segments` keeps (start_s, end_s) in stream
+    time of the latest ones, for evaluation.
+    """
+
+    def __init__(self, bus: BusClient, device: int | str | None = None, rate: int | None = None, gen: int = 0,
+                 ring_s: float = 10.0, sd: Any = None, **segmenter_args: Any):
+        super().__init__(bus, gen)
+        self.sd = sd or load_sounddevice()
+        try:
+            info = self.sd.query_devices(device, "input")
+        except Exception as e:
+            raise SensorError(f"cannot use input device {device!r} ({e})\ninput devices:\n"
+                              f"{format_devices(list_input_devices(self.sd))}\n"
+                              "choose one with --mic NAME or --mic INDEX") from None
+        self.device = device if device is not None else int(info["index"])
+        self.device_name = str(info["name"])
+        self.rate = int(rate or info["default_samplerate"])
+        self.ring = RingBuffer(int(ring_s * self.rate), self.rate)
+        self.segmenter = UtteranceSegmenter(self.rate, **segmenter_args)
+        self.stream: Any = None
+        self.seq = 0
+        self.feature_errors = 0
+        self.latency = Latency()
+        self.segments: deque[tuple[float, float]] = deque(maxlen=1000)
+
+    # ------------------------------------------------------------------ stream
+    def start(self) -> None:
+        """Open and start the input stream (mono, float32, the device's rate)."""
+        try:
+            self.stream = self.sd.InputStream(device=self.device, channels=1, samplerate=self.rate,
+                                              dtype="float32", latency="low", callback=self.ring.callback)
+            self.stream.start()
+        except Exception as e:  # sounddevice.PortAudioError and friends
+            self.stream = None
+            raise SensorError(f"cannot record from input device {self.device} ({self.device_name}) "
+                              f"at {self.rate} Hz: {e}") from None
+
+    def wait_for_audio(self, timeout_s: float = 5.0) -> bool:
+        """True once the device delivers samples (some servers start a stream only after a while)."""
+        deadline = time.monotonic() + timeout_s
+        while self.ring.written == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.ring.written > 0
+
+    def close(self) -> None:
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            try:
+                stream.stop()
+            finally:
+                stream.close()
+
+    # ------------------------------------------------------------------ loop
+    def tick(self) -> None:
+        samples = self.ring.read()
+        if samples.size == 0:
+            return
+        for seg in self.segmenter.push(samples):
+            self.publish(seg)
+
+    def publish(self, seg: Segment) -> None:
+        """Features of one utterance onto the bus, stamped with the time it began."""
+        self.segments.append((seg.start / self.rate, seg.end / self.rate))
+        try:
+            data = audio_to_stimulus(seg.audio, self.rate)
+        except FeatureError as e:
+            self.feature_errors += 1
+            log.warning("%s: skipped an utterance: %s", self.name, e)
+            return
+        self.bus.send(Stimulus(MODALITY, t_ns=self.ring.wall_ns(seg.onset), seq=self.seq, mseq=self.seq, data=data,
+                               source=SOURCE, gen=self.gen))
+        self.seq += 1
+        self.latency.add((time.time_ns() - self.ring.wall_ns(seg.voiced_end)) / 1e6)
+
+    def stats(self) -> dict:
+        floor = self.segmenter.floor_db
+        level, self.segmenter.peak_db = self.segmenter.peak_db, -120.0
+        return {"role": "sensor", "modality": MODALITY, "device": self.device_name[:64], "rate": self.rate,
+                "utterances": self.seq, "too_short": self.segmenter.rejected, "cut": self.segmenter.cut,
+                "feature_errors": self.feature_errors, "overflows": self.ring.overflows + self.ring.input_overflows,
+                "dropped_samples": self.ring.dropped, "callback_errors": self.ring.errors,
+                "audio_s": self.ring.read_count / self.rate, "level_db": level,
+                "noise_floor_db": floor if floor is not None else -120.0,
+                "latency_p50_ms": self.latency.percentile(50), "latency_p95_ms": self.latency.percentile(95)}
+
+
+# ---------------------------------------------------------------------- command line
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`cdz mic`'s own options (the CLI adds --bus, --keys and --quiet)."""
+    parser.add_argument("--mic", metavar="NAME|INDEX",
+                        help="input device: its index or part of its name (default: the system's default input)")
+    parser.add_argument("--list", action="store_true", help="print the input devices and exit")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Record from the chosen microphone and publish utterances until SIGTERM, Ctrl-C or `stop`."""
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.list:
+        print(f"input devices:\n{format_devices(list_input_devices())}")
+        return 0
+    device = choose_input(args.mic)
+    client = BusClient(args.bus, SOURCE, [], keys=args.keys)
+    try:
+        client.handshake(timeout_s=getattr(args, "connect_timeout", 30.0))
+        mic = Microphone(client, device)
+        mic.start()
+        try:
+            if not mic.wait_for_audio(5.0):
+                raise SensorError(f"input device {device} ({mic.device_name}) delivered no sound within 5 s: "
+                                  "is it muted, in use, or not really a microphone? see --list")
+            log.info("%s: listening to %d (%s) at %d Hz", SOURCE, device, mic.device_name, mic.rate)
+            mic.ready(device=mic.device_name[:64], rate=mic.rate)
+            mic.run()
+        finally:
+            mic.close()
+    finally:
+        client.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m sensors.microphone`: the same process without the `cdz` CLI."""
+    from agent.bus import DEFAULT_BUS
+
+    parser = argparse.ArgumentParser(prog="python -m sensors.microphone", description=__doc__.split("\n")[0])
+    parser.add_argument("--bus", default=DEFAULT_BUS, help=f"bus address (default {DEFAULT_BUS})")
+    parser.add_argument("--keys", metavar="DIR", help="CurveZMQ key folder (required off loopback)")
+    parser.add_argument("--connect-timeout", type=float, default=30.0, help="seconds to wait for the bus")
+    parser.add_argument("--quiet", action="store_true", help="warnings only")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except RuntimeError as e:  # SensorError, BusError: the text says what to do
+        print(f"microphone: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

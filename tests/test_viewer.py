@@ -1,0 +1,213 @@
+"""The dashboard: pure state and rendering, and a real Viewer on a real bus writing video and PNGs."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from agent.bus import BusClient, Forwarder, free_tcp_bus
+from agent.wire import Control, Excite, Frame, Recon, Stats, Stimulus, Weights
+from tools.viewer import TOPICS, HeadlessOutput, Viewer, ViewerError, ViewerState, gui_available, layout, open_output, \
+    render, run
+
+pytestmark = pytest.mark.timeout(120)
+REPO = Path(__file__).resolve().parents[1]
+NOW = 1000.0
+
+
+def _digit() -> np.ndarray:
+    img = np.zeros((28, 28), np.uint8)
+    cv2.putText(img, "7", (6, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.9, 255, 2)
+    return img.astype(np.float32) / 255.0
+
+
+def _spec() -> np.ndarray:
+    rng = np.random.default_rng(1)
+    return np.clip(rng.random((64, 64)) * 0.3 + np.linspace(1, 0, 64)[:, None] * 0.6, 0, 1).astype(np.float32)
+
+
+def _messages(t_ns: int = 0, seq: int = 0) -> list:
+    """One message of every kind the viewer draws."""
+    frame = np.zeros((120, 160, 3), np.uint8)
+    cv2.circle(frame, (80, 60), 40, (255, 255, 255), 8)
+    weights = np.random.default_rng(seq).random((5, 4)).astype(np.float32)
+    return [Frame("visual", t_ns, seq, frame), Stimulus("visual", t_ns, seq, _digit()),
+            Stimulus("audio", t_ns, seq, _spec()), Excite("visual", t_ns, seq, 3, 10), Excite("audio", t_ns, seq, 5, 11),
+            Recon("visual", t_ns, seq, 3, "audio", _digit()), Recon("audio", t_ns, seq, 5, "visual", _spec()),
+            Weights("visual", t_ns, seq, "audio", tuple(range(5)), tuple(range(4)), weights),
+            Stats({"rate_per_s": 50.0, "clusters": 12}, source="hub", t_ns=t_ns)]
+
+
+def _full_state() -> ViewerState:
+    state = ViewerState()
+    for m in _messages():
+        assert state.update(m, now=NOW - 0.2)
+    return state
+
+
+def _differs(a: np.ndarray, b: np.ndarray, panel: str) -> bool:
+    r = layout(a.shape[1], a.shape[0])[panel]
+    return bool(np.any(r.of(a) != r.of(b)))
+
+
+# ---------------------------------------------------------------------- pure parts
+@pytest.mark.parametrize("size", [(960, 540), (640, 360), (1280, 720)])
+def test_render_gives_bgr_of_the_asked_size(size):
+    w, h = size
+    for state in (ViewerState(), _full_state()):
+        img = render(state, w, h, now=NOW)
+        assert img.shape == (h, w, 3) and img.dtype == np.uint8
+
+
+def test_full_panels_differ_from_empty_ones():
+    empty, full = render(ViewerState(), now=NOW), render(_full_state(), now=NOW)
+    for panel in ("sees", "hears", "fires", "recalls", "weights", "stats"):
+        assert _differs(empty, full, panel), panel
+
+
+def test_only_the_panels_with_data_change():
+    state = ViewerState()
+    state.update(Stimulus("audio", 0, 0, _spec()), now=NOW)
+    empty, some = render(ViewerState(), now=NOW), render(state, now=NOW)
+    assert _differs(empty, some, "hears")
+    for panel in ("sees", "fires", "recalls", "weights"):
+        assert not _differs(empty, some, panel), panel
+
+
+def test_state_keeps_the_latest_of_everything():
+    state = ViewerState()
+    for i, c in enumerate([4, 4, -1, 9]):
+        state.update(Excite("visual", 0, i, c, i), now=NOW + i)
+    for m in _messages():
+        state.update(m, now=NOW)
+    newer = np.full((28, 28), 0.5, np.float32)
+    state.update(Stimulus("visual", 0, 1, newer), now=NOW + 1)
+    assert np.array_equal(state.stimulus["visual"].data, newer)
+    assert state.stimulus["audio"].data.shape == (64, 64)
+    assert [f.cluster for f in state.fired["visual"]] == [4, 4, -1, 9, 3]
+    assert state.recon["visual"].msg.cue_modality == "audio" and state.recon["audio"].msg.cluster_id == 5
+    assert state.weights[("visual", "audio")].data.shape == (5, 4)
+    assert state.stats["hub"]["clusters"] == 12
+    assert state.frame is not None and state.frame.data.shape == (120, 160, 3)
+    assert state.counts["excite"] == 6 and state.counts["stimulus"] == 3
+    assert not state.update(Control("hello"), now=NOW) and state.ignored == 1
+
+
+def test_odd_shapes_and_values_still_render():
+    state = ViewerState()
+    odd = [Stimulus("visual", 0, 0, np.random.default_rng(0).random((10, 10)).astype(np.float32)),
+           Stimulus("audio", 0, 0, np.arange(100, dtype=np.float32)),  # 1-D, outside [0, 1]
+           Frame("visual", 0, 0, np.zeros((7, 5, 4), np.uint8)),
+           Recon("visual", 0, 0, 1, "audio", np.full((3, 3000, 2), 7, np.int16)),
+           Recon("audio", 0, 0, 1, "visual", np.zeros((1, 1), np.float32)),
+           Weights("visual", 0, 0, "audio", (1,), (2,), np.zeros((1, 2), np.float32)),
+           Excite("thought", 0, 0, -1, -1)]
+    for m in odd:
+        state.update(m, now=NOW)
+    img = render(state, 320, 180, now=NOW)
+    assert img.shape == (180, 320, 3)
+    assert _differs(render(ViewerState(), 320, 180, now=NOW), img, "sees")
+
+
+def test_no_display_and_no_headless_is_a_clear_error(monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    assert not gui_available()
+    with pytest.raises(ViewerError, match="--headless DIR"):
+        open_output(None)
+    args = argparse.Namespace(bus="tcp://127.0.0.1:1", keys=None, quiet=True, headless=None, snapshot_every=5.0)
+    with pytest.raises(ViewerError, match="no display"):
+        run(args)  # fails before touching the bus
+
+
+def test_display_but_no_gui_says_so(monkeypatch):
+    monkeypatch.setenv("DISPLAY", ":99")
+    if gui_available():
+        pytest.skip("this OpenCV has GUI support")
+    with pytest.raises(ViewerError, match="no GUI support.*--headless DIR"):
+        open_output(None)
+
+
+def test_standalone_command_reports_the_error(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    out = subprocess.run([sys.executable, "-m", "tools.viewer", "--quiet"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "--headless DIR" in out.stderr
+
+
+# ---------------------------------------------------------------------- on a real bus
+@pytest.mark.slow
+def test_viewer_on_a_bus_writes_video_and_snapshots(tmp_path):
+    address = free_tcp_bus()
+    fwd = Forwarder(address)
+    threading.Thread(target=fwd.run, daemon=True).start()
+    client = BusClient(address, "viewer", TOPICS)
+    feeder = BusClient(address, "feeder")
+    viewer = None
+    try:
+        client.handshake(timeout_s=10)
+        feeder.handshake(timeout_s=10)
+        output = HeadlessOutput(tmp_path, fps=10, snapshot_s=0.5)
+        viewer = Viewer(client, output, fps=10)
+
+        def feed() -> None:
+            for i in range(8):
+                t = time.time_ns()
+                for m in _messages(t, i):
+                    feeder.send(m)
+                feeder.send(Stimulus("visual", t, i, np.full((10, 10), 0.5, np.float32)))  # an odd shape
+                feeder.pub.send_multipart([b"stimulus.visual", b"not msgpack at all"])  # garbage is dropped
+                time.sleep(0.15)
+            time.sleep(0.4)
+            feeder.send(Control("stop", source="feeder"))
+
+        threading.Thread(target=feed, daemon=True).start()
+        watchdog = threading.Timer(60, lambda: setattr(viewer, "running", False))
+        watchdog.start()
+        viewer.run()
+        watchdog.cancel()
+    finally:
+        if viewer is not None:
+            viewer.close()
+        client.close()
+        feeder.close()
+        fwd.close()
+
+    assert viewer.state.counts["stimulus"] >= 16 and viewer.state.counts["weights"] >= 1
+    assert viewer.state.stimulus["visual"].data.shape == (10, 10)
+    assert client.dropped >= 1
+    videos = list(tmp_path.glob("*.avi"))
+    assert len(videos) == 1 and videos[0].stat().st_size > 0
+    cap = cv2.VideoCapture(str(videos[0]))
+    ok, frame = cap.read()
+    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    cap.release()
+    assert ok and frame.shape == (540, 960, 3) and n >= 1
+    pngs = sorted(tmp_path.glob("*.png"))
+    assert len(pngs) >= 2 and (tmp_path / "dashboard-final.png").exists()
+    final = cv2.imread(str(tmp_path / "dashboard-final.png"))
+    empty = render(ViewerState())
+    for panel in ("sees", "hears", "fires", "recalls", "weights"):
+        assert _differs(empty, final, panel), panel
+
+
+def test_headless_output_caps_the_video_and_the_snapshots(tmp_path):
+    out = HeadlessOutput(tmp_path, fps=10, snapshot_s=0.05, max_video_mb=0.001, keep_snapshots=3)
+    img = render(_full_state(), now=NOW)
+    for i in range(60):
+        out.show(img, NOW + i * 0.1)
+    out.close(img)
+    assert out.video_full and out.writer is None and out.frames == 50
+    assert cv2.VideoCapture(str(out.video_path)).read()[0]
+    kept = sorted(p.name for p in tmp_path.glob("dashboard-0*.png"))
+    assert kept == ["dashboard-0057.png", "dashboard-0058.png", "dashboard-0059.png"]
+    assert (tmp_path / "dashboard-final.png").exists()
