@@ -196,7 +196,9 @@ class Speaker(Service):
     def rewind(self, gen: int) -> None:
         """Only follow the generation: a listener has no checkpoint and is not awaited by the launcher."""
         self.gen = gen
-        self.pending = None
+        if self.pending is not None:
+            self.pending = None
+            self.skipped += 1
 
     def handle(self, msg: Message) -> None:
         if not isinstance(msg, Recon) or msg.modality != "audio":
@@ -246,7 +248,8 @@ class Speaker(Service):
     def stats(self) -> dict:
         return {"played": self.played, "skipped": self.skipped, "bad_shape": self.bad,
                 "synth_ms": 1000.0 * self._synth_s / max(1, self.played),
-                "latency_p50_ms": self.latency.percentile(50)}
+                "latency_p50_ms": self.latency.percentile(50),
+                "underflows": sum(getattr(s, "underflows", 0) for s in self.sinks)}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -182,6 +182,22 @@ def add_parsers(sub: argparse._SubParsersAction, common) -> None:
     microphone.add_arguments(sp)
     sp.set_defaults(func=microphone.run)
 
+    from tools import viewer
+
+    sp = sub.add_parser("viewer", help="live dashboard: what the agent sees, hears, fires and recalls")
+    bus_args(sp)
+    common(sp)
+    viewer.add_arguments(sp)
+    sp.set_defaults(func=viewer.run)
+
+    sp = sub.add_parser("speaker", help="say recalled sounds out loud (or write them as wav files)")
+    bus_args(sp)
+    common(sp)
+    from sensors import speaker
+
+    speaker.add_arguments(sp)
+    sp.set_defaults(func=speaker.run)
+
     from tools import live
 
     sp = sub.add_parser("live", help="the live agent: camera, microphone, workers, hub, viewer on a trained run")
