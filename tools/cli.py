@@ -170,7 +170,15 @@ def cmd_plots(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    if args.what == "pipeline":
+    if args.what == "live":
+        from agent.checkpoint import RunFolder
+        from tools.bench_live import bench_live, format_live
+
+        if not args.run:
+            raise ValueError("cdz bench live needs --run RUN (a trained run folder)")
+        result = bench_live(RunFolder(args.run), cards=args.cards, utterances=args.utterances)
+        print(format_live(result), file=sys.stderr if args.json else sys.stdout)
+    elif args.what == "pipeline":
         from tools.bench_pipeline import bench_pipeline, format_pipeline
 
         result = bench_pipeline(seconds=args.seconds, progress=not args.quiet)
@@ -252,9 +260,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("bench", help="benchmarks that print figures (core: learning throughput; "
                                       "pipeline: the multi-process runtime)")
-    sp.add_argument("what", choices=["core", "pipeline"],
+    sp.add_argument("what", choices=["core", "pipeline", "live"],
                     help="core: the learning core vs a plain implementation; pipeline: lossless throughput, "
-                         "live latency and the bare ZeroMQ floor of the multi-process runtime")
+                         "live latency and the bare ZeroMQ floor of the multi-process runtime; live: filmed "
+                         "digit cards and spoken digits through the camera and microphone pipelines (--run)")
+    sp.add_argument("--run", help="live: a trained run folder")
+    sp.add_argument("--cards", type=int, default=200, help="live: digit cards to film (default 200)")
+    sp.add_argument("--utterances", type=int, default=200, help="live: utterances to hear (default 200)")
     sp.add_argument("--seconds", type=float, default=10.0, help="pipeline: seconds of live latency measurement")
     sp.add_argument("--stimuli", type=int, default=60_000, help="stimuli in the vectorised run (default 60000)")
     sp.add_argument("--repeats", type=int, default=3, help="repeats; the median is reported (default 3)")
