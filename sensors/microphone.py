@@ -28,15 +28,13 @@ from agent.bus import BusClient
 from agent.service import Latency, Service
 from agent.wire import Stimulus
 from sensors.features import FeatureError, audio_to_stimulus
+from sensors.errors import SensorError
 
 log = logging.getLogger(__name__)
 
 SOURCE = "microphone"
 MODALITY = "audio"
 
-
-class SensorError(RuntimeError):
-    """A sound input (or the library behind it) that cannot be used; the text says what to do."""
 
 
 # ---------------------------------------------------------------------- devices

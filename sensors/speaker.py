@@ -29,14 +29,12 @@ from agent.bus import BusClient
 from agent.service import Latency, Service
 from agent.wire import Message, Recon
 from sensors.features import N_FRAMES, N_MELS, SAMPLE_RATE, spectrogram_to_audio
+from sensors.errors import SensorError
 
 log = logging.getLogger(__name__)
 
 TOPICS = [b"recon.audio"]
 
-
-class SensorError(RuntimeError):
-    """A sound device (or the library behind it) that cannot be used; the text says what to do."""
 
 
 # ---------------------------------------------------------------------- devices

@@ -298,6 +298,26 @@ def test_find_card_sees_nothing_in_an_empty_scene():
     assert C.find_card(np.zeros((480, 640, 3), np.uint8)) is None
 
 
+@pytest.mark.parametrize("angle", [-12.0, 9.0])
+def test_find_card_turns_a_tilted_card_upright(angle):
+    """A card held at a slant: its straight edges say how to turn the digit (a bar here) upright."""
+    card = np.full((220, 170), 240, np.float32)
+    card[40:180, 75:95] = 40  # a "1" printed upright on the card
+    big = np.zeros((480, 640), np.float32)
+    cover = np.zeros_like(big)
+    big[130:350, 235:405], cover[130:350, 235:405] = card, 1.0
+    turn = cv2.getRotationMatrix2D((320, 240), angle, 1.0)
+    big, cover = cv2.warpAffine(big, turn, (640, 480)), cv2.warpAffine(cover, turn, (640, 480))
+    wall = np.linspace(150, 190, 640, dtype=np.float32)[None, :].repeat(480, axis=0)
+    frame = np.clip(wall * (1 - cover) + big * cover, 0, 255).astype(np.uint8)
+    upright, box = C.find_card(frame)
+    slanted, _ = C.find_card(frame, upright=False)
+    width = lambda crop: int((crop.max(axis=0) > 0.5).sum())  # noqa: E731
+    assert width(upright) <= 13 < width(slanted)  # the bar is 10 px wide at the 320 px working size
+    x, y, w, h = box
+    assert abs(x + w / 2 - 320) < 10 and abs(y + h / 2 - 240) < 10
+
+
 def test_tracker_emits_once_per_steady_card_and_sees_swaps():
     a = np.zeros((28, 28), np.float32)
     a[4:24, 12:16] = 1.0  # a "1"
