@@ -59,7 +59,8 @@ class Hub(Service):
         self._last_weights = 0.0
         self.log_cluster = np.full(max(total, 0), -1, np.int64)  # per stimulus, like the in-process StreamLog
         self.log_recalled = np.full(max(total, 0), -1, np.int64)
-        self.latency = Latency()
+        self.latency = Latency()  # live: a stimulus's event time -> its recall sent, all modalities
+        self.latency_of = {m: Latency() for m in self.modalities}
         self._rate_count = 0
         self._rate_since = time.monotonic()
         self._next_of = {m: self.modalities[(k + 1) % len(self.modalities)] for k, m in enumerate(self.modalities)}
@@ -151,7 +152,9 @@ class Hub(Service):
                                              source=self.name, gen=self.gen))
                         self.recalls += 1
         if not self.lossless:
-            self.latency.add((time.time_ns() - msg.t_ns) / 1e6)
+            ms = (time.time_ns() - msg.t_ns) / 1e6
+            self.latency.add(ms)
+            self.latency_of[m].add(ms)
 
     def _send_feedback(self, msg: Excite, feedback: list) -> None:
         """One Feedback per modality that gets any (workers learn of empty seqs from acks)."""
@@ -226,4 +229,5 @@ class Hub(Service):
         return {"role": "hub", "processed": self.processed, "rate_per_s": rate, "next_seq": self.next_seq,
                 "queue": len(self.waiting), "duplicates": self.duplicates, "rejected": self.rejected,
                 "pairs": c.pairs, "stale": c.stale, "recalls": self.recalls,
-                "latency_p50_ms": self.latency.percentile(50), "latency_p99_ms": self.latency.percentile(99)}
+                "latency_p50_ms": self.latency.percentile(50), "latency_p99_ms": self.latency.percentile(99),
+                **{f"latency_p99_ms_{m}": lat.percentile(99) for m, lat in self.latency_of.items() if lat.values}}

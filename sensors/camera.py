@@ -326,11 +326,13 @@ class CardTracker:
     """Decides which views of cards become stimuli.
 
     A card is emitted once it is steady (its 28x28 image changes by less than
-    `steady_diff` over `steady_frames` frames, so a card still moving into view
-    or blurred by motion is skipped), and then at most `max_rate` times a second
-    while it stays (`max_rate` <= 0: once per card). It counts as a new card
-    after `lost_frames` frames without a card, or when the image jumps by more
-    than `new_card_diff` (one card swapped for another).
+    `steady_diff` over `steady_frames` consecutive frames, so a card still moving
+    into view or blurred by motion is skipped), and then at most `max_rate` times
+    a second while it stays (`max_rate` <= 0: once per card). It counts as a new
+    card after `lost_frames` frames without a card, or when the image jumps by
+    more than `new_card_diff` (one card swapped for another), unless the image
+    comes back to the old card: a glitch (a frame smeared by a fast move) does
+    not make the same card count twice. `cards` counts cards that held steady.
     """
 
     def __init__(self, steady_frames: int = 3, max_rate: float = 2.0, lost_frames: int = 4,
@@ -343,10 +345,13 @@ class CardTracker:
         self.cards = 0
         self.emitted = 0
         self.no_card = 0  # frames without a card
-        self._prev: np.ndarray | None = None
+        self._prev: np.ndarray | None = None  # last frame's stimulus (None: no card lately)
         self._missing = 0
         self._steady = 0
+        self._counted = False  # the current card has held steady (and was counted)
+        self._ref: np.ndarray | None = None  # the current card's last emitted stimulus
         self._last_emit: float | None = None
+        self._before: tuple[np.ndarray | None, float | None] | None = None  # the card left by a jump
 
     def update(self, stim: np.ndarray | None, t_s: float) -> bool:
         """Feed one frame's stimulus (None: no card) at time `t_s`; True: emit this one."""
@@ -355,30 +360,37 @@ class CardTracker:
             self._missing += 1
             self._steady = 0  # steady means consecutive frames
             if self._missing >= self.lost_frames:
-                self._prev = None
+                self._prev = self._before = None
             return False
         self._missing = 0
         if self._prev is None:
-            self._new_card()
+            self._start(jumped=False)
+        elif (d := stimulus_distance(stim, self._prev)) > self.new_card_diff:
+            self._start(jumped=True)
         else:
-            d = stimulus_distance(stim, self._prev)
-            if d > self.new_card_diff:
-                self._new_card()
-            else:
-                self._steady = self._steady + 1 if d < self.steady_diff else 1
+            self._steady = self._steady + 1 if d < self.steady_diff else 1
         self._prev = stim
         if self._steady < self.steady_frames:
             return False
+        if not self._counted:
+            self._counted, back, self._before = True, self._before, None
+            if back is not None and back[0] is not None and stimulus_distance(stim, back[0]) <= self.new_card_diff:
+                self._ref, self._last_emit = back  # the old card again, after a glitch
+            else:
+                self.cards += 1
         if self._last_emit is not None and (self.max_rate <= 0 or t_s - self._last_emit < 1.0 / self.max_rate):
             return False
-        self._last_emit = t_s
+        self._ref, self._last_emit = stim, t_s
         self.emitted += 1
         return True
 
-    def _new_card(self) -> None:
-        self.cards += 1
-        self._steady = 1
-        self._last_emit = None
+    def _start(self, jumped: bool) -> None:
+        """A new view begins: after a jump remember the card it left (unless that was a glitch itself)."""
+        if not jumped:
+            self._before = None
+        elif self._counted:
+            self._before = (self._ref, self._last_emit)
+        self._counted, self._steady, self._ref, self._last_emit = False, 1, None, None
 
     def stats(self) -> dict:
         return {"cards": self.cards, "emitted": self.emitted, "no_card": self.no_card}

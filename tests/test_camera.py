@@ -8,8 +8,13 @@ so the ground truth of which card is in view in which frame is known.
 from __future__ import annotations
 
 import argparse
+import logging
+import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -25,6 +30,7 @@ pytestmark = pytest.mark.timeout(300)
 
 N_CARDS = 50
 SEED = 3
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +51,14 @@ def card_video(mnist, tmp_path_factory):
     path = tmp_path_factory.mktemp("camera") / "cards.avi"
     truth = make_card_video(path, test.x[pick], test.y[pick], seed=SEED)
     return path, truth, test.x[pick]
+
+
+@pytest.fixture(scope="module")
+def once_per_card(card_video):
+    """extract_stimuli with one stimulus per card appearance, and the seconds it took."""
+    start = time.monotonic()
+    out = C.extract_stimuli(str(card_video[0]), max_rate=0.0)
+    return out, time.monotonic() - start
 
 
 def _card_of(truth: list[dict]) -> dict[int, int]:
@@ -69,14 +83,13 @@ def _small_video(path, mnist, n: int, seed: int = 1) -> list[dict]:
 
 # ---------------------------------------------------------------------- (a) one stimulus per card
 @pytest.mark.slow
-def test_one_stimulus_per_card(card_video):
-    path, truth, _ = card_video
-    start = time.monotonic()
-    out = C.extract_stimuli(str(path), max_rate=0.0)
+def test_one_stimulus_per_card(card_video, once_per_card):
+    _, truth, _ = card_video
+    out, took = once_per_card
     counts, stray = _per_card(out, truth)
     share = float(np.mean(counts == 1))
     print(f"\none stimulus per card: {share:.3f} of {len(truth)} cards (counts {np.bincount(counts).tolist()}, "
-          f"{stray} without a card), {truth[-1]['last'] + 1} frames in {time.monotonic() - start:.1f} s")
+          f"{stray} without a card), {truth[-1]['last'] + 1} frames in {took:.1f} s")
     assert share >= 0.95
     assert stray == 0
     assert [t_ns for t_ns, _, _ in out] == sorted(t_ns for t_ns, _, _ in out)
@@ -96,8 +109,8 @@ def test_max_rate_limits_repeats(card_video):
 
 # ---------------------------------------------------------------------- (b) stimuli look like MNIST
 @pytest.mark.slow
-def test_stimuli_look_like_mnist(card_video, mnist):
-    path, truth, printed = card_video
+def test_stimuli_look_like_mnist(card_video, once_per_card, mnist):
+    _, truth, printed = card_video
     train = mnist("train", per_class=1000)
     flat = train.x.reshape(len(train.x), -1).astype(np.float32)
     sq = (flat ** 2).sum(axis=1)
@@ -107,7 +120,7 @@ def test_stimuli_look_like_mnist(card_video, mnist):
         return int(train.y[np.argmin(sq - 2.0 * flat @ v)])
 
     card_of = _card_of(truth)
-    out = C.extract_stimuli(str(path), max_rate=0.0)
+    out = once_per_card[0]
     agree = np.mean([nearest(stim) == truth[card_of[index]]["label"] for _, index, stim in out])
     reference = np.mean([nearest(x) == t["label"] for x, t in zip(printed, truth)])
     print(f"\n1-NN (10000 MNIST train digits) label agreement: camera stimuli {agree:.3f}, "
@@ -151,7 +164,9 @@ def test_camera_process_publishes_stimuli_and_frames(mnist, tmp_path):
     stims = [m for m in got if isinstance(m, Stimulus)]
     frames = [m for m in got if isinstance(m, Frame)]
     stats = [m.values for m in got if isinstance(m, Stats) and m.source == "camera"]
-    duration = (truth[-1]["last"] + 1 + 8) / 15.0
+    cap = cv2.VideoCapture(str(path))
+    duration = cap.get(cv2.CAP_PROP_FRAME_COUNT) / cap.get(cv2.CAP_PROP_FPS)
+    cap.release()
     print(f"\ncamera process: {len(stims)} stimuli, {len(frames)} previews, {took:.1f} s for a {duration:.1f} s video; "
           f"last stats {stats[-1] if stats else None}")
     assert len(stims) == len(truth)
@@ -159,11 +174,43 @@ def test_camera_process_publishes_stimuli_and_frames(mnist, tmp_path):
     assert all(s.modality == "visual" and s.source == "camera" and s.data.shape == (28, 28) for s in stims)
     assert all(0 < s.t_ns <= time.time_ns() for s in stims)
     assert took >= 0.8 * duration  # paced like a camera, not read as fast as possible
-    assert 0.8 * duration * 5 * 0.5 <= len(frames) <= duration * 5 + 3  # ~5 previews a second
+    assert 0.5 * duration * 5 <= len(frames) <= duration * 5 + 3  # ~5 previews a second
     assert all(f.data.dtype == np.uint8 and f.data.shape[1] == 160 and f.data.shape[2] == 3 for f in frames)
     assert stats and stats[-1]["cards"] == len(truth) and stats[-1]["emitted"] == len(truth)
     assert 8.0 <= max(s["fps"] for s in stats) <= 20.0
     assert 0.0 < stats[-1]["latency_ms_mean"] < 500.0
+
+
+@pytest.mark.slow
+def test_camera_subprocess_stops_cleanly_on_sigterm(mnist, tmp_path):
+    """`python -m sensors.camera` on its own: publishes, and SIGTERM ends it at once with exit code 0."""
+    path = tmp_path / "long.avi"
+    _small_video(path, mnist, 6)  # ~9 s at its own pace: still running when stopped
+    address = free_tcp_bus()
+    fwd = Forwarder(address)
+    threading.Thread(target=fwd.run, daemon=True).start()
+    viewer = BusClient(address, "viewer", [b"stimulus.visual"])
+    proc = None
+    try:
+        viewer.handshake(timeout_s=10)
+        proc = subprocess.Popen([sys.executable, "-m", "sensors.camera", "--camera", str(path), "--bus", address,
+                                 "--quiet"], cwd=REPO, stderr=subprocess.PIPE, text=True)
+        deadline, first = time.monotonic() + 30, None
+        while first is None and time.monotonic() < deadline and proc.poll() is None:
+            msg = viewer.recv(timeout_ms=100)
+            first = msg if isinstance(msg, Stimulus) else None
+        assert first is not None, "no stimulus from the camera process"
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=10)
+        err = proc.stderr.read()
+        assert rc == 0, err
+        assert "Traceback" not in err
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        viewer.close()
+        fwd.close()
 
 
 # ---------------------------------------------------------------------- (d) a missing source
@@ -208,7 +255,8 @@ class StoppingCapture:
         self.released = True
 
 
-def test_stalled_camera_is_reported_not_fatal():
+def test_stalled_camera_is_reported_not_fatal(caplog):
+    caplog.set_level(logging.WARNING, logger="sensors.camera")
     cap = StoppingCapture(5)
     grabber = C.FrameGrabber(cap, is_file=False, stall_s=0.3).start()
     try:
@@ -217,8 +265,11 @@ def test_stalled_camera_is_reported_not_fatal():
         grabber.latest()
         s = grabber.stats()
         assert s["stalled"] and s["stalls"] == 1 and s["frames"] == 5 and s["read_failures"] > 0
-        time.sleep(0.3)
-        assert grabber.stats()["stalls"] == 1  # one stall, counted once
+        for _ in range(10):
+            time.sleep(0.03)
+            grabber.latest()
+        assert grabber.stats()["stalls"] == 1  # one stall, counted once ...
+        assert sum("no new frame" in r.getMessage() for r in caplog.records) == 1  # ... and logged once
         cap.resume.set()
         assert grabber.latest(timeout_s=2.0) is not None
         assert not grabber.stats()["stalled"]
@@ -328,7 +379,11 @@ def test_tracker_emits_once_per_steady_card_and_sees_swaps():
     seq = [None] * 3 + [a] * 6 + [None] * 5 + [a] * 6 + [b] * 6 + [None, a, None] + [a] * 2
     emits = [i for i, s in enumerate(seq) if tr.update(s, i / 15.0)]
     assert emits == [5, 16, 22]  # third steady frame of each card; a one-frame flash never counts
-    assert tr.cards == 4 and tr.emitted == 3 and tr.no_card == 10
+    assert tr.cards == 3 and tr.emitted == 3 and tr.no_card == 10
+
+    tr = C.CardTracker(steady_frames=3, max_rate=0.0)
+    glitches = [a] * 5 + [b] + [a] * 5 + [b, None, b] + [a] * 5  # smeared frames in between, same card
+    assert sum(tr.update(s, i / 15.0) for i, s in enumerate(glitches)) == 1 and tr.cards == 1
 
     tr = C.CardTracker(steady_frames=1, max_rate=2.0)
     emits = [i for i in range(60) if tr.update(a, i / 30.0)]

@@ -174,6 +174,14 @@ def add_parsers(sub: argparse._SubParsersAction, common) -> None:
     sp.add_argument("--json", action="store_true", help="--once: print the snapshot as JSON")
     sp.set_defaults(func=cmd_top)
 
+    from sensors import camera
+
+    sp = sub.add_parser("camera", help="publish digit cards seen by a camera (or video, or stream) as visual stimuli")
+    bus_args(sp)
+    common(sp)
+    camera.add_arguments(sp)
+    sp.set_defaults(func=camera.run)
+
     from sensors import microphone
 
     sp = sub.add_parser("mic", help="publish spoken digits from a microphone as audio stimuli")
