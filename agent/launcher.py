@@ -50,6 +50,7 @@ class Child:
     log_path: Path
     proc: subprocess.Popen | None = None
     restarts: int = 0
+    finished: bool = False  # ended on its own and for good (e.g. a camera whose video file ended)
 
     def start(self, extra: list[str] = ()) -> None:
         env = {**os.environ, "CDZ_TORCH_THREADS": os.environ.get("CDZ_TORCH_THREADS", "1"), "PYTHONUNBUFFERED": "1"}

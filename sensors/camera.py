@@ -29,16 +29,13 @@ from agent.bus import DEFAULT_BUS, BusClient
 from agent.service import Latency, Service
 from agent.wire import Frame, Stimulus
 from sensors.features import FeatureError, ink_to_mnist
+from sensors.errors import SensorError
 
 log = logging.getLogger(__name__)
 
 MODALITY = "visual"
 CHOOSE = ("choose a source with --camera INDEX|FILE|URL, e.g. --camera 0 (first camera), "
           "--camera cards.avi (a video file), --camera http://phone:8080/video (an MJPEG/RTSP/HTTP stream)")
-
-
-class SensorError(RuntimeError):
-    """A sensor source that cannot be used; the text says what was tried and how to choose another."""
 
 
 # ---------------------------------------------------------------------- sources

@@ -59,7 +59,7 @@ def camera_check(judge: _Judge, n_cards: int, folder: Path, seed: int = 0) -> di
     idx = rng.choice(len(test.y), size=n_cards, replace=False)
     video = folder / "cards.avi"
     truth = make_card_video(video, test.x[idx], test.y[idx], seed)
-    found = extract_stimuli(str(video))
+    found = extract_stimuli(str(video), max_rate=0.0)  # new cards only: `cdz camera` repeats them at <= 2/s
     per_card: list[list[np.ndarray]] = [[] for _ in truth]
     stray = 0
     for _, frame, stim in found:

@@ -170,8 +170,14 @@ class LiveAgent:
 
     def _supervise(self) -> None:
         for child in self.children.values():
+            if child.finished:
+                continue
             if not child.alive():
                 code = child.proc.returncode
+                if child.name == "camera" and code == 0:  # a video file played to its end
+                    log.warning("camera: the source ended")
+                    child.finished = True
+                    continue
                 if child.name in ("camera", "microphone") and code == 2:
                     raise LaunchError(f"{child.name} cannot start (see {child.log_path}); "
                                       f"choose another device or pass --no-{'camera' if child.name == 'camera' else 'mic'}")
