@@ -78,6 +78,15 @@ class Child:
             self.proc.wait(5)
 
 
+def stop_children(children: list[Child], grace_s: float) -> None:
+    """After a stop message: wait up to `grace_s` for them to end, then SIGTERM (and SIGKILL) the rest."""
+    deadline = time.monotonic() + grace_s
+    for child in children:
+        while child.alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        child.stop()
+
+
 @dataclass
 class SupervisorReport:
     """What the supervised run did, for metrics and the closing table."""
@@ -222,11 +231,7 @@ class Supervisor:
                 self.client.send(Control("stop", source="launcher", gen=self.gen))
             except Exception:  # the bus may be gone already
                 pass
-        deadline = time.monotonic() + 3.0
-        for child in self.children.values():
-            while child.alive() and time.monotonic() < deadline:
-                time.sleep(0.02)
-            child.stop()
+        stop_children(list(self.children.values()), grace_s=3.0)
         if self.client is not None:
             self.client.close()
             self.client = None

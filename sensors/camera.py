@@ -25,7 +25,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from agent.bus import DEFAULT_BUS, BusClient
+from agent.bus import BusClient
 from agent.service import Latency, Service
 from agent.wire import Frame, Stimulus
 from sensors.features import FeatureError, ink_to_mnist
@@ -530,18 +530,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m sensors.camera`: the same as `cdz camera`, runnable on its own."""
-    p = argparse.ArgumentParser(prog="python -m sensors.camera", description=run.__doc__)
-    add_arguments(p)
-    p.add_argument("--bus", default=DEFAULT_BUS, help=f"bus address (default {DEFAULT_BUS})")
-    p.add_argument("--keys", metavar="DIR", help="CurveZMQ key folder (required off loopback)")
-    p.add_argument("--quiet", action="store_true")
-    args = p.parse_args(argv)
-    try:
-        return run(args)
-    except RuntimeError as e:  # SensorError, BusError: one line, no traceback
-        print(f"camera: error: {e}", file=sys.stderr)
-        return 2
+    """`python -m sensors.camera ...` is `cdz camera ...`."""
+    from tools.cli import main as cdz
+
+    return cdz(["camera", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

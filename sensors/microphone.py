@@ -457,21 +457,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m sensors.microphone`: the same process without the `cdz` CLI."""
-    from agent.bus import DEFAULT_BUS
+    """`python -m sensors.microphone ...` is `cdz mic ...`."""
+    from tools.cli import main as cdz
 
-    parser = argparse.ArgumentParser(prog="python -m sensors.microphone", description=__doc__.split("\n")[0])
-    parser.add_argument("--bus", default=DEFAULT_BUS, help=f"bus address (default {DEFAULT_BUS})")
-    parser.add_argument("--keys", metavar="DIR", help="CurveZMQ key folder (required off loopback)")
-    parser.add_argument("--connect-timeout", type=float, default=30.0, help="seconds to wait for the bus")
-    parser.add_argument("--quiet", action="store_true", help="warnings only")
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except RuntimeError as e:  # SensorError, BusError: the text says what to do
-        print(f"microphone: error: {e}", file=sys.stderr)
-        return 2
+    return cdz(["mic", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -297,19 +297,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Standalone entry (`python -m sensors.speaker`) until `cdz speaker` exists."""
-    from agent.bus import DEFAULT_BUS
+    """`python -m sensors.speaker ...` is `cdz speaker ...`."""
+    from tools.cli import main as cdz
 
-    p = argparse.ArgumentParser(prog="cdz speaker", description=__doc__.split("\n\n")[0])
-    p.add_argument("--bus", default=DEFAULT_BUS)
-    p.add_argument("--keys", metavar="DIR")
-    p.add_argument("--quiet", action="store_true")
-    add_arguments(p)
-    try:
-        return run(p.parse_args(argv))
-    except (RuntimeError, OSError) as e:
-        print(f"cdz speaker: error: {e}", file=sys.stderr)
-        return 2
+    return cdz(["speaker", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

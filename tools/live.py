@@ -23,7 +23,7 @@ from typing import IO
 
 from agent.bus import BusClient, free_tcp_bus
 from agent.checkpoint import RunFolder
-from agent.launcher import Child, LaunchError
+from agent.launcher import Child, LaunchError, stop_children
 from agent.wire import Control, Excite, Recall
 
 log = logging.getLogger(__name__)
@@ -197,11 +197,7 @@ class LiveAgent:
             self.checkpoint()
             time.sleep(0.3)  # let them save before the stop
             self.client.send(Control("stop", source="live"))
-        deadline = time.monotonic() + 5.0
-        for child in self.children.values():
-            while child.alive() and time.monotonic() < deadline:
-                time.sleep(0.02)
-            child.stop()
+        stop_children(list(self.children.values()), grace_s=5.0)
         if self.client is not None:
             self.client.close()
             self.client = None

@@ -583,20 +583,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Standalone entry (`python -m tools.viewer`) until `cdz viewer` exists."""
-    from agent.bus import DEFAULT_BUS
+    """`python -m tools.viewer ...` is `cdz viewer ...`."""
+    from tools.cli import main as cdz
 
-    p = argparse.ArgumentParser(prog="cdz viewer", description=__doc__.split("\n\n")[0])
-    p.add_argument("--bus", default=DEFAULT_BUS)
-    p.add_argument("--keys", metavar="DIR")
-    p.add_argument("--quiet", action="store_true")
-    add_arguments(p)
-    args = p.parse_args(argv)
-    try:
-        return run(args)
-    except (ViewerError, RuntimeError, OSError) as e:
-        print(f"cdz viewer: error: {e}", file=sys.stderr)
-        return 2
+    return cdz(["viewer", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
