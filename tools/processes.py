@@ -174,37 +174,19 @@ def add_parsers(sub: argparse._SubParsersAction, common) -> None:
     sp.add_argument("--json", action="store_true", help="--once: print the snapshot as JSON")
     sp.set_defaults(func=cmd_top)
 
-    from sensors import camera
-
-    sp = sub.add_parser("camera", help="publish digit cards seen by a camera (or video, or stream) as visual stimuli")
-    bus_args(sp)
-    common(sp)
-    camera.add_arguments(sp)
-    sp.set_defaults(func=camera.run)
-
-    from sensors import microphone
-
-    sp = sub.add_parser("mic", help="publish spoken digits from a microphone as audio stimuli")
-    bus_args(sp)
-    common(sp)
-    microphone.add_arguments(sp)
-    sp.set_defaults(func=microphone.run)
-
+    from sensors import camera, microphone, speaker
     from tools import viewer
 
-    sp = sub.add_parser("viewer", help="live dashboard: what the agent sees, hears, fires and recalls")
-    bus_args(sp)
-    common(sp)
-    viewer.add_arguments(sp)
-    sp.set_defaults(func=viewer.run)
-
-    sp = sub.add_parser("speaker", help="say recalled sounds out loud (or write them as wav files)")
-    bus_args(sp)
-    common(sp)
-    from sensors import speaker
-
-    speaker.add_arguments(sp)
-    sp.set_defaults(func=speaker.run)
+    for name, module, text in (
+            ("camera", camera, "publish digit cards seen by a camera (or video, or stream) as visual stimuli"),
+            ("mic", microphone, "publish spoken digits from a microphone as audio stimuli"),
+            ("viewer", viewer, "live dashboard: what the agent sees, hears, fires and recalls"),
+            ("speaker", speaker, "say recalled sounds out loud (or write them as wav files)")):
+        sp = sub.add_parser(name, help=text)
+        bus_args(sp)
+        common(sp)
+        module.add_arguments(sp)
+        sp.set_defaults(func=module.run)
 
     from tools import live
 
