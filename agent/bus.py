@@ -207,6 +207,7 @@ class BusClient:
         self.pub.setsockopt(zmq.SNDHWM, sndhwm)
         self.sub.setsockopt(zmq.RCVHWM, rcvhwm)
         self.drops: Counter[str] = Counter()
+        self.last_frames: list = []  # the raw frames of the message recv returned last (for recorders)
         self._logged: set[str] = set()
         for s in (self.pub, self.sub):
             s.setsockopt(zmq.LINGER, 0)
@@ -250,7 +251,9 @@ class BusClient:
         except zmq.Again:
             return None
         try:
-            return decode(frames)
+            msg = decode(frames)
+            self.last_frames = frames
+            return msg
         except WireError as e:
             reason = str(e).split(" ", 3)[:3]
             key = " ".join(reason)
@@ -279,8 +282,10 @@ class BusClient:
         raise BusError(f"{self.name}: no answer from the bus at {self.address.text} within {timeout_s:.0f} s "
                        "(start it with `cdz bus`, or check the address and keys)")
 
-    def close(self) -> None:
-        self.pub.close(0)
+    def close(self, flush_s: float = 1.0) -> None:
+        """Close both sockets; what was published but not yet sent gets up to `flush_s` to leave
+        (a process that publishes a burst and exits would otherwise lose its tail)."""
+        self.pub.close(linger=int(flush_s * 1000))
         self.sub.close(0)
 
     def __enter__(self) -> "BusClient":

@@ -119,6 +119,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_play(args: argparse.Namespace) -> int:
+    if args.file:
+        from replay.recording import run_play
+
+        if args.run:
+            raise ValueError("cdz play takes a recording FILE or --run RUN, not both")
+        args.speed = 1.0 if args.speed is None else args.speed
+        return run_play(args)
+    if not args.run:
+        raise ValueError("cdz play needs a recording (cdz play FILE.mcap) or a run (cdz play --run RUN)")
+    args.speed = 0.0 if args.speed is None else args.speed
     from replay.player import Player, teaching_playlist
 
     _logging(args.quiet)
@@ -151,9 +161,9 @@ def add_parsers(sub: argparse._SubParsersAction, common) -> None:
         sp.add_argument("--keys", metavar="DIR", help="CurveZMQ key folder from `cdz keys` (required off loopback)")
         sp.add_argument("--connect-timeout", type=float, default=30.0, help="seconds to wait for the bus (default 30)")
 
-    def process_args(sp: argparse.ArgumentParser) -> None:
+    def process_args(sp: argparse.ArgumentParser, run_required: bool = True) -> None:
         bus_args(sp)
-        sp.add_argument("--run", required=True, help="run folder (encoders, config, checkpoints)")
+        sp.add_argument("--run", required=run_required, help="run folder (encoders, config, checkpoints)")
         sp.add_argument("--live", action="store_true",
                         help="live flow: learn on arrival, drop the oldest under overload (default: lossless)")
         sp.add_argument("--total", type=int, default=0,
@@ -188,6 +198,15 @@ def add_parsers(sub: argparse._SubParsersAction, common) -> None:
         module.add_arguments(sp)
         sp.set_defaults(func=module.run)
 
+    from tools import think
+
+    sp = sub.add_parser("think", help="stream of thought: recollections fed back as stimuli of their own sense")
+    sp.add_argument("--bus", help="join the processes on this bus (default: start a hub and workers of our own)")
+    sp.add_argument("--keys", metavar="DIR", help="CurveZMQ key folder (required off loopback)")
+    think.add_arguments(sp)
+    common(sp)
+    sp.set_defaults(func=think.run)
+
     from tools import live
 
     sp = sub.add_parser("live", help="the live agent: camera, microphone, workers, hub, viewer on a trained run")
@@ -211,10 +230,25 @@ def add_parsers(sub: argparse._SubParsersAction, common) -> None:
     sp.add_argument("--queue", type=int, default=64, help="live mode: stimuli queued before the oldest is dropped")
     sp.set_defaults(func=cmd_worker)
 
-    sp = sub.add_parser("play", help="play the run's teaching stream onto the bus as stimuli")
-    process_args(sp)
-    sp.add_argument("--speed", type=float, default=0.0,
-                    help="1.0 = the stimuli's own timing, 2.0 = twice as fast, 0 = as fast as possible (default)")
+    from replay import recording
+
+    sp = sub.add_parser("play", help="play a recorded session (FILE.mcap) or a run's teaching stream (--run) "
+                                     "onto the bus")
+    sp.add_argument("file", nargs="?", help="an MCAP file from `cdz record` (else --run plays the teaching stream)")
+    process_args(sp, run_required=False)
+    sp.add_argument("--speed", type=float,
+                    help="1.0 = the recorded / the stimuli's own timing, 2.0 = twice as fast, 0 = as fast as "
+                         "possible (default: 1.0 for a file, 0 for --run)")
     sp.add_argument("--window", type=int, default=256, help="lossless: stimuli in flight before waiting for acks")
     sp.add_argument("--wait-go", action="store_true", help="wait for the launcher's go (set by the launcher)")
+    sp.add_argument("--topics", type=recording.parse_topics, default=recording.SENSOR_TOPICS,
+                    help="a file: topic prefixes to play, comma-separated (default: what the sensors published)")
+    sp.add_argument("--clock", choices=("receive", "event"), default="receive",
+                    help="a file: pace by when the recorder received each message (default) or by event time")
     sp.set_defaults(func=cmd_play)
+
+    sp = sub.add_parser("record", help="record bus topics into an MCAP file (open it in Foxglove, play it back)")
+    bus_args(sp)
+    common(sp)
+    recording.add_record_arguments(sp)
+    sp.set_defaults(func=recording.run_record)
