@@ -228,7 +228,8 @@ class Supervisor:
         """Stop every child: a stop message, then SIGTERM, then SIGKILL."""
         if self.client is not None:
             try:
-                self.client.send(Control("stop", source="launcher", gen=self.gen))
+                for name in self.children:  # addressed: a recorder or `cdz top` on the bus goes on
+                    self.client.send(Control("stop", {"to": name}, source="launcher", gen=self.gen))
             except Exception:  # the bus may be gone already
                 pass
         stop_children(list(self.children.values()), grace_s=3.0)

@@ -3,7 +3,8 @@
 A service receives messages with a short timeout, hands each to `handle`, runs
 `tick` about every 10 ms and publishes its `stats()` on `stats.<name>` about once
 a second. SIGTERM and SIGINT end the loop cleanly; so does a `stop` control
-message. Messages of an older generation (from before a rewind) are ignored.
+message (for everyone, or addressed with args `to`). Messages of an older
+generation (from before a rewind) are ignored.
 """
 
 from __future__ import annotations
@@ -18,6 +19,12 @@ from agent.bus import BusClient
 from agent.wire import Control, Message, Stats
 
 log = logging.getLogger(__name__)
+
+
+def addressed_to(msg: Control, name: str) -> bool:
+    """Control messages may name their receiver with args `to`; unnamed ones are for everyone."""
+    to = msg.args.get("to")
+    return to is None or to == name
 
 
 class Latency:
@@ -106,6 +113,8 @@ class Service:
 
     def _dispatch(self, msg: Message) -> None:
         if isinstance(msg, Control):
+            if not addressed_to(msg, self.name):
+                return
             if msg.command == "stop":
                 self.running = False
             elif msg.command != "hello":

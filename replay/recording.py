@@ -54,7 +54,7 @@ from mcap.stream_reader import StreamReader
 from mcap.writer import CompressionType, Writer
 
 from agent.bus import DEFAULT_BUS, BusClient
-from agent.service import Service
+from agent.service import Service, addressed_to
 from agent.wire import KINDS, Control, Message, Stimulus, WireError, decode
 
 log = logging.getLogger(__name__)
@@ -288,12 +288,6 @@ class GapCounter:
         return sum(self.lost.values())
 
 
-def _for_me(msg: Control, name: str) -> bool:
-    """Control messages may name their receiver with args `to`; unnamed ones are for everyone."""
-    to = msg.args.get("to")
-    return to is None or to == name
-
-
 class Recorder(Service):
     """Writes every message of the chosen topic prefixes into a RecordingWriter, every generation
     included (a recorder keeps what was said, stale or not). Stops on SIGTERM/SIGINT, `stop`
@@ -315,7 +309,7 @@ class Recorder(Service):
         frames = self.bus.last_frames
         if bytes(_view(frames[0])).startswith(self.prefixes):
             self.record(frames, msg)
-        if isinstance(msg, Control) and msg.command == "stop" and _for_me(msg, self.name):
+        if isinstance(msg, Control) and msg.command == "stop" and addressed_to(msg, self.name):
             self.running = False
 
     def record(self, frames: Sequence[Any], msg: Message) -> None:
@@ -380,11 +374,6 @@ class RecordingPlayer(Service):
         self._pending: tuple[int, list[bytes]] | None = None  # (recorded time in ns, frames) of the next one
         self._advance()
         self.finished = self._pending is None
-
-    def _dispatch(self, msg: Message) -> None:
-        if isinstance(msg, Control) and not _for_me(msg, self.name):
-            return
-        super()._dispatch(msg)
 
     def on_control(self, msg: Control) -> None:
         if msg.command == "pause":

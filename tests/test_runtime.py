@@ -156,3 +156,33 @@ def _alive(pid: int) -> bool:
             return f.read().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_training_from_a_recorded_replay_equals_training_from_the_teacher(in_process_run, tmp_path, data_dir):
+    """Record the stimuli of a distributed teacher replay (`cdz record`), then learn from the
+    recording: the recording holds the stream exactly, so the brain ends bit-identical."""
+    from agent.bus import free_tcp_bus
+    from replay.recording import decode_recording
+
+    bus, mcap = free_tcp_bus(), tmp_path / "session.mcap"
+    recorder = subprocess.Popen([sys.executable, "-m", "tools.cli", "record", str(mcap), "--bus", bus,
+                                 "--topics", "stimulus.", "--quiet"], cwd=Path(__file__).resolve().parent.parent,
+                                stderr=subprocess.PIPE)
+    try:
+        args = ["replay", "--distributed", "--quiet", "--no-baselines", "--no-judges", "--bus", bus,
+                "--out", str(tmp_path / "recorded-run")]
+        for s in TINY:
+            args += ["--set", s]
+        assert main(args) == 0
+    finally:
+        recorder.send_signal(signal.SIGTERM)
+        assert recorder.wait(30) == 0, recorder.stderr.read().decode()[-2000:]
+    n_stream = len(np.load(in_process_run.stream_path)["t"])
+    stimuli = [m for m in decode_recording(mcap) if m.KIND == "stimulus"]
+    assert len({(m.modality, m.mseq) for m in stimuli}) == n_stream  # every stimulus, re-sends aside
+    out = tmp_path / "from-recording"
+    args = ["replay", "--quiet", "--no-baselines", "--no-judges", "--recording", str(mcap), "--out", str(out)]
+    for s in TINY:
+        args += ["--set", s]
+    assert main(args) == 0
+    assert_same_brain(in_process_run, RunFolder(out))

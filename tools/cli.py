@@ -107,13 +107,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
         out = _run_dir(args, config)
         if args.out and len(seeds) > 1:
             out = Path(args.out) / f"seed{seed}"
+        if args.distributed and args.recording:
+            raise ValueError("--recording learns in this process; leave out --distributed")
         if args.distributed:
             from agent.launcher import distributed_train
 
             run, info = distributed_train(config, out, progress=not args.quiet, overwrite=args.overwrite,
                                           bus=args.bus, checkpoint_every=args.checkpoint_every, speed=args.speed)
         else:
-            run, info = train(config, out, progress=not args.quiet, overwrite=args.overwrite), {}
+            run, info = train(config, out, progress=not args.quiet, overwrite=args.overwrite,
+                              recording=args.recording), {}
         _point_latest(run.path)
         result = evaluate(run, progress=not args.quiet, baselines=not args.no_baselines, judges=not args.no_judges)
         result["run"] = str(run.path)
@@ -234,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--distributed", action="store_true",
                     help="learn the stream with bus, hub, one worker per modality and a player as separate "
                          "processes (lossless; a crashed process is restarted from the last checkpoint)")
+    sp.add_argument("--recording", metavar="FILE.mcap",
+                    help="learn the stimuli of a recorded session (`cdz record`) instead of the teacher's stream")
     sp.add_argument("--bus", help="--distributed: bus address (default: two free ports on 127.0.0.1)")
     sp.add_argument("--checkpoint-every", type=int, default=20_000,
                     help="--distributed: stimuli between checkpoints (default 20000)")

@@ -196,7 +196,8 @@ class LiveAgent:
         if self.client is not None:
             self.checkpoint()
             time.sleep(0.3)  # let them save before the stop
-            self.client.send(Control("stop", source="live"))
+            for name in self.children:  # addressed: a recorder or `cdz top` on the bus goes on
+                self.client.send(Control("stop", {"to": name}, source="live"))
         stop_children(list(self.children.values()), grace_s=5.0)
         if self.client is not None:
             self.client.close()

@@ -132,10 +132,49 @@ def prepare_run(config: Config, out: Path | str, overwrite: bool) -> RunFolder:
     return run
 
 
+def recorded_stream(path: Path | str, config: Config, run: RunFolder) -> tuple[Stream, dict[str, np.ndarray]]:
+    """The stimuli of a recorded session (`cdz record`) as a stream, and their encodings.
+
+    Stimuli are taken once each (a lossless player's re-sends and the replays after a
+    rewind repeat a source's per-modality sequence number), thoughts are left out, and
+    the order is by event time, ties in recording order. Labels are unknown (-1).
+    """
+    from agent.autoencoder import load_autoencoder
+    from agent.wire import Stimulus
+    from replay.recording import decode_recording
+
+    seen: set[tuple] = set()
+    rows: dict[str, list[np.ndarray]] = {m: [] for m in config.modalities}
+    t_ns, mod, index = [], [], []
+    for msg in decode_recording(path, topics=["stimulus."]):
+        if not isinstance(msg, Stimulus) or msg.internal or msg.modality not in rows:
+            continue
+        key = (msg.source, msg.modality, msg.mseq)
+        if key in seen:
+            continue
+        seen.add(key)
+        t_ns.append(msg.t_ns)
+        mod.append(config.modalities.index(msg.modality))
+        index.append(len(rows[msg.modality]))
+        rows[msg.modality].append(np.array(msg.data, np.float32))
+    missing = [m for m, r in rows.items() if not r]
+    if missing:
+        raise RunError(f"{path} holds no {' or '.join(missing)} stimuli to learn from")
+    order = np.argsort(np.array(t_ns, np.int64), kind="stable")
+    t = np.array(t_ns, np.int64)[order] / 1e9
+    stream = Stream(tuple(config.modalities), t, np.array(mod, np.int64)[order], np.array(index, np.int64)[order],
+                    np.arange(len(t), dtype=np.int64), np.full(len(t), -1, np.int64))
+    codes = {m: encode(load_autoencoder(run.encoder_path(m)), np.stack(r)) for m, r in rows.items()}
+    return stream, codes
+
+
 def train(config: Config | None, out: Path | str, progress: bool = True, checkpoint_every: int = 100_000,
-          resume: bool = False, overwrite: bool = False) -> RunFolder:
+          resume: bool = False, overwrite: bool = False, recording: Path | str | None = None) -> RunFolder:
     """Run both phases into `out`; with `resume`, continue from the last checkpoint there
-    (the config then comes from the run folder and `config` must be None)."""
+    (the config then comes from the run folder and `config` must be None). With `recording`,
+    the stream is a recorded session (`cdz record`) instead of the teacher."""
+    if resume and recording is not None:
+        raise ValueError("a run learned from a recording cannot be resumed; start it again")
     if resume:
         if config is not None:
             raise ValueError("a resumed run keeps the config saved in its folder; do not pass another")
@@ -153,7 +192,11 @@ def train(config: Config | None, out: Path | str, progress: bool = True, checkpo
         enc = train_encoders(config, run, progress)
     t_enc = time.perf_counter() - t0
 
-    stream = build_stream(config, enc)
+    if recording is not None:
+        stream, learn_codes = recorded_stream(recording, config, run)
+        run.log(f"learning from the recording {recording}: {len(stream)} stimuli")
+    else:
+        stream, learn_codes = build_stream(config, enc), enc.train
     brain = build_brain(config, enc, stream)
     start = 0
     if resume and run.latest_checkpoint() is not None:
@@ -169,7 +212,7 @@ def train(config: Config | None, out: Path | str, progress: bool = True, checkpo
     bar = tqdm(total=len(stream) - start, desc="stream learning", unit="stim", disable=not progress, mininterval=0.5)
     for lo in range(start, len(stream), checkpoint_every):
         hi = min(lo + checkpoint_every, len(stream))
-        log = learn_stream(brain, stream, enc.train, lo, hi, bar=bar)
+        log = learn_stream(brain, stream, learn_codes, lo, hi, bar=bar)
         logs.append((log.cluster, log.recalled))
         run.save_checkpoint(hi, brain.state_dict())
         save_stream_log(run, stream, logs)
@@ -216,8 +259,14 @@ def load_brain(run: RunFolder) -> LoadedRun:
     """Rebuild the trained brain of a run from its config, encodings and last checkpoint."""
     config = run.config()
     enc = Encodings.load(run, config.modalities)
-    stream = build_stream(config, enc)
-    brain = build_brain(config, enc, stream)
     step, state = run.load_checkpoint()
+    if all(f"cortex.{m}.epoch" in state for m in config.modalities):  # the checkpoint brings each epoch
+        brain = Brain(config, {m: enc.train[m].shape[1] for m in config.modalities}, {m: 1 for m in config.modalities})
+    else:  # older checkpoints: the epoch follows from the teaching stream
+        brain = build_brain(config, enc, build_stream(config, enc))
     brain.load_state_dict(state)
-    return LoadedRun(config, enc, brain, step, len(stream))
+    if run.stream_path.exists():  # the stream it learned (the teacher's, or a recording's)
+        length = len(load_arrays(run.stream_path)["t"])
+    else:
+        length = len(build_stream(config, enc))
+    return LoadedRun(config, enc, brain, step, length)
