@@ -94,7 +94,7 @@ class LiveAgent:
     """The live processes of one run, supervised."""
 
     def __init__(self, run: RunFolder, *, camera: str | None = "0", mic: str | None = None, use_mic: bool = True,
-                 headless: Path | None = None, viewer: bool = True, speak: bool = False,
+                 headless: Path | None = None, viewer: bool = True, speak: bool = False, think: bool = False,
                  bus: str | None = None, checkpoint_every_s: float = 60.0, extra: dict[str, list[str]] | None = None):
         self.run = run
         self.config = run.config()
@@ -117,6 +117,9 @@ class LiveAgent:
                                             logs / "viewer.log")
         if speak:
             self.children["speaker"] = Child("speaker", ["speaker", *common], logs / "speaker.log")
+        if think:  # every real stimulus starts a chain of thoughts; real input interrupts it
+            self.children["thinker"] = Child("thinker", ["think", *common, "--run", str(run.path), "--from-live"],
+                                             logs / "thinker.log")
         for name, argv in (extra or {}).items():  # more arguments for a child, e.g. {"camera": ["--no-realtime"]}
             self.children[name].argv.extend(argv)
         self.bus_child = Child("bus", ["bus", "--bus", self.bus], logs / "live-bus.log")
@@ -214,6 +217,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--headless", metavar="DIR", help="no window: the viewer writes a video and PNG snapshots here")
     p.add_argument("--no-viewer", action="store_true", help="no viewer process")
     p.add_argument("--speak", action="store_true", help="say recalled spectrograms out loud (Griffin-Lim)")
+    p.add_argument("--think", action="store_true",
+                   help="stream of thought: each real stimulus starts a chain of recollections (`cdz think`)")
     p.add_argument("--duration", type=float, help="stop by itself after this many seconds")
     p.add_argument("--events-out", metavar="FILE.jsonl", help="one JSON line per stimulus: cluster and recalls")
     p.add_argument("--checkpoint-every", type=float, default=60.0, help="seconds between checkpoints (default 60)")
@@ -226,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
     run_folder.load_checkpoint()  # a clear error now if the run was never trained
     agent = LiveAgent(run_folder, camera=None if args.no_camera else args.camera, mic=args.mic,
                       use_mic=not args.no_mic, headless=Path(args.headless) if args.headless else None,
-                      viewer=not args.no_viewer, speak=args.speak, bus=args.bus,
+                      viewer=not args.no_viewer, speak=args.speak, think=args.think, bus=args.bus,
                       checkpoint_every_s=args.checkpoint_every)
     out = open(args.events_out, "w") if args.events_out else None
     try:
