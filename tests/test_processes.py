@@ -258,6 +258,7 @@ class RawPublisher:
         self.probe = self.ctx.socket(zmq.SUB)
         for s in (self.pub, self.probe):
             s.setsockopt(zmq.LINGER, 0)
+        self.pub.setsockopt(zmq.SNDHWM, 0)  # no silent drops on a loaded machine: every bad message must arrive
         self.probe.setsockopt(zmq.SUBSCRIBE, b"probe.")
         self.pub.connect(BusAddress.parse(addr).pub)
         self.probe.connect(BusAddress.parse(addr).sub)
