@@ -40,6 +40,10 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+try:
+    from tests.processes import stop_process
+except ImportError:  # pragma: no cover - run from inside tests/
+    from processes import stop_process
 
 SINK = "cdz_null"
 SOURCE = f"{SINK}.monitor"
@@ -97,13 +101,7 @@ def _start_daemon(folder: Path) -> tuple[subprocess.Popen, str, Path]:
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+    stop_process(proc)
 
 
 def _reinit_portaudio() -> None:

@@ -33,6 +33,7 @@ from agent.wire import (Clusters, Control, Credit, Excite, Feedback, Frame, Reca
                         WireError, encode)
 from replay.recording import (MESSAGE_ENCODING, GapCounter, RecordingPlayer, RecordingWriter,
                               decode_recording, read_recording)
+from tests.processes import stop_process
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -127,13 +128,7 @@ class Procs:
 
     def stop_all(self) -> None:
         for proc in self.children.values():
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
+            stop_process(proc)
         assert all(p.poll() is not None for p in self.children.values())
 
 
