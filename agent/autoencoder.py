@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -39,26 +39,8 @@ from torch import Tensor, nn
 
 from tqdm import tqdm
 
+from agent.config import AutoencoderSettings
 from agent.storage import load_torch, save_torch
-
-
-@dataclass(frozen=True)
-class AutoencoderSettings:
-    arch: str = "conv"  # "conv" (default, chosen by measurement), "mlp" (the original design) or "linear" (PCA)
-    code_dim: int = 64  # length of one encoding
-    epochs: int = 5  # passes over the training set (MNIST: 5; FSDD: 20 with batch_size=32)
-    batch_size: int = 128  # stimuli per gradient step (FSDD: 32)
-    lr: float = 1e-3  # Adam learning rate (cosine-decayed to 0 over training)
-    noise: float = 0.05  # denoising corruption: std of gaussian noise added to the input, then clipped to [0, 1]
-    channels: int = 32  # conv only: channels of the first convolution, doubled after each (capped at 4x)
-
-    def __post_init__(self) -> None:
-        if self.arch not in ("conv", "mlp", "linear"):
-            raise ValueError(f"arch must be 'conv', 'mlp' or 'linear', got {self.arch!r}")
-        if self.code_dim < 1 or self.epochs < 0 or self.batch_size < 1 or self.channels < 1:
-            raise ValueError(f"code_dim, batch_size and channels must be >= 1 and epochs >= 0: {self}")
-        if not (self.lr > 0 and 0 <= self.noise < 10):
-            raise ValueError(f"need lr > 0 and 0 <= noise < 10: {self}")
 
 
 def _check_stimuli(x: np.ndarray | Tensor, input_shape: tuple[int, int] | None = None) -> None:

@@ -13,7 +13,27 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.autoencoder import AutoencoderSettings
+
+
+@dataclass(frozen=True)
+class AutoencoderSettings:
+    """One modality's autoencoder (its architecture and training)."""
+
+    arch: str = "conv"  # "conv" (default, chosen by measurement), "mlp" (the original design) or "linear" (PCA)
+    code_dim: int = 64  # length of one encoding
+    epochs: int = 5  # passes over the training set (MNIST: 5; FSDD: 20 with batch_size=32)
+    batch_size: int = 128  # stimuli per gradient step (FSDD: 32)
+    lr: float = 1e-3  # Adam learning rate (cosine-decayed to 0 over training)
+    noise: float = 0.05  # denoising corruption: std of gaussian noise added to the input, then clipped to [0, 1]
+    channels: int = 32  # conv only: channels of the first convolution, doubled after each (capped at 4x)
+
+    def __post_init__(self) -> None:
+        if self.arch not in ("conv", "mlp", "linear"):
+            raise ValueError(f"arch must be 'conv', 'mlp' or 'linear', got {self.arch!r}")
+        if self.code_dim < 1 or self.epochs < 0 or self.batch_size < 1 or self.channels < 1:
+            raise ValueError(f"code_dim, batch_size and channels must be >= 1 and epochs >= 0: {self}")
+        if not (self.lr > 0 and 0 <= self.noise < 10):
+            raise ValueError(f"need lr > 0 and 0 <= noise < 10: {self}")
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from scipy.io import wavfile
-from scipy.signal import resample_poly
 
 SAMPLE_RATE = 8000
 N_MELS = 64
@@ -284,6 +282,8 @@ def _resample(mono: np.ndarray, sample_rate: int) -> np.ndarray:
     if sample_rate == SAMPLE_RATE:
         return mono
     g = math.gcd(sample_rate, SAMPLE_RATE)
+    from scipy.signal import resample_poly  # heavy to import: only when audio needs resampling
+
     return resample_poly(mono, SAMPLE_RATE // g, sample_rate // g)
 
 
@@ -373,6 +373,8 @@ _WAV_SCALES = {np.dtype(np.int16): 32768.0, np.dtype(np.int32): 2147483648.0}
 
 def read_wav_file(path: str | Path) -> tuple[np.ndarray, int]:
     """Read a wav file as float32 in [-1, 1] plus its sample rate; errors name the file."""
+    from scipy.io import wavfile  # heavy to import: only when a wav is read
+
     path = Path(path)
     try:
         with warnings.catch_warnings():
