@@ -149,7 +149,7 @@ class Hub(Service):
                     if cluster is not None and now - self._last_recall.get(other, -1e9) >= self.recall_interval:
                         self._last_recall[other] = now
                         self.bus.send(Recall(other, msg.t_ns, msg.seq, cluster, m, msg.cluster_id,
-                                             source=self.name, gen=self.gen))
+                                             source=self.name, gen=self.gen, internal=msg.internal, depth=msg.depth))
                         self.recalls += 1
         if not self.lossless:
             ms = (time.time_ns() - msg.t_ns) / 1e6

@@ -190,9 +190,12 @@ class Excite:
     source: str = ""
     gen: int = 0
     learn: bool = True  # False: a pure query; the hub answers with recall only
+    internal: bool = False  # the stimulus was a thought (its recalls are thoughts too)
+    depth: int = 0
 
     def _header(self) -> tuple[dict, list]:
-        return {"cluster": self.cluster_id, "node": self.node_id, "strength": self.strength, "learn": self.learn}, []
+        return {"cluster": self.cluster_id, "node": self.node_id, "strength": self.strength, "learn": self.learn,
+                "internal": self.internal, "depth": self.depth}, []
 
     @classmethod
     def _parse(cls, common: dict, h: dict, payload: list) -> "Excite":
@@ -201,7 +204,8 @@ class Excite:
         if strength < 0:
             raise WireError("header field 'strength' must be >= 0")
         return cls(cluster_id=_int(h, "cluster", -1), node_id=_int(h, "node", -1), strength=strength,
-                   learn=_bool(h, "learn"), **common)
+                   learn=_bool(h, "learn"), internal=_bool(h, "internal"), depth=_int(h, "depth", 0, 1 << 20),
+                   **common)
 
 
 @dataclass(frozen=True, slots=True)

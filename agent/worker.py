@@ -326,7 +326,7 @@ class EncoderWorker(Service):
                 self.bus.send(Clusters(self.modality, stim.t_ns, stim.seq, change.created, change.deleted,
                                        source=self.name, gen=self.gen))
         self.bus.send(Excite(self.modality, stim.t_ns, stim.seq, cluster, node, source=self.name, gen=self.gen,
-                             learn=stim.learn))
+                             learn=stim.learn, internal=stim.internal, depth=stim.depth))
         self.learned += 1
         self._rate.add()
         if not self.lossless:

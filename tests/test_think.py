@@ -273,6 +273,30 @@ def test_a_seeded_chain_on_the_bus_mirrors_the_in_process_chain(live, run, seed_
 
 
 @pytest.mark.slow
+def test_recollections_of_thoughts_are_marked_as_thoughts(live, seed_png):
+    """Excite and Recall carry `internal` and `depth` through the hub, so every reconstruction a
+    chain causes arrives marked as a thought of the right depth (the viewer labels it)."""
+    from agent.bus import BusClient
+
+    listener = BusClient(live.bus, "listener", [b"recon."])
+    listener.handshake(timeout_s=30)
+    loop = thinker(live, rate=4.0, max_depth=4)
+    try:
+        loop.seed_file(seed_png)
+        loop.run(timeout_ms=5)
+        recons, deadline = [], time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            msg = listener.recv(100)
+            if isinstance(msg, Recon):
+                recons.append(msg)
+    finally:
+        loop.bus.close()
+        listener.close()
+    assert recons and all(r.internal for r in recons)
+    assert sorted({r.depth for r in recons}) == list(range(loop.thoughts + 1))  # the seed is depth 0
+
+
+@pytest.mark.slow
 def test_real_input_interrupts_a_chain_on_the_bus_and_seeds_the_next(live, seed_png):
     from agent.bus import BusClient
     from tools.recall import read_stimulus

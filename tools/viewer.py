@@ -251,7 +251,8 @@ def _recalls(img, r, state, now, s) -> None:
             continue
         msg = seen.msg
         box = _caption(img, box, f"{_ago(seen.at, now)}", s * 0.8)
-        box = _caption(img, box, f"#{msg.cluster_id} from {msg.cue_modality}", s * 0.8)
+        thought = f" (thought {msg.depth})" if msg.internal else ""
+        box = _caption(img, box, f"#{msg.cluster_id} from {msg.cue_modality}{thought}", s * 0.8)
         _fit(img, box, seen.data, cmap, flip)
 
 
