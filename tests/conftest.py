@@ -41,3 +41,19 @@ def _private_cache(tmp_path_factory):
     mp.setenv("CDZ_NO_DOWNLOAD", "1")
     yield
     mp.undo()
+
+
+@pytest.fixture
+def thread_bus():
+    """A bus forwarder in a background thread on free loopback ports; its address. Closed after the test."""
+    import threading
+
+    from agent.bus import Forwarder, free_tcp_bus
+
+    address = free_tcp_bus()
+    fwd = Forwarder(address)
+    threading.Thread(target=fwd.run, daemon=True).start()
+    try:
+        yield address
+    finally:
+        fwd.close()

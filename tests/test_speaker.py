@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from agent.bus import BusClient, Forwarder, free_tcp_bus
+from agent.bus import BusClient
 from agent.wire import Control, Recon
 from sensors.features import SAMPLE_RATE, audio_to_stimulus, read_wav_file
 from tests.pulse import pulse_sink  # noqa: F401  (a fixture, requested by name)
@@ -124,10 +124,8 @@ def test_rate_limit_plays_the_newest_and_counts_the_rest(tmp_path):
 
 # ---------------------------------------------------------------------- on a real bus
 @pytest.mark.slow
-def test_speaker_on_a_bus_writes_one_wav_per_utterance(tmp_path):
-    address = free_tcp_bus()
-    fwd = Forwarder(address)
-    threading.Thread(target=fwd.run, daemon=True).start()
+def test_speaker_on_a_bus_writes_one_wav_per_utterance(tmp_path, thread_bus):
+    address = thread_bus
     client = BusClient(address, "speaker", TOPICS)
     feeder = BusClient(address, "feeder")
     speaker = None
@@ -155,7 +153,6 @@ def test_speaker_on_a_bus_writes_one_wav_per_utterance(tmp_path):
             speaker.close()
         client.close()
         feeder.close()
-        fwd.close()
 
     wavs = sorted(tmp_path.glob("*.wav"))
     assert speaker.played == len(wavs) and speaker.played + speaker.skipped == 8

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from agent.bus import BusClient, Forwarder, free_tcp_bus
+from agent.bus import BusClient
 from agent.wire import Control, Excite, Frame, Recon, Stats, Stimulus, Weights
 from tools.viewer import TOPICS, HeadlessOutput, Viewer, ViewerError, ViewerState, gui_available, layout, open_output, \
     render, run
@@ -146,10 +146,8 @@ def test_standalone_command_reports_the_error(tmp_path):
 
 # ---------------------------------------------------------------------- on a real bus
 @pytest.mark.slow
-def test_viewer_on_a_bus_writes_video_and_snapshots(tmp_path):
-    address = free_tcp_bus()
-    fwd = Forwarder(address)
-    threading.Thread(target=fwd.run, daemon=True).start()
+def test_viewer_on_a_bus_writes_video_and_snapshots(tmp_path, thread_bus):
+    address = thread_bus
     client = BusClient(address, "viewer", TOPICS)
     feeder = BusClient(address, "feeder")
     viewer = None
@@ -180,7 +178,6 @@ def test_viewer_on_a_bus_writes_video_and_snapshots(tmp_path):
             viewer.close()
         client.close()
         feeder.close()
-        fwd.close()
 
     assert viewer.state.counts["stimulus"] >= 16 and viewer.state.counts["weights"] >= 1
     assert viewer.state.stimulus["visual"].data.shape == (10, 10)
