@@ -32,6 +32,7 @@ class Brain:
         self.cortices = {m: Cortex(m, dims[m], config.cortex, epochs[m]) for m in self.modalities}
         self.cdz = CDZ(self.modalities, config.cdz)
         self.rejected = 0  # stimuli refused (NaN, wrong shape): counted, never fatal
+        self.refinements = 0  # refinement phases applied (agent.refine); says which encoders fit the nodes
 
     def learn(self, modality: str, z: np.ndarray, t: float, strength: float = 1.0) -> Excitation | None:
         """One stimulus with learning on; None (and counted) if the encoding is unusable."""
@@ -70,6 +71,7 @@ class Brain:
         for m, cortex in self.cortices.items():
             state.update({f"cortex.{m}.{k}": v for k, v in cortex.state_dict().items()})
         state["rejected"] = np.array(self.rejected, np.int64)
+        state["refinements"] = np.array(self.refinements, np.int64)
         return state
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
@@ -78,6 +80,7 @@ class Brain:
             prefix = f"cortex.{m}."
             cortex.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
         self.rejected = int(state["rejected"])
+        self.refinements = int(state["refinements"]) if "refinements" in state else 0
 
 
 @dataclass

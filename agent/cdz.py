@@ -201,6 +201,25 @@ class CDZ:
         cluster_id = int(self.clusters[target.modality].ids[best])
         out.append(Feedback(target.modality, target.node_id, cluster_id, conf))
 
+    def set_row(self, a: str, cluster_id: int, b: str, targets: dict[int, float], age: int) -> None:
+        """Replace cluster `cluster_id`'s connections towards modality `b` (renormalised).
+
+        The merge rule (`agent.merges`) uses it to give the halves of a split cluster
+        the connections their own co-occurrences show; `age` sets the row's certainty.
+        """
+        r = self._row(a, int(cluster_id))
+        cols = {self._row(b, int(c)): w for c, w in targets.items() if w > 0}
+        row = self.W[(a, b)][r]
+        row[:] = 0.0
+        total = sum(cols.values())
+        for col, w in cols.items():
+            row[col] = w / total
+        self.age[(a, b)][r] = age if total > 0 else 0
+
+    def row_age(self, a: str, cluster_id: int, b: str) -> int:
+        r = self.clusters[a].slot.get(int(cluster_id))
+        return 0 if r is None else int(self.age[(a, b)][r])
+
     # ------------------------------------------------------------------ reading (pure)
     def recall(self, modality: str, cluster_id: int) -> dict[str, int | None]:
         """For each other modality, the cluster this one connects to most strongly (None: nothing)."""

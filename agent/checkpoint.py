@@ -41,6 +41,10 @@ class RunFolder:
     def encoder_path(self, modality: str) -> Path:
         return self.path / "encoders" / f"{modality}.pt"
 
+    def stage_encoder_path(self, modality: str, refinements: int) -> Path:
+        """The encoder as it was after `refinements` refinement phases (0: first trained)."""
+        return self.path / "encoders" / f"{modality}.stage{refinements}.pt"
+
     def judge_path(self, modality: str) -> Path:
         return self.path / "judges" / f"{modality}.pt"
 

@@ -88,6 +88,36 @@ class CDZSettings:
 
 
 @dataclass(frozen=True)
+class RefineSettings:
+    """Refinement phases between stream segments (README, "Details the rules leave open").
+
+    At each point of `at` (shares of the stream) the stream pauses: the merge rule
+    splits classes that the other sense sees as two, then each encoder is taught by
+    the other sense and the nodes follow the new encodings.
+    """
+
+    at: tuple[float, ...] = (0.4, 0.7)  # refinement points, shares of the stream; [] = none
+    merge_conductance: float = 0.3  # split a class whose best cross-modal cut is below this; 0 = no merge rule
+    merge_min_side: float = 0.1  # each side of such a cut holds at least this share of the pairs
+    teach_weight: float = 0.3  # weight of the cross-modal term beside reconstruction; 0 = no teaching
+    teach_sharpness: float = 10.0  # prototype softmax temperature = mean squared distance to own prototype / this
+    teach_epochs: int = 1  # passes over the paired stimuli per refinement
+    teach_min_steps: int = 400  # at least this many gradient steps (small sets take more passes)
+    teach_lr: float = 1e-3  # Adam learning rate, cosine-decayed within a refinement
+    augment: bool = True  # teach on augmented stimuli (replay.augment)
+
+    def __post_init__(self) -> None:
+        if any(not 0.0 < a < 1.0 for a in self.at) or list(self.at) != sorted(set(self.at)):
+            raise ValueError(f"refine.at must be increasing shares of the stream in (0, 1), got {list(self.at)}")
+        if not (0.0 <= self.merge_conductance <= 1.0 and 0.0 < self.merge_min_side < 0.5):
+            raise ValueError("refine: need 0 <= merge_conductance <= 1 and 0 < merge_min_side < 0.5")
+        if not (self.teach_weight >= 0 and self.teach_epochs >= 1 and self.teach_min_steps >= 0
+                and self.teach_lr > 0 and self.teach_sharpness > 0):
+            raise ValueError("refine: need teach_weight >= 0, teach_epochs >= 1, teach_min_steps >= 0, "
+                             "teach_lr > 0, teach_sharpness > 0")
+
+
+@dataclass(frozen=True)
 class TeacherSettings:
     """The flash-card parent that makes the paired replay stream (EVALUATION.md)."""
 
@@ -125,6 +155,7 @@ class Config:
     cortex: CortexSettings = field(default_factory=CortexSettings)
     cdz: CDZSettings = field(default_factory=CDZSettings)
     teacher: TeacherSettings = field(default_factory=TeacherSettings)
+    refine: RefineSettings = field(default_factory=RefineSettings)
 
     def encoder(self, modality: str) -> AutoencoderSettings:
         return getattr(self, f"{modality}_encoder")

@@ -347,6 +347,45 @@ class Cortex:
         self.counters.splits += splits
         return splits
 
+    def split_cluster(self, cluster_id: int, node_ids: np.ndarray) -> int:
+        """Move `node_ids` out of cluster `cluster_id` into a new cluster; returns its id.
+
+        Each moved node's link to the old cluster becomes its link to the new one, and
+        the old cluster's mode links to those nodes move with them, so both halves keep
+        their history (certainty, modes). Used by the merge rule (`agent.merges`).
+        """
+        old = self.cluster_slot[int(cluster_id)]
+        slots = np.array([self.node_slot[int(n)] for n in node_ids], np.int64)
+        new = self._new_cluster()
+        self.cluster_last[new] = self.cluster_last[old]
+        self.link[slots, new] = self.link[slots, old]
+        self.link[slots, old] = 0.0
+        self.mode_link[new, slots] = self.mode_link[old, slots]
+        self.mode_link[old, slots] = 0.0
+        for c in (old, new):
+            row = self.mode_link[c, : self.n_hi]
+            total = row.sum()
+            if total > 0:
+                row /= total
+        self._changes.append(ClusterChange(self.modality, created=(int(self.cluster_id[new]),)))
+        return int(self.cluster_id[new])
+
+    def relocate(self, positions: np.ndarray) -> None:
+        """Give every live node a new position (rows of `positions` by slot, (n_hi, dim)).
+
+        After the encoder changes (`agent.teaching`) the nodes follow their stimuli into
+        the new encoding space; ids, links and ages stay. What nodes received for growth
+        was measured in the old space, so it is forgotten.
+        """
+        alive = self.node_id[: self.n_hi] >= 0
+        pos = np.asarray(positions, np.float32)[: self.n_hi]
+        if pos.shape != (self.n_hi, self.dim) or not np.isfinite(pos[alive]).all():
+            raise ValueError(f"{self.modality}: relocate needs finite positions of shape ({self.n_hi}, {self.dim})")
+        self.pos[: self.n_hi][alive] = pos[alive]
+        self.pos_sq[: self.n_hi][alive] = np.einsum("ij,ij->i", pos[alive], pos[alive])
+        self.last_z[: self.n_hi][alive] = pos[alive]
+        self.fb_stats = {}
+
     # ------------------------------------------------------------------ reading (pure)
     def assign(self, z: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
         """Nearest node id and its strongest cluster id for each row of z (n, dim). Changes nothing."""

@@ -288,13 +288,43 @@ def finish_distributed(run: RunFolder, stream, report: SupervisorReport, t_enc: 
 def distributed_train(config, out: Path | str, *, progress: bool = True, overwrite: bool = False,
                       bus: str | None = None, checkpoint_every: int = 20_000, speed: float = 0.0,
                       window: int = 256) -> tuple[RunFolder, dict]:
-    """Encoders in this process, then the stream through the runtime processes."""
+    """Encoders in this process, then the stream through the runtime processes.
+
+    At each refinement point (`refine.at`) the processes stop at that stream position,
+    the refinement runs here with the same code as `cdz train` (`tools.train.Refinements`),
+    and the processes start again from its checkpoint with the new encoders.
+    """
+    from tools.train import Encodings, Refinements
+
     run, stream, t_enc = prepare_distributed(config, out, progress=progress, overwrite=overwrite)
-    sup = Supervisor(run, len(stream), bus=bus, checkpoint_every=checkpoint_every, speed=speed, window=window,
-                     progress=progress)
-    try:
-        sup.start()
-        report = sup.supervise()
-    finally:
-        sup.stop()
+    phases = Refinements(config, run, stream, from_files=True)
+    report = SupervisorReport()
+    for end in [p for p in phases.points if 0 < p < len(stream)] + [len(stream)]:
+        sup = Supervisor(run, end, bus=bus, checkpoint_every=checkpoint_every, speed=speed, window=window,
+                         progress=progress)
+        try:
+            sup.start()
+            part = sup.supervise()
+        finally:
+            sup.stop()
+        report.restarts += part.restarts
+        report.wall_s += part.wall_s
+        if end < len(stream):
+            _refine_between(run, phases, end, Encodings.load(run, config.modalities))
     return run, finish_distributed(run, stream, report, t_enc)
+
+
+def _refine_between(run: RunFolder, phases, step: int, enc) -> None:
+    """Refine the brain saved at `step` and save it again there (with the processes' own keys)."""
+    from agent.brain import Brain
+
+    at, state = run.load_checkpoint()
+    if at != step:
+        raise LaunchError(f"expected the checkpoint at stimulus {step} before refining, found {at}")
+    config = run.config()
+    brain = Brain(config, {m: enc.train[m].shape[1] for m in config.modalities}, {m: 1 for m in config.modalities})
+    brain.load_state_dict(state)
+    brain.refinements = sum(p < step for p in phases.points)  # the processes' parts do not carry the count
+    if phases.due(brain, step):
+        phases.apply(brain, enc.train, enc, step)
+    run.save_checkpoint(step, {**state, **brain.state_dict()})

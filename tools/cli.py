@@ -139,10 +139,19 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _seed_list(text: str) -> list[int]:
+    """'0,1,2', '0-9' or '0-4,7': the seeds to run, in order, without repeats."""
+    seeds: list[int] = []
     try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
+        for part in (p.strip() for p in text.split(",")):
+            if not part:
+                continue
+            lo, sep, hi = part.partition("-")
+            span = range(int(lo), int(hi) + 1) if sep else [int(part)]
+            if sep and int(hi) < int(lo):
+                raise ValueError
+            seeds += [s for s in span if s not in seeds]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--seeds wants integers separated by commas, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"--seeds wants seeds and ranges such as 0-9 or 0,3,5-7, got {text!r}") from None
     if not seeds:
         raise argparse.ArgumentTypeError("--seeds needs at least one seed")
     return seeds
@@ -181,6 +190,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise ValueError("cdz bench live needs --run RUN (a trained run folder)")
         result = bench_live(RunFolder(args.run), cards=args.cards, utterances=args.utterances)
         print(format_live(result), file=sys.stderr if args.json else sys.stdout)
+    elif args.what == "robustness":
+        from tools.bench_robustness import bench_robustness, format_robustness
+
+        config = _config_from_args(args)
+        out = Path(args.out) if args.out else DEFAULT_RUNS / f"robustness-seed{config.seed}"
+        speakers = [s for s in args.speakers.split(",") if s] if args.speakers else None
+        result = bench_robustness(config, out, speakers=speakers, progress=not args.quiet)
+        print(format_robustness(result), file=sys.stderr if args.json else sys.stdout)
     elif args.what == "pipeline":
         from tools.bench_pipeline import bench_pipeline, format_pipeline
 
@@ -230,8 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("replay", help="train then eval in one go (the main job)")
     common(sp, config=True, json_out=True)
-    sp.add_argument("--seeds", type=_seed_list, metavar="0,1,2",
-                    help="several runs, one per seed (into --out/seed<N>), then mean and min of every score")
+    sp.add_argument("--seeds", type=_seed_list, metavar="0-9",
+                    help="several runs, one per seed (into --out/seed<N>), then a per-seed table, mean and min "
+                         "of every score and how many seeds found exactly the true number of classes "
+                         "(e.g. 0-9, or 0,3,5-7)")
     sp.add_argument("--no-baselines", action="store_true", help="skip the clustering baselines")
     sp.add_argument("--no-judges", action="store_true", help="skip generation accuracy")
     sp.add_argument("--distributed", action="store_true",
@@ -264,18 +283,23 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_plots)
 
     sp = sub.add_parser("bench", help="benchmarks that print figures (core: learning throughput; "
-                                      "pipeline: the multi-process runtime)")
-    sp.add_argument("what", choices=["core", "pipeline", "live"],
+                                      "pipeline: the multi-process runtime; robustness: unseen voices, noise, "
+                                      "distortion, teacher mistakes)")
+    sp.add_argument("what", choices=["core", "pipeline", "live", "robustness"],
                     help="core: the learning core vs a plain implementation; pipeline: lossless throughput, "
                          "live latency and the bare ZeroMQ floor of the multi-process runtime; live: filmed "
-                         "digit cards and spoken digits through the camera and microphone pipelines (--run)")
+                         "digit cards and spoken digits through the camera and microphone pipelines (--run); "
+                         "robustness: trains a standard run, one per held-out FSDD speaker and one per "
+                         "teacher-mistake rate into --out (default runs/robustness-seed<N>; finished runs "
+                         "there are reused) and scores each beside the supervised judge (about an hour)")
+    sp.add_argument("--speakers", help="robustness: held-out speakers to run, comma-separated (default all six)")
     sp.add_argument("--run", help="live: a trained run folder")
     sp.add_argument("--cards", type=int, default=200, help="live: digit cards to film (default 200)")
     sp.add_argument("--utterances", type=int, default=200, help="live: utterances to hear (default 200)")
     sp.add_argument("--seconds", type=float, default=10.0, help="pipeline: seconds of live latency measurement")
     sp.add_argument("--stimuli", type=int, default=60_000, help="stimuli in the vectorised run (default 60000)")
     sp.add_argument("--repeats", type=int, default=3, help="repeats; the median is reported (default 3)")
-    common(sp, json_out=True)
+    common(sp, config=True, json_out=True)
     sp.set_defaults(func=cmd_bench)
     return p
 

@@ -232,22 +232,43 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def summarise_seeds(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean and min over runs of every per-pair / per-modality score (EVALUATION.md: several seeds)."""
+    """Per seed, mean and min over runs of every per-pair / per-modality score (EVALUATION.md: several seeds)."""
     keys = ("recall_accuracy", "generation_accuracy", "seed_score", "classes_discovered")
-    out: dict[str, Any] = {"seeds_run": [r["seed"] for r in results], "mean": {}, "min": {}}
+    out: dict[str, Any] = {"seeds_run": [r["seed"] for r in results], "mean": {}, "min": {}, "per_seed": {}}
     for key in keys:
         if not all(key in r for r in results):
             continue
         out["mean"][key] = {k: float(np.mean([r[key][k] for r in results])) for k in results[0][key]}
         out["min"][key] = {k: min(r[key][k] for r in results) for k in results[0][key]}
+    for r in results:
+        out["per_seed"][str(r["seed"])] = {"recall_accuracy": r["recall_accuracy"],
+                                           "classes_discovered": r["classes_discovered"]}
+    true = {len(r["config"]["data"]["digits"]) for r in results}
     out["runs_with_exact_classes"] = sum(
         all(v == len(r["config"]["data"]["digits"]) for v in r["classes_discovered"].values()) for r in results)
+    out["exact_classes_per_modality"] = {
+        m: sum(r["classes_discovered"][m] == len(r["config"]["data"]["digits"]) for r in results)
+        for m in results[0]["classes_discovered"]} if len(true) == 1 else {}
     return out
 
 
 def format_seeds(summary: dict[str, Any]) -> str:
-    lines = [f"over seeds {summary['seeds_run']} ({summary['runs_with_exact_classes']} found exactly the true "
-             "number of classes in every modality):", f"{'score':34s} {'mean':>8s} {'min':>8s}", "-" * 52]
+    per_seed = summary.get("per_seed", {})
+    lines = []
+    if per_seed:
+        first = next(iter(per_seed.values()))
+        pairs, mods = list(first["recall_accuracy"]), list(first["classes_discovered"])
+        lines.append(f"{'seed':>4s}  " + "  ".join(f"{'recall ' + p:>24s}" for p in pairs) + "  classes "
+                     + " / ".join(mods))
+        for seed, row in per_seed.items():
+            lines.append(f"{seed:>4s}  " + "  ".join(f"{row['recall_accuracy'][p]:24.3f}" for p in pairs) + "  "
+                         + " / ".join(str(row["classes_discovered"][m]) for m in mods))
+        lines.append("")
+    exact = summary.get("exact_classes_per_modality") or {}
+    detail = ", ".join(f"{m}: {n}" for m, n in exact.items())
+    lines += [f"over seeds {summary['seeds_run']} ({summary['runs_with_exact_classes']} of {len(summary['seeds_run'])} "
+              f"found exactly the true number of classes in every modality{'; ' + detail if detail else ''}):",
+              f"{'score':34s} {'mean':>8s} {'min':>8s}", "-" * 52]
     for key, per in summary["mean"].items():
         for k, mean in per.items():
             lines.append(f"{key.replace('_', ' ') + ' ' + k:34s} {mean:8.3f} {summary['min'][key][k]:8.3f}")

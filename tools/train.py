@@ -52,23 +52,61 @@ class Encodings:
             raise ValueError(f"{run.encodings_path} lacks {e}") from None
 
 
+def _train_filters(config: Config, modality: str) -> dict:
+    """load_modality's filters for a modality's training split."""
+    d = config.data
+    kw: dict = {"digits": list(d.digits), "per_class": d.per_class}
+    if modality == "audio" and d.speakers:
+        kw["speakers"] = list(d.speakers)
+    if modality == "audio" and d.exclude_speakers:
+        kw["exclude_speakers"] = list(d.exclude_speakers)
+    return kw
+
+
 def load_splits(config: Config, split: str) -> dict[str, Split]:
     """The data of every modality for one split, filtered as the config says."""
     d = config.data
-    per_class = d.per_class if split == "train" else d.test_per_class
     out = {}
     for m in config.modalities:
-        kw: dict = {"digits": list(d.digits), "per_class": per_class}
+        if split == "train":
+            out[m] = load_modality(m, split, **_train_filters(config, m))
+            continue
+        kw: dict = {"digits": list(d.digits), "per_class": d.test_per_class}
         if m == "audio" and d.speakers:
             kw["speakers"] = list(d.speakers)
-        if m == "audio" and d.exclude_speakers and split == "test":
+        if m == "audio" and d.exclude_speakers:
             # held-out speakers were never heard: all of their recordings are test material
             kw["speakers"] = list(d.exclude_speakers)
             out[m] = _concat([load_modality(m, part, **kw) for part in ("train", "test")])
             continue
-        if m == "audio" and d.exclude_speakers:
-            kw["exclude_speakers"] = list(d.exclude_speakers)
         out[m] = load_modality(m, split, **kw)
+    return out
+
+
+def make_augmenters(config: Config, x_train: dict[str, np.ndarray], from_files: bool = True) -> dict:
+    """Seeded augmentation of each modality's training rows (replay.augment), for teaching.
+
+    Sounds are augmented on their waveforms, so they need the FSDD files
+    (`from_files`); without them (a recorded session) sounds are not augmented.
+    """
+    from replay.augment import ImageAugmenter, SoundAugmenter
+    from replay.datasets import list_fsdd_files
+
+    out: dict = {}
+    for m in config.modalities:
+        if m == "visual":
+            images, x = ImageAugmenter(), x_train[m]
+
+            def visual(rows: np.ndarray, seed: int, images=images, x=x) -> torch.Tensor:
+                return torch.cat([images(torch.from_numpy(x[rows[i : i + 4096]]), seed + i)
+                                  for i in range(0, len(rows), 4096)])
+
+            out[m] = visual
+        elif m == "audio" and from_files:
+            files = list_fsdd_files("train", **_train_filters(config, m))
+            if len(files) != len(x_train[m]):
+                raise RuntimeError("the FSDD files do not match the audio training split")
+            out[m] = SoundAugmenter(files)
     return out
 
 
@@ -110,6 +148,7 @@ def train_encoders(config: Config, run: RunFolder, progress: bool = True) -> Enc
             model, info = train_autoencoder(train_data[m].x, config.encoder(m), seed=config.seed * 1000 + k,
                                             desc=f"{m} autoencoder", progress=progress)
             path.parent.mkdir(parents=True, exist_ok=True)
+            save_autoencoder(model, run.stage_encoder_path(m, 0))
             save_autoencoder(model, path)
             run.log(f"{m} autoencoder trained: {info}")
         enc.train[m], enc.test[m] = encode(model, train_data[m].x), encode(model, test_data[m].x)
@@ -132,8 +171,9 @@ def prepare_run(config: Config, out: Path | str, overwrite: bool) -> RunFolder:
     return run
 
 
-def recorded_stream(path: Path | str, config: Config, run: RunFolder) -> tuple[Stream, dict[str, np.ndarray]]:
-    """The stimuli of a recorded session (`cdz record`) as a stream, and their encodings.
+def recorded_stream(path: Path | str, config: Config,
+                    run: RunFolder) -> tuple[Stream, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The stimuli of a recorded session (`cdz record`) as a stream, their encodings and the stimuli.
 
     Stimuli are taken once each (a lossless player's re-sends and the replays after a
     rewind repeat a source's per-modality sequence number), thoughts are left out, and
@@ -164,8 +204,76 @@ def recorded_stream(path: Path | str, config: Config, run: RunFolder) -> tuple[S
     t = np.array(t_ns, np.int64)[order] / 1e9
     stream = Stream(tuple(config.modalities), t, np.array(mod, np.int64)[order], np.array(index, np.int64)[order],
                     np.arange(len(t), dtype=np.int64), np.full(len(t), -1, np.int64))
-    codes = {m: encode(load_autoencoder(run.encoder_path(m)), np.stack(r)) for m, r in rows.items()}
-    return stream, codes
+    x = {m: np.stack(r) for m, r in rows.items()}
+    codes = {m: encode(load_autoencoder(run.encoder_path(m)), x[m]) for m in x}
+    return stream, codes, x
+
+
+class Refinements:
+    """When and how a run pauses its stream to refine (agent.refine), and how it resumes.
+
+    The encoders after refinement k are kept as `encoders/<m>.stage<k>.pt`; the
+    checkpoint's `refinements` count says which stage its nodes belong to, so a run
+    resumed from any checkpoint continues with the encoders that fit it.
+    """
+
+    def __init__(self, config: Config, run: RunFolder, stream: Stream, from_files: bool,
+                 x_learn: dict[str, np.ndarray] | None = None):
+        self.config, self.run, self.stream = config, run, stream
+        self.points = [int(round(a * len(stream))) for a in config.refine.at]
+        self.from_files = from_files
+        self._x_learn = x_learn
+        self._x_test: dict[str, np.ndarray] | None = None
+
+    def due(self, brain: Brain, step: int) -> bool:
+        return step in self.points and brain.refinements == self.points.index(step)
+
+    def _data(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        if self._x_learn is None:
+            self._x_learn = {m: s.x for m, s in load_splits(self.config, "train").items()}
+        if self._x_test is None:
+            self._x_test = {m: s.x for m, s in load_splits(self.config, "test").items()}
+        return self._x_learn, self._x_test
+
+    def _encodings(self, models: dict, codes: dict[str, np.ndarray], enc: Encodings) -> Encodings:
+        _, x_test = self._data()
+        train_z = codes if self.from_files else {m: encode(models[m], x) for m, x in
+                                                 load_splits_x(self.config, "train").items()}
+        return Encodings(train_z, enc.train_y, {m: encode(models[m], x_test[m]) for m in models}, enc.test_y)
+
+    def apply(self, brain: Brain, codes: dict[str, np.ndarray], enc: Encodings,
+              step: int) -> tuple[dict[str, np.ndarray], Encodings]:
+        """Refinement number `brain.refinements` at `step`; saves the new encoders and encodings."""
+        from agent.refine import refine
+
+        x_learn, _ = self._data()
+        models = {m: load_autoencoder(self.run.encoder_path(m)) for m in self.config.modalities}
+        augmenters = make_augmenters(self.config, x_learn, self.from_files) if self.config.refine.augment else None
+        codes, report = refine(brain, models, x_learn, codes, self.stream, step, self.config.refine,
+                               self.config.seed * 100 + brain.refinements, augmenters)
+        brain.refinements += 1
+        for m, model in models.items():
+            save_autoencoder(model, self.run.stage_encoder_path(m, brain.refinements))
+            save_autoencoder(model, self.run.encoder_path(m))
+        enc = self._encodings(models, codes, enc)
+        save_arrays(self.run.encodings_path, enc.arrays())
+        self.run.log(f"refinement {brain.refinements} at stimulus {step}: {report.summary()}")
+        return codes, enc
+
+    def resume(self, refinements: int, enc: Encodings) -> tuple[dict[str, np.ndarray], Encodings]:
+        """Encoders and encodings of stage `refinements`, for a run resumed after it."""
+        x_learn, _ = self._data()
+        models = {m: load_autoencoder(self.run.stage_encoder_path(m, refinements)) for m in self.config.modalities}
+        for m, model in models.items():
+            save_autoencoder(model, self.run.encoder_path(m))
+        codes = {m: encode(models[m], x_learn[m]) for m in models}
+        enc = self._encodings(models, codes, enc)
+        save_arrays(self.run.encodings_path, enc.arrays())
+        return codes, enc
+
+
+def load_splits_x(config: Config, split: str) -> dict[str, np.ndarray]:
+    return {m: s.x for m, s in load_splits(config, split).items()}
 
 
 def train(config: Config | None, out: Path | str, progress: bool = True, checkpoint_every: int = 100_000,
@@ -192,8 +300,9 @@ def train(config: Config | None, out: Path | str, progress: bool = True, checkpo
         enc = train_encoders(config, run, progress)
     t_enc = time.perf_counter() - t0
 
+    x_learn: dict[str, np.ndarray] | None = None  # raw stimuli of the stream's rows, for refinement
     if recording is not None:
-        stream, learn_codes = recorded_stream(recording, config, run)
+        stream, learn_codes, x_learn = recorded_stream(recording, config, run)
         run.log(f"learning from the recording {recording}: {len(stream)} stimuli")
     else:
         stream, learn_codes = build_stream(config, enc), enc.train
@@ -208,12 +317,25 @@ def train(config: Config | None, out: Path | str, progress: bool = True, checkpo
         old = load_arrays(run.stream_path)
         pad = np.full(max(0, start - len(old["cluster"])), -1, np.int64)  # a crash between checkpoint and log
         logs.append((np.concatenate([old["cluster"][:start], pad]), np.concatenate([old["recalled"][:start], pad])))
+    phases = Refinements(config, run, stream, recording is None, x_learn)
+    if brain.refinements:  # resumed after a refinement: its encoders and encodings
+        learn_codes, enc = phases.resume(brain.refinements, enc)
     t1 = time.perf_counter()
+    t_refine = 0.0
     bar = tqdm(total=len(stream) - start, desc="stream learning", unit="stim", disable=not progress, mininterval=0.5)
-    for lo in range(start, len(stream), checkpoint_every):
-        hi = min(lo + checkpoint_every, len(stream))
+    stops = sorted(set(range(start + checkpoint_every, len(stream), checkpoint_every)) | {len(stream)}
+                   | {p for p in phases.points if p > start})
+    lo = start
+    for hi in stops:
         log = learn_stream(brain, stream, learn_codes, lo, hi, bar=bar)
         logs.append((log.cluster, log.recalled))
+        lo = hi
+        if phases.due(brain, hi):
+            bar.set_description("refining")
+            t0r = time.perf_counter()
+            learn_codes, enc = phases.apply(brain, learn_codes, enc, hi)
+            t_refine += time.perf_counter() - t0r
+            bar.set_description("stream learning")
         run.save_checkpoint(hi, brain.state_dict())
         save_stream_log(run, stream, logs)
         bar.set_postfix_str(" ".join(f"{m}:{c.n_nodes}n/{c.n_clusters}c" for m, c in brain.cortices.items()))
@@ -222,15 +344,16 @@ def train(config: Config | None, out: Path | str, progress: bool = True, checkpo
     if start >= len(stream):  # nothing left to learn: keep the existing log
         save_stream_log(run, stream, logs)
     run.update_metrics(train={
-        "timing_s": {"encoders": t_enc, "stream": t_stream},
+        "timing_s": {"encoders": t_enc, "stream": t_stream - t_refine, "refine": t_refine},
         "stimuli": len(stream) - start,
-        "stream_stimuli_per_s": (len(stream) - start) / t_stream if t_stream > 0 else None,
+        "stream_stimuli_per_s": (len(stream) - start) / (t_stream - t_refine) if t_stream > t_refine else None,
         "rejected": brain.rejected,
         "nodes": {m: c.n_nodes for m, c in brain.cortices.items()},
         "clusters": {m: c.n_clusters for m, c in brain.cortices.items()},
         "counters": {m: vars(c.counters) for m, c in brain.cortices.items()},
     })
-    run.log(f"trained: {len(stream)} stimuli, encoders {t_enc:.1f}s, stream {t_stream:.1f}s")
+    run.log(f"trained: {len(stream)} stimuli, encoders {t_enc:.1f}s, stream {t_stream - t_refine:.1f}s, "
+            f"refinement {t_refine:.1f}s")
     return run
 
 

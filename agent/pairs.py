@@ -1,0 +1,35 @@
+"""Which stimuli of two senses co-occurred: pairs by event time within the window B.
+
+This is the only teacher the refinement phases have. It reads times and stimulus
+rows, never labels, and pairs exactly what the CDZ would correlate.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from replay.teacher import Stream
+
+
+def cooccurring(stream: Stream, a: str, b: str, window_s: float, lo: int = 0,
+                hi: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Rows (of a's and of b's training split) of every a-b stimulus pair within `window_s`.
+
+    Only stimuli [lo, hi) of the stream are considered. Returns two int64 arrays of
+    equal length, one entry per pair; a stimulus may take part in several pairs.
+    """
+    hi = len(stream) if hi is None else hi
+    ka, kb = stream.modalities.index(a), stream.modalities.index(b)
+    mods, t, index = stream.modality[lo:hi], stream.t[lo:hi], stream.index[lo:hi]
+    ta, ia = t[mods == ka], index[mods == ka]
+    tb, ib = t[mods == kb], index[mods == kb]
+    order = np.argsort(tb, kind="stable")
+    tb, ib = tb[order], ib[order]
+    first = np.searchsorted(tb, ta - window_s, side="left")
+    last = np.searchsorted(tb, ta + window_s, side="right")
+    counts = last - first
+    rows_a = np.repeat(ia, counts)
+    starts = np.repeat(first, counts)
+    offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    rows_b = ib[starts + offsets]
+    return rows_a.astype(np.int64), rows_b.astype(np.int64)

@@ -1,0 +1,74 @@
+"""One refinement phase between stream segments: undo merges, teach the encoders, follow.
+
+Order matters. Merges are undone first (`agent.merges`), so that the encoders are
+then taught towards the right classes and not towards a shared cluster of two
+digits. Each encoder is then taught by the other sense (`agent.teaching`), the
+nodes follow their stimuli into the new encoding space, and the stream goes on.
+Everything here reads only stimuli, event times and the brain; never a label.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from agent.autoencoder import Autoencoder, encode
+from agent.brain import Brain
+from agent.config import RefineSettings
+from agent.merges import MergeSettings, Split, split_merges
+from agent.pairs import cooccurring
+from agent.teaching import Augment, follow_nodes, soft_targets, teach_encoder
+from replay.teacher import Stream
+
+
+@dataclass
+class RefineReport:
+    splits: list[Split] = field(default_factory=list)
+    taught: dict[str, dict] = field(default_factory=dict)  # modality -> teach_encoder info
+
+    def summary(self) -> str:
+        parts = [f"{len(self.splits)} cluster splits"]
+        parts += [f"{m} taught {info['steps']} steps, loss {info['losses'][0]:.4f}->{info['losses'][-1]:.4f}"
+                  for m, info in self.taught.items()]
+        return "; ".join(parts)
+
+
+def refine(brain: Brain, models: dict[str, Autoencoder], x_train: dict[str, np.ndarray],
+           codes: dict[str, np.ndarray], stream: Stream, upto: int, settings: RefineSettings, seed: int,
+           augmenters: dict[str, Augment | None] | None = None) -> tuple[dict[str, np.ndarray], RefineReport]:
+    """Refine brain and encoders in place after the first `upto` stimuli of the stream.
+
+    Returns the new training encodings per modality and what was done. Modalities
+    whose encoder is None (identity) are not taught.
+    """
+    report = RefineReport()
+    mods = brain.modalities
+    window = brain.config.cdz.window_s
+    pairs = {(a, b): cooccurring(stream, a, b, window, 0, upto) for i, a in enumerate(mods) for b in mods[i + 1 :]}
+    if settings.merge_conductance > 0:
+        merge = MergeSettings(conductance=settings.merge_conductance, min_side=settings.merge_min_side)
+        for (a, b), (rows_a, rows_b) in pairs.items():
+            report.splits += split_merges(brain, codes, a, b, rows_a, rows_b, merge)
+    if settings.teach_weight <= 0:
+        return codes, report
+    new_codes = dict(codes)
+    for k, m in enumerate(mods):
+        model = models.get(m)
+        if model is None:
+            continue
+        other = next(o for o in mods if o != m)  # the teaching partner (two-sense runs: the other sense)
+        rows_m, rows_o = pairs[(m, other)] if (m, other) in pairs else pairs[(other, m)][::-1]
+        rows, _, soft = soft_targets(brain, codes, m, other, rows_m, rows_o)
+        if len(rows) == 0:
+            continue
+        old_model = copy.deepcopy(model)
+        augment = (augmenters or {}).get(m) if settings.augment else None
+        report.taught[m] = teach_encoder(
+            model, x_train[m], rows, soft, weight=settings.teach_weight, epochs=settings.teach_epochs,
+            min_steps=settings.teach_min_steps, lr=settings.teach_lr, batch_size=model.settings.batch_size,
+            seed=seed * 1000 + k, augment=augment, sharpness=settings.teach_sharpness)
+        new_codes[m] = encode(model, x_train[m])
+        follow_nodes(brain.cortices[m], codes[m], new_codes[m], old_model, model)
+    return new_codes, report
