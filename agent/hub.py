@@ -57,6 +57,7 @@ class Hub(Service):
         self.recalls = 0
         self._last_ack = time.monotonic()
         self._last_weights = 0.0
+        self.refinements = 0  # refinement phases the brain has had (agent.refine); kept in the hub's part
         self.log_cluster = np.full(max(total, 0), -1, np.int64)  # per stimulus, like the in-process StreamLog
         self.log_recalled = np.full(max(total, 0), -1, np.int64)
         self.latency = Latency()  # live: a stimulus's event time -> its recall sent, all modalities
@@ -76,6 +77,8 @@ class Hub(Service):
         return hub
 
     def _load_log(self, state: dict[str, np.ndarray], step: int) -> None:
+        # the refinement count travels with the hub's part, so every complete checkpoint has it
+        self.refinements = int(state["refinements"]) if "refinements" in state else 0
         if "log.cluster" in state and len(self.log_cluster):
             n = min(step, len(state["log.cluster"]), len(self.log_cluster))
             self.log_cluster[:n] = state["log.cluster"][:n]
@@ -214,6 +217,7 @@ class Hub(Service):
 
     def save(self, step: int) -> None:
         state = {f"cdz.{k}": v for k, v in self.cdz.state_dict().items()}
+        state["refinements"] = np.array(self.refinements, np.int64)
         if len(self.log_cluster):
             state["log.cluster"] = self.log_cluster[:step].copy()
             state["log.recalled"] = self.log_recalled[:step].copy()

@@ -324,7 +324,6 @@ def _refine_between(run: RunFolder, phases, step: int, enc) -> None:
     config = run.config()
     brain = Brain(config, {m: enc.train[m].shape[1] for m in config.modalities}, {m: 1 for m in config.modalities})
     brain.load_state_dict(state)
-    brain.refinements = sum(p < step for p in phases.points)  # the processes' parts do not carry the count
     if phases.due(brain, step):
         phases.apply(brain, enc.train, enc, step)
     run.save_checkpoint(step, {**state, **brain.state_dict()})

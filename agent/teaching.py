@@ -69,8 +69,23 @@ def teach_encoder(model: Autoencoder, x: np.ndarray, rows: np.ndarray, soft: np.
     """Refine `model` in place on stimuli x[rows] with soft cross-modal targets.
 
     Loss: reconstruction (of the augmented input) + weight * soft cross-entropy of the
-    prototype softmax. Deterministic for a seed. Returns {"losses": [...], "steps": n}.
+    prototype softmax. Deterministic for a seed, whatever the caller's torch thread count:
+    it runs on one thread, because sums split over threads round differently and the
+    distributed replay must refine exactly as the one-process run does.
+    Returns {"losses": [...], "steps": n, "temperature": T}.
     """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _teach(model, x, rows, soft, weight=weight, epochs=epochs, min_steps=min_steps, lr=lr,
+                      batch_size=batch_size, seed=seed, augment=augment, sharpness=sharpness)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _teach(model: Autoencoder, x: np.ndarray, rows: np.ndarray, soft: np.ndarray, *, weight: float, epochs: int,
+           min_steps: int, lr: float, batch_size: int, seed: int, augment: Augment | None,
+           sharpness: float) -> dict:
     z0 = encode(model, x[rows])
     mu, temperature = prototypes(z0, soft)
     temperature /= sharpness

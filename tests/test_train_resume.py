@@ -50,3 +50,39 @@ def test_a_held_out_speaker_is_tested_on_all_of_its_recordings(data_dir, monkeyp
     assert set(test_audio.speakers) == {"theo"}
     assert len(test_audio) == 2 * 50  # both digits, every one of theo's 50 recordings of each
     assert len(train_audio) == 2 * 5 * 45  # the other five speakers' training recordings
+
+
+def test_a_run_interrupted_between_refinements_redoes_them_exactly(tmp_path, data_dir, monkeypatch):
+    """Crash after the first refinement and before the second: the resumed run refines again with
+    the encoders of the right stage and ends exactly where an uninterrupted run ends."""
+    import pytest
+
+    import tools.train as train_module
+
+    monkeypatch.setenv("CDZ_DATA_DIR", str(data_dir))
+    config = override(Config(), [*TINY, "refine.teach_min_steps=30"])
+    whole = train(config, tmp_path / "whole", progress=False, checkpoint_every=300)
+    _, final = whole.load_checkpoint()
+    assert int(final["refinements"]) == len(config.refine.at)
+
+    real = train_module.learn_stream
+
+    def crash_after(lo_limit: int):
+        def learn(brain, stream, codes, lo, hi, **kw):
+            if lo >= lo_limit:
+                raise KeyboardInterrupt
+            return real(brain, stream, codes, lo, hi, **kw)
+        return learn
+
+    monkeypatch.setattr(train_module, "learn_stream", crash_after(600))
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "cut", progress=False, checkpoint_every=300)
+    monkeypatch.setattr(train_module, "learn_stream", real)
+    step, state = RunFolder(tmp_path / "cut").load_checkpoint()
+    assert step == 600 and int(state["refinements"]) == 1
+    resumed = train(None, tmp_path / "cut", progress=False, checkpoint_every=300, resume=True)
+    _, again = RunFolder(resumed.path).load_checkpoint()
+    for key in final:
+        np.testing.assert_array_equal(final[key], again[key], err_msg=key)
+    np.testing.assert_array_equal(load_arrays(whole.encodings_path)["visual.test.z"],
+                                  load_arrays(resumed.encodings_path)["visual.test.z"])
