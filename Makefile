@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 export CDZ_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: install demo demo-distributed test bench clean
+.PHONY: install demo demo-distributed test bench bench-robustness seeds clean
 
 $(BIN)/cdz: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,12 @@ test: install  ## the test suite (small data subsets, a few minutes on 2 cores)
 bench: install  ## learning core vs a plain implementation; runtime throughput and latency
 	$(BIN)/cdz bench core
 	$(BIN)/cdz bench pipeline
+
+bench-robustness: install  ## unseen speakers, noise, distortion, teacher mistakes (trains 9 runs, about an hour)
+	$(BIN)/cdz bench robustness --out runs/robustness
+
+seeds: install  ## the main job over seeds 0-9: per-seed table, mean, min, seeds with exactly 10 classes (about an hour)
+	$(BIN)/cdz replay --seeds 0-9 --no-baselines --out runs/seeds --overwrite
 
 demo-distributed: install  ## the main job with bus, hub, workers and player as separate processes
 	$(BIN)/cdz replay --distributed --out runs/demo-distributed --overwrite

@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -288,22 +289,33 @@ def finish_distributed(run: RunFolder, stream, report: SupervisorReport, t_enc: 
 def distributed_train(config, out: Path | str, *, progress: bool = True, overwrite: bool = False,
                       bus: str | None = None, checkpoint_every: int = 20_000, speed: float = 0.0,
                       window: int = 256) -> tuple[RunFolder, dict]:
-    """Encoders in this process, then the stream through the runtime processes.
+    """Encoders in this process, then the stream through the runtime processes."""
+    run, stream, t_enc = prepare_distributed(config, out, progress=progress, overwrite=overwrite)
+    report = learn_distributed(run, stream, bus=bus, checkpoint_every=checkpoint_every, speed=speed, window=window,
+                               progress=progress)
+    return run, finish_distributed(run, stream, report, t_enc)
+
+
+def learn_distributed(run: RunFolder, stream, *, on_start: Callable[[Supervisor], None] | None = None,
+                      **supervisor_kw) -> SupervisorReport:
+    """The whole stream through the runtime processes, refining between segments.
 
     At each refinement point (`refine.at`) the processes stop at that stream position,
     the refinement runs here with the same code as `cdz train` (`tools.train.Refinements`),
     and the processes start again from its checkpoint with the new encoders.
+    `on_start` is called with each segment's supervisor once its children run.
     """
     from tools.train import Encodings, Refinements
 
-    run, stream, t_enc = prepare_distributed(config, out, progress=progress, overwrite=overwrite)
+    config = run.config()
     phases = Refinements(config, run, stream, from_files=True)
     report = SupervisorReport()
     for end in [p for p in phases.points if 0 < p < len(stream)] + [len(stream)]:
-        sup = Supervisor(run, end, bus=bus, checkpoint_every=checkpoint_every, speed=speed, window=window,
-                         progress=progress)
+        sup = Supervisor(run, end, **supervisor_kw)
         try:
             sup.start()
+            if on_start is not None:
+                on_start(sup)
             part = sup.supervise()
         finally:
             sup.stop()
@@ -311,7 +323,7 @@ def distributed_train(config, out: Path | str, *, progress: bool = True, overwri
         report.wall_s += part.wall_s
         if end < len(stream):
             _refine_between(run, phases, end, Encodings.load(run, config.modalities))
-    return run, finish_distributed(run, stream, report, t_enc)
+    return report
 
 
 def _refine_between(run: RunFolder, phases, step: int, enc) -> None:

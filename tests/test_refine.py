@@ -120,12 +120,14 @@ def test_the_merge_rule_leaves_a_class_alone_when_the_senses_pair_at_random():
 
 # ---------------------------------------------------------------------------------------- teaching
 def _two_blob_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(n, 8, 8) images in [0, 1]: two classes that differ faintly (left vs right bar) under strong noise."""
+    """(n, 8, 8) images in [0, 1]: a bright bar at a random row (the nuisance that dominates
+    reconstruction) and a faint class signal, a column at 1 or at 6."""
     rng = np.random.default_rng(seed)
     y = rng.integers(0, 2, n)
-    x = rng.uniform(0, 0.6, (n, 8, 8)).astype(np.float32)
-    x[y == 0, :, 1] += 0.4
-    x[y == 1, :, 6] += 0.4
+    x = rng.uniform(0, 0.2, (n, 8, 8)).astype(np.float32)
+    x[np.arange(n), rng.integers(0, 8, n), :] += 0.7
+    x[y == 0, :, 1] += 0.15
+    x[y == 1, :, 6] += 0.15
     return np.clip(x, 0, 1), y
 
 
@@ -146,12 +148,12 @@ def test_teaching_pulls_encodings_towards_the_cluster_the_other_sense_names():
     teach_encoder(model, x, rows, soft, weight=1.0, epochs=1, min_steps=300, lr=3e-3, batch_size=32, seed=0,
                   sharpness=10.0)
     after = _separation(encode(model, x), y)
-    assert after > 2 * before
-    # without the cross-modal term the same training does not separate them nearly as well
+    assert after > 4 * before
+    # reconstruction alone spends the code on the nuisance and does not separate the classes
     torch.manual_seed(0)
     plain = build_autoencoder((8, 8), AutoencoderSettings(arch="mlp", code_dim=4, batch_size=32))
     teach_encoder(plain, x, rows, soft, weight=0.0, epochs=1, min_steps=300, lr=3e-3, batch_size=32, seed=0)
-    assert after > 1.5 * _separation(encode(plain, x), y)
+    assert after > 10 * _separation(encode(plain, x), y)
 
 
 def test_teaching_is_deterministic_for_a_seed():

@@ -21,7 +21,7 @@ import pytest
 
 from agent.checkpoint import RunFolder
 from agent.config import Config, override
-from agent.launcher import Supervisor, finish_distributed, lost_stimuli, prepare_distributed
+from agent.launcher import Supervisor, finish_distributed, learn_distributed, lost_stimuli, prepare_distributed
 from tools.cli import main
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
@@ -79,27 +79,26 @@ def test_a_killed_worker_is_restarted_and_nothing_is_lost(in_process_run, tmp_pa
     """SIGKILL a worker mid-stream: it is back, everyone rewinds to the last checkpoint,
     and the run still ends bit-identical to the uninterrupted one."""
     run, stream, _ = prepare_distributed(tiny_config(), tmp_path / "killed", progress=False)
-    sup = Supervisor(run, len(stream), checkpoint_every=100, speed=300.0, progress=False)  # ~3.5 s of stream
     killed: list[int] = []
+    killers: list[threading.Thread] = []
 
-    def kill_after_first_checkpoint() -> None:
+    def kill_after_first_checkpoint(sup: Supervisor) -> None:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            if any((run.checkpoints_dir / f"{s:012d}" / "cortex.visual.npz").exists() for s in (200, 300, 400)):
+            if any((run.checkpoints_dir / f"{s:012d}" / "cortex.visual.npz").exists() for s in (200, 300)):
                 proc = sup.children["worker-visual"].proc
                 os.kill(proc.pid, signal.SIGKILL)
                 killed.append(proc.pid)
                 return
             time.sleep(0.005)
 
-    try:
-        sup.start()
-        killer = threading.Thread(target=kill_after_first_checkpoint, daemon=True)
-        killer.start()
-        report = sup.supervise()
-        killer.join(5)
-    finally:
-        sup.stop()
+    def on_start(sup: Supervisor) -> None:  # the first segment (before the first refinement) only
+        if not killers:
+            killers.append(threading.Thread(target=kill_after_first_checkpoint, args=(sup,), daemon=True))
+            killers[0].start()
+
+    report = learn_distributed(run, stream, checkpoint_every=100, speed=300.0, progress=False, on_start=on_start)
+    killers[0].join(5)
     assert killed, "the worker was never killed (the stream ended first?)"
     assert [r["child"] for r in report.restarts] == ["worker-visual"]
     assert report.restarts[0]["at_step"] >= 100
@@ -158,11 +157,20 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_training_from_a_recorded_replay_equals_training_from_the_teacher(in_process_run, tmp_path, data_dir):
+def test_training_from_a_recorded_replay_equals_training_from_the_teacher(tmp_path, data_dir):
     """Record the stimuli of a distributed teacher replay (`cdz record`), then learn from the
-    recording: the recording holds the stream exactly, so the brain ends bit-identical."""
+    recording: the recording holds the stream exactly, so the brain ends bit-identical.
+
+    Without refinement phases: a recording holds stimuli, not the training split they came
+    from nor the waveforms behind the sounds, so a run learned from it refines on its own
+    recorded stimuli (without sound augmentation) and is not the teacher run's twin there.
+    """
     from agent.bus import free_tcp_bus
     from replay.recording import decode_recording
+    from tools.train import train
+
+    plain = [*TINY, "refine.at=[]"]
+    in_process_run = train(override(Config(), plain), tmp_path / "teacher-run", progress=False)
 
     bus, mcap = free_tcp_bus(), tmp_path / "session.mcap"
     recorder = subprocess.Popen([sys.executable, "-m", "tools.cli", "record", str(mcap), "--bus", bus,
@@ -171,7 +179,7 @@ def test_training_from_a_recorded_replay_equals_training_from_the_teacher(in_pro
     try:
         args = ["replay", "--distributed", "--quiet", "--no-baselines", "--no-judges", "--bus", bus,
                 "--out", str(tmp_path / "recorded-run")]
-        for s in TINY:
+        for s in plain:
             args += ["--set", s]
         assert main(args) == 0
     finally:
@@ -182,7 +190,7 @@ def test_training_from_a_recorded_replay_equals_training_from_the_teacher(in_pro
     assert len({(m.modality, m.mseq) for m in stimuli}) == n_stream  # every stimulus, re-sends aside
     out = tmp_path / "from-recording"
     args = ["replay", "--quiet", "--no-baselines", "--no-judges", "--recording", str(mcap), "--out", str(out)]
-    for s in TINY:
+    for s in plain:
         args += ["--set", s]
     assert main(args) == 0
     assert_same_brain(in_process_run, RunFolder(out))

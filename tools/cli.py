@@ -21,10 +21,12 @@ DEFAULT_RUNS = Path("runs")
 EPILOG = """examples:
   cdz replay                              train on MNIST+FSDD from scratch, then print the score table
   cdz replay --set data.digits=[0,1,2] --set teacher.epochs=1   a quick 3-digit run
+  cdz replay --seeds 0-9 --no-baselines   ten seeds: a per-seed table, mean, min, seeds with exactly 10 classes
   cdz eval runs/latest --json             every score of a finished run as JSON
   cdz recall runs/latest seven.png zero.wav   what the agent recalls for your own files
   cdz plots runs/latest                   t-SNE, decoded cluster modes, learning curves
   cdz bench core                          stream-learning throughput vs a plain implementation
+  cdz bench robustness --json             unseen speakers, noise, distortion, teacher mistakes (trains 9 runs)
   cdz replay --distributed                the same job with bus, hub, workers and player as processes
   cdz bench pipeline --json               runtime throughput, live latency, bare ZeroMQ floor
   cdz top --bus tcp://127.0.0.1:5570      live stats of every runtime process on a bus
