@@ -155,15 +155,34 @@ def test_replay_over_seeds_reports_mean_and_min(tmp_path, data_dir, monkeypatch,
             "--set", "data.test_per_class=5", "--set", "teacher.epochs=4", "--set", "cortex.initial_nodes=20",
             "--set", "visual_encoder.epochs=2"]
     capsys.readouterr()
-    assert main(["replay", "--quiet", "--json", "--no-baselines", "--no-judges", "--seeds", "3,4",
+    assert main(["replay", "--quiet", "--json", "--no-baselines", "--no-judges", "--seeds", "3-4",
                  "--out", str(tmp_path / "r"), *tiny]) == 0
     out = json.loads(capsys.readouterr().out)
     assert [r["seed"] for r in out["seeds"]] == [3, 4]
+    assert list(out["per_seed"]) == ["3", "4"]
+    for r in out["seeds"]:
+        assert out["per_seed"][str(r["seed"])]["classes_discovered"] == r["classes_discovered"]
+    exact = [all(v == 2 for v in r["classes_discovered"].values()) for r in out["seeds"]]
+    assert out["runs_with_exact_classes"] == sum(exact)
+    assert out["exact_classes_per_modality"] == {
+        m: sum(r["classes_discovered"][m] == 2 for r in out["seeds"]) for m in ("visual", "audio")}
     for pair, mean in out["mean"]["recall_accuracy"].items():
         values = [r["recall_accuracy"][pair] for r in out["seeds"]]
         assert mean == pytest.approx(sum(values) / 2)
         assert out["min"]["recall_accuracy"][pair] == min(values)
     assert (tmp_path / "r" / "seed3" / "config.toml").exists() and (tmp_path / "r" / "seed4" / "config.toml").exists()
+
+
+def test_seed_ranges_expand_and_bad_ones_are_refused():
+    import argparse
+
+    from tools.cli import _seed_list
+
+    assert _seed_list("0-9") == list(range(10))
+    assert _seed_list("0-2,5,7-8,5") == [0, 1, 2, 5, 7, 8]
+    for bad in ("5-2", "a", "1-x", ",", ""):
+        with pytest.raises(argparse.ArgumentTypeError):
+            _seed_list(bad)
 
 
 @pytest.mark.slow
