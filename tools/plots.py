@@ -315,7 +315,8 @@ def plot_learning_curves(curves: Mapping[str, np.ndarray], path: Path) -> Path:
     ``curves["classes.m"]`` (n,) is the number of clusters alive / used by at
     least 1% and ``curves["accuracy.m"]`` (n,) the running recall accuracy in
     [0, 1] (either may be missing for a modality). ``curves["true_classes"]``
-    (scalar), if given, is drawn as a dashed line on the classes panel.
+    (scalar), if given, is drawn as a dashed line on the classes panel;
+    ``curves["refinements"]`` (k,), if given, marks the refinement points on both.
     """
     if not isinstance(curves, Mapping) or "stimuli" not in curves:
         raise ValueError('curves must be a mapping with a "stimuli" entry')
@@ -344,6 +345,10 @@ def plot_learning_curves(curves: Mapping[str, np.ndarray], path: Path) -> Path:
     if "true_classes" in curves:
         tc = float(np.asarray(curves["true_classes"], dtype=np.float64).ravel()[0])
         ax1.axhline(tc, color="black", ls="--", lw=1, label=f"true ({tc:g})")
+    marks = _finite_array(curves.get("refinements", np.zeros(0)), 'curves["refinements"]').ravel()
+    for k, at in enumerate(marks):
+        for ax in (ax1, ax2):
+            ax.axvline(at, color="grey", ls=":", lw=1, label="refinement" if k == 0 and ax is ax1 else None)
     ax1.set_title("classes discovered")
     ax1.set_xlabel("stimuli seen")
     ax1.set_ylabel("clusters with >= 1% use")

@@ -69,5 +69,8 @@ def make_plots(run: RunFolder, progress: bool = True) -> list[Path]:
         rows[m] = cells
     paths.append(plot_mode_grid(rows, out / "cluster_modes.png", title="decoded mode of each discovered class"))
     if run.stream_path.exists():
-        paths.append(plot_learning_curves(learning_curves(load_arrays(run.stream_path)), out / "learning_curves.png"))
+        stream = load_arrays(run.stream_path)
+        curves = learning_curves(stream)
+        curves["refinements"] = np.array([round(a * len(stream["t"])) for a in config.refine.at], np.float64)
+        paths.append(plot_learning_curves(curves, out / "learning_curves.png"))
     return paths
