@@ -118,6 +118,41 @@ class RefineSettings:
 
 
 @dataclass(frozen=True)
+class SleepSettings:
+    """Consolidation of lived experience into the encoders (`cdz sleep`; README, "Details the rules leave open").
+
+    The encoders are taught on the buffered stimuli with the other sense's targets,
+    while a replay of old stimuli, each pulled towards the cluster it excites now,
+    keeps what the agent already knew.
+    """
+
+    buffer: int = 10_000  # stimuli kept per sense in live mode (the experience buffer)
+    replay: str = "stimuli"  # what is mixed in against forgetting: "stimuli" (old ones), "modes" (decoded nodes), "none"
+    replay_size: int = 5000  # old stimuli (or decoded nodes) per sense mixed in
+    experience_share: float = 0.5  # lived stimuli are repeated to make about this share of what is taught
+    teach_weight: float = 1.0  # weight of the cross-modal term beside reconstruction
+    teach_sharpness: float = 10.0  # as refine.teach_sharpness
+    teach_epochs: int = 2  # passes over experience plus replay
+    teach_min_steps: int = 1000  # at least this many gradient steps
+    teach_lr: float = 1e-2  # Adam learning rate, cosine-decayed within a sleep
+    augment: bool = True  # teach on augmented copies (images; sounds as spectrograms: replay.augment)
+    novel: float = 0.65  # a sense is taught only if this share of its lived stimuli is unlike old ones (agent.sleep)
+    rehearse: int = 10  # passes of living the experience again in the new encoding space, after teaching
+
+    def __post_init__(self) -> None:
+        if self.replay not in ("stimuli", "modes", "none"):
+            raise ValueError(f"sleep.replay must be 'stimuli', 'modes' or 'none', not {self.replay!r}")
+        if not 0.0 <= self.experience_share < 1.0:
+            raise ValueError(f"sleep.experience_share must be in [0, 1), got {self.experience_share}")
+        if not 0.0 <= self.novel <= 1.0:
+            raise ValueError(f"sleep.novel must be in [0, 1], got {self.novel}")
+        if not (self.rehearse >= 0 and self.buffer >= 1 and self.replay_size >= 0 and self.teach_weight >= 0 and self.teach_epochs >= 1
+                and self.teach_min_steps >= 0 and self.teach_lr > 0 and self.teach_sharpness > 0):
+            raise ValueError("sleep: need buffer >= 1, replay_size >= 0, teach_weight >= 0, teach_epochs >= 1, "
+                             "teach_min_steps >= 0, teach_lr > 0, teach_sharpness > 0")
+
+
+@dataclass(frozen=True)
 class TeacherSettings:
     """The flash-card parent that makes the paired replay stream (EVALUATION.md)."""
 
@@ -156,6 +191,7 @@ class Config:
     cdz: CDZSettings = field(default_factory=CDZSettings)
     teacher: TeacherSettings = field(default_factory=TeacherSettings)
     refine: RefineSettings = field(default_factory=RefineSettings)
+    sleep: SleepSettings = field(default_factory=SleepSettings)
 
     def encoder(self, modality: str) -> AutoencoderSettings:
         return getattr(self, f"{modality}_encoder")

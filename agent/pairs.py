@@ -23,13 +23,22 @@ def cooccurring(stream: Stream, a: str, b: str, window_s: float, lo: int = 0,
     mods, t, index = stream.modality[lo:hi], stream.t[lo:hi], stream.index[lo:hi]
     ta, ia = t[mods == ka], index[mods == ka]
     tb, ib = t[mods == kb], index[mods == kb]
-    order = np.argsort(tb, kind="stable")
-    tb, ib = tb[order], ib[order]
-    first = np.searchsorted(tb, ta - window_s, side="left")
-    last = np.searchsorted(tb, ta + window_s, side="right")
+    a_rows, b_rows = pairs_within(ta, tb, window_s)
+    return ia[a_rows].astype(np.int64), ib[b_rows].astype(np.int64)
+
+
+def pairs_within(t_a: np.ndarray, t_b: np.ndarray, window: float) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (into t_a and into t_b) of every pair of events at most `window` apart.
+
+    Times in any unit, as long as `window` is in the same one. A stimulus may take
+    part in several pairs. This is what the CDZ correlates.
+    """
+    order = np.argsort(t_b, kind="stable")
+    tb = t_b[order]
+    first = np.searchsorted(tb, t_a - window, side="left")
+    last = np.searchsorted(tb, t_a + window, side="right")
     counts = last - first
-    rows_a = np.repeat(ia, counts)
+    rows_a = np.repeat(np.arange(len(t_a)), counts)
     starts = np.repeat(first, counts)
     offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-    rows_b = ib[starts + offsets]
-    return rows_a.astype(np.int64), rows_b.astype(np.int64)
+    return rows_a.astype(np.int64), order[starts + offsets].astype(np.int64)

@@ -131,22 +131,25 @@ def _teach(model: Autoencoder, x: np.ndarray, rows: np.ndarray, soft: np.ndarray
 
 
 def follow_nodes(cortex: Cortex, old_codes: np.ndarray, new_codes: np.ndarray, old_model: Autoencoder,
-                 new_model: Autoencoder) -> int:
+                 new_model: Autoencoder, shift: bool = False) -> int:
     """Move every node to where its stimuli went: the mean new encoding of the training
-    stimuli nearest to it before. A node that is nearest to none is carried through the
-    old decoder and the new encoder. Node and cluster ids, links and the CDZ are untouched.
-    Returns the number of nodes that moved with their stimuli.
+    stimuli nearest to it before (with `shift`: its own position plus their mean move,
+    which keeps the node's place among few stimuli). A node that is nearest to none is
+    carried through the old decoder and the new encoder. Node and cluster ids, links
+    and the CDZ are untouched. Returns the number of nodes that moved with their stimuli.
     """
     node_ids, _ = cortex.assign(old_codes)
     alive = np.flatnonzero(cortex.node_id[: cortex.n_hi] >= 0)
     slots = np.array([cortex.node_slot[int(n)] for n in node_ids], np.int64)
     sums = np.zeros((cortex.n_hi, new_codes.shape[1]), np.float64)
     counts = np.zeros(cortex.n_hi, np.int64)
-    np.add.at(sums, slots, new_codes)
+    np.add.at(sums, slots, new_codes - old_codes if shift else new_codes)
     np.add.at(counts, slots, 1)
     positions = np.zeros_like(sums, dtype=np.float32)
     has = counts > 0
     positions[has] = (sums[has] / counts[has, None]).astype(np.float32)
+    if shift:
+        positions[has] += cortex.pos[: cortex.n_hi][has]
     lonely = alive[~has[alive]]
     if lonely.size:
         positions[lonely] = encode(new_model, decode(old_model, cortex.pos[lonely]))

@@ -34,6 +34,7 @@ from agent.autoencoder import Autoencoder, decode, encode
 from agent.bus import BusClient
 from agent.checkpoint import RunFolder
 from agent.cortex import Cortex, StimulusError
+from agent.experience import DEFAULT_CAPACITY, Experience
 from agent.service import Latency, Service
 from agent.wire import Clusters, Control, Credit, Excite, Feedback, Message, Recall, Recon, Stimulus
 
@@ -45,7 +46,7 @@ class EncoderWorker(Service):
 
     def __init__(self, bus: BusClient, modality: str, model: Autoencoder, cortex: Cortex, *, lossless: bool,
                  run: RunFolder | None = None, start: int = 0, total: int = 0, checkpoint_every: int = 0,
-                 gen: int = 0, recon_hz: float = 60.0, queue_max: int = 64):
+                 gen: int = 0, recon_hz: float = 60.0, queue_max: int = 64, experience: int = DEFAULT_CAPACITY):
         super().__init__(bus, gen)
         self.modality = modality
         self.model = model
@@ -56,6 +57,7 @@ class EncoderWorker(Service):
         self.checkpoint_every = checkpoint_every
         self.recon_interval = 0.0 if recon_hz <= 0 else 1.0 / recon_hz
         self.queue_max = queue_max
+        self.experience = Experience(model.input_shape, experience)  # live: what it learned, for sleep
         self.pending: dict[int, Stimulus] = {}  # lossless: seq -> stimulus, learned in seq order
         self.live: deque[Stimulus] = deque()  # live: oldest first, bounded
         self.codes: dict[int, np.ndarray] = {}  # seq -> encoding, computed ahead in batches
@@ -94,7 +96,7 @@ class EncoderWorker(Service):
         model = load_autoencoder(run.encoder_path(modality))
         step, state = run.load_checkpoint()
         cortex = cortex_from_state(modality, config, state)
-        worker = cls(bus, modality, model, cortex, run=run, start=step, **kw)
+        worker = cls(bus, modality, model, cortex, run=run, start=step, experience=config.sleep.buffer, **kw)
         worker._load_own(state)
         worker.window_ns = int(round(config.cdz.window_s * 1e9)) + 1_000_000  # B plus 1 ms of margin
         return worker
@@ -312,6 +314,8 @@ class EncoderWorker(Service):
                 exc = self.cortex.excite(z, t)
                 cluster, node = exc.cluster_id, exc.node_id
                 self.recent_own.append((stim.t_ns, node, stim.near))
+                if not self.lossless and not stim.internal:
+                    self.experience.add(_as_float(stim.data), stim.t_ns)
             else:
                 if self.cortex.n_nodes == 0:
                     raise StimulusError(f"{self.modality}: no nodes yet, nothing to classify a query against")
@@ -348,6 +352,7 @@ class EncoderWorker(Service):
         near = state.get(f"worker.{m}.recent_near")
         self.recent_own = deque(zip(t.tolist(), n.tolist(), near.tolist())) if near is not None else deque()
         self.z_before.clear()
+        self.experience.load_state_dict(state, f"experience.{m}")
 
     def checkpoint(self, step: int) -> None:
         if self.run_folder is not None and not self.lossless:  # lossless runs save at fixed stream positions
@@ -359,6 +364,8 @@ class EncoderWorker(Service):
         state[f"rejected.{m}"] = np.array(self.rejected, np.int64)
         for k, name in enumerate(("t", "node", "near")):
             state[f"worker.{m}.recent_{name}"] = np.array([e[k] for e in self.recent_own], np.int64)
+        if len(self.experience):
+            state.update(self.experience.state_dict(f"experience.{m}"))
         self.run_folder.save_part(step, f"cortex.{self.modality}", state)
         self.bus.send(Control("saved", {"step": step, "part": f"cortex.{self.modality}"}, source=self.name,
                               gen=self.gen))
@@ -369,6 +376,7 @@ class EncoderWorker(Service):
                 "dropped_oldest": self.dropped_oldest, "lost": self.lost, "duplicates": self.duplicates,
                 "feedback_gaps": self.feedback_gaps, "ran_ahead": self.ran_ahead, "waited": self.waited, "rejected": self.rejected, "recons": self.recons,
                 "recons_skipped": self.recons_skipped, "nodes": self.cortex.n_nodes,
+                "experience": len(self.experience),
                 "clusters": self.cortex.n_clusters, "next_seq": self.fb_next,
                 "latency_p50_ms": self.latency.percentile(50), "latency_p99_ms": self.latency.percentile(99)}
 

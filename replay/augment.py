@@ -7,7 +7,10 @@ taught on varied copies of what they saw and heard:
   distortion, and stroke width (grey dilation or erosion);
 * sounds (audiomentations on the waveform, then the usual log-mel features):
   tempo, pitch, gain, white noise and babble (other training clips mixed in) at
-  0-30 dB SNR.
+  0-30 dB SNR;
+* sounds that exist only as spectrograms (a live agent's experience, for sleep;
+  kornia): a shift and stretch in time, a small shift and stretch in pitch (mel
+  bins), and a masked band of frequencies.
 
 Both are seeded: the same seed gives the same copies. Shapes and the [0, 1]
 range of the stimuli are kept.
@@ -29,6 +32,10 @@ IMAGE_SHIFT = 0.1  # of the image side
 IMAGE_SCALE = (0.85, 1.15)
 IMAGE_SHEAR = 15.0  # degrees
 NOISE_SNR_DB = (0.0, 30.0)
+SPEC_TIME_SHIFT = 0.1  # of the clip
+SPEC_MEL_SHIFT = 0.03  # of the mel range (about 2 bins)
+SPEC_TIME_STRETCH = (0.85, 1.15)
+SPEC_MEL_STRETCH = (0.95, 1.05)
 
 
 class ImageAugmenter:
@@ -61,6 +68,29 @@ class ImageAugmenter:
         finally:
             torch.random.set_rng_state(state)
         return out[:, 0].clamp_(0.0, 1.0)
+
+
+class SpectrogramAugmenter:
+    """Time shift and stretch, small pitch shift and stretch, and a masked band, of (n, 64, 64)
+    log-mel spectrograms (mel rows, time columns) in [0, 1]; the floor (0) fills in."""
+
+    def __init__(self) -> None:
+        import kornia.augmentation as K
+
+        self.warp = torch.nn.Sequential(
+            K.RandomAffine(degrees=0.0, translate=(SPEC_TIME_SHIFT, SPEC_MEL_SHIFT),
+                           scale=(*SPEC_TIME_STRETCH, *SPEC_MEL_STRETCH), p=0.9),
+            K.RandomErasing(scale=(0.02, 0.08), ratio=(4.0, 16.0), value=0.0, p=0.3),  # a wide, flat band
+        )
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, seed: int) -> torch.Tensor:
+        state = torch.random.get_rng_state()
+        torch.manual_seed(seed)  # kornia draws from the global generator
+        try:
+            return self.warp(x.unsqueeze(1))[:, 0].clamp_(0.0, 1.0)
+        finally:
+            torch.random.set_rng_state(state)
 
 
 class SoundAugmenter:

@@ -115,3 +115,8 @@ def test_cdz_live_sees_hears_recalls_and_checkpoints(tmp_path, data_dir, pulse_s
     assert step > base_step and (run.checkpoints_dir / f"{step:012d}" / "cdz.npz").exists()
     assert int(state["cortex.visual.scalars"][0]) > int(np.load(run.checkpoints_dir / f"{base_step:012d}" / "brain.npz")
                                                       ["cortex.visual.scalars"][0])  # it went on learning
+    # what it lived through is kept for sleep: every learned card and word, with increasing event times
+    for m, lo, hi in (("visual", len(cards), len(seen)), ("audio", len(said) - 1, len(heard))):
+        x, t = state[f"experience.{m}.x"], state[f"experience.{m}.t_ns"]
+        assert len(x) == len(t) and lo <= len(x) <= hi, (m, len(x), lo, hi)
+        assert np.isfinite(x).all() and (np.diff(t) >= 0).all()

@@ -39,8 +39,9 @@ DISTORTION = {"degrees": 20.0, "scale": (0.8, 1.2), "shear_rad": 0.3}
 
 def _run(config: Config, out: Path, progress: bool) -> RunFolder:
     """A trained run in `out` (reused when it is already complete there)."""
-    run = RunFolder(out)
-    if run.config_path.exists() and run.metrics().get("train") and run.config() == config:
+    run = RunFolder(out)  # sleep settings do not change training: a run that differs only there is reused
+    if (run.config_path.exists() and run.metrics().get("train")
+            and dataclasses.replace(run.config(), sleep=config.sleep) == config):
         return run
     return train(config, out, progress=progress, overwrite=True)
 

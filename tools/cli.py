@@ -26,6 +26,8 @@ EPILOG = """examples:
   cdz recall runs/latest seven.png zero.wav   what the agent recalls for your own files
   cdz plots runs/latest                   t-SNE, decoded cluster modes, learning curves
   cdz bench core                          stream-learning throughput vs a plain implementation
+  cdz sleep runs/latest                   teach the encoders on what the live agent met
+  cdz bench adapt --json                  new voices: recall before and after a session and a sleep
   cdz bench robustness --json             unseen speakers, noise, distortion, teacher mistakes (trains 9 runs)
   cdz replay --distributed                the same job with bus, hub, workers and player as processes
   cdz bench pipeline --json               runtime throughput, live latency, bare ZeroMQ floor
@@ -173,6 +175,18 @@ def cmd_recall(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sleep(args: argparse.Namespace) -> int:
+    from agent.checkpoint import RunFolder
+    from tools.sleep import sleep_run
+
+    report, info = sleep_run(RunFolder(args.run), args.set or [])
+    if args.json:
+        _print_json(info)
+    else:
+        print(f"slept on stimulus {info['step']}'s experience, now stage {info['stage']}: {report.summary()}")
+    return 0
+
+
 def cmd_plots(args: argparse.Namespace) -> int:
     from agent.checkpoint import RunFolder
     from tools.report import make_plots
@@ -200,6 +214,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
         speakers = [s for s in args.speakers.split(",") if s] if args.speakers else None
         result = bench_robustness(config, out, speakers=speakers, progress=not args.quiet)
         print(format_robustness(result), file=sys.stderr if args.json else sys.stdout)
+    elif args.what == "adapt":
+        from tools.bench_adapt import bench_adapt, format_adapt
+
+        config = _config_from_args(args)
+        out = Path(args.out) if args.out else DEFAULT_RUNS / f"adapt-seed{config.seed}"
+        speakers = [s for s in args.speakers.split(",") if s] if args.speakers else None
+        sizes = tuple(int(k) for k in args.events.split(",")) if args.events else None
+        result = bench_adapt(config, out, speakers=speakers, progress=not args.quiet,
+                             **({"sizes": sizes} if sizes else {}), style=not args.no_style)
+        print(format_adapt(result), file=sys.stderr if args.json else sys.stdout)
     elif args.what == "pipeline":
         from tools.bench_pipeline import bench_pipeline, format_pipeline
 
@@ -279,6 +303,20 @@ def build_parser() -> argparse.ArgumentParser:
     common(sp, json_out=True)
     sp.set_defaults(func=cmd_recall)
 
+    sp = sub.add_parser("sleep", help="teach a run's encoders on the experience its live agent buffered",
+                        formatter_class=argparse.RawDescriptionHelpFormatter,
+                        description="Sleep: the encoders learn the voices and hands the live agent met. The stimuli "
+                                    "buffered with the newest checkpoint teach each encoder through the other sense "
+                                    "(pairs within B, targets from the CDZ), old stimuli are rehearsed against "
+                                    "forgetting, and the nodes follow. Saves the next encoder stage and a checkpoint. "
+                                    "Stop `cdz live` on the run first.",
+                        epilog="example:\n  cdz sleep runs/latest --set sleep.replay=modes")
+    sp.add_argument("run", help="run folder (with live experience in its newest checkpoint)")
+    sp.add_argument("--set", action="append", metavar="sleep.FIELD=VALUE",
+                    help="override a sleep setting, e.g. --set sleep.teach_weight=0.5 (repeatable)")
+    common(sp, json_out=True)
+    sp.set_defaults(func=cmd_sleep)
+
     sp = sub.add_parser("plots", help="t-SNE of encodings, decoded cluster modes, learning curves (PNGs)")
     sp.add_argument("run", help="run folder")
     common(sp)
@@ -287,14 +325,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("bench", help="benchmarks that print figures (core: learning throughput; "
                                       "pipeline: the multi-process runtime; robustness: unseen voices, noise, "
                                       "distortion, teacher mistakes)")
-    sp.add_argument("what", choices=["core", "pipeline", "live", "robustness"],
+    sp.add_argument("what", choices=["core", "pipeline", "live", "robustness", "adapt"],
                     help="core: the learning core vs a plain implementation; pipeline: lossless throughput, "
                          "live latency and the bare ZeroMQ floor of the multi-process runtime; live: filmed "
                          "digit cards and spoken digits through the camera and microphone pipelines (--run); "
                          "robustness: trains a standard run, one per held-out FSDD speaker and one per "
                          "teacher-mistake rate into --out (default runs/robustness-seed<N>; finished runs "
-                         "there are reused) and scores each beside the supervised judge (about an hour)")
-    sp.add_argument("--speakers", help="robustness: held-out speakers to run, comma-separated (default all six)")
+                         "there are reused) and scores each beside the supervised judge (about an hour); "
+                         "adapt: per held-out speaker, a show-and-tell session of K events with that voice, "
+                         "sleep, and recall on its unheard words before and after (trains 7 runs into --out, "
+                         "default runs/adapt-seed<N>)")
+    sp.add_argument("--speakers", help="robustness, adapt: held-out speakers, comma-separated (default all six)")
+    sp.add_argument("--events", help="adapt: session sizes K, comma-separated (default 100,300,1000)")
+    sp.add_argument("--no-style", action="store_true", help="adapt: skip the unseen-handwriting case")
     sp.add_argument("--run", help="live: a trained run folder")
     sp.add_argument("--cards", type=int, default=200, help="live: digit cards to film (default 200)")
     sp.add_argument("--utterances", type=int, default=200, help="live: utterances to hear (default 200)")

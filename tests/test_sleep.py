@@ -1,0 +1,171 @@
+"""Experience and sleep: the buffer keeps what was lived, sleep teaches the sense that met
+something new, changes nothing when it cannot teach, and does not forget."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.autoencoder import encode, load_autoencoder
+from agent.checkpoint import RunFolder
+from agent.experience import Experience
+from agent.pairs import pairs_within
+from agent.sleep import novelty
+from tools.cli import main
+
+
+# ---------------------------------------------------------------------------------------- the buffer
+def test_experience_keeps_the_newest_stimuli_oldest_first():
+    e = Experience((2, 2), capacity=3)
+    assert len(e) == 0 and e.arrays()[0].shape == (0, 2, 2)
+    for k in range(5):
+        e.add(np.full((2, 2), k, np.float32), 100 + k)
+    x, t = e.arrays()
+    assert t.tolist() == [102, 103, 104] and x[:, 0, 0].tolist() == [2, 3, 4]
+    assert len(e) == 3 and e.seen == 5
+
+
+@pytest.mark.parametrize("added", [0, 2, 3, 7])
+def test_experience_survives_a_checkpoint_round_trip(added):
+    e = Experience((2,), capacity=3)
+    for k in range(added):
+        e.add(np.array([k, -k], np.float32), k)
+    again = Experience((2,), capacity=3)
+    again.load_state_dict(e.state_dict("experience.v"), "experience.v")
+    for a, b in zip(e.arrays(), again.arrays()):
+        np.testing.assert_array_equal(a, b)
+    again.add(np.array([9, 9], np.float32), 99)  # and it goes on in the right order
+    e.add(np.array([9, 9], np.float32), 99)
+    np.testing.assert_array_equal(e.arrays()[1], again.arrays()[1])
+
+
+def test_experience_refuses_wrong_shapes():
+    e = Experience((2, 2), capacity=3)
+    with pytest.raises(ValueError, match="shape"):
+        e.add(np.zeros((3, 2), np.float32), 0)
+    with pytest.raises(ValueError, match="expected"):
+        e.load_state_dict({"p.x": np.zeros((2, 5)), "p.t_ns": np.zeros(2, np.int64)}, "p")
+
+
+def test_pairs_within_finds_exactly_the_events_within_the_window():
+    a, b = pairs_within(np.array([0, 10, 20]), np.array([30, 9, 11, 0]), 1)
+    assert sorted(zip(a.tolist(), b.tolist())) == [(0, 3), (1, 1), (1, 2)]
+
+
+def test_novelty_tells_a_new_voice_from_a_familiar_one():
+    from agent.config import CortexSettings
+    from agent.cortex import Cortex
+
+    rng = np.random.default_rng(0)
+    cortex = Cortex("audio", 4, CortexSettings(initial_nodes=50), epoch=1000)
+    old = rng.normal(size=(2000, 4)).astype(np.float32)
+    for k, z in enumerate(old[:500]):
+        cortex.excite(z, float(k))
+    familiar = rng.normal(size=(300, 4)).astype(np.float32)
+    new = familiar + np.float32(1.5)  # the same shapes, somewhere else
+    assert 0.3 < novelty(cortex, familiar, old) < 0.7
+    assert novelty(cortex, new, old) > 0.9
+
+
+# ---------------------------------------------------------------------------------------- sleep on a run
+TINY = ["--set", "data.digits=[0,1,2]", "--set", 'data.speakers=["jackson"]', "--set", "data.per_class=150",
+        "--set", "data.test_per_class=300", "--set", "teacher.epochs=6", "--set", "cortex.initial_nodes=40",
+        "--set", "visual_encoder.epochs=8", "--set", "visual_encoder.batch_size=32"]
+NEW_VOICE = "theo"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, data_dir) -> Path:
+    mp = pytest.MonkeyPatch()
+    mp.setenv("CDZ_DATA_DIR", str(data_dir))
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    assert main(["train", "--quiet", "--out", str(out), *TINY]) == 0
+    yield out
+    mp.undo()
+
+
+def _digest(run: Path) -> dict[str, str]:
+    """Content hash of every file that sleep may write."""
+    files = [*sorted((run / "encoders").glob("*.pt")), *sorted((run / "checkpoints").rglob("*.npz")), run / "encodings.npz"]
+    return {str(f.relative_to(run)): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+
+
+def _with_experience(run: RunFolder, experience: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    """Put a lived experience into the newest checkpoint, as the live workers save it."""
+    step, state = run.load_checkpoint()
+    for m, (x, t) in experience.items():
+        state |= {f"experience.{m}.x": x, f"experience.{m}.t_ns": t, f"experience.{m}.seen": np.array(len(x))}
+    run.save_checkpoint(step, state)
+
+
+def test_sleep_without_a_shared_experience_is_a_clear_error_and_changes_nothing(tiny_run, tmp_path, capsys):
+    import shutil
+
+    from replay.datasets import load_mnist
+
+    run_path = tmp_path / "run"
+    shutil.copytree(tiny_run, run_path)
+    run = RunFolder(run_path)
+    before = _digest(run_path)
+    assert main(["sleep", str(run_path)]) == 2  # a run that never lived: no experience at all
+    assert "holds no visual or audio stimuli" in capsys.readouterr().err
+    assert _digest(run_path) == before
+    images = load_mnist("train", digits=[0, 1, 2], per_class=5).x
+    _with_experience(run, {"visual": (images, np.arange(len(images), dtype=np.int64) * 10**9)})
+    before = _digest(run_path)
+    assert main(["sleep", str(run_path)]) == 2  # only images, no words
+    assert "holds no audio stimuli" in capsys.readouterr().err
+    assert _digest(run_path) == before
+
+
+@pytest.mark.slow
+def test_sleep_learns_a_new_voice_and_does_not_forget(tiny_run, tmp_path, capsys):
+    """Trained on one speaker, shown digits while a new speaker names them, then asleep: the
+    new speaker's unheard words are recalled better, and the standard test recall stays
+    within 1 point (the forgetting guard)."""
+    import shutil
+
+    from replay.datasets import load_fsdd, load_mnist
+    from replay.teacher import make_stream
+    from tools.bench_adapt import Agent
+    from tools.train import load_splits
+
+    run_path = tmp_path / "run"
+    shutil.copytree(tiny_run, run_path)
+    run = RunFolder(run_path)
+    config = run.config()
+    train, test = load_splits(config, "train"), load_splits(config, "test")
+    voice = load_fsdd("train", digits=[0, 1, 2], speakers=[NEW_VOICE])
+    unheard = load_fsdd("test", digits=[0, 1, 2], speakers=[NEW_VOICE])
+    digits = load_mnist("train", digits=[0, 1, 2], per_class=300)
+
+    def scores() -> dict[str, float]:
+        agent = Agent.load(run)
+        names = {m: agent.names(m, train[m].x, train[m].y) for m in config.modalities}
+        out = {"new voice": float(np.mean(agent.recall_names("audio", unheard.x, names["visual"]) == unheard.y))}
+        for m, other in (("visual", "audio"), ("audio", "visual")):
+            out[m] = float(np.mean(agent.recall_names(m, test[m].x, names[other]) == test[m].y))
+        return out
+
+    before = scores()
+    stream = make_stream({"visual": digits.y, "audio": voice.y}, config.teacher, 120, seed=1)
+    lived = {m: [] for m in config.modalities}
+    for t, k, i in zip(stream.t, stream.modality, stream.index):  # what the live workers would have buffered
+        m = stream.modalities[k]
+        lived[m].append(((digits if m == "visual" else voice).x[i], int(t * 1e9)))
+    _with_experience(run, {m: (np.stack([x for x, _ in v]), np.array([t for _, t in v], np.int64))
+                           for m, v in lived.items()})
+    capsys.readouterr()
+    assert main(["sleep", str(run_path)]) == 0
+    said = capsys.readouterr().out
+    assert "audio novelty" in said and "now stage 3" in said
+    after = scores()
+    print(before, after, said)
+    assert after["new voice"] >= before["new voice"] + 0.1
+    assert after["visual"] >= before["visual"] - 0.01 and after["audio"] >= before["audio"] - 0.01
+    assert load_autoencoder(run.stage_encoder_path("audio", 3)) is not None
+    z = encode(load_autoencoder(run.encoder_path("audio")), unheard.x[:2])
+    assert np.isfinite(z).all()

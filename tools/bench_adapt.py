@@ -1,0 +1,214 @@
+"""`cdz bench adapt`: does the agent learn a new user? (issue "The live agent learns its user")
+
+For each FSDD speaker X in turn:
+
+1. a run trained without X (`data.exclude_speakers`, reused when already there);
+2. a show-and-tell session of K paired events: X's *training* recordings with
+   MNIST training digits, at the teacher's pace. The brain learns them as the
+   live agent does (growth off, nodes moving), and the experience buffer keeps
+   the raw stimuli with their event times;
+3. sleep (`agent.sleep`) on that experience;
+4. audio->visual recall on X's held-out recordings (index 0-4) before and after,
+   and the standard test sets (the other speakers' test words, the MNIST test
+   set) before and after, for forgetting.
+
+The handwriting case ("style") does the same for images: a run trained on MNIST
+is taught MNIST training digits drawn thicker and slanted, and scored
+visual->audio on the MNIST test digits drawn the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from agent.autoencoder import Autoencoder, encode, load_autoencoder
+from agent.brain import Brain
+from agent.checkpoint import RunFolder
+from agent.config import Config, SleepSettings
+from agent.experience import Experience
+from agent.sleep import sleep
+from replay.datasets import FSDD_SPEAKERS, load_modality
+from replay.teacher import make_stream
+from tools.bench_robustness import _run
+from tools.evaluate import cluster_names, name_of
+from tools.sleep import sleep_augmenters
+from tools.train import load_brain
+
+SESSION_SIZES = (100, 300, 1000)
+STYLE = {"dilate": 1, "shear_deg": 20.0}  # the unseen hand: strokes one pixel thicker, slanted 20 degrees
+
+
+def drawn_in_style(x: np.ndarray) -> np.ndarray:
+    """MNIST digits (n, 28, 28) in [0, 1] drawn with thicker strokes and a slant (deterministic)."""
+    import kornia
+
+    t = torch.from_numpy(x.astype(np.float32)).unsqueeze(1)
+    out = []
+    kernel = torch.ones(2 * STYLE["dilate"] + 1, 2 * STYLE["dilate"] + 1)
+    shear = torch.tensor([[np.tan(np.radians(STYLE["shear_deg"])), 0.0]], dtype=torch.float32)
+    for i in range(0, len(t), 4096):
+        part = kornia.morphology.dilation(t[i : i + 4096], kernel)
+        center = torch.full((len(part), 2), 13.5)
+        m = kornia.geometry.transform.get_shear_matrix2d(center, shear.expand(len(part), 2)[:, :1],
+                                                         shear.expand(len(part), 2)[:, 1:])
+        out.append(kornia.geometry.transform.warp_affine(part, m[:, :2], (28, 28)))
+    return torch.cat(out)[:, 0].clamp(0, 1).numpy()
+
+
+@dataclasses.dataclass
+class Agent:
+    """A trained brain with its encoders, as the live agent holds them."""
+
+    config: Config
+    brain: Brain
+    models: dict[str, Autoencoder]
+
+    @classmethod
+    def load(cls, run: RunFolder) -> "Agent":
+        config, _, brain, _, _ = load_brain(run)
+        return cls(config, brain, {m: load_autoencoder(run.encoder_path(m)) for m in config.modalities})
+
+    def recall_names(self, modality: str, x: np.ndarray, names: dict[int, int]) -> np.ndarray:
+        """The scoring name of what stimuli x of `modality` recall in the other sense."""
+        other = next(m for m in self.config.modalities if m != modality)
+        return name_of(self.brain.recall(modality, encode(self.models[modality], x))[1][other], names)
+
+    def names(self, modality: str, x: np.ndarray, y: np.ndarray) -> dict[int, int]:
+        """Scoring names of `modality`'s clusters from labelled stimuli (for scoring only)."""
+        return cluster_names(self.brain.classify(modality, encode(self.models[modality], x)), y)
+
+
+def live_session(agent: Agent, x: dict[str, np.ndarray], y: dict[str, np.ndarray], events: int, seed: int,
+                 capacity: int) -> dict[str, Experience]:
+    """Show and tell `events` pairs drawn from x/y; the brain learns them; returns the experience."""
+    stream = make_stream(y, agent.config.teacher, events, seed)
+    mods = stream.modalities
+    codes = {m: encode(agent.models[m], x[m]) for m in mods}  # encoding never depends on learning
+    buffers = {m: Experience(x[m].shape[1:], capacity) for m in mods}
+    for t, k, i in zip(stream.t, stream.modality, stream.index):
+        m = mods[k]
+        if agent.brain.learn(m, codes[m][i], float(t)) is not None:
+            buffers[m].add(x[m][i], int(round(t * 1e9)))
+    return buffers
+
+
+def adapt_once(run: RunFolder, new: dict[str, np.ndarray], new_y: dict[str, np.ndarray], probe: tuple[str, np.ndarray,
+               np.ndarray], standard: dict[str, tuple[np.ndarray, np.ndarray]], train: dict[str, tuple[np.ndarray,
+               np.ndarray]], events: int, seed: int, sleep_settings: SleepSettings) -> dict[str, Any]:
+    """One session of `events` pairs and a sleep; recall on the probe and the standard sets before and after."""
+    agent = Agent.load(run)
+    agent.config = dataclasses.replace(agent.config, sleep=sleep_settings)
+    mods = agent.config.modalities
+
+    def scores() -> dict[str, float]:
+        names = {m: agent.names(m, *train[m]) for m in mods}
+        other = {m: next(o for o in mods if o != m) for m in mods}
+        m, px, py = probe
+        out = {"probe": float(np.mean(agent.recall_names(m, px, names[other[m]]) == py))}
+        for s in mods:
+            sx, sy = standard[s]
+            out[f"{s}->{other[s]}"] = float(np.mean(agent.recall_names(s, sx, names[other[s]]) == sy))
+        return out
+
+    before = scores()
+    buffers = live_session(agent, new, new_y, events, seed, agent.config.sleep.buffer)
+    experience = {m: b.arrays() for m, b in buffers.items()}
+    old = {m: train[m][0] for m in mods}
+    t0 = time.perf_counter()
+    report = sleep(agent.brain, agent.models, experience, agent.config.sleep, seed, old_stimuli=old,
+                   augment=sleep_augmenters(mods))
+    sleep_s = time.perf_counter() - t0
+    after = scores()
+    lost = sum(b.seen for b in buffers.values()) - 2 * events  # every shown stimulus must be learned and kept
+    return {"before": before, "after": after, "sleep_s": sleep_s, "report": report.summary(), "lost": abs(lost)}
+
+
+def bench_adapt(config: Config, out: Path, speakers: list[str] | None = None,
+                sizes: tuple[int, ...] = SESSION_SIZES, style: bool = True, progress: bool = True) -> dict[str, Any]:
+    """Train what is needed under `out`, adapt to each speaker and the unseen hand; the issue's JSON."""
+    speakers = list(FSDD_SPEAKERS) if speakers is None else speakers
+    result: dict[str, Any] = {"speakers": {}, "mean_after": {}, "forgetting": {}, "sleep_s": None,
+                              "lost_stimuli": 0, "style": None, "seed": config.seed}
+    mnist = load_modality("visual", "train")
+    mnist_test = load_modality("visual", "test")
+    drops: dict[str, list[float]] = {}
+    sleeps: list[float] = []
+    bar = tqdm(total=len(speakers) * len(sizes) + (len(sizes) > 0 and style), desc="adapt", disable=not progress)
+    for spk in speakers:
+        held = dataclasses.replace(config, data=dataclasses.replace(config.data, exclude_speakers=(spk,)))
+        run = _run(held, out / f"without-{spk}", progress)
+        own = load_modality("audio", "train", speakers=[spk])
+        probe = load_modality("audio", "test", speakers=[spk])
+        others = [s for s in FSDD_SPEAKERS if s != spk]
+        words = load_modality("audio", "test", speakers=others)
+        train = {m: (x, y) for m, (x, y) in _train_sets(held).items()}
+        standard = {"visual": (mnist_test.x, mnist_test.y), "audio": (words.x, words.y)}
+        entry: dict[str, Any] = {"after": {}}
+        for k in sizes:
+            r = adapt_once(run, {"visual": mnist.x, "audio": own.x}, {"visual": mnist.y, "audio": own.y},
+                           ("audio", probe.x, probe.y), standard, train, k, seed=config.seed * 100 + k,
+                           sleep_settings=config.sleep)
+            entry["before"] = r["before"]["probe"]
+            entry["after"][str(k)] = r["after"]["probe"]
+            for pair in ("visual->audio", "audio->visual"):
+                drops.setdefault(pair, []).append(r["before"][pair] - r["after"][pair])
+            sleeps.append(r["sleep_s"])
+            result["lost_stimuli"] += r["lost"]
+            bar.update()
+            bar.set_postfix_str(f"{spk} K={k}: {r['before']['probe']:.3f}->{r['after']['probe']:.3f}")
+        result["speakers"][spk] = entry
+    if style and sizes:
+        k = 300 if 300 in sizes else sizes[0]
+        run = _run(config, out / "standard", progress)
+        words = load_modality("audio", "test")
+        train = _train_sets(config)
+        standard = {"visual": (mnist_test.x, mnist_test.y), "audio": (words.x, words.y)}
+        fsdd = load_modality("audio", "train")
+        r = adapt_once(run, {"visual": drawn_in_style(mnist.x), "audio": fsdd.x}, {"visual": mnist.y, "audio": fsdd.y},
+                       ("visual", drawn_in_style(mnist_test.x), mnist_test.y), standard, train, k, seed=config.seed,
+                       sleep_settings=config.sleep)
+        result["style"] = {"before": r["before"]["probe"], "after": r["after"]["probe"], "events": k}
+        sleeps.append(r["sleep_s"])
+        bar.update()
+    bar.close()
+    for k in sizes:
+        per = [e["after"][str(k)] for e in result["speakers"].values()]
+        result["mean_after"][str(k)] = float(np.mean(per)) if per else None
+    result["forgetting"] = {p: float(np.max(d)) for p, d in drops.items()}
+    result["sleep_s"] = float(np.max(sleeps)) if sleeps else None
+    return result
+
+
+def _train_sets(config: Config) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each modality's training stimuli and labels (labels name clusters for scoring only)."""
+    from tools.train import load_splits
+
+    return {m: (s.x, s.y) for m, s in load_splits(config, "train").items()}
+
+
+
+
+def format_adapt(r: dict[str, Any]) -> str:
+    sizes = list(r["mean_after"])
+    lines = [f"{'new speaker (audio->visual, unheard words)':44s} {'before':>7s} " + " ".join(f"{'K=' + k:>7s}" for k in sizes),
+             "-" * (53 + 8 * len(sizes))]
+    for spk, e in r["speakers"].items():
+        lines.append(f"{spk:44s} {e['before']:7.3f} " + " ".join(f"{e['after'][k]:7.3f}" for k in sizes))
+    if r["speakers"]:
+        before = float(np.mean([e["before"] for e in r["speakers"].values()]))
+        lines.append(f"{'mean':44s} {before:7.3f} " + " ".join(f"{r['mean_after'][k]:7.3f}" for k in sizes))
+    for pair, drop in r["forgetting"].items():
+        lines.append(f"forgetting {pair}: {100 * drop:+.1f} points (largest drop of the standard test recall)")
+    if r["style"]:
+        s = r["style"]
+        lines.append(f"unseen hand (visual->audio, K={s['events']}): {s['before']:.3f} -> {s['after']:.3f}")
+    if r["sleep_s"] is not None:
+        lines.append(f"longest sleep: {r['sleep_s']:.1f} s")
+    return "\n".join(lines)

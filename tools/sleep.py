@@ -1,0 +1,80 @@
+"""`cdz sleep RUN`: consolidate a run's buffered live experience into its encoders.
+
+Reads the experience the workers saved with the newest checkpoint, sleeps
+(`agent.sleep`), and writes the result as the run's next stage: new encoders
+(`encoders/<m>.stage<k>.pt` and `<m>.pt`), the relocated nodes in a checkpoint
+at the same step, and fresh encodings for scoring. The experience stays in the
+checkpoint. Stop `cdz live` on the run first; `cdz live --sleep-every` sleeps
+while it runs.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from agent.autoencoder import encode, load_autoencoder, save_autoencoder
+from agent.checkpoint import RunFolder
+from agent.config import Config, override
+from agent.sleep import SleepReport, sleep
+from agent.storage import save_arrays
+from tools.train import Encodings, load_brain, load_splits_x
+
+
+def experience_of(state: dict[str, np.ndarray], modalities: tuple[str, ...]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per sense (stimuli, event times in ns) from a checkpoint's `experience.<m>.*` arrays (empty if none)."""
+    out = {}
+    for m in modalities:
+        x, t = state.get(f"experience.{m}.x"), state.get(f"experience.{m}.t_ns")
+        out[m] = (x, t) if x is not None and t is not None else (np.zeros((0,)), np.zeros(0, np.int64))
+    return out
+
+
+def sleep_augmenters(modalities: tuple[str, ...]) -> dict:
+    """Seeded augmentation of lived stimuli for sleep: images, and sounds as spectrograms."""
+    from replay.augment import ImageAugmenter, SpectrogramAugmenter
+
+    kinds = {"visual": ImageAugmenter, "audio": SpectrogramAugmenter}
+    out = {}
+    for m in modalities:
+        if m in kinds:
+            aug = kinds[m]()
+            out[m] = lambda x, seed, aug=aug: aug(torch.from_numpy(np.ascontiguousarray(x)), seed)
+    return out
+
+
+def sleep_run(run: RunFolder, assignments: list[str] | None = None) -> tuple[SleepReport, dict[str, Any]]:
+    """Sleep on the run's buffered experience and save the next stage. NothingToLearn changes nothing."""
+    config: Config = run.config()
+    if assignments:
+        bad = [a for a in assignments if not a.strip().startswith("sleep.")]
+        if bad:
+            raise ValueError(f"cdz sleep takes only sleep.* settings, not {bad}")
+        config = override(config, assignments)
+    mods = config.modalities
+    step, state = run.load_checkpoint()
+    loaded = load_brain(run)
+    brain = loaded.brain
+    models = {m: load_autoencoder(run.encoder_path(m)) for m in mods}
+    old = load_splits_x(config, "train") if config.sleep.replay == "stimuli" else None
+    report = sleep(brain, models, experience_of(state, mods), config.sleep, seed=config.seed * 100 + brain.refinements,
+                   old_stimuli=old, augment=sleep_augmenters(mods))
+    brain.refinements += 1
+    for m, model in models.items():
+        save_autoencoder(model, run.stage_encoder_path(m, brain.refinements))
+        save_autoencoder(model, run.encoder_path(m))
+    run.save_checkpoint(step, {**state, **brain.state_dict()})
+    if old is not None:  # fresh encodings for scoring (`cdz eval`)
+        x_test = load_splits_x(config, "test")
+        enc = Encodings({m: encode(models[m], old[m]) for m in mods}, loaded.enc.train_y,
+                        {m: encode(models[m], x_test[m]) for m in mods}, loaded.enc.test_y)
+        save_arrays(run.encodings_path, enc.arrays())
+    run.log(f"sleep {brain.refinements} at stimulus {step}: {report.summary()}")
+    info = {"step": step, "stage": brain.refinements, "seconds": report.seconds, "pairs": report.pairs,
+            "experience": report.experience, "replayed": report.replayed, "followed": report.followed,
+            "at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    run.update_metrics(sleep=info)
+    return report, info
