@@ -52,7 +52,7 @@ class SleepReport:
 
     def summary(self) -> str:
         parts = [f"{p} pairs {n}" for p, n in self.pairs.items()]
-        parts += [f"{m} novelty {a:.2f}" + ("" if m in self.taught else " (familiar: not taught)")
+        parts += [f"{m} novelty {a:.2f}" + ("" if m in self.taught else " (not taught)")
                   for m, a in self.novelty.items()]
         parts += [f"{m}: {self.experience[m]} lived + {self.replayed[m]} replayed, {info['steps']} steps, "
                   f"loss {info['losses'][0]:.4f}->{info['losses'][-1]:.4f}" for m, info in self.taught.items()]
@@ -119,13 +119,11 @@ def sleep(brain: Brain, models: dict[str, Autoencoder | None], experience: dict[
         replay = replay_material(brain, m, model, settings, (old_stimuli or {}).get(m), seed * 1000 + 7)
         replay_z = encode(model, replay) if len(replay) else np.zeros((0, brain.cortices[m].dim), np.float32)
         report.novelty[m] = novelty(brain.cortices[m], codes[m], replay_z)
-        if report.novelty[m] < settings.novel:
-            continue  # what this sense lived through is familiar: it teaches, it is not taught
         replay_cl = brain.classify(m, replay_z) if len(replay) else np.zeros(0, np.int64)
         keep = replay_cl >= 0
         plan[m] = (rows, ids, soft, replay[keep], replay_z[keep], replay_cl[keep])
     for k, m in enumerate(mods):
-        if m not in plan:
+        if m not in plan or not learns(m, report.novelty, settings.novel):
             continue
         rows, ids, soft, replay, replay_z, replay_cl = plan[m]
         model = models[m]
@@ -167,6 +165,14 @@ def rehearse(brain: Brain, codes: dict[str, np.ndarray], t_ns: dict[str, np.ndar
         m = mods[which[j]]
         learned += brain.learn(m, codes[m][row[j]], float(t[j] + shift)) is not None
     return learned
+
+
+def learns(modality: str, novelties: dict[str, float], threshold: float) -> bool:
+    """A sense learns from its partners when what it lived through is new to it (novelty at
+    least `threshold`) and no partner met something newer: the more familiar sense teaches.
+    A familiar sense taught by a confused one would learn the confusion."""
+    mine = novelties[modality]
+    return mine >= threshold and all(mine >= v for m, v in novelties.items() if m != modality)
 
 
 def novelty(cortex: Cortex, lived: np.ndarray, old: np.ndarray) -> float:

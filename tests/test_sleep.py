@@ -13,7 +13,7 @@ from agent.autoencoder import encode, load_autoencoder
 from agent.checkpoint import RunFolder
 from agent.experience import Experience
 from agent.pairs import pairs_within
-from agent.sleep import novelty
+from agent.sleep import learns, novelty
 from tools.cli import main
 
 
@@ -68,6 +68,14 @@ def test_novelty_tells_a_new_voice_from_a_familiar_one():
     new = familiar + np.float32(1.5)  # the same shapes, somewhere else
     assert 0.3 < novelty(cortex, familiar, old) < 0.7
     assert novelty(cortex, new, old) > 0.9
+
+
+def test_only_a_sense_that_met_something_newer_than_its_partner_learns():
+    assert learns("audio", {"visual": 0.45, "audio": 1.0}, 0.65)
+    assert not learns("visual", {"visual": 0.45, "audio": 1.0}, 0.65)  # familiar: it teaches
+    assert not learns("visual", {"visual": 0.8, "audio": 0.95}, 0.65)  # new, but taught by a newer one
+    assert learns("visual", {"visual": 0.95, "audio": 0.95}, 0.65) and learns("audio", {"visual": 0.95, "audio": 0.95}, 0.65)
+    assert not learns("audio", {"visual": 0.5, "audio": 0.6}, 0.65)
 
 
 # ---------------------------------------------------------------------------------------- sleep on a run

@@ -20,6 +20,7 @@ visual->audio on the MNIST test digits drawn the same way.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -135,7 +136,8 @@ def bench_adapt(config: Config, out: Path, speakers: list[str] | None = None,
     """Train what is needed under `out`, adapt to each speaker and the unseen hand; the issue's JSON."""
     speakers = list(FSDD_SPEAKERS) if speakers is None else speakers
     result: dict[str, Any] = {"speakers": {}, "mean_after": {}, "forgetting": {}, "sleep_s": None,
-                              "lost_stimuli": 0, "style": None, "seed": config.seed}
+                              "lost_stimuli": 0, "style": None, "seed": config.seed,
+                              "buffer": config.sleep.buffer, "sleep_full_buffer_s": None}
     mnist = load_modality("visual", "train")
     mnist_test = load_modality("visual", "test")
     drops: dict[str, list[float]] = {}
@@ -164,6 +166,17 @@ def bench_adapt(config: Config, out: Path, speakers: list[str] | None = None,
             bar.update()
             bar.set_postfix_str(f"{spk} K={k}: {r['before']['probe']:.3f}->{r['after']['probe']:.3f}")
         result["speakers"][spk] = entry
+    if speakers:  # the sleep target is for a full buffer: one session that fills it
+        spk = speakers[0]
+        run = RunFolder(out / f"without-{spk}")
+        own = load_modality("audio", "train", speakers=[spk])
+        train = _train_sets(run.config())
+        full = config.sleep.buffer // 2  # two stimuli per event
+        r = adapt_once(run, {"visual": mnist.x, "audio": own.x}, {"visual": mnist.y, "audio": own.y},
+                       ("audio", own.x[:1], own.y[:1]), {m: (x[:1], y[:1]) for m, (x, y) in train.items()}, train,
+                       full, seed=config.seed, sleep_settings=config.sleep)
+        result["sleep_full_buffer_s"] = r["sleep_s"]
+        result["lost_stimuli"] += r["lost"]
     if style and sizes:
         k = 300 if 300 in sizes else sizes[0]
         run = _run(config, out / "standard", progress)
@@ -195,6 +208,52 @@ def _train_sets(config: Config) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 
 
+def live_adapt(config: Config, out: Path, speaker: str, events: int, sink: str, mic: str) -> dict[str, Any]:
+    """The session once through the real live pipeline in real time (`tools.live_session`), then
+    `cdz sleep`; audio->visual on the speaker's unheard words before, after the session, after sleep."""
+    import shutil
+
+    from tools.live_session import live_show_and_tell
+    from tools.sleep import sleep_run
+
+    held = dataclasses.replace(config, data=dataclasses.replace(config.data, exclude_speakers=(speaker,)))
+    trained = _run(held, out / f"without-{speaker}", progress=False)
+    work = out / f"live-{speaker}-{events}"
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(trained.path, work / "run")
+    run = RunFolder(work / "run")
+    probe = load_modality("audio", "test", speakers=[speaker])
+    train = _train_sets(run.config())
+
+    def score() -> float:
+        agent = Agent.load(run)
+        names = agent.names("visual", *train["visual"])
+        return float(np.mean(agent.recall_names("audio", probe.x, names) == probe.y))
+
+    rng = np.random.default_rng(config.seed)
+    mnist = load_modality("visual", "train")
+    from replay.datasets import list_fsdd_files
+
+    files = list_fsdd_files("train", speakers=[speaker])
+    digits = rng.integers(0, 10, events)
+    cards = np.array([rng.choice(np.flatnonzero(mnist.y == d)) for d in digits])
+    words = [rng.choice([f for f in files if f.name.startswith(f"{d}_")]) for d in digits]
+    before = score()
+    session = live_show_and_tell(run.path, mnist.x[cards], mnist.y[cards], words, sink, mic, work, seed=config.seed)
+    after_session = score()
+    _, state = run.load_checkpoint()
+    lived = {m: int(len(state.get(f"experience.{m}.t_ns", []))) for m in config.modalities}
+    report, info = sleep_run(run, [f"sleep.{f.name}={json.dumps(getattr(config.sleep, f.name))}"
+                                   for f in dataclasses.fields(config.sleep)])
+    stats = session["stats"]
+    workers = [v for v in stats.values() if v.get("role") == "worker"]
+    return {"speaker": speaker, "events": events, "before": before, "after_session": after_session,
+            "latency_p99_ms": {k: v for k, v in stats.get("hub", {}).items() if k.startswith("latency_p99")},
+            "dropped": sum(int(w.get("dropped_oldest", 0)) + int(w.get("lost", 0)) for w in workers),
+            "after": score(), "cards": session["cards"], "words": session["words"], "lived": lived,
+            "sleep_s": info["seconds"], "sleep": report.summary(), "returncode": session["returncode"]}
+
+
 def format_adapt(r: dict[str, Any]) -> str:
     sizes = list(r["mean_after"])
     lines = [f"{'new speaker (audio->visual, unheard words)':44s} {'before':>7s} " + " ".join(f"{'K=' + k:>7s}" for k in sizes),
@@ -210,5 +269,8 @@ def format_adapt(r: dict[str, Any]) -> str:
         s = r["style"]
         lines.append(f"unseen hand (visual->audio, K={s['events']}): {s['before']:.3f} -> {s['after']:.3f}")
     if r["sleep_s"] is not None:
-        lines.append(f"longest sleep: {r['sleep_s']:.1f} s")
+        lines.append(f"longest sleep of a session: {r['sleep_s']:.1f} s")
+    if r.get("sleep_full_buffer_s") is not None:
+        lines.append(f"sleep on a full buffer ({2 * (r['buffer'] // 2)} stimuli): {r['sleep_full_buffer_s']:.1f} s")
+    lines.append(f"lost stimuli: {r['lost_stimuli']}")
     return "\n".join(lines)

@@ -221,9 +221,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
         out = Path(args.out) if args.out else DEFAULT_RUNS / f"adapt-seed{config.seed}"
         speakers = [s for s in args.speakers.split(",") if s] if args.speakers else None
         sizes = tuple(int(k) for k in args.events.split(",")) if args.events else None
-        result = bench_adapt(config, out, speakers=speakers, progress=not args.quiet,
-                             **({"sizes": sizes} if sizes else {}), style=not args.no_style)
-        print(format_adapt(result), file=sys.stderr if args.json else sys.stdout)
+        if args.live_sink:  # once through the real live pipeline, in real time
+            from tools.bench_adapt import live_adapt
+
+            result = live_adapt(config, out, (speakers or ["theo"])[0], (sizes or (300,))[0], args.live_sink,
+                                args.live_mic)
+            print(json.dumps(result, indent=1), file=sys.stderr if args.json else sys.stdout)
+        else:
+            result = bench_adapt(config, out, speakers=speakers, progress=not args.quiet,
+                                 **({"sizes": sizes} if sizes else {}), style=not args.no_style)
+            print(format_adapt(result), file=sys.stderr if args.json else sys.stdout)
     elif args.what == "pipeline":
         from tools.bench_pipeline import bench_pipeline, format_pipeline
 
@@ -338,6 +345,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--speakers", help="robustness, adapt: held-out speakers, comma-separated (default all six)")
     sp.add_argument("--events", help="adapt: session sizes K, comma-separated (default 100,300,1000)")
     sp.add_argument("--no-style", action="store_true", help="adapt: skip the unseen-handwriting case")
+    sp.add_argument("--live-sink", metavar="SINK",
+                    help="adapt: instead, one session (first of --speakers, first of --events) through `cdz live` "
+                         "in real time: a card video as the camera, the words played into this PulseAudio sink")
+    sp.add_argument("--live-mic", default="pulse",
+                    help="adapt --live-sink: the input device that hears that sink (default pulse)")
     sp.add_argument("--run", help="live: a trained run folder")
     sp.add_argument("--cards", type=int, default=200, help="live: digit cards to film (default 200)")
     sp.add_argument("--utterances", type=int, default=200, help="live: utterances to hear (default 200)")

@@ -1,0 +1,86 @@
+"""A show-and-tell session through the real live pipeline, in real time (for `cdz bench adapt --live`).
+
+Cards of handwritten digits are filmed (`tools.card_video`) and played as the
+camera; the new speaker's words are played into a sound device (a PulseAudio
+null sink whose monitor is the microphone), each word 0.4 s after its card
+comes into view. `cdz live` runs on a copy of the run with every real process:
+camera, microphone, workers, hub. The words are started against the camera's
+own clock (its first preview frame), so cards and words pair within B as a
+teacher's would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from agent.bus import BusClient, free_tcp_bus
+from agent.wire import Frame, Stats
+from tools.card_video import make_card_video
+from tools.utterance_audio import SAMPLE_RATE, build_recording, write_wav
+
+FPS = 15
+SHOW_S, GAP_S = 1.5, 0.7  # a card is in view 1.5 s, after 0.7 s of empty background
+WORD_AFTER_S = 0.4  # a word starts this long after its card comes into view
+START_MARGIN_S = 3.0  # the words start this long after the camera's first frame (earlier words are left out)
+
+
+def live_show_and_tell(run_path: Path, cards_x: np.ndarray, cards_y: np.ndarray, words: list[Path], sink: str,
+                       mic_device: str, work: Path, seed: int = 0) -> dict:
+    """Play the session through `cdz live` on `run_path`; returns what was shown, said and learned."""
+    work.mkdir(parents=True, exist_ok=True)
+    truth = make_card_video(work / "cards.avi", cards_x, cards_y, seed=seed, fps=FPS, show_s=SHOW_S, gap_s=GAP_S)
+    onsets = [c["first"] / FPS for c in truth]
+    duration = (truth[-1]["last"] + 1) / FPS + GAP_S
+    bus = free_tcp_bus()
+    cmd = [sys.executable, "-m", "tools.cli", "live", "--run", str(run_path), "--camera", str(work / "cards.avi"),
+           "--mic", mic_device, "--no-viewer", "--bus", bus, "--duration", f"{duration + 25:.0f}",
+           "--events-out", str(work / "events.jsonl"), "--quiet"]
+    live = subprocess.Popen(cmd, env=os.environ.copy(), cwd=Path(__file__).resolve().parent.parent,
+                            stderr=open(work / "live.err", "w"))
+    watcher = BusClient(bus, "session", [b"frame.", b"stats."])
+    try:
+        watcher.handshake(timeout_s=60)
+        v0 = None
+        deadline = time.monotonic() + 90
+        while v0 is None and time.monotonic() < deadline:
+            msg = watcher.recv(100)
+            if isinstance(msg, Frame):
+                v0 = msg.t_ns / 1e9  # wall time of the video's first frame
+        if v0 is None:
+            raise RuntimeError(f"no camera frame within 90 s; see {work / 'live.err'}")
+        start = v0 + START_MARGIN_S
+        said = [(k, onsets[k] + WORD_AFTER_S - START_MARGIN_S) for k in range(len(words))
+                if onsets[k] + WORD_AFTER_S - START_MARGIN_S > 0.1]
+        wave = np.zeros(int((duration - START_MARGIN_S + 1) * SAMPLE_RATE), np.float32)
+        for k, at in said:
+            w, _ = build_recording([words[k]], lead_s=0.0, gap_s=(0.0, 0.0), seed=seed + k)
+            i = int(at * SAMPLE_RATE)
+            wave[i : i + len(w)] += w[: len(wave) - i]
+        write_wav(work / "words.wav", wave)
+        time.sleep(max(0.0, start - time.time()))
+        player = subprocess.run(["paplay", f"--device={sink}", str(work / "words.wav")], capture_output=True,
+                                timeout=duration + 60)
+        if player.returncode != 0:
+            raise RuntimeError(f"paplay failed: {player.stderr.decode(errors='replace')}")
+        stats: dict[str, dict] = {}  # the newest stats of each process, once the last word was heard
+        until = time.monotonic() + 4.0
+        while time.monotonic() < until:
+            msg = watcher.recv(100)
+            if isinstance(msg, Stats):
+                stats[msg.source] = msg.values
+        live.wait(timeout=120)
+    finally:
+        watcher.close()
+        if live.poll() is None:
+            live.terminate()
+            live.wait(timeout=30)
+    events = [json.loads(line) for line in (work / "events.jsonl").read_text().splitlines()]
+    return {"cards": len(truth), "words": len(said), "events": events, "returncode": live.returncode,
+            "video_start": v0, "words_start": start, "stats": stats}
