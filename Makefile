@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 export CDZ_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: install demo demo-distributed test bench bench-robustness seeds clean
+.PHONY: install demo demo-distributed test bench bench-robustness bench-adapt seeds clean
 
 $(BIN)/cdz: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ bench: install  ## learning core vs a plain implementation; runtime throughput a
 
 bench-robustness: install  ## unseen speakers, noise, distortion, teacher mistakes (trains 9 runs, about an hour)
 	$(BIN)/cdz bench robustness --out runs/robustness
+
+bench-adapt: install  ## new voices and an unseen hand: recall before and after a session and a sleep (trains 7 runs, about an hour)
+	$(BIN)/cdz bench adapt --out runs/adapt
 
 seeds: install  ## the main job over seeds 0-9: per-seed table, mean, min, seeds with exactly 10 classes (about an hour)
 	$(BIN)/cdz replay --seeds 0-9 --no-baselines --out runs/seeds --overwrite

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -153,7 +154,9 @@ def sleep(brain: Brain, models: dict[str, Autoencoder | None], experience: dict[
 
 def rehearse(brain: Brain, codes: dict[str, np.ndarray], t_ns: dict[str, np.ndarray]) -> int:
     """Live the experience again in the new encoding space: every stimulus, in event-time order,
-    learned as when it happened, moved after the brain's newest event time. Returns stimuli learned."""
+    learned as when it happened, moved after the brain's newest event time. The CDZ's clock and
+    its window of recent excitations are put back afterwards, so the live stream that follows
+    pairs as if no time had passed. Returns stimuli learned."""
     mods = [m for m in codes if len(codes[m])]
     t = np.concatenate([t_ns[m] for m in mods]) / 1e9
     which = np.concatenate([np.full(len(t_ns[m]), k) for k, m in enumerate(mods)])
@@ -161,9 +164,13 @@ def rehearse(brain: Brain, codes: dict[str, np.ndarray], t_ns: dict[str, np.ndar
     order = np.argsort(t, kind="stable")
     shift = max(brain.cdz.t_max, float(t.max())) + 10 * brain.config.cdz.window_s - float(t.min())
     learned = 0
-    for j in order:
-        m = mods[which[j]]
-        learned += brain.learn(m, codes[m][row[j]], float(t[j] + shift)) is not None
+    recent, t_max = deque(brain.cdz.recent), brain.cdz.t_max
+    try:
+        for j in order:
+            m = mods[which[j]]
+            learned += brain.learn(m, codes[m][row[j]], float(t[j] + shift)) is not None
+    finally:
+        brain.cdz.recent, brain.cdz.t_max = recent, t_max
     return learned
 
 

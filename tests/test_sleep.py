@@ -78,6 +78,28 @@ def test_only_a_sense_that_met_something_newer_than_its_partner_learns():
     assert not learns("audio", {"visual": 0.5, "audio": 0.6}, 0.65)
 
 
+def test_living_the_experience_again_leaves_the_cdz_clock_where_it_was():
+    """After a sleep the live stream goes on at wall-clock times: the rehearsal must not leave
+    the CDZ in the future, or every later excitation would be dropped as stale."""
+    from agent.brain import Brain
+    from agent.config import Config, CortexSettings
+    from agent.sleep import rehearse
+
+    rng = np.random.default_rng(1)
+    brain = Brain(Config(cortex=CortexSettings(initial_nodes=10)), {"visual": 3, "audio": 3}, {"visual": 100, "audio": 100})
+    for k in range(40):
+        brain.learn("visual" if k % 2 else "audio", rng.normal(size=3).astype(np.float32), 100.0 + k * 0.7)
+    t_max, recent = brain.cdz.t_max, list(brain.cdz.recent)
+    w_before = {p: w.copy() for p, w in brain.cdz.W.items()}
+    codes = {m: rng.normal(size=(20, 3)).astype(np.float32) for m in ("visual", "audio")}
+    times = {m: (np.arange(20) * 1.5e9 + 0.3e9 * k).astype(np.int64) for k, m in enumerate(("visual", "audio"))}
+    assert rehearse(brain, codes, times) == 40
+    assert brain.cdz.t_max == t_max and list(brain.cdz.recent) == recent
+    assert any(not np.array_equal(w, w_before[p]) for p, w in brain.cdz.W.items())  # but it did learn
+    assert brain.learn("visual", codes["visual"][0], t_max + 0.5) is not None
+    assert brain.cdz.counters.stale == 0
+
+
 # ---------------------------------------------------------------------------------------- sleep on a run
 TINY = ["--set", "data.digits=[0,1,2]", "--set", 'data.speakers=["jackson"]', "--set", "data.per_class=150",
         "--set", "data.test_per_class=300", "--set", "teacher.epochs=6", "--set", "cortex.initial_nodes=40",
