@@ -137,7 +137,7 @@ class SleepSettings:
     teach_lr: float = 1e-2  # Adam learning rate, cosine-decayed within a sleep
     augment: bool = True  # teach on augmented copies (images; sounds as spectrograms: replay.augment)
     novel: float = 0.65  # a sense is taught only if this share of its lived stimuli is unlike old ones (agent.sleep)
-    rehearse: int = 10  # passes of living the experience again in the new encoding space, after teaching
+    rehearse: float = 0.005  # share of all stimuli learned so far that are lived again after teaching (whole passes)
 
     def __post_init__(self) -> None:
         if self.replay not in ("stimuli", "modes", "none"):
@@ -146,7 +146,7 @@ class SleepSettings:
             raise ValueError(f"sleep.experience_share must be in [0, 1), got {self.experience_share}")
         if not 0.0 <= self.novel <= 1.0:
             raise ValueError(f"sleep.novel must be in [0, 1], got {self.novel}")
-        if not (self.rehearse >= 0 and self.buffer >= 1 and self.replay_size >= 0 and self.teach_weight >= 0 and self.teach_epochs >= 1
+        if not (0 <= self.rehearse <= 1 and self.buffer >= 1 and self.replay_size >= 0 and self.teach_weight >= 0 and self.teach_epochs >= 1
                 and self.teach_min_steps >= 0 and self.teach_lr > 0 and self.teach_sharpness > 0):
             raise ValueError("sleep: need buffer >= 1, replay_size >= 0, teach_weight >= 0, teach_epochs >= 1, "
                              "teach_min_steps >= 0, teach_lr > 0, teach_sharpness > 0")

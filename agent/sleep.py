@@ -145,7 +145,10 @@ def sleep(brain: Brain, models: dict[str, Autoencoder | None], experience: dict[
         old_z = replay_z if len(replay) else codes[m][rows]  # nodes follow the old material when there is some
         new_z = encode(model, replay if len(replay) else experience[m][0][rows])
         report.followed[m] = follow_nodes(brain.cortices[m], old_z, new_z, old_model, model, shift=True)
-    for _ in range(settings.rehearse):
+    lived = sum(len(experience[m][1]) for m in mods)
+    budget = settings.rehearse * sum(c.step for c in brain.cortices.values())  # a share of all it learned
+    passes = 0 if settings.rehearse == 0 else max(1, round(budget / lived))
+    for _ in range(passes):
         report.rehearsed += rehearse(brain, {m: _encode(models.get(m), experience[m][0]) for m in mods},
                                      {m: experience[m][1] for m in mods})
     report.seconds = time.perf_counter() - t0

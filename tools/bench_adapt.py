@@ -51,14 +51,13 @@ def drawn_in_style(x: np.ndarray) -> np.ndarray:
     import kornia
 
     t = torch.from_numpy(x.astype(np.float32)).unsqueeze(1)
-    out = []
     kernel = torch.ones(2 * STYLE["dilate"] + 1, 2 * STYLE["dilate"] + 1)
-    shear = torch.tensor([[np.tan(np.radians(STYLE["shear_deg"])), 0.0]], dtype=torch.float32)
+    out = []
     for i in range(0, len(t), 4096):
         part = kornia.morphology.dilation(t[i : i + 4096], kernel)
-        center = torch.full((len(part), 2), 13.5)
-        m = kornia.geometry.transform.get_shear_matrix2d(center, shear.expand(len(part), 2)[:, :1],
-                                                         shear.expand(len(part), 2)[:, 1:])
+        n = len(part)
+        m = kornia.geometry.transform.get_shear_matrix2d(
+            torch.full((n, 2), 13.5), torch.full((n,), float(np.tan(np.radians(STYLE["shear_deg"])))), torch.zeros(n))
         out.append(kornia.geometry.transform.warp_affine(part, m[:, :2], (28, 28)))
     return torch.cat(out)[:, 0].clamp(0, 1).numpy()
 
@@ -159,8 +158,10 @@ def bench_adapt(config: Config, out: Path, speakers: list[str] | None = None,
                            sleep_settings=config.sleep)
             entry["before"] = r["before"]["probe"]
             entry["after"][str(k)] = r["after"]["probe"]
+            entry.setdefault("forgetting", {})[str(k)] = {}
             for pair in ("visual->audio", "audio->visual"):
                 drops.setdefault(pair, []).append(r["before"][pair] - r["after"][pair])
+                entry["forgetting"][str(k)][pair] = r["before"][pair] - r["after"][pair]
             sleeps.append(r["sleep_s"])
             result["lost_stimuli"] += r["lost"]
             bar.update()
