@@ -19,7 +19,7 @@ from agent.brain import Brain
 from agent.config import RefineSettings
 from agent.merges import MergeSettings, Split, split_merges
 from agent.pairs import cooccurring
-from agent.teaching import Augment, follow_nodes, soft_targets, teach_encoder
+from agent.teaching import Augment, follow_nodes, partner_targets, teach_encoder
 from replay.teacher import Stream
 
 
@@ -58,9 +58,7 @@ def refine(brain: Brain, models: dict[str, Autoencoder], x_train: dict[str, np.n
         model = models.get(m)
         if model is None:
             continue
-        other = next(o for o in mods if o != m)  # the teaching partner (two-sense runs: the other sense)
-        rows_m, rows_o = pairs[(m, other)] if (m, other) in pairs else pairs[(other, m)][::-1]
-        rows, _, soft = soft_targets(brain, codes, m, other, rows_m, rows_o)
+        rows, _, soft = partner_targets(brain, codes, pairs, m)
         if len(rows) == 0:
             continue
         old_model = copy.deepcopy(model)

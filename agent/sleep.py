@@ -30,7 +30,7 @@ from agent.brain import Brain
 from agent.cortex import Cortex
 from agent.config import SleepSettings
 from agent.pairs import pairs_within
-from agent.teaching import follow_nodes, soft_targets, teach_encoder
+from agent.teaching import follow_nodes, partner_targets, teach_encoder
 
 AugmentStimuli = Callable[[np.ndarray, int], np.ndarray | torch.Tensor]  # (stimuli, seed) -> augmented stimuli
 MODE_NOISE = 0.1  # "modes" replay: noise std, as a share of the nodes' per-dimension spread
@@ -114,9 +114,7 @@ def sleep(brain: Brain, models: dict[str, Autoencoder | None], experience: dict[
         model = models.get(m)
         if model is None:
             continue
-        other = next(o for o in mods if o != m)  # the teaching partner (two-sense runs: the other sense)
-        rows_m, rows_o = pairs[(m, other)] if (m, other) in pairs else pairs[(other, m)][::-1]
-        rows, ids, soft = soft_targets(brain, codes, m, other, rows_m, rows_o)
+        rows, ids, soft = partner_targets(brain, codes, pairs, m)
         replay = replay_material(brain, m, model, settings, (old_stimuli or {}).get(m), seed * 1000 + 7)
         replay_z = encode(model, replay) if len(replay) else np.zeros((0, brain.cortices[m].dim), np.float32)
         report.novelty[m] = novelty(brain.cortices[m], codes[m], replay_z)

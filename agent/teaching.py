@@ -54,6 +54,15 @@ def soft_targets(brain: Brain, codes: dict[str, np.ndarray], a: str, b: str, row
     return uniq, ids, soft
 
 
+def partner_targets(brain: Brain, codes: dict[str, np.ndarray], pairs: dict[tuple[str, str], tuple[np.ndarray,
+                    np.ndarray]], m: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`soft_targets` of modality m from its teaching partner (two-sense runs: the other sense),
+    given the co-occurring pairs of every modality pair (a, b) as (rows of a, rows of b)."""
+    other = next(o for o in brain.modalities if o != m)
+    rows_m, rows_o = pairs[(m, other)] if (m, other) in pairs else pairs[(other, m)][::-1]
+    return soft_targets(brain, codes, m, other, rows_m, rows_o)
+
+
 def prototypes(z: np.ndarray, soft: np.ndarray) -> tuple[np.ndarray, float]:
     """Soft-weighted mean encoding per target (k, d) and the mean squared distance to it (T)."""
     weights = soft / np.maximum(soft.sum(0, keepdims=True), 1e-12)
