@@ -55,8 +55,8 @@ def sleep_run(run: RunFolder, assignments: list[str] | None = None) -> tuple[Sle
             raise ValueError(f"cdz sleep takes only sleep.* settings, not {bad}")
         config = override(config, assignments)
     mods = config.modalities
-    step, state = run.load_checkpoint()
-    loaded = load_brain(run)
+    step, state = run.load_checkpoint()  # read once: the brain and the experience come from the same cut
+    loaded = load_brain(run, (step, state))
     brain = loaded.brain
     models = {m: load_autoencoder(run.encoder_path(m)) for m in mods}
     old = load_splits_x(config, "train") if config.sleep.replay == "stimuli" else None

@@ -378,11 +378,12 @@ class LoadedRun(NamedTuple):
     stream_length: int  # stimuli in the whole teaching stream
 
 
-def load_brain(run: RunFolder) -> LoadedRun:
-    """Rebuild the trained brain of a run from its config, encodings and last checkpoint."""
+def load_brain(run: RunFolder, checkpoint: tuple[int, dict[str, np.ndarray]] | None = None) -> LoadedRun:
+    """Rebuild the trained brain of a run from its config, encodings and last checkpoint
+    (or `checkpoint`, a (step, state) the caller already read)."""
     config = run.config()
     enc = Encodings.load(run, config.modalities)
-    step, state = run.load_checkpoint()
+    step, state = run.load_checkpoint() if checkpoint is None else checkpoint
     if all(f"cortex.{m}.epoch" in state for m in config.modalities):  # the checkpoint brings each epoch
         brain = Brain(config, {m: enc.train[m].shape[1] for m in config.modalities}, {m: 1 for m in config.modalities})
     else:  # older checkpoints: the epoch follows from the teaching stream
