@@ -17,6 +17,7 @@ from agent.cdz import CDZ
 from agent.config import Config
 from agent.cortex import Cortex, StimulusError
 from agent.messages import Excitation
+from agent.state_check import check_arrays
 from replay.teacher import Stream
 
 
@@ -75,10 +76,18 @@ class Brain:
         return state
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        self.cdz.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("cdz.")})
+        """Load a `state_dict`; every part is checked first, so a damaged one changes nothing."""
+        cdz = {k[4:]: v for k, v in state.items() if k.startswith("cdz.")}
+        own = {m: {k[len(f"cortex.{m}."):]: v for k, v in state.items() if k.startswith(f"cortex.{m}.")}
+               for m in self.cortices}
+        self.cdz.check_state(cdz)
         for m, cortex in self.cortices.items():
-            prefix = f"cortex.{m}."
-            cortex.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+            cortex.check_state(own[m])
+        check_arrays(state, {"rejected": ("i", ()), "refinements": ("i", ())}, "brain",
+                     optional=frozenset({"refinements"}))
+        self.cdz.load_state_dict(cdz)
+        for m, cortex in self.cortices.items():
+            cortex.load_state_dict(own[m])
         self.rejected = int(state["rejected"])
         self.refinements = int(state["refinements"]) if "refinements" in state else 0
 

@@ -23,6 +23,7 @@ import numpy as np
 from agent.config import CDZSettings
 from agent.cortex import certainty, drop_columns_
 from agent.messages import ClusterChange, Excitation, Feedback
+from agent.state_check import check_arrays, check_ids, check_range
 
 _START_CAPACITY = 512
 
@@ -281,7 +282,22 @@ class CDZ:
         state["t_max"] = np.array(self.t_max, np.float64)
         return state
 
+    def check_state(self, state: dict[str, np.ndarray]) -> None:
+        """Raise `StateError` unless `state` is a whole, consistent `state_dict` of this CDZ."""
+        spec: dict[str, tuple[str, tuple[int | str, ...]]] = {}
+        for m in self.modalities:
+            spec |= {f"ids.{m}": ("i", (f"C.{m}",)), f"deleted.{m}": ("i", (f"X.{m}",))}
+        for a, b in self.pairs:
+            spec |= {f"W.{a}.{b}": ("f", (f"C.{a}", f"C.{b}")), f"age.{a}.{b}": ("i", (f"C.{a}",))}
+        spec |= {f"recent.{k}": (kind, ("R",)) for k, kind in
+                 (("modality", "i"), ("cluster", "i"), ("node", "i"), ("strength", "f"), ("t", "f"))}
+        check_arrays(state, spec | {"t_max": ("f", ())}, "cdz")
+        for m in self.modalities:
+            check_ids(state[f"ids.{m}"], 2**62, f"cluster ids of {m}", "cdz")
+        check_range(state["recent.modality"], 0, len(self.modalities), "recent.modality", "cdz")
+
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        self.check_state(state)  # all or nothing: nothing below runs on a damaged state
         for m in self.modalities:
             ids = state[f"ids.{m}"]
             cl = _Clusters()

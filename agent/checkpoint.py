@@ -16,16 +16,33 @@ exist, and loading merges them into the same state a one-process brain saves.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from agent.config import Config, load_toml, save_toml
+from agent.state_check import StateError
 from agent.storage import RunError, atomic_write_bytes, load_arrays, save_arrays
+
+
+log = logging.getLogger(__name__)
+
+MARKER = ".cdz-run"  # a run folder's mark that this project made it: only such a folder is ever replaced
+WRITTEN = frozenset({MARKER, "config.toml", "encoders", "encodings.npz", "stream.npz", "checkpoints", "metrics.json",
+                     "log.txt", "plots", "recall", "judges", "logs"})  # every entry the project writes into a run folder
+_ASIDE = ".replaced-"
+
+
+def written_by_us(name: str) -> bool:
+    """Whether a run folder entry is one the project writes (or a temporary file of one)."""
+    return name in WRITTEN or name.startswith(_ASIDE) or any(name.startswith(f".{w}.") for w in WRITTEN)
 
 
 class RunFolder:
@@ -66,6 +83,7 @@ class RunFolder:
 
     def create(self, config: Config) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(self.path / MARKER, b"made by cdz-agent; `--overwrite` replaces only what it wrote\n")
         save_toml(config, self.config_path)
 
     def config(self) -> Config:
@@ -141,20 +159,25 @@ class RunFolder:
         return sorted(p for p in self.checkpoints_dir.iterdir() if p.is_dir() and p.name.isdigit())
 
     def latest_checkpoint(self) -> Path | None:
-        """The newest complete checkpoint: the one LATEST names, or one whose parts are all saved."""
-        best = None
-        latest = self.checkpoints_dir / "LATEST"
-        if latest.exists():
-            folder = self.checkpoints_dir / latest.read_text().strip()
-            if (folder / "brain.npz").exists():
-                best = folder
+        """The newest complete checkpoint: one whole `brain.npz`, or a step whose parts are all saved.
+
+        `LATEST` names the newest whole one; if it is missing or names no checkpoint
+        (lost, edited by hand), the newest complete folder is used, with a warning.
+        """
         parts = self.part_names() if self.config_path.exists() else None
-        for folder in reversed(self._step_folders()):
-            if best is not None and folder.name <= best.name:
-                break
-            if not (folder / "brain.npz").exists() and self._complete(folder, parts):
-                return folder
-        return best
+        complete = [f for f in self._step_folders() if self._complete(f, parts)]
+        if not complete:
+            return None
+        latest = self.checkpoints_dir / "LATEST"
+        try:
+            named = self.checkpoints_dir / latest.read_text().strip() if latest.exists() else None
+        except (OSError, UnicodeDecodeError):
+            named = None
+        whole = [f for f in complete if (f / "brain.npz").exists()]
+        if whole and (named is None or named not in whole):
+            log.warning("%s: %s is missing or names no checkpoint; using the newest complete one, %s",
+                        self.path, latest, whole[-1].name)
+        return complete[-1]
 
     def drop_old_parts(self, keep: int = 2) -> None:
         """Remove part checkpoints older than the newest `keep` complete ones."""
@@ -172,6 +195,67 @@ class RunFolder:
         if folder is None:
             raise RunError(f"{self.path} has no checkpoint yet (training did not get far enough)")
         return load_checkpoint_folder(folder)
+
+    @contextmanager
+    def restoring(self, checkpoint: tuple[int, dict[str, np.ndarray]] | None = None
+                  ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+        """(step, state) of the newest checkpoint (or `checkpoint`, already read from it),
+        for a block that loads it into live objects.
+
+        The objects check the state before they take any of it (`agent.state_check`);
+        a state that does not fit them becomes a `RunError` naming the checkpoint.
+        """
+        folder = self.latest_checkpoint()
+        step, state = self.load_checkpoint() if checkpoint is None else checkpoint
+        try:
+            yield step, state
+        except StateError as e:
+            raise RunError(f"damaged checkpoint {folder}: {e}") from None
+
+
+@contextmanager
+def new_run(config: Config, out: Path | str, overwrite: bool) -> Iterator[RunFolder]:
+    """A fresh run folder holding `config`, for the block that starts training in it.
+
+    An existing run is replaced only with `overwrite`, and only if it carries the
+    project's marker. Its entries are moved aside, never the files the project did
+    not write; they are deleted once the block ends well (the new run has started).
+    If the block fails (no data, a bad setting found late, Ctrl-C), what the block
+    wrote is removed and the old run is put back as it was.
+    """
+    run = RunFolder(out)
+    existed = run.path.exists()
+    if existed and not run.path.is_dir():
+        raise RunError(f"{run.path} is a file, not a folder; choose another --out")
+    aside: Path | None = None
+    if existed and any(run.path.iterdir()):
+        if not overwrite:
+            raise RunError(f"{run.path} is not empty; choose another --out, pass --overwrite, "
+                           f"or continue that run with `cdz train --resume {run.path}`")
+        if not (run.path / MARKER).is_file():
+            raise RunError(f"{run.path} was not made by cdz ({MARKER} is missing): refusing to overwrite it; "
+                           "choose another --out or empty it yourself")
+        aside = run.path / f"{_ASIDE}{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        aside.mkdir()
+        for entry in run.path.iterdir():
+            if entry != aside and written_by_us(entry.name) and not entry.name.startswith(_ASIDE):
+                os.replace(entry, aside / entry.name)
+    try:
+        run.create(config)
+        yield run
+    except BaseException:
+        for entry in run.path.iterdir():
+            if written_by_us(entry.name) and not entry.name.startswith(_ASIDE):
+                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+        if aside is not None:
+            for entry in aside.iterdir():
+                os.replace(entry, run.path / entry.name)
+            aside.rmdir()
+        elif not existed and not any(run.path.iterdir()):
+            run.path.rmdir()
+        raise
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def load_checkpoint_folder(folder: Path) -> tuple[int, dict[str, np.ndarray]]:

@@ -2,41 +2,65 @@
 
 Settings are apart from state (the arrays the cortex and CDZ mutate). A run folder
 stores the resolved config as TOML so every figure can be traced to its knobs.
-Command-line overrides (`--set cortex.node_lr=0.02`) must name an existing field.
+
+Every field is checked where settings enter, before any folder is made or data
+read: pydantic dataclasses in strict mode check each field's type (an integer is
+an integer, not 2.5 or true; numbers are finite) and its range from the
+annotation, and `__post_init__` checks what spans fields. A bad value is one
+`SettingsError` line that names the field, e.g. `--set cortex.node_lr=abc`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import tomllib
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+import pydantic
+import tomli_w
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass as _pydantic_dataclass
+
+_STRICT = ConfigDict(strict=True, allow_inf_nan=False)
 
 
+def settings(cls: type) -> type:
+    """A frozen settings dataclass whose fields are type- and range-checked on construction."""
+    return _pydantic_dataclass(frozen=True, config=_STRICT)(cls)
 
-@dataclass(frozen=True)
+
+class SettingsError(ValueError):
+    """A setting of the wrong type or out of range; the message names the field."""
+
+
+# Field types: the range is part of the type, so a setting documents and checks itself.
+PositiveInt = Annotated[int, Field(ge=1)]
+Count = Annotated[int, Field(ge=0)]
+Positive = Annotated[float, Field(gt=0)]
+NonNegative = Annotated[float, Field(ge=0)]
+Share = Annotated[float, Field(ge=0, le=1)]  # a fraction of something, 0 to 1
+Rate = Annotated[float, Field(gt=0, le=1)]  # a learning step that moves part of the way
+Digit = Annotated[int, Field(ge=0, le=9)]
+Name = Annotated[str, Field(min_length=1, max_length=64)]
+Sense = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]  # a modality's name, as it appears in topics and files
+
+
+@settings
 class AutoencoderSettings:
     """One modality's autoencoder (its architecture and training)."""
 
-    arch: str = "conv"  # "conv" (default, chosen by measurement), "mlp" (the original design) or "linear" (PCA)
-    code_dim: int = 64  # length of one encoding
-    epochs: int = 5  # passes over the training set (MNIST: 5; FSDD: 20 with batch_size=32)
-    batch_size: int = 128  # stimuli per gradient step (FSDD: 32)
-    lr: float = 1e-3  # Adam learning rate (cosine-decayed to 0 over training)
-    noise: float = 0.05  # denoising corruption: std of gaussian noise added to the input, then clipped to [0, 1]
-    channels: int = 32  # conv only: channels of the first convolution, doubled after each (capped at 4x)
-
-    def __post_init__(self) -> None:
-        if self.arch not in ("conv", "mlp", "linear"):
-            raise ValueError(f"arch must be 'conv', 'mlp' or 'linear', got {self.arch!r}")
-        if self.code_dim < 1 or self.epochs < 0 or self.batch_size < 1 or self.channels < 1:
-            raise ValueError(f"code_dim, batch_size and channels must be >= 1 and epochs >= 0: {self}")
-        if not (self.lr > 0 and 0 <= self.noise < 10):
-            raise ValueError(f"need lr > 0 and 0 <= noise < 10: {self}")
+    arch: Literal["conv", "mlp", "linear"] = "conv"  # "conv" (default, chosen by measurement), "mlp" (the original design) or "linear" (PCA)
+    code_dim: Annotated[int, Field(ge=1, le=4096)] = 64  # length of one encoding
+    epochs: Annotated[int, Field(ge=0, le=10_000)] = 5  # passes over the training set (MNIST: 5; FSDD: 20 with batch_size=32)
+    batch_size: Annotated[int, Field(ge=1, le=1_000_000)] = 128  # stimuli per gradient step (FSDD: 32)
+    lr: Annotated[float, Field(gt=0, le=10)] = 1e-3  # Adam learning rate (cosine-decayed to 0 over training)
+    noise: Annotated[float, Field(ge=0, lt=10)] = 0.05  # denoising corruption: std of gaussian noise added to the input, then clipped to [0, 1]
+    channels: Annotated[int, Field(ge=1, le=1024)] = 32  # conv only: channels of the first convolution, doubled after each (capped at 4x)
 
 
-@dataclass(frozen=True)
+@settings
 class CortexSettings:
     """One modality's node/cluster layer (ALGORITHM.md, seed values).
 
@@ -44,50 +68,42 @@ class CortexSettings:
     one pass (the seed's T), so the same defaults scale to any data size.
     """
 
-    initial_nodes: int = 1000  # nodes seeded at the first stimuli, each with its own cluster (seed: 250; see README "Results")
-    max_nodes: int = 6000  # growth never exceeds this
-    node_lr: float = 0.04  # nearest node moves this fraction towards the encoding
-    cluster_node_lr: float = 0.02  # cluster->node link growth (finds a cluster's mode node)
-    feedback_lr: float = 0.05  # node->cluster link growth per CDZ feedback (times certainty bonus)
-    age_factor: float = 25.0  # certainty ramps up over this many feedbacks
-    mature_feedbacks: int = 25  # a node is "new" (not split) until it received this many feedbacks
-    split_threshold: float = 5e-3  # a node is ambiguous when 1 - max link weight exceeds this
-    split_min_samples: int = 3  # a split child needs more than this many fed-back encodings
-    split_children: str = "new"  # a split child gets a "new" cluster (ALGORITHM.md) or "inherit"s the one it was fed towards
-    split_per_round_frac: float = 1e-3  # max splits per round = max(frac * epoch, 5)
-    prune_nodes_after: float = 1.01  # nodes unused for this * epoch stimuli are deleted
-    prune_clusters_after: float = 0.5  # clusters unused for this * epoch stimuli are deleted
-    prune_every: float = 0.25  # pruning period, * epoch stimuli
-    grow_every: float = 0.3  # growth period, * epoch stimuli
-    growth_stop: float = 0.75  # no growth after this share of the stream
+    initial_nodes: Annotated[int, Field(ge=1, le=1_000_000)] = 1000  # nodes seeded at the first stimuli, each with its own cluster (seed: 250; see README "Results")
+    max_nodes: Annotated[int, Field(ge=1, le=1_000_000)] = 6000  # growth never exceeds this
+    node_lr: Rate = 0.04  # nearest node moves this fraction towards the encoding
+    cluster_node_lr: Rate = 0.02  # cluster->node link growth (finds a cluster's mode node)
+    feedback_lr: Rate = 0.05  # node->cluster link growth per CDZ feedback (times certainty bonus)
+    age_factor: Positive = 25.0  # certainty ramps up over this many feedbacks
+    mature_feedbacks: Count = 25  # a node is "new" (not split) until it received this many feedbacks
+    split_threshold: Share = 5e-3  # a node is ambiguous when 1 - max link weight exceeds this
+    split_min_samples: Count = 3  # a split child needs more than this many fed-back encodings
+    split_children: Literal["new", "inherit"] = "new"  # a split child gets a "new" cluster (ALGORITHM.md) or "inherit"s the one it was fed towards
+    split_per_round_frac: Share = 1e-3  # max splits per round = max(frac * epoch, 5)
+    prune_nodes_after: Positive = 1.01  # nodes unused for this * epoch stimuli are deleted
+    prune_clusters_after: Positive = 0.5  # clusters unused for this * epoch stimuli are deleted
+    prune_every: Positive = 0.25  # pruning period, * epoch stimuli
+    grow_every: Positive = 0.3  # growth period, * epoch stimuli
+    growth_stop: Share = 0.75  # no growth after this share of the stream
 
     def __post_init__(self) -> None:
-        if self.split_children not in ("new", "inherit"):
-            raise ValueError(f"cortex.split_children must be 'new' or 'inherit', not {self.split_children!r}")
-        if self.initial_nodes < 1 or self.max_nodes < self.initial_nodes:
-            raise ValueError("cortex.initial_nodes must be >= 1 and <= cortex.max_nodes")
+        if self.max_nodes < self.initial_nodes:
+            raise SettingsError("cortex.initial_nodes must be <= cortex.max_nodes "
+                                f"(got {self.initial_nodes} > {self.max_nodes})")
 
 
-@dataclass(frozen=True)
+@settings
 class CDZSettings:
     """The convergence-divergence zone between modalities."""
 
-    window_s: float = 1.0  # B: excitations at most this far apart (event time) are correlated
-    kernel: str = "flat"  # w(dt) on [0, B]: "flat" or "gaussian" (sigma = B / 2)
-    cdz_lr: float = 0.02  # growth of the earlier->later connection
-    backward_gain: float = 0.5  # later->earlier grows by this times as much (0 = strict one-way)
-    age_factor: float = 25.0  # connection-row certainty ramps up over this many updates
-    reorder_slack_s: float = 0.5  # excitations may arrive this late (event time) and still pair
+    window_s: Annotated[float, Field(ge=0, le=60)] = 1.0  # B: excitations at most this far apart (event time) are correlated
+    kernel: Literal["flat", "gaussian"] = "flat"  # w(dt) on [0, B]: "flat" or "gaussian" (sigma = B / 2)
+    cdz_lr: Rate = 0.02  # growth of the earlier->later connection
+    backward_gain: Annotated[float, Field(ge=0, le=100)] = 0.5  # later->earlier grows by this times as much (0 = strict one-way)
+    age_factor: Positive = 25.0  # connection-row certainty ramps up over this many updates
+    reorder_slack_s: Annotated[float, Field(ge=0, le=60)] = 0.5  # excitations may arrive this late (event time) and still pair
 
 
-    def __post_init__(self) -> None:
-        if self.window_s < 0 or self.cdz_lr <= 0 or self.backward_gain < 0 or self.age_factor <= 0:
-            raise ValueError("cdz: window_s and backward_gain must be >= 0, cdz_lr and age_factor > 0")
-        if self.kernel not in ("flat", "gaussian"):
-            raise ValueError(f"cdz.kernel must be 'flat' or 'gaussian', not {self.kernel!r}")
-
-
-@dataclass(frozen=True)
+@settings
 class RefineSettings:
     """Refinement phases between stream segments (README, "Details the rules leave open").
 
@@ -96,28 +112,22 @@ class RefineSettings:
     the other sense and the nodes follow the new encodings.
     """
 
-    at: tuple[float, ...] = (0.4, 0.7)  # refinement points, shares of the stream; [] = none
-    merge_conductance: float = 0.3  # split a class whose best cross-modal cut is below this; 0 = no merge rule
-    merge_min_side: float = 0.1  # each side of such a cut holds at least this share of the pairs
-    teach_weight: float = 0.3  # weight of the cross-modal term beside reconstruction; 0 = no teaching
-    teach_sharpness: float = 10.0  # prototype softmax temperature = mean squared distance to own prototype / this
-    teach_epochs: int = 1  # passes over the paired stimuli per refinement
-    teach_min_steps: int = 400  # at least this many gradient steps (small sets take more passes)
-    teach_lr: float = 1e-3  # Adam learning rate, cosine-decayed within a refinement
+    at: tuple[Annotated[float, Field(gt=0, lt=1)], ...] = (0.4, 0.7)  # refinement points, shares of the stream; [] = none
+    merge_conductance: Share = 0.3  # split a class whose best cross-modal cut is below this; 0 = no merge rule
+    merge_min_side: Annotated[float, Field(gt=0, lt=0.5)] = 0.1  # each side of such a cut holds at least this share of the pairs
+    teach_weight: Annotated[float, Field(ge=0, le=1000)] = 0.3  # weight of the cross-modal term beside reconstruction; 0 = no teaching
+    teach_sharpness: Positive = 10.0  # prototype softmax temperature = mean squared distance to own prototype / this
+    teach_epochs: Annotated[int, Field(ge=1, le=10_000)] = 1  # passes over the paired stimuli per refinement
+    teach_min_steps: Annotated[int, Field(ge=0, le=10_000_000)] = 400  # at least this many gradient steps (small sets take more passes)
+    teach_lr: Annotated[float, Field(gt=0, le=10)] = 1e-3  # Adam learning rate, cosine-decayed within a refinement
     augment: bool = True  # teach on augmented stimuli (replay.augment)
 
     def __post_init__(self) -> None:
-        if any(not 0.0 < a < 1.0 for a in self.at) or list(self.at) != sorted(set(self.at)):
-            raise ValueError(f"refine.at must be increasing shares of the stream in (0, 1), got {list(self.at)}")
-        if not (0.0 <= self.merge_conductance <= 1.0 and 0.0 < self.merge_min_side < 0.5):
-            raise ValueError("refine: need 0 <= merge_conductance <= 1 and 0 < merge_min_side < 0.5")
-        if not (self.teach_weight >= 0 and self.teach_epochs >= 1 and self.teach_min_steps >= 0
-                and self.teach_lr > 0 and self.teach_sharpness > 0):
-            raise ValueError("refine: need teach_weight >= 0, teach_epochs >= 1, teach_min_steps >= 0, "
-                             "teach_lr > 0, teach_sharpness > 0")
+        if list(self.at) != sorted(set(self.at)):
+            raise SettingsError(f"refine.at must be increasing shares of the stream, got {list(self.at)}")
 
 
-@dataclass(frozen=True)
+@settings
 class SleepSettings:
     """Consolidation of lived experience into the encoders (`cdz sleep`; README, "Details the rules leave open").
 
@@ -126,62 +136,54 @@ class SleepSettings:
     keeps what the agent already knew.
     """
 
-    buffer: int = 10_000  # stimuli kept per sense in live mode (the experience buffer)
-    replay: str = "stimuli"  # what is mixed in against forgetting: "stimuli" (old ones), "modes" (decoded nodes), "none"
-    replay_size: int = 5000  # old stimuli (or decoded nodes) per sense mixed in
-    experience_share: float = 0.5  # lived stimuli are repeated to make about this share of what is taught
-    teach_weight: float = 1.0  # weight of the cross-modal term beside reconstruction
-    teach_sharpness: float = 10.0  # as refine.teach_sharpness
-    teach_epochs: int = 2  # passes over experience plus replay
-    teach_min_steps: int = 1000  # at least this many gradient steps
-    teach_lr: float = 1e-2  # Adam learning rate, cosine-decayed within a sleep
+    buffer: Annotated[int, Field(ge=1, le=10_000_000)] = 10_000  # stimuli kept per sense in live mode (the experience buffer)
+    replay: Literal["stimuli", "modes", "none"] = "stimuli"  # what is mixed in against forgetting: "stimuli" (old ones), "modes" (decoded nodes), "none"
+    replay_size: Annotated[int, Field(ge=0, le=10_000_000)] = 5000  # old stimuli (or decoded nodes) per sense mixed in
+    experience_share: Annotated[float, Field(ge=0, lt=1)] = 0.5  # lived stimuli are repeated to make about this share of what is taught
+    teach_weight: Annotated[float, Field(ge=0, le=1000)] = 1.0  # weight of the cross-modal term beside reconstruction
+    teach_sharpness: Positive = 10.0  # as refine.teach_sharpness
+    teach_epochs: Annotated[int, Field(ge=1, le=10_000)] = 2  # passes over experience plus replay
+    teach_min_steps: Annotated[int, Field(ge=0, le=10_000_000)] = 1000  # at least this many gradient steps
+    teach_lr: Annotated[float, Field(gt=0, le=10)] = 1e-2  # Adam learning rate, cosine-decayed within a sleep
     augment: bool = True  # teach on augmented copies (images; sounds as spectrograms: replay.augment)
-    novel: float = 0.65  # a sense is taught only if this share of its lived stimuli is unlike old ones (agent.sleep)
-    rehearse: float = 0.005  # share of all stimuli learned so far that are lived again after teaching (whole passes)
-
-    def __post_init__(self) -> None:
-        if self.replay not in ("stimuli", "modes", "none"):
-            raise ValueError(f"sleep.replay must be 'stimuli', 'modes' or 'none', not {self.replay!r}")
-        if not 0.0 <= self.experience_share < 1.0:
-            raise ValueError(f"sleep.experience_share must be in [0, 1), got {self.experience_share}")
-        if not 0.0 <= self.novel <= 1.0:
-            raise ValueError(f"sleep.novel must be in [0, 1], got {self.novel}")
-        if not (0 <= self.rehearse <= 1 and self.buffer >= 1 and self.replay_size >= 0 and self.teach_weight >= 0 and self.teach_epochs >= 1
-                and self.teach_min_steps >= 0 and self.teach_lr > 0 and self.teach_sharpness > 0):
-            raise ValueError("sleep: need buffer >= 1, replay_size >= 0, teach_weight >= 0, teach_epochs >= 1, "
-                             "teach_min_steps >= 0, teach_lr > 0, teach_sharpness > 0")
+    novel: Share = 0.65  # a sense is taught only if this share of its lived stimuli is unlike old ones (agent.sleep)
+    rehearse: Share = 0.005  # share of all stimuli learned so far that are lived again after teaching (whole passes)
 
 
-@dataclass(frozen=True)
+@settings
 class TeacherSettings:
     """The flash-card parent that makes the paired replay stream (EVALUATION.md)."""
 
-    lag_s: tuple[float, float] = (-0.2, 0.5)  # audio onset relative to the image, uniform range
-    gap_s: float = 1.5  # time between two teaching events
-    p_unpaired: float = 0.0  # share of events showing only one modality
-    p_mismatch: float = 0.0  # share of events whose two stimuli are different digits
-    epochs: float = 10.0  # stream length in passes over the largest training set
+    lag_s: tuple[Annotated[float, Field(ge=-60, le=60)], Annotated[float, Field(ge=-60, le=60)]] = (-0.2, 0.5)  # audio onset relative to the image, uniform range
+    gap_s: Annotated[float, Field(gt=0, le=3600)] = 1.5  # time between two teaching events
+    p_unpaired: Share = 0.0  # share of events showing only one modality
+    p_mismatch: Share = 0.0  # share of events whose two stimuli are different digits
+    epochs: Annotated[float, Field(gt=0, le=10_000)] = 10.0  # stream length in passes over the largest training set
 
     def __post_init__(self) -> None:
-        if not self.epochs > 0:
-            raise ValueError(f"teacher.epochs must be positive, got {self.epochs}")
+        if self.lag_s[0] > self.lag_s[1]:
+            raise SettingsError(f"teacher.lag_s must be [low, high] with low <= high, got {list(self.lag_s)}")
 
 
-@dataclass(frozen=True)
+@settings
 class DataSettings:
     """Which data the replay uses (labels are read only by the scorer)."""
 
-    digits: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9)
-    per_class: int | None = None  # first N per class of each training set (small runs, tests)
-    test_per_class: int | None = None  # same for the test sets
-    speakers: tuple[str, ...] = ()  # FSDD speakers used (train and test); empty: all six
-    exclude_speakers: tuple[str, ...] = ()  # FSDD speakers held out of training (and the only ones tested)
+    digits: Annotated[tuple[Digit, ...], Field(min_length=1, max_length=10)] = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9)
+    per_class: PositiveInt | None = None  # first N per class of each training set (small runs, tests)
+    test_per_class: PositiveInt | None = None  # same for the test sets
+    speakers: tuple[Name, ...] = ()  # FSDD speakers used (train and test); empty: all six
+    exclude_speakers: tuple[Name, ...] = ()  # FSDD speakers held out of training (and the only ones tested)
+
+    def __post_init__(self) -> None:
+        if len(set(self.digits)) != len(self.digits):
+            raise SettingsError(f"data.digits must not repeat a digit, got {list(self.digits)}")
 
 
-@dataclass(frozen=True)
+@settings
 class Config:
-    seed: int = 0
-    modalities: tuple[str, ...] = ("visual", "audio")
+    seed: Annotated[int, Field(ge=0, lt=2**32)] = 0
+    modalities: Annotated[tuple[Sense, ...], Field(min_length=1, max_length=16)] = ("visual", "audio")
     data: DataSettings = field(default_factory=DataSettings)
     visual_encoder: AutoencoderSettings = field(default_factory=AutoencoderSettings)
     # FSDD (2,700 spectrograms, six speakers): the linear autoencoder (PCA) gave purer nodes than the
@@ -192,6 +194,10 @@ class Config:
     teacher: TeacherSettings = field(default_factory=TeacherSettings)
     refine: RefineSettings = field(default_factory=RefineSettings)
     sleep: SleepSettings = field(default_factory=SleepSettings)
+
+    def __post_init__(self) -> None:
+        if len(set(self.modalities)) != len(self.modalities):
+            raise SettingsError(f"modalities must not repeat, got {list(self.modalities)}")
 
     def encoder(self, modality: str) -> AutoencoderSettings:
         return getattr(self, f"{modality}_encoder")
@@ -210,8 +216,24 @@ def to_dict(obj: Any) -> dict[str, Any]:
     return plain(obj)
 
 
-def from_dict(cls: type, data: dict[str, Any]) -> Any:
+def _built(cls: type, kwargs: dict[str, Any], where: str) -> Any:
+    """`cls(**kwargs)`, with a validation failure turned into one line naming the field."""
+    try:
+        return cls(**kwargs)
+    except pydantic.ValidationError as e:
+        err = e.errors(include_url=False)[0]
+        loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in (where, *err["loc"]) if p != "").lstrip(".")
+        if err["type"] == "value_error":  # raised by __post_init__: its message already names the fields
+            raise SettingsError(str(err["ctx"]["error"])) from None
+        got = err.get("input")
+        msg = "input should be a list such as [0, 1, 2]" if err["type"] == "tuple_type" else err["msg"].lower()
+        raise SettingsError(f"{loc}: {msg}, got {got!r}"[:300]) from None
+
+
+def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
     """Rebuild a settings dataclass from `to_dict` output; unknown keys are an error."""
+    if not isinstance(data, dict):
+        raise SettingsError(f"{where or cls.__name__} must be a table of settings, got {data!r}"[:300])
     known = {f.name: f for f in fields(cls)}
     unknown = set(data) - set(known)
     if unknown:
@@ -221,30 +243,28 @@ def from_dict(cls: type, data: dict[str, Any]) -> Any:
     for name, value in data.items():
         current = getattr(defaults, name)
         if is_dataclass(current):
-            kwargs[name] = from_dict(type(current), value)
-        elif isinstance(current, tuple) or (name in ("digits", "lag_s", "modalities", "speakers", "exclude_speakers")):
-            kwargs[name] = tuple(value) if value is not None else None
+            kwargs[name] = from_dict(type(current), value, f"{where}.{name}" if where else name)
         else:
-            kwargs[name] = value
-    return cls(**kwargs)
+            kwargs[name] = tuple(value) if isinstance(value, list) else value
+    return _built(cls, kwargs, where)
 
 
 def override(config: Config, assignments: list[str]) -> Config:
     """Apply `section.field=value` strings; the field must exist, the value is parsed as TOML."""
     for text in assignments:
         if "=" not in text:
-            raise ValueError(f"override {text!r} must look like section.field=value")
+            raise SettingsError(f"override {text!r} must look like section.field=value")
         key, raw = text.split("=", 1)
         path = key.strip().split(".")
         try:
             value = tomllib.loads(f"v = {raw.strip()}")["v"]
         except tomllib.TOMLDecodeError:
             value = raw.strip()  # bare words such as kernel=gaussian
-        config = _replace_path(config, path, value, key)
+        config = _replace_path(config, path, value, key.strip(), [])
     return config
 
 
-def _replace_path(obj: Any, path: list[str], value: Any, key: str) -> Any:
+def _replace_path(obj: Any, path: list[str], value: Any, key: str, done: list[str]) -> Any:
     names = {f.name for f in fields(obj)}
     if path[0] not in names:
         raise KeyError(f"--set {key}: {type(obj).__name__} has no field {path[0]!r}; fields: {sorted(names)}")
@@ -252,41 +272,28 @@ def _replace_path(obj: Any, path: list[str], value: Any, key: str) -> Any:
     if len(path) == 1:
         if is_dataclass(current):
             raise KeyError(f"--set {key}: {path[0]!r} is a section, name one of its fields")
-        if isinstance(current, tuple) and isinstance(value, list):
+        if isinstance(value, list):
             value = tuple(value)
-        elif isinstance(current, float) and isinstance(value, int):
+        elif isinstance(current, float) and type(value) is int:
             value = float(value)
-        return dataclasses.replace(obj, **{path[0]: value})
+        elif isinstance(value, dict):
+            raise SettingsError(f"--set {key}: a single value is wanted, not a table")
+        kwargs = {f.name: getattr(obj, f.name) for f in fields(obj)} | {path[0]: value}
+        return _built(type(obj), kwargs, ".".join(done))
     if not is_dataclass(current):
         raise KeyError(f"--set {key}: {path[0]!r} is not a section")
-    return dataclasses.replace(obj, **{path[0]: _replace_path(current, path[1:], value, key)})
+    inner = _replace_path(current, path[1:], value, key, done + [path[0]])
+    return dataclasses.replace(obj, **{path[0]: inner})
 
 
 def save_toml(config: Config, path: Path) -> None:
-    """Write the resolved config as TOML (a tiny writer: the config is flat sections of scalars/lists)."""
-    lines: list[str] = []
-    top = to_dict(config)
-    for key, value in top.items():
-        if not isinstance(value, dict):
-            lines.append(f"{key} = {_toml_value(value)}")
-    for key, value in top.items():
-        if isinstance(value, dict):
-            lines.append(f"\n[{key}]")
-            lines.extend(f"{k} = {_toml_value(v)}" for k, v in value.items() if v is not None)
-    path.write_text("\n".join(lines) + "\n")
+    """Write the resolved config as TOML (None, an unset optional, is left out)."""
+
+    def present(d: dict[str, Any]) -> dict[str, Any]:
+        return {k: present(v) if isinstance(v, dict) else v for k, v in d.items() if v is not None}
+
+    path.write_text(tomli_w.dumps(present(to_dict(config))))
 
 
 def load_toml(path: Path) -> Config:
     return from_dict(Config, tomllib.loads(path.read_text()))
-
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    raise TypeError(f"cannot write {v!r} to TOML")

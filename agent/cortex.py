@@ -21,6 +21,7 @@ import numpy as np
 
 from agent.config import CortexSettings
 from agent.messages import ClusterChange, Excitation
+from agent.state_check import StateError, check_arrays, check_ids, check_range
 
 _START_CAPACITY = 512
 
@@ -449,10 +450,27 @@ class Cortex:
         }
         return {k: v.copy() for k, v in state.items()}  # a snapshot, not views of live arrays
 
+    def check_state(self, state: dict[str, np.ndarray]) -> None:
+        """Raise `StateError` unless `state` is a whole, consistent `state_dict` of this cortex."""
+        where = f"cortex.{self.modality}"
+        f, i = "f", "i"
+        dims = check_arrays(state, {
+            "pos": (f, ("N", "D")), "pos_sq": (f, ("N",)), "last_z": (f, ("N", "D")), "node_id": (i, ("N",)),
+            "node_last": (i, ("N",)), "node_feedbacks": (i, ("N",)), "link": (f, ("N", "C")),
+            "cluster_id": (i, ("C",)), "cluster_last": (i, ("C",)), "mode_link": (f, ("C", "N")),
+            "fb_keys": (i, ("K", 2)), "fb_vals": (f, ("K", self.dim + 1)), "scalars": (i, (4,)), "epoch": (i, ()),
+        }, where, dims={"D": self.dim}, optional=frozenset({"epoch"}))
+        step, next_node, next_cluster, _ = (int(v) for v in state["scalars"])
+        if step < 0 or ("epoch" in state and int(state["epoch"]) < 1):
+            raise StateError(f"{where}: step {step} and epoch must be a count and a positive number")
+        check_ids(state["node_id"], next_node, "node ids", where)
+        check_ids(state["cluster_id"], next_cluster, "cluster ids", where)
+        check_range(state["fb_keys"][:, 0], 0, dims["N"], "feedback node slots", where)
+        check_range(state["fb_keys"][:, 1], 0, dims["C"], "feedback cluster slots", where)
+
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        self.check_state(state)  # all or nothing: nothing below runs on a damaged state
         hi, chi = state["link"].shape
-        if state["pos"].shape[1] != self.dim:
-            raise ValueError(f"{self.modality}: checkpoint dim {state['pos'].shape[1]} != {self.dim}")
         cap_n = max(_START_CAPACITY, 1 << max(hi, 1).bit_length())
         cap_c = max(_START_CAPACITY, 1 << max(chi, 1).bit_length())
         self._alloc(cap_n, cap_c)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from agent.state_check import check_arrays
+
 DEFAULT_CAPACITY = 10_000  # stimuli kept per sense
 
 
@@ -58,14 +60,20 @@ class Experience:
         x, t = self.arrays()
         return {f"{prefix}.x": x, f"{prefix}.t_ns": t, f"{prefix}.seen": np.array(self.seen, np.int64)}
 
+    def check_state(self, state: dict[str, np.ndarray], prefix: str) -> None:
+        """Raise `StateError` unless the `prefix` arrays are a whole buffer of this shape (or all absent)."""
+        if f"{prefix}.x" in state:
+            shape = ("n", *self.shape)
+            check_arrays(state, {f"{prefix}.x": (self.dtype.kind, shape), f"{prefix}.t_ns": ("i", ("n",)),
+                                 f"{prefix}.seen": ("i", ())}, prefix, optional=frozenset({f"{prefix}.seen"}))
+
     def load_state_dict(self, state: dict[str, np.ndarray], prefix: str) -> None:
         """Restore from `state_dict` arrays; absent keys (an older checkpoint) leave it empty."""
+        self.check_state(state, prefix)
         self.clear()
         if f"{prefix}.x" not in state:
             return
         x, t = state[f"{prefix}.x"], state[f"{prefix}.t_ns"]
-        if x.shape[1:] != self.shape or x.shape[0] != t.shape[0] or t.ndim != 1:
-            raise ValueError(f"{prefix}: buffer of shape {x.shape} / times {t.shape}, expected (n, *{self.shape})")
         keep = min(len(x), self.capacity)
         if keep == 0:
             return

@@ -69,11 +69,11 @@ class Hub(Service):
     @classmethod
     def from_run(cls, bus: BusClient, run: RunFolder, **kw) -> "Hub":
         config = run.config()
-        step, state = run.load_checkpoint()
         cdz = CDZ(config.modalities, config.cdz)
-        cdz.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("cdz.")})
-        hub = cls(bus, cdz, run=run, start=step, **kw)
-        hub._load_log(state, step)
+        with run.restoring() as (step, state):
+            cdz.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("cdz.")})
+            hub = cls(bus, cdz, run=run, start=step, **kw)
+            hub._load_log(state, step)
         return hub
 
     def _load_log(self, state: dict[str, np.ndarray], step: int) -> None:
@@ -173,9 +173,9 @@ class Hub(Service):
     def rewind(self, gen: int) -> None:
         if self.run_folder is None:
             return super().rewind(gen)
-        step, state = self.run_folder.load_checkpoint()
-        self.cdz.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("cdz.")})
-        self._load_log(state, step)
+        with self.run_folder.restoring() as (step, state):
+            self.cdz.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("cdz.")})
+            self._load_log(state, step)
         self.gen = gen
         self.next_seq = self._acked = step
         self._told = dict.fromkeys(self._told, step)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.bus import BusClient, free_tcp_bus
-from agent.checkpoint import RunFolder
+from agent.checkpoint import RunFolder, new_run
 from agent.wire import Control, Stats
 
 log = logging.getLogger(__name__)
@@ -254,11 +254,11 @@ def prepare_distributed(config, out: Path | str, *, progress: bool = True, overw
 
     Returns (run, stream, seconds spent on the encoders).
     """
-    from tools.train import build_brain, build_stream, prepare_run, train_encoders
+    from tools.train import build_brain, build_stream, train_encoders
 
     t0 = time.perf_counter()
-    run = prepare_run(config, out, overwrite)
-    enc = train_encoders(config, run, progress)
+    with new_run(config, out, overwrite) as run:  # an old run there is deleted once this has started
+        enc = train_encoders(config, run, progress)
     stream = build_stream(config, enc)
     run.save_checkpoint(0, build_brain(config, enc, stream).state_dict())
     return run, stream, time.perf_counter() - t0
@@ -330,12 +330,12 @@ def _refine_between(run: RunFolder, phases, step: int, enc) -> None:
     """Refine the brain saved at `step` and save it again there (with the processes' own keys)."""
     from agent.brain import Brain
 
-    at, state = run.load_checkpoint()
-    if at != step:
-        raise LaunchError(f"expected the checkpoint at stimulus {step} before refining, found {at}")
     config = run.config()
     brain = Brain(config, {m: enc.train[m].shape[1] for m in config.modalities}, {m: 1 for m in config.modalities})
-    brain.load_state_dict(state)
+    with run.restoring() as (at, state):
+        if at != step:
+            raise LaunchError(f"expected the checkpoint at stimulus {step} before refining, found {at}")
+        brain.load_state_dict(state)
     if phases.due(brain, step):
         phases.apply(brain, enc.train, enc, step)
     run.save_checkpoint(step, {**state, **brain.state_dict()})

@@ -48,15 +48,38 @@ def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
         raise
 
 
+MAX_ARRAY_BYTES = 8 << 30  # no array of a run folder is near this; a header claiming more is damage
+
+
+def _check_headers(path: Path) -> None:
+    """Refuse an .npz whose array headers claim more bytes than the file holds, before numpy allocates them."""
+    size = path.stat().st_size
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            if info.file_size > size and info.compress_type == zipfile.ZIP_STORED:
+                raise ValueError(f"{info.filename} claims {info.file_size} bytes in a file of {size}")
+            with archive.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape, _, dtype = read(f)  # the header only, not the data
+            if dtype.hasobject:
+                raise ValueError(f"{info.filename} holds Python objects (refused: never unpickled)")
+            nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+            if nbytes > min(info.file_size, MAX_ARRAY_BYTES):
+                raise ValueError(f"{info.filename}: header claims {shape} {dtype} ({nbytes} bytes), "
+                                 f"the entry holds {info.file_size}")
+
+
 def load_arrays(path: Path) -> dict[str, np.ndarray]:
     """Load an .npz written by `save_arrays`; never unpickles; clear error when damaged."""
     try:
+        _check_headers(path)
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
     except FileNotFoundError:
         raise RunError(f"missing file {path}") from None
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
-        raise RunError(f"cannot read {path}: {e}") from None
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError, MemoryError) as e:
+        raise RunError(f"cannot read {path}: {e}"[:500]) from None
 
 
 def save_torch(payload: dict[str, Any], path: Path) -> None:

@@ -417,7 +417,9 @@ class Control:
     @classmethod
     def _parse(cls, common: dict, h: dict, payload: list) -> "Control":
         _no_payload(payload)
-        return cls(command=_name(h, "cmd"), args=_check_args(h.get("args")), **common)
+        command, args = _name(h, "cmd"), _check_args(h.get("args"))
+        _check_fields(args, CONTROL_ARGS.get(command, {}), f"control {command!r}")
+        return cls(command=command, args=args, **common)
 
 
 @dataclass(frozen=True, slots=True)
@@ -438,7 +440,41 @@ class Stats:
     @classmethod
     def _parse(cls, common: dict, h: dict, payload: list) -> "Stats":
         _no_payload(payload)
-        return cls(values=_check_args(h.get("values")), **common)
+        values = _check_args(h.get("values"))
+        _check_fields(values, STATS_FIELDS, "stats")
+        return cls(values=values, **common)
+
+
+# What processes act on, checked like framing (a bad one is counted and dropped, never acted on).
+# A field type is (types, lowest value); bool is never a number here.
+_COUNT = ((int,), 0)
+_NUMBER = ((int, float), None)
+_TEXT = ((str,), None)
+_FLAG = ((bool,), None)
+CONTROL_ARGS: dict[str, dict[str, tuple]] = {  # known commands; unknown ones pass (no process acts on them)
+    "hello": {"nonce": _TEXT}, "ready": {"gen": _COUNT, "step": _COUNT}, "go": {"gen": _COUNT, "step": _COUNT},
+    "rewind": {"gen": _COUNT, "step": _COUNT}, "stop": {"to": _TEXT}, "checkpoint": {"step": _COUNT},
+    "saved": {"step": _COUNT, "part": _TEXT}, "pause": {}, "resume": {},
+}
+STATS_FIELDS: dict[str, tuple] = {  # the fields processes and `cdz top` read; others are any flat scalar
+    **dict.fromkeys(("role", "modality", "device", "source"), _TEXT),
+    **dict.fromkeys(("stalled", "eof", "playing", "finished"), _FLAG),
+    **dict.fromkeys(("gen", "bad_messages", "stale_gen", "next_seq", "learned", "nodes", "clusters", "queue",
+                     "processed", "sent", "acked", "total", "next", "experience", "recons", "rejected", "lost",
+                     "resent", "duplicates", "dropped_oldest"), _COUNT),
+    **dict.fromkeys(("rate_per_s", "latency_p50_ms", "latency_p99_ms", "uptime_s", "fps"), _NUMBER),
+}
+
+
+def _check_fields(values: dict[str, Any], schema: dict[str, tuple], what: str) -> None:
+    """Each value present is of its field's type (and not below its lowest value); absent ones may be absent."""
+    for key, (types, lowest) in schema.items():
+        if key not in values:
+            continue
+        v = values[key]
+        if type(v) not in types or (lowest is not None and v < lowest):
+            want = "/".join(t.__name__ for t in types) + (f" >= {lowest}" if lowest is not None else "")
+            raise WireError(f"{what}: {key!r} must be {want}, got {v!r}"[:200])
 
 
 def _check_args(args: Any) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from agent.checkpoint import RunFolder
 from agent.cortex import Cortex, StimulusError
 from agent.experience import DEFAULT_CAPACITY, Experience
 from agent.service import Latency, Service
+from agent.state_check import check_arrays
 from agent.wire import Clusters, Control, Credit, Excite, Feedback, Message, Recall, Recon, Stimulus
 
 log = logging.getLogger(__name__)
@@ -94,10 +95,10 @@ class EncoderWorker(Service):
         if modality not in config.modalities:
             raise ValueError(f"this run has modalities {config.modalities}, not {modality!r}")
         model = load_autoencoder(run.encoder_path(modality))
-        step, state = run.load_checkpoint()
-        cortex = cortex_from_state(modality, config, state)
-        worker = cls(bus, modality, model, cortex, run=run, start=step, experience=config.sleep.buffer, **kw)
-        worker._load_own(state)
+        with run.restoring() as (step, state):
+            cortex = cortex_from_state(modality, config, state)
+            worker = cls(bus, modality, model, cortex, run=run, start=step, experience=config.sleep.buffer, **kw)
+            worker._load_own(state)
         worker.window_ns = int(round(config.cdz.window_s * 1e9)) + 1_000_000  # B plus 1 ms of margin
         return worker
 
@@ -200,10 +201,12 @@ class EncoderWorker(Service):
         """Go back to the newest complete checkpoint (another process died) and say ready."""
         if self.run_folder is None:
             return super().rewind(gen)
-        step, state = self.run_folder.load_checkpoint()
-        self.cortex.load_state_dict({k[len(p):]: v for p in [f"cortex.{self.modality}."]
-                                     for k, v in state.items() if k.startswith(p)})
-        self._load_own(state)
+        with self.run_folder.restoring() as (step, state):  # checked whole before anything is loaded
+            own = {k[len(p):]: v for p in [f"cortex.{self.modality}."] for k, v in state.items() if k.startswith(p)}
+            self.cortex.check_state(own)
+            self._check_own(state)
+            self.cortex.load_state_dict(own)
+            self._load_own(state)
         self.gen = gen
         self.fb_next = step
         self.t_answered = None
@@ -344,8 +347,18 @@ class EncoderWorker(Service):
         if (self.checkpoint_every and step % self.checkpoint_every == 0) or step == self.total:
             self.save(step)
 
+    def _check_own(self, state: dict[str, np.ndarray]) -> None:
+        """Raise `StateError` unless the worker's own arrays of a checkpoint fit together."""
+        m = self.modality
+        check_arrays(state, {f"rejected.{m}": ("i", ()), f"worker.{m}.recent_t": ("i", ("R",)),
+                             f"worker.{m}.recent_node": ("i", ("R",)), f"worker.{m}.recent_near": ("i", ("R",))},
+                     f"worker.{m}", optional=frozenset({f"rejected.{m}", f"worker.{m}.recent_t",
+                                                        f"worker.{m}.recent_node", f"worker.{m}.recent_near"}))
+        self.experience.check_state(state, f"experience.{m}")
+
     def _load_own(self, state: dict[str, np.ndarray]) -> None:
         """The worker's own part of a checkpoint: refusals and recent excitations (for running ahead)."""
+        self._check_own(state)
         m = self.modality
         self.rejected = int(state.get(f"rejected.{m}", 0))
         t, n = state.get(f"worker.{m}.recent_t"), state.get(f"worker.{m}.recent_node")

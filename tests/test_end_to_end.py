@@ -145,7 +145,7 @@ def test_training_into_a_used_folder_needs_overwrite(tmp_path, capsys):
     assert main(["train", "--quiet", "--out", str(out), "--set", "data.per_class=5"]) == 2
     assert "not empty" in capsys.readouterr().err
     assert main(["train", "--quiet", "--overwrite", "--out", str(out), "--set", "data.per_class=5"]) == 2
-    assert "not a run folder" in capsys.readouterr().err
+    assert "not made by cdz" in capsys.readouterr().err
     assert (out / "notes.txt").read_text() == "mine"  # nothing of the user's was deleted
 
 

@@ -55,12 +55,12 @@ def sleep_run(run: RunFolder, assignments: list[str] | None = None) -> tuple[Sle
             raise ValueError(f"cdz sleep takes only sleep.* settings, not {bad}")
         config = override(config, assignments)
     mods = config.modalities
-    step, state = run.load_checkpoint()  # read once: the brain and the experience come from the same cut
-    loaded = load_brain(run, (step, state))
-    brain = loaded.brain
+    with run.restoring() as (step, state):  # read once: the brain and the experience come from the same cut
+        brain = load_brain(run, (step, state)).brain
+        lived = experience_of(state, mods)
     models = {m: load_autoencoder(run.encoder_path(m)) for m in mods}
     old = load_splits_x(config, "train") if config.sleep.replay == "stimuli" else None
-    report = sleep(brain, models, experience_of(state, mods), config.sleep, seed=config.seed * 100 + brain.refinements,
+    report = sleep(brain, models, lived, config.sleep, seed=config.seed * 100 + brain.refinements,
                    old_stimuli=old, augment=sleep_augmenters(mods))
     brain.refinements += 1
     for m, model in models.items():

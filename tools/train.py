@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from agent.autoencoder import encode, load_autoencoder, save_autoencoder, train_autoencoder
 from agent.brain import Brain, learn_stream
-from agent.checkpoint import RunError, RunFolder, load_arrays, save_arrays
+from agent.checkpoint import RunError, RunFolder, load_arrays, new_run, save_arrays
 from agent.config import Config
 from replay.datasets import Split, load_modality
 from replay.teacher import Stream, make_stream
@@ -157,20 +157,6 @@ def train_encoders(config: Config, run: RunFolder, progress: bool = True) -> Enc
     return enc
 
 
-def prepare_run(config: Config, out: Path | str, overwrite: bool) -> RunFolder:
-    """A fresh run folder holding `config` (an existing one is replaced only with `overwrite`)."""
-    run = RunFolder(out)
-    if run.path.exists() and any(run.path.iterdir()):
-        if not overwrite:
-            raise RunError(f"{run.path} is not empty; choose another --out, pass --overwrite, "
-                           f"or continue that run with `cdz train --resume {run.path}`")
-        if not run.config_path.exists():
-            raise RunError(f"{run.path} is not empty and not a run folder: refusing to overwrite it")
-        shutil.rmtree(run.path)
-    run.create(config)
-    return run
-
-
 def recorded_stream(path: Path | str, config: Config,
                     run: RunFolder) -> tuple[Stream, dict[str, np.ndarray], dict[str, np.ndarray]]:
     """The stimuli of a recorded session (`cdz record`) as a stream, their encodings and the stimuli.
@@ -290,22 +276,21 @@ def train(config: Config | None, out: Path | str, progress: bool = True, checkpo
         config = run.config()
     elif config is None:
         raise ValueError("train needs a config (or resume=True with an existing run folder)")
-    else:
-        run = prepare_run(config, out, overwrite)
     torch.manual_seed(config.seed)
     t0 = time.perf_counter()
-    if resume and run.encodings_path.exists():
-        enc = Encodings.load(run, config.modalities)
-    else:
-        enc = train_encoders(config, run, progress)
-    t_enc = time.perf_counter() - t0
-
     x_learn: dict[str, np.ndarray] | None = None  # raw stimuli of the stream's rows, for refinement
-    if recording is not None:
-        stream, learn_codes, x_learn = recorded_stream(recording, config, run)
-        run.log(f"learning from the recording {recording}: {len(stream)} stimuli")
-    else:
+    if resume:
+        enc = Encodings.load(run, config.modalities) if run.encodings_path.exists() else train_encoders(config, run, progress)
         stream, learn_codes = build_stream(config, enc), enc.train
+    else:
+        with new_run(config, out, overwrite) as run:  # an old run there is deleted once this has started
+            enc = train_encoders(config, run, progress)
+            if recording is not None:
+                stream, learn_codes, x_learn = recorded_stream(recording, config, run)
+                run.log(f"learning from the recording {recording}: {len(stream)} stimuli")
+            else:
+                stream, learn_codes = build_stream(config, enc), enc.train
+    t_enc = time.perf_counter() - t0
     brain = build_brain(config, enc, stream)
     start = 0
     if resume and run.latest_checkpoint() is not None:
@@ -383,12 +368,13 @@ def load_brain(run: RunFolder, checkpoint: tuple[int, dict[str, np.ndarray]] | N
     (or `checkpoint`, a (step, state) the caller already read)."""
     config = run.config()
     enc = Encodings.load(run, config.modalities)
-    step, state = run.load_checkpoint() if checkpoint is None else checkpoint
-    if all(f"cortex.{m}.epoch" in state for m in config.modalities):  # the checkpoint brings each epoch
-        brain = Brain(config, {m: enc.train[m].shape[1] for m in config.modalities}, {m: 1 for m in config.modalities})
-    else:  # older checkpoints: the epoch follows from the teaching stream
-        brain = build_brain(config, enc, build_stream(config, enc))
-    brain.load_state_dict(state)
+    with run.restoring(checkpoint) as (step, state):
+        if all(f"cortex.{m}.epoch" in state for m in config.modalities):  # the checkpoint brings each epoch
+            brain = Brain(config, {m: enc.train[m].shape[1] for m in config.modalities},
+                          {m: 1 for m in config.modalities})
+        else:  # older checkpoints: the epoch follows from the teaching stream
+            brain = build_brain(config, enc, build_stream(config, enc))
+        brain.load_state_dict(state)
     if run.stream_path.exists():  # the stream it learned (the teacher's, or a recording's)
         length = len(load_arrays(run.stream_path)["t"])
     else:
