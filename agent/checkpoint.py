@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from agent.config import Config, load_toml, save_toml
-from agent.state_check import StateError
+from agent.state_check import StateError, check_arrays
 from agent.storage import RunError, atomic_write_bytes, load_arrays, save_arrays
 
 
@@ -258,16 +258,28 @@ def new_run(config: Config, out: Path | str, overwrite: bool) -> Iterator[RunFol
         shutil.rmtree(aside, ignore_errors=True)
 
 
+def _step_of(arrays: dict[str, np.ndarray], path: Path) -> int:
+    """The step a checkpoint file says it belongs to (and which its folder is named after)."""
+    try:
+        check_arrays(arrays, {"checkpoint_step": ("i", ())}, "checkpoint")
+    except StateError as e:
+        raise RunError(f"damaged checkpoint {path}: {e}") from None
+    step = int(arrays.pop("checkpoint_step"))
+    if path.parent.name.isdigit() and step != int(path.parent.name):
+        raise RunError(f"damaged checkpoint {path}: it says step {step}, its folder {path.parent.name}")
+    return step
+
+
 def load_checkpoint_folder(folder: Path) -> tuple[int, dict[str, np.ndarray]]:
     """(step, brain state) of one checkpoint folder: brain.npz, or its parts merged."""
     if (folder / "brain.npz").exists():
         arrays = load_arrays(folder / "brain.npz")
-        return int(arrays.pop("checkpoint_step")), arrays
+        return _step_of(arrays, folder / "brain.npz"), arrays
     merged: dict[str, np.ndarray] = {}
     step = None
     for path in sorted(folder.glob("*.npz")):
         arrays = load_arrays(path)
-        part_step = int(arrays.pop("checkpoint_step"))
+        part_step = _step_of(arrays, path)
         if step is not None and part_step != step:
             raise RunError(f"{path} belongs to step {part_step}, not {step}")
         step = part_step
@@ -275,5 +287,8 @@ def load_checkpoint_folder(folder: Path) -> tuple[int, dict[str, np.ndarray]]:
     if step is None:
         raise RunError(f"{folder} holds no checkpoint files")
     if "rejected" not in merged:  # each worker counts the stimuli it refused
-        merged["rejected"] = np.array(sum(int(v) for k, v in merged.items() if k.startswith("rejected.")), np.int64)
+        counts = [v for k, v in merged.items() if k.startswith("rejected.")]
+        if any(v.shape != () or v.dtype.kind != "i" for v in counts):
+            raise RunError(f"damaged checkpoint {folder}: a rejected.<modality> count is not one integer")
+        merged["rejected"] = np.array(sum(int(v) for v in counts), np.int64)
     return step, merged

@@ -22,6 +22,7 @@ from agent.autoencoder import encode, load_autoencoder, save_autoencoder, train_
 from agent.brain import Brain, learn_stream
 from agent.checkpoint import RunError, RunFolder, load_arrays, new_run, save_arrays
 from agent.config import Config
+from agent.state_check import StateError, check_arrays
 from replay.datasets import Split, load_modality
 from replay.teacher import Stream, make_stream
 
@@ -45,11 +46,13 @@ class Encodings:
     @classmethod
     def load(cls, run: RunFolder, modalities: tuple[str, ...]) -> "Encodings":
         a = load_arrays(run.encodings_path)
-        try:
-            return cls(*({m: a[f"{m}.{part}"] for m in modalities}
-                         for part in ("train.z", "train.y", "test.z", "test.y")))
-        except KeyError as e:
-            raise ValueError(f"{run.encodings_path} lacks {e}") from None
+        for m in modalities:  # whole and consistent, or a clear error naming the file
+            try:
+                check_arrays(a, {f"{m}.train.z": ("f", ("n", "d")), f"{m}.train.y": ("i", ("n",)),
+                                 f"{m}.test.z": ("f", ("k", "d")), f"{m}.test.y": ("i", ("k",))}, m)
+            except StateError as e:
+                raise RunError(f"damaged {run.encodings_path}: {e}") from None
+        return cls(*({m: a[f"{m}.{part}"] for m in modalities} for part in ("train.z", "train.y", "test.z", "test.y")))
 
 
 def _train_filters(config: Config, modality: str) -> dict:

@@ -1,0 +1,191 @@
+"""Every input a user gives on the command line or leaves in a run folder: each defect
+found in issue 11 has its test here (settings, --overwrite, damaged run folders)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.checkpoint import MARKER, RunFolder
+from agent.config import Config, SettingsError, override
+from agent.storage import RunError, load_arrays, save_arrays
+from tools.cli import main
+from tools.train import load_brain, train
+
+TINY = ["data.digits=[0,1]", 'data.speakers=["jackson"]', "data.per_class=40", "data.test_per_class=4",
+        "teacher.epochs=2", "cortex.initial_nodes=10", "visual_encoder.epochs=1", "visual_encoder.batch_size=16",
+        "audio_encoder.epochs=1", "refine.at=[]"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, data_dir) -> RunFolder:
+    """A small finished run (trained once for the module; tests work on copies)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CDZ_DATA_DIR", str(data_dir))
+        return train(override(Config(), TINY), tmp_path_factory.mktemp("tiny") / "run", progress=False)
+
+
+@pytest.fixture
+def run_copy(tiny_run, tmp_path, data_dir, monkeypatch) -> RunFolder:
+    monkeypatch.setenv("CDZ_DATA_DIR", str(data_dir))
+    return RunFolder(shutil.copytree(tiny_run.path, tmp_path / "run", symlinks=True))
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# ---------------------------------------------------------------------- settings
+@pytest.mark.parametrize("assignment, field", [
+    ("cortex.node_lr=abc", "cortex.node_lr"),  # was saved as a string; training crashed after the encoders
+    ("cdz.window_s=nan", "cdz.window_s"),  # was accepted: the CDZ never dropped old excitations
+    ("cdz.window_s=inf", "cdz.window_s"),
+    ("cortex.initial_nodes=2.5", "cortex.initial_nodes"),
+    ("cortex.initial_nodes=true", "cortex.initial_nodes"),
+    ("data.digits=7", "data.digits"),  # was a TypeError traceback
+    ("data.digits=[42]", "data.digits[0]"),  # was refused only after the run folder existed
+    ("data.per_class=0", "data.per_class"),
+    ("refine.teach_lr=-1", "refine.teach_lr"),
+    ("teacher.p_mismatch=1.5", "teacher.p_mismatch"),
+    ("cdz.kernel=box", "cdz.kernel"),
+    ("seed=-1", "seed"),
+    ('data.speakers=[1, 2]', "data.speakers[0]"),
+])
+def test_a_bad_setting_is_one_line_naming_the_field_before_any_folder_is_made(tmp_path, capsys, assignment, field):
+    with pytest.raises(SettingsError, match="^" + re.escape(field) + ":"):
+        override(Config(), [assignment])
+    out = tmp_path / "run"
+    assert main(["train", "--quiet", "--out", str(out), "--set", assignment]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and field.split("[")[0] in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_settings_across_fields_are_checked_too():
+    with pytest.raises(SettingsError, match="initial_nodes"):
+        override(Config(), ["cortex.initial_nodes=7000"])  # above max_nodes
+    with pytest.raises(SettingsError, match="repeat"):
+        override(Config(), ["data.digits=[1,1]"])
+    with pytest.raises(SettingsError, match="lag_s"):
+        override(Config(), ["teacher.lag_s=[1.0, 0.0]"])
+    assert override(Config(), ["cdz.window_s=2", "cortex.node_lr=1"]).cdz.window_s == 2.0  # ints are numbers
+
+
+def test_a_damaged_config_toml_is_a_run_error_naming_it(run_copy):
+    run_copy.config_path.write_text(run_copy.config_path.read_text().replace("node_lr = 0.04", 'node_lr = "x"'))
+    with pytest.raises(RunError, match="config.toml.*cortex.node_lr"):
+        run_copy.config()
+
+
+# ---------------------------------------------------------------------- --overwrite
+def test_overwrite_refuses_a_folder_the_project_did_not_make(tmp_path, capsys):
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "config.toml").write_text("")
+    (fake / "notes.txt").write_text("mine")
+    assert main(["train", "--quiet", "--out", str(fake), "--overwrite", "--set", "data.per_class=5"]) == 2
+    assert "not made by cdz" in capsys.readouterr().err
+    assert sorted(p.name for p in fake.iterdir()) == ["config.toml", "notes.txt"]
+
+
+def test_overwrite_keeps_the_old_run_when_the_new_one_cannot_start(run_copy, tmp_path, monkeypatch):
+    (run_copy.path / "notes.txt").write_text("mine")
+    before = _digest(run_copy.path)
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    monkeypatch.setenv("CDZ_DATA_DIR", str(empty))
+    monkeypatch.setenv("CDZ_NO_DOWNLOAD", "1")
+    with pytest.raises(Exception, match="(?i)data|mnist|fsdd"):
+        train(override(Config(), TINY), run_copy.path, progress=False, overwrite=True)
+    assert _digest(run_copy.path) == before  # every file back, byte for byte; nothing left aside
+    assert not [p for p in run_copy.path.iterdir() if p.name.startswith(".replaced-")]
+
+
+def test_overwrite_replaces_only_what_the_project_wrote(run_copy):
+    (run_copy.path / "notes.txt").write_text("mine")
+    old_step = run_copy.load_checkpoint()[0]
+    marker_checkpoint = run_copy.checkpoints_dir / "000000000001"
+    shutil.copytree(run_copy.latest_checkpoint(), marker_checkpoint)  # an old file the new run will not write
+    train(override(Config(), [*TINY, "seed=5"]), run_copy.path, progress=False, overwrite=True)
+    assert (run_copy.path / "notes.txt").read_text() == "mine"
+    assert (run_copy.path / MARKER).is_file()
+    assert run_copy.config().seed == 5 and not marker_checkpoint.exists()
+    assert run_copy.load_checkpoint()[0] == old_step
+    assert not [p for p in run_copy.path.iterdir() if p.name.startswith(".replaced-")]
+
+
+def test_a_run_that_fails_to_start_in_a_new_folder_leaves_nothing(tmp_path, monkeypatch):
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    monkeypatch.setenv("CDZ_DATA_DIR", str(empty))
+    monkeypatch.setenv("CDZ_NO_DOWNLOAD", "1")
+    with pytest.raises(Exception):
+        train(override(Config(), TINY), tmp_path / "new", progress=False)
+    assert not (tmp_path / "new").exists()  # so the same --out works next time, without --overwrite
+
+
+# ---------------------------------------------------------------------- damaged run folders
+def _damage_array(run: RunFolder, key: str, change) -> Path:
+    path = run.latest_checkpoint() / "brain.npz"
+    arrays = load_arrays(path)
+    arrays[key] = change(arrays[key])
+    save_arrays(path, arrays)
+    return path
+
+
+@pytest.mark.parametrize("key, change, says", [
+    ("cortex.visual.link", lambda a: a[:, :-1], "cluster_id"),  # wrong shape: was an IndexError traceback
+    ("cortex.audio.pos", lambda a: a[:, :3], "pos"),
+    ("cdz.recent.modality", lambda a: np.full(max(len(a), 1), 7, np.int64), "recent"),  # index out of range
+    ("cortex.visual.fb_keys", lambda a: np.concatenate([[[10**6, 0]], a[1:]]).astype(np.int64), "feedback node"),
+    ("cortex.visual.node_id", lambda a: np.where(a >= 0, 3, a), "node ids repeat"),
+    ("cortex.visual.pos", lambda a: np.full_like(a, np.nan), "NaN"),
+    ("cdz.W.visual.audio", lambda a: a.astype(np.int64), "W.visual.audio"),
+    ("rejected", lambda a: np.zeros(3), "rejected"),
+])
+def test_a_damaged_checkpoint_array_is_a_one_line_error_naming_the_checkpoint(run_copy, capsys, key, change, says):
+    path = _damage_array(run_copy, key, change)
+    with pytest.raises(RunError, match=f"damaged checkpoint {re.escape(str(path.parent))}: .*{says}"):
+        load_brain(run_copy)
+    assert main(["eval", "--quiet", "--no-baselines", "--no-judges", str(run_copy.path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("cdz eval: error: damaged checkpoint") and err.count("\n") == 0
+
+
+def test_a_header_claiming_a_huge_array_is_refused_before_allocation(run_copy):
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f8", "fortran_order": False, "shape": (10**12,)})
+    path = run_copy.latest_checkpoint() / "brain.npz"
+    with zipfile.ZipFile(path, "a") as z:  # np.savez's layout: one .npy entry per array
+        z.writestr("huge.npy", buf.getvalue() + bytes(64))
+    with pytest.raises(RunError, match="huge.npy.*claims"):
+        load_arrays(path)
+
+
+def test_a_missing_latest_falls_back_to_the_newest_complete_checkpoint(run_copy, caplog):
+    step, state = run_copy.load_checkpoint()
+    run_copy.save_checkpoint(step + 1, state)  # two complete checkpoints
+    (run_copy.checkpoints_dir / "LATEST").unlink()
+    assert run_copy.latest_checkpoint().name == f"{step + 1:012d}"
+    assert "LATEST is missing or names no checkpoint" in caplog.text
+    assert load_brain(run_copy).learned == step + 1
+
+
+def test_a_bad_state_changes_nothing_in_a_loaded_brain(run_copy):
+    loaded = load_brain(run_copy)
+    before = {k: v.copy() for k, v in loaded.brain.state_dict().items()}
+    step, state = run_copy.load_checkpoint()
+    state["cdz.recent.modality"] = np.full(max(len(state["cdz.recent.modality"]), 1), 9, np.int64)
+    with pytest.raises(ValueError):
+        loaded.brain.load_state_dict(state)  # the cortices come after the CDZ: all checked before any is loaded
+    after = loaded.brain.state_dict()
+    assert before.keys() == after.keys() and all(np.array_equal(before[k], after[k]) for k in before)
