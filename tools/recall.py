@@ -3,21 +3,30 @@
 The file goes through the same feature code as training (`sensors.features`), the
 modality's encoder, the nearest node and its cluster; the CDZ recalls a cluster in
 every other modality, whose mode node is decoded into a picture (or spectrogram).
+
+A batch is checked file by file before the brain is loaded: a file that cannot
+become a stimulus (missing, a folder, empty, corrupt, too large, an unknown type)
+gets one entry with its "error" and is skipped; the other files are still answered.
+Each input gets its own output names, so same-named files from different folders
+never overwrite each other's pictures.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from agent.autoencoder import decode, encode, load_autoencoder
-from agent.checkpoint import RunFolder
-from sensors.features import read_audio_file, read_image_file, write_png
-from tools.evaluate import cluster_names
+from sensors.features import FeatureError, read_audio_file, read_image_file, write_png
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".tif", ".tiff"}
+if TYPE_CHECKING:
+    from agent.checkpoint import RunFolder
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".pbm", ".ppm", ".pnm", ".tif", ".tiff", ".webp"}
 AUDIO_SUFFIXES = {".wav"}
 
 
@@ -27,40 +36,140 @@ def modality_of(path: Path) -> str:
         return "visual"
     if suffix in AUDIO_SUFFIXES:
         return "audio"
-    raise ValueError(f"{path}: unknown file type {suffix!r}; give an image ({', '.join(sorted(IMAGE_SUFFIXES))}) "
-                     "or a .wav")
+    raise FeatureError(f"{path}: unknown file type {suffix or '(no suffix)'!r}; give an image "
+                       f"({', '.join(sorted(IMAGE_SUFFIXES))}) or a .wav")
 
 
 def read_stimulus(path: Path) -> tuple[str, np.ndarray]:
+    """(modality, stimulus) of one file. Every problem with the file is a FeatureError whose
+    one-line message starts with the path and says what is wrong."""
+    path = Path(path)
+    if path.is_dir():
+        raise FeatureError(f"{path}: is a folder, not a file (give the images or wavs in it)")
     modality = modality_of(path)
     if not path.exists():
-        raise FileNotFoundError(f"no such file: {path}")
-    return modality, (read_image_file(path) if modality == "visual" else read_audio_file(path))
+        raise FeatureError(f"{path}: " + ("broken link (its target does not exist)" if path.is_symlink()
+                                          else "file does not exist"))
+    x = read_image_file(path) if modality == "visual" else read_audio_file(path)
+    return modality, x
+
+
+@dataclass
+class Checked:
+    """One input of a batch after its check: a stimulus, or the reason there is none."""
+
+    file: Path
+    modality: str | None = None
+    x: np.ndarray | None = None
+    error: str | None = None  # one line, without the file name
+
+
+def _reason(path: Path, exc: BaseException) -> str:
+    """The message of a per-file error, without the leading file name and on one line."""
+    msg = " ".join(str(exc).split())
+    prefix = f"{path}: "
+    return msg[len(prefix):] if msg.startswith(prefix) else msg or type(exc).__name__
+
+
+def _known_modality(path: Path) -> str | None:
+    try:
+        return modality_of(path)
+    except FeatureError:
+        return None
+
+
+def check_file(path: Path) -> Checked:
+    """Read one file and turn it into a stimulus; never raises for a bad file (`error` says why)."""
+    path = Path(path)
+    try:
+        modality, x = read_stimulus(path)
+    except FeatureError as exc:
+        return Checked(path, modality=_known_modality(path), error=_reason(path, exc))
+    except OSError as exc:  # features check what they read, but a file system can still surprise
+        return Checked(path, modality=_known_modality(path),
+                       error=f"cannot read file ({exc.strerror or type(exc).__name__})")
+    return Checked(path, modality=modality, x=x)
+
+
+def _stem_candidates(path: Path) -> Iterator[str]:
+    """seven, then seven-<folder>, then seven-2, seven-3, ..."""
+    stem = path.stem or "input"
+    yield stem
+    folder = Path(os.path.abspath(path)).parent.name
+    if folder:
+        yield f"{stem}-{folder}"
+    n = 2
+    while True:
+        yield f"{stem}-{n}"
+        n += 1
+
+
+def output_names(checked: list[Checked], modalities: list[str]) -> dict[int, str]:
+    """Index of each good input -> the stem of its output PNGs (`<stem>.<target>.png`), unique in the batch.
+
+    A file keeps its own stem where no earlier input's outputs took the same names
+    (seven.png and seven.wav recall different modalities, so both keep "seven");
+    otherwise its folder's name is added (a/seven.png, b/seven.png -> seven, seven-b),
+    then a counter (seven-2, ...). Names are compared case-insensitively, as some
+    file systems do.
+    """
+    used: set[str] = set()
+    stems: dict[int, str] = {}
+    for i, c in enumerate(checked):
+        if c.error is not None:
+            continue
+        targets = [m for m in modalities if m != c.modality] or [str(c.modality)]
+        for stem in _stem_candidates(c.file):
+            names = {f"{stem}.{t}.png".casefold() for t in targets}
+            if not names & used:
+                used |= names
+                stems[i] = stem
+                break
+    return stems
 
 
 def recall_files(run: RunFolder, files: list[Path], out_dir: Path) -> list[dict[str, Any]]:
-    """Recall for each file; writes `<stem>.<modality>.png` reconstructions into out_dir."""
+    """Recall for each file, in order; writes `<stem>.<modality>.png` reconstructions into out_dir.
+
+    Every file is read and checked first; the brain is loaded only if at least one
+    is good. A bad file's entry is {"file", "modality", "error"}; a good one's has
+    the cluster and what it recalls.
+    """
+    checked = [check_file(Path(f)) for f in files]
+    if all(c.error is not None for c in checked):
+        return [_failure(c) for c in checked]
+
+    from agent.autoencoder import decode, encode, load_autoencoder
+    from tools.evaluate import cluster_names
     from tools.train import load_brain  # heavy imports only when used
 
     config, enc, brain, _, _ = load_brain(run)
-    coders = {m: load_autoencoder(run.encoder_path(m)) for m in config.modalities}
-    names = {m: cluster_names(brain.classify(m, enc.train[m]), enc.train_y[m]) for m in config.modalities}
+    modalities = list(config.modalities)
+    for c in checked:
+        if c.error is None and c.modality not in modalities:
+            c.error = f"this run has no {c.modality} modality (it has {', '.join(modalities)})"
+    if all(c.error is not None for c in checked):
+        return [_failure(c) for c in checked]
+    coders = {m: load_autoencoder(run.encoder_path(m)) for m in modalities}
+    names = {m: cluster_names(brain.classify(m, enc.train[m]), enc.train_y[m]) for m in modalities}
+    stems = output_names(checked, modalities)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
-    for path in files:
-        modality, x = read_stimulus(Path(path))
-        if modality not in coders:
-            raise ValueError(f"{path}: this run has no {modality} modality ({config.modalities})")
-        z = encode(coders[modality], x[None])
+    for i, c in enumerate(checked):
+        if c.error is not None:
+            results.append(_failure(c))
+            continue
+        modality = str(c.modality)
+        z = encode(coders[modality], c.x[None])
         cluster = int(brain.classify(modality, z)[0])
-        entry: dict[str, Any] = {"file": str(path), "modality": modality, "cluster": cluster,
+        entry: dict[str, Any] = {"file": str(c.file), "modality": modality, "cluster": cluster,
                                  "cluster_name": names[modality].get(cluster), "recalled": {}}
         for target, cid in brain.cdz.recall(modality, cluster).items():
             item: dict[str, Any] = {"cluster": cid, "cluster_name": None, "png": None}
             pos = brain.cortices[target].mode_position(cid) if cid is not None else None
             if pos is not None:
                 recon = decode(coders[target], pos[None])[0]
-                png = out_dir / f"{Path(path).stem}.{target}.png"
+                png = out_dir / f"{stems[i]}.{target}.png"
                 write_png(png, recon[::-1] if target == "audio" else recon, scale=4)  # low mels at the bottom
                 item.update(cluster_name=names[target].get(cid), png=str(png))
             entry["recalled"][target] = item
@@ -68,9 +177,30 @@ def recall_files(run: RunFolder, files: list[Path], out_dir: Path) -> list[dict[
     return results
 
 
+def _failure(c: Checked) -> dict[str, Any]:
+    return {"file": str(c.file), "modality": c.modality, "error": c.error}
+
+
+def failures(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in results if r.get("error") is not None]
+
+
+def exit_code(results: list[dict[str, Any]]) -> int:
+    """0: every file answered; 1: some failed; 2: all failed (or there were none)."""
+    bad = len(failures(results))
+    return 0 if results and not bad else (2 if bad == len(results) else 1)
+
+
+def format_failure(r: dict[str, Any]) -> str:
+    return f"{r['file']}: {r['error']}"
+
+
 def format_recall(results: list[dict[str, Any]]) -> str:
+    """The answered files, for people (failures are reported on their own, see `format_failure`)."""
     lines = []
     for r in results:
+        if r.get("error") is not None:
+            continue
         head = f"{r['file']} ({r['modality']}): cluster {r['cluster']} '{r['cluster_name']}'"
         lines.append(head)
         for target, item in r["recalled"].items():
