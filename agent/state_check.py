@@ -49,7 +49,7 @@ def check_arrays(state: Mapping[str, np.ndarray], spec: Mapping[str, tuple[str, 
     return dims
 
 
-_MAY_BE_INFINITE = frozenset({"pos_sq"})  # a free node slot is marked by an infinite norm
+_MAY_BE_INFINITE = frozenset({"pos_sq", "t_max"})  # a free node slot has an infinite norm; a new CDZ has seen no time (-inf)
 
 
 def check_range(values: np.ndarray, lo: int, hi: int, what: str, where: str) -> None:

@@ -48,10 +48,9 @@ def thread_bus():
     """A bus forwarder in a background thread on free loopback ports; its address. Closed after the test."""
     import threading
 
-    from agent.bus import Forwarder, free_tcp_bus
+    from tests.processes import bind_forwarder
 
-    address = free_tcp_bus()
-    fwd = Forwarder(address)
+    fwd, address = bind_forwarder()
     threading.Thread(target=fwd.run, daemon=True).start()
     try:
         yield address

@@ -179,12 +179,22 @@ def test_probe_beats_chance_and_needs_the_labels():
 def test_probe_leaves_torch_threads_alone():
     import torch
 
-    before = torch.get_num_threads()
+    session = torch.get_num_threads()  # tests run with 1 (conftest): start from another value
     rng = np.random.default_rng(0)
     x = rng.standard_normal((50, 4))
     y = (x[:, 0] > 0).astype(int)
-    supervised_probe(x, y, x, y, seed=0, epochs=1, threads=1)
-    assert torch.get_num_threads() == before
+    seen = []
+    real_set = torch.set_num_threads
+    try:
+        torch.set_num_threads(2)
+        assert torch.get_num_threads() == 2
+        with pytest.MonkeyPatch.context() as mp:  # what the probe sets while it runs
+            mp.setattr(torch, "set_num_threads", lambda n: (seen.append(n), real_set(n))[1])
+            supervised_probe(x, y, x, y, seed=0, epochs=1, threads=1)
+        assert seen and seen[0] == 1, seen  # it did cap the threads ...
+        assert torch.get_num_threads() == 2  # ... and restored the caller's count
+    finally:
+        real_set(session)
 
 
 # ---------------------------------------------------------------- validation

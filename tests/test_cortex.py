@@ -485,13 +485,20 @@ def _three_way(cx: Cortex, nodes: list[int], clusters: list[int]) -> None:
 
 
 def test_max_nodes_never_exceeded_by_three_way_splits():
-    cx = make(initial_nodes=4, max_nodes=7, mature_feedbacks=1, split_min_samples=1, split_threshold=1e-3)
-    excs = [cx.excite(v(10 * i, 0), float(i)) for i in range(4)]
-    ids = [e.cluster_id for e in excs]
-    _three_way(cx, [excs[0].node_id], ids[1:])
-    _three_way(cx, [excs[1].node_id], [ids[0], ids[2], ids[3]])
-    cx.grow_()
-    assert cx.n_nodes <= 7
+    def two_candidates(max_nodes: int) -> Cortex:
+        cx = make(initial_nodes=4, max_nodes=max_nodes, mature_feedbacks=1, split_min_samples=1,
+                  split_threshold=1e-3)
+        excs = [cx.excite(v(10 * i, 0), float(i)) for i in range(4)]
+        ids = [e.cluster_id for e in excs]
+        _three_way(cx, [excs[0].node_id], ids[1:])
+        _three_way(cx, [excs[1].node_id], [ids[0], ids[2], ids[3]])
+        return cx
+
+    roomy = two_candidates(max_nodes=100)  # without the cap both nodes split three ways: 4 - 2 + 6 = 8
+    assert roomy.grow_() == 2 and roomy.n_nodes == 8
+    cx = two_candidates(max_nodes=7)
+    assert cx.grow_() == 1 and cx.counters.splits == 1  # one split happened; the second would make 8
+    assert cx.n_nodes == 6 <= 7
 
 
 def test_splits_per_round_are_limited():

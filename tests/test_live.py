@@ -58,16 +58,40 @@ import sys  # noqa: E402
 import subprocess  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import re  # noqa: E402
+import threading  # noqa: E402
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from agent.bus import BusClient  # noqa: E402
+from agent.wire import Stats  # noqa: E402
+
 try:
+    from tests.processes import wait_for
     from tests.pulse import play_wav_into_sink, pulse_sink  # noqa: F401  (pulse_sink is a fixture)
 except ImportError:  # pragma: no cover - run from inside tests/
+    from processes import wait_for
     from pulse import play_wav_into_sink, pulse_sink  # noqa: F401
 
 TINY = ["data.digits=[0,1]", 'data.speakers=["jackson"]', "data.per_class=40", "data.test_per_class=10",
         "teacher.epochs=6", "cortex.initial_nodes=20", "visual_encoder.epochs=2", "visual_encoder.batch_size=16"]
+
+
+def digits_at(events: list[dict], spans: list[tuple[float, float, int]], prior: float | None = None) -> list:
+    """The digit of the span (start s, end s, digit; times from the start of the video or recording)
+    each event falls in, None for none. The sensors stamp wall-clock times that start at an unknown
+    moment: the one offset that puts the most events inside spans is used (nearest `prior` on ties)."""
+    ts = [e["t"] for e in events]
+
+    def digits(offset: float, slack: float = 0.05) -> list:
+        return [next((d for a, b, d in spans if a - slack <= t - offset <= b + slack), None) for t in ts]
+
+    offsets = [t - a for t in ts for a, _, _ in spans]  # some event at the start of some span
+    if not offsets:
+        return []
+    best = max(offsets, key=lambda o: (sum(d is not None for d in digits(o)), -abs(o - (prior or o))))
+    return digits(best)
 
 
 @pytest.mark.slow
@@ -95,13 +119,36 @@ def test_cdz_live_sees_hears_recalls_and_checkpoints(tmp_path, data_dir, pulse_s
            "--quiet"]
     live = subprocess.Popen(cmd, env={**os.environ, "CDZ_DATA_DIR": str(data_dir)},
                             cwd=Path(__file__).resolve().parent.parent, stderr=subprocess.PIPE, text=True)
+    err_lines: list[str] = []
+    reader = threading.Thread(target=lambda: err_lines.extend(iter(live.stderr.readline, "")), daemon=True)
+    reader.start()
     try:
-        time.sleep(12)  # the processes start; the video plays in real time from its start
+        # started: `cdz live` names its bus once hub and workers are ready ...
+        line = wait_for(lambda: next((x for x in err_lines if "running on" in x), None) or live.poll() is not None,
+                        90, "`cdz live` to say it is running")
+        assert isinstance(line, str), "".join(err_lines)[-3000:]
+        bus = re.search(r"running on (\S+)", line).group(1)
+        # ... and the microphone listens: it publishes stats only once its device delivers sound
+        listener = BusClient(bus, "test", [b"stats"])
+        try:
+            listener.handshake(timeout_s=30)
+
+            def microphone_stats() -> bool:
+                msg = listener.recv(100)
+                return isinstance(msg, Stats) and msg.source == "microphone" or live.poll() is not None
+
+            wait_for(microphone_stats, 30, "the microphone's first stats (it is listening)", interval=0)
+        finally:
+            listener.close()
+        assert live.poll() is None, "".join(err_lines)[-3000:]
+        played_at = time.time()  # the wall clock the sensors stamp stimuli with
         play_wav_into_sink(wav)
-        _, err = live.communicate(timeout=120)
+        live.wait(timeout=120)
     finally:
         if live.poll() is None:
             live.kill()
+        reader.join(10)
+    err = "".join(err_lines)
     assert live.returncode == 0, err[-3000:]
     got = [json.loads(line) for line in events.read_text().splitlines()]
     seen = [e for e in got if e["modality"] == "visual"]
@@ -109,7 +156,20 @@ def test_cdz_live_sees_hears_recalls_and_checkpoints(tmp_path, data_dir, pulse_s
     print(f"{len(seen)} visual events for {len(cards)} cards, {len(heard)} audio events for {len(said)} words")
     assert len(seen) >= len(cards) and all(e["cluster"] >= 0 for e in seen)
     assert len(heard) >= len(said) - 1 and all(e["cluster"] >= 0 for e in heard)
-    assert any(e["recalled"]["audio"] is not None for e in seen)
+    # what it recalled is the digit it was shown or told (the truth is read only here)
+    fps = 15  # make_card_video's default
+    shown = digits_at(seen, [(c["first"] / fps, (c["last"] + 2) / fps, c["label"]) for c in cards])
+    told = digits_at(heard, [(u.start_s - 0.2, u.end_s, u.digit) for u in said], prior=played_at)
+    for name, events_, truth, other in (("cards", seen, shown, "audio"), ("words", heard, told, "visual")):
+        right = [e["recalled_names"][other] == d for e, d in zip(events_, truth)]
+        wrong = [e["recalled_names"][other] not in (None, d) for e, d in zip(events_, truth)]
+        print(f"{name}: shown {truth}; named {[e['cluster_name'] for e in events_]}; recalled "
+              f"{[e['recalled_names'][other] for e in events_]}: {sum(right)} right, {sum(wrong)} wrong")
+        assert None not in truth, f"an event of the {name} falls outside every {name[:-1]}"
+        if name == "cards":
+            assert np.mean(right) >= 0.75, f"only {sum(right)} of {len(right)} cards recall their digit"
+        else:  # four words: half must recall their digit, at most one another digit
+            assert sum(right) >= len(said) // 2 and sum(wrong) <= 1, (right, wrong)
     assert list(view.glob("*.png")) and list(view.glob("*.avi"))
     step, state = run.load_checkpoint()
     assert step > base_step and (run.checkpoints_dir / f"{step:012d}" / "cdz.npz").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import threading
 import time
@@ -13,7 +14,8 @@ import pytest
 from agent.bus import BusClient
 from agent.wire import Control, Recon
 from sensors.features import SAMPLE_RATE, audio_to_stimulus, read_wav_file
-from tests.pulse import pulse_sink  # noqa: F401  (a fixture, requested by name)
+from tests.processes import stop_process, wait_for
+from tests.pulse import SOURCE, pulse_sink  # noqa: F401  (a fixture, requested by name)
 from sensors.speaker import TOPICS, SensorError, Speaker, WavSink, load_sounddevice, open_device, \
     pick_output_device, run
 
@@ -133,20 +135,34 @@ def test_speaker_on_a_bus_writes_one_wav_per_utterance(tmp_path, thread_bus):
         client.handshake(timeout_s=10)
         feeder.handshake(timeout_s=10)
         speaker = Speaker(client, [WavSink(tmp_path)], every_s=0.3)
+        errors: list[BaseException] = []
+        stop_sent: list[float] = []
 
         def feed() -> None:
-            for i in range(3):  # spaced: each one is said
-                feeder.send(_recon(i, cluster=i))
-                time.sleep(0.5)
-            for i in range(3, 8):  # a burst: most are skipped
-                feeder.send(_recon(i, cluster=i))
-            time.sleep(0.8)
-            feeder.send(Control("stop", source="feeder"))
+            try:
+                for i in range(3):  # spaced: each one is said before the next comes
+                    feeder.send(_recon(i, cluster=i))
+                    wait_for(lambda: speaker.played == i + 1, 10, f"recall {i} to be said")
+                for i in range(3, 8):  # a burst: most are skipped
+                    feeder.send(_recon(i, cluster=i))
+                wait_for(lambda: speaker.played + speaker.skipped == 8, 10, "the burst to be said or skipped")
+            except BaseException as e:  # noqa: BLE001 - reported by the test thread below
+                errors.append(e)
+            finally:
+                stop_sent.append(time.monotonic())
+                feeder.send(Control("stop", source="feeder"))
 
         threading.Thread(target=feed, daemon=True).start()
-        watchdog = threading.Timer(60, lambda: setattr(speaker, "running", False))
+        fired = threading.Event()  # a last resort, so that a speaker that ignores stop fails instead of hanging
+
+        def end_it() -> None:
+            fired.set()
+            speaker.running = False
+
+        watchdog = threading.Timer(30, end_it)
         watchdog.start()
         speaker.run()
+        stopped = time.monotonic()
         watchdog.cancel()
     finally:
         if speaker is not None:
@@ -154,6 +170,9 @@ def test_speaker_on_a_bus_writes_one_wav_per_utterance(tmp_path, thread_bus):
         client.close()
         feeder.close()
 
+    assert not errors, errors[0]
+    assert not fired.is_set(), "the speaker ignored stop: the watchdog ended it"
+    assert stopped - stop_sent[0] < 5, f"the speaker took {stopped - stop_sent[0]:.1f} s to obey stop"
     wavs = sorted(tmp_path.glob("*.wav"))
     assert speaker.played == len(wavs) and speaker.played + speaker.skipped == 8
     assert speaker.played >= 4 and speaker.skipped >= 3
@@ -164,48 +183,77 @@ def test_speaker_on_a_bus_writes_one_wav_per_utterance(tmp_path, thread_bus):
 
 
 # ---------------------------------------------------------------------- a real device
-def _has_output_device() -> bool:
-    try:
-        sd = load_sounddevice()
-        return any(d["max_output_channels"] > 0 for d in sd.query_devices())
-    except Exception:  # noqa: BLE001 - no PortAudio, no server: nothing to play on
-        return False
+class _Monitor:
+    """`parec` on the null sink's monitor: everything played into the sink, as float32 mono samples."""
+
+    def __init__(self, server: str, source: str, rate: int = SAMPLE_RATE):
+        self.rate = rate
+        self.chunks: list[bytes] = []
+        self.proc = subprocess.Popen(["parec", f"--server={server}", f"--device={source}", "--raw",
+                                      "--format=float32le", f"--rate={rate}", "--channels=1", "--latency-msec=20"],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        while chunk := self.proc.stdout.read1(4096):
+            self.chunks.append(chunk)
+
+    def samples(self) -> np.ndarray:
+        data = b"".join(list(self.chunks))
+        return np.frombuffer(data[: len(data) // 4 * 4], np.float32)
+
+    def loudest_rms(self, window_s: float = 0.05) -> float:
+        """The RMS of the loudest `window_s` stretch recorded so far."""
+        x = self.samples()
+        n = int(self.rate * window_s)
+        if len(x) < n:
+            return 0.0
+        windows = x[: len(x) // n * n].reshape(-1, n)
+        return float(np.sqrt((windows.astype(np.float64) ** 2).mean(axis=1)).max())
+
+    def close(self) -> str:
+        """Stop recording; what parec said on stderr."""
+        stop_process(self.proc)
+        self.reader.join(5)
+        err = self.proc.stderr.read().decode(errors="replace")
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+        return err
 
 
-def test_play_a_short_sound_through_a_real_device(request):
-    """On this machine's own output device if it has one, else into a PulseAudio null sink whose
-    monitor we record (tests/pulse.py; it skips the test when PulseAudio is not installed)."""
-    if _has_output_device():
-        spec, listen = None, False
-    else:
-        spec, listen = request.getfixturevalue("pulse_sink").device, True
-    sd = load_sounddevice()
-    heard: list[np.ndarray] = []
-    mic = None
-    if listen:
-        mic = sd.InputStream(device=spec, channels=1, samplerate=SAMPLE_RATE, dtype="float32",
-                             callback=lambda data, frames, t, status: heard.append(data[:, 0].copy()))
-        mic.start()
-        deadline = time.monotonic() + 5  # a null sink's monitor starts slowly (see tests/pulse.py)
-        while not heard and time.monotonic() < deadline:
-            time.sleep(0.02)
-    sink = open_device(spec)
+def test_play_a_short_sound_through_a_real_device(pulse_sink):
+    """A beep played through PortAudio's "pulse" device into a PulseAudio null sink (tests/pulse.py: the
+    test skips without PulseAudio and fails under CDZ_REQUIRE_PULSE=1) arrives there as sound: the sink's
+    monitor, recorded with parec, carries a 440 Hz tone with the beep's energy. A machine's own
+    loudspeaker cannot be listened to, so the sink is always the null one."""
+    monitor = _Monitor(pulse_sink.server, SOURCE)
+    sink = None
     try:
-        sink.play(np.sin(2 * np.pi * 440 * np.arange(SAMPLE_RATE // 2) / SAMPLE_RATE).astype(np.float32) * 0.5,
-                  "beep")
+        # a null sink's monitor starts slowly (see tests/pulse.py): record before playing
+        wait_for(lambda: len(monitor.samples()) > 0 or monitor.proc.poll() is not None, 10,
+                 "the first samples from the null sink's monitor")
+        assert monitor.proc.poll() is None, "parec exited at once"
+        quiet = monitor.loudest_rms()
+        sink = open_device(pulse_sink.device)
+        beep = np.sin(2 * np.pi * 440 * np.arange(SAMPLE_RATE // 2) / SAMPLE_RATE).astype(np.float32) * 0.5
+        sink.play(beep, "beep")
         assert sink.busy()
-        deadline = time.monotonic() + 8
-        while sink.busy() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert not sink.busy()
-        deadline = time.monotonic() + (8 if listen else 0.2)  # the monitor may lag by a block of up to 2 s
-        while time.monotonic() < deadline and not any(float(np.abs(h).max()) > 0.1 for h in list(heard)):
-            time.sleep(0.05)
+        wait_for(lambda: not sink.busy(), 8, "the beep to finish playing")
+        # the monitor may lag by a block of up to 2 s
+        wait_for(lambda: monitor.loudest_rms() > 0.2, 8, "the beep's energy at the null sink's monitor")
     finally:
-        sink.close()
-        if mic is not None:
-            mic.stop()
-            mic.close()
-    if listen:
-        wave = np.concatenate(heard) if heard else np.zeros(1, np.float32)
-        assert float(np.abs(wave).max()) > 0.1, "the null sink's monitor heard nothing"
+        if sink is not None:
+            sink.close()
+        err = monitor.close()
+    wave = monitor.samples()
+    n = int(0.05 * SAMPLE_RATE)
+    windows = wave[: len(wave) // n * n].reshape(-1, n)
+    loud = windows[np.sqrt((windows.astype(np.float64) ** 2).mean(axis=1)) > 0.2].ravel()
+    rms = float(np.sqrt(np.mean(loud.astype(np.float64) ** 2)))
+    peak_hz = float(np.argmax(np.abs(np.fft.rfft(loud))) * SAMPLE_RATE / len(loud))
+    print(f"monitor: silence before {quiet:.4f} RMS; {len(loud) / SAMPLE_RATE:.2f} s loud at {rms:.3f} RMS, "
+          f"peak {peak_hz:.0f} Hz (sent 0.50 s at {0.5 / np.sqrt(2):.3f} RMS, 440 Hz); parec: {err.strip()!r}")
+    assert quiet < 0.01, "the null sink was not silent before the beep"
+    assert 0.25 < rms < 0.45 and abs(peak_hz - 440) < 10
+    assert 0.25 <= len(loud) / SAMPLE_RATE <= 0.75, "the beep should arrive once, about 0.5 s long"

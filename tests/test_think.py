@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from agent.wire import Excite, Recon, Stimulus
+from tests.processes import wait_for
 from tools.think import SEQ_BASE, ThoughtLoop, think_chain, think_report
 
 pytestmark = pytest.mark.timeout(300)
@@ -184,6 +185,26 @@ def test_think_report_is_sane_and_deterministic(run, data_dir, monkeypatch):
         assert 0.0 <= part["mean_stay"] <= 6
         assert sum(part["drift_to"].values()) == round(part["drifted"] * part["chains"])
     assert report["digits"]["0"]["chains"] == 6
+    # what the chains really did: the seeds are recognised (their cluster is named as their digit) and
+    # some chains hold their digit for all 6 thoughts (thresholds leave room for a different CPU's floats)
+    assert report["seed_on_digit"] >= 0.75 and report["stayed"] > 0 and report["mean_stay"] >= 1.0, report
+    # and the numbers are those of the chains themselves: recount them from think_chain, digit by digit
+    from tools.think import load_mind
+    from tools.train import load_splits
+
+    mind = load_mind(run)
+    tests = load_splits(mind.config, "test")
+    for d in (0, 1):
+        stays, seeds_named = [], []
+        for m in MODALITIES:
+            for i in np.flatnonzero(tests[m].y == d)[:3]:
+                steps = think_chain(mind, m, tests[m].x[i], 6)
+                names = [s.name for s in steps[1:]]
+                stays.append(next((k for k, n in enumerate(names) if n != d), len(names)))
+                seeds_named.append(steps[0].name == d)
+        part = report["digits"][str(d)]
+        assert part["mean_stay"] == pytest.approx(np.mean(stays)) and part["stayed"] == np.mean(np.array(stays) >= 6)
+        assert part["seed_on_digit"] == np.mean(seeds_named)
 
 
 # ---------------------------------------------------------------------- against live processes
@@ -236,10 +257,8 @@ def checkpoint(agent) -> dict[str, np.ndarray]:
     """Ask every live process to save its part; the merged CDZ and cortex arrays."""
     step = agent.checkpoint()
     folder = agent.run.checkpoints_dir / f"{step:012d}"
-    deadline = time.monotonic() + 30
-    while not all((folder / f"{p}.npz").exists() for p in agent.run.part_names()):
-        assert time.monotonic() < deadline, f"checkpoint {step} incomplete: {list(folder.glob('*'))}"
-        time.sleep(0.05)
+    wait_for(lambda: all((folder / f"{p}.npz").exists() for p in agent.run.part_names()), 30,
+             f"every part of checkpoint {step} in {folder}")
     got, state = agent.run.load_checkpoint()
     assert got == step
     return {k: v for k, v in state.items() if k.startswith(("cdz.", "cortex."))}
@@ -328,9 +347,10 @@ def test_real_input_interrupts_a_chain_on_the_bus_and_seeds_the_next(live, seed_
     try:
         loop.seed_file(seed_png)
         loop.run(timeout_ms=5)
+        wait_for(lambda: {e["seq"] for e in loop.chain} <= {m.seq for _, m in list(seen) if m.source == "thinker"},
+                 10, "the outsider to hear every thought sent")
     finally:
         loop.bus.close()
-        time.sleep(0.5)
         done.set()
         thread.join(10)
     assert loop.interrupted == 1 and loop.endings == {0: "interrupted", 1: "complete"}

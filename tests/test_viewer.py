@@ -18,6 +18,7 @@ from agent.bus import BusClient
 from agent.wire import Control, Excite, Frame, Recon, Stats, Stimulus, Weights
 from tools.viewer import TOPICS, HeadlessOutput, Viewer, ViewerError, ViewerState, gui_available, layout, open_output, \
     render, run
+from tests.processes import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 REPO = Path(__file__).resolve().parents[1]
@@ -157,21 +158,37 @@ def test_viewer_on_a_bus_writes_video_and_snapshots(tmp_path, thread_bus):
         output = HeadlessOutput(tmp_path, fps=10, snapshot_s=0.5)
         viewer = Viewer(client, output, fps=10)
 
+        errors: list[BaseException] = []
+        stop_sent: list[float] = []
+
         def feed() -> None:
-            for i in range(8):
-                t = time.time_ns()
-                for m in _messages(t, i):
-                    feeder.send(m)
-                feeder.send(Stimulus("visual", t, i, np.full((10, 10), 0.5, np.float32)))  # an odd shape
-                feeder.pub.send_multipart([b"stimulus.visual", b"not msgpack at all"])  # garbage is dropped
-                time.sleep(0.15)
-            time.sleep(0.4)
-            feeder.send(Control("stop", source="feeder"))
+            try:
+                for i in range(8):
+                    t = time.time_ns()
+                    for m in _messages(t, i):
+                        feeder.send(m)
+                    feeder.send(Stimulus("visual", t, i, np.full((10, 10), 0.5, np.float32)))  # an odd shape
+                    feeder.pub.send_multipart([b"stimulus.visual", b"not msgpack at all"])  # garbage is dropped
+                    time.sleep(0.15)  # pacing: the dashboard is drawn over more than one snapshot period
+                wait_for(lambda: viewer.state.counts["stimulus"] >= 24 and client.dropped >= 8, 10,
+                         "the viewer to take in everything sent")
+            except BaseException as e:  # noqa: BLE001 - reported by the test thread below
+                errors.append(e)
+            finally:
+                stop_sent.append(time.monotonic())
+                feeder.send(Control("stop", source="feeder"))
+
+        fired = threading.Event()  # a last resort, so that a viewer that ignores stop fails instead of hanging
+
+        def end_it() -> None:
+            fired.set()
+            viewer.running = False
 
         threading.Thread(target=feed, daemon=True).start()
-        watchdog = threading.Timer(60, lambda: setattr(viewer, "running", False))
+        watchdog = threading.Timer(30, end_it)
         watchdog.start()
         viewer.run()
+        stopped = time.monotonic()
         watchdog.cancel()
     finally:
         if viewer is not None:
@@ -179,7 +196,10 @@ def test_viewer_on_a_bus_writes_video_and_snapshots(tmp_path, thread_bus):
         client.close()
         feeder.close()
 
-    assert viewer.state.counts["stimulus"] >= 16 and viewer.state.counts["weights"] >= 1
+    assert not errors, errors[0]
+    assert not fired.is_set(), "the viewer ignored stop: the watchdog ended it"
+    assert stopped - stop_sent[0] < 5, f"the viewer took {stopped - stop_sent[0]:.1f} s to obey stop"
+    assert viewer.state.counts["stimulus"] == 24 and viewer.state.counts["weights"] == 8
     assert viewer.state.stimulus["visual"].data.shape == (10, 10)
     assert client.dropped >= 1
     videos = list(tmp_path.glob("*.avi"))

@@ -32,6 +32,7 @@ from agent.wire import Control, Recon, Stimulus
 
 BENCH_SETTINGS = [  # a real run, small enough for a benchmark: ~45k stimuli, quick encoders
     "data.per_class=600", "data.test_per_class=50", "teacher.epochs=4", "visual_encoder.epochs=2",
+    "refine.at=[]",  # the stream alone: refinements pause it to retrain encoders, and the in-process reference has none
 ]
 
 
@@ -41,14 +42,15 @@ def _percentiles(ms: list[float]) -> dict[str, float]:
     return {"p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99))}
 
 
-def bench_lossless(out: Path, progress: bool) -> dict:
-    """Learn a small real stream through the processes, then in-process; rates and identity."""
+def bench_lossless(out: Path, progress: bool, settings: list[str] | None = None) -> dict:
+    """Learn a small real stream through the processes, then in-process; rates and identity.
+    `settings`: config overrides for the run (default BENCH_SETTINGS; tests pass a tiny one)."""
     from agent.brain import learn_stream
     from agent.config import Config, override
     from agent.launcher import distributed_train
     from tools.train import Encodings, build_brain, build_stream
 
-    config = override(Config(), BENCH_SETTINGS)
+    config = override(Config(), BENCH_SETTINGS if settings is None else settings)
     run, info = distributed_train(config, out / "run", progress=progress, overwrite=True)
     enc = Encodings.load(run, config.modalities)
     stream = build_stream(config, enc)
@@ -194,11 +196,12 @@ def bench_zmq(bus: str, seconds: float, hz: float = 32.0) -> dict:
     return {"zmq_baseline_ms": _percentiles(rtts), "zmq_samples": len(rtts)}
 
 
-def bench_pipeline(seconds: float = 10.0, out: Path | None = None, progress: bool = True) -> dict:
-    """All three measurements; the JSON contract's keys first."""
+def bench_pipeline(seconds: float = 10.0, out: Path | None = None, progress: bool = True,
+                   settings: list[str] | None = None) -> dict:
+    """All three measurements; the JSON contract's keys first. `settings`: see bench_lossless."""
     with tempfile.TemporaryDirectory(prefix="cdz-bench-") as tmp:
         folder = Path(out) if out else Path(tmp)
-        lossless = bench_lossless(folder, progress)
+        lossless = bench_lossless(folder, progress, settings)
         run = lossless.pop("run")
         bus_child = Child("bus", ["bus", "--bus", (bus := free_tcp_bus())], run.path / "logs" / "bench-bus.log")
         bus_child.start()
