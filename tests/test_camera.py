@@ -20,11 +20,13 @@ import cv2
 import numpy as np
 import pytest
 
-from agent.bus import BusClient, Forwarder, free_tcp_bus
+from agent.bus import BusClient, free_tcp_bus
 from agent.wire import Frame, Stats, Stimulus
 from sensors import camera as C
 from sensors.features import FeatureError, ink_to_mnist
 from tools.card_video import make_card_video
+
+from tests.processes import bind_forwarder, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -133,8 +135,7 @@ def test_stimuli_look_like_mnist(card_video, once_per_card, mnist):
 def test_camera_process_publishes_stimuli_and_frames(mnist, tmp_path):
     path = tmp_path / "short.avi"
     truth = _small_video(path, mnist, 3)
-    address = free_tcp_bus()
-    fwd = Forwarder(address)
+    fwd, address = bind_forwarder()
     threading.Thread(target=fwd.run, daemon=True).start()
     viewer = BusClient(address, "viewer", [b"stimulus.visual", b"frame.visual", b"stats.camera"])
     got: list = []
@@ -155,7 +156,7 @@ def test_camera_process_publishes_stimuli_and_frames(mnist, tmp_path):
         start = time.monotonic()
         assert C.run(args) == 0  # realtime: paced at the file's 15 fps, ends by itself at the end
         took = time.monotonic() - start
-        time.sleep(0.3)
+        wait_for(lambda: sum(isinstance(m, Stimulus) for m in got) >= len(truth), 5.0, "every stimulus to arrive")
         stop.set()
         listener.join(timeout=2)
     finally:
@@ -186,8 +187,7 @@ def test_camera_subprocess_stops_cleanly_on_sigterm(mnist, tmp_path):
     """`python -m sensors.camera` on its own: publishes, and SIGTERM ends it at once with exit code 0."""
     path = tmp_path / "long.avi"
     _small_video(path, mnist, 6)  # ~9 s at its own pace: still running when stopped
-    address = free_tcp_bus()
-    fwd = Forwarder(address)
+    fwd, address = bind_forwarder()
     threading.Thread(target=fwd.run, daemon=True).start()
     viewer = BusClient(address, "viewer", [b"stimulus.visual"])
     proc = None

@@ -12,6 +12,7 @@ SIGKILL) in a teardown that checks none is left running.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -29,8 +30,8 @@ from hypothesis import strategies as st
 from agent.bus import BusAddress, BusClient, BusError, free_tcp_bus
 from agent.config import Config, override
 from agent.launcher import Child, prepare_distributed
-from agent.wire import (Clusters, Control, Credit, Excite, Feedback, Recall, Stats, Stimulus, WireError, decode,
-                        encode)
+from agent.wire import (CONTROL_ARGS, STATS_FIELDS, Clusters, Control, Credit, Excite, Feedback, Recall, Stats,
+                        Stimulus, WireError, decode, encode)
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
@@ -39,6 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = ["data.digits=[0,1]", 'data.speakers=["jackson"]', "data.per_class=40", "data.test_per_class=10",
         "teacher.epochs=6", "cortex.initial_nodes=20", "visual_encoder.epochs=2", "visual_encoder.batch_size=16"]
 MODALITIES = ("visual", "audio")
+CASES = int(os.environ.get("CDZ_FUZZ_CASES", "2000"))  # fuzzed messages; 100000 for the benchmark-sized run
 SHAPES = {"visual": (28, 28), "audio": (64, 64)}
 # what each process subscribes to (tools/processes.py; BusClient adds `control`)
 SUBSCRIPTIONS = {
@@ -238,6 +240,32 @@ def mutated(draw) -> list[bytes]:
     return [topic, msgpack.packb(h), *payload]
 
 
+WRONG_TYPES = st.one_of(st.none(), st.booleans(), st.floats(allow_nan=False), st.integers(-2**63, -1),
+                        st.text(max_size=8), st.binary(max_size=8))
+
+
+@st.composite
+def wrongly_typed(draw) -> list[bytes]:
+    """A well-framed control or stats message whose fields a process reads have the wrong type
+    (`rewind` with a text generation, `stop` addressed to a number, stats with a text node count)."""
+    if draw(st.booleans()):
+        command = draw(st.sampled_from(sorted(c for c, fields in CONTROL_ARGS.items() if fields)))
+        field = draw(st.sampled_from(sorted(CONTROL_ARGS[command])))
+        types, lowest = CONTROL_ARGS[command][field]
+        value = draw(WRONG_TYPES.filter(lambda v: type(v) not in types or (lowest is not None and v < lowest)))
+        topic, header = encode(Control(command, source="fuzz"))
+        h = msgpack.unpackb(header)
+        h["args"] = {field: value}
+    else:
+        field = draw(st.sampled_from(sorted(STATS_FIELDS)))
+        types, lowest = STATS_FIELDS[field]
+        value = draw(WRONG_TYPES.filter(lambda v: type(v) not in types or (lowest is not None and v < lowest)))
+        topic, header = encode(Stats({}, source="fuzz"))
+        h = msgpack.unpackb(header)
+        h["values"] = {field: value}
+    return [topic, msgpack.packb(h, use_bin_type=True)]
+
+
 def near_stops() -> list[list[bytes]]:
     """Messages one field away from a valid `stop`: every one must be dropped, none may stop anyone."""
     topic, header = encode(Control("stop", source="fuzz"))
@@ -264,6 +292,7 @@ class RawPublisher:
         self.probe.connect(BusAddress.parse(addr).sub)
         self.expected: Counter[str] = Counter()
         self.skipped_valid = 0
+        self.sent = 0
 
     def wait_connected(self, timeout_s: float = 10.0) -> None:
         """Probe (on a topic nobody else hears) until one comes back: the forwarder has then
@@ -284,6 +313,7 @@ class RawPublisher:
             self.skipped_valid += 1  # valid by chance: never send one (it might even be a stop)
             return
         self.pub.send_multipart(frames)
+        self.sent += 1
         for name, prefixes in SUBSCRIPTIONS.items():
             if frames[0].startswith(prefixes):
                 self.expected[name] += 1
@@ -306,17 +336,18 @@ def test_fuzzed_messages_are_dropped_counted_and_harmless(runtime, test_images):
         for frames in near_stops():
             raw.send_bad(frames)
 
-        @settings(max_examples=60, deadline=None)
-        @given(st.lists(st.one_of(raw_garbage(), mutated()), min_size=1, max_size=5))
-        def publish(batch: list[list[bytes]]) -> None:
-            for frames in batch:
-                raw.send_bad(frames)
+        @settings(max_examples=CASES, deadline=None, derandomize=True, database=None)
+        @given(st.one_of(raw_garbage(), mutated(), wrongly_typed()))
+        def publish(frames: list[bytes]) -> None:
+            raw.send_bad(frames)
 
         publish()
     finally:
         raw.close()
-    print(f"bad messages sent per process: {dict(raw.expected)}; valid by chance, not sent: {raw.skipped_valid}")
-    assert all(raw.expected[name] > 20 for name in SUBSCRIPTIONS), raw.expected
+    print(f"bad messages sent: {raw.sent}, per process: {dict(raw.expected)}; valid by chance, not sent: "
+          f"{raw.skipped_valid}")
+    assert raw.sent + raw.skipped_valid >= CASES and all(raw.expected[name] > CASES // 10 for name in SUBSCRIPTIONS), \
+        raw.expected
     want = {name: before[name]["bad_messages"] + raw.expected[name] for name in SUBSCRIPTIONS}
     after = wait_stats(client, {name: (lambda v, n=want[name]: v["bad_messages"] >= n) for name in want})
     dead = [name for name, child in procs.children.items() if not child.alive()]

@@ -24,6 +24,8 @@ from agent.config import Config, override
 from agent.launcher import Supervisor, finish_distributed, learn_distributed, lost_stimuli, prepare_distributed
 from tools.cli import main
 
+from tests.processes import wait_for
+
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
 TINY = ["data.digits=[0,1]", 'data.speakers=["jackson"]', "data.per_class=40", "data.test_per_class=10",
@@ -132,9 +134,7 @@ def test_ctrl_c_stops_every_process(tmp_path, data_dir):
         if launcher.poll() is None:
             launcher.kill()
     assert code == 130, launcher.stderr.read().decode()[-2000:]
-    time.sleep(0.5)
-    alive = [pid for pid in children if _alive(pid)]
-    assert not alive, f"processes left running: {alive}"
+    wait_for(lambda: not any(_alive(pid) for pid in children), 5.0, "every child of the launcher to exit")
 
 
 def _children_of(pid: int) -> set[int]:

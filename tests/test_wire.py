@@ -446,3 +446,28 @@ def test_payload_at_the_cap_decodes():
     data = np.zeros(MAX_PAYLOAD_BYTES, np.uint8)
     got = decode(encode(Stimulus("visual", 0, 0, data)))
     assert got.data.nbytes == MAX_PAYLOAD_BYTES and not got.data.any()
+
+
+# ---------------------------------------------------------------------- what processes act on
+@pytest.mark.parametrize("msg, says", [
+    (Stats({"bad_messages": "abc"}), "bad_messages"),  # stopped `cdz top` ("error: clusters")
+    (Stats({"nodes": -5}), "nodes"),
+    (Stats({"role": 3}), "role"),
+    (Stats({"stalled": 1}), "stalled"),
+    (Stats({"rate_per_s": "fast"}), "rate_per_s"),
+    (Control("rewind", {"gen": "x", "step": 3}), "gen"),
+    (Control("stop", {"to": 7}), "to"),
+    (Control("checkpoint", {"step": -1}), "step"),
+    (Control("saved", {"step": 4, "part": 1.5}), "part"),
+    (Control("go", {"gen": True}), "gen"),  # a bool is no generation
+])
+def test_well_framed_messages_with_wrongly_typed_fields_are_refused(msg, says):
+    with pytest.raises(WireError, match=says):
+        decode(encode(msg))
+
+
+def test_fields_nobody_reads_may_be_any_scalar_and_missing_ones_may_be_missing():
+    assert decode(encode(Stats({"nodes": 5}))).values == {"nodes": 5}  # top shows the rest as "-"
+    assert decode(encode(Stats({"mood": "fine", "ok": True}))).values == {"mood": "fine", "ok": True}
+    assert decode(encode(Control("mark", {"anything": "goes"}))).args == {"anything": "goes"}
+    assert decode(encode(Control("rewind", {"gen": 2, "step": 0}))).args == {"gen": 2, "step": 0}
