@@ -10,12 +10,19 @@ nor subscribe.
 `BusClient` is what processes use: a PUB and a SUB socket, `send(msg)`, and
 `recv(timeout)` that decodes, validates, counts and drops bad messages (logging
 each kind of error once) instead of raising.
+
+An ipc bus owns its path while it runs (`IpcClaim`): a second bus on the same
+path is refused, while socket files left behind by a killed bus are reused; a
+bus that is closed (or stopped with SIGTERM/SIGINT) removes its files.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import ipaddress
 import logging
+import os
 import socket
 import time
 from collections import Counter
@@ -60,6 +67,14 @@ class BusAddress:
             p = int(port)
             return cls(text, f"tcp://{host}:{p}", f"tcp://{host}:{p + 1}", _is_loopback(host))
         raise BusError(f"bus address {text!r} must start with tcp:// or ipc://")
+
+    @property
+    def ipc_path(self) -> str | None:
+        """The path of an ipc bus (its files are PATH.in and PATH.out); None for tcp and for
+        Linux abstract names (ipc://@name), which have no files."""
+        if not self.text.startswith("ipc://") or self.text.startswith("ipc://@"):
+            return None
+        return self.text[len("ipc://"):]
 
 
 def _is_loopback(host: str) -> bool:
@@ -126,6 +141,125 @@ def make_keys(folder: Path | str) -> Path:
     return folder
 
 
+# ---------------------------------------------------------------------- ipc ownership
+def _listening(path: str) -> bool:
+    """Whether some process accepts connections on the unix socket at `path` (a live owner).
+
+    A socket file whose process died refuses the connection (ECONNREFUSED)."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(path)
+        return True
+    except PermissionError:
+        raise BusError(f"cannot use ipc path {path}: permission denied (another user's bus?)") from None
+    except OSError:  # ECONNREFUSED (stale file), ENOENT, a path that is no socket, too long a path
+        return False
+    finally:
+        probe.close()
+
+
+class IpcClaim:
+    """Exclusive use of an ipc bus path by one live forwarder.
+
+    Two checks, before binding anything:
+
+    1. a lock file PATH.lock held with `flock(LOCK_EX | LOCK_NB)` for the forwarder's
+       lifetime. The kernel releases the lock when its holder dies in any way (SIGKILL
+       included), so a held lock means a live bus and a free one means that any files
+       there are stale; two buses starting at the same moment cannot both win.
+    2. a connection attempt on PATH.in and PATH.out, for a live owner that holds no lock
+       (an older `cdz bus`, or another program): a live listener accepts, the file of a
+       dead one refuses (ECONNREFUSED).
+
+    A live owner makes the claim fail with a BusError naming the path (`cdz bus` exits 2).
+    Stale socket files are left for the bind, which replaces them. `release` removes the
+    socket files and the lock file; the lock is dropped last, so a bus that starts
+    meanwhile cannot lose its fresh files to us.
+    """
+
+    def __init__(self, address: BusAddress):
+        path = address.ipc_path
+        assert path is not None
+        self.address = address
+        self.files = (f"{path}.in", f"{path}.out")
+        self.lock_path = f"{path}.lock"
+        self._fd: int | None = None
+        self._take_lock()
+        try:
+            for f in self.files:
+                if _listening(f):
+                    raise BusError(f"bus address {address.text} is in use: a process is listening on {f} "
+                                   "(another bus?); stop it or choose another path")
+        except BaseException:
+            self.release(remove_files=False)
+            raise
+        stale = [f for f in self.files if os.path.lexists(f)]
+        if stale:
+            log.info("reusing the stale socket files of a bus that is gone: %s", ", ".join(stale))
+
+    def _take_lock(self) -> None:
+        folder = os.path.dirname(self.lock_path) or "."
+        for _ in range(20):  # retried only while another bus removes its lock file under us
+            try:
+                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except FileNotFoundError:
+                raise BusError(f"cannot bind the bus at {self.address.text}: folder {folder} does not exist") \
+                    from None
+            except OSError as e:
+                raise BusError(f"cannot bind the bus at {self.address.text}: cannot open {self.lock_path} "
+                               f"({e.strerror})") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                owner = _read_pid(fd)
+                os.close(fd)
+                if e.errno in (errno.EWOULDBLOCK, errno.EACCES, errno.EAGAIN):
+                    raise BusError(f"bus address {self.address.text} is in use by a running bus"
+                                   f"{f' (pid {owner})' if owner else ''}, which holds {self.lock_path}; "
+                                   "stop it or choose another path") from None
+                raise BusError(f"cannot lock {self.lock_path}: {e.strerror}") from None
+            try:  # the file we locked must still be the one at the path (not one just removed)
+                same = os.fstat(fd).st_ino == os.stat(self.lock_path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+                self._fd = fd
+                return
+            os.close(fd)
+        raise BusError(f"cannot lock {self.lock_path}: it keeps being replaced")
+
+    def release(self, remove_files: bool = True) -> None:
+        """Remove our socket files (libzmq 4.3 leaves them) and the lock file, then drop the
+        lock. Call it after closing the sockets. Safe to call twice."""
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            if remove_files:
+                for f in self.files:
+                    try:
+                        os.unlink(f)
+                    except FileNotFoundError:
+                        pass
+            try:
+                os.unlink(self.lock_path)
+            except FileNotFoundError:
+                pass
+        finally:
+            os.close(fd)
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdecimal() else None
+
+
 # ---------------------------------------------------------------------- the forwarder
 class Forwarder:
     """The XSUB/XPUB forwarder. `run()` blocks until `close()` or the context ends."""
@@ -138,6 +272,9 @@ class Forwarder:
         self.ctx = ctx or zmq.Context.instance()
         self.keys = Keys.load(keys) if keys is not None else None
         self._auth = None
+        self.xsub = self.xpub = None
+        # an ipc path in use by a live bus is refused here; stale files of a dead one are reused
+        self.claim = IpcClaim(self.address) if self.address.ipc_path is not None else None
         if self.keys is not None:
             from zmq.auth.thread import ThreadAuthenticator
 
@@ -174,8 +311,12 @@ class Forwarder:
                 raise
 
     def close(self) -> None:
+        """Close the sockets (an ipc bus also removes its socket and lock files). Safe to call twice."""
         for s in (self.xsub, self.xpub):
-            s.close(0)
+            if s is not None:
+                s.close(0)
+        if self.claim is not None:
+            self.claim.release()
         if self._auth is not None:
             auth, self._auth = self._auth, None
             try:

@@ -21,6 +21,24 @@ from agent.wire import Control, Message, Stats
 log = logging.getLogger(__name__)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that the same cleanup runs
+    (sockets closed, ipc files removed, recordings finished) instead of dying on the spot."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+def terminate_cleanly() -> None:
+    """From now on SIGTERM raises `Terminated` (a KeyboardInterrupt) in the main thread.
+
+    For the runtime's processes: outside `Service.run` (whose loop ends quietly on SIGTERM)
+    a SIGTERM while connecting or loading then unwinds through every `finally`, and the
+    CLI exits with 143 (128 + SIGTERM) and one line instead of a default death."""
+    signal.signal(signal.SIGTERM, _raise_terminated)
+
+
 def addressed_to(msg: Control, name: str) -> bool:
     """Control messages may name their receiver with args `to`; unnamed ones are for everyone."""
     to = msg.args.get("to")

@@ -63,6 +63,7 @@ MESSAGE_ENCODING = "cdz-wire"
 RECORD_TOPICS = ("stimulus.", "excite.", "feedback.", "recall.", "recon.", "clusters.", "frame.", "weights.",
                  "stats")
 SENSOR_TOPICS = ("stimulus.", "frame.")  # what live sensors publish: what a player stands in for
+MCAP_MAGIC = b"\x89MCAP0\r\n"  # the first 8 bytes of every MCAP file
 
 
 # ---------------------------------------------------------------------- schemas
@@ -447,7 +448,8 @@ def add_record_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chunk-kb", type=int, default=256, help="KiB of messages per compressed chunk")
     parser.add_argument("--flush", type=float, default=1.0,
                         help="seconds between flushes: at most this much is lost if the recorder is killed")
-    parser.add_argument("--compression", choices=("auto", "zstd", "lz4", "none"), default="auto")
+    parser.add_argument("--compression", choices=("auto", "zstd", "lz4", "none"), default="auto",
+                        help="chunk compression; auto: zstd, else lz4, else none (what this installation can write)")
 
 
 def add_play_arguments(parser: argparse.ArgumentParser) -> None:
@@ -472,6 +474,9 @@ def _client(cls: type, args: argparse.Namespace, name: str, topics: Sequence[byt
 
 def run_record(args: argparse.Namespace) -> int:
     compression = None if args.compression == "auto" else CompressionType[args.compression.upper()]
+    folder = Path(args.file).parent
+    if not folder.is_dir():  # before connecting: say so at once rather than after the handshake
+        raise RecordingError(f"cannot write {args.file}: folder {folder} does not exist")
     client = _client(BusClient, args, "recorder", [t.encode() for t in args.topics])
     try:
         writer = RecordingWriter(args.file, chunk_kb=args.chunk_kb, compression=compression,
@@ -492,10 +497,41 @@ def run_record(args: argparse.Namespace) -> int:
     return 0
 
 
+class RecordingError(ValueError):
+    """A file that cannot be played: missing, unreadable, or no MCAP recording at all."""
+
+
+def check_recording(path: Path | str) -> None:
+    """Raise RecordingError (one line, naming the file) unless `path` starts like an MCAP file:
+    the magic bytes and a readable header record. A file cut short after that (a killed
+    recorder) is fine: `read_recording` plays its complete chunks."""
+    from mcap.records import Header
+
+    path = Path(path)
+    if not path.exists():
+        raise RecordingError(f"no recording at {path}")
+    if not path.is_file():
+        raise RecordingError(f"{path} is not a file")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(MCAP_MAGIC))
+            if head != MCAP_MAGIC:
+                raise RecordingError(f"{path} is not an MCAP recording (it does not start with the MCAP magic "
+                                     "bytes; make one with `cdz record`)")
+            f.seek(0)
+            first = next(StreamReader(f, validate_crcs=True, record_size_limit=1 << 30).records)
+    except RecordingError:
+        raise
+    except OSError as e:
+        raise RecordingError(f"cannot read {path}: {e.strerror or e}") from None
+    except Exception as e:  # the mcap library raises several types on a damaged file
+        raise RecordingError(f"{path} is not a readable MCAP recording ({type(e).__name__}: {e})") from None
+    if not isinstance(first, Header):
+        raise RecordingError(f"{path} is not a readable MCAP recording (no header record)")
+
+
 def run_play(args: argparse.Namespace) -> int:
-    if not Path(args.file).is_file():
-        print(f"no recording at {args.file}", file=sys.stderr)
-        return 2
+    check_recording(args.file)  # before connecting: a wrong file is an error at once (the CLI exits 2)
     client = _client(BusClient, args, "recording_player", [])
     try:
         player = RecordingPlayer(client, args.file, topics=args.topics, speed=args.speed, clock=args.clock)
@@ -524,7 +560,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         add(sp)
         sp.set_defaults(func=run)
     args = p.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except RecordingError as e:
+        print(f"{p.prog} {args.command}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -434,10 +434,12 @@ def test_top_once_json_lists_every_running_process(runtime):
         assert isinstance(rate, (int, float)) and not isinstance(rate, bool) and rate >= 0, (name, values)
 
 
-def test_top_on_an_empty_bus_exits_1():
-    """Nobody heard within --wait: exit code 1, so scripts can tell."""
-    done = cli("top", "--bus", free_tcp_bus(), "--once", "--wait", "1")
-    assert done.returncode == 1, (done.returncode, done.stdout, done.stderr[-2000:])
+def test_top_on_a_silent_bus_exits_1_and_on_no_bus_exits_2(thread_bus):
+    """A bus where nobody publishes stats within --wait: exit 1; no bus at all: exit 2. Scripts can tell."""
+    done = cli("top", "--bus", thread_bus, "--once", "--wait", "1")
+    assert done.returncode == 1 and "no processes on" in done.stderr, (done.returncode, done.stderr[-2000:])
+    done = cli("top", "--bus", free_tcp_bus(), "--once", "--connect-timeout", "1")
+    assert done.returncode == 2 and "no bus at" in done.stderr, (done.returncode, done.stderr[-2000:])
 
 
 def test_keyed_bus_serves_key_holders_only(run_path, tmp_path):

@@ -162,17 +162,23 @@ def _seed_list(text: str) -> list[int]:
 
 
 def cmd_recall(args: argparse.Namespace) -> int:
+    """Each file is checked before the brain loads; a bad one is reported on stderr (and in the JSON
+    list, as an entry with "error") and skipped. Exit 0: all answered, 1: some failed, 2: all failed."""
     from agent.checkpoint import RunFolder
-    from tools.recall import format_recall, recall_files
+    from tools.recall import exit_code, failures, format_failure, format_recall, recall_files
 
     run = RunFolder(args.run)
     out = Path(args.out) if args.out else run.path / "recall"
     results = recall_files(run, [Path(f) for f in args.files], out)
+    for r in failures(results):
+        print(f"cdz recall: error: {format_failure(r)}", file=sys.stderr)
     if args.json:
         _print_json(results)
     else:
-        print(format_recall(results))
-    return 0
+        text = format_recall(results)
+        if text:
+            print(text)
+    return exit_code(results)
 
 
 def cmd_sleep(args: argparse.Namespace) -> int:
@@ -254,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "discovers the classes itself, and recalls one sense from the other.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    from tools.processes import HelpFormatter, add_parsers, describe
+
     def common(sp: argparse.ArgumentParser, config: bool = False, json_out: bool = False) -> None:
         sp.add_argument("--quiet", action="store_true", help="no progress bars")
         if json_out:
@@ -266,19 +274,30 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--out", help="run folder to create (default runs/<time>-seed<N>)")
             sp.add_argument("--overwrite", action="store_true", help="replace the run folder given by --out if it exists")
 
-    sp = sub.add_parser("train", help="train encoders, then learn the teacher stream into a run folder")
+    sp = sub.add_parser("train", help="train encoders, then learn the teacher stream into a run folder",
+                        **describe("Train the encoders, then learn the teacher's stream into a run folder "
+                                   "(no scores: `cdz eval` gives them).",
+                                   "cdz train --set data.digits=[0,1,2] --out runs/three",
+                                   "cdz train --resume runs/three"))
     common(sp, config=True)
     sp.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint")
     sp.set_defaults(func=cmd_train)
 
-    sp = sub.add_parser("eval", help="every score of a trained run, with baselines")
+    sp = sub.add_parser("eval", help="every score of a trained run, with baselines",
+                        **describe("Every score of a trained run, with the clustering and supervised baselines.",
+                                   "cdz eval runs/latest --json"))
     sp.add_argument("run", help="run folder")
     common(sp, json_out=True)
     sp.add_argument("--no-baselines", action="store_true", help="skip k-means/DP-GMM/HDBSCAN/supervised baselines")
     sp.add_argument("--no-judges", action="store_true", help="skip generation accuracy (no judge training)")
     sp.set_defaults(func=cmd_eval)
 
-    sp = sub.add_parser("replay", help="train then eval in one go (the main job)")
+    sp = sub.add_parser("replay", help="train then eval in one go (the main job)",
+                        **describe("Train then evaluate in one go (the main job): the score table, or one JSON "
+                                   "object with --json.",
+                                   "cdz replay --set data.digits=[0,1,2] --set teacher.epochs=1",
+                                   "cdz replay --seeds 0-9 --no-baselines --json",
+                                   "cdz replay --distributed"))
     common(sp, config=True, json_out=True)
     sp.add_argument("--seeds", type=_seed_list, metavar="0-9",
                     help="several runs, one per seed (into --out/seed<N>), then a per-seed table, mean and min "
@@ -299,19 +318,19 @@ def build_parser() -> argparse.ArgumentParser:
                          "0 as fast as possible (default)")
     sp.set_defaults(func=cmd_replay)
 
-    from tools.processes import add_parsers
-
     add_parsers(sub, common)
 
     sp = sub.add_parser("recall", help="show an image / play a wav to a trained agent; see what it recalls")
     sp.add_argument("run", help="run folder")
-    sp.add_argument("files", nargs="+", help="images (png, jpg, ...) and/or wav files of any sample rate")
-    sp.add_argument("--out", help="folder for reconstruction PNGs (default RUN/recall)")
+    sp.add_argument("files", nargs="+", help="images (png, jpg, ...) and/or wav files of any sample rate; a bad "
+                    "file is reported and skipped (exit 1 if some failed, 2 if all did)")
+    sp.add_argument("--out", help="folder for reconstruction PNGs (default RUN/recall); inputs with the same "
+                    "name get distinct outputs (seven, seven-<folder>, seven-2, ...)")
     common(sp, json_out=True)
     sp.set_defaults(func=cmd_recall)
 
     sp = sub.add_parser("sleep", help="teach a run's encoders on the experience its live agent buffered",
-                        formatter_class=argparse.RawDescriptionHelpFormatter,
+                        formatter_class=HelpFormatter,
                         description="Sleep: the encoders learn the voices and hands the live agent met. The stimuli "
                                     "buffered with the newest checkpoint teach each encoder through the other sense "
                                     "(pairs within B, targets from the CDZ), old stimuli are rehearsed against "
@@ -324,14 +343,21 @@ def build_parser() -> argparse.ArgumentParser:
     common(sp, json_out=True)
     sp.set_defaults(func=cmd_sleep)
 
-    sp = sub.add_parser("plots", help="t-SNE of encodings, decoded cluster modes, learning curves (PNGs)")
+    sp = sub.add_parser("plots", help="t-SNE of encodings, decoded cluster modes, learning curves (PNGs)",
+                        **describe("Draw a run's pictures: t-SNE of the encodings, decoded cluster modes, learning "
+                                   "curves\n(PNGs in the run folder; their paths are printed).",
+                                   "cdz plots runs/latest"))
     sp.add_argument("run", help="run folder")
     common(sp)
     sp.set_defaults(func=cmd_plots)
 
     sp = sub.add_parser("bench", help="benchmarks that print figures (core: learning throughput; "
                                       "pipeline: the multi-process runtime; robustness: unseen voices, noise, "
-                                      "distortion, teacher mistakes)")
+                                      "distortion, teacher mistakes)",
+                        **describe("Benchmarks that print figures: core, pipeline, live, robustness or adapt "
+                                   "(see WHAT below).",
+                                   "cdz bench core", "cdz bench pipeline --json",
+                                   "cdz bench robustness --speakers theo --json"))
     sp.add_argument("what", choices=["core", "pipeline", "live", "robustness", "adapt"],
                     help="core: the learning core vs a plain implementation; pipeline: lossless throughput, "
                          "live latency and the bare ZeroMQ floor of the multi-process runtime; live: filmed "
@@ -358,7 +384,22 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--repeats", type=int, default=3, help="repeats; the median is reported (default 3)")
     common(sp, config=True, json_out=True)
     sp.set_defaults(func=cmd_bench)
+
+    for name, sp in sub.choices.items():  # every subcommand: defaults shown; a description and an example
+        if sp.formatter_class is argparse.HelpFormatter:
+            sp.formatter_class = HelpFormatter
+        if name in SUBCOMMAND_HELP and sp.description is None and sp.epilog is None:
+            description, *examples = SUBCOMMAND_HELP[name]
+            sp.description = description
+            sp.epilog = describe(description, *examples)["epilog"]
     return p
+
+
+# descriptions and examples of subcommands whose parser is set up elsewhere (used only where it gave none)
+SUBCOMMAND_HELP = {
+    "recall": ("Show images and/or play wav files to a trained agent; see what it recalls in the other sense.",
+               "cdz recall runs/latest seven.png zero.wav"),
+}
 
 
 def _single_thread_torch() -> None:
@@ -395,7 +436,12 @@ def main(argv: list[str] | None = None) -> int:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"cdz {args.command}: error: {msg}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        from agent.service import Terminated
+
+        if isinstance(e, Terminated):  # SIGTERM outside a process's loop: cleaned up, 128 + SIGTERM
+            print(f"cdz {args.command}: terminated", file=sys.stderr)
+            return 143
         print(f"cdz {args.command}: interrupted", file=sys.stderr)
         return 130
 

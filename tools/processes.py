@@ -15,6 +15,26 @@ import sys
 
 from agent.bus import DEFAULT_BUS, BusClient, Forwarder, make_keys
 from agent.checkpoint import RunFolder
+from agent.service import terminate_cleanly
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and examples kept as written; every option's default shown (unless its help
+    already speaks of its default, or there is none to show)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (default is None or default is False or default == argparse.SUPPRESS or "default" in text
+                or not (action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE))):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def describe(description: str, *examples: str) -> dict:
+    """add_parser keywords for a subcommand: a one-line description, examples, defaults shown."""
+    head = "example:" if len(examples) == 1 else "examples:"
+    return {"description": description, "epilog": "\n  ".join((head, *examples)), "formatter_class": HelpFormatter}
 
 
 def _logging(quiet: bool) -> None:
@@ -47,23 +67,35 @@ def _profiled(fn, name: str) -> None:
 
 
 def cmd_bus(args: argparse.Namespace) -> int:
+    """Forward until Ctrl-C or SIGTERM, then close the sockets (and remove an ipc bus's files): exit 0."""
     _logging(args.quiet)
-    fwd = Forwarder(args.bus, keys=args.keys)
+    terminate_cleanly()
+    fwd = Forwarder(args.bus, keys=args.keys)  # a busy address (tcp or a live ipc path) is a BusError: exit 2
     print(f"bus: publishers -> {fwd.address.pub}, subscribers -> {fwd.address.sub}"
           f"{' (CurveZMQ)' if fwd.keys else ''}", file=sys.stderr, flush=True)
     try:
         fwd.run()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (agent.service.Terminated)
         pass
     finally:
         fwd.close()
+    print("bus: stopped", file=sys.stderr, flush=True)
     return 0
 
 
 def cmd_top(args: argparse.Namespace) -> int:
     from tools.top import top
 
-    return top(args.bus, keys=args.keys, once=args.once, wait_s=args.wait, as_json=args.json)
+    terminate_cleanly()
+    return top(args.bus, keys=args.keys, once=args.once, wait_s=args.wait, as_json=args.json,
+               connect_timeout_s=args.connect_timeout)
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    from replay.recording import run_record
+
+    terminate_cleanly()
+    return run_record(args)
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
@@ -87,6 +119,7 @@ def cmd_hub(args: argparse.Namespace) -> int:
     from agent.hub import Hub
 
     _logging(args.quiet)
+    terminate_cleanly()
     run = RunFolder(args.run)
     client = _client(args, "hub", [b"excite.", b"clusters."])
     try:
@@ -103,6 +136,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from agent.worker import EncoderWorker
 
     _logging(args.quiet)
+    terminate_cleanly()
     run = RunFolder(args.run)
     m = args.modality
     client = _client(args, f"worker-{m}", [f"stimulus.{m}".encode(), f"feedback.{m}".encode(),
@@ -119,6 +153,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_play(args: argparse.Namespace) -> int:
+    terminate_cleanly()
     if args.file:
         from replay.recording import run_play
 
@@ -155,15 +190,20 @@ def cmd_play(args: argparse.Namespace) -> int:
 def add_parsers(sub: argparse._SubParsersAction, common) -> None:
     """The runtime's subcommands, added to the `cdz` parser."""
 
-    def bus_args(sp: argparse.ArgumentParser) -> None:
+    def bus_args(sp: argparse.ArgumentParser, connect_timeout: float | None = 30.0) -> None:
+        """--bus, --keys and --connect-timeout (hidden where nothing connects: `connect_timeout` None)."""
         sp.add_argument("--bus", default=DEFAULT_BUS,
-                        help=f"bus address: tcp://HOST:PORT (uses PORT and PORT+1) or ipc:///path (default {DEFAULT_BUS})")
+                        help="bus address: tcp://HOST:PORT (uses PORT and PORT+1) or ipc:///path (uses /path.in, "
+                             f"/path.out) (default {DEFAULT_BUS})")
         sp.add_argument("--keys", metavar="DIR", help="CurveZMQ key folder from `cdz keys` (required off loopback)")
-        sp.add_argument("--connect-timeout", type=float, default=30.0, help="seconds to wait for the bus (default 30)")
+        sp.add_argument("--connect-timeout", type=float, default=30.0 if connect_timeout is None else connect_timeout,
+                        metavar="S", help=argparse.SUPPRESS if connect_timeout is None else
+                        "seconds to wait for the bus to answer")
 
-    def process_args(sp: argparse.ArgumentParser, run_required: bool = True) -> None:
+    def process_args(sp: argparse.ArgumentParser) -> None:
+        """What the hub and the workers share: the bus, the run folder, the flow and the checkpoints."""
         bus_args(sp)
-        sp.add_argument("--run", required=run_required, help="run folder (encoders, config, checkpoints)")
+        sp.add_argument("--run", required=True, help="run folder (encoders, config, checkpoints)")
         sp.add_argument("--live", action="store_true",
                         help="live flow: learn on arrival, drop the oldest under overload (default: lossless)")
         sp.add_argument("--total", type=int, default=0,
@@ -172,27 +212,43 @@ def add_parsers(sub: argparse._SubParsersAction, common) -> None:
         sp.add_argument("--gen", type=int, default=0, help="run generation (set by the launcher)")
         common(sp)
 
-    sp = sub.add_parser("bus", help="run the message bus (XSUB/XPUB forwarder) that all processes connect to")
-    bus_args(sp)
+    example_bus = "tcp://127.0.0.1:5570"
+
+    sp = sub.add_parser("bus", help="run the message bus (XSUB/XPUB forwarder) that all processes connect to",
+                        **describe("Run the message bus: the XSUB/XPUB forwarder every runtime process connects to.\n"
+                                   "Off loopback it needs --keys. An address in use (a tcp port, or the ipc path of "
+                                   "a live bus) is refused;\nthe socket files of a bus that died are reused. Ctrl-C "
+                                   "or SIGTERM stops it cleanly (an ipc bus\nremoves its files).",
+                                   f"cdz bus --bus {example_bus}", "cdz bus --bus ipc:///tmp/cdz-bus"))
+    bus_args(sp, connect_timeout=None)
     common(sp)
     sp.set_defaults(func=cmd_bus)
 
-    sp = sub.add_parser("top", help="live rates, queues, drops and latencies of every runtime process")
-    bus_args(sp)
-    sp.add_argument("--once", action="store_true", help="print one snapshot and exit (exit code 1: nobody heard)")
-    sp.add_argument("--wait", type=float, default=2.5, help="--once: seconds to listen first (default 2.5)")
+    sp = sub.add_parser("top", help="live rates, queues, drops and latencies of every runtime process",
+                        **describe("Live rates, queues, drops and latencies of every runtime process on a bus.\n"
+                                   "Exit code 2: no bus answered within --connect-timeout; with --once, 1: the bus "
+                                   "answered\nbut no process published stats.",
+                                   f"cdz top --bus {example_bus}", f"cdz top --bus {example_bus} --once --json"))
+    bus_args(sp, connect_timeout=5.0)
+    sp.add_argument("--once", action="store_true",
+                    help="print one snapshot and exit (exit code 1: the bus is there but no process was heard)")
+    sp.add_argument("--wait", type=float, default=2.5, metavar="S", help="--once: seconds to listen first")
     sp.add_argument("--json", action="store_true", help="--once: print the snapshot as JSON")
     sp.set_defaults(func=cmd_top)
 
     from sensors import camera, microphone, speaker
     from tools import viewer
 
-    for name, module, text in (
-            ("camera", camera, "publish digit cards seen by a camera (or video, or stream) as visual stimuli"),
-            ("mic", microphone, "publish spoken digits from a microphone as audio stimuli"),
-            ("viewer", viewer, "live dashboard: what the agent sees, hears, fires and recalls"),
-            ("speaker", speaker, "say recalled sounds out loud (or write them as wav files)")):
-        sp = sub.add_parser(name, help=text)
+    for name, module, text, examples in (
+            ("camera", camera, "publish digit cards seen by a camera (or video, or stream) as visual stimuli",
+             (f"cdz camera --bus {example_bus} --camera 0", f"cdz camera --bus {example_bus} --camera cards.mp4")),
+            ("mic", microphone, "publish spoken digits from a microphone as audio stimuli",
+             ("cdz mic --list", f"cdz mic --bus {example_bus} --mic pulse")),
+            ("viewer", viewer, "live dashboard: what the agent sees, hears, fires and recalls",
+             (f"cdz viewer --bus {example_bus}", f"cdz viewer --bus {example_bus} --headless shots/")),
+            ("speaker", speaker, "say recalled sounds out loud (or write them as wav files)",
+             (f"cdz speaker --bus {example_bus}", f"cdz speaker --bus {example_bus} --wav-dir said/"))):
+        sp = sub.add_parser(name, help=text, **describe(text[0].upper() + text[1:] + ".", *examples))
         bus_args(sp)
         common(sp)
         module.add_arguments(sp)
@@ -200,7 +256,11 @@ def add_parsers(sub: argparse._SubParsersAction, common) -> None:
 
     from tools import think
 
-    sp = sub.add_parser("think", help="stream of thought: recollections fed back as stimuli of their own sense")
+    text = "stream of thought: recollections fed back as stimuli of their own sense"
+    sp = sub.add_parser("think", help=text,
+                        **describe("Stream of thought: each recollection is fed back as a stimulus of its own sense.",
+                                   "cdz think --run runs/latest --from seven.png",
+                                   f"cdz think --run runs/latest --bus {example_bus} --from-live"))
     sp.add_argument("--bus", help="join the processes on this bus (default: start a hub and workers of our own)")
     sp.add_argument("--keys", metavar="DIR", help="CurveZMQ key folder (required off loopback)")
     think.add_arguments(sp)
@@ -209,21 +269,31 @@ def add_parsers(sub: argparse._SubParsersAction, common) -> None:
 
     from tools import live
 
-    sp = sub.add_parser("live", help="the live agent: camera, microphone, workers, hub, viewer on a trained run")
+    sp = sub.add_parser("live", help="the live agent: camera, microphone, workers, hub, viewer on a trained run",
+                        **describe("The live agent: bus, camera, microphone, encoder workers, hub and viewer on a "
+                                   "trained run, supervised.",
+                                   "cdz live --run runs/latest",
+                                   "cdz live --run runs/latest --camera cards.mp4 --no-mic --headless shots/"))
     live.add_arguments(sp)
     common(sp)
     sp.set_defaults(func=live.run)
 
-    sp = sub.add_parser("keys", help="make CurveZMQ key pairs for a bus off loopback")
+    sp = sub.add_parser("keys", help="make CurveZMQ key pairs for a bus off loopback",
+                        **describe("Make the CurveZMQ key pairs of a bus off loopback (give the folder to the bus "
+                                   "and to every process).", "cdz keys keys/"))
     sp.add_argument("folder", help="folder to write bus.key*, client.key* into")
     sp.set_defaults(func=cmd_keys)
 
-    sp = sub.add_parser("hub", help="run the CDZ process (cross-modal weights, feedback, recall)")
+    sp = sub.add_parser("hub", help="run the CDZ process (cross-modal weights, feedback, recall)",
+                        **describe("Run the CDZ process: cross-modal weights, feedback to the encoders, recall.",
+                                   f"cdz hub --bus {example_bus} --run runs/latest --live"))
     process_args(sp)
     sp.add_argument("--no-recall", action="store_true", help="do not ask workers for reconstructions")
     sp.set_defaults(func=cmd_hub)
 
-    sp = sub.add_parser("worker", help="run the encoder worker of one modality (autoencoder + nodes/clusters)")
+    sp = sub.add_parser("worker", help="run the encoder worker of one modality (autoencoder + nodes/clusters)",
+                        **describe("Run the encoder worker of one modality: its autoencoder, nodes and clusters.",
+                                   f"cdz worker visual --bus {example_bus} --run runs/latest --live"))
     sp.add_argument("modality", help="e.g. visual or audio")
     process_args(sp)
     sp.add_argument("--recon-hz", type=float, default=60.0, help="max reconstructions per second (0: no limit)")
@@ -233,22 +303,37 @@ def add_parsers(sub: argparse._SubParsersAction, common) -> None:
     from replay import recording
 
     sp = sub.add_parser("play", help="play a recorded session (FILE.mcap) or a run's teaching stream (--run) "
-                                     "onto the bus")
+                                     "onto the bus",
+                        **describe("Play a recorded session (FILE.mcap) or a run's teaching stream (--run) onto "
+                                   "the bus.",
+                                   f"cdz play session.mcap --bus {example_bus} --speed 1",
+                                   f"cdz play --run runs/latest --bus {example_bus} --speed 1.0"))
     sp.add_argument("file", nargs="?", help="an MCAP file from `cdz record` (else --run plays the teaching stream)")
-    process_args(sp, run_required=False)
+    bus_args(sp)
+    sp.add_argument("--run", help="a run folder: play its teaching stream instead of a FILE")
+    # --run only, not shown: the player's live flow, and the generation the launcher sets
+    sp.add_argument("--live", action="store_true", help=argparse.SUPPRESS)
+    sp.add_argument("--gen", type=int, default=0, help=argparse.SUPPRESS)
+    common(sp)
     sp.add_argument("--speed", type=float,
                     help="1.0 = the recorded / the stimuli's own timing, 2.0 = twice as fast, 0 = as fast as "
                          "possible (default: 1.0 for a file, 0 for --run)")
-    sp.add_argument("--window", type=int, default=256, help="lossless: stimuli in flight before waiting for acks")
-    sp.add_argument("--wait-go", action="store_true", help="wait for the launcher's go (set by the launcher)")
+    sp.add_argument("--window", type=int, default=256,
+                    help="--run: stimuli in flight before waiting for the hub's acknowledgements")
+    sp.add_argument("--wait-go", action="store_true", help="--run: wait for the launcher's go (set by the launcher)")
     sp.add_argument("--topics", type=recording.parse_topics, default=recording.SENSOR_TOPICS,
-                    help="a file: topic prefixes to play, comma-separated (default: what the sensors published)")
+                    help="a file: topic prefixes to play, comma-separated (default: what the sensors published, "
+                         f"{','.join(recording.SENSOR_TOPICS)})")
     sp.add_argument("--clock", choices=("receive", "event"), default="receive",
                     help="a file: pace by when the recorder received each message (default) or by event time")
     sp.set_defaults(func=cmd_play)
 
-    sp = sub.add_parser("record", help="record bus topics into an MCAP file (open it in Foxglove, play it back)")
+    sp = sub.add_parser("record", help="record bus topics into an MCAP file (open it in Foxglove, play it back)",
+                        **describe("Record bus topics into an MCAP file (open it in Foxglove, play it back with "
+                                   "`cdz play`).\nCtrl-C, SIGTERM, --duration or a stop message end it with a "
+                                   "complete file; a killed recorder\nloses at most --flush seconds.",
+                                   f"cdz record session.mcap --bus {example_bus} --duration 60"))
     bus_args(sp)
     common(sp)
     recording.add_record_arguments(sp)
-    sp.set_defaults(func=recording.run_record)
+    sp.set_defaults(func=cmd_record)
