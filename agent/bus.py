@@ -62,8 +62,9 @@ class BusAddress:
             return cls(text, f"ipc://{path}.in", f"ipc://{path}.out", True)
         if text.startswith("tcp://"):
             host, sep, port = text[len("tcp://"):].rpartition(":")
-            if not sep or not (port.isascii() and port.isdecimal()) or not 1 <= int(port) < 65535 or not host:
-                raise BusError(f"bus address {text!r} must look like tcp://HOST:PORT (PORT and PORT+1 are used)")
+            if not sep or not (port.isascii() and port.isdecimal()) or not 0 <= int(port) < 65535 or not host:
+                raise BusError(f"bus address {text!r} must look like tcp://HOST:PORT (PORT and PORT+1 are used; "
+                               "PORT 0: the bus picks two free ones)")
             p = int(port)
             return cls(text, f"tcp://{host}:{p}", f"tcp://{host}:{p + 1}", _is_loopback(host))
         raise BusError(f"bus address {text!r} must start with tcp:// or ipc://")
@@ -295,11 +296,27 @@ class Forwarder:
                 s.curve_secretkey = self.keys.bus_secret
                 s.curve_publickey = self.keys.bus_public
         try:
-            self.xsub.bind(self.address.pub)
-            self.xpub.bind(self.address.sub)
-        except zmq.ZMQError as e:
+            if self.address.pub.endswith(":0"):
+                self.address = self._bind_free_pair(self.address.pub.rpartition(":")[0])
+            else:
+                self.xsub.bind(self.address.pub)
+                self.xpub.bind(self.address.sub)
+        except (zmq.ZMQError, BusError) as e:
             self.close()
             raise BusError(f"cannot bind the bus at {address}: {e} (is another bus running there?)") from None
+
+    def _bind_free_pair(self, host: str) -> BusAddress:
+        """Bind two consecutive free ports; the binding itself is the test, so no other process
+        can take a port between a probe and its use."""
+        for _ in range(100):
+            port = self.xsub.bind_to_random_port(host, max_port=65534)
+            try:
+                self.xpub.bind(f"{host}:{port + 1}")
+            except zmq.ZMQError:
+                self.xsub.unbind(f"{host}:{port}")
+                continue
+            return BusAddress.parse(f"{host}:{port}")
+        raise BusError("found no two free consecutive ports")
 
     def run(self) -> None:
         try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.bus import BusClient, free_tcp_bus
+from agent.bus import BusClient
 from agent.checkpoint import RunFolder, new_run
 from agent.wire import Control, Stats
 
@@ -79,6 +80,30 @@ class Child:
             self.proc.wait(5)
 
 
+_BUS_AT = re.compile(r"^bus at (\S+)$", re.MULTILINE)
+
+
+def start_bus(log_path: Path, *, host: str = "127.0.0.1", extra: list[str] | None = None,
+              timeout_s: float = 30.0) -> tuple[Child, str]:
+    """A `cdz bus` child on two ports it binds itself (tcp://HOST:0), and the address it reports.
+
+    The bus binding its own ports leaves no gap in which another process could take
+    ports that were only probed free."""
+    offset = log_path.stat().st_size if log_path.exists() else 0
+    child = Child("bus", ["bus", "--bus", f"tcp://{host}:0", *(extra or [])], log_path)
+    child.start()
+    deadline = time.monotonic() + timeout_s
+    while True:
+        said = log_path.read_bytes()[offset:].decode(errors="replace") if log_path.exists() else ""
+        found = _BUS_AT.search(said)
+        if found:
+            return child, found.group(1)
+        if not child.alive() or time.monotonic() > deadline:
+            child.stop()
+            raise LaunchError(f"the bus did not start within {timeout_s:.0f} s: {said[-500:] or 'no output'}")
+        time.sleep(0.02)
+
+
 def stop_children(children: list[Child], grace_s: float) -> None:
     """After a stop message: wait up to `grace_s` for them to end, then SIGTERM (and SIGKILL) the rest."""
     deadline = time.monotonic() + grace_s
@@ -104,7 +129,7 @@ class Supervisor:
         self.run = run
         self.config = run.config()
         self.total = total
-        self.bus_address = bus or free_tcp_bus()
+        self.bus_address = bus  # None: a bus on free ports, started with the children
         self.checkpoint_every = checkpoint_every
         self.window = window
         self.speed = speed
@@ -132,8 +157,11 @@ class Supervisor:
         self.children["player"] = Child("player", play, logs / "player.log")
 
     def start(self) -> None:
-        self.bus_child = Child("bus", ["bus", "--bus", self.bus_address], self.run.path / "logs" / "bus.log")
-        self.bus_child.start()
+        if self.bus_address is None:
+            self.bus_child, self.bus_address = start_bus(self.run.path / "logs" / "bus.log")
+        else:
+            self.bus_child = Child("bus", ["bus", "--bus", self.bus_address], self.run.path / "logs" / "bus.log")
+            self.bus_child.start()
         self.client = BusClient(self.bus_address, "launcher", [b"stats.hub"])
         self.client.handshake(timeout_s=self.start_timeout_s)
         self._make_children()

@@ -33,17 +33,12 @@ def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: fl
         time.sleep(interval)
 
 
-def bind_forwarder(ctx=None, host: str = "127.0.0.1", tries: int = 20):
-    """A bus Forwarder bound on free loopback ports, and its address.
+def bind_forwarder(ctx=None, host: str = "127.0.0.1"):
+    """A bus Forwarder on two free loopback ports it binds itself (port 0), and its address.
 
-    `free_tcp_bus` only says which ports were free a moment ago; another process can take
-    them before the forwarder binds. Binding is the only real test: if it fails, pick again."""
-    from agent.bus import BusError, Forwarder, free_tcp_bus
+    Probing ports and releasing them would leave a moment in which another process can take
+    them; binding is the only real test."""
+    from agent.bus import Forwarder
 
-    for _ in range(tries):
-        address = free_tcp_bus(host)
-        try:
-            return Forwarder(address, ctx=ctx), address
-        except BusError as e:  # taken in between: try other ports
-            last = e
-    raise AssertionError(f"could not bind a bus on {host} in {tries} tries: {last}")
+    fwd = Forwarder(f"tcp://{host}:0", ctx=ctx)
+    return fwd, fwd.address.text

@@ -168,7 +168,6 @@ def test_parse_address(text, pub, sub, loopback):
     ("tcp://127.0.0.1:", "must look like tcp://HOST:PORT"),
     ("tcp://127.0.0.1:http", "must look like tcp://HOST:PORT"),
     ("tcp://127.0.0.1:-5", "must look like tcp://HOST:PORT"),
-    ("tcp://127.0.0.1:0", "must look like tcp://HOST:PORT"),
     ("tcp://127.0.0.1:65535", "must look like tcp://HOST:PORT"),  # PORT+1 would not exist
     ("tcp://:5570", "must look like tcp://HOST:PORT"),
 ])
@@ -180,6 +179,21 @@ def test_parse_bad_address(text, match):
 def test_parse_superscript_port_is_a_bus_error():
     with pytest.raises(BusError):
         BusAddress.parse("tcp://127.0.0.1:²")
+
+
+def test_port_0_binds_two_free_consecutive_ports_and_reports_them():
+    first = Forwarder("tcp://127.0.0.1:0")
+    second = Forwarder("tcp://127.0.0.1:0")
+    try:
+        for fwd in (first, second):
+            pub, sub = (int(e.rpartition(":")[2]) for e in (fwd.address.pub, fwd.address.sub))
+            assert pub > 0 and sub == pub + 1 and fwd.address.text == f"tcp://127.0.0.1:{pub}"
+        assert first.address.pub != second.address.pub
+        with pytest.raises(BusError, match="cannot bind"):  # the reported address really is taken
+            Forwarder(first.address.text).close()
+    finally:
+        first.close()
+        second.close()
 
 
 def test_free_tcp_bus_gives_two_bindable_ports():

@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 import zmq
 
-from agent.bus import BusClient, free_tcp_bus
+from agent.bus import BusClient
+from agent.launcher import start_bus
 from agent.wire import Control, Stats, Stimulus
 from sensors.features import read_audio_file
 from sensors.microphone import (Microphone, RingBuffer, SensorError, UtteranceSegmenter, choose_input,
@@ -257,9 +258,8 @@ def _stop(proc: subprocess.Popen) -> str:
 def test_microphone_process_publishes_on_the_bus(pulse_sink, recording, data_dir, tmp_path):
     wave, truth = build_recording(pick_utterances(data_dir / "fsdd", 5, seed=5), lead_s=0.3)
     path = write_wav(tmp_path / "five.wav", wave)
-    addr = free_tcp_bus()
+    bus, addr = start_bus(tmp_path / "bus.log")  # on ports it binds itself
     py = [sys.executable, "-m"]
-    bus = subprocess.Popen([*py, "tools.cli", "bus", "--bus", addr, "--quiet"], cwd=REPO, stderr=subprocess.PIPE)
     mic = None
     ctx = zmq.Context()
     client = BusClient(addr, "listener", [b"stimulus.audio", b"stats.microphone"], ctx=ctx)
@@ -294,4 +294,4 @@ def test_microphone_process_publishes_on_the_bus(pulse_sink, recording, data_dir
         ctx.term()
         if mic is not None:
             _stop(mic)
-        _stop(bus)
+        bus.stop()

@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 import zmq
 
-from agent.bus import BusClient, BusError, Forwarder, free_tcp_bus
+from agent.bus import BusClient, Forwarder, free_tcp_bus
 from agent.wire import Stats, Stimulus, encode
 
 pytestmark = pytest.mark.timeout(120)
@@ -117,15 +117,8 @@ def bus_files(path: Path) -> list[str]:
 def thread_bus():
     """An in-process bus (a Forwarder in a thread, private context) on free loopback ports."""
     ctx = zmq.Context()
-    for _ in range(20):
-        address = free_tcp_bus()
-        try:
-            fwd = Forwarder(address, ctx=ctx)
-            break
-        except BusError:  # the ports were taken in between
-            continue
-    else:
-        raise AssertionError("could not bind a bus")
+    fwd = Forwarder("tcp://127.0.0.1:0", ctx=ctx)  # binds two free ports itself: no probe-and-release race
+    address = fwd.address.text
     thread = threading.Thread(target=fwd.run, daemon=True)
     thread.start()
     try:

@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 
 from agent.bus import BusAddress, BusClient, BusError, free_tcp_bus
 from agent.config import Config, override
-from agent.launcher import Child, prepare_distributed
+from agent.launcher import Child, prepare_distributed, start_bus
 from agent.wire import (CONTROL_ARGS, STATS_FIELDS, Clusters, Control, Credit, Excite, Feedback, Recall, Stats,
                         Stimulus, WireError, decode, encode)
 
@@ -59,6 +59,11 @@ class Processes:
     def __init__(self, logs: Path):
         self.logs = logs
         self.children: dict[str, Child] = {}
+
+    def start_bus(self, *extra: str) -> str:
+        """A bus on ports it binds itself; its address."""
+        self.children["bus"], address = start_bus(self.logs / "bus.log", extra=list(extra))
+        return address
 
     def start(self, name: str, *argv: str) -> Child:
         child = Child(name, list(argv), self.logs / f"{name}.log")
@@ -149,11 +154,10 @@ def run_path(tmp_path_factory, config, data_dir) -> Path:
 def runtime(run_path, tmp_path_factory):
     """A bus, a live hub and a live worker per modality, all ready; `client` hears stats,
     excitations and control. Everything is stopped at the end of the module."""
-    addr = free_tcp_bus()
     procs = Processes(tmp_path_factory.mktemp("logs"))
     client = None
     try:
-        procs.start("bus", "bus", "--bus", addr)
+        addr = procs.start_bus()
         client = BusClient(addr, "tester", [b"stats", b"excite."])
         client.handshake(timeout_s=30)  # before the children start: no ready can be missed
         common = ["--bus", addr, "--run", str(run_path), "--live", "--quiet"]
@@ -387,12 +391,11 @@ def test_wrong_shape_stimulus_is_rejected_not_fatal(runtime, modality):
 def test_live_overload_drops_the_oldest_and_answers_the_newest(run_path, test_images, tmp_path):
     """500 stimuli at once into a worker with a queue of 4: it stays up, every stimulus is
     either learned or counted as dropped, and the newest one is answered."""
-    addr = free_tcp_bus()
     procs = Processes(tmp_path / "logs")
     client = None
     n = 500
     try:
-        procs.start("bus", "bus", "--bus", addr)
+        addr = procs.start_bus()
         client = BusClient(addr, "blaster", [b"stats", b"excite.visual"])
         client.handshake(timeout_s=30)
         procs.start("worker-visual", "worker", "visual", "--bus", addr, "--run", str(run_path), "--live", "--quiet",
@@ -449,11 +452,10 @@ def test_keyed_bus_serves_key_holders_only(run_path, tmp_path):
     made = cli("keys", str(keys))
     assert made.returncode == 0, made.stderr[-2000:]
     assert (keys / "bus.key_secret").is_file() and (keys / "client.key_secret").is_file()
-    addr = free_tcp_bus()
     procs = Processes(tmp_path / "logs")
     clients: list[BusClient] = []
     try:
-        procs.start("bus", "bus", "--bus", addr, "--keys", str(keys))
+        addr = procs.start_bus("--keys", str(keys))
         holder = BusClient(addr, "holder", keys=str(keys))
         clients.append(holder)
         holder.handshake(timeout_s=30)

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.bus import BusClient, free_tcp_bus
+from agent.bus import BusClient
 from agent.checkpoint import RunFolder
-from agent.launcher import Child
+from agent.launcher import Child, start_bus
 from agent.wire import Control, Recon, Stimulus
 
 BENCH_SETTINGS = [  # a real run, small enough for a benchmark: ~45k stimuli, quick encoders
@@ -203,8 +203,7 @@ def bench_pipeline(seconds: float = 10.0, out: Path | None = None, progress: boo
         folder = Path(out) if out else Path(tmp)
         lossless = bench_lossless(folder, progress, settings)
         run = lossless.pop("run")
-        bus_child = Child("bus", ["bus", "--bus", (bus := free_tcp_bus())], run.path / "logs" / "bench-bus.log")
-        bus_child.start()
+        bus_child, bus = start_bus(run.path / "logs" / "bench-bus.log")
         try:
             live = bench_live(run, seconds, bus)
             zmq_rt = bench_zmq(bus, seconds / 2)

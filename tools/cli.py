@@ -169,7 +169,7 @@ def cmd_recall(args: argparse.Namespace) -> int:
 
     run = RunFolder(args.run)
     out = Path(args.out) if args.out else run.path / "recall"
-    results = recall_files(run, [Path(f) for f in args.files], out)
+    results = recall_files(run, [Path(f) for f in args.files], out, before_load=_single_thread_torch)
     for r in failures(results):
         print(f"cdz recall: error: {format_failure(r)}", file=sys.stderr)
     if args.json:
@@ -402,6 +402,10 @@ SUBCOMMAND_HELP = {
 }
 
 
+# commands that never touch torch (recall only once its files are good): no 1-3 s torch import first
+LIGHT_COMMANDS = frozenset({"bus", "top", "keys", "play", "record", "recall"})
+
+
 def _single_thread_torch() -> None:
     """One torch thread unless CDZ_TORCH_THREADS says otherwise.
 
@@ -418,7 +422,8 @@ def main(argv: list[str] | None = None) -> int:
     from agent.cortex import StimulusError
 
     args = build_parser().parse_args(argv)
-    _single_thread_torch()
+    if args.command not in LIGHT_COMMANDS:
+        _single_thread_torch()
     known_errors: tuple[type[BaseException], ...] = (RunError, StimulusError, FileNotFoundError, KeyError, ValueError,
                                                        RuntimeError, OSError)
     try:

@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 from typing import IO
 
-from agent.bus import BusClient, free_tcp_bus
+from agent.bus import BusClient
 from agent.checkpoint import RunFolder
-from agent.launcher import Child, LaunchError, stop_children
+from agent.launcher import Child, LaunchError, start_bus, stop_children
 from agent.wire import Control, Excite, Recall
 
 log = logging.getLogger(__name__)
@@ -98,12 +98,23 @@ class LiveAgent:
                  bus: str | None = None, checkpoint_every_s: float = 60.0, extra: dict[str, list[str]] | None = None):
         self.run = run
         self.config = run.config()
-        self.bus = bus or free_tcp_bus()
+        self.bus = bus  # None: a bus on free ports, started by `start`
         self.checkpoint_every_s = checkpoint_every_s
-        logs = run.path / "logs"
+        self._options = dict(camera=camera, mic=mic, use_mic=use_mic, headless=headless, viewer=viewer, speak=speak,
+                             think=think, extra=extra)
+        self.children: dict[str, Child] = {}
+        self.bus_child: Child | None = None
+        self.client: BusClient | None = None
+        self.restarts: list[dict] = []
+        self._stop = False
+        self._checkpoint_step = run.load_checkpoint()[0]
+
+    def _make_children(self, camera: str | None, mic: str | None, use_mic: bool, headless: Path | None,
+                       viewer: bool, speak: bool, think: bool, extra: dict[str, list[str]] | None) -> None:
+        logs = self.run.path / "logs"
         common = ["--bus", self.bus, "--quiet"]
-        live = [*common, "--run", str(run.path), "--live"]
-        self.children: dict[str, Child] = {"hub": Child("hub", ["hub", *live], logs / "live-hub.log")}
+        live = [*common, "--run", str(self.run.path), "--live"]
+        self.children = {"hub": Child("hub", ["hub", *live], logs / "live-hub.log")}
         for m in self.config.modalities:
             self.children[f"worker-{m}"] = Child(f"worker-{m}", ["worker", m, *live], logs / f"live-worker-{m}.log")
         if camera is not None:
@@ -118,18 +129,19 @@ class LiveAgent:
         if speak:
             self.children["speaker"] = Child("speaker", ["speaker", *common], logs / "speaker.log")
         if think:  # every real stimulus starts a chain of thoughts; real input interrupts it
-            self.children["thinker"] = Child("thinker", ["think", *common, "--run", str(run.path), "--from-live"],
+            self.children["thinker"] = Child("thinker", ["think", *common, "--run", str(self.run.path), "--from-live"],
                                              logs / "thinker.log")
         for name, argv in (extra or {}).items():  # more arguments for a child, e.g. {"camera": ["--no-realtime"]}
             self.children[name].argv.extend(argv)
-        self.bus_child = Child("bus", ["bus", "--bus", self.bus], logs / "live-bus.log")
-        self.client: BusClient | None = None
-        self.restarts: list[dict] = []
-        self._stop = False
-        self._checkpoint_step = run.load_checkpoint()[0]
 
     def start(self, timeout_s: float = 60.0) -> None:
-        self.bus_child.start()
+        logs = self.run.path / "logs"
+        if self.bus is None:
+            self.bus_child, self.bus = start_bus(logs / "live-bus.log", timeout_s=timeout_s)
+        else:
+            self.bus_child = Child("bus", ["bus", "--bus", self.bus], logs / "live-bus.log")
+            self.bus_child.start()
+        self._make_children(**self._options)
         self.client = BusClient(self.bus, "live", [b"excite.", b"recall."])
         self.client.handshake(timeout_s=timeout_s)
         for child in self.children.values():
@@ -205,7 +217,8 @@ class LiveAgent:
         if self.client is not None:
             self.client.close()
             self.client = None
-        self.bus_child.stop()
+        if self.bus_child is not None:
+            self.bus_child.stop()
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

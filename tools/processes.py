@@ -73,6 +73,7 @@ def cmd_bus(args: argparse.Namespace) -> int:
     fwd = Forwarder(args.bus, keys=args.keys)  # a busy address (tcp or a live ipc path) is a BusError: exit 2
     print(f"bus: publishers -> {fwd.address.pub}, subscribers -> {fwd.address.sub}"
           f"{' (CurveZMQ)' if fwd.keys else ''}", file=sys.stderr, flush=True)
+    print(f"bus at {fwd.address.text}", file=sys.stderr, flush=True)  # the address to give the others (port 0 picked)
     try:
         fwd.run()
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (agent.service.Terminated)

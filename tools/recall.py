@@ -14,7 +14,7 @@ never overwrite each other's pictures.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -128,16 +128,19 @@ def output_names(checked: list[Checked], modalities: list[str]) -> dict[int, str
     return stems
 
 
-def recall_files(run: RunFolder, files: list[Path], out_dir: Path) -> list[dict[str, Any]]:
+def recall_files(run: RunFolder, files: list[Path], out_dir: Path,
+                 before_load: Callable[[], None] | None = None) -> list[dict[str, Any]]:
     """Recall for each file, in order; writes `<stem>.<modality>.png` reconstructions into out_dir.
 
     Every file is read and checked first; the brain is loaded only if at least one
-    is good. A bad file's entry is {"file", "modality", "error"}; a good one's has
-    the cluster and what it recalls.
+    is good (`before_load` runs just before, e.g. to set up torch). A bad file's entry
+    is {"file", "modality", "error"}; a good one's has the cluster and what it recalls.
     """
     checked = [check_file(Path(f)) for f in files]
     if all(c.error is not None for c in checked):
         return [_failure(c) for c in checked]
+    if before_load is not None:
+        before_load()
 
     from agent.autoencoder import decode, encode, load_autoencoder
     from tools.evaluate import cluster_names
