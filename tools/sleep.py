@@ -56,7 +56,8 @@ def sleep_run(run: RunFolder, assignments: list[str] | None = None) -> tuple[Sle
         config = override(config, assignments)
     mods = config.modalities
     with run.restoring() as (step, state):  # read once: the brain and the experience come from the same cut
-        brain = load_brain(run, (step, state)).brain
+        loaded = load_brain(run, (step, state))
+        brain = loaded.brain
         lived = experience_of(state, mods)
     models = {m: load_autoencoder(run.encoder_path(m)) for m in mods}
     old = load_splits_x(config, "train") if config.sleep.replay == "stimuli" else None
