@@ -56,3 +56,4 @@ def thread_bus():
         yield address
     finally:
         fwd.close()
+

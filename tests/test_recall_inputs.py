@@ -23,20 +23,17 @@ from sensors import features as F
 from tools.cli import main
 from tools.recall import Checked, check_file, exit_code, output_names, recall_files
 
-TINY = ["--set", "data.digits=[0,1]", "--set", 'data.speakers=["jackson"]', "--set", "data.per_class=40",
-        "--set", "data.test_per_class=5", "--set", "teacher.epochs=2", "--set", "cortex.initial_nodes=10",
-        "--set", "visual_encoder.epochs=1", "--set", "visual_encoder.batch_size=16", "--set", "refine.at=[]"]
+from tests.runs import train_run
+
+TINY = ["data.digits=[0,1]", 'data.speakers=["jackson"]', "data.per_class=40", "data.test_per_class=5",
+        "teacher.epochs=2", "cortex.initial_nodes=10", "visual_encoder.epochs=1", "visual_encoder.batch_size=16",
+        "refine.at=[]"]
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, data_dir) -> Path:
     """A real (tiny, untuned) run folder: two digits, one speaker, no refinement."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("CDZ_DATA_DIR", str(data_dir))
-    out = tmp_path_factory.mktemp("runs") / "tiny"
-    assert main(["train", "--quiet", "--out", str(out), *TINY]) == 0
-    yield out
-    mp.undo()
+    return train_run(tmp_path_factory, data_dir, TINY)
 
 
 def _drawing() -> np.ndarray:

@@ -16,6 +16,8 @@ from agent.pairs import pairs_within
 from agent.sleep import learns, novelty
 from tools.cli import main
 
+from tests.runs import train_run
+
 
 # ---------------------------------------------------------------------------------------- the buffer
 def test_experience_keeps_the_newest_stimuli_oldest_first():
@@ -101,20 +103,16 @@ def test_living_the_experience_again_leaves_the_cdz_clock_where_it_was():
 
 
 # ---------------------------------------------------------------------------------------- sleep on a run
-TINY = ["--set", "data.digits=[0,1,2]", "--set", 'data.speakers=["jackson"]', "--set", "data.per_class=150",
-        "--set", "data.test_per_class=300", "--set", "teacher.epochs=6", "--set", "cortex.initial_nodes=40",
-        "--set", "visual_encoder.epochs=8", "--set", "visual_encoder.batch_size=32"]
+TINY = ["data.digits=[0,1,2]", 'data.speakers=["jackson"]', "data.per_class=150", "data.test_per_class=300",
+        "teacher.epochs=6", "cortex.initial_nodes=40", "visual_encoder.epochs=8", "visual_encoder.batch_size=32"]
 NEW_VOICE = "theo"
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, data_dir) -> Path:
-    mp = pytest.MonkeyPatch()
-    mp.setenv("CDZ_DATA_DIR", str(data_dir))
-    out = tmp_path_factory.mktemp("runs") / "tiny"
-    assert main(["train", "--quiet", "--out", str(out), *TINY]) == 0
-    yield out
-    mp.undo()
+    with pytest.MonkeyPatch.context() as mp:  # `cdz sleep` reads old training stimuli: keep the data there
+        mp.setenv("CDZ_DATA_DIR", str(data_dir))
+        yield train_run(tmp_path_factory, data_dir, TINY)
 
 
 def _digest(run: Path) -> dict[str, str]:
