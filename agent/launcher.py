@@ -282,7 +282,7 @@ def prepare_distributed(config, out: Path | str, *, progress: bool = True, overw
 
     Returns (run, stream, seconds spent on the encoders).
     """
-    from tools.train import build_brain, build_stream, train_encoders
+    from agent.pipeline import build_brain, build_stream, train_encoders
 
     t0 = time.perf_counter()
     with new_run(config, out, overwrite) as run:  # an old run there is deleted once this has started
@@ -294,7 +294,7 @@ def prepare_distributed(config, out: Path | str, *, progress: bool = True, overw
 
 def finish_distributed(run: RunFolder, stream, report: SupervisorReport, t_enc: float = 0.0) -> dict:
     """After the last checkpoint: the stream log and metrics, as `cdz train` leaves them."""
-    from tools.train import save_stream_log
+    from agent.pipeline import save_stream_log
 
     step, state = run.load_checkpoint()
     if step < len(stream):
@@ -329,11 +329,11 @@ def learn_distributed(run: RunFolder, stream, *, on_start: Callable[[Supervisor]
     """The whole stream through the runtime processes, refining between segments.
 
     At each refinement point (`refine.at`) the processes stop at that stream position,
-    the refinement runs here with the same code as `cdz train` (`tools.train.Refinements`),
+    the refinement runs here with the same code as `cdz train` (`agent.pipeline.Refinements`),
     and the processes start again from its checkpoint with the new encoders.
     `on_start` is called with each segment's supervisor once its children run.
     """
-    from tools.train import Encodings, Refinements
+    from agent.pipeline import Encodings, Refinements
 
     config = run.config()
     phases = Refinements(config, run, stream, from_files=True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agent.config import TeacherSettings
+from agent.config import Config, TeacherSettings
 
 
 @dataclass(frozen=True)
@@ -90,3 +90,13 @@ def _pick(y: np.ndarray, wanted: np.ndarray, rng: np.random.Generator) -> np.nda
         where = np.flatnonzero(wanted == digit)
         out[where] = pool[rng.integers(0, len(pool), size=where.size)]
     return out
+
+
+def n_events(config: Config, train: dict[str, np.ndarray]) -> int:
+    """Stream length: `teacher.epochs` passes over the largest training set."""
+    return max(1, int(round(config.teacher.epochs * max(len(y) for y in train.values()))))
+
+
+def teaching_stream(config: Config, train_labels: dict[str, np.ndarray]) -> Stream:
+    """The run's teaching stream: a function of the config and the training labels only."""
+    return make_stream(train_labels, config.teacher, n_events(config, train_labels), config.seed)

@@ -527,14 +527,3 @@ def run(args: argparse.Namespace) -> int:
             camera.close()
         client.close()
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m sensors.camera ...` is `cdz camera ...`."""
-    from tools.cli import main as cdz
-
-    return cdz(["camera", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -454,14 +454,3 @@ def run(args: argparse.Namespace) -> int:
     finally:
         client.close()
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m sensors.microphone ...` is `cdz mic ...`."""
-    from tools.cli import main as cdz
-
-    return cdz(["mic", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

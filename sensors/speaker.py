@@ -294,14 +294,3 @@ def run(args: argparse.Namespace) -> int:
                 s.close()
         client.close()
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m sensors.speaker ...` is `cdz speaker ...`."""
-    from tools.cli import main as cdz
-
-    return cdz(["speaker", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

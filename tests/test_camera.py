@@ -25,6 +25,7 @@ from agent.wire import Frame, Stats, Stimulus
 from sensors import camera as C
 from sensors.features import FeatureError, ink_to_mnist
 from tools.card_video import make_card_video
+from tools.cli import main as cdz
 
 from tests.processes import bind_forwarder, wait_for
 
@@ -184,7 +185,7 @@ def test_camera_process_publishes_stimuli_and_frames(mnist, tmp_path):
 
 @pytest.mark.slow
 def test_camera_subprocess_stops_cleanly_on_sigterm(mnist, tmp_path):
-    """`python -m sensors.camera` on its own: publishes, and SIGTERM ends it at once with exit code 0."""
+    """`cdz camera` on its own: publishes, and SIGTERM ends it at once with exit code 0."""
     path = tmp_path / "long.avi"
     _small_video(path, mnist, 6)  # ~9 s at its own pace: still running when stopped
     fwd, address = bind_forwarder()
@@ -193,7 +194,7 @@ def test_camera_subprocess_stops_cleanly_on_sigterm(mnist, tmp_path):
     proc = None
     try:
         viewer.handshake(timeout_s=10)
-        proc = subprocess.Popen([sys.executable, "-m", "sensors.camera", "--camera", str(path), "--bus", address,
+        proc = subprocess.Popen([sys.executable, "-m", "tools.cli", "camera", "--camera", str(path), "--bus", address,
                                  "--quiet"], cwd=REPO, stderr=subprocess.PIPE, text=True)
         deadline, first = time.monotonic() + 30, None
         while first is None and time.monotonic() < deadline and proc.poll() is None:
@@ -224,7 +225,7 @@ def test_missing_source_is_a_clear_error(source):
 
 
 def test_missing_camera_gives_one_line_not_a_traceback(capfd):
-    rc = C.main(["--camera", "7", "--bus", free_tcp_bus(), "--quiet"])
+    rc = cdz(["camera", "--camera", "7", "--bus", free_tcp_bus(), "--quiet"])
     err = capfd.readouterr().err
     assert rc == 2
     assert "cannot open camera 7" in err and "--camera" in err and "Traceback" not in err

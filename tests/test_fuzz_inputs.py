@@ -25,7 +25,8 @@ from agent.autoencoder import load_autoencoder
 from agent.checkpoint import RunFolder
 from agent.config import Config, SettingsError, load_toml, override, save_toml, to_dict
 from agent.storage import RunError, load_arrays, save_arrays
-from tools.train import Encodings, load_brain, train
+from agent.pipeline import Encodings, load_brain
+from tools.train import train
 
 CASES = int(os.environ.get("CDZ_FUZZ_CASES", "2000"))
 ARRAY_CASES = max(CASES // 6, 50)  # whole files with swapped arrays: slower per case, a complement to the bytes

@@ -15,7 +15,8 @@ from agent.checkpoint import MARKER, RunFolder
 from agent.config import Config, SettingsError, override
 from agent.storage import RunError, load_arrays, save_arrays
 from tools.cli import main
-from tools.train import load_brain, train
+from agent.pipeline import load_brain
+from tools.train import train
 
 TINY = ["data.digits=[0,1]", 'data.speakers=["jackson"]', "data.per_class=40", "data.test_per_class=4",
         "teacher.epochs=2", "cortex.initial_nodes=10", "visual_encoder.epochs=1", "visual_encoder.batch_size=16",

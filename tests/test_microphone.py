@@ -265,7 +265,7 @@ def test_microphone_process_publishes_on_the_bus(pulse_sink, recording, data_dir
     client = BusClient(addr, "listener", [b"stimulus.audio", b"stats.microphone"], ctx=ctx)
     try:
         client.handshake(timeout_s=20)
-        mic = subprocess.Popen([*py, "sensors.microphone", "--bus", addr, "--mic", pulse_sink.device, "--quiet"],
+        mic = subprocess.Popen([*py, "tools.cli", "mic", "--bus", addr, "--mic", pulse_sink.device, "--quiet"],
                                cwd=REPO, stderr=subprocess.PIPE, env=os.environ.copy())
         deadline = time.monotonic() + 60
         ready = None

@@ -175,7 +175,7 @@ def runtime(run_path, tmp_path_factory):
 @pytest.fixture(scope="module")
 def test_images(config, data_dir) -> dict[str, np.ndarray]:
     """Real held-out stimuli per modality (float32 in [0, 1], the workers' input shapes)."""
-    from tools.train import load_splits
+    from replay.splits import load_splits
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CDZ_DATA_DIR", str(data_dir))
@@ -329,6 +329,7 @@ class RawPublisher:
 
 
 # --------------------------------------------------------------------------- tests
+@pytest.mark.timeout(300 + CASES // 100)  # CDZ_FUZZ_CASES=480000 (100k per process) takes about half an hour
 def test_fuzzed_messages_are_dropped_counted_and_harmless(runtime, test_images):
     """Garbage and near-valid messages on every listened topic: every process stays up,
     counts exactly the bad messages it was sent, and still answers real stimuli."""

@@ -159,7 +159,7 @@ def test_sleep_learns_a_new_voice_and_does_not_forget(tiny_run, tmp_path, capsys
     from replay.datasets import load_fsdd, load_mnist
     from replay.teacher import make_stream
     from tools.bench_adapt import Agent
-    from tools.train import load_splits
+    from replay.splits import load_splits
 
     run_path = tmp_path / "run"
     shutil.copytree(tiny_run, run_path)

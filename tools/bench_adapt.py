@@ -40,7 +40,7 @@ from replay.teacher import make_stream
 from tools.bench_robustness import _run
 from tools.evaluate import cluster_names, name_of
 from tools.sleep import sleep_augmenters
-from tools.train import load_brain
+from agent.pipeline import load_brain
 
 SESSION_SIZES = (100, 300, 1000)
 STYLE = {"dilate": 1, "shear_deg": 20.0}  # the unseen hand: strokes one pixel thicker, slanted 20 degrees
@@ -202,7 +202,7 @@ def bench_adapt(config: Config, out: Path, speakers: list[str] | None = None,
 
 def _train_sets(config: Config) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Each modality's training stimuli and labels (labels name clusters for scoring only)."""
-    from tools.train import load_splits
+    from replay.splits import load_splits
 
     return {m: (s.x, s.y) for m, s in load_splits(config, "train").items()}
 

@@ -48,7 +48,7 @@ def bench_lossless(out: Path, progress: bool, settings: list[str] | None = None)
     from agent.brain import learn_stream
     from agent.config import Config, override
     from agent.launcher import distributed_train
-    from tools.train import Encodings, build_brain, build_stream
+    from agent.pipeline import Encodings, build_brain, build_stream
 
     config = override(Config(), BENCH_SETTINGS if settings is None else settings)
     run, info = distributed_train(config, out / "run", progress=progress, overwrite=True)
@@ -71,7 +71,7 @@ def bench_lossless(out: Path, progress: bool, settings: list[str] | None = None)
 
 def bench_live(run: RunFolder, seconds: float, bus: str) -> dict:
     """Live hub and workers on a trained run: capture -> cross-modal reconstruction latency."""
-    from tools.train import load_splits
+    from replay.splits import load_splits
 
     config = run.config()
     test = load_splits(config, "test")

@@ -31,7 +31,9 @@ from replay.datasets import FSDD_SPEAKERS, list_fsdd_files
 from sensors.features import audio_to_stimulus, read_wav_file
 from tools.evaluate import _judge_for, cluster_names, evaluate, name_of
 from tools.judge import predict
-from tools.train import load_brain, load_splits, train
+from agent.pipeline import load_brain
+from replay.splits import load_splits
+from tools.train import train
 
 SNRS_DB = (20, 10, 5)
 DISTORTION = {"degrees": 20.0, "scale": (0.8, 1.2), "shear_rad": 0.3}

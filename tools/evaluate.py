@@ -24,7 +24,8 @@ from agent.config import Config, to_dict
 from replay.datasets import Split, cache_dir
 from tools.baselines import all_baselines, clustering_scores
 from tools.judge import Judge, load_judge, predict, save_judge, train_judge
-from tools.train import Encodings, load_brain, load_splits
+from agent.pipeline import Encodings, load_brain
+from replay.splits import load_splits
 
 MIN_CLASS_SHARE = 0.01
 JUDGE_VERSION = 1  # bump when the judge's design or training changes: cached judges are then retrained  # a cluster is a discovered class when >= 1% of training stimuli excite it

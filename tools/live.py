@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 def scoring_names(run: RunFolder) -> dict[str, dict[int, int]]:
     """cluster id -> the digit it stands for (majority label of the training stimuli it wins)."""
     from tools.evaluate import cluster_names
-    from tools.train import load_brain
+    from agent.pipeline import load_brain
 
     loaded = load_brain(run)
     return {m: cluster_names(loaded.brain.classify(m, loaded.enc.train[m]), loaded.enc.train_y[m])

@@ -110,7 +110,7 @@ def _total(args: argparse.Namespace, run: RunFolder) -> int:
     """--total, or for a lossless process started by hand, the length of the run's teaching stream."""
     if args.total or args.live:
         return args.total
-    from tools.train import Encodings, build_stream
+    from agent.pipeline import Encodings, build_stream
 
     config = run.config()
     return len(build_stream(config, Encodings.load(run, config.modalities)))

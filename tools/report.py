@@ -44,7 +44,7 @@ def learning_curves(stream: dict[str, np.ndarray], points: int = 60) -> dict[str
 
 
 def make_plots(run: RunFolder, progress: bool = True) -> list[Path]:
-    from tools.train import load_brain
+    from agent.pipeline import load_brain
 
     config, enc, brain, _, _ = load_brain(run)
     out = run.plots_dir

@@ -21,7 +21,8 @@ from agent.checkpoint import RunFolder
 from agent.config import Config, override
 from agent.sleep import SleepReport, sleep
 from agent.storage import save_arrays
-from tools.train import Encodings, load_brain, load_splits_x
+from agent.pipeline import Encodings, load_brain
+from replay.splits import load_splits_x
 
 
 def experience_of(state: dict[str, np.ndarray], modalities: tuple[str, ...]) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -97,7 +97,7 @@ class Mind:
 def load_mind(run: RunFolder) -> Mind:
     from agent.autoencoder import load_autoencoder
     from tools.evaluate import cluster_names
-    from tools.train import load_brain
+    from agent.pipeline import load_brain
 
     loaded = load_brain(run)
     names = {m: cluster_names(loaded.brain.classify(m, loaded.enc.train[m]), loaded.enc.train_y[m])
@@ -166,7 +166,7 @@ def think_report(run: RunFolder, per_digit: int = 5, depth: int = 10) -> dict:
     """Chains of `depth` thoughts from the first `per_digit` test stimuli of every digit and modality,
     in process and without noise (a pure function of the run): how long they stay on their digit
     (by scoring name), the share that drift off it within `depth` thoughts, and where to."""
-    from tools.train import load_splits
+    from replay.splits import load_splits
 
     mind = load_mind(run)
     tests = load_splits(mind.config, "test")
