@@ -207,10 +207,20 @@ class LiveAgent:
         self.client.send(Control("checkpoint", {"step": self._checkpoint_step}, source="live"))
         return self._checkpoint_step
 
+    def _await_saved(self, step: int, timeout_s: float) -> None:
+        """Until the hub and every worker said they saved their part of checkpoint `step` (or the deadline)."""
+        waiting = {"cdz", *(f"cortex.{m}" for m in self.config.modalities)}
+        deadline = time.monotonic() + timeout_s
+        while waiting and time.monotonic() < deadline:
+            msg = self.client.recv(20)
+            if isinstance(msg, Control) and msg.command == "saved" and msg.args.get("step") == step:
+                waiting.discard(msg.args.get("part"))
+        if waiting:
+            log.warning("no saved part %s of checkpoint %d within %.0f s", sorted(waiting), step, timeout_s)
+
     def stop(self) -> None:
         if self.client is not None:
-            self.checkpoint()
-            time.sleep(0.3)  # let them save before the stop
+            self._await_saved(self.checkpoint(), timeout_s=5.0)  # the last cut is on disk before anyone stops
             for name in self.children:  # addressed: a recorder or `cdz top` on the bus goes on
                 self.client.send(Control("stop", {"to": name}, source="live"))
         stop_children(list(self.children.values()), grace_s=5.0)
