@@ -43,6 +43,8 @@ class Hub(Service):
         self.total = total
         self.checkpoint_every = checkpoint_every
         self.recall_enabled = recall
+        self.sleeping = False  # live: the supervisor says the agent sleeps (shown by viewers)
+        self.reloads = 0  # live: swaps to a slept brain
         self.recall_interval = 0.0 if recall_hz <= 0 else 1.0 / recall_hz
         self._last_recall: dict[str, float] = {}
         self._acked = start
@@ -146,7 +148,7 @@ class Hub(Service):
                 self.log_cluster[msg.seq] = msg.cluster_id
                 got = recalled[self._next_of[m]]
                 self.log_recalled[msg.seq] = -1 if got is None else got
-            if self.recall_enabled:
+            if self.recall_enabled and not msg.relived:
                 now = time.monotonic()
                 for other, cluster in recalled.items():
                     if cluster is not None and now - self._last_recall.get(other, -1e9) >= self.recall_interval:
@@ -154,7 +156,7 @@ class Hub(Service):
                         self.bus.send(Recall(other, msg.t_ns, msg.seq, cluster, m, msg.cluster_id,
                                              source=self.name, gen=self.gen, internal=msg.internal, depth=msg.depth))
                         self.recalls += 1
-        if not self.lossless:
+        if not self.lossless and not msg.relived:
             ms = (time.time_ns() - msg.t_ns) / 1e6
             self.latency.add(ms)
             self.latency_of[m].add(ms)
@@ -169,6 +171,23 @@ class Hub(Service):
             self.bus.send(Feedback(m, msg.t_ns, msg.seq, tuple(f.node_id for f in items),
                                    tuple(f.cluster_id for f in items), tuple(f.certainty for f in items),
                                    source=self.name, gen=self.gen))
+
+    def on_control(self, msg: Control) -> None:
+        if msg.command == "sleep":
+            self.sleeping = bool(msg.args.get("on"))
+        elif msg.command == "reload" and self.run_folder is not None and not self.lossless:
+            self.reload(int(msg.args.get("id", 0)))
+        else:
+            super().on_control(msg)
+
+    def reload(self, reload_id: int) -> None:
+        """Live: take up the slept brain (the newest checkpoint) in this generation; say ready."""
+        with self.run_folder.restoring() as (step, state):
+            self.cdz.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("cdz.")})
+            self._load_log(state, step)
+        self.reloads += 1
+        log.info("hub: reloaded checkpoint %d (swap %d)", step, reload_id)
+        self.ready(step=step, reload=reload_id)
 
     def rewind(self, gen: int) -> None:
         if self.run_folder is None:
@@ -232,6 +251,7 @@ class Hub(Service):
         c = self.cdz.counters
         return {"role": "hub", "processed": self.processed, "rate_per_s": rate, "next_seq": self.next_seq,
                 "queue": len(self.waiting), "duplicates": self.duplicates, "rejected": self.rejected,
-                "pairs": c.pairs, "stale": c.stale, "recalls": self.recalls,
+                "pairs": c.pairs, "stale": c.stale, "recalls": self.recalls, "sleeping": self.sleeping,
+                "reloads": self.reloads,
                 "latency_p50_ms": self.latency.percentile(50), "latency_p99_ms": self.latency.percentile(99),
                 **{f"latency_p99_ms_{m}": lat.percentile(99) for m, lat in self.latency_of.items() if lat.values}}

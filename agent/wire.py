@@ -192,10 +192,12 @@ class Excite:
     learn: bool = True  # False: a pure query; the hub answers with recall only
     internal: bool = False  # the stimulus was a thought (its recalls are thoughts too)
     depth: int = 0
+    relived: bool = False  # lived again after a sleep (agent.sleep): learned, but no recall and no latency
 
     def _header(self) -> tuple[dict, list]:
+        extra = {"relived": True} if self.relived else {}  # absent in older recordings: False
         return {"cluster": self.cluster_id, "node": self.node_id, "strength": self.strength, "learn": self.learn,
-                "internal": self.internal, "depth": self.depth}, []
+                "internal": self.internal, "depth": self.depth, **extra}, []
 
     @classmethod
     def _parse(cls, common: dict, h: dict, payload: list) -> "Excite":
@@ -205,6 +207,7 @@ class Excite:
             raise WireError("header field 'strength' must be >= 0")
         return cls(cluster_id=_int(h, "cluster", -1), node_id=_int(h, "node", -1), strength=strength,
                    learn=_bool(h, "learn"), internal=_bool(h, "internal"), depth=_int(h, "depth", 0, 1 << 20),
+                   relived=_bool(h, "relived") if "relived" in h else False,
                    **common)
 
 
@@ -455,10 +458,11 @@ CONTROL_ARGS: dict[str, dict[str, tuple]] = {  # known commands; unknown ones pa
     "hello": {"nonce": _TEXT}, "ready": {"gen": _COUNT, "step": _COUNT}, "go": {"gen": _COUNT, "step": _COUNT},
     "rewind": {"gen": _COUNT, "step": _COUNT}, "stop": {"to": _TEXT}, "checkpoint": {"step": _COUNT},
     "saved": {"step": _COUNT, "part": _TEXT}, "pause": {}, "resume": {},
+    "sleep": {"on": _FLAG}, "reload": {"id": _COUNT},
 }
 STATS_FIELDS: dict[str, tuple] = {  # the fields processes and `cdz top` read; others are any flat scalar
     **dict.fromkeys(("role", "modality", "device", "source"), _TEXT),
-    **dict.fromkeys(("stalled", "eof", "playing", "finished"), _FLAG),
+    **dict.fromkeys(("stalled", "eof", "playing", "finished", "sleeping"), _FLAG),
     **dict.fromkeys(("gen", "bad_messages", "stale_gen", "next_seq", "learned", "nodes", "clusters", "queue",
                      "processed", "sent", "acked", "total", "next", "experience", "recons", "rejected", "lost",
                      "resent", "duplicates", "dropped_oldest"), _COUNT),

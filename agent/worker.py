@@ -41,6 +41,8 @@ from agent.wire import Clusters, Control, Credit, Excite, Feedback, Message, Rec
 
 log = logging.getLogger(__name__)
 
+HUB_RELOAD_WAIT_S = 10.0  # after a swap, how long new input waits for the hub's slept CDZ
+
 
 class EncoderWorker(Service):
     """Hosts one modality: encode, learn, publish excitations, apply feedback, reconstruct."""
@@ -59,6 +61,11 @@ class EncoderWorker(Service):
         self.recon_interval = 0.0 if recon_hz <= 0 else 1.0 / recon_hz
         self.queue_max = queue_max
         self.experience = Experience(model.input_shape, experience)  # live: what it learned, for sleep
+        self.stage = 0  # the encoder stage (refinements and sleeps so far) the model belongs to
+        self.relive: deque[tuple[np.ndarray, int]] = deque()  # live, after a swap: stimuli learned again first
+        self.awaiting_hub: int | None = None  # live, after a swap: the reload the hub has yet to say ready for
+        self.reloads = 0
+        self.relived = 0  # stimuli learned again after swaps
         self.pending: dict[int, Stimulus] = {}  # lossless: seq -> stimulus, learned in seq order
         self.live: deque[Stimulus] = deque()  # live: oldest first, bounded
         self.codes: dict[int, np.ndarray] = {}  # seq -> encoding, computed ahead in batches
@@ -94,11 +101,14 @@ class EncoderWorker(Service):
         config = run.config()
         if modality not in config.modalities:
             raise ValueError(f"this run has modalities {config.modalities}, not {modality!r}")
-        model = load_autoencoder(run.encoder_path(modality))
         with run.restoring() as (step, state):
+            stage = int(state.get("refinements", 0))  # the encoder its nodes belong to (a sleep may be writing the next)
+            staged = run.stage_encoder_path(modality, stage)
+            model = load_autoencoder(staged if staged.exists() else run.encoder_path(modality))
             cortex = cortex_from_state(modality, config, state)
             worker = cls(bus, modality, model, cortex, run=run, start=step, experience=config.sleep.buffer, **kw)
             worker._load_own(state)
+            worker.stage = stage
         worker.window_ns = int(round(config.cdz.window_s * 1e9)) + 1_000_000  # B plus 1 ms of margin
         return worker
 
@@ -296,7 +306,51 @@ class EncoderWorker(Service):
             for s, z in zip(good, encode(self.model, x)):
                 self.codes[s] = z
 
+    def on_control(self, msg: Control) -> None:
+        if msg.command == "reload" and self.run_folder is not None and not self.lossless:
+            self.reload(int(msg.args.get("id", 0)))
+        elif msg.command == "ready" and msg.source == "hub" and msg.args.get("reload") == self.awaiting_hub:
+            self.awaiting_hub = None  # the hub holds the slept CDZ: what was lived since can be paired again
+        else:
+            super().on_control(msg)
+
+    def reload(self, reload_id: int) -> None:
+        """Live: take up the slept brain and encoder (the newest checkpoint) without a restart.
+
+        What this worker learned after that checkpoint's cut was learned by the old brain;
+        it is learned again, in order, by the new one (once the hub has the new CDZ), and
+        only then new input, so no stimulus is lost to the swap."""
+        from agent.autoencoder import load_autoencoder
+
+        x, t = self.experience.arrays()
+        with self.run_folder.restoring() as (step, state):
+            m = self.modality
+            own = {k[len(f"cortex.{m}."):]: v for k, v in state.items() if k.startswith(f"cortex.{m}.")}
+            self.cortex.check_state(own)
+            self._check_own(state)
+            stage = int(state.get("refinements", 0))
+            model = self.model if stage == self.stage else load_autoencoder(self.run_folder.stage_encoder_path(m, stage))
+            self.cortex.load_state_dict(own)
+            seen_now = self.experience.seen
+            self._load_own(state)
+        since = min(max(seen_now - self.experience.seen, 0), len(x))  # learned after the cut
+        self.relive.extend(zip(x[len(x) - since:], t[len(t) - since:].tolist()))
+        self.model, self.stage = model, stage
+        self.awaiting_hub, self._awaiting_since = reload_id, time.monotonic()
+        self.reloads += 1
+        log.info("%s: reloaded checkpoint %d (stage %d); %d stimuli to live again", self.name, step, stage, since)
+        self.ready(reload=reload_id)
+
     def _learn_live(self) -> None:
+        if self.awaiting_hub is not None:
+            if time.monotonic() - self._awaiting_since < HUB_RELOAD_WAIT_S:
+                return  # new input waits until what was lived since the cut is learned again
+            log.warning("%s: no ready from the hub for reload %d; going on", self.name, self.awaiting_hub)
+            self.awaiting_hub = None
+        while self.relive:
+            x, t_ns = self.relive.popleft()
+            stim = Stimulus(self.modality, t_ns, 0, x, source=self.name, gen=self.gen)
+            self._learn(stim, encode(self.model, x[None])[0], relived=True)
         while self.live:
             stim = self.live.popleft()
             z = None
@@ -305,7 +359,7 @@ class EncoderWorker(Service):
             self._learn(stim, z)
             self._dispatch_waiting()
 
-    def _learn(self, stim: Stimulus, z: np.ndarray | None) -> None:
+    def _learn(self, stim: Stimulus, z: np.ndarray | None, relived: bool = False) -> None:
         t = stim.t_ns / 1e9
         cluster, node = -1, -1
         try:
@@ -333,7 +387,10 @@ class EncoderWorker(Service):
                 self.bus.send(Clusters(self.modality, stim.t_ns, stim.seq, change.created, change.deleted,
                                        source=self.name, gen=self.gen))
         self.bus.send(Excite(self.modality, stim.t_ns, stim.seq, cluster, node, source=self.name, gen=self.gen,
-                             learn=stim.learn, internal=stim.internal, depth=stim.depth))
+                             learn=stim.learn, internal=stim.internal, depth=stim.depth, relived=relived))
+        if relived:
+            self.relived += 1
+            return
         self.learned += 1
         self._rate.add()
         if not self.lossless:
@@ -389,7 +446,8 @@ class EncoderWorker(Service):
                 "dropped_oldest": self.dropped_oldest, "lost": self.lost, "duplicates": self.duplicates,
                 "feedback_gaps": self.feedback_gaps, "ran_ahead": self.ran_ahead, "waited": self.waited, "rejected": self.rejected, "recons": self.recons,
                 "recons_skipped": self.recons_skipped, "nodes": self.cortex.n_nodes,
-                "experience": len(self.experience),
+                "experience": len(self.experience), "reloads": self.reloads, "relived": self.relived,
+                "stage": self.stage,
                 "clusters": self.cortex.n_clusters, "next_seq": self.fb_next,
                 "latency_p50_ms": self.latency.percentile(50), "latency_p99_ms": self.latency.percentile(99)}
 

@@ -95,11 +95,17 @@ class LiveAgent:
 
     def __init__(self, run: RunFolder, *, camera: str | None = "0", mic: str | None = None, use_mic: bool = True,
                  headless: Path | None = None, viewer: bool = True, speak: bool = False, think: bool = False,
-                 bus: str | None = None, checkpoint_every_s: float = 60.0, extra: dict[str, list[str]] | None = None):
+                 bus: str | None = None, checkpoint_every_s: float = 60.0, extra: dict[str, list[str]] | None = None,
+                 sleep_every_s: float | None = None, sleep_settings: list[str] | None = None):
         self.run = run
         self.config = run.config()
         self.bus = bus  # None: a bus on free ports, started by `start`
         self.checkpoint_every_s = checkpoint_every_s
+        self.sleep_every_s = sleep_every_s
+        self.sleep_settings = sleep_settings or []
+        self.sleeper: Child | None = None  # `cdz sleep` on the newest cut, while the agent goes on
+        self.sleeps: list[dict] = []  # {"step", "code", "s"} per sleep
+        self._sleep_started = 0.0
         self._options = dict(camera=camera, mic=mic, use_mic=use_mic, headless=headless, viewer=viewer, speak=speak,
                              think=think, extra=extra)
         self.children: dict[str, Child] = {}
@@ -161,9 +167,15 @@ class LiveAgent:
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         end = None if duration_s is None else time.monotonic() + duration_s
         next_checkpoint = time.monotonic() + self.checkpoint_every_s
+        next_sleep = None if self.sleep_every_s is None else time.monotonic() + self.sleep_every_s
         try:
             while not self._stop and (end is None or time.monotonic() < end):
                 self._supervise()
+                if self.sleeper is not None and not self.sleeper.alive():
+                    self._wake()
+                    next_sleep = time.monotonic() + self.sleep_every_s  # every MIN minutes awake
+                if next_sleep is not None and self.sleeper is None and time.monotonic() >= next_sleep:
+                    self._fall_asleep()
                 msg = self.client.recv(20)
                 while msg is not None:
                     if events is not None and isinstance(msg, (Excite, Recall)):
@@ -173,7 +185,8 @@ class LiveAgent:
                     events.flush()
                 if time.monotonic() >= next_checkpoint:
                     next_checkpoint += self.checkpoint_every_s
-                    self.checkpoint()
+                    if self.sleeper is None:  # the sleep writes the next checkpoint itself
+                        self.checkpoint()
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
@@ -207,6 +220,40 @@ class LiveAgent:
         self.client.send(Control("checkpoint", {"step": self._checkpoint_step}, source="live"))
         return self._checkpoint_step
 
+    def _fall_asleep(self) -> None:
+        """Cut a checkpoint and sleep on it in a child process; the agent stays awake meanwhile."""
+        step = self.checkpoint()
+        self._await_saved(step, timeout_s=10.0)
+        self.client.send(Control("sleep", {"on": True}, source="live"))
+        argv = ["sleep", str(self.run.path), "--quiet", *(a for s in self.sleep_settings for a in ("--set", s))]
+        self.sleeper = Child("sleeper", argv, self.run.path / "logs" / "sleep.log")
+        self._sleep_started = time.monotonic()
+        self.sleeper.start()
+        log.info("sleeping on checkpoint %d", step)
+
+    def _wake(self) -> None:
+        """The sleep ended: if it taught anything, every process swaps to the slept brain (no restart)."""
+        code = self.sleeper.proc.returncode
+        self.sleeps.append({"step": self._checkpoint_step, "code": code,
+                            "s": round(time.monotonic() - self._sleep_started, 2)})
+        self.sleeper = None
+        if code == 0:
+            self._reload(len(self.sleeps))
+        elif code != 2:  # 2: nothing to learn yet (no shared experience)
+            log.warning("the sleep failed (code %s); see %s", code, self.run.path / "logs" / "sleep.log")
+        self.client.send(Control("sleep", {"on": False}, source="live"))
+
+    def _reload(self, reload_id: int, timeout_s: float = 30.0) -> None:
+        """Hub and workers take up the newest checkpoint (the slept one) in place, and say ready."""
+        self.client.send(Control("reload", {"id": reload_id}, source="live"))
+        waiting, deadline = {"hub", *(f"worker-{m}" for m in self.config.modalities)}, time.monotonic() + timeout_s
+        while waiting and time.monotonic() < deadline:
+            msg = self.client.recv(20)
+            if isinstance(msg, Control) and msg.command == "ready" and msg.args.get("reload") == reload_id:
+                waiting.discard(msg.source)
+        if waiting:
+            log.warning("no ready from %s after the swap", sorted(waiting))
+
     def _await_saved(self, step: int, timeout_s: float) -> None:
         """Until the hub and every worker said they saved their part of checkpoint `step` (or the deadline)."""
         waiting = {"cdz", *(f"cortex.{m}" for m in self.config.modalities)}
@@ -219,6 +266,9 @@ class LiveAgent:
             log.warning("no saved part %s of checkpoint %d within %.0f s", sorted(waiting), step, timeout_s)
 
     def stop(self) -> None:
+        if self.sleeper is not None:  # a sleep cut short changes nothing: it writes its results last
+            self.sleeper.stop()
+            self.sleeper = None
         if self.client is not None:
             self._await_saved(self.checkpoint(), timeout_s=5.0)  # the last cut is on disk before anyone stops
             for name in self.children:  # addressed: a recorder or `cdz top` on the bus goes on
@@ -245,6 +295,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=float, help="stop by itself after this many seconds")
     p.add_argument("--events-out", metavar="FILE.jsonl", help="one JSON line per stimulus: cluster and recalls")
     p.add_argument("--checkpoint-every", type=float, default=60.0, help="seconds between checkpoints (default 60)")
+    p.add_argument("--sleep-every", type=float, metavar="MIN",
+                   help="after every MIN minutes awake, sleep on what was lived (`cdz sleep`) while the agent stays "
+                        "awake, then swap every process to the slept brain in place (default: never)")
+    p.add_argument("--sleep-set", action="append", metavar="sleep.FIELD=VALUE", default=[],
+                   help="a sleep setting for --sleep-every, e.g. sleep.teach_min_steps=300 (repeatable)")
     p.add_argument("--bus", help="bus address (default: two free ports on 127.0.0.1)")
 
 
@@ -255,7 +310,9 @@ def run(args: argparse.Namespace) -> int:
     agent = LiveAgent(run_folder, camera=None if args.no_camera else args.camera, mic=args.mic,
                       use_mic=not args.no_mic, headless=Path(args.headless) if args.headless else None,
                       viewer=not args.no_viewer, speak=args.speak, think=args.think, bus=args.bus,
-                      checkpoint_every_s=args.checkpoint_every)
+                      checkpoint_every_s=args.checkpoint_every,
+                      sleep_every_s=None if args.sleep_every is None else 60.0 * args.sleep_every,
+                      sleep_settings=args.sleep_set)
     out = open(args.events_out, "w") if args.events_out else None
     try:
         events = EventLog(out, config.modalities, scoring_names(run_folder)) if out else None
@@ -267,7 +324,7 @@ def run(args: argparse.Namespace) -> int:
         agent.stop()
         if out is not None:
             out.close()
-    print(f"cdz live: stopped; restarts {len(agent.restarts)}; checkpoint {agent._checkpoint_step} in "
+    print(f"cdz live: stopped; restarts {len(agent.restarts)}; sleeps {len(agent.sleeps)}; checkpoint {agent._checkpoint_step} in "
           f"{run_folder.path}{'' if out is None else f'; {events.written} events in {args.events_out}'}",
           file=sys.stderr)
     return 0

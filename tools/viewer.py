@@ -356,7 +356,9 @@ def render(state: ViewerState, width: int = 960, height: int = 540, now: float |
     s = _scale(img)
     boxes = layout(width, height)
     t = boxes["title"]
-    _text(img, f"cdz viewer   {sum(state.counts.values())} messages", t.x + 8, t.y + t.h - 4, s, LABEL)
+    asleep = any(v.get("sleeping") is True for v in state.stats.values())  # the hub says so while `cdz sleep` runs
+    _text(img, f"cdz viewer   {sum(state.counts.values())} messages{'   SLEEPING (learning what it lived)' if asleep else ''}",
+          t.x + 8, t.y + t.h - 4, s, LABEL)
     for name, draw in (("sees", _sees), ("hears", _hears), ("recalls", _recalls), ("fires", _fires),
                        ("weights", _weights), ("stats", _stats)):
         try:
