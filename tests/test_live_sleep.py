@@ -20,7 +20,7 @@ from replay.splits import load_splits
 
 from tests.runs import train_run
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 TINY = ["data.digits=[0,1]", 'data.speakers=["jackson"]', "data.per_class=40", "data.test_per_class=10",
         "teacher.epochs=4", "cortex.initial_nodes=20", "visual_encoder.epochs=2", "visual_encoder.batch_size=16",
@@ -38,43 +38,48 @@ def test_live_agent_sleeps_and_swaps_in_place_without_losing_a_stimulus(tmp_path
                       sleep_every_s=3.0, sleep_settings=QUICK_SLEEP)
     sent = {"visual": 0, "audio": 0}
     stats: dict[str, list[dict]] = {}
-    done = threading.Event()
+    sending_done, stop_listening = threading.Event(), threading.Event()
 
     def senses() -> None:
-        """Ten paired events a second for 14 s, each sense's stimulus 0.1 s after the other's."""
+        """Ten paired events a second for 14 s, each sense's stimulus 0.1 s after the other's; then
+        listen to the stats until told to stop."""
         client = BusClient(agent.bus, "senses", [b"stats"])
         try:
             client.handshake(timeout_s=20)
-            end = time.monotonic() + 14.0
-            k = 0
-            while time.monotonic() < end:
-                t = time.time_ns()
-                for j, m in enumerate(("visual", "audio")):
-                    client.send(Stimulus(m, t + j * 100_000_000, k, test[m][k % len(test[m])], source="senses",
-                                         mseq=k))
-                    sent[m] += 1
-                k += 1
-                stop_at = time.monotonic() + 0.1
-                while time.monotonic() < stop_at:
+            end, k = time.monotonic() + 14.0, 0
+            while not stop_listening.is_set():
+                if not sending_done.is_set():
+                    t = time.time_ns()
+                    for j, m in enumerate(("visual", "audio")):
+                        client.send(Stimulus(m, t + j * 100_000_000, k, test[m][k % len(test[m])], source="senses",
+                                             mseq=k))
+                        sent[m] += 1
+                    k += 1
+                    if time.monotonic() >= end:
+                        sending_done.set()
+                pause = time.monotonic() + 0.1
+                while time.monotonic() < pause:
                     msg = client.recv(10)
                     if isinstance(msg, Stats):
                         stats.setdefault(msg.source, []).append(msg.values)
-            settle = time.monotonic() + 4.0  # the last stats, after the last stimulus was learned
-            while time.monotonic() < settle:
-                msg = client.recv(50)
-                if isinstance(msg, Stats):
-                    stats.setdefault(msg.source, []).append(msg.values)
         finally:
             client.close()
-            done.set()
+
+    def settled() -> bool:
+        """Everything sent was learned, a sleep taught and was swapped in, and the agent is awake again."""
+        last = {name: values[-1] for name, values in stats.items()}
+        return (sending_done.is_set() and any(s["code"] == 0 for s in agent.sleeps) and agent.sleeper is None
+                and last.get("hub", {}).get("sleeping") is False
+                and all(last.get(f"worker-{m}", {}).get("learned") == sent[m] for m in sent))
 
     agent.start()
+    feeder = threading.Thread(target=senses, daemon=True)
     try:
-        feeder = threading.Thread(target=senses, daemon=True)
         feeder.start()
-        agent.run_for(20.0)
-        assert done.wait(10)
+        agent.run_for(150.0, until=settled)  # a sleep takes 4-16 s here, depending on what else runs
     finally:
+        stop_listening.set()
+        feeder.join(10)
         agent.stop()
 
     print(f"sleeps {agent.sleeps}; sent {sent}; last worker stats "

@@ -18,6 +18,7 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -163,13 +164,15 @@ class LiveAgent:
             if isinstance(msg, Control) and msg.command == "ready":
                 waiting.discard(msg.source)
 
-    def run_for(self, duration_s: float | None, events: EventLog | None = None) -> None:
+    def run_for(self, duration_s: float | None, events: EventLog | None = None,
+                until: Callable[[], bool] | None = None) -> None:
+        """Supervise (and sleep, with `sleep_every_s`) for `duration_s` seconds, or until `until()` is true."""
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         end = None if duration_s is None else time.monotonic() + duration_s
         next_checkpoint = time.monotonic() + self.checkpoint_every_s
         next_sleep = None if self.sleep_every_s is None else time.monotonic() + self.sleep_every_s
         try:
-            while not self._stop and (end is None or time.monotonic() < end):
+            while not self._stop and (end is None or time.monotonic() < end) and not (until and until()):
                 self._supervise()
                 if self.sleeper is not None and not self.sleeper.alive():
                     self._wake()
