@@ -46,10 +46,14 @@ class Experience:
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """(stimuli, event times in ns), oldest first (copies)."""
-        n = len(self)
-        if self._x is None:
+        return self.newest(len(self))
+
+    def newest(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The newest `n` (at most all kept) stimuli and event times, oldest first (copies)."""
+        n = min(max(n, 0), len(self))
+        if self._x is None or n == 0:
             return np.zeros((0, *self.shape), self.dtype), np.zeros(0, np.int64)
-        order = (np.arange(n) + (self._next if self.seen >= self.capacity else 0)) % self.capacity
+        order = (np.arange(len(self) - n, len(self)) + (self._next if self.seen >= self.capacity else 0)) % self.capacity
         return self._x[order].copy(), self._t[order].copy()
 
     def clear(self) -> None:
@@ -82,4 +86,11 @@ class Experience:
         self._x[:keep] = x[len(x) - keep :]  # oldest first, from slot 0
         self._t[:keep] = t[len(t) - keep :]
         self._next = keep % self.capacity
-        self.seen = max(int(state.get(f"{prefix}.seen", keep)), keep) if keep == self.capacity else keep
+        self.seen = self.seen_in(state, prefix)
+
+    def seen_in(self, state: dict[str, np.ndarray], prefix: str) -> int:
+        """How many stimuli a saved buffer had ever taken (what `seen` becomes once it is loaded)."""
+        if f"{prefix}.x" not in state:
+            return 0
+        keep = min(len(state[f"{prefix}.x"]), self.capacity)
+        return max(int(state.get(f"{prefix}.seen", keep)), keep) if keep == self.capacity else keep

@@ -322,7 +322,6 @@ class EncoderWorker(Service):
         only then new input, so no stimulus is lost to the swap."""
         from agent.autoencoder import load_autoencoder
 
-        x, t = self.experience.arrays()
         with self.run_folder.restoring() as (step, state):
             m = self.modality
             own = {k[len(f"cortex.{m}."):]: v for k, v in state.items() if k.startswith(f"cortex.{m}.")}
@@ -330,15 +329,14 @@ class EncoderWorker(Service):
             self._check_own(state)
             stage = int(state.get("refinements", 0))
             model = self.model if stage == self.stage else load_autoencoder(self.run_folder.stage_encoder_path(m, stage))
+            x, t = self.experience.newest(self.experience.seen - self.experience.seen_in(state, f"experience.{m}"))
             self.cortex.load_state_dict(own)
-            seen_now = self.experience.seen
             self._load_own(state)
-        since = min(max(seen_now - self.experience.seen, 0), len(x))  # learned after the cut
-        self.relive.extend(zip(x[len(x) - since:], t[len(t) - since:].tolist()))
+        self.relive.extend(zip(x, t.tolist()))  # learned after the cut, by the old brain
         self.model, self.stage = model, stage
         self.awaiting_hub, self._awaiting_since = reload_id, time.monotonic()
         self.reloads += 1
-        log.info("%s: reloaded checkpoint %d (stage %d); %d stimuli to live again", self.name, step, stage, since)
+        log.info("%s: reloaded checkpoint %d (stage %d); %d stimuli to live again", self.name, step, stage, len(x))
         self.ready(reload=reload_id)
 
     def _learn_live(self) -> None:

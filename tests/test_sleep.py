@@ -28,6 +28,20 @@ def test_experience_keeps_the_newest_stimuli_oldest_first():
     x, t = e.arrays()
     assert t.tolist() == [102, 103, 104] and x[:, 0, 0].tolist() == [2, 3, 4]
     assert len(e) == 3 and e.seen == 5
+    assert e.newest(2)[1].tolist() == [103, 104] and e.newest(9)[1].tolist() == [102, 103, 104]
+    assert e.newest(0)[0].shape == (0, 2, 2)
+
+
+def test_what_was_lived_since_a_saved_cut_is_the_newest_tail():
+    """After a swap a worker learns again what it lived since the checkpoint's cut (agent.worker.reload)."""
+    e = Experience((1,), capacity=4)
+    for k in range(3):
+        e.add(np.full(1, k, np.float32), k)
+    cut = e.state_dict("experience.v")
+    for k in range(3, 9):
+        e.add(np.full(1, k, np.float32), k)
+    since = e.seen - Experience((1,), capacity=4).seen_in(cut, "experience.v")
+    assert since == 6 and e.newest(since)[1].tolist() == [5, 6, 7, 8]  # all the buffer still holds of them
 
 
 @pytest.mark.parametrize("added", [0, 2, 3, 7])
