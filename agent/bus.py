@@ -319,13 +319,33 @@ class Forwarder:
         raise BusError("found no two free consecutive ports")
 
     def run(self) -> None:
+        """Forward until `stop()` (from another thread) or the context ends."""
+        control = self.ctx.socket(zmq.PAIR)
+        control.setsockopt(zmq.LINGER, 0)
+        control.bind(self._control_address)
         try:
-            zmq.proxy(self.xsub, self.xpub)
+            zmq.proxy_steerable(self.xsub, self.xpub, None, control)
         except zmq.ContextTerminated:
             pass
         except zmq.ZMQError as e:
             if e.errno not in (zmq.ETERM, zmq.ENOTSOCK):
                 raise
+        finally:
+            control.close(0)
+
+    @property
+    def _control_address(self) -> str:
+        return f"inproc://cdz-bus-control-{id(self)}"
+
+    def stop(self) -> None:
+        """End `run()` in the thread that runs it (a signal cannot interrupt libzmq's proxy reliably)."""
+        ctl = self.ctx.socket(zmq.PAIR)
+        ctl.setsockopt(zmq.LINGER, 1000)
+        try:
+            ctl.connect(self._control_address)
+            ctl.send(b"TERMINATE")
+        finally:
+            ctl.close()
 
     def close(self) -> None:
         """Close the sockets (an ipc bus also removes its socket and lock files). Safe to call twice."""

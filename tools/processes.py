@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import threading
 
 from agent.bus import DEFAULT_BUS, BusClient, Forwarder, make_keys
 from agent.checkpoint import RunFolder
@@ -74,10 +75,14 @@ def cmd_bus(args: argparse.Namespace) -> int:
     print(f"bus: publishers -> {fwd.address.pub}, subscribers -> {fwd.address.sub}"
           f"{' (CurveZMQ)' if fwd.keys else ''}", file=sys.stderr, flush=True)
     print(f"bus at {fwd.address.text}", file=sys.stderr, flush=True)  # the address to give the others (port 0 picked)
-    try:
-        fwd.run()
-    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (agent.service.Terminated)
-        pass
+    forwarding = threading.Thread(target=fwd.run, name="forwarder", daemon=True)
+    forwarding.start()
+    try:  # the main thread only waits, so Ctrl-C and SIGTERM (agent.service.Terminated) are always heard
+        while forwarding.is_alive():
+            forwarding.join(0.2)
+    except KeyboardInterrupt:
+        fwd.stop()
+        forwarding.join(5.0)
     finally:
         fwd.close()
     print("bus: stopped", file=sys.stderr, flush=True)
