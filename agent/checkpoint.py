@@ -213,6 +213,18 @@ class RunFolder:
             raise RunError(f"damaged checkpoint {folder}: {e}") from None
 
 
+def _older_run(run: RunFolder) -> bool:
+    """A run folder made before the marker existed: nothing in it but what the project writes,
+    and a config.toml that reads as one."""
+    if not all(written_by_us(entry.name) for entry in run.path.iterdir()):
+        return False
+    try:
+        run.config()
+    except RunError:
+        return False
+    return True
+
+
 @contextmanager
 def new_run(config: Config, out: Path | str, overwrite: bool) -> Iterator[RunFolder]:
     """A fresh run folder holding `config`, for the block that starts training in it.
@@ -232,7 +244,7 @@ def new_run(config: Config, out: Path | str, overwrite: bool) -> Iterator[RunFol
         if not overwrite:
             raise RunError(f"{run.path} is not empty; choose another --out, pass --overwrite, "
                            f"or continue that run with `cdz train --resume {run.path}`")
-        if not (run.path / MARKER).is_file():
+        if not (run.path / MARKER).is_file() and not _older_run(run):
             raise RunError(f"{run.path} was not made by cdz ({MARKER} is missing): refusing to overwrite it; "
                            "choose another --out or empty it yourself")
         aside = run.path / f"{_ASIDE}{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"

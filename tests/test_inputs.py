@@ -95,6 +95,17 @@ def test_overwrite_refuses_a_folder_the_project_did_not_make(tmp_path, capsys):
     assert sorted(p.name for p in fake.iterdir()) == ["config.toml", "notes.txt"]
 
 
+def test_overwrite_takes_an_unmarked_run_only_if_it_holds_nothing_but_a_run(run_copy):
+    """Runs made before the marker existed are replaced; a folder with anything else in it is not."""
+    (run_copy.path / MARKER).unlink()
+    (run_copy.path / "notes.txt").write_text("mine")
+    with pytest.raises(RunError, match="not made by cdz"):
+        train(override(Config(), TINY), run_copy.path, progress=False, overwrite=True)
+    (run_copy.path / "notes.txt").unlink()
+    train(override(Config(), [*TINY, "seed=3"]), run_copy.path, progress=False, overwrite=True)
+    assert run_copy.config().seed == 3 and (run_copy.path / MARKER).is_file()
+
+
 def test_overwrite_keeps_the_old_run_when_the_new_one_cannot_start(run_copy, tmp_path, monkeypatch):
     (run_copy.path / "notes.txt").write_text("mine")
     before = _digest(run_copy.path)
