@@ -45,6 +45,7 @@ class Hub(Service):
         self.recall_enabled = recall
         self.sleeping = False  # live: the supervisor says the agent sleeps (shown by viewers)
         self.reloads = 0  # live: swaps to a slept brain
+        self.holds = (start, 0)  # (checkpoint step, stage) of the brain it holds; set by from_run and reloads
         self.recall_interval = 0.0 if recall_hz <= 0 else 1.0 / recall_hz
         self._last_recall: dict[str, float] = {}
         self._acked = start
@@ -76,6 +77,7 @@ class Hub(Service):
             cdz.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("cdz.")})
             hub = cls(bus, cdz, run=run, start=step, **kw)
             hub._load_log(state, step)
+            hub.holds = (step, int(state.get("refinements", 0)))
         return hub
 
     def _load_log(self, state: dict[str, np.ndarray], step: int) -> None:
@@ -183,10 +185,13 @@ class Hub(Service):
     def reload(self, reload_id: int) -> None:
         """Live: take up the slept brain (the newest checkpoint) in this generation; say ready."""
         with self.run_folder.restoring() as (step, state):
-            self.cdz.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("cdz.")})
-            self._load_log(state, step)
-        self.reloads += 1
-        log.info("hub: reloaded checkpoint %d (swap %d)", step, reload_id)
+            holds = (step, int(state.get("refinements", 0)))
+            if holds != self.holds:  # a repeated reload, or a hub started after the sleep, holds it already
+                self.cdz.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("cdz.")})
+                self._load_log(state, step)
+                self.holds = holds
+                self.reloads += 1
+                log.info("hub: reloaded checkpoint %d (swap %d)", step, reload_id)
         self.ready(step=step, reload=reload_id)
 
     def rewind(self, gen: int) -> None:

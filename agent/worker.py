@@ -62,6 +62,7 @@ class EncoderWorker(Service):
         self.queue_max = queue_max
         self.experience = Experience(model.input_shape, experience)  # live: what it learned, for sleep
         self.stage = 0  # the encoder stage (refinements and sleeps so far) the model belongs to
+        self.holds = (start, 0)  # (checkpoint step, stage) of the brain it holds; set by from_run and reloads
         self.relive: deque[tuple[np.ndarray, int]] = deque()  # live, after a swap: stimuli learned again first
         self.awaiting_hub: int | None = None  # live, after a swap: the reload the hub has yet to say ready for
         self.reloads = 0
@@ -108,7 +109,7 @@ class EncoderWorker(Service):
             cortex = cortex_from_state(modality, config, state)
             worker = cls(bus, modality, model, cortex, run=run, start=step, experience=config.sleep.buffer, **kw)
             worker._load_own(state)
-            worker.stage = stage
+            worker.stage, worker.holds = stage, (step, stage)
         worker.window_ns = int(round(config.cdz.window_s * 1e9)) + 1_000_000  # B plus 1 ms of margin
         return worker
 
@@ -324,16 +325,19 @@ class EncoderWorker(Service):
 
         with self.run_folder.restoring() as (step, state):
             m = self.modality
+            stage = int(state.get("refinements", 0))
+            if (step, stage) == self.holds:  # a repeated reload, or a worker started after the sleep
+                self.ready(reload=reload_id)
+                return
             own = {k[len(f"cortex.{m}."):]: v for k, v in state.items() if k.startswith(f"cortex.{m}.")}
             self.cortex.check_state(own)
             self._check_own(state)
-            stage = int(state.get("refinements", 0))
             model = self.model if stage == self.stage else load_autoencoder(self.run_folder.stage_encoder_path(m, stage))
             x, t = self.experience.newest(self.experience.seen - self.experience.seen_in(state, f"experience.{m}"))
             self.cortex.load_state_dict(own)
             self._load_own(state)
         self.relive.extend(zip(x, t.tolist()))  # learned after the cut, by the old brain
-        self.model, self.stage = model, stage
+        self.model, self.stage, self.holds = model, stage, (step, stage)
         self.awaiting_hub, self._awaiting_since = reload_id, time.monotonic()
         self.reloads += 1
         log.info("%s: reloaded checkpoint %d (stage %d); %d stimuli to live again", self.name, step, stage, len(x))

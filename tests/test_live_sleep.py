@@ -7,14 +7,20 @@ the test is the sensors (paired stimuli over the bus, ten a second) and watches 
 
 from __future__ import annotations
 
+import shutil
+import signal
 import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from agent.bus import BusClient
 from agent.checkpoint import RunFolder
 from agent.config import Config, override
+from agent.pipeline import load_brain
 from agent.wire import Stats, Stimulus
 from replay.splits import load_splits
 
@@ -26,36 +32,51 @@ TINY = ["data.digits=[0,1]", 'data.speakers=["jackson"]', "data.per_class=40", "
         "teacher.epochs=4", "cortex.initial_nodes=20", "visual_encoder.epochs=2", "visual_encoder.batch_size=16",
         "refine.at=[]"]
 QUICK_SLEEP = ["sleep.teach_min_steps=20", "sleep.replay_size=100", "sleep.augment=false", "sleep.teach_epochs=1"]
+SENSES = ("visual", "audio")
 
 
-def test_live_agent_sleeps_and_swaps_in_place_without_losing_a_stimulus(tmp_path_factory, data_dir, monkeypatch):
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data_dir) -> Path:
+    return train_run(tmp_path_factory, data_dir, TINY)
+
+
+@pytest.fixture
+def run(trained, tmp_path, data_dir, monkeypatch) -> RunFolder:
+    monkeypatch.setenv("CDZ_DATA_DIR", str(data_dir))  # the sleep replays old training stimuli
+    return RunFolder(shutil.copytree(trained, tmp_path / "run"))
+
+
+def live_session(run: RunFolder, during: Callable[[object], None] = lambda agent: None,
+                 seconds: float = 14.0) -> tuple[object, dict[str, int], dict[str, list[dict]]]:
+    """A live agent that sleeps every 3 s awake, fed ten paired events a second for `seconds`
+    (each sense's stimulus 0.1 s after the other's) until a sleep has been swapped in and every
+    stimulus is answered; `during(agent)` runs on every turn of its loop. The agent, the
+    stimuli sent per sense and every process's stats."""
     from tools.live import LiveAgent
 
-    run = RunFolder(train_run(tmp_path_factory, data_dir, TINY))
-    monkeypatch.setenv("CDZ_DATA_DIR", str(data_dir))  # the sleep replays old training stimuli
     test = {m: s.x for m, s in load_splits(override(Config(), TINY), "test").items()}
     agent = LiveAgent(run, camera=None, use_mic=False, viewer=False, checkpoint_every_s=600.0,
                       sleep_every_s=3.0, sleep_settings=QUICK_SLEEP)
-    sent = {"visual": 0, "audio": 0}
+    sent = dict.fromkeys(SENSES, 0)
     stats: dict[str, list[dict]] = {}
     sending_done, stop_listening = threading.Event(), threading.Event()
+    sent_at: list[float] = []
 
     def senses() -> None:
-        """Ten paired events a second for 14 s, each sense's stimulus 0.1 s after the other's; then
-        listen to the stats until told to stop."""
         client = BusClient(agent.bus, "senses", [b"stats"])
         try:
             client.handshake(timeout_s=20)
-            end, k = time.monotonic() + 14.0, 0
+            end, k = time.monotonic() + seconds, 0
             while not stop_listening.is_set():
                 if not sending_done.is_set():
                     t = time.time_ns()
-                    for j, m in enumerate(("visual", "audio")):
+                    for j, m in enumerate(SENSES):
                         client.send(Stimulus(m, t + j * 100_000_000, k, test[m][k % len(test[m])], source="senses",
                                              mseq=k))
                         sent[m] += 1
                     k += 1
                     if time.monotonic() >= end:
+                        sent_at.append(time.monotonic())
                         sending_done.set()
                 pause = time.monotonic() + 0.1
                 while time.monotonic() < pause:
@@ -66,11 +87,14 @@ def test_live_agent_sleeps_and_swaps_in_place_without_losing_a_stimulus(tmp_path
             client.close()
 
     def settled() -> bool:
-        """Everything sent was learned, a sleep taught and was swapped in, and the agent is awake again."""
+        """Everything sent was answered, a sleep taught and was swapped in, and the agent is awake."""
+        during(agent)
         last = {name: values[-1] for name, values in stats.items()}
-        return (sending_done.is_set() and any(s["code"] == 0 for s in agent.sleeps) and agent.sleeper is None
+        return (sending_done.is_set() and time.monotonic() > sent_at[0] + 2.5  # the stats after the last stimulus
+                and any(s["code"] == 0 for s in agent.sleeps) and agent.sleeper is None
                 and last.get("hub", {}).get("sleeping") is False
-                and all(last.get(f"worker-{m}", {}).get("learned") == sent[m] for m in sent))
+                and all(last.get(f"worker-{m}", {}).get("stage", 0) >= 1 and last[f"worker-{m}"]["queue"] == 0
+                        for m in SENSES))
 
     agent.start()
     feeder = threading.Thread(target=senses, daemon=True)
@@ -81,14 +105,18 @@ def test_live_agent_sleeps_and_swaps_in_place_without_losing_a_stimulus(tmp_path
         stop_listening.set()
         feeder.join(10)
         agent.stop()
-
     print(f"sleeps {agent.sleeps}; sent {sent}; last worker stats "
-          f"{ {m: stats[f'worker-{m}'][-1] for m in ('visual', 'audio')} }")
+          f"{ {m: {k: stats[f'worker-{m}'][-1][k] for k in ('learned', 'relived', 'reloads', 'stage')} for m in SENSES} }")
+    return agent, sent, stats
+
+
+def test_live_agent_sleeps_and_swaps_in_place_without_losing_a_stimulus(run):
+    agent, sent, stats = live_session(run)
     assert any(s["code"] == 0 for s in agent.sleeps), agent.sleeps  # it slept, and taught something
     hub = [v.get("sleeping") for v in stats["hub"]]
     assert True in hub and False in hub[hub.index(True):], hub  # viewers are told it sleeps, and that it woke
     assert stats["hub"][-1]["reloads"] >= 1
-    for m in ("visual", "audio"):
+    for m in SENSES:
         last = stats[f"worker-{m}"][-1]
         assert last["reloads"] >= 1 and last["stage"] >= 1, last  # swapped to a slept encoder, in place
         assert run.stage_encoder_path(m, last["stage"]).exists()
@@ -96,3 +124,25 @@ def test_live_agent_sleeps_and_swaps_in_place_without_losing_a_stimulus(tmp_path
         assert last["learned"] == sent[m] and last["dropped_oldest"] == 0 and last["lost"] == 0, (last, sent)
     assert not any(c.alive() for c in agent.children.values())
     assert all(c.restarts == 0 for c in agent.children.values())  # no restart
+
+
+def test_a_worker_killed_during_the_sleep_comes_back_on_the_slept_brain(run):
+    """It restarts from the cut (with that cut's encoder), then takes up the slept brain like the
+    others; the other sense loses nothing, and the run's last checkpoint is whole."""
+    killed: list[int] = []
+
+    def kill_once(agent) -> None:
+        worker = agent.children["worker-visual"]
+        if not killed and agent.sleeper is not None and agent.sleeper.alive() and worker.alive():
+            killed.append(worker.proc.pid)
+            worker.proc.send_signal(signal.SIGKILL)
+
+    agent, sent, stats = live_session(run, during=kill_once)
+    assert killed and agent.children["worker-visual"].restarts == 1
+    visual, audio = stats["worker-visual"][-1], stats["worker-audio"][-1]
+    assert visual["stage"] == audio["stage"] >= 1, (visual, audio)  # both senses on the same slept stage
+    assert 0 < visual["learned"] <= sent["visual"]  # the new process learned what came after its start
+    assert audio["learned"] == sent["audio"] and audio["lost"] == 0 and audio["dropped_oldest"] == 0, audio
+    loaded = load_brain(run)  # the last cut every process saved on the way out: whole and consistent
+    assert loaded.brain.refinements == visual["stage"]
+    assert all(np.isfinite(c.pos[: c.n_hi]).all() for c in loaded.brain.cortices.values())

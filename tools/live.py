@@ -248,9 +248,12 @@ class LiveAgent:
 
     def _reload(self, reload_id: int, timeout_s: float = 30.0) -> None:
         """Hub and workers take up the newest checkpoint (the slept one) in place, and say ready."""
-        self.client.send(Control("reload", {"id": reload_id}, source="live"))
         waiting, deadline = {"hub", *(f"worker-{m}" for m in self.config.modalities)}, time.monotonic() + timeout_s
+        asked = 0.0
         while waiting and time.monotonic() < deadline:
+            if time.monotonic() - asked >= 1.0:  # again for a process restarted meanwhile (a reload is idempotent)
+                self.client.send(Control("reload", {"id": reload_id}, source="live"))
+                asked = time.monotonic()
             msg = self.client.recv(20)
             if isinstance(msg, Control) and msg.command == "ready" and msg.args.get("reload") == reload_id:
                 waiting.discard(msg.source)
