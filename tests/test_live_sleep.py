@@ -90,11 +90,11 @@ def live_session(run: RunFolder, during: Callable[[object], None] = lambda agent
         """Everything sent was answered, a sleep taught and was swapped in, and the agent is awake."""
         during(agent)
         last = {name: values[-1] for name, values in stats.items()}
+        slept = sum(s["code"] == 0 for s in agent.sleeps)  # each one a stage (the run has no refinements)
         return (sending_done.is_set() and time.monotonic() > sent_at[0] + 2.5  # the stats after the last stimulus
-                and any(s["code"] == 0 for s in agent.sleeps) and agent.sleeper is None
-                and last.get("hub", {}).get("sleeping") is False
-                and all(last.get(f"worker-{m}", {}).get("stage", 0) >= 1 and last[f"worker-{m}"]["queue"] == 0
-                        for m in SENSES))
+                and slept >= 1 and agent.sleeper is None and last.get("hub", {}).get("sleeping") is False
+                and all(last.get(f"worker-{m}", {}).get("stage") == slept and last[f"worker-{m}"]["queue"] == 0
+                        for m in SENSES))  # every worker's stats since the last swap
 
     agent.start()
     feeder = threading.Thread(target=senses, daemon=True)
