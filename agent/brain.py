@@ -14,11 +14,12 @@ import numpy as np
 from tqdm import tqdm
 
 from agent.cdz import CDZ
+from agent.checkpoint import CDZ_PART, as_part, cortex_part, part
 from agent.config import Config
 from agent.cortex import Cortex, StimulusError
 from agent.messages import Excitation
 from agent.state_check import check_arrays
-from replay.teacher import Stream
+from agent.stream import Stream, logged_partner
 
 
 class Brain:
@@ -68,18 +69,17 @@ class Brain:
 
     # ------------------------------------------------------------------ checkpoint
     def state_dict(self) -> dict[str, np.ndarray]:
-        state = {f"cdz.{k}": v for k, v in self.cdz.state_dict().items()}
+        state = as_part(CDZ_PART, self.cdz.state_dict())
         for m, cortex in self.cortices.items():
-            state.update({f"cortex.{m}.{k}": v for k, v in cortex.state_dict().items()})
+            state.update(as_part(cortex_part(m), cortex.state_dict()))
         state["rejected"] = np.array(self.rejected, np.int64)
         state["refinements"] = np.array(self.refinements, np.int64)
         return state
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         """Load a `state_dict`; every part is checked first, so a damaged one changes nothing."""
-        cdz = {k[4:]: v for k, v in state.items() if k.startswith("cdz.")}
-        own = {m: {k[len(f"cortex.{m}."):]: v for k, v in state.items() if k.startswith(f"cortex.{m}.")}
-               for m in self.cortices}
+        cdz = part(state, CDZ_PART)
+        own = {m: part(state, cortex_part(m)) for m in self.cortices}
         self.cdz.check_state(cdz)
         for m, cortex in self.cortices.items():
             cortex.check_state(own[m])
@@ -110,7 +110,7 @@ def learn_stream(brain: Brain, stream: Stream, encodings: dict[str, np.ndarray],
     stop = len(stream) if stop is None else stop
     mods = stream.modalities
     growth_until = int(brain.config.cortex.growth_stop * len(stream))
-    nxt = {m: mods[(k + 1) % len(mods)] for k, m in enumerate(mods)}
+    nxt = logged_partner(mods)
     cluster = np.full(stop - start, -1, np.int64)
     recalled = np.full(stop - start, -1, np.int64)
     t_arr, m_arr, i_arr = stream.t, stream.modality, stream.index

@@ -77,6 +77,7 @@ class CDZ:
         self.recent: deque[Excitation] = deque()  # excitations that may still pair, by arrival
         self.t_max = -math.inf
         self.counters = CDZCounters()
+        self.associating = True  # False: pairs get feedback but grow no connection (a sleep's rehearsal)
 
     # ------------------------------------------------------------------ clusters
     def _row(self, modality: str, cluster_id: int) -> int:
@@ -165,10 +166,11 @@ class CDZ:
             if r_old is None:
                 continue
             first, r_first, second, r_second = (old, r_old, exc, r_new) if dt >= 0 else (exc, r_new, old, r_old)
-            amount = s.cdz_lr * weight * exc.strength * old.strength
-            self._grow_connection(first.modality, r_first, second.modality, r_second, amount)
-            self._grow_connection(second.modality, r_second, first.modality, r_first,
-                                  amount if dt == 0 else amount * s.backward_gain)
+            if self.associating:
+                amount = s.cdz_lr * weight * exc.strength * old.strength
+                self._grow_connection(first.modality, r_first, second.modality, r_second, amount)
+                self._grow_connection(second.modality, r_second, first.modality, r_first,
+                                      amount if dt == 0 else amount * s.backward_gain)
             self.counters.pairs += 1
             self._feedback_for(exc, old, r_old, feedback)
             self._feedback_for(old, exc, r_new, feedback)

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,6 +39,24 @@ MARKER = ".cdz-run"  # a run folder's mark that this project made it: only such 
 WRITTEN = frozenset({MARKER, "config.toml", "encoders", "encodings.npz", "stream.npz", "checkpoints", "metrics.json",
                      "log.txt", "plots", "recall", "judges", "logs"})  # every entry the project writes into a run folder
 _ASIDE = ".replaced-"
+
+
+CDZ_PART = "cdz"  # a checkpoint's arrays are "<part>.<name>": the hub's CDZ, and one cortex per sense
+
+
+def cortex_part(modality: str) -> str:
+    return f"cortex.{modality}"
+
+
+def part(state: dict[str, np.ndarray], name: str) -> dict[str, np.ndarray]:
+    """The arrays of one part of a checkpoint ("cdz", "cortex.visual", ...), without its prefix."""
+    prefix = f"{name}."
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def as_part(name: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """`arrays` under the keys of part `name` (the inverse of `part`)."""
+    return {f"{name}.{k}": v for k, v in arrays.items()}
 
 
 def written_by_us(name: str) -> bool:
@@ -137,7 +156,7 @@ class RunFolder:
     # ------------------------------------------------------------------ checkpoints in parts
     def part_names(self) -> list[str]:
         """The parts a distributed checkpoint needs: the hub's CDZ and one cortex per modality."""
-        return ["cdz"] + [f"cortex.{m}" for m in self.config().modalities]
+        return [CDZ_PART] + [cortex_part(m) for m in self.config().modalities]
 
     def save_part(self, step: int, part: str, arrays: dict[str, np.ndarray]) -> Path:
         """One process's share of checkpoint `step` (the runtime's processes each save their own).
@@ -190,23 +209,25 @@ class RunFolder:
             if folder.name < cutoff:
                 shutil.rmtree(folder, ignore_errors=True)
 
-    def load_checkpoint(self) -> tuple[int, dict[str, np.ndarray]]:
+    def load_checkpoint(self, only: tuple[str, ...] | None = None) -> tuple[int, dict[str, np.ndarray]]:
+        """(step, state) of the newest checkpoint; `only`: the key prefixes to read (None: all)."""
         folder = self.latest_checkpoint()
         if folder is None:
             raise RunError(f"{self.path} has no checkpoint yet (training did not get far enough)")
-        return load_checkpoint_folder(folder)
+        return load_checkpoint_folder(folder, only)
 
     @contextmanager
-    def restoring(self, checkpoint: tuple[int, dict[str, np.ndarray]] | None = None
-                  ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    def restoring(self, checkpoint: tuple[int, dict[str, np.ndarray]] | None = None,
+                  only: tuple[str, ...] | None = None) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
         """(step, state) of the newest checkpoint (or `checkpoint`, already read from it),
-        for a block that loads it into live objects.
+        for a block that loads it into live objects; `only`: the key prefixes it needs
+        (a worker reads its own sense's arrays, not the other senses' experience).
 
         The objects check the state before they take any of it (`agent.state_check`);
         a state that does not fit them becomes a `RunError` naming the checkpoint.
         """
         folder = self.latest_checkpoint()
-        step, state = self.load_checkpoint() if checkpoint is None else checkpoint
+        step, state = self.load_checkpoint(only) if checkpoint is None else checkpoint
         try:
             yield step, state
         except StateError as e:
@@ -282,15 +303,17 @@ def _step_of(arrays: dict[str, np.ndarray], path: Path) -> int:
     return step
 
 
-def load_checkpoint_folder(folder: Path) -> tuple[int, dict[str, np.ndarray]]:
-    """(step, brain state) of one checkpoint folder: brain.npz, or its parts merged."""
+def load_checkpoint_folder(folder: Path, only: tuple[str, ...] | None = None) -> tuple[int, dict[str, np.ndarray]]:
+    """(step, brain state) of one checkpoint folder: brain.npz, or its parts merged; `only`:
+    the key prefixes to read (None: all)."""
+    only = None if only is None else ("checkpoint_step", *only)
     if (folder / "brain.npz").exists():
-        arrays = load_arrays(folder / "brain.npz")
+        arrays = load_arrays(folder / "brain.npz", only)
         return _step_of(arrays, folder / "brain.npz"), arrays
     merged: dict[str, np.ndarray] = {}
     step = None
     for path in sorted(folder.glob("*.npz")):
-        arrays = load_arrays(path)
+        arrays = load_arrays(path, only)
         part_step = _step_of(arrays, path)
         if step is not None and part_step != step:
             raise RunError(f"{path} belongs to step {part_step}, not {step}")
@@ -304,3 +327,25 @@ def load_checkpoint_folder(folder: Path) -> tuple[int, dict[str, np.ndarray]]:
             raise RunError(f"damaged checkpoint {folder}: a rejected.<modality> count is not one integer")
         merged["rejected"] = np.array(sum(int(v) for v in counts), np.int64)
     return step, merged
+
+
+class PartWriter(threading.Thread):
+    """Writes one process's checkpoint part in the background, then (with `keep`) removes the
+    parts older than the newest `keep` complete checkpoints. A live worker's part holds up to
+    10,000 buffered stimuli (about 100 MB of spectrograms): written in the process's loop, each
+    checkpoint stalled live recall by about 0.4 s. `agent.service.Service.write_part` runs it."""
+
+    def __init__(self, run: RunFolder, step: int, part: str, arrays: dict[str, np.ndarray], keep: int | None = None):
+        super().__init__(name=f"write-{part}-{step}", daemon=True)
+        self.run_folder, self.step, self.part, self.arrays, self.keep = run, step, part, arrays, keep
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.run_folder.save_part(self.step, self.part, self.arrays)
+            if self.keep is not None:
+                self.run_folder.drop_old_parts(keep=self.keep)
+        except BaseException as e:  # reported by the process, which goes on
+            self.error = e
+        finally:
+            self.arrays = {}

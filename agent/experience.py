@@ -54,7 +54,7 @@ class Experience:
         if self._x is None or n == 0:
             return np.zeros((0, *self.shape), self.dtype), np.zeros(0, np.int64)
         order = (np.arange(len(self) - n, len(self)) + (self._next if self.seen >= self.capacity else 0)) % self.capacity
-        return self._x[order].copy(), self._t[order].copy()
+        return self._x[order], self._t[order]  # fancy indexing copies
 
     def clear(self) -> None:
         self._next, self.seen = 0, 0

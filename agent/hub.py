@@ -21,12 +21,15 @@ import numpy as np
 
 from agent.bus import BusClient
 from agent.cdz import CDZ
-from agent.checkpoint import RunFolder
+from agent.checkpoint import CDZ_PART, RunFolder, as_part, part
 from agent.messages import ClusterChange, Excitation
 from agent.service import Latency, Service
+from agent.stream import logged_partner
 from agent.wire import Clusters, Control, Credit, Excite, Feedback, Message, Recall, Weights
 
 log = logging.getLogger(__name__)
+
+HUB_KEYS = (f"{CDZ_PART}.", "log.", "refinements")  # the checkpoint arrays the hub reads (prefixes)
 
 
 class Hub(Service):
@@ -67,14 +70,14 @@ class Hub(Service):
         self.latency_of = {m: Latency() for m in self.modalities}
         self._rate_count = 0
         self._rate_since = time.monotonic()
-        self._next_of = {m: self.modalities[(k + 1) % len(self.modalities)] for k, m in enumerate(self.modalities)}
+        self._next_of = logged_partner(self.modalities)
 
     @classmethod
     def from_run(cls, bus: BusClient, run: RunFolder, **kw) -> "Hub":
         config = run.config()
         cdz = CDZ(config.modalities, config.cdz)
-        with run.restoring() as (step, state):
-            cdz.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("cdz.")})
+        with run.restoring(only=HUB_KEYS) as (step, state):
+            cdz.load_state_dict(part(state, CDZ_PART))
             hub = cls(bus, cdz, run=run, start=step, **kw)
             hub._load_log(state, step)
             hub.holds = (step, int(state.get("refinements", 0)))
@@ -184,10 +187,11 @@ class Hub(Service):
 
     def reload(self, reload_id: int) -> None:
         """Live: take up the slept brain (the newest checkpoint) in this generation; say ready."""
-        with self.run_folder.restoring() as (step, state):
+        self.finish_writing()
+        with self.run_folder.restoring(only=HUB_KEYS) as (step, state):
             holds = (step, int(state.get("refinements", 0)))
             if holds != self.holds:  # a repeated reload, or a hub started after the sleep, holds it already
-                self.cdz.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("cdz.")})
+                self.cdz.load_state_dict(part(state, CDZ_PART))
                 self._load_log(state, step)
                 self.holds = holds
                 self.reloads += 1
@@ -197,8 +201,9 @@ class Hub(Service):
     def rewind(self, gen: int) -> None:
         if self.run_folder is None:
             return super().rewind(gen)
-        with self.run_folder.restoring() as (step, state):
-            self.cdz.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("cdz.")})
+        self.finish_writing()
+        with self.run_folder.restoring(only=HUB_KEYS) as (step, state):
+            self.cdz.load_state_dict(part(state, CDZ_PART))
             self._load_log(state, step)
         self.gen = gen
         self.next_seq = self._acked = step
@@ -237,17 +242,21 @@ class Hub(Service):
 
     def checkpoint(self, step: int) -> None:
         if self.run_folder is not None and not self.lossless:  # lossless runs save at fixed stream positions
-            self.save(step)
+            self.write_part(self.run_folder, step, CDZ_PART, self._snapshot(step), keep=2)
 
     def save(self, step: int) -> None:
-        state = {f"cdz.{k}": v for k, v in self.cdz.state_dict().items()}
+        self.run_folder.save_part(step, CDZ_PART, self._snapshot(step))
+        self.run_folder.drop_old_parts(keep=2)
+        self.bus.send(Control("saved", {"step": step, "part": CDZ_PART}, source=self.name, gen=self.gen))
+
+    def _snapshot(self, step: int) -> dict[str, np.ndarray]:
+        """The hub's part of checkpoint `step`, copied: learning may go on while it is written."""
+        state = {k: np.array(v) for k, v in as_part(CDZ_PART, self.cdz.state_dict()).items()}
         state["refinements"] = np.array(self.refinements, np.int64)
         if len(self.log_cluster):
             state["log.cluster"] = self.log_cluster[:step].copy()
             state["log.recalled"] = self.log_recalled[:step].copy()
-        self.run_folder.save_part(step, "cdz", state)
-        self.run_folder.drop_old_parts(keep=2)
-        self.bus.send(Control("saved", {"step": step, "part": "cdz"}, source=self.name, gen=self.gen))
+        return state
 
     def stats(self) -> dict:
         now = time.monotonic()

@@ -20,7 +20,7 @@ from agent.config import RefineSettings
 from agent.merges import MergeSettings, Split, split_merges
 from agent.pairs import cooccurring
 from agent.teaching import Augment, follow_nodes, partner_targets, teach_encoder
-from replay.teacher import Stream
+from agent.stream import Stream
 
 
 @dataclass

@@ -16,6 +16,7 @@ import time
 from collections import deque
 
 from agent.bus import BusClient
+from agent.checkpoint import PartWriter, RunFolder
 from agent.wire import Control, Message, Stats
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ class Service:
         self.stale_gen = 0  # messages from before the last rewind, ignored
         self._last_stats = time.monotonic()
         self._started = time.monotonic()
+        self.writing: PartWriter | None = None  # a checkpoint part being written in the background
 
     # ------------------------------------------------------------------ to override
     def handle(self, msg: Message) -> None:
@@ -90,6 +92,25 @@ class Service:
 
     def checkpoint(self, step: int) -> None:
         """Save this process's part of checkpoint `step` (live mode, when the supervisor says)."""
+
+    def write_part(self, run: RunFolder, step: int, part: str, arrays: dict, keep: int | None = None) -> None:
+        """Write `arrays` (copies: the process goes on changing its own) as part `part` of checkpoint
+        `step` in the background; `saved` goes out once it is on disk. One part at a time, in order."""
+        self.finish_writing()
+        self.writing = PartWriter(run, step, part, arrays, keep)
+        self.writing.start()
+
+    def finish_writing(self, wait: bool = True) -> None:
+        """Say `saved` once the part being written is on disk (without `wait`: only if it already is)."""
+        if self.writing is None or (not wait and self.writing.is_alive()):
+            return
+        writer, self.writing = self.writing, None
+        writer.join()
+        if writer.error is not None:
+            log.error("%s: could not write part %s of checkpoint %d: %s", self.name, writer.part, writer.step,
+                      writer.error)
+        else:
+            self.bus.send(Control("saved", {"step": writer.step, "part": writer.part}, source=self.name, gen=self.gen))
 
     def rewind(self, gen: int) -> None:
         """Another process died: reload the newest complete checkpoint, take up `gen`, say ready.
@@ -117,6 +138,8 @@ class Service:
                     self._dispatch(msg)
                     msg = self.bus.recv_ready()
                 self.tick()
+                if self.writing is not None:
+                    self.finish_writing(wait=False)
                 now = time.monotonic()
                 if now - self._last_stats >= self.stats_every_s:
                     self._last_stats = now
@@ -124,6 +147,7 @@ class Service:
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
+            self.finish_writing()  # a part still being written lands before the process ends
             log.warning("%s: stopped; last stats %s", self.name, self.stats())
 
     def _signal(self, signum: int, frame: object) -> None:

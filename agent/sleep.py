@@ -155,9 +155,13 @@ def sleep(brain: Brain, models: dict[str, Autoencoder | None], experience: dict[
 
 def rehearse(brain: Brain, codes: dict[str, np.ndarray], t_ns: dict[str, np.ndarray]) -> int:
     """Live the experience again in the new encoding space: every stimulus, in event-time order,
-    learned as when it happened, moved after the brain's newest event time. The CDZ's clock and
-    its window of recent excitations are put back afterwards, so the live stream that follows
-    pairs as if no time had passed. Returns stimuli learned."""
+    learned as when it happened, moved after the brain's newest event time. The nodes learn and
+    take the CDZ's feedback; the CDZ's connections do not grow, because it counted these
+    co-occurrences once already, while awake: counting them again would let one session outweigh
+    everything consolidated before it (measured: a voice heard as two clusters flipped a digit's
+    association and cost 10 points of visual->audio recall). The CDZ's clock and its window of
+    recent excitations are put back afterwards, so the live stream that follows pairs as if no
+    time had passed. Returns stimuli learned."""
     mods = [m for m in codes if len(codes[m])]
     t = np.concatenate([t_ns[m] for m in mods]) / 1e9
     which = np.concatenate([np.full(len(t_ns[m]), k) for k, m in enumerate(mods)])
@@ -166,12 +170,14 @@ def rehearse(brain: Brain, codes: dict[str, np.ndarray], t_ns: dict[str, np.ndar
     shift = max(brain.cdz.t_max, float(t.max())) + 10 * brain.config.cdz.window_s - float(t.min())
     learned = 0
     recent, t_max = deque(brain.cdz.recent), brain.cdz.t_max
+    brain.cdz.associating = False
     try:
         for j in order:
             m = mods[which[j]]
             learned += brain.learn(m, codes[m][row[j]], float(t[j] + shift)) is not None
     finally:
         brain.cdz.recent, brain.cdz.t_max = recent, t_max
+        brain.cdz.associating = True
     return learned
 
 

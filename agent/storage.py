@@ -70,12 +70,14 @@ def _check_headers(path: Path) -> None:
                                  f"the entry holds {info.file_size}")
 
 
-def load_arrays(path: Path) -> dict[str, np.ndarray]:
-    """Load an .npz written by `save_arrays`; never unpickles; clear error when damaged."""
+def load_arrays(path: Path, only: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+    """Load an .npz written by `save_arrays`; never unpickles; clear error when damaged.
+
+    `only`: key prefixes to read (None: every array); the others are not read at all."""
     try:
         _check_headers(path)
         with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
+            return {k: data[k] for k in data.files if only is None or k.startswith(only)}
     except FileNotFoundError:
         raise RunError(f"missing file {path}") from None
     except (ValueError, OSError, zipfile.BadZipFile, EOFError, MemoryError) as e:

@@ -32,7 +32,7 @@ import numpy as np
 
 from agent.autoencoder import Autoencoder, decode, encode
 from agent.bus import BusClient
-from agent.checkpoint import RunFolder
+from agent.checkpoint import RunFolder, as_part, cortex_part, part
 from agent.cortex import Cortex, StimulusError
 from agent.experience import DEFAULT_CAPACITY, Experience
 from agent.service import Latency, Service
@@ -42,6 +42,12 @@ from agent.wire import Clusters, Control, Credit, Excite, Feedback, Message, Rec
 log = logging.getLogger(__name__)
 
 HUB_RELOAD_WAIT_S = 10.0  # after a swap, how long new input waits for the hub's slept CDZ
+
+
+def own_keys(modality: str) -> tuple[str, ...]:
+    """The checkpoint arrays a worker reads (prefixes): its sense's, not the others' experience."""
+    return (f"{cortex_part(modality)}.", f"worker.{modality}.", f"experience.{modality}.", f"rejected.{modality}",
+            "refinements")
 
 
 class EncoderWorker(Service):
@@ -102,7 +108,7 @@ class EncoderWorker(Service):
         config = run.config()
         if modality not in config.modalities:
             raise ValueError(f"this run has modalities {config.modalities}, not {modality!r}")
-        with run.restoring() as (step, state):
+        with run.restoring(only=own_keys(modality)) as (step, state):
             stage = int(state.get("refinements", 0))  # the encoder its nodes belong to (a sleep may be writing the next)
             staged = run.stage_encoder_path(modality, stage)
             model = load_autoencoder(staged if staged.exists() else run.encoder_path(modality))
@@ -212,8 +218,9 @@ class EncoderWorker(Service):
         """Go back to the newest complete checkpoint (another process died) and say ready."""
         if self.run_folder is None:
             return super().rewind(gen)
-        with self.run_folder.restoring() as (step, state):  # checked whole before anything is loaded
-            own = {k[len(p):]: v for p in [f"cortex.{self.modality}."] for k, v in state.items() if k.startswith(p)}
+        self.finish_writing()
+        with self.run_folder.restoring(only=own_keys(self.modality)) as (step, state):  # checked before any is loaded
+            own = part(state, cortex_part(self.modality))
             self.cortex.check_state(own)
             self._check_own(state)
             self.cortex.load_state_dict(own)
@@ -323,13 +330,15 @@ class EncoderWorker(Service):
         only then new input, so no stimulus is lost to the swap."""
         from agent.autoencoder import load_autoencoder
 
-        with self.run_folder.restoring() as (step, state):
+        t0 = time.perf_counter()
+        self.finish_writing()
+        with self.run_folder.restoring(only=own_keys(self.modality)) as (step, state):
             m = self.modality
             stage = int(state.get("refinements", 0))
             if (step, stage) == self.holds:  # a repeated reload, or a worker started after the sleep
                 self.ready(reload=reload_id)
                 return
-            own = {k[len(f"cortex.{m}."):]: v for k, v in state.items() if k.startswith(f"cortex.{m}.")}
+            own = part(state, cortex_part(m))
             self.cortex.check_state(own)
             self._check_own(state)
             model = self.model if stage == self.stage else load_autoencoder(self.run_folder.stage_encoder_path(m, stage))
@@ -340,7 +349,8 @@ class EncoderWorker(Service):
         self.model, self.stage, self.holds = model, stage, (step, stage)
         self.awaiting_hub, self._awaiting_since = reload_id, time.monotonic()
         self.reloads += 1
-        log.info("%s: reloaded checkpoint %d (stage %d); %d stimuli to live again", self.name, step, stage, len(x))
+        log.info("%s: reloaded checkpoint %d (stage %d) in %.0f ms; %d stimuli to live again", self.name, step, stage,
+                 1000 * (time.perf_counter() - t0), len(x))
         self.ready(reload=reload_id)
 
     def _learn_live(self) -> None:
@@ -349,10 +359,13 @@ class EncoderWorker(Service):
                 return  # new input waits until what was lived since the cut is learned again
             log.warning("%s: no ready from the hub for reload %d; going on", self.name, self.awaiting_hub)
             self.awaiting_hub = None
-        while self.relive:
-            x, t_ns = self.relive.popleft()
-            stim = Stimulus(self.modality, t_ns, 0, x, source=self.name, gen=self.gen)
-            self._learn(stim, encode(self.model, x[None])[0], relived=True)
+        if self.relive:  # one batch through the new encoder: the live queue waits for all of it
+            t0 = time.perf_counter()
+            x = np.stack([x for x, _ in self.relive])
+            for (_, t_ns), row, z in zip(self.relive, x, encode(self.model, x)):
+                self._learn(Stimulus(self.modality, t_ns, 0, row, source=self.name, gen=self.gen), z, relived=True)
+            log.info("%s: lived %d stimuli again in %.0f ms", self.name, len(x), 1000 * (time.perf_counter() - t0))
+            self.relive.clear()
         while self.live:
             stim = self.live.popleft()
             z = None
@@ -428,19 +441,23 @@ class EncoderWorker(Service):
 
     def checkpoint(self, step: int) -> None:
         if self.run_folder is not None and not self.lossless:  # lossless runs save at fixed stream positions
-            self.save(step)
+            self.write_part(self.run_folder, step, cortex_part(self.modality), self._snapshot())
 
     def save(self, step: int) -> None:
+        self.run_folder.save_part(step, cortex_part(self.modality), self._snapshot())
+        self.bus.send(Control("saved", {"step": step, "part": cortex_part(self.modality)}, source=self.name,
+                              gen=self.gen))
+
+    def _snapshot(self) -> dict[str, np.ndarray]:
+        """This worker's part of a checkpoint, copied: learning may go on while it is written."""
         m = self.modality
-        state = {f"cortex.{m}.{k}": v for k, v in self.cortex.state_dict().items()}
+        state = {k: np.array(v) for k, v in as_part(cortex_part(m), self.cortex.state_dict()).items()}
         state[f"rejected.{m}"] = np.array(self.rejected, np.int64)
         for k, name in enumerate(("t", "node", "near")):
             state[f"worker.{m}.recent_{name}"] = np.array([e[k] for e in self.recent_own], np.int64)
         if len(self.experience):
-            state.update(self.experience.state_dict(f"experience.{m}"))
-        self.run_folder.save_part(step, f"cortex.{self.modality}", state)
-        self.bus.send(Control("saved", {"step": step, "part": f"cortex.{self.modality}"}, source=self.name,
-                              gen=self.gen))
+            state.update(self.experience.state_dict(f"experience.{m}"))  # copies already
+        return state
 
     def stats(self) -> dict:
         return {"role": "worker", "modality": self.modality, "learned": self.learned,
@@ -480,11 +497,9 @@ def _as_float(data: np.ndarray) -> np.ndarray:
 
 def cortex_from_state(modality: str, config, state: dict[str, np.ndarray]) -> Cortex:
     """A cortex rebuilt from the `cortex.<modality>.*` arrays of a brain checkpoint."""
-    prefix = f"cortex.{modality}."
-    own = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    own = part(state, cortex_part(modality))
     if not own:
         raise ValueError(f"the checkpoint holds no cortex for {modality!r}")
     cortex = Cortex(modality, int(own["pos"].shape[1]), config.cortex, epoch=int(own.get("epoch", 1)))
     cortex.load_state_dict(own)
     return cortex
-

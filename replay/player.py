@@ -12,6 +12,7 @@ every process is ready) and pauses on `rewind` until the next `go`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -39,6 +40,23 @@ class Playlist:
 
     def __len__(self) -> int:
         return len(self.t_ns)
+
+    @functools.cached_property
+    def mseq(self) -> np.ndarray:
+        """(n,) each stimulus's sequence number among its modality's stimuli (a gap is a loss)."""
+        out = np.zeros(len(self), np.int64)
+        for k in range(len(self.modalities)):
+            where = self.modality == k
+            out[where] = np.arange(int(where.sum()))
+        return out
+
+    def stimulus(self, j: int, *, t_ns: int | None = None, source: str = "", gen: int = 0,
+                 learn: bool = True) -> Stimulus:
+        """Stimulus j as a sensor sends it (at its stream time unless `t_ns` is given)."""
+        m = self.modalities[int(self.modality[j])]
+        return Stimulus(m, int(self.t_ns[j]) if t_ns is None else t_ns, j, self.data[m][int(self.index[j])],
+                        source=source, gen=gen, mseq=int(self.mseq[j]), learn=learn, grow=j < self.grow_until,
+                        near=-1 if self.near is None else int(self.near[j]))
 
 
 def count_near(t_ns: np.ndarray, modality: np.ndarray, window_ns: int) -> np.ndarray:
@@ -92,10 +110,6 @@ class Player(Service):
         self._progress_at = time.monotonic()
         self._t0_wall = 0.0
         self._t0_stream = 0
-        self._mseq = np.zeros(len(playlist), np.int64)  # per-modality sequence of each stimulus
-        for k in range(len(playlist.modalities)):
-            where = playlist.modality == k
-            self._mseq[where] = np.arange(int(where.sum()))
 
     @property
     def done(self) -> bool:
@@ -150,12 +164,8 @@ class Player(Service):
             burst += 1
 
     def _send(self, j: int) -> None:
-        p = self.playlist
-        m = p.modalities[int(p.modality[j])]
-        t_ns = time.time_ns() if self.wall_clock else int(p.t_ns[j])
-        self.bus.send(Stimulus(m, t_ns, j, p.data[m][int(p.index[j])], source=self.name, gen=self.gen,
-                               mseq=int(self._mseq[j]), learn=self.learn, grow=j < p.grow_until,
-                               near=-1 if p.near is None else int(p.near[j])))
+        t_ns = time.time_ns() if self.wall_clock else None
+        self.bus.send(self.playlist.stimulus(j, t_ns=t_ns, source=self.name, gen=self.gen, learn=self.learn))
         self.sent += 1
 
     def run_until_done(self, timeout_ms: int = 1) -> None:

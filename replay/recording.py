@@ -43,7 +43,7 @@ import typing
 from collections import Counter
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import msgpack
 import numpy as np
@@ -55,7 +55,7 @@ from mcap.writer import CompressionType, Writer
 
 from agent.bus import DEFAULT_BUS, BusClient
 from agent.service import Service, addressed_to
-from agent.wire import KINDS, Control, Message, Stimulus, WireError, decode
+from agent.wire import KINDS, Control, Excite, Message, Stimulus, WireError, decode, encode
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +206,18 @@ class RecordingWriter:
             self._file.close()
 
 
+def write_stimuli(path: Path | str, stimuli: Iterable[Stimulus], metadata: dict[str, str] | None = None) -> int:
+    """Record stimuli as a session the sensors could have sent (log time = event time), e.g. a
+    teaching session that `cdz play --clock event` puts on the bus. Returns messages written."""
+    writer = RecordingWriter(path, metadata=metadata)
+    try:
+        for stim in stimuli:
+            writer.write(encode(stim), stim.t_ns, stim)
+    finally:
+        writer.close()
+    return writer.messages
+
+
 # ---------------------------------------------------------------------- reading
 def read_recording(path: Path | str, topics: Sequence[str] | None = None) -> Iterator[tuple[int, str, list[bytes]]]:
     """(log_time_ns, topic, frames) of every recorded message in file order, frames as they
@@ -353,13 +365,28 @@ class RecordingPlayer(Service):
     "receive", what live sensors did) or by the messages' event times ("event": a teaching stream
     recorded at full speed plays at its own timing). `speed` 1.0: that timing; 2.0: twice as fast;
     0: as fast as possible. Control `pause`, `resume`, `stop` (optionally addressed with args `to`)
-    steer it; it exits at the end of the file."""
+    steer it; it exits at the end of the file.
+
+    `follow` N > 0 plays as fast as the workers learn: at most N stimuli are sent whose
+    excitation has not come back yet (the bus must carry `excite.` to this player). Live
+    workers queue a bounded number of stimuli and drop the oldest, so a recording played
+    faster than they learn would lose stimuli; following them loses none. A worker that
+    stops answering for `stall_s` (killed, restarting) does not block the player forever:
+    what it owes is written off as `unanswered` and playing goes on."""
 
     def __init__(self, bus: BusClient, path: Path | str, *, topics: Sequence[str] | None = SENSOR_TOPICS,
-                 speed: float = 1.0, clock: str = "receive", exit_at_end: bool = True):
+                 speed: float = 1.0, clock: str = "receive", exit_at_end: bool = True, follow: int = 0,
+                 stall_s: float = 5.0):
         super().__init__(bus)
         if clock not in ("receive", "event"):
             raise ValueError(f"clock must be 'receive' or 'event', not {clock!r}")
+        if follow < 0:
+            raise ValueError(f"follow must be >= 0 (0: no flow control), not {follow}")
+        self.follow = follow
+        self.stall_s = stall_s
+        self.in_flight = 0  # stimuli sent whose excitation has not come back (with follow)
+        self.unanswered = 0  # stimuli written off after a stall
+        self._answer_at = time.monotonic()
         self.path = Path(path)
         self.speed = speed
         self.clock = clock
@@ -382,6 +409,11 @@ class RecordingPlayer(Service):
         elif msg.command == "resume":
             self.resume()
 
+    def handle(self, msg: Message) -> None:
+        if isinstance(msg, Excite) and not msg.relived and not msg.internal and self.in_flight > 0:
+            self.in_flight -= 1
+            self._answer_at = time.monotonic()
+
     def pause(self) -> None:
         if self.playing:
             self.playing = False
@@ -401,7 +433,14 @@ class RecordingPlayer(Service):
                 self._t0_wall, self._t0_rec = time.monotonic(), at_ns
             if self.speed > 0 and self._t0_wall + (at_ns - self._t0_rec) / 1e9 / self.speed > time.monotonic():
                 break
+            is_stimulus = bytes(_view(frames[0])).startswith(b"stimulus.")
+            if self.follow and is_stimulus and self.in_flight >= self.follow and not self._stalled():
+                break
             self.bus.pub.send_multipart(frames)
+            if self.follow and is_stimulus:
+                if self.in_flight == 0:
+                    self._answer_at = time.monotonic()
+                self.in_flight += 1
             self.sent += 1
             self.bytes += sum(len(f) for f in frames[1:])
             self._advance()
@@ -411,6 +450,16 @@ class RecordingPlayer(Service):
             log.info("%s: played all %d messages of %s", self.name, self.sent, self.path)
         if self.finished and self.exit_at_end:
             self.running = False
+
+    def _stalled(self) -> bool:
+        """No excitation for `stall_s` while stimuli are in flight: write them off and go on."""
+        if time.monotonic() - self._answer_at < self.stall_s:
+            return False
+        log.warning("%s: no excitation for %.1f s; %d stimuli written off as unanswered", self.name, self.stall_s,
+                    self.in_flight)
+        self.unanswered += self.in_flight
+        self.in_flight = 0
+        return True
 
     def _advance(self) -> None:
         """Take up the next valid message (a damaged file puts nothing invalid on the bus)."""
@@ -427,7 +476,8 @@ class RecordingPlayer(Service):
 
     def stats(self) -> dict:
         return {"role": "recording_player", "sent": self.sent, "bytes": self.bytes, "invalid": self.invalid,
-                "playing": self.playing, "finished": self.finished, "speed": self.speed}
+                "playing": self.playing, "finished": self.finished, "speed": self.speed, "in_flight": self.in_flight,
+                "unanswered": self.unanswered}
 
     def close(self) -> None:
         self._items.close()
@@ -462,6 +512,9 @@ def add_play_arguments(parser: argparse.ArgumentParser) -> None:
                         help="1.0 = the recorded timing (default), 2.0 = twice as fast, 0 = as fast as possible")
     parser.add_argument("--clock", choices=("receive", "event"), default="receive",
                         help="pace by when the recorder received each message (default) or by its event time")
+    parser.add_argument("--follow", type=int, default=0, metavar="N",
+                        help="as fast as the workers learn: at most N stimuli sent and not yet answered by an "
+                             "excitation (use with --speed 0; default 0: no flow control)")
 
 
 def _client(cls: type, args: argparse.Namespace, name: str, topics: Sequence[bytes]) -> BusClient:
@@ -532,9 +585,11 @@ def check_recording(path: Path | str) -> None:
 
 def run_play(args: argparse.Namespace) -> int:
     check_recording(args.file)  # before connecting: a wrong file is an error at once (the CLI exits 2)
-    client = _client(BusClient, args, "recording_player", [])
+    follow = getattr(args, "follow", 0)
+    client = _client(BusClient, args, "recording_player", [b"excite."] if follow else [])
     try:
-        player = RecordingPlayer(client, args.file, topics=args.topics, speed=args.speed, clock=args.clock)
+        player = RecordingPlayer(client, args.file, topics=args.topics, speed=args.speed, clock=args.clock,
+                                 follow=follow)
         try:
             player.ready()
             player.run(timeout_ms=1)

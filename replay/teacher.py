@@ -9,29 +9,10 @@ only; the learner never reads them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from agent.config import Config, TeacherSettings
-
-
-@dataclass(frozen=True)
-class Stream:
-    """Stimuli in event-time order. All arrays have one entry per stimulus."""
-
-    modalities: tuple[str, ...]
-    t: np.ndarray  # (n,) float64 event time, seconds
-    modality: np.ndarray  # (n,) int64 index into `modalities`
-    index: np.ndarray  # (n,) int64 row of that modality's training split
-    event: np.ndarray  # (n,) int64 teaching event the stimulus belongs to
-    label: np.ndarray  # (n,) int64 digit shown/said (scoring only)
-
-    def __len__(self) -> int:
-        return len(self.t)
-
-    def count(self, modality: str) -> int:
-        return int((self.modality == self.modalities.index(modality)).sum())
+from agent.stream import Stream
 
 
 def make_stream(labels: dict[str, np.ndarray], settings: TeacherSettings, n_events: int, seed: int) -> Stream:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -191,3 +193,46 @@ def test_brain_survives_a_checkpoint(tmp_path):
         assert np.array_equal(v, ref[k]), k
     z = rng.normal(size=4)
     assert back.learn("audio", z, 100.0) == brain.learn("audio", z, 100.0)
+
+
+def test_load_arrays_reads_only_the_parts_asked_for(tmp_path):
+    path = tmp_path / "a.npz"
+    save_arrays(path, {"cortex.visual.pos": np.ones(3), "experience.audio.x": np.zeros((2, 4)), "refinements": np.array(1)})
+    assert set(load_arrays(path, only=("cortex.visual.", "refinements"))) == {"cortex.visual.pos", "refinements"}
+    assert set(load_arrays(path)) == {"cortex.visual.pos", "experience.audio.x", "refinements"}
+
+
+def test_a_part_written_in_the_background_is_saved_once_on_disk_and_a_failure_is_no_save(tmp_path, thread_bus):
+    """`Service.write_part`: the process goes on while its part is written; `saved` goes out only
+    once the file is complete, and a part that could not be written is reported, never claimed."""
+    from agent.bus import BusClient
+    from agent.service import Service
+    from agent.wire import Control
+
+    run = RunFolder(tmp_path / "run")
+    run.create(Config())
+    listener = BusClient(thread_bus, "listener", [b"control"])
+    service = Service(BusClient(thread_bus, "worker-visual"))
+    try:
+        listener.handshake(timeout_s=10)
+        service.bus.handshake(timeout_s=10)
+        big = {"cortex.visual.x": np.random.default_rng(0).random((2000, 64, 64), dtype=np.float32)}
+        service.write_part(run, 7, "cortex.visual", big)
+        assert service.writing is not None  # returned before the file is written
+        service.finish_writing()
+        assert (run.checkpoints_dir / "000000000007" / "cortex.visual.npz").exists()
+        np.testing.assert_array_equal(load_arrays(run.checkpoints_dir / "000000000007" / "cortex.visual.npz")[
+            "cortex.visual.x"], big["cortex.visual.x"])
+        (run.checkpoints_dir / "000000000008").write_text("a file where the step's folder should be")
+        service.write_part(run, 8, "cortex.visual", {"cortex.visual.x": np.ones(2)})
+        service.finish_writing()
+        said = []
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            msg = listener.recv(100)
+            if isinstance(msg, Control) and msg.command == "saved":
+                said.append((msg.args["step"], msg.args["part"]))
+        assert said == [(7, "cortex.visual")]
+    finally:
+        service.bus.close()
+        listener.close()

@@ -25,7 +25,7 @@ from agent.autoencoder import load_autoencoder
 from agent.checkpoint import RunFolder
 from agent.config import Config, SettingsError, load_toml, override, save_toml, to_dict
 from agent.storage import RunError, load_arrays, save_arrays
-from agent.pipeline import Encodings, load_brain
+from replay.pipeline import Encodings, load_brain
 from tools.train import train
 
 CASES = int(os.environ.get("CDZ_FUZZ_CASES", "2000"))

@@ -15,7 +15,7 @@ from agent.checkpoint import MARKER, RunFolder
 from agent.config import Config, SettingsError, override
 from agent.storage import RunError, load_arrays, save_arrays
 from tools.cli import main
-from agent.pipeline import load_brain
+from replay.pipeline import load_brain
 from tools.train import train
 
 TINY = ["data.digits=[0,1]", 'data.speakers=["jackson"]', "data.per_class=40", "data.test_per_class=4",

@@ -20,7 +20,7 @@ import pytest
 from agent.bus import BusClient
 from agent.checkpoint import RunFolder
 from agent.config import Config, override
-from agent.pipeline import load_brain
+from replay.pipeline import load_brain
 from agent.wire import Stats, Stimulus
 from replay.splits import load_splits
 

@@ -29,7 +29,8 @@ from hypothesis import strategies as st
 
 from agent.bus import BusAddress, BusClient, BusError, free_tcp_bus
 from agent.config import Config, override
-from agent.launcher import Child, prepare_distributed, start_bus
+from agent.launcher import Child, start_bus
+from replay.distributed import prepare_distributed
 from agent.wire import (CONTROL_ARGS, STATS_FIELDS, Clusters, Control, Credit, Excite, Feedback, Recall, Stats,
                         Stimulus, WireError, decode, encode)
 

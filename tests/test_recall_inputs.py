@@ -83,7 +83,7 @@ def test_all_bad_files_fail_before_the_brain_loads(tmp_path, capsys, monkeypatch
     def no_brain(*_args, **_kwargs):
         raise AssertionError("the brain was loaded for a batch without a good file")
 
-    monkeypatch.setattr("agent.pipeline.load_brain", no_brain)
+    monkeypatch.setattr("replay.pipeline.load_brain", no_brain)
     folder = tmp_path / "a-folder.png"
     folder.mkdir()
     (tmp_path / "empty.png").write_bytes(b"")

@@ -32,7 +32,7 @@ from agent.bus import BusClient
 from agent.wire import (Clusters, Control, Credit, Excite, Feedback, Frame, Recall, Recon, Stats, Stimulus, Weights,
                         WireError, encode)
 from replay.recording import (MESSAGE_ENCODING, GapCounter, RecordingPlayer, RecordingWriter,
-                              decode_recording, read_recording)
+                              decode_recording, read_recording, write_stimuli)
 from tests.processes import bind_forwarder, stop_process, wait_for
 
 pytestmark = pytest.mark.timeout(300)
@@ -313,6 +313,47 @@ def test_the_player_skips_invalid_recorded_messages(tmp_path, clients):
             player.close()
     assert [f for _, f, _ in got] == [good[0], good[2]]
     assert player.invalid == 1 and player.finished and not player.running
+
+
+def test_write_stimuli_records_a_session_the_player_sends_unchanged(tmp_path):
+    """`write_stimuli`: a session as the sensors would have sent it, on the event-time clock."""
+    sent = [stimulus(i, "visual" if i % 2 else "audio") for i in range(6)]
+    path = tmp_path / "session.mcap"
+    assert write_stimuli(path, sent, metadata={"what": "test"}) == 6
+    back = list(read_recording(path))
+    assert [frames for _, _, frames in back] == [raw(encode(m)) for m in sent]
+    assert [t for t, _, _ in back] == [m.t_ns for m in sent] and [topic for _, topic, _ in back] == [
+        f"stimulus.{m.modality}" for m in sent]
+
+
+def test_follow_writes_off_what_a_silent_worker_owes_and_goes_on(tmp_path, clients):
+    """With `follow`, a worker that stops answering holds the player for `stall_s`, no longer
+    (in-process player on a real bus, ticked by hand)."""
+    path = tmp_path / "session.mcap"
+    write_stimuli(path, [stimulus(i) for i in range(10)])
+    with running_bus() as bus:
+        worker = clients(bus, "worker", ["stimulus."])
+        player = RecordingPlayer(clients(bus, "recording_player", ["excite."]), path, speed=0, follow=3, stall_s=0.4)
+        try:
+            player.tick()
+            assert len(receive(worker, 3, timeout_s=5)) == 3
+            for _ in range(5):
+                player.tick()
+            assert late_sensor_messages(worker, 0.1) == [] and player.sent == 3 and player.in_flight == 3
+            time.sleep(0.45)
+            player.tick()  # the stall: the three are written off, three more go out
+            assert len(receive(worker, 3, timeout_s=5)) == 3 and player.unanswered == 3 and player.in_flight == 3
+            worker.send(Excite("visual", 0, 3, cluster_id=1, node_id=1, source="worker-visual"))
+            deadline = time.monotonic() + 5
+            while player.in_flight == 3 and time.monotonic() < deadline:
+                msg = player.bus.recv(50)
+                if msg is not None:
+                    player.handle(msg)
+            assert player.in_flight == 2
+            player.tick()
+            assert len(receive(worker, 1, timeout_s=5)) == 1 and player.sent == 7
+        finally:
+            player.close()
 
 
 # --------------------------------------------------------------------------- processes

@@ -20,7 +20,7 @@ from agent.merges import MergeSettings, best_cut, split_merges
 from agent.pairs import cooccurring
 from agent.refine import refine
 from agent.teaching import follow_nodes, soft_targets, teach_encoder
-from replay.teacher import Stream
+from agent.stream import Stream
 
 
 def _stream(t_visual: np.ndarray, t_audio: np.ndarray, rows_visual: np.ndarray, rows_audio: np.ndarray,

@@ -21,7 +21,8 @@ import pytest
 
 from agent.checkpoint import RunFolder
 from agent.config import Config, override
-from agent.launcher import Supervisor, finish_distributed, learn_distributed, lost_stimuli, prepare_distributed
+from agent.launcher import Supervisor
+from replay.distributed import finish_distributed, learn_distributed, lost_stimuli, prepare_distributed
 from tools.cli import main
 
 from tests.processes import wait_for

@@ -96,7 +96,8 @@ def test_only_a_sense_that_met_something_newer_than_its_partner_learns():
 
 def test_living_the_experience_again_leaves_the_cdz_clock_where_it_was():
     """After a sleep the live stream goes on at wall-clock times: the rehearsal must not leave
-    the CDZ in the future, or every later excitation would be dropped as stale."""
+    the CDZ in the future, or every later excitation would be dropped as stale. The nodes learn
+    the experience again; the CDZ's connections, which counted it once while awake, do not."""
     from agent.brain import Brain
     from agent.config import Config, CortexSettings
     from agent.sleep import rehearse
@@ -107,11 +108,17 @@ def test_living_the_experience_again_leaves_the_cdz_clock_where_it_was():
         brain.learn("visual" if k % 2 else "audio", rng.normal(size=3).astype(np.float32), 100.0 + k * 0.7)
     t_max, recent = brain.cdz.t_max, list(brain.cdz.recent)
     w_before = {p: w.copy() for p, w in brain.cdz.W.items()}
+    age_before = {p: a.copy() for p, a in brain.cdz.age.items()}
+    pos_before = {m: c.pos[: c.n_hi].copy() for m, c in brain.cortices.items()}
+    pairs_before = brain.cdz.counters.pairs
     codes = {m: rng.normal(size=(20, 3)).astype(np.float32) for m in ("visual", "audio")}
     times = {m: (np.arange(20) * 1.5e9 + 0.3e9 * k).astype(np.int64) for k, m in enumerate(("visual", "audio"))}
     assert rehearse(brain, codes, times) == 40
-    assert brain.cdz.t_max == t_max and list(brain.cdz.recent) == recent
-    assert any(not np.array_equal(w, w_before[p]) for p, w in brain.cdz.W.items())  # but it did learn
+    assert brain.cdz.t_max == t_max and list(brain.cdz.recent) == recent and brain.cdz.associating
+    assert brain.cdz.counters.pairs > pairs_before  # the pairs were seen again (and gave feedback) ...
+    assert all(np.array_equal(w, w_before[p]) for p, w in brain.cdz.W.items())  # ... but grew nothing
+    assert all(np.array_equal(a, age_before[p]) for p, a in brain.cdz.age.items())
+    assert any(not np.array_equal(c.pos[: len(pos_before[m])], pos_before[m]) for m, c in brain.cortices.items())
     assert brain.learn("visual", codes["visual"][0], t_max + 0.5) is not None
     assert brain.cdz.counters.stale == 0
 

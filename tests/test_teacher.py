@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from agent.config import TeacherSettings
-from replay.teacher import Stream, make_stream
+from agent.stream import Stream
+from replay.teacher import make_stream
 
 DIGITS = 10
 

@@ -138,9 +138,9 @@ def test_display_but_no_gui_says_so(monkeypatch):
         open_output(None)
 
 
-def test_standalone_command_reports_the_error(tmp_path):
+def test_the_command_reports_the_error(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
-    out = subprocess.run([sys.executable, "-m", "tools.viewer", "--quiet"], cwd=REPO, env=env,
+    out = subprocess.run([sys.executable, "-m", "tools.cli", "viewer", "--quiet"], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "--headless DIR" in out.stderr
 

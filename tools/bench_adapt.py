@@ -4,13 +4,18 @@ For each FSDD speaker X in turn:
 
 1. a run trained without X (`data.exclude_speakers`, reused when already there);
 2. a show-and-tell session of K paired events: X's *training* recordings with
-   MNIST training digits, at the teacher's pace. The brain learns them as the
-   live agent does (growth off, nodes moving), and the experience buffer keeps
-   the raw stimuli with their event times;
-3. sleep (`agent.sleep`) on that experience;
+   MNIST training digits, at the teacher's pace, recorded as MCAP and played
+   with `cdz play --follow` into the live runtime (hub and workers in live mode,
+   `tools.played_session`) as fast as it learns. The workers learn online and
+   buffer the raw stimuli with their event times, as with real sensors;
+3. `cdz sleep` on that experience;
 4. audio->visual recall on X's held-out recordings (index 0-4) before and after,
    and the standard test sets (the other speakers' test words, the MNIST test
    set) before and after, for forgetting.
+
+One more session fills the buffer (`sleep.buffer` stimuli) and sleeps while the
+agent stays awake under a live feed, as `cdz live --sleep-every` does: the sleep's
+length, capture-to-recall latency during it and the swap, and stimuli lost.
 
 The handwriting case ("style") does the same for images: a run trained on MNIST
 is taught MNIST training digits drawn thicker and slanted, and scored
@@ -21,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +38,15 @@ from agent.autoencoder import Autoencoder, encode, load_autoencoder
 from agent.brain import Brain
 from agent.checkpoint import RunFolder
 from agent.config import Config, SleepSettings
-from agent.experience import Experience
-from agent.sleep import sleep
+from replay.pipeline import load_brain
 from replay.datasets import FSDD_SPEAKERS, load_modality
+from replay.player import Playlist
 from replay.teacher import make_stream
 from tools.bench_robustness import _run
 from tools.evaluate import cluster_names, name_of
-from tools.sleep import sleep_augmenters
-from agent.pipeline import load_brain
+from tools.live import LiveAgent
+from tools.played_session import SessionTally, play_session, sleep_awake
+from tools.sleep import sleep_run
 
 SESSION_SIZES = (100, 300, 1000)
 STYLE = {"dilate": 1, "shear_deg": 20.0}  # the unseen hand: strokes one pixel thicker, slanted 20 degrees
@@ -85,49 +91,82 @@ class Agent:
         return cluster_names(self.brain.classify(modality, encode(self.models[modality], x)), y)
 
 
-def live_session(agent: Agent, x: dict[str, np.ndarray], y: dict[str, np.ndarray], events: int, seed: int,
-                 capacity: int) -> dict[str, Experience]:
-    """Show and tell `events` pairs drawn from x/y; the brain learns them; returns the experience."""
-    stream = make_stream(y, agent.config.teacher, events, seed)
-    mods = stream.modalities
-    codes = {m: encode(agent.models[m], x[m]) for m in mods}  # encoding never depends on learning
-    buffers = {m: Experience(x[m].shape[1:], capacity) for m in mods}
-    for t, k, i in zip(stream.t, stream.modality, stream.index):
-        m = mods[k]
-        if agent.brain.learn(m, codes[m][i], float(t)) is not None:
-            buffers[m].add(x[m][i], int(round(t * 1e9)))
-    return buffers
+def session_playlist(config: Config, x: dict[str, np.ndarray], y: dict[str, np.ndarray], events: int,
+                     seed: int) -> Playlist:
+    """`events` show-and-tell events over x/y at the teacher's pace, as the live sensors send them
+    (labels only choose which stimuli are shown together, as a parent would)."""
+    stream = make_stream(y, config.teacher, events, seed)
+    return Playlist(stream.modalities, np.round(stream.t * 1e9).astype(np.int64), stream.modality, stream.index,
+                    x, grow_until=len(stream))
 
 
-def adapt_once(run: RunFolder, new: dict[str, np.ndarray], new_y: dict[str, np.ndarray], probe: tuple[str, np.ndarray,
-               np.ndarray], standard: dict[str, tuple[np.ndarray, np.ndarray]], train: dict[str, tuple[np.ndarray,
-               np.ndarray]], events: int, seed: int, sleep_settings: SleepSettings) -> dict[str, Any]:
-    """One session of `events` pairs and a sleep; recall on the probe and the standard sets before and after."""
+def copy_run(trained: RunFolder, to: Path) -> RunFolder:
+    """A working copy of a trained run: its config, encoders, encodings and newest checkpoint."""
+    step, _ = trained.load_checkpoint()
+    shutil.rmtree(to, ignore_errors=True)
+    newest = f"{step:012d}"
+    shutil.copytree(trained.path, to, ignore=lambda d, names: [
+        n for n in names if (Path(d) == trained.path and n in ("stream.npz", "logs"))
+        or (Path(d).name == "checkpoints" and n not in (newest, "LATEST"))])
+    return RunFolder(to)
+
+
+def adapt_once(trained: RunFolder, work: Path, new: dict[str, np.ndarray], new_y: dict[str, np.ndarray],
+               probe: tuple[str, np.ndarray, np.ndarray] | None, standard: dict[str, tuple[np.ndarray, np.ndarray]],
+               events: int, seed: int, sleep_settings: SleepSettings,
+               awake_feed: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """One session of `events` pairs played through the live runtime, then a sleep; recall on the
+    probe and the standard sets before and after (no scoring without a probe).
+
+    Without `awake_feed` the agent stops and `cdz sleep` runs on its checkpoint; with one, it
+    sleeps while awake (as `cdz live --sleep-every`) under that live feed, which times the swap."""
+    run = copy_run(trained, work / "run")
+    settings = [f"sleep.{f.name}={json.dumps(getattr(sleep_settings, f.name))}"
+                for f in dataclasses.fields(sleep_settings)]
+    config = run.config()
+    train = _train_sets(config)
+    before = _scores(run, probe, standard, train) if probe is not None else {}
+    playlist = session_playlist(config, new, new_y, events, seed)
+    agent = LiveAgent(run, camera=None, use_mic=False, viewer=False, checkpoint_every_s=1e9, sleep_settings=settings)
+    tally = SessionTally()
+    awake = None
+    agent.start()
+    try:
+        played = play_session(agent, playlist, work / "session.mcap", tally)
+        if awake_feed is not None:
+            first = {m: int((playlist.modality == k).sum()) for k, m in enumerate(playlist.modalities)}
+            awake = sleep_awake(agent, tally, awake_feed, first)
+    finally:
+        agent.stop()
+    _, state = run.load_checkpoint()
+    buffered = {m: int(len(state.get(f"experience.{m}.t_ns", []))) for m in config.modalities}
+    lost = played["played"] - played["learned"] + (awake["lost"] if awake else 0)
+    if awake is None:
+        report, info = sleep_run(run, settings)
+        sleep_s, summary = info["seconds"], report.summary()
+    else:
+        sleep_s, summary = awake["sleep_s"], awake["sleeps"]
+    after = _scores(run, probe, standard, train) if probe is not None else {}
+    for part in run.path.iterdir():  # the copy's weight goes; its logs stay for a look afterwards
+        if part.name not in ("logs", "config.toml", "log.txt"):
+            shutil.rmtree(part) if part.is_dir() else part.unlink()
+    return {"before": before, "after": after, "sleep_s": sleep_s, "sleep": summary, "lost": lost,
+            "session": played, "buffered": buffered, "awake": awake}
+
+
+def _scores(run: RunFolder, probe: tuple[str, np.ndarray, np.ndarray], standard: dict[str, tuple[np.ndarray, np.ndarray]],
+            train: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
+    """Recall on the probe and on each sense's standard test set, named by the training stimuli."""
     agent = Agent.load(run)
-    agent.config = dataclasses.replace(agent.config, sleep=sleep_settings)
     mods = agent.config.modalities
-
-    def scores() -> dict[str, float]:
-        names = {m: agent.names(m, *train[m]) for m in mods}
-        other = {m: next(o for o in mods if o != m) for m in mods}
-        m, px, py = probe
-        out = {"probe": float(np.mean(agent.recall_names(m, px, names[other[m]]) == py))}
-        for s in mods:
-            sx, sy = standard[s]
-            out[f"{s}->{other[s]}"] = float(np.mean(agent.recall_names(s, sx, names[other[s]]) == sy))
-        return out
-
-    before = scores()
-    buffers = live_session(agent, new, new_y, events, seed, agent.config.sleep.buffer)
-    experience = {m: b.arrays() for m, b in buffers.items()}
-    old = {m: train[m][0] for m in mods}
-    t0 = time.perf_counter()
-    report = sleep(agent.brain, agent.models, experience, agent.config.sleep, seed, old_stimuli=old,
-                   augment=sleep_augmenters(mods))
-    sleep_s = time.perf_counter() - t0
-    after = scores()
-    lost = sum(b.seen for b in buffers.values()) - 2 * events  # every shown stimulus must be learned and kept
-    return {"before": before, "after": after, "sleep_s": sleep_s, "report": report.summary(), "lost": abs(lost)}
+    names = {m: agent.names(m, *train[m]) for m in mods}
+    other = {m: next(o for o in mods if o != m) for m in mods}
+    m, px, py = probe
+    out = {"probe": float(np.mean(agent.recall_names(m, px, names[other[m]]) == py))}
+    for s in mods:
+        sx, sy = standard[s]
+        out[f"{s}->{other[s]}"] = float(np.mean(agent.recall_names(s, sx, names[other[s]]) == sy))
+    return out
 
 
 def bench_adapt(config: Config, out: Path, speakers: list[str] | None = None,
@@ -136,11 +175,13 @@ def bench_adapt(config: Config, out: Path, speakers: list[str] | None = None,
     speakers = list(FSDD_SPEAKERS) if speakers is None else speakers
     result: dict[str, Any] = {"speakers": {}, "mean_after": {}, "forgetting": {}, "sleep_s": None,
                               "lost_stimuli": 0, "style": None, "seed": config.seed,
-                              "buffer": config.sleep.buffer, "sleep_full_buffer_s": None}
+                              "buffer": config.sleep.buffer, "sleep_full_buffer_s": None, "swap": None,
+                              "played_stimuli_per_s": None}
     mnist = load_modality("visual", "train")
     mnist_test = load_modality("visual", "test")
     drops: dict[str, list[float]] = {}
     sleeps: list[float] = []
+    rates: list[float] = []
     bar = tqdm(total=len(speakers) * len(sizes) + (len(sizes) > 0 and style), desc="adapt", disable=not progress)
     for spk in speakers:
         held = dataclasses.replace(config, data=dataclasses.replace(config.data, exclude_speakers=(spk,)))
@@ -149,13 +190,13 @@ def bench_adapt(config: Config, out: Path, speakers: list[str] | None = None,
         probe = load_modality("audio", "test", speakers=[spk])
         others = [s for s in FSDD_SPEAKERS if s != spk]
         words = load_modality("audio", "test", speakers=others)
-        train = {m: (x, y) for m, (x, y) in _train_sets(held).items()}
         standard = {"visual": (mnist_test.x, mnist_test.y), "audio": (words.x, words.y)}
         entry: dict[str, Any] = {"after": {}}
         for k in sizes:
-            r = adapt_once(run, {"visual": mnist.x, "audio": own.x}, {"visual": mnist.y, "audio": own.y},
-                           ("audio", probe.x, probe.y), standard, train, k, seed=config.seed * 100 + k,
-                           sleep_settings=config.sleep)
+            r = adapt_once(run, out / f"session-{spk}-{k}", {"visual": mnist.x, "audio": own.x},
+                           {"visual": mnist.y, "audio": own.y}, ("audio", probe.x, probe.y), standard, k,
+                           seed=config.seed * 100 + k, sleep_settings=config.sleep)
+            rates.append(r["session"]["played"] / r["session"]["seconds"])
             entry["before"] = r["before"]["probe"]
             entry["after"][str(k)] = r["after"]["probe"]
             entry.setdefault("forgetting", {})[str(k)] = {}
@@ -167,27 +208,31 @@ def bench_adapt(config: Config, out: Path, speakers: list[str] | None = None,
             bar.update()
             bar.set_postfix_str(f"{spk} K={k}: {r['before']['probe']:.3f}->{r['after']['probe']:.3f}")
         result["speakers"][spk] = entry
-    if speakers:  # the sleep target is for a full buffer: one session that fills it
+    if speakers:  # the sleep targets are for a full buffer, slept while awake under a live feed
         spk = speakers[0]
         run = RunFolder(out / f"without-{spk}")
         own = load_modality("audio", "train", speakers=[spk])
-        train = _train_sets(run.config())
+        words = load_modality("audio", "test", speakers=[s for s in FSDD_SPEAKERS if s != spk])
         full = config.sleep.buffer // 2  # two stimuli per event
-        r = adapt_once(run, {"visual": mnist.x, "audio": own.x}, {"visual": mnist.y, "audio": own.y},
-                       ("audio", own.x[:1], own.y[:1]), {m: (x[:1], y[:1]) for m, (x, y) in train.items()}, train,
-                       full, seed=config.seed, sleep_settings=config.sleep)
+        r = adapt_once(run, out / f"session-{spk}-full", {"visual": mnist.x, "audio": own.x},
+                       {"visual": mnist.y, "audio": own.y}, None, {}, full, seed=config.seed,
+                       sleep_settings=config.sleep, awake_feed={"visual": mnist_test.x, "audio": words.x})
+        rates.append(r["session"]["played"] / r["session"]["seconds"])
         result["sleep_full_buffer_s"] = r["sleep_s"]
         result["lost_stimuli"] += r["lost"]
+        result["swap"] = {k: r["awake"][k] for k in ("latency_ms", "feed_sent", "lost", "sleeps")}
+        result["swap"]["buffered"] = r["buffered"]
     if style and sizes:
         k = 300 if 300 in sizes else sizes[0]
         run = _run(config, out / "standard", progress)
         words = load_modality("audio", "test")
-        train = _train_sets(config)
         standard = {"visual": (mnist_test.x, mnist_test.y), "audio": (words.x, words.y)}
         fsdd = load_modality("audio", "train")
-        r = adapt_once(run, {"visual": drawn_in_style(mnist.x), "audio": fsdd.x}, {"visual": mnist.y, "audio": fsdd.y},
-                       ("visual", drawn_in_style(mnist_test.x), mnist_test.y), standard, train, k, seed=config.seed,
-                       sleep_settings=config.sleep)
+        r = adapt_once(run, out / "session-style", {"visual": drawn_in_style(mnist.x), "audio": fsdd.x},
+                       {"visual": mnist.y, "audio": fsdd.y}, ("visual", drawn_in_style(mnist_test.x), mnist_test.y),
+                       standard, k, seed=config.seed, sleep_settings=config.sleep)
+        rates.append(r["session"]["played"] / r["session"]["seconds"])
+        result["lost_stimuli"] += r["lost"]
         result["style"] = {"before": r["before"]["probe"], "after": r["after"]["probe"], "events": k}
         sleeps.append(r["sleep_s"])
         bar.update()
@@ -197,6 +242,7 @@ def bench_adapt(config: Config, out: Path, speakers: list[str] | None = None,
         result["mean_after"][str(k)] = float(np.mean(per)) if per else None
     result["forgetting"] = {p: float(np.max(d)) for p, d in drops.items()}
     result["sleep_s"] = float(np.max(sleeps)) if sleeps else None
+    result["played_stimuli_per_s"] = float(np.min(rates)) if rates else None
     return result
 
 
@@ -212,8 +258,6 @@ def _train_sets(config: Config) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 def live_adapt(config: Config, out: Path, speaker: str, events: int, sink: str, mic: str) -> dict[str, Any]:
     """The session once through the real live pipeline in real time (`tools.live_session`), then
     `cdz sleep`; audio->visual on the speaker's unheard words before, after the session, after sleep."""
-    import shutil
-
     from tools.live_session import live_show_and_tell
     from tools.sleep import sleep_run
 
@@ -272,6 +316,13 @@ def format_adapt(r: dict[str, Any]) -> str:
     if r["sleep_s"] is not None:
         lines.append(f"longest sleep of a session: {r['sleep_s']:.1f} s")
     if r.get("sleep_full_buffer_s") is not None:
-        lines.append(f"sleep on a full buffer ({2 * (r['buffer'] // 2)} stimuli): {r['sleep_full_buffer_s']:.1f} s")
+        lines.append(f"sleep on a full buffer ({2 * (r['buffer'] // 2)} stimuli), awake: {r['sleep_full_buffer_s']:.1f} s")
+    if r.get("swap"):
+        w = r["swap"]
+        lines.append(f"during that sleep and swap: capture->recall p99 {w['latency_ms']['p99']:.1f} ms "
+                     f"(max {w['latency_ms']['max']:.1f}, {w['latency_ms']['samples']} recalls), "
+                     f"{w['lost']} of {w['feed_sent']} live stimuli lost")
+    if r.get("played_stimuli_per_s"):
+        lines.append(f"sessions played through the runtime at >= {r['played_stimuli_per_s']:.0f} stimuli/s")
     lines.append(f"lost stimuli: {r['lost_stimuli']}")
     return "\n".join(lines)

@@ -31,7 +31,7 @@ class _Judge:
     """Recall accuracy of raw stimuli under a trained run (names from its training data)."""
 
     def __init__(self, run: RunFolder):
-        from agent.pipeline import load_brain
+        from replay.pipeline import load_brain
 
         self.run = run
         self.loaded = load_brain(run)

@@ -47,8 +47,8 @@ def bench_lossless(out: Path, progress: bool, settings: list[str] | None = None)
     `settings`: config overrides for the run (default BENCH_SETTINGS; tests pass a tiny one)."""
     from agent.brain import learn_stream
     from agent.config import Config, override
-    from agent.launcher import distributed_train
-    from agent.pipeline import Encodings, build_brain, build_stream
+    from replay.distributed import distributed_train
+    from replay.pipeline import Encodings, build_brain, build_stream
 
     config = override(Config(), BENCH_SETTINGS if settings is None else settings)
     run, info = distributed_train(config, out / "run", progress=progress, overwrite=True)

@@ -31,7 +31,7 @@ from replay.datasets import FSDD_SPEAKERS, list_fsdd_files
 from sensors.features import audio_to_stimulus, read_wav_file
 from tools.evaluate import _judge_for, cluster_names, evaluate, name_of
 from tools.judge import predict
-from agent.pipeline import load_brain
+from replay.pipeline import load_brain
 from replay.splits import load_splits
 from tools.train import train
 

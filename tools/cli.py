@@ -114,7 +114,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if args.distributed and args.recording:
             raise ValueError("--recording learns in this process; leave out --distributed")
         if args.distributed:
-            from agent.launcher import distributed_train
+            from replay.distributed import distributed_train
 
             run, info = distributed_train(config, out, progress=not args.quiet, overwrite=args.overwrite,
                                           bus=args.bus, checkpoint_every=args.checkpoint_every, speed=args.speed)

@@ -21,10 +21,11 @@ from agent.autoencoder import decode, load_autoencoder
 from agent.brain import Brain
 from agent.checkpoint import RunFolder
 from agent.config import Config, to_dict
+from agent.stream import logged_partner
 from replay.datasets import Split, cache_dir
 from tools.baselines import all_baselines, clustering_scores
 from tools.judge import Judge, load_judge, predict, save_judge, train_judge
-from agent.pipeline import Encodings, load_brain
+from replay.pipeline import Encodings, load_brain
 from replay.splits import load_splits
 
 MIN_CLASS_SHARE = 0.01
@@ -78,7 +79,7 @@ def score(config: Config, enc: Encodings, brain: Brain) -> dict[str, Any]:
         out["clusters_alive"][m] = brain.cortices[m].n_clusters
         out["clustering"][m] = clustering_scores(test_c[m], enc.test_y[m])
         out["n_test"][m] = int(len(enc.test_y[m]))
-    for k, a in enumerate(mods):
+    for a in mods:
         recalled = brain.cdz.recall_many(a, test_c[a])
         for b in mods:
             if b == a:
@@ -86,8 +87,7 @@ def score(config: Config, enc: Encodings, brain: Brain) -> dict[str, Any]:
             pred = name_of(recalled[b], names[b])
             out["recall_accuracy"][pair_name(a, b)] = float(np.mean(pred == enc.test_y[a]))
             out["recalled"][pair_name(a, b)] = recalled[b]
-        first_other = mods[(k + 1) % len(mods)]
-        out["seed_score"][a] = seed_score(recalled[first_other], enc.test_y[a])
+        out["seed_score"][a] = seed_score(recalled[logged_partner(mods)[a]], enc.test_y[a])
     out["names"] = names
     return out
 

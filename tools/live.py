@@ -20,7 +20,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 from agent.bus import BusClient
 from agent.checkpoint import RunFolder
@@ -33,11 +33,19 @@ log = logging.getLogger(__name__)
 def scoring_names(run: RunFolder) -> dict[str, dict[int, int]]:
     """cluster id -> the digit it stands for (majority label of the training stimuli it wins)."""
     from tools.evaluate import cluster_names
-    from agent.pipeline import load_brain
+    from replay.pipeline import load_brain
 
     loaded = load_brain(run)
     return {m: cluster_names(loaded.brain.classify(m, loaded.enc.train[m]), loaded.enc.train_y[m])
             for m in loaded.config.modalities}
+
+
+class EventSink(Protocol):
+    """What `LiveAgent.run_for` hands every excitation and recall it hears (an EventLog, a bench's tally)."""
+
+    def add(self, msg: Excite | Recall) -> None: ...
+
+    def flush(self, everything: bool = False) -> None: ...
 
 
 class EventLog:
@@ -113,6 +121,7 @@ class LiveAgent:
         self.bus_child: Child | None = None
         self.client: BusClient | None = None
         self.restarts: list[dict] = []
+        self.events: EventSink | None = None  # hears every excitation and recall, also while waiting on a swap
         self._stop = False
         self._checkpoint_step = run.load_checkpoint()[0]
 
@@ -164,10 +173,11 @@ class LiveAgent:
             if isinstance(msg, Control) and msg.command == "ready":
                 waiting.discard(msg.source)
 
-    def run_for(self, duration_s: float | None, events: EventLog | None = None,
+    def run_for(self, duration_s: float | None, events: EventSink | None = None,
                 until: Callable[[], bool] | None = None) -> None:
         """Supervise (and sleep, with `sleep_every_s`) for `duration_s` seconds, or until `until()` is true."""
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        self.events = events
         end = None if duration_s is None else time.monotonic() + duration_s
         next_checkpoint = time.monotonic() + self.checkpoint_every_s
         next_sleep = None if self.sleep_every_s is None else time.monotonic() + self.sleep_every_s
@@ -178,11 +188,10 @@ class LiveAgent:
                     self._wake()
                     next_sleep = time.monotonic() + self.sleep_every_s  # every MIN minutes awake
                 if next_sleep is not None and self.sleeper is None and time.monotonic() >= next_sleep:
-                    self._fall_asleep()
+                    self.fall_asleep()
                 msg = self.client.recv(20)
                 while msg is not None:
-                    if events is not None and isinstance(msg, (Excite, Recall)):
-                        events.add(msg)
+                    self._hear(msg)
                     msg = self.client.recv_ready()
                 if events is not None:
                     events.flush()
@@ -195,6 +204,10 @@ class LiveAgent:
                 signal.signal(s, h)
         if events is not None:
             events.flush(everything=True)
+
+    def _hear(self, msg: object) -> None:
+        if self.events is not None and isinstance(msg, (Excite, Recall)):
+            self.events.add(msg)
 
     def _on_signal(self, signum: int, frame: object) -> None:
         self._stop = True
@@ -223,7 +236,7 @@ class LiveAgent:
         self.client.send(Control("checkpoint", {"step": self._checkpoint_step}, source="live"))
         return self._checkpoint_step
 
-    def _fall_asleep(self) -> None:
+    def fall_asleep(self) -> None:
         """Cut a checkpoint and sleep on it in a child process; the agent stays awake meanwhile."""
         step = self.checkpoint()
         self._await_saved(step, timeout_s=10.0)
@@ -257,17 +270,21 @@ class LiveAgent:
             msg = self.client.recv(20)
             if isinstance(msg, Control) and msg.command == "ready" and msg.args.get("reload") == reload_id:
                 waiting.discard(msg.source)
+            else:
+                self._hear(msg)
         if waiting:
             log.warning("no ready from %s after the swap", sorted(waiting))
 
     def _await_saved(self, step: int, timeout_s: float) -> None:
         """Until the hub and every worker said they saved their part of checkpoint `step` (or the deadline)."""
-        waiting = {"cdz", *(f"cortex.{m}" for m in self.config.modalities)}
+        waiting = set(self.run.part_names())
         deadline = time.monotonic() + timeout_s
         while waiting and time.monotonic() < deadline:
             msg = self.client.recv(20)
             if isinstance(msg, Control) and msg.command == "saved" and msg.args.get("step") == step:
                 waiting.discard(msg.args.get("part"))
+            else:
+                self._hear(msg)
         if waiting:
             log.warning("no saved part %s of checkpoint %d within %.0f s", sorted(waiting), step, timeout_s)
 

@@ -115,7 +115,7 @@ def _total(args: argparse.Namespace, run: RunFolder) -> int:
     """--total, or for a lossless process started by hand, the length of the run's teaching stream."""
     if args.total or args.live:
         return args.total
-    from agent.pipeline import Encodings, build_stream
+    from replay.pipeline import Encodings, build_stream
 
     config = run.config()
     return len(build_stream(config, Encodings.load(run, config.modalities)))
@@ -332,6 +332,9 @@ def add_parsers(sub: argparse._SubParsersAction, common) -> None:
                          f"{','.join(recording.SENSOR_TOPICS)})")
     sp.add_argument("--clock", choices=("receive", "event"), default="receive",
                     help="a file: pace by when the recorder received each message (default) or by event time")
+    sp.add_argument("--follow", type=int, default=0, metavar="N",
+                    help="a file: as fast as the workers learn, at most N stimuli sent and not yet answered by an "
+                         "excitation (with --speed 0; default 0: no flow control)")
     sp.set_defaults(func=cmd_play)
 
     sp = sub.add_parser("record", help="record bus topics into an MCAP file (open it in Foxglove, play it back)",

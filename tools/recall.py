@@ -144,7 +144,7 @@ def recall_files(run: RunFolder, files: list[Path], out_dir: Path,
 
     from agent.autoencoder import decode, encode, load_autoencoder
     from tools.evaluate import cluster_names
-    from agent.pipeline import load_brain  # heavy imports only when used
+    from replay.pipeline import load_brain  # heavy imports only when used
 
     config, enc, brain, _, _ = load_brain(run)
     modalities = list(config.modalities)

@@ -14,6 +14,7 @@ import numpy as np
 
 from agent.autoencoder import decode, load_autoencoder
 from agent.checkpoint import RunFolder, load_arrays
+from agent.stream import logged_partner
 from tools.evaluate import MIN_CLASS_SHARE, cluster_names, name_of
 from tools.plots import plot_learning_curves, plot_mode_grid, plot_tsne
 
@@ -26,7 +27,7 @@ def learning_curves(stream: dict[str, np.ndarray], points: int = 60) -> dict[str
     curves: dict[str, np.ndarray] = {"stimuli": edges[1:].astype(np.float64)}
     mod, cl, rec, lab = stream["modality"][:n], stream["cluster"], stream["recalled"], stream["label"][:n]
     for k, m in enumerate(mods):
-        nxt = (k + 1) % len(mods)
+        nxt = mods.index(logged_partner(mods)[m])
         classes, acc = [], []
         for lo, hi in zip(edges[:-1], edges[1:]):
             mine = mod[lo:hi] == k
@@ -44,7 +45,7 @@ def learning_curves(stream: dict[str, np.ndarray], points: int = 60) -> dict[str
 
 
 def make_plots(run: RunFolder, progress: bool = True) -> list[Path]:
-    from agent.pipeline import load_brain
+    from replay.pipeline import load_brain
 
     config, enc, brain, _, _ = load_brain(run)
     out = run.plots_dir

@@ -21,7 +21,7 @@ from agent.checkpoint import RunFolder
 from agent.config import Config, override
 from agent.sleep import SleepReport, sleep
 from agent.storage import save_arrays
-from agent.pipeline import Encodings, load_brain
+from replay.pipeline import Encodings, load_brain
 from replay.splits import load_splits_x
 
 

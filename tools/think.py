@@ -97,7 +97,7 @@ class Mind:
 def load_mind(run: RunFolder) -> Mind:
     from agent.autoencoder import load_autoencoder
     from tools.evaluate import cluster_names
-    from agent.pipeline import load_brain
+    from replay.pipeline import load_brain
 
     loaded = load_brain(run)
     names = {m: cluster_names(loaded.brain.classify(m, loaded.enc.train[m]), loaded.enc.train_y[m])

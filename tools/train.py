@@ -18,7 +18,7 @@ from tqdm import tqdm
 from agent.brain import learn_stream
 from agent.checkpoint import RunFolder, load_arrays, new_run
 from agent.config import Config
-from agent.pipeline import (Encodings, Refinements, build_brain, build_stream, recorded_stream, save_stream_log,
+from replay.pipeline import (Encodings, Refinements, build_brain, build_stream, recorded_stream, save_stream_log,
                             train_encoders)
 
 

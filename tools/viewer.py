@@ -583,14 +583,3 @@ def run(args: argparse.Namespace) -> int:
         print(f"viewer: wrote {output.describe()}" if isinstance(output, HeadlessOutput) else "viewer: closed",
               file=sys.stderr)
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m tools.viewer ...` is `cdz viewer ...`."""
-    from tools.cli import main as cdz
-
-    return cdz(["viewer", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

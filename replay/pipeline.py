@@ -21,7 +21,8 @@ from agent.config import Config
 from agent.state_check import StateError, check_arrays
 from replay.augment import make_augmenters
 from replay.splits import load_splits, load_splits_x
-from replay.teacher import Stream, teaching_stream
+from agent.stream import Stream
+from replay.teacher import teaching_stream
 
 
 @dataclass(frozen=True)
