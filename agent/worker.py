@@ -30,11 +30,12 @@ from collections import deque
 
 import numpy as np
 
-from agent.autoencoder import Autoencoder, decode, encode
+from agent.autoencoder import Autoencoder, encode
 from agent.bus import BusClient
 from agent.checkpoint import RunFolder, as_part, cortex_part, part
 from agent.cortex import Cortex, StimulusError
 from agent.experience import DEFAULT_CAPACITY, Experience
+from agent.recollection import imagine
 from agent.service import Latency, Service
 from agent.state_check import check_arrays
 from agent.wire import Clusters, Control, Credit, Excite, Feedback, Message, Recall, Recon, Stimulus
@@ -204,12 +205,11 @@ class EncoderWorker(Service):
         if self.recon_interval and now - self._last_recon < self.recon_interval:
             self.recons_skipped += 1
             return
-        pos = self.cortex.mode_position(msg.cluster_id)
-        if pos is None:
+        image = imagine(self.cortex, self.model, [msg.cluster_id]).get(msg.cluster_id)
+        if image is None:
             self.recons_skipped += 1
             return
         self._last_recon = now
-        image = decode(self.model, pos[None])[0].astype(np.float32)
         self.bus.send(Recon(self.modality, msg.t_ns, msg.seq, msg.cluster_id, msg.cue_modality, image,
                             source=self.name, gen=self.gen, internal=msg.internal, depth=msg.depth))
         self.recons += 1

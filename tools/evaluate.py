@@ -17,10 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from agent.autoencoder import decode, load_autoencoder
+from agent.autoencoder import load_autoencoder
 from agent.brain import Brain
 from agent.checkpoint import RunFolder
 from agent.config import Config, to_dict
+from agent.recollection import imagine
 from agent.stream import logged_partner
 from replay.datasets import Split, cache_dir
 from tools.baselines import all_baselines, clustering_scores
@@ -137,16 +138,10 @@ def _judge_for(run: RunFolder, modality: str, train: Split, seed: int, progress:
 
 def judge_modes(brain: Brain, decoder, judge, modality: str, cluster_ids: np.ndarray) -> dict[int, int]:
     """What the judge calls the decoded mode of each cluster (clusters without a mode are left out)."""
-    ids, positions = [], []
-    for cid in cluster_ids:
-        pos = brain.cortices[modality].mode_position(int(cid)) if cid >= 0 else None
-        if pos is not None:
-            ids.append(int(cid))
-            positions.append(pos)
-    if not ids:
+    imagined = imagine(brain.cortices[modality], decoder, cluster_ids)
+    if not imagined:
         return {}
-    images = decode(decoder, np.stack(positions))
-    return dict(zip(ids, predict(judge, images).tolist()))
+    return dict(zip(imagined, predict(judge, np.stack(list(imagined.values()))).tolist()))
 
 
 def evaluate(run: RunFolder, progress: bool = True, baselines: bool = True, judges: bool = True) -> dict[str, Any]:

@@ -142,7 +142,8 @@ def recall_files(run: RunFolder, files: list[Path], out_dir: Path,
     if before_load is not None:
         before_load()
 
-    from agent.autoencoder import decode, encode, load_autoencoder
+    from agent.autoencoder import load_autoencoder
+    from agent.recollection import recollect
     from tools.evaluate import cluster_names
     from replay.pipeline import load_brain  # heavy imports only when used
 
@@ -163,15 +164,13 @@ def recall_files(run: RunFolder, files: list[Path], out_dir: Path,
             results.append(_failure(c))
             continue
         modality = str(c.modality)
-        z = encode(coders[modality], c.x[None])
-        cluster = int(brain.classify(modality, z)[0])
-        entry: dict[str, Any] = {"file": str(c.file), "modality": modality, "cluster": cluster,
-                                 "cluster_name": names[modality].get(cluster), "recalled": {}}
-        for target, cid in brain.cdz.recall(modality, cluster).items():
-            item: dict[str, Any] = {"cluster": cid, "cluster_name": None, "png": None}
-            pos = brain.cortices[target].mode_position(cid) if cid is not None else None
-            if pos is not None:
-                recon = decode(coders[target], pos[None])[0]
+        r = recollect(brain, coders, modality, c.x)
+        entry: dict[str, Any] = {"file": str(c.file), "modality": modality, "cluster": r.cluster,
+                                 "cluster_name": names[modality].get(r.cluster), "recalled": {}}
+        for target, cid in r.recalled.items():
+            item: dict[str, Any] = {"cluster": cid if cid >= 0 else None, "cluster_name": None, "png": None}
+            recon = r.imagined[target]
+            if recon is not None:
                 png = out_dir / f"{stems[i]}.{target}.png"
                 write_png(png, recon[::-1] if target == "audio" else recon, scale=4)  # low mels at the bottom
                 item.update(cluster_name=names[target].get(cid), png=str(png))

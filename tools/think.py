@@ -36,6 +36,7 @@ import numpy as np
 from agent.bus import BusClient
 from agent.checkpoint import RunFolder
 from agent.service import Service
+from agent.stream import logged_partner
 from agent.wire import Excite, Message, Recon, Stimulus
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ _instances = itertools.count()  # each loop of a process gets its own range of 2
 
 def next_modality(modalities: tuple[str, ...], modality: str) -> str:
     """The modality a thought in `modality` recalls (round robin, as the hub logs it)."""
-    return modalities[(modalities.index(modality) + 1) % len(modalities)]
+    return logged_partner(modalities)[modality]
 
 
 def feed_back(recon: np.ndarray, noise: float, rng: np.random.Generator) -> np.ndarray:
@@ -107,22 +108,17 @@ def load_mind(run: RunFolder) -> Mind:
 
 
 def think_step(mind: Mind, modality: str, x: np.ndarray) -> Step:
-    """stimulus -> encode -> classify -> recall the next modality -> decode its mode.
-
-    The same computations as the bus (worker encode + cortex.assign, hub cdz.recall,
-    worker decode of mode_position), one row at a time as the workers do."""
-    from agent.autoencoder import decode, encode
+    """stimulus -> encode -> classify -> recall the next modality -> decode its mode
+    (`agent.recollection`, the path the workers and the hub take on the bus)."""
+    from agent.recollection import recollect
 
     target = next_modality(mind.modalities, modality)
-    z = encode(mind.coders[modality], np.asarray(x, np.float32)[None])
-    clusters, recalled = mind.brain.recall(modality, z)
-    cluster, got = int(clusters[0]), int(recalled[target][0])
-    name = mind.names[modality].get(cluster)
-    if cluster < 0 or got < 0:
-        return Step(modality, cluster, name, target, None, None, None)
-    pos = mind.brain.cortices[target].mode_position(got)
-    nxt = None if pos is None else decode(mind.coders[target], pos[None])[0].astype(np.float32)
-    return Step(modality, cluster, name, target, got, mind.names[target].get(got), nxt)
+    r = recollect(mind.brain, mind.coders, modality, x)
+    got = r.recalled[target]
+    name = mind.names[modality].get(r.cluster)
+    if r.cluster < 0 or got < 0:
+        return Step(modality, r.cluster, name, target, None, None, None)
+    return Step(modality, r.cluster, name, target, got, mind.names[target].get(got), r.imagined[target])
 
 
 def think_chain(mind: Mind, modality: str, x: np.ndarray, depth: int, noise: float = 0.0,
