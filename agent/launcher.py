@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from agent.bus import BusClient
@@ -113,6 +114,26 @@ def stop_children(children: list[Child], grace_s: float) -> None:
         child.stop()
 
 
+def await_ready(client: BusClient, children: dict[str, Child], names: Iterable[str], timeout_s: float,
+                accept: Callable[[Control], bool] = lambda msg: True, logs: Path | None = None) -> None:
+    """Until each named child has said `ready` (one that `accept` takes); a LaunchError names a
+    child that exited meanwhile, or those still silent at the deadline."""
+    waiting = set(names)
+    deadline = time.monotonic() + timeout_s
+    while waiting:
+        for name in sorted(waiting):
+            child = children[name]
+            if not child.alive():
+                code = None if child.proc is None else child.proc.returncode
+                raise LaunchError(f"{name} exited with code {code} while starting; see {child.log_path}")
+        if time.monotonic() > deadline:
+            raise LaunchError(f"no ready from {sorted(waiting)} within {timeout_s:.0f} s"
+                              + (f"; see {logs}" if logs else ""))
+        msg = client.recv(50)
+        if isinstance(msg, Control) and msg.command == "ready" and accept(msg):
+            waiting.discard(msg.source)
+
+
 @dataclass
 class SupervisorReport:
     """What the supervised run did, for metrics and the closing table."""
@@ -167,25 +188,13 @@ class Supervisor:
         self._make_children()
         for child in self.children.values():
             child.start(["--gen", str(self.gen)])
-        self._await_ready(set(self.children))
+        self._await_ready()
         self._go()
 
-    def _await_ready(self, names: set[str]) -> None:
-        """Wait for `ready` of this generation from every named child (or fail saying who is missing)."""
-        waiting = set(names)
-        deadline = time.monotonic() + self.start_timeout_s
-        while waiting:
-            if time.monotonic() > deadline:
-                raise LaunchError(f"no ready from {sorted(waiting)} within {self.start_timeout_s:.0f} s; "
-                                  f"see {self.run.path / 'logs'}")
-            for name in list(waiting):
-                child = self.children[name]
-                if not child.alive():
-                    raise LaunchError(f"{name} exited with code {child.proc.returncode} while starting; "
-                                      f"see {child.log_path}")
-            msg = self.client.recv(50)
-            if isinstance(msg, Control) and msg.command == "ready" and msg.args.get("gen") == self.gen:
-                waiting.discard(msg.source)
+    def _await_ready(self) -> None:
+        """`ready` of this generation from every child."""
+        await_ready(self.client, self.children, self.children, self.start_timeout_s,
+                    accept=lambda msg: msg.args.get("gen") == self.gen, logs=self.run.path / "logs")
 
     def _go(self) -> None:
         step = self.run.load_checkpoint()[0]
@@ -247,7 +256,7 @@ class Supervisor:
         self.client.send(Control("rewind", {"gen": self.gen, "step": step}, source="launcher", gen=self.gen))
         for child in dead:
             child.start(["--gen", str(self.gen)])
-        self._await_ready(set(self.children))
+        self._await_ready()
         back = time.monotonic() - t_dead
         for child in dead:
             self.report.restarts.append({"child": child.name, "at_step": step, "back_s": round(back, 3)})

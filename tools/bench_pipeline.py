@@ -27,7 +27,7 @@ import numpy as np
 
 from agent.bus import BusClient
 from agent.checkpoint import RunFolder
-from agent.launcher import Child, start_bus
+from agent.launcher import Child, await_ready, start_bus
 from agent.wire import Control, Recon, Stimulus
 
 BENCH_SETTINGS = [  # a real run, small enough for a benchmark: ~45k stimuli, quick encoders
@@ -85,7 +85,7 @@ def bench_live(run: RunFolder, seconds: float, bus: str) -> dict:
         client.handshake()
         for c in children:
             c.start()
-        _await_ready(client, {c.name for c in children}, children)
+        await_ready(client, {c.name: c for c in children}, [c.name for c in children], 60.0)
         visual, audio = config.modalities[0], config.modalities[1]
         rates = {visual: 30.0, audio: 2.0}  # camera frames and utterances per second
         due = {m: time.monotonic() + 0.5 for m in rates}
@@ -113,19 +113,6 @@ def bench_live(run: RunFolder, seconds: float, bus: str) -> dict:
             c.stop()
         client.close()
     return {"latency_ms": _percentiles(latencies), "latency_samples": len(latencies), "live_sent": sent}
-
-
-def _await_ready(client: BusClient, names: set[str], children: list[Child], timeout_s: float = 60.0) -> None:
-    end = time.monotonic() + timeout_s
-    while names and time.monotonic() < end:
-        for c in children:
-            if not c.alive():
-                raise RuntimeError(f"{c.name} exited while starting; see {c.log_path}")
-        msg = client.recv(50)
-        if isinstance(msg, Control) and msg.command == "ready":
-            names.discard(msg.source)
-    if names:
-        raise RuntimeError(f"no ready from {sorted(names)} within {timeout_s:.0f} s")
 
 
 def _echo(bus: str) -> None:

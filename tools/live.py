@@ -24,7 +24,7 @@ from typing import IO, Protocol
 
 from agent.bus import BusClient
 from agent.checkpoint import RunFolder
-from agent.launcher import Child, LaunchError, start_bus, stop_children
+from agent.launcher import Child, LaunchError, await_ready, start_bus, stop_children
 from agent.wire import Control, Excite, Recall
 
 log = logging.getLogger(__name__)
@@ -162,16 +162,7 @@ class LiveAgent:
         self.client.handshake(timeout_s=timeout_s)
         for child in self.children.values():
             child.start()
-        waiting, deadline = {"hub", *(f"worker-{m}" for m in self.config.modalities)}, time.monotonic() + timeout_s
-        while waiting:
-            for name in waiting:
-                if not self.children[name].alive():
-                    raise LaunchError(f"{name} exited while starting; see {self.children[name].log_path}")
-            if time.monotonic() > deadline:
-                raise LaunchError(f"no ready from {sorted(waiting)} within {timeout_s:.0f} s")
-            msg = self.client.recv(50)
-            if isinstance(msg, Control) and msg.command == "ready":
-                waiting.discard(msg.source)
+        await_ready(self.client, self.children, ["hub", *(f"worker-{m}" for m in self.config.modalities)], timeout_s)
 
     def run_for(self, duration_s: float | None, events: EventSink | None = None,
                 until: Callable[[], bool] | None = None) -> None:
