@@ -140,7 +140,9 @@ def adapt_once(trained: RunFolder, work: Path, new: dict[str, np.ndarray], new_y
         agent.stop()
     _, state = run.load_checkpoint()
     buffered = {m: int(len(state.get(f"experience.{m}.t_ns", []))) for m in config.modalities}
-    lost = played["played"] - played["learned"] + (awake["lost"] if awake else 0)
+    learned = played["learned"] + (awake["feed_learned"] if awake else 0)
+    unbuffered = learned - sum(buffered.values())  # learned, so it must be in the experience (no wrap here)
+    lost = played["played"] - played["learned"] + (awake["lost"] if awake else 0) + max(unbuffered, 0)
     if awake is None:
         report, info = sleep_run(run, settings)
         sleep_s, summary = info["seconds"], report.summary()
