@@ -332,8 +332,9 @@ def load_checkpoint_folder(folder: Path, only: tuple[str, ...] | None = None) ->
 class PartWriter(threading.Thread):
     """Writes one process's checkpoint part in the background, then (with `keep`) removes the
     parts older than the newest `keep` complete checkpoints. A live worker's part holds up to
-    10,000 buffered stimuli (about 100 MB of spectrograms): written in the process's loop, each
-    checkpoint stalled live recall by about 0.4 s. `agent.service.Service.write_part` runs it."""
+    10,000 buffered stimuli (164 MB of spectrograms), which took 0.16-0.25 s to write: in the
+    process's loop, a stall of live recall at every checkpoint. `agent.service.Service.write_part`
+    runs it."""
 
     def __init__(self, run: RunFolder, step: int, part: str, arrays: dict[str, np.ndarray], keep: int | None = None):
         super().__init__(name=f"write-{part}-{step}", daemon=True)
