@@ -115,6 +115,7 @@ class EncoderWorker(Service):
             model = load_autoencoder(staged if staged.exists() else run.encoder_path(modality))
             cortex = cortex_from_state(modality, config, state)
             worker = cls(bus, modality, model, cortex, run=run, start=step, experience=config.sleep.buffer, **kw)
+            worker._check_own(state)
             worker._load_own(state)
             worker.stage, worker.holds = stage, (step, stage)
         worker.window_ns = int(round(config.cdz.window_s * 1e9)) + 1_000_000  # B plus 1 ms of margin
@@ -429,8 +430,8 @@ class EncoderWorker(Service):
         self.experience.check_state(state, f"experience.{m}")
 
     def _load_own(self, state: dict[str, np.ndarray]) -> None:
-        """The worker's own part of a checkpoint: refusals and recent excitations (for running ahead)."""
-        self._check_own(state)
+        """The worker's own part of a checkpoint: refusals and recent excitations (for running ahead).
+        The caller has checked it with `_check_own`, before it changed anything."""
         m = self.modality
         self.rejected = int(state.get(f"rejected.{m}", 0))
         t, n = state.get(f"worker.{m}.recent_t"), state.get(f"worker.{m}.recent_node")

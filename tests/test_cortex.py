@@ -13,7 +13,6 @@ import pytest
 from agent.cdz import CDZ
 from agent.config import CDZSettings, CortexSettings
 from agent.cortex import Cortex, StimulusError, certainty
-from agent.messages import ClusterChange
 
 NEVER = 1e6  # a maintenance period (in epochs) that is never reached
 
