@@ -247,11 +247,11 @@ class Hub(Service):
     def save(self, step: int) -> None:
         self.run_folder.save_part(step, CDZ_PART, self._snapshot(step))
         self.run_folder.drop_old_parts(keep=2)
-        self.bus.send(Control("saved", {"step": step, "part": CDZ_PART}, source=self.name, gen=self.gen))
+        self.saved(step, CDZ_PART)
 
     def _snapshot(self, step: int) -> dict[str, np.ndarray]:
         """The hub's part of checkpoint `step`, copied: learning may go on while it is written."""
-        state = {k: np.array(v) for k, v in as_part(CDZ_PART, self.cdz.state_dict()).items()}
+        state = as_part(CDZ_PART, self.cdz.state_dict())  # the CDZ's state_dict is copies already
         state["refinements"] = np.array(self.refinements, np.int64)
         if len(self.log_cluster):
             state["log.cluster"] = self.log_cluster[:step].copy()

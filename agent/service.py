@@ -110,7 +110,11 @@ class Service:
             log.error("%s: could not write part %s of checkpoint %d: %s", self.name, writer.part, writer.step,
                       writer.error)
         else:
-            self.bus.send(Control("saved", {"step": writer.step, "part": writer.part}, source=self.name, gen=self.gen))
+            self.saved(writer.step, writer.part)
+
+    def saved(self, step: int, part: str) -> None:
+        """Tell the supervisor that this process's part of checkpoint `step` is on disk."""
+        self.bus.send(Control("saved", {"step": step, "part": part}, source=self.name, gen=self.gen))
 
     def rewind(self, gen: int) -> None:
         """Another process died: reload the newest complete checkpoint, take up `gen`, say ready.

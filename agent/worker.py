@@ -446,8 +446,7 @@ class EncoderWorker(Service):
 
     def save(self, step: int) -> None:
         self.run_folder.save_part(step, cortex_part(self.modality), self._snapshot())
-        self.bus.send(Control("saved", {"step": step, "part": cortex_part(self.modality)}, source=self.name,
-                              gen=self.gen))
+        self.saved(step, cortex_part(self.modality))
 
     def _snapshot(self) -> dict[str, np.ndarray]:
         """This worker's part of a checkpoint, copied: learning may go on while it is written."""

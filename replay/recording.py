@@ -585,11 +585,10 @@ def check_recording(path: Path | str) -> None:
 
 def run_play(args: argparse.Namespace) -> int:
     check_recording(args.file)  # before connecting: a wrong file is an error at once (the CLI exits 2)
-    follow = getattr(args, "follow", 0)
-    client = _client(BusClient, args, "recording_player", [b"excite."] if follow else [])
+    client = _client(BusClient, args, "recording_player", [b"excite."] if args.follow else [])
     try:
         player = RecordingPlayer(client, args.file, topics=args.topics, speed=args.speed, clock=args.clock,
-                                 follow=follow)
+                                 follow=args.follow)
         try:
             player.ready()
             player.run(timeout_ms=1)
