@@ -3,7 +3,7 @@ short encoding and back.
 
 Downstream, nodes classify encodings by Euclidean nearest neighbour, so what matters
 is that encodings of the same digit lie close together and that decoding gives a
-recognisable stimulus. Three architectures:
+recognisable stimulus. Four architectures:
 
 * "conv" (default): a few strided convolutions down to about 8x8, then a linear map
   to the code; the decoder mirrors it with transposed convolutions. Chosen by
@@ -65,7 +65,11 @@ class Autoencoder(nn.Module):
         if H < 1 or W < 1:
             raise ValueError(f"input_shape must be positive, got {input_shape}")
         d = settings.code_dim
-        if settings.arch == "linear":
+        if settings.arch == "identity":
+            self.encoder = nn.Flatten()
+            self.decoder = nn.Unflatten(1, (1, H, W))
+            self.pad_hw = (H, W)
+        elif settings.arch == "linear":
             # the optimal linear autoencoder (PCA), fitted in closed form by `train_autoencoder`
             self.encoder = nn.Sequential(nn.Flatten(), nn.Linear(H * W, d))
             self.decoder = nn.Sequential(nn.Linear(d, H * W), nn.Unflatten(1, (1, H, W)))
@@ -100,6 +104,17 @@ class Autoencoder(nn.Module):
                 dec += [nn.ConvTranspose2d(a, b, 4, stride=2, padding=1)] + ([nn.ReLU()] if b != 1 else [])
             self.decoder = nn.Sequential(*dec)
 
+    @property
+    def code_dim(self) -> int:
+        """Length of one encoding (the stimulus size for "identity")."""
+        H, W = self.input_shape
+        return H * W if self.settings.arch == "identity" else self.settings.code_dim
+
+    @property
+    def learnable(self) -> bool:
+        """False for "identity": nothing to train, teach or follow."""
+        return self.settings.arch != "identity"
+
     def encode(self, x: Tensor) -> Tensor:
         """(n, H, W) -> (n, code_dim)."""
         H, W = self.input_shape
@@ -114,7 +129,9 @@ class Autoencoder(nn.Module):
         return self.decoder(z)[:, 0, :H, :W]
 
     def decode(self, z: Tensor) -> Tensor:
-        """(n, code_dim) -> (n, H, W) in [0, 1]."""
+        """(n, code_dim) -> (n, H, W), in [0, 1] except for "identity"."""
+        if self.settings.arch == "identity":
+            return self.decode_logits(z)
         if self.settings.arch == "linear":
             return self.decode_logits(z).clamp(0.0, 1.0)  # a linear decoder predicts values, not logits
         return torch.sigmoid(self.decode_logits(z))
@@ -138,6 +155,9 @@ def train_autoencoder(
     Returns the model (in eval mode) and {"losses": per-epoch mean loss, "seconds"}.
     """
     _check_stimuli(x)
+    if settings.arch == "identity":  # nothing to fit; any finite values pass through
+        model = build_autoencoder((x.shape[1], x.shape[2]), settings).eval()
+        return model, {"losses": [], "seconds": 0.0}
     if x.min() < 0 or x.max() > 1:
         raise ValueError(f"stimuli must lie in [0, 1], got [{x.min():.3g}, {x.max():.3g}]")
     torch.manual_seed(seed)
@@ -224,8 +244,8 @@ def _encode_chunk(model: Autoencoder, chunk: Tensor) -> Tensor:
 
 @torch.no_grad()
 def decode(model: Autoencoder, z: np.ndarray, batch_size: int = 2048) -> np.ndarray:
-    """Encodings (n, code_dim) -> float32 stimuli (n, H, W) in [0, 1]."""
-    d = model.settings.code_dim
+    """Encodings (n, code_dim) -> float32 stimuli (n, H, W) (in [0, 1] but for "identity")."""
+    d = model.code_dim
     if z.ndim != 2 or z.shape[1] != d or len(z) < 1:
         raise ValueError(f"expected encodings of shape (n, {d}) with n >= 1, got {tuple(z.shape)}")
     if not np.isfinite(z).all():

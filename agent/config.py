@@ -12,7 +12,6 @@ annotation, and `__post_init__` checks what spans fields. A bad value is one
 
 from __future__ import annotations
 
-import dataclasses
 import tomllib
 from dataclasses import field, fields, is_dataclass
 from pathlib import Path
@@ -51,7 +50,7 @@ Sense = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]  # a modality's
 class AutoencoderSettings:
     """One modality's autoencoder (its architecture and training)."""
 
-    arch: Literal["conv", "mlp", "linear"] = "conv"  # "conv" (default, chosen by measurement), "mlp" (the original design) or "linear" (PCA)
+    arch: Literal["conv", "mlp", "linear", "identity"] = "conv"  # "conv" (default, chosen by measurement), "mlp" (the original design), "linear" (PCA) or "identity" (no encoder)
     code_dim: Annotated[int, Field(ge=1, le=4096)] = 64  # length of one encoding
     epochs: Annotated[int, Field(ge=0, le=10_000)] = 5  # passes over the training set (MNIST: 5; FSDD: 20 with batch_size=32)
     batch_size: Annotated[int, Field(ge=1, le=1_000_000)] = 128  # stimuli per gradient step (FSDD: 32)
@@ -159,10 +158,16 @@ class TeacherSettings:
     p_unpaired: Share = 0.0  # share of events showing only one modality
     p_mismatch: Share = 0.0  # share of events whose two stimuli are different digits
     epochs: Annotated[float, Field(gt=0, le=10_000)] = 10.0  # stream length in passes over the largest training set
+    rewards: tuple[Annotated[float, Field(ge=-1e6, le=1e6)], ...] = ()  # a reward per digit 0-9; set: the "reward" sense is taught too
+    reward_noise: Annotated[float, Field(ge=0, le=1e6)] = 0.0  # std of gaussian noise on each reward given
+    p_reward_missing: Share = 0.0  # share of events that earn no reward stimulus
 
     def __post_init__(self) -> None:
         if self.lag_s[0] > self.lag_s[1]:
             raise SettingsError(f"teacher.lag_s must be [low, high] with low <= high, got {list(self.lag_s)}")
+        if self.rewards and len(self.rewards) != 10:
+            raise SettingsError(f"teacher.rewards must give one value per digit 0-9 (10 values), "
+                                f"got {len(self.rewards)}")
 
 
 @settings
@@ -198,9 +203,18 @@ class Config:
     def __post_init__(self) -> None:
         if len(set(self.modalities)) != len(self.modalities):
             raise SettingsError(f"modalities must not repeat, got {list(self.modalities)}")
+        if self.teacher.rewards and REWARD not in self.modalities:  # rewards given: the reward sense learns too
+            object.__setattr__(self, "modalities", (*self.modalities, REWARD))
+        if REWARD in self.modalities and not self.teacher.rewards:
+            raise SettingsError(f"the {REWARD!r} sense needs teacher.rewards (a reward per digit 0-9)")
 
     def encoder(self, modality: str) -> AutoencoderSettings:
-        return getattr(self, f"{modality}_encoder")
+        """A sense's autoencoder settings; a sense without its own section has none ("identity")."""
+        return getattr(self, f"{modality}_encoder", None) or IDENTITY
+
+
+REWARD = "reward"  # the sense the teacher's rewards arrive on
+IDENTITY = AutoencoderSettings(arch="identity")
 
 
 def to_dict(obj: Any) -> dict[str, Any]:
@@ -283,7 +297,8 @@ def _replace_path(obj: Any, path: list[str], value: Any, key: str, done: list[st
     if not is_dataclass(current):
         raise KeyError(f"--set {key}: {path[0]!r} is not a section")
     inner = _replace_path(current, path[1:], value, key, done + [path[0]])
-    return dataclasses.replace(obj, **{path[0]: inner})
+    kwargs = {f.name: getattr(obj, f.name) for f in fields(obj)} | {path[0]: inner}
+    return _built(type(obj), kwargs, ".".join(done))
 
 
 def save_toml(config: Config, path: Path) -> None:

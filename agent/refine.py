@@ -41,7 +41,7 @@ def refine(brain: Brain, models: dict[str, Autoencoder], x_train: dict[str, np.n
     """Refine brain and encoders in place after the first `upto` stimuli of the stream.
 
     Returns the new training encodings per modality and what was done. Modalities
-    whose encoder is None (identity) are not taught.
+    whose encoder is None or "identity" are not taught.
     """
     report = RefineReport()
     mods = brain.modalities
@@ -56,7 +56,7 @@ def refine(brain: Brain, models: dict[str, Autoencoder], x_train: dict[str, np.n
     new_codes = dict(codes)
     for k, m in enumerate(mods):
         model = models.get(m)
-        if model is None:
+        if model is None or not model.learnable:
             continue
         rows, _, soft = partner_targets(brain, codes, pairs, m)
         if len(rows) == 0:

@@ -102,7 +102,7 @@ def sleep(brain: Brain, models: dict[str, Autoencoder | None], experience: dict[
     """Teach each encoder (in place) on `experience` (per sense: stimuli, event times in ns).
 
     Raises NothingToLearn, having changed nothing, when a sense has no experience or
-    nothing co-occurred. Modalities whose encoder is None (identity) are not taught.
+    nothing co-occurred. Modalities whose encoder is None or "identity" are not taught.
     """
     t0 = time.perf_counter()
     mods = brain.modalities
@@ -112,7 +112,7 @@ def sleep(brain: Brain, models: dict[str, Autoencoder | None], experience: dict[
     plan = {}
     for m in mods:  # every target is read before any encoder or node changes
         model = models.get(m)
-        if model is None:
+        if model is None or not model.learnable:
             continue
         rows, ids, soft = partner_targets(brain, codes, pairs, m)
         replay = replay_material(brain, m, model, settings, (old_stimuli or {}).get(m), seed * 1000 + 7)

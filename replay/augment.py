@@ -154,7 +154,7 @@ def make_augmenters(config: Config, x_train: dict[str, np.ndarray], from_files: 
     (`from_files`); without them (a recorded session) sounds are not augmented.
     """
     from replay.datasets import list_fsdd_files
-    from replay.splits import train_filters
+    from replay.senses import train_filters
 
     out: dict = {}
     for m in config.modalities:

@@ -3,15 +3,16 @@
 Each teaching event picks a digit, shows a random training image of it at time
 k * gap and says a random training recording of it at k * gap + lag. Some events
 show one modality only (`p_unpaired`); some pair two different digits
-(`p_mismatch`, teacher mistakes). Labels travel with the stream for the scorer
-only; the learner never reads them.
+(`p_mismatch`, teacher mistakes). With `rewards` set, the teacher also gives the
+event's reward on the "reward" sense (`with_rewards`). Labels travel with the
+stream for the scorer only; the learner never reads them.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from agent.config import Config, TeacherSettings
+from agent.config import REWARD, Config, TeacherSettings
 from agent.stream import Stream
 
 
@@ -78,6 +79,41 @@ def n_events(config: Config, train: dict[str, np.ndarray]) -> int:
     return max(1, int(round(config.teacher.epochs * max(len(y) for y in train.values()))))
 
 
+def with_rewards(stream: Stream, reward_labels: np.ndarray, settings: TeacherSettings, seed: int) -> Stream:
+    """The stream plus, for each event, a reward for its digit on the "reward" sense.
+
+    The reward comes a lag drawn from `lag_s` after the event's first stimulus; a share
+    `p_reward_missing` of events earns none. Rewards are drawn from a generator of their
+    own, so the other senses' stimuli are exactly those of the stream without rewards.
+    """
+    if REWARD in stream.modalities:
+        raise ValueError("the stream already has rewards")
+    n = int(stream.event.max()) + 1 if len(stream) else 0
+    first = np.full(n, -1, np.int64)
+    start = np.full(n, np.inf)
+    for j in range(len(stream) - 1, -1, -1):  # each event's earliest stimulus: its digit and time
+        first[stream.event[j]], start[stream.event[j]] = stream.label[j], stream.t[j]
+    rng = np.random.default_rng([seed, 0x5EED])
+    events = np.flatnonzero(first >= 0)
+    events = events[rng.random(len(events)) >= settings.p_reward_missing]
+    digit = first[events]
+    if not np.isin(digit, reward_labels).all():
+        raise ValueError("some taught digit has no reward to give")
+    index = _pick(reward_labels, digit, rng)
+    t = np.round((start[events] + rng.uniform(*settings.lag_s, size=len(events))) * 1e9) / 1e9
+    k = len(stream.modalities)
+    t_all = np.concatenate([stream.t, t])
+    mod = np.concatenate([stream.modality, np.full(len(events), k, np.int64)])
+    order = np.lexsort((mod, t_all))
+    cols = (np.concatenate([stream.index, index]), np.concatenate([stream.event, events]),
+            np.concatenate([stream.label, digit]))
+    return Stream((*stream.modalities, REWARD), t_all[order], mod[order], *(c[order].astype(np.int64) for c in cols))
+
+
 def teaching_stream(config: Config, train_labels: dict[str, np.ndarray]) -> Stream:
     """The run's teaching stream: a function of the config and the training labels only."""
-    return make_stream(train_labels, config.teacher, n_events(config, train_labels), config.seed)
+    taught = {m: y for m, y in train_labels.items() if m != REWARD}
+    stream = make_stream(taught, config.teacher, n_events(config, taught), config.seed)
+    if REWARD in train_labels:
+        stream = with_rewards(stream, train_labels[REWARD], config.teacher, config.seed)
+    return stream

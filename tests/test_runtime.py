@@ -52,12 +52,19 @@ def in_process_run(tmp_path_factory, data_dir) -> RunFolder:
     return train(tiny_config(), tmp_path_factory.mktemp("runs") / "in-process", progress=False)
 
 
-def test_distributed_replay_matches_the_in_process_run(in_process_run, tmp_path, data_dir, capsys):
-    """Same config and seed: identical final brain, identical scores, nothing lost."""
+THREE_SENSES = [*TINY, "teacher.rewards=[1,0,0,0,0,0,0,2,0,0]"]  # digits 0 and 1 earn rewards 1 and 0
+
+
+def test_distributed_replay_matches_the_in_process_run(tmp_path, data_dir, capsys):
+    """Same config and seed, three senses (images, words, rewards): identical final brain,
+    identical scores, nothing lost."""
+    from tools.train import train
+
+    in_process = train(tiny_config(THREE_SENSES[-1]), tmp_path / "in-process", progress=False)
     out = tmp_path / "distributed"
     args = ["replay", "--distributed", "--quiet", "--json", "--no-baselines", "--no-judges", "--out", str(out),
             "--checkpoint-every", "150"]
-    for s in TINY:
+    for s in THREE_SENSES:
         args += ["--set", s]
     assert main(args) == 0
     import json
@@ -65,16 +72,19 @@ def test_distributed_replay_matches_the_in_process_run(in_process_run, tmp_path,
     result = json.loads(capsys.readouterr().out)
     assert result["lost_stimuli"] == 0
     assert result["stream_complete"]
-    assert_same_brain(in_process_run, RunFolder(out))
+    assert_same_brain(in_process, RunFolder(out))
     from tools.evaluate import evaluate
 
-    reference = evaluate(in_process_run, progress=False, baselines=False, judges=False)
+    reference = evaluate(in_process, progress=False, baselines=False, judges=False)
+    assert set(reference["recall_accuracy"]) == {f"{a}->{b}" for a in ("visual", "audio", "reward")
+                                                 for b in ("visual", "audio", "reward") if a != b}
     assert result["recall_accuracy"] == reference["recall_accuracy"]
     assert result["classes_discovered"] == reference["classes_discovered"]
     logs = {p.name: p.read_text() for p in (out / "logs").glob("*.log")}
-    assert {"hub.log", "worker-visual.log", "worker-audio.log", "player.log", "bus.log"} <= set(logs)
+    assert {"hub.log", "worker-visual.log", "worker-audio.log", "worker-reward.log", "player.log",
+            "bus.log"} <= set(logs)
     # the stream log the learning curves read is there and complete, like an in-process run's
-    a, b = np.load(in_process_run.stream_path), np.load(out / "stream.npz")
+    a, b = np.load(in_process.stream_path), np.load(out / "stream.npz")
     assert np.array_equal(a["cluster"], b["cluster"]) and np.array_equal(a["recalled"], b["recalled"])
 
 

@@ -13,7 +13,7 @@ import os
 import platform
 import resource
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -27,6 +27,7 @@ from replay.datasets import Split, cache_dir
 from tools.baselines import all_baselines, clustering_scores
 from tools.judge import Judge, load_judge, predict, save_judge, train_judge
 from replay.pipeline import Encodings, load_brain
+from replay.senses import sense
 from replay.splits import load_splits
 
 MIN_CLASS_SHARE = 0.01
@@ -67,26 +68,46 @@ def pair_name(a: str, b: str) -> str:
     return f"{a}->{b}"
 
 
+def scored_pair(config: Config, a: str, b: str) -> Callable[[np.ndarray], np.ndarray]:
+    """What recall a->b is scored in: the classes of the sense whose clusters stand for
+    coarser classes than digits (a reward), else the digits themselves."""
+    for m in (b, a):
+        info = sense(m)
+        if info.classes is not None:
+            return lambda labels, info=info: info.scored(config, labels)
+    return lambda labels: labels
+
+
 def score(config: Config, enc: Encodings, brain: Brain) -> dict[str, Any]:
-    """Label-based scores of a trained brain (no judges, no baselines): fast and pure."""
+    """Label-based scores of a trained brain (no judges, no baselines): fast and pure.
+
+    A cluster's name is the majority class (`replay.senses`) of the training stimuli
+    exciting it; a recall a->b is right when the recalled cluster's name is the class
+    of the stimulus, both read in the pair's classes (`scored_pair`).
+    """
     mods = config.modalities
     train_c = {m: brain.classify(m, enc.train[m]) for m in mods}
     test_c = {m: brain.classify(m, enc.test[m]) for m in mods}
-    names = {m: cluster_names(train_c[m], enc.train_y[m]) for m in mods}
+    names = {m: cluster_names(train_c[m], sense(m).scored(config, enc.train_y[m])) for m in mods}
     out: dict[str, Any] = {"recall_accuracy": {}, "seed_score": {}, "classes_discovered": {},
-                           "clusters_alive": {}, "clustering": {}, "n_test": {}, "recalled": {}}
+                           "clusters_alive": {}, "clustering": {}, "n_test": {}, "recalled": {},
+                           "true_classes": {}}
     for m in mods:
         out["classes_discovered"][m] = classes_discovered(train_c[m])
         out["clusters_alive"][m] = brain.cortices[m].n_clusters
-        out["clustering"][m] = clustering_scores(test_c[m], enc.test_y[m])
+        out["clustering"][m] = clustering_scores(test_c[m], sense(m).scored(config, enc.test_y[m]))
         out["n_test"][m] = int(len(enc.test_y[m]))
+        out["true_classes"][m] = int(len(np.unique(sense(m).scored(config, enc.train_y[m]))))
     for a in mods:
         recalled = brain.cdz.recall_many(a, test_c[a])
         for b in mods:
             if b == a:
                 continue
+            classes = scored_pair(config, a, b)
             pred = name_of(recalled[b], names[b])
-            out["recall_accuracy"][pair_name(a, b)] = float(np.mean(pred == enc.test_y[a]))
+            if sense(b).classes is None:  # b's names are digits: read them in the pair's classes
+                pred = classes(pred)
+            out["recall_accuracy"][pair_name(a, b)] = float(np.mean(pred == classes(enc.test_y[a])))
             out["recalled"][pair_name(a, b)] = recalled[b]
         out["seed_score"][a] = seed_score(recalled[logged_partner(mods)[a]], enc.test_y[a])
     out["names"] = names
@@ -95,8 +116,11 @@ def score(config: Config, enc: Encodings, brain: Brain) -> dict[str, Any]:
 
 def generation(run: RunFolder, config: Config, brain: Brain, scores: dict[str, Any], enc: Encodings,
                progress: bool = True) -> tuple[dict[str, float], dict[str, float]]:
-    """Generation accuracy (decode the recalled cluster's mode, let a judge name it) and judge accuracy."""
-    mods = config.modalities
+    """Generation accuracy (decode the recalled cluster's mode, let a judge name it) and judge accuracy.
+
+    Only senses whose clusters stand for digits have a judge (a reward is read directly).
+    """
+    mods = tuple(m for m in config.modalities if sense(m).classes is None)
     train_raw, test_raw = load_splits(config, "train"), load_splits(config, "test")
     judges = {}
     judge_acc = {}
@@ -158,6 +182,7 @@ def evaluate(run: RunFolder, progress: bool = True, baselines: bool = True, judg
         "recall_accuracy": scores["recall_accuracy"],
         "seed_score": scores["seed_score"],
         "classes_discovered": scores["classes_discovered"],
+        "true_classes": scores["true_classes"],
         "clusters_alive": scores["clusters_alive"],
         "clustering": scores["clustering"],
         "n_test": scores["n_test"],
@@ -165,8 +190,9 @@ def evaluate(run: RunFolder, progress: bool = True, baselines: bool = True, judg
     if judges:
         result["generation_accuracy"], result["judge_accuracy"] = generation(run, config, brain, scores, enc, progress)
     if baselines:
-        result["baselines"] = {m: all_baselines(enc.train[m], enc.train_y[m], enc.test[m], enc.test_y[m],
-                                                seed=config.seed, progress=progress) for m in config.modalities}
+        result["baselines"] = {m: all_baselines(enc.train[m], sense(m).scored(config, enc.train_y[m]), enc.test[m],
+                                                sense(m).scored(config, enc.test_y[m]), seed=config.seed,
+                                                progress=progress) for m in config.modalities}
     t_eval = time.perf_counter() - t0
     trained = run.metrics().get("train", {})
     timing = dict(trained.get("timing_s", {}))
@@ -239,12 +265,15 @@ def summarise_seeds(results: list[dict[str, Any]]) -> dict[str, Any]:
     for r in results:
         out["per_seed"][str(r["seed"])] = {"recall_accuracy": r["recall_accuracy"],
                                            "classes_discovered": r["classes_discovered"]}
-    true = {len(r["config"]["data"]["digits"]) for r in results}
+    def true(r: dict[str, Any], m: str) -> int:  # results older than "true_classes" were digits only
+        return r.get("true_classes", {}).get(m, len(r["config"]["data"]["digits"]))
+
     out["runs_with_exact_classes"] = sum(
-        all(v == len(r["config"]["data"]["digits"]) for v in r["classes_discovered"].values()) for r in results)
+        all(v == true(r, m) for m, v in r["classes_discovered"].items()) for r in results)
+    same = len({tuple(true(r, m) for m in r["classes_discovered"]) for r in results}) == 1
     out["exact_classes_per_modality"] = {
-        m: sum(r["classes_discovered"][m] == len(r["config"]["data"]["digits"]) for r in results)
-        for m in results[0]["classes_discovered"]} if len(true) == 1 else {}
+        m: sum(r["classes_discovered"][m] == true(r, m) for r in results)
+        for m in results[0]["classes_discovered"]} if same else {}
     return out
 
 

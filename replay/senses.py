@@ -1,0 +1,124 @@
+"""Senses as declarations: what a sense is, where its data comes from, how it is scored.
+
+A sense is declared once, in the manner of pylsl's `StreamInfo`: its name, the
+shape of one stimulus, the reader of its training and test data, its nominal
+rate in live use and, when a digit is not what its clusters stand for, the class
+a digit label is scored as. Everything else (the cortex, the CDZ's rows, the
+encoder, checkpoints, the scores) follows from `config.modalities`, so adding a
+sense means declaring it here (or in a test) and naming it in the config.
+
+The encoder is the config's `<sense>_encoder` section; a sense without one has
+no encoder (`arch = "identity"`: its stimulus is its encoding).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from agent.config import REWARD, Config
+from replay.datasets import Split, load_fsdd, load_mnist
+
+Loader = Callable[[Config, str], Split]  # (config, "train" or "test") -> the split the config selects
+
+
+@dataclass(frozen=True)
+class SenseInfo:
+    """One declared sense."""
+
+    name: str
+    shape: tuple[int, int]  # one stimulus, as its encoder reads it
+    load: Loader
+    rate_hz: float  # nominal stimuli per second in live use
+    classes: Callable[[Config, np.ndarray], np.ndarray] | None = None  # digit labels -> scored classes; None: digits
+
+    def scored(self, config: Config, labels: np.ndarray) -> np.ndarray:
+        """The classes its stimuli (labelled with the taught digit) are scored as."""
+        return labels if self.classes is None else self.classes(config, labels)
+
+
+SENSES: dict[str, SenseInfo] = {}
+
+
+def declare(info: SenseInfo) -> SenseInfo:
+    """Make a sense known by name; declaring a name twice with another declaration is an error."""
+    old = SENSES.get(info.name)
+    if old is not None and old != info:
+        raise ValueError(f"a sense named {info.name!r} is already declared")
+    SENSES[info.name] = info
+    return info
+
+
+def sense(name: str) -> SenseInfo:
+    try:
+        return SENSES[name]
+    except KeyError:
+        raise KeyError(f"no sense named {name!r} is declared; known: {sorted(SENSES)}") from None
+
+
+# --------------------------------------------------------------------------- the built-in senses
+
+
+def train_filters(config: Config, modality: str) -> dict:
+    """The data filters of a sense's training split (digits, per class, FSDD speakers)."""
+    d = config.data
+    kw: dict = {"digits": list(d.digits), "per_class": d.per_class}
+    if modality == "audio" and d.speakers:
+        kw["speakers"] = list(d.speakers)
+    if modality == "audio" and d.exclude_speakers:
+        kw["exclude_speakers"] = list(d.exclude_speakers)
+    return kw
+
+
+def _load_visual(config: Config, split: str) -> Split:
+    if split == "train":
+        return load_mnist(split, **train_filters(config, "visual"))
+    return load_mnist(split, digits=list(config.data.digits), per_class=config.data.test_per_class)
+
+
+def _load_audio(config: Config, split: str) -> Split:
+    d = config.data
+    if split == "train":
+        return load_fsdd(split, **train_filters(config, "audio"))
+    kw: dict = {"digits": list(d.digits), "per_class": d.test_per_class}
+    if d.speakers:
+        kw["speakers"] = list(d.speakers)
+    if d.exclude_speakers:  # held-out speakers were never heard: all of their recordings are test material
+        kw["speakers"] = list(d.exclude_speakers)
+        parts = [load_fsdd(part, **kw) for part in ("train", "test")]
+        speakers = np.concatenate([p.speakers for p in parts])
+        return Split("audio", np.concatenate([p.x for p in parts]), np.concatenate([p.y for p in parts]),
+                     tuple(n for p in parts for n in p.names), speakers)
+    return load_fsdd(split, **kw)
+
+
+REWARD_ROWS = {"train": 100, "test": 20}  # reward stimuli per digit when data.per_class does not say
+
+
+def _load_reward(config: Config, split: str) -> Split:
+    """The rewards the teacher can give: per digit, its reward plus `teacher.reward_noise`
+    gaussian noise, drawn from the run's seed. Labels are the digit that earned it."""
+    d, t = config.data, config.teacher
+    per = (d.per_class if split == "train" else d.test_per_class) or REWARD_ROWS[split]
+    rng = np.random.default_rng([config.seed, 1 if split == "train" else 2])
+    y = np.repeat(np.array(d.digits, np.int64), per)
+    values = np.array(t.rewards, np.float64)[y] + t.reward_noise * rng.standard_normal(len(y))
+    return Split(REWARD, values.astype(np.float32).reshape(-1, 1, 1), y,
+                 tuple(f"reward/{split}/{i}" for i in range(len(y))))
+
+
+def reward_classes(config: Config, labels: np.ndarray) -> np.ndarray:
+    """A digit's reward class: the rank of its (noise-free) reward among the distinct rewards."""
+    rewards = np.array(config.teacher.rewards, np.float64)
+    values = np.unique(rewards)
+    out = np.full(len(labels), -1, np.int64)
+    ok = labels >= 0
+    out[ok] = np.searchsorted(values, rewards[labels[ok]])
+    return out
+
+
+VISUAL = declare(SenseInfo("visual", (28, 28), _load_visual, rate_hz=30.0))
+AUDIO = declare(SenseInfo("audio", (64, 64), _load_audio, rate_hz=2.0))
+REWARD_SENSE = declare(SenseInfo(REWARD, (1, 1), _load_reward, rate_hz=1.0, classes=reward_classes))
