@@ -193,7 +193,10 @@ class CDZ:
         self.age[(a, b)][r_a] += 1
 
     def _feedback_for(self, target: Excitation, partner: Excitation, r_partner: int, out: list[Feedback]) -> None:
-        """Tell `target`'s modality which of its clusters `partner`'s cluster points to."""
+        """Tell `target`'s modality which of its clusters `partner`'s cluster points to
+        (unless the partner's sense gives no feedback: `CDZSettings.no_feedback_from`)."""
+        if partner.modality in self.settings.no_feedback_from:
+            return
         pair = (partner.modality, target.modality)
         row = self.W[pair][r_partner, : self.clusters[target.modality].hi]
         best = int(row.argmax())
@@ -238,6 +241,17 @@ class CDZ:
             best = int(row.argmax()) if row.size else 0
             out[b] = int(self.clusters[b].ids[best]) if row.size and row[best] > 0 else None
         return out
+
+    def associates(self, modality: str, cluster_id: int, b: str, min_weight: float) -> list[tuple[int, float]]:
+        """The clusters of `b` that cluster `cluster_id` connects to with at least `min_weight`,
+        strongest first: all it recalls when one cluster stands for many (a reward for its digits)."""
+        r = self.clusters[modality].slot.get(int(cluster_id))
+        if r is None or b == modality:
+            return []
+        row = self.W[(modality, b)][r, : self.clusters[b].hi]
+        cols = np.flatnonzero(row >= max(min_weight, 1e-12))
+        cols = cols[np.argsort(-row[cols], kind="stable")]
+        return [(int(self.clusters[b].ids[c]), float(row[c])) for c in cols]
 
     def recall_many(self, modality: str, cluster_ids: np.ndarray) -> dict[str, np.ndarray]:
         """Vectorised `recall` for an array of cluster ids; -1 where nothing is recalled."""

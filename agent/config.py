@@ -100,6 +100,7 @@ class CDZSettings:
     backward_gain: Annotated[float, Field(ge=0, le=100)] = 0.5  # later->earlier grows by this times as much (0 = strict one-way)
     age_factor: Positive = 25.0  # connection-row certainty ramps up over this many updates
     reorder_slack_s: Annotated[float, Field(ge=0, le=60)] = 0.5  # excitations may arrive this late (event time) and still pair
+    no_feedback_from: tuple[Sense, ...] = ("reward",)  # senses that are taught by feedback but teach none (README: a reward names no digit)
 
 
 @settings

@@ -73,6 +73,16 @@ def test_needs_two_distinct_modalities_and_a_known_kernel():
 
 
 # --------------------------------------------------------------------------- window
+def test_a_sense_that_gives_no_feedback_is_still_taught_and_still_connected():
+    """`no_feedback_from`: a reward's cluster names no digit, so it tells the other side nothing,
+    while the other side still tells it which of its clusters to join."""
+    cdz = CDZ(("a", "b"), settings(no_feedback_from=("b",)))
+    cdz.excite(exc("a", 3, 0.0, node=30))
+    fb = cdz.excite(exc("b", 7, 0.2, node=70))
+    assert [(f.modality, f.node_id, f.cluster_id) for f in fb] == [("b", 70, 7)]
+    assert cdz.recall("a", 3) == {"b": 7} and cdz.recall("b", 7) == {"a": 3}
+
+
 @pytest.mark.parametrize("kernel", ["flat", "gaussian"])
 def test_pair_outside_window_changes_nothing_and_gives_no_feedback(kernel):
     cdz = CDZ(("a", "b"), settings(kernel=kernel))

@@ -120,3 +120,45 @@ def test_a_declared_sense_learns_and_recalls_with_no_other_code(tmp_path, fake_s
     assert scores["recall_accuracy"]["touch->smell"] >= 0.95, scores["recall_accuracy"]
     assert scores["recall_accuracy"]["smell->touch"] >= 0.95, scores["recall_accuracy"]
     assert scores["classes_discovered"] == {"touch": 4, "smell": 4}
+
+
+# --------------------------------------------------------------------------- reward, end to end
+
+THREE = ["data.digits=[0,1,2]", 'data.speakers=["jackson"]', "data.per_class=40", "data.test_per_class=10",
+         "teacher.epochs=8", "cortex.initial_nodes=20", "visual_encoder.epochs=2", "visual_encoder.batch_size=16",
+         "teacher.rewards=[1,0,0,0,0,0,0,0,0,0]"]  # 0 earns 1; 1 and 2 earn nothing
+
+
+@pytest.fixture(scope="module")
+def reward_run(tmp_path_factory, data_dir):
+    from tests.runs import train_run
+
+    return train_run(tmp_path_factory, data_dir, THREE, name="reward")
+
+
+def test_rewards_are_recalled_from_images_and_words_and_recall_the_digits_that_earn_them(reward_run, tmp_path,
+                                                                                      capsys):
+    import json
+
+    from agent.checkpoint import RunFolder
+    from replay.pipeline import load_brain
+    from replay.splits import load_splits
+    from sensors.features import write_png
+    from tools.cli import main
+    from tools.evaluate import score
+
+    loaded = load_brain(RunFolder(reward_run))
+    scores = score(loaded.config, loaded.enc, loaded.brain)
+    acc = scores["recall_accuracy"]
+    assert acc["visual->reward"] >= 0.9 and acc["audio->reward"] >= 0.9, acc
+    assert scores["classes_discovered"]["reward"] == 2 and scores["true_classes"]["reward"] == 2
+    zero = load_splits(loaded.config, "test")["visual"]
+    write_png(tmp_path / "zero.png", zero.x[zero.y == 0][0])
+    capsys.readouterr()
+    code = main(["recall", str(reward_run), str(tmp_path / "zero.png"), "--reward", "0", "--json"])
+    answers = json.loads(capsys.readouterr().out)
+    assert code == 0
+    image, reward = answers
+    assert image["recalled"]["reward"]["value"] == [1.0]  # a 0 earns 1
+    digits = {a["cluster_name"] for a in reward["recalled"]["visual"]["associates"]}
+    assert {1, 2} <= digits and 0 not in digits, reward["recalled"]["visual"]  # nothing earns both

@@ -24,7 +24,7 @@ import numpy as np
 
 from agent.autoencoder import encode, load_autoencoder
 from agent.checkpoint import RunFolder
-from tools.evaluate import cluster_names, name_of
+from tools.evaluate import name_of, scoring_names
 
 
 class _Judge:
@@ -36,8 +36,7 @@ class _Judge:
         self.run = run
         self.loaded = load_brain(run)
         enc = self.loaded.enc
-        self.names = {m: cluster_names(self.loaded.brain.classify(m, enc.train[m]), enc.train_y[m])
-                      for m in self.loaded.config.modalities}
+        self.names = scoring_names(self.loaded.config, enc, self.loaded.brain)
         self.models = {m: load_autoencoder(run.encoder_path(m)) for m in self.loaded.config.modalities}
 
     def recalled_names(self, modality: str, stimuli: np.ndarray) -> np.ndarray:

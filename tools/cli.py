@@ -167,9 +167,13 @@ def cmd_recall(args: argparse.Namespace) -> int:
     from agent.checkpoint import RunFolder
     from tools.recall import exit_code, failures, format_failure, format_recall, recall_files
 
+    if not args.files and not args.reward:
+        print("cdz recall: error: give image or wav files, or --reward VALUE", file=sys.stderr)
+        return 2
     run = RunFolder(args.run)
     out = Path(args.out) if args.out else run.path / "recall"
-    results = recall_files(run, [Path(f) for f in args.files], out, before_load=_single_thread_torch)
+    results = recall_files(run, [Path(f) for f in args.files], out, before_load=_single_thread_torch,
+                           rewards=args.reward)
     for r in failures(results):
         print(f"cdz recall: error: {format_failure(r)}", file=sys.stderr)
     if args.json:
@@ -320,10 +324,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_parsers(sub, common)
 
-    sp = sub.add_parser("recall", help="show an image / play a wav to a trained agent; see what it recalls")
+    sp = sub.add_parser("recall", help="show an image / play a wav / give a reward to a trained agent; "
+                        "see what it recalls")
     sp.add_argument("run", help="run folder")
-    sp.add_argument("files", nargs="+", help="images (png, jpg, ...) and/or wav files of any sample rate; a bad "
+    sp.add_argument("files", nargs="*", help="images (png, jpg, ...) and/or wav files of any sample rate; a bad "
                     "file is reported and skipped (exit 1 if some failed, 2 if all did)")
+    sp.add_argument("--reward", action="append", default=[], metavar="VALUE",
+                    help="give a reward of this value (a run taught with teacher.rewards); it recalls the "
+                         "digits that earn it (repeatable)")
     sp.add_argument("--out", help="folder for reconstruction PNGs (default RUN/recall); inputs with the same "
                     "name get distinct outputs (seven, seven-<folder>, seven-2, ...)")
     common(sp, json_out=True)

@@ -43,6 +43,13 @@ def cluster_names(clusters: np.ndarray, labels: np.ndarray) -> dict[int, int]:
     return names
 
 
+def scoring_names(config: Config, enc: Encodings, brain: Brain) -> dict[str, dict[int, int]]:
+    """Every sense's cluster names: the majority class (a digit, or a reward class) of the
+    training stimuli each cluster wins."""
+    return {m: cluster_names(brain.classify(m, enc.train[m]), sense(m).scored(config, enc.train_y[m]))
+            for m in config.modalities}
+
+
 def name_of(ids: np.ndarray, names: dict[int, int]) -> np.ndarray:
     """Vectorised dict lookup; -1 for clusters without a name (or -1 ids)."""
     return np.array([names.get(int(i), -1) for i in ids], np.int64)

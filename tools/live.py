@@ -31,13 +31,12 @@ log = logging.getLogger(__name__)
 
 
 def scoring_names(run: RunFolder) -> dict[str, dict[int, int]]:
-    """cluster id -> the digit it stands for (majority label of the training stimuli it wins)."""
-    from tools.evaluate import cluster_names
+    """cluster id -> the digit (or reward class) it stands for, per sense (`tools.evaluate.scoring_names`)."""
+    from tools.evaluate import scoring_names
     from replay.pipeline import load_brain
 
     loaded = load_brain(run)
-    return {m: cluster_names(loaded.brain.classify(m, loaded.enc.train[m]), loaded.enc.train_y[m])
-            for m in loaded.config.modalities}
+    return scoring_names(loaded.config, loaded.enc, loaded.brain)
 
 
 class EventSink(Protocol):

@@ -1,4 +1,4 @@
-"""`cdz recall`: show the agent an image or let it hear a wav; it recalls the other modality.
+"""`cdz recall`: show the agent an image, let it hear a wav or give it a reward; it recalls the other senses.
 
 The file goes through the same feature code as training (`sensors.features`), the
 modality's encoder, the nearest node and its cluster; the CDZ recalls a cluster in
@@ -78,6 +78,20 @@ def _known_modality(path: Path) -> str | None:
         return None
 
 
+def check_reward(text: str) -> Checked:
+    """A reward given by value (`--reward 2`): a stimulus of the "reward" sense."""
+    from agent.config import REWARD
+
+    label = Path(f"reward={text}")
+    try:
+        value = float(text)
+    except ValueError:
+        return Checked(label, modality=REWARD, error=f"a reward is a number, got {text!r}")
+    if not np.isfinite(value):
+        return Checked(label, modality=REWARD, error=f"a reward must be finite, got {text!r}")
+    return Checked(label, modality=REWARD, x=np.array([[value]], np.float32))
+
+
 def check_file(path: Path) -> Checked:
     """Read one file and turn it into a stimulus; never raises for a bad file (`error` says why)."""
     path = Path(path)
@@ -128,15 +142,23 @@ def output_names(checked: list[Checked], modalities: list[str]) -> dict[int, str
     return stems
 
 
-def recall_files(run: RunFolder, files: list[Path], out_dir: Path,
-                 before_load: Callable[[], None] | None = None) -> list[dict[str, Any]]:
-    """Recall for each file, in order; writes `<stem>.<modality>.png` reconstructions into out_dir.
+ASSOCIATE_WEIGHT = 0.05  # a recalled sense also lists the clusters connected with at least this weight
+VALUE_SIZE = 16  # an imagined stimulus of at most this many numbers is reported as numbers, not drawn
 
-    Every file is read and checked first; the brain is loaded only if at least one
-    is good (`before_load` runs just before, e.g. to set up torch). A bad file's entry
-    is {"file", "modality", "error"}; a good one's has the cluster and what it recalls.
+
+def recall_files(run: RunFolder, files: list[Path], out_dir: Path,
+                 before_load: Callable[[], None] | None = None, rewards: list[str] = ()) -> list[dict[str, Any]]:
+    """Recall for each file (then each reward), in order; writes `<stem>.<modality>.png`
+    reconstructions into out_dir.
+
+    Every input is read and checked first; the brain is loaded only if at least one
+    is good (`before_load` runs just before, e.g. to set up torch). A bad input's entry
+    is {"file", "modality", "error"}; a good one's has the cluster and what it recalls:
+    per other sense the strongest cluster, its imagined stimulus (a PNG, or the numbers
+    of a small one such as a reward) and `associates`, every cluster connected with at
+    least `ASSOCIATE_WEIGHT` (a reward of 0 recalls all the digits that earn it).
     """
-    checked = [check_file(Path(f)) for f in files]
+    checked = [check_file(Path(f)) for f in files] + [check_reward(r) for r in rewards]
     if all(c.error is not None for c in checked):
         return [_failure(c) for c in checked]
     if before_load is not None:
@@ -144,7 +166,7 @@ def recall_files(run: RunFolder, files: list[Path], out_dir: Path,
 
     from agent.autoencoder import load_autoencoder
     from agent.recollection import recollect
-    from tools.evaluate import cluster_names
+    from tools.evaluate import scoring_names
     from replay.pipeline import load_brain  # heavy imports only when used
 
     config, enc, brain, _, _ = load_brain(run)
@@ -155,7 +177,7 @@ def recall_files(run: RunFolder, files: list[Path], out_dir: Path,
     if all(c.error is not None for c in checked):
         return [_failure(c) for c in checked]
     coders = {m: load_autoencoder(run.encoder_path(m)) for m in modalities}
-    names = {m: cluster_names(brain.classify(m, enc.train[m]), enc.train_y[m]) for m in modalities}
+    names = scoring_names(config, enc, brain)
     stems = output_names(checked, modalities)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
@@ -168,9 +190,14 @@ def recall_files(run: RunFolder, files: list[Path], out_dir: Path,
         entry: dict[str, Any] = {"file": str(c.file), "modality": modality, "cluster": r.cluster,
                                  "cluster_name": names[modality].get(r.cluster), "recalled": {}}
         for target, cid in r.recalled.items():
-            item: dict[str, Any] = {"cluster": cid if cid >= 0 else None, "cluster_name": None, "png": None}
+            item: dict[str, Any] = {"cluster": cid if cid >= 0 else None, "cluster_name": None, "png": None,
+                                    "associates": [{"cluster": a, "cluster_name": names[target].get(a), "weight": w}
+                                                   for a, w in brain.cdz.associates(modality, r.cluster, target,
+                                                                                    ASSOCIATE_WEIGHT)]}
             recon = r.imagined[target]
-            if recon is not None:
+            if recon is not None and recon.size <= VALUE_SIZE:
+                item.update(cluster_name=names[target].get(cid), value=[float(v) for v in recon.ravel()])
+            elif recon is not None:
                 png = out_dir / f"{stems[i]}.{target}.png"
                 write_png(png, recon[::-1] if target == "audio" else recon, scale=4)  # low mels at the bottom
                 item.update(cluster_name=names[target].get(cid), png=str(png))
@@ -208,6 +235,10 @@ def format_recall(results: list[dict[str, Any]]) -> str:
         for target, item in r["recalled"].items():
             if item["cluster"] is None:
                 lines.append(f"  recalls nothing in {target}")
-            else:
-                lines.append(f"  recalls {target} cluster {item['cluster']} '{item['cluster_name']}' -> {item['png']}")
+                continue
+            shown = item["png"] if item.get("value") is None else " ".join(f"{v:.3g}" for v in item["value"])
+            lines.append(f"  recalls {target} cluster {item['cluster']} '{item['cluster_name']}' -> {shown}")
+            if len(item["associates"]) > 1:
+                lines.append("    connected to " + ", ".join(f"'{a['cluster_name']}' {a['weight']:.2f}"
+                                                           for a in item["associates"]))
     return "\n".join(lines)

@@ -97,12 +97,11 @@ class Mind:
 
 def load_mind(run: RunFolder) -> Mind:
     from agent.autoencoder import load_autoencoder
-    from tools.evaluate import cluster_names
+    from tools.evaluate import scoring_names
     from replay.pipeline import load_brain
 
     loaded = load_brain(run)
-    names = {m: cluster_names(loaded.brain.classify(m, loaded.enc.train[m]), loaded.enc.train_y[m])
-             for m in loaded.config.modalities}  # as tools.live.scoring_names, without loading twice
+    names = scoring_names(loaded.config, loaded.enc, loaded.brain)
     coders = {m: load_autoencoder(run.encoder_path(m)) for m in loaded.config.modalities}
     return Mind(loaded.config, loaded.brain, coders, names)
 
