@@ -16,7 +16,7 @@ import pytest
 
 from agent.bus import BusClient
 from agent.wire import Control, Excite, Frame, Recon, Stats, Stimulus, Weights
-from tools.viewer import TOPICS, HeadlessOutput, Viewer, ViewerError, ViewerState, gui_available, layout, open_output, \
+from tools.viewer import LABEL, TOPICS, HeadlessOutput, Viewer, ViewerError, ViewerState, gui_available, layout, open_output, \
     render, run
 from tests.processes import wait_for
 
@@ -82,6 +82,21 @@ def test_only_the_panels_with_data_change():
     assert _differs(empty, some, "hears")
     for panel in ("sees", "fires", "recalls", "weights"):
         assert not _differs(empty, some, panel), panel
+
+
+def test_a_third_sense_gets_its_own_recall_column_and_a_reward_is_written_out():
+    """A reward's recall is one number: the recalls panel gains a column for it; the others keep theirs."""
+    two = _full_state()
+    three = _full_state()
+    three.update(Excite("reward", 0, 0, 2, 1), now=NOW - 0.2)
+    three.update(Recon("reward", 0, 0, 2, "visual", np.full((1, 1), 2.0, np.float32)), now=NOW - 0.2)
+    a, b = render(two, now=NOW), render(three, now=NOW)
+    assert _differs(a, b, "recalls") and _differs(a, b, "fires")
+    for panel in ("sees", "hears", "weights"):
+        assert not _differs(a, b, panel), panel
+    r = layout()["recalls"]
+    right = r.of(b)[:, 2 * r.w // 3 + 8:]  # the third column: the reward, written in the label colour
+    assert np.any(np.all(right == np.array(LABEL, np.uint8), axis=-1))
 
 
 def test_state_keeps_the_latest_of_everything():

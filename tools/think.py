@@ -131,11 +131,18 @@ def think_chain(mind: Mind, modality: str, x: np.ndarray, depth: int, noise: flo
     return steps
 
 
-def _outcome(steps: list[Step], digit: int, depth: int) -> dict:
-    """stay: leading thoughts (depth >= 1) named `digit`; then stayed, drifted (to what) or ended."""
+def _outcome(steps: list[Step], digit: int, depth: int, config: Config) -> dict:
+    """stay: leading thoughts (depth >= 1) named `digit` (in a reward's steps: named the digit's
+    reward class); then stayed, drifted (to what) or ended."""
+    from replay.senses import sense
+
+    def expected(modality: str) -> int:
+        return int(sense(modality).scored(config, np.array([digit]))[0])
+
     names = [s.name for s in steps[1:]]
-    stay = next((k for k, n in enumerate(names) if n != digit), len(names))
-    out = {"stay": stay, "seed_on_digit": steps[0].name == digit, "drift_to": None, "drift_step": None}
+    stay = next((k for k, s in enumerate(steps[1:]) if s.name != expected(s.modality)), len(names))
+    out = {"stay": stay, "seed_on_digit": steps[0].name == expected(steps[0].modality), "drift_to": None,
+           "drift_step": None}
     if stay >= depth:
         out["end"] = "stayed"
     elif stay < len(names):
@@ -171,7 +178,7 @@ def think_report(run: RunFolder, per_digit: int = 5, depth: int = 10) -> dict:
         split = tests[m]
         for d in np.unique(split.y):
             for i in np.flatnonzero(split.y == d)[:per_digit]:
-                o = _outcome(think_chain(mind, m, split.x[i], depth), int(d), depth)
+                o = _outcome(think_chain(mind, m, split.x[i], depth), int(d), depth, mind.config)
                 by_modality.setdefault(m, []).append(o)
                 by_digit.setdefault(str(int(d)), []).append(o)
     everything = [o for os_ in by_modality.values() for o in os_]

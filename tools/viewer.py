@@ -241,19 +241,33 @@ def _hears(img, r, state, now, s) -> None:
     _fit(img, box, seen.data, cv2.COLORMAP_VIRIDIS, flip=True)
 
 
+VALUE_SIZE = 16  # a stimulus of at most this many numbers (a reward) is written out, not drawn
+WAITING = {"visual": "an image", "audio": "a sound"}
+
+
 def _recalls(img, r, state, now, s) -> None:
+    """One column per sense: the image and the spectrogram always, any other sense once it recalls."""
     inner = _panel(img, r, "recalls", s)
-    left, right = inner.split(0.5)
-    for box, modality, cmap, flip in ((left, "visual", None, False), (right, "audio", cv2.COLORMAP_VIRIDIS, True)):
+    senses = ["visual", "audio"] + sorted(m for m in state.recon if m not in ("visual", "audio"))
+    boxes, rest = [], inner
+    for k in range(len(senses) - 1):
+        box, rest = rest.split(1 / (len(senses) - k))
+        boxes.append(box)
+    boxes.append(rest)
+    for box, modality in zip(boxes, senses):
         seen = state.recon.get(modality)
         if seen is None:
-            _centred(img, box, f"waiting for {'an image' if modality == 'visual' else 'a sound'}", s * 0.8)
+            _centred(img, box, f"waiting for {WAITING.get(modality, modality)}", s * 0.8)
             continue
         msg = seen.msg
         box = _caption(img, box, f"{_ago(seen.at, now)}", s * 0.8)
         thought = f" (thought {msg.depth})" if msg.internal else ""
         box = _caption(img, box, f"#{msg.cluster_id} from {msg.cue_modality}{thought}", s * 0.8)
-        _fit(img, box, seen.data, cmap, flip)
+        if seen.data.size <= VALUE_SIZE:
+            _centred(img, box, f"{modality} " + " ".join(f"{v:.3g}" for v in seen.data.ravel()), s * 1.2, LABEL)
+        else:
+            audio = modality == "audio"
+            _fit(img, box, seen.data, cv2.COLORMAP_VIRIDIS if audio else None, flip=audio)
 
 
 def _fires(img, r, state, now, s) -> None:
