@@ -114,7 +114,7 @@ def test_log_records_the_excited_cluster_of_each_stimulus():
 
 
 def test_three_modalities_learn_every_ordered_pair():
-    mods = ("visual", "audio", "reward")
+    mods = ("visual", "audio", "touch")
     brain, enc, lab, _, _ = trained(mods, seed=2)
     assert sorted(brain.cdz.pairs) == sorted((a, b) for a in mods for b in mods if a != b)
     for a, b in brain.cdz.pairs:
@@ -123,7 +123,7 @@ def test_three_modalities_learn_every_ordered_pair():
         sums = mat.sum(axis=1)
         assert np.all((np.abs(sums - 1) < 1e-4) | (sums == 0))
         assert recall_accuracy(brain, enc, lab, a, b) >= 0.9, (a, b)
-    _, rec = brain.recall("reward", enc["reward"][:5])
+    _, rec = brain.recall("touch", enc["touch"][:5])
     assert set(rec) == {"visual", "audio"}
 
 

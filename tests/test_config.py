@@ -21,8 +21,9 @@ def custom() -> Config:
         visual_encoder=AutoencoderSettings(arch="mlp", code_dim=16, lr=3e-4),
         audio_encoder=AutoencoderSettings(epochs=0, noise=0.0),
         cortex=CortexSettings(initial_nodes=10, node_lr=0.125, split_threshold=1e-7, growth_stop=1.0),
-        cdz=CDZSettings(window_s=0.0, kernel="gaussian", backward_gain=0.0),
-        teacher=TeacherSettings(lag_s=(-0.5, 0.25), p_unpaired=0.1, epochs=2.5),
+        cdz=CDZSettings(window_s=0.0, kernel="gaussian", backward_gain=0.0, no_feedback_from=()),
+        teacher=TeacherSettings(lag_s=(-0.5, 0.25), p_unpaired=0.1, epochs=2.5, rewards=(0, 1, 0, -2.5, 0, 0, 0, 3, 0, 0),
+                                reward_noise=0.25, p_reward_missing=0.5),
     )
 
 
