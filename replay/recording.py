@@ -1,17 +1,23 @@
 """Session recording and playback in MCAP: `cdz record FILE.mcap` and playing such a file.
 
 A recording stores every message exactly as it travelled, so playing it puts the
-same bytes back on the bus:
+same bytes back on the bus, and beside it what Foxglove can show of it:
 
 * one MCAP channel per topic (`stimulus.visual`, `stats.hub`, ...), one schema per
   message kind (`cdz.stimulus`, ...; encoding `jsonschema`, describing the decoded
-  fields of `agent.wire` for readers such as Foxglove);
+  fields of `agent.wire`);
 * message encoding `cdz-wire`: the data is msgpack `[header, payload or nil]`, the
   wire frames' own bytes (the topic is the channel's), so `[topic, header, payload]`
   comes back byte-identical;
-* log_time = when the recorder received the message (ns since the epoch),
-  publish_time = the message's event time `t_ns` (clamped at 0), sequence = its `seq`
-  (mod 2**32).
+* the Foxglove views of each message (`replay.foxglove_views`: images of what it
+  saw, heard and imagined, JSON of what fired and what was recalled, stats) on
+  channels of their own (`/visual/stimulus`, `/audio/fires`, ...);
+* log_time = the message's event time `t_ns` (clamped to 0 .. 2**32 s), for every
+  channel, so Foxglove's timeline is the agent's; publish_time = when the recorder
+  received the message (ns since the epoch); sequence = its `seq` (mod 2**32).
+  Recordings made before the views existed had the two times the other way round
+  (their wire channels lack the `log_time: event` metadata); they are read as they
+  are, and `cdz export OLD NEW` rewrites one in today's layout.
 
 Crash safety: messages go into compressed chunks of `chunk_kb` KiB; every finished
 chunk goes straight to the OS (no user-space buffer) and the chunk in progress is
@@ -56,6 +62,7 @@ from mcap.writer import CompressionType, Writer
 from agent.bus import DEFAULT_BUS, BusClient
 from agent.service import Service, addressed_to
 from agent.wire import KINDS, Control, Excite, Message, Stimulus, WireError, decode, encode
+from replay.foxglove_views import View, log_time, views
 
 log = logging.getLogger(__name__)
 
@@ -140,11 +147,15 @@ def _view(frame: Any) -> memoryview:
     return view if view.format == "B" and view.ndim == 1 else view.cast("B")
 
 
+EVENT_LOG_TIME = {"log_time": "event"}  # wire channel metadata: log_time is the event time, publish_time receipt
+
+
 class RecordingWriter:
-    """Writes wire messages into an MCAP file: a channel per topic, a schema per kind."""
+    """Writes wire messages into an MCAP file: a channel per topic, a schema per kind, and the
+    Foxglove views of each message (`views=False`: the wire channels only)."""
 
     def __init__(self, path: Path | str, *, chunk_kb: int = 256, compression: CompressionType | None = None,
-                 metadata: dict[str, str] | None = None):
+                 metadata: dict[str, str] | None = None, views: bool = True):
         self.path = Path(path)
         self._file = _WriteThrough(self.path)
         self._mcap = Writer(self._file, chunk_size=chunk_kb * 1024,
@@ -154,7 +165,10 @@ class RecordingWriter:
             self._mcap.add_metadata("cdz.recording", metadata)
         self._schemas: dict[str, int] = {}
         self._channels: dict[str, int] = {}
+        self._views = views
+        self._view_channels: dict[str, int] = {}
         self.messages = 0
+        self.views = 0  # Foxglove view messages written
         self.wire_bytes = 0  # header + payload bytes of the messages written
         self.closed = False
 
@@ -169,14 +183,30 @@ class RecordingWriter:
         channel = self._channels.get(topic)
         if channel is None:
             channel = self._channels[topic] = self._mcap.register_channel(
-                topic, MESSAGE_ENCODING, self._schema(msg.KIND), {"kind": msg.KIND})
+                topic, MESSAGE_ENCODING, self._schema(msg.KIND), {"kind": msg.KIND, **EVENT_LOG_TIME})
         data = msgpack.packb([header, payload], use_bin_type=True)
-        self._mcap.add_message(channel, log_time=max(0, log_time_ns), data=data,
-                               publish_time=min(max(0, msg.t_ns), 2**64 - 1), sequence=msg.seq % 2**32)
+        self._mcap.add_message(channel, log_time=log_time(msg.t_ns), data=data,
+                               publish_time=min(max(0, log_time_ns), 2**64 - 1), sequence=msg.seq % 2**32)
         size = header.nbytes + (payload.nbytes if payload is not None else 0)
         self.messages += 1
         self.wire_bytes += size
+        if self._views:
+            for view in views(msg):
+                self._write_view(view, log_time_ns, msg.seq)
         return size
+
+    def _write_view(self, view: View, receive_ns: int, seq: int) -> None:
+        channel = self._view_channels.get(view.topic)
+        if channel is None:
+            key = f"view:{view.schema.name}"
+            if key not in self._schemas:
+                self._schemas[key] = self._mcap.register_schema(view.schema.name, view.schema.encoding,
+                                                                view.schema.data)
+            channel = self._view_channels[view.topic] = self._mcap.register_channel(
+                view.topic, view.encoding, self._schemas[key])
+        self._mcap.add_message(channel, log_time=view.t_ns, data=view.data,
+                               publish_time=min(max(0, receive_ns), 2**64 - 1), sequence=seq % 2**32)
+        self.views += 1
 
     def _schema(self, kind: str) -> int:
         if kind not in self._schemas:
@@ -220,9 +250,10 @@ def write_stimuli(path: Path | str, stimuli: Iterable[Stimulus], metadata: dict[
 
 # ---------------------------------------------------------------------- reading
 def read_recording(path: Path | str, topics: Sequence[str] | None = None) -> Iterator[tuple[int, str, list[bytes]]]:
-    """(log_time_ns, topic, frames) of every recorded message in file order, frames as they
-    travelled. `topics`: topic prefixes to keep (None: all). A file cut short (a killed
-    recorder) yields its complete chunks, then ends with a warning instead of raising."""
+    """(receive_ns, topic, frames) of every recorded message in file order, frames as they
+    travelled (the Foxglove views are skipped). `topics`: topic prefixes to keep (None: all).
+    A file cut short (a killed recorder) yields its complete chunks, then ends with a
+    warning instead of raising."""
     prefixes = tuple(topics) if topics else None
     channels: dict[int, Channel] = {}
     count = 0
@@ -255,7 +286,8 @@ def read_recording(path: Path | str, topics: Sequence[str] | None = None) -> Ite
                                 channel.topic)
                     continue
                 count += 1
-                yield record.log_time, channel.topic, frames
+                event_first = channel.metadata.get("log_time") == "event"
+                yield (record.publish_time if event_first else record.log_time), channel.topic, frames
 
 
 def _frames(topic: str, data: bytes) -> list[bytes] | None:
@@ -581,6 +613,32 @@ def check_recording(path: Path | str) -> None:
         raise RecordingError(f"{path} is not a readable MCAP recording ({type(e).__name__}: {e})") from None
     if not isinstance(first, Header):
         raise RecordingError(f"{path} is not a readable MCAP recording (no header record)")
+
+
+def export_recording(src: Path | str, dst: Path | str) -> tuple[int, int]:
+    """Rewrite a recording in today's layout (event times as log times, Foxglove views), with
+    the same frames and receive times, so it plays and replays exactly as before. Returns
+    (messages written, invalid ones skipped). `dst` must not exist."""
+    check_recording(src)
+    dst = Path(dst)
+    if dst.exists():
+        raise RecordingError(f"{dst} already exists; give the name of a new file")
+    writer = RecordingWriter(dst, metadata={"exported_from": str(src)})
+    skipped = 0
+    try:
+        for receive_ns, _, frames in read_recording(src):
+            try:
+                msg = decode(frames)
+            except WireError:
+                skipped += 1
+                continue
+            writer.write(frames, receive_ns, msg)
+    except BaseException:
+        writer.close()
+        dst.unlink(missing_ok=True)
+        raise
+    writer.close()
+    return writer.messages, skipped
 
 
 def run_play(args: argparse.Namespace) -> int:

@@ -243,20 +243,44 @@ def test_every_kind_round_trips_byte_identical(tmp_path):
         assert_same_message(back, msg)
     assert [t for _, t, _ in read_recording(path, ["stats", "frame."])] == ["frame.visual", "stats.hub", "stats"]
 
-    # any MCAP reader sees a channel per topic, a JSON schema per kind and the event times
+    # any MCAP reader sees a channel per topic, a JSON schema per kind, event times as log times
+    # and receive times as publish times (besides the Foxglove views: tests/test_foxglove.py)
     with open(path, "rb") as f:
         reader = make_reader(f)
         summary = reader.get_summary()
-        assert summary.statistics.message_count == len(msgs)
-        assert {c.topic for c in summary.channels.values()} == {f[0].decode() for f in sent}
-        assert {c.message_encoding for c in summary.channels.values()} == {MESSAGE_ENCODING}
-        assert {s.name for s in summary.schemas.values()} == {f"cdz.{m.KIND}" for m in msgs}
-        for s in summary.schemas.values():
+        wire = {c.id: c for c in summary.channels.values() if c.message_encoding == MESSAGE_ENCODING}
+        assert {c.topic for c in wire.values()} == {f[0].decode() for f in sent}
+        assert all(c.metadata["log_time"] == "event" for c in wire.values())
+        kinds = {summary.schemas[c.schema_id].name for c in wire.values()}
+        assert kinds == {f"cdz.{m.KIND}" for m in msgs}
+        for c in wire.values():
+            s = summary.schemas[c.schema_id]
             assert s.encoding == "jsonschema" and "properties" in json.loads(s.data)
         stim = json.loads(next(s.data for s in summary.schemas.values() if s.name == "cdz.stimulus"))
         assert {"modality", "t_ns", "seq", "data", "mseq", "near"} <= set(stim["properties"])
-        publish = [m.publish_time for _, _, m in reader.iter_messages(log_time_order=False)]
-    assert publish == [max(0, m.t_ns) for m in msgs]  # negative event times clamp to 0 (the header keeps them)
+        times = [(m.log_time, m.publish_time) for _, c, m in reader.iter_messages(log_time_order=False)
+                 if c.id in wire]
+    # negative event times clamp to 0, far ones to 2**32 s (the header keeps them)
+    assert times == [(min(max(0, m.t_ns), (2**32 - 1) * 10**9), 1_000 + i) for i, m in enumerate(msgs)]
+
+
+def test_a_recording_made_before_the_foxglove_views_reads_as_it_did(tmp_path):
+    """tests/data/recording-v1.mcap was written by the recorder of the previous layout (receive
+    times as log times, no views). It still reads, and `cdz export` rewrites it in today's layout
+    with the same frames and receive times, so playing either sends the same bytes."""
+    from tools.cli import main
+
+    old = REPO / "tests" / "data" / "recording-v1.mcap"
+    before = list(read_recording(old))
+    assert len(before) == 11 and before[0][0] == 1_700_000_000_000_000_000
+    new = tmp_path / "new.mcap"
+    assert main(["export", str(old), str(new)]) == 0
+    assert list(read_recording(new)) == before
+    with open(new, "rb") as f:
+        topics = {c.topic for c in make_reader(f).get_summary().channels.values()}
+    assert {"/visual/thought", "/audio/stimulus", "/visual/fires", "/stats/hub"} <= topics
+    assert main(["export", str(old), str(new)]) == 2  # never overwrites
+    assert main(["export", str(tmp_path / "missing.mcap"), str(tmp_path / "x.mcap")]) == 2
 
 
 @pytest.mark.parametrize("compression", [CompressionType.ZSTD, CompressionType.LZ4, CompressionType.NONE])

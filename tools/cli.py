@@ -411,7 +411,7 @@ SUBCOMMAND_HELP = {
 
 
 # commands that never touch torch (recall only once its files are good): no 1-3 s torch import first
-LIGHT_COMMANDS = frozenset({"bus", "top", "keys", "play", "record", "recall"})
+LIGHT_COMMANDS = frozenset({"bus", "top", "keys", "play", "record", "export", "recall"})
 
 
 def _single_thread_torch() -> None:

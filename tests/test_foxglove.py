@@ -1,0 +1,107 @@
+"""What Foxglove shows: the views of a recording decode with the schemas the file declares."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import numpy as np
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from mcap.reader import make_reader
+
+from agent.wire import Recon, Stimulus, encode
+from replay.foxglove_views import mono8, views
+from replay.recording import MESSAGE_ENCODING, RecordingWriter
+from tests.test_recording import every_kind, raw
+
+
+def _decoder(schema):
+    """A function bytes -> decoded message, built from the schema record alone."""
+    if schema.encoding == "protobuf":
+        files = descriptor_pb2.FileDescriptorSet.FromString(schema.data)
+        pool = descriptor_pool.DescriptorPool()
+        for f in files.file:
+            pool.Add(f)
+        cls = message_factory.GetMessageClass(pool.FindMessageTypeByName(schema.name))
+        return cls.FromString
+    assert schema.encoding == "jsonschema", schema.encoding
+    body = json.loads(schema.data)
+    jsonschema.Draft202012Validator.check_schema(body)
+    validator = jsonschema.Draft202012Validator(body)
+
+    def decode(data: bytes) -> dict:
+        doc = json.loads(data)
+        validator.validate(doc)
+        return doc
+    return decode
+
+
+def _read_views(path) -> list[tuple[str, int, object]]:
+    """(topic, log time, decoded message) of every view in the file, in file order."""
+    out = []
+    with open(path, "rb") as f:
+        reader = make_reader(f)
+        decoders = {}
+        for schema, channel, message in reader.iter_messages(log_time_order=False):
+            if channel.message_encoding == MESSAGE_ENCODING:
+                continue
+            assert channel.message_encoding == ("protobuf" if schema.encoding == "protobuf" else "json")
+            decode = decoders.setdefault(schema.id, _decoder(schema))
+            out.append((channel.topic, message.log_time, decode(message.data)))
+    return out
+
+
+def _pixels(img) -> np.ndarray:
+    channels = {"mono8": 1, "bgr8": 3}[img.encoding]
+    assert img.step == img.width * channels and len(img.data) == img.step * img.height
+    arr = np.frombuffer(img.data, np.uint8).reshape(img.height, img.width, channels)
+    return arr[:, :, 0] if channels == 1 else arr
+
+
+def test_every_view_decodes_with_its_declared_schema_at_its_event_time(tmp_path):
+    msgs = every_kind() + [Stimulus("reward", 11_000, 11, np.full((1, 1), 2.0, np.float32), source="teacher"),
+                           Recon("audio", 12_000, 12, 4, "visual", np.linspace(0, 1, 64 * 64, dtype=np.float32)
+                                 .reshape(64, 64))]
+    path = tmp_path / "session.mcap"
+    w = RecordingWriter(path)
+    for i, m in enumerate(msgs):
+        w.write(raw(encode(m)), 10**18 + i, m)
+    w.close()
+    expected = [v for m in msgs for v in views(m)]
+    got = _read_views(path)
+    assert [(t, lt) for t, lt, _ in got] == [(v.topic, v.t_ns) for v in expected] and w.views == len(got)
+    by_topic = {t: doc for t, _, doc in got}
+    seen = by_topic["/visual/thought"]  # every_kind's visual stimulus is a thought
+    assert (seen.width, seen.height, seen.frame_id) == (28, 28, "visual")
+    assert seen.timestamp.seconds == 0 and seen.timestamp.nanos == 1_000
+    assert np.array_equal(_pixels(seen), mono8(msgs[0].data))
+    heard = _pixels(by_topic["/audio/stimulus"])
+    assert heard.shape == (64, 64)
+    assert np.array_equal(heard, mono8(msgs[1].data[::-1]))  # low mels at the bottom
+    imagined = _pixels(by_topic["/audio/imagined"])
+    assert imagined[-1, 0] < imagined[0, -1]  # the last recon's first row (low mels) is drawn at the bottom
+    assert _pixels(by_topic["/visual/camera"]).shape == (48, 64, 3)
+    assert _pixels(by_topic["/weights/visual-audio"]).shape == (2, 3)
+    fires = by_topic["/visual/fires"]
+    assert (fires["cluster_id"], fires["node_id"], fires["t_ns"], fires["name"]) == (-1, 12, -5, None)
+    assert by_topic["/audio/recalls"]["cue_modality"] == "visual"
+    assert by_topic["/visual/clusters"] == {"t_ns": 6_000, "seq": 7, "source": "", "created": [10, 11],
+                                            "deleted": [3]}
+    assert by_topic["/reward/stimulus"]["values"] == [2.0]
+    assert by_topic["/stats/hub"]["rate"] == 12.5
+    assert not any(t.startswith(("/audio/feedback", "/credit", "/control")) for t in by_topic)
+
+
+def test_views_name_clusters_when_names_are_known():
+    from agent.wire import Excite
+
+    msg = Excite("audio", 5, 1, cluster_id=17, node_id=3)
+    (view,) = views(msg, {"audio": {17: 7}})
+    assert json.loads(view.data)["name"] == 7
+
+
+def test_mono8_keeps_stimuli_in_range_and_scales_raw_samples():
+    assert mono8(np.array([[0.0, 0.5, 1.0, 2.0, -1.0, np.nan]], np.float32)).tolist() == [[0, 128, 255, 255, 0, 255]]
+    assert mono8(np.array([[-300, 0, 300]], np.int16)).tolist() == [[0, 128, 255]]
+    frame = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    assert mono8(frame) is not None and np.array_equal(mono8(frame), frame)
