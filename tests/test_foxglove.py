@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import jsonschema
@@ -105,3 +106,116 @@ def test_mono8_keeps_stimuli_in_range_and_scales_raw_samples():
     assert mono8(np.array([[-300, 0, 300]], np.int16)).tolist() == [[0, 128, 255]]
     frame = np.arange(12, dtype=np.uint8).reshape(3, 4)
     assert mono8(frame) is not None and np.array_equal(mono8(frame), frame)
+
+
+# --------------------------------------------------------------------------- the live view, on a real bus
+def _start_viewer(bus: str):
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-m", "tools.cli", "viewer", "--bus", bus, "--foxglove", "0", "--quiet"],
+                            cwd=repo, stderr=subprocess.PIPE, text=True)
+    line = proc.stderr.readline()
+    found = re.search(r"ws://127\.0\.0\.1:(\d+)", line)
+    assert found, f"the viewer did not say where it serves: {line!r}"
+    return proc, int(found.group(1))
+
+
+class _Client:
+    """A Foxglove WebSocket client (the `websockets` package) that reads in a thread."""
+
+    def __init__(self, stack, port: int, read: bool = True):
+        import threading
+
+        from websockets.sync.client import connect
+
+        self.ws = stack.enter_context(connect(f"ws://127.0.0.1:{port}",
+                                              subprotocols=["foxglove.sdk.v1", "foxglove.websocket.v1"],
+                                              max_queue=64 if read else 1, close_timeout=1))
+        self.channels: dict[str, int] = {}
+        self.got: list[tuple[int, bytes]] = []  # (subscription id, payload)
+        if read:
+            threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        import struct
+
+        try:
+            for frame in self.ws:
+                if isinstance(frame, str):
+                    doc = json.loads(frame)
+                    if doc["op"] == "advertise":
+                        self.channels.update({c["topic"]: c["id"] for c in doc["channels"]})
+                elif frame[0] == 1:  # message data: opcode, subscription id, log time, payload
+                    sub, = struct.unpack_from("<I", frame, 1)
+                    self.got.append((sub, frame[13:]))
+        except Exception:  # closed
+            pass
+
+    def subscribe(self, channels: dict[str, int]) -> None:
+        self.ws.send(json.dumps({"op": "subscribe",
+                                 "subscriptions": [{"id": cid, "channelId": cid} for cid in channels.values()]}))
+
+
+def test_a_foxglove_client_sees_images_and_excitations_and_a_stalled_one_slows_nothing(thread_bus):
+    import time
+
+    from agent.bus import BusClient
+    from agent.wire import Control, Excite, Frame
+    from tests.processes import stop_process, wait_for
+
+    proc, port = _start_viewer(thread_bus)
+    feeder = BusClient(thread_bus, "feeder", [b"stats"])
+    stack = contextlib.ExitStack()
+    try:
+        feeder.handshake(timeout_s=20)
+        live, stalled = _Client(stack, port), _Client(stack, port, read=False)
+        image = np.zeros((28, 28), np.float32)
+        image[4:24, 12:16] = 1.0  # a "1"
+
+        def send_pair(seq: int) -> None:
+            feeder.send(Stimulus("visual", time.time_ns(), seq, image, source="camera", mseq=seq))
+            feeder.send(Excite("visual", time.time_ns(), seq, cluster_id=40 + seq % 3, node_id=seq, source="worker"))
+
+        big = np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)
+        send_pair(0)
+        feeder.send(Frame("visual", time.time_ns(), 0, big, source="camera"))
+        wanted = ("/visual/stimulus", "/visual/fires", "/visual/camera")
+        wait_for(lambda: set(wanted) <= set(live.channels), 20, "channels advertised")
+        channels = {t: live.channels[t] for t in wanted}
+        live.subscribe({t: channels[t] for t in wanted[:2]})
+        stalled.subscribe(channels)  # 69 MB of camera frames that it never reads
+        time.sleep(0.3)
+        for seq in range(1, 301):  # 300 camera frames and pairs: more than a stalled client's buffers hold
+            feeder.send(Frame("visual", time.time_ns(), seq, big, source="camera"))
+            send_pair(seq)
+            if seq % 20 == 0:
+                time.sleep(0.02)
+        wait_for(lambda: sum(sub == channels["/visual/fires"] for sub, _ in live.got) >= 300, 20,
+                 "every excitation sent after subscribing to reach the live client")
+        fires = [json.loads(p) for sub, p in live.got if sub == channels["/visual/fires"]]
+        images = [p for sub, p in live.got if sub == channels["/visual/stimulus"]]
+        assert [f["node_id"] for f in fires] == list(range(1, 301))
+        assert len(images) == 300
+        decode = _decoder(image_schema_record())
+        first = decode(images[0])
+        assert (first.width, first.height) == (28, 28) and _pixels(first)[10, 13] == 255
+        assert proc.poll() is None  # the stalled client did not stop the viewer
+    finally:
+        stack.close()
+        feeder.send(Control("stop", source="feeder"))
+        stop_process(proc, 10)
+        feeder.close()
+
+
+def image_schema_record():
+    """The RawImage schema as an MCAP schema record would carry it."""
+    from types import SimpleNamespace
+
+    from replay.foxglove_views import image_schema
+
+    s = image_schema()
+    return SimpleNamespace(name=s.name, encoding=s.encoding, data=s.data)

@@ -302,6 +302,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-mic", action="store_true", help="no microphone process")
     p.add_argument("--headless", metavar="DIR", help="no window: the viewer writes a video and PNG snapshots here")
     p.add_argument("--no-viewer", action="store_true", help="no viewer process")
+    p.add_argument("--foxglove", type=int, nargs="?", const=8765, metavar="PORT",
+                   help="the viewer also serves everything to Foxglove over WebSocket (default port 8765), with "
+                        "each cluster's name; without a display and --headless it serves only")
+    p.add_argument("--foxglove-host", default="127.0.0.1", metavar="HOST",
+                   help="--foxglove: address to bind (default loopback; unauthenticated: tunnel it instead)")
     p.add_argument("--speak", action="store_true", help="say recalled spectrograms out loud (Griffin-Lim)")
     p.add_argument("--think", action="store_true",
                    help="stream of thought: each real stimulus starts a chain of recollections (`cdz think`)")
@@ -317,15 +322,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.foxglove is not None and args.no_viewer:
+        raise ValueError("--foxglove is served by the viewer process: drop --no-viewer")
     run_folder = RunFolder(args.run)
     config = run_folder.config()
     run_folder.load_checkpoint()  # a clear error now if the run was never trained
+    extra: dict[str, list[str]] = {}
+    if args.foxglove is not None:
+        extra["viewer"] = ["--foxglove", str(args.foxglove), "--foxglove-host", args.foxglove_host,
+                           "--run", str(run_folder.path)]
     agent = LiveAgent(run_folder, camera=None if args.no_camera else args.camera, mic=args.mic,
                       use_mic=not args.no_mic, headless=Path(args.headless) if args.headless else None,
                       viewer=not args.no_viewer, speak=args.speak, think=args.think, bus=args.bus,
                       checkpoint_every_s=args.checkpoint_every,
                       sleep_every_s=None if args.sleep_every is None else 60.0 * args.sleep_every,
-                      sleep_settings=args.sleep_set)
+                      sleep_settings=args.sleep_set, extra=extra)
     out = open(args.events_out, "w") if args.events_out else None
     try:
         events = EventLog(out, config.modalities, scoring_names(run_folder)) if out else None

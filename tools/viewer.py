@@ -30,10 +30,12 @@ import numpy as np
 from agent.bus import BusClient
 from agent.service import Service
 from agent.wire import Excite, Frame, Message, Recon, Stats, Stimulus, Weights
+from tools.foxglove_live import DEFAULT_PORT, FoxgloveLive
 
 log = logging.getLogger(__name__)
 
 TOPICS = [b"stimulus.", b"excite.", b"recon.", b"frame.", b"weights.", b"stats"]
+FOXGLOVE_TOPICS = [b"recall.", b"clusters."]  # shown in Foxglove only
 RECENT = 12  # firings remembered per modality
 HOT_S = 1.0  # a cluster that fired this recently is drawn highlighted
 MAX_SIDE = 2048  # larger arrays are subsampled before drawing (a bad sender must not stall us)
@@ -509,10 +511,12 @@ def open_output(headless_dir: str | Path | None, fps: float = 10.0, snapshot_s: 
 class Viewer(Service):
     """Keeps a `ViewerState` from the bus and redraws it at most `fps` times a second."""
 
-    def __init__(self, bus: BusClient, output, fps: float = 10.0, size: tuple[int, int] = (960, 540)):
+    def __init__(self, bus: BusClient, output, fps: float = 10.0, size: tuple[int, int] = (960, 540),
+                 foxglove: FoxgloveLive | None = None):
         super().__init__(bus)
         self.state = ViewerState()
-        self.output = output
+        self.output = output  # None: no dashboard, only the Foxglove server
+        self.foxglove = foxglove
         self.interval = 1.0 / fps
         self.size = size
         self.image: np.ndarray | None = None
@@ -528,9 +532,13 @@ class Viewer(Service):
     def handle(self, msg: Message) -> None:
         if isinstance(msg, Stats) and msg.source == self.name:
             return
+        if self.foxglove is not None:
+            self.foxglove.publish(msg)
         self._dirty |= self.state.update(msg)
 
     def tick(self) -> None:
+        if self.output is None:
+            return
         now = time.monotonic()
         if now - self._last < self.interval:
             return
@@ -545,11 +553,17 @@ class Viewer(Service):
             self.running = False
 
     def close(self) -> None:
-        self.output.close(self.image if self.image is not None else render(self.state, *self.size))
+        if self.foxglove is not None:
+            self.foxglove.close()
+        if self.output is not None:
+            self.output.close(self.image if self.image is not None else render(self.state, *self.size))
 
     def stats(self) -> dict:
-        return {"renders": self.renders, "render_ms": 1000.0 * self._render_s / max(1, self.renders),
-                "messages": sum(self.state.counts.values()), "ignored": self.state.ignored}
+        out = {"renders": self.renders, "render_ms": 1000.0 * self._render_s / max(1, self.renders),
+               "messages": sum(self.state.counts.values()), "ignored": self.state.ignored}
+        if self.foxglove is not None:
+            out["foxglove_published"] = self.foxglove.published
+        return out
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -561,6 +575,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="--headless: stop the video at this size, snapshots go on (default 1000)")
     parser.add_argument("--fps", type=float, default=10.0, help="redraws per second (default 10)")
     parser.add_argument("--size", default="960x540", metavar="WxH", help="dashboard size (default 960x540)")
+    parser.add_argument("--foxglove", type=int, nargs="?", const=DEFAULT_PORT, metavar="PORT",
+                        help=f"also serve everything to Foxglove over WebSocket (default port {DEFAULT_PORT}; 0: any "
+                             "free port); without a display and --headless, serve only")
+    parser.add_argument("--foxglove-host", default="127.0.0.1", metavar="HOST",
+                        help="--foxglove: address to bind (default loopback; the server has no authentication, so "
+                             "tunnel it rather than bind beyond loopback)")
+    parser.add_argument("--run", help="--foxglove: a run folder, to name each cluster (the digit it stands for)")
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -581,17 +602,35 @@ def run(args: argparse.Namespace) -> int:
     fps = getattr(args, "fps", 10.0)
     if not fps > 0:
         raise ViewerError(f"--fps must be positive, got {fps}")
-    output = open_output(args.headless, fps=fps, snapshot_s=args.snapshot_every,
-                         max_video_mb=getattr(args, "video_max_mb", 1000.0))
-    client = BusClient(args.bus, "viewer", TOPICS, keys=args.keys)
+    port = getattr(args, "foxglove", None)
+    if port is not None and not 0 <= port < 65536:
+        raise ViewerError(f"--foxglove wants a port 0-65535, got {port}")
+    if port is not None and args.headless is None and not gui_available():
+        output = None  # nowhere to draw: serve Foxglove only
+    else:
+        output = open_output(args.headless, fps=fps, snapshot_s=args.snapshot_every,
+                             max_video_mb=getattr(args, "video_max_mb", 1000.0))
+    live = None
+    if port is not None:
+        names = None
+        if getattr(args, "run", None):
+            from agent.checkpoint import RunFolder
+            from tools.live import scoring_names
+
+            names = scoring_names(RunFolder(args.run))
+        live = FoxgloveLive(port, host=args.foxglove_host, names=names)
+        print(f"viewer: Foxglove live view on ws://{args.foxglove_host}:{live.port}", file=sys.stderr, flush=True)
+    client = BusClient(args.bus, "viewer", TOPICS + (FOXGLOVE_TOPICS if live else []), keys=args.keys)
     viewer = None
     try:
         client.handshake(timeout_s=getattr(args, "connect_timeout", 30.0))
-        viewer = Viewer(client, output, fps=fps, size=size)
+        viewer = Viewer(client, output, fps=fps, size=size, foxglove=live)
         viewer.run()
     finally:
         if viewer is not None:
             viewer.close()
+        elif live is not None:
+            live.close()
         client.close()
     if not args.quiet:
         print(f"viewer: wrote {output.describe()}" if isinstance(output, HeadlessOutput) else "viewer: closed",
