@@ -219,3 +219,23 @@ def image_schema_record():
 
     s = image_schema()
     return SimpleNamespace(name=s.name, encoding=s.encoding, data=s.data)
+
+
+def test_the_shipped_layout_is_the_generated_one_and_shows_topics_that_exist():
+    import re
+    from pathlib import Path
+
+    from agent.wire import Excite, Frame, Recall
+    from tools.foxglove_layout import layout_json
+
+    shipped = (Path(__file__).resolve().parents[1] / "docs" / "foxglove-layout.json").read_text()
+    assert shipped == layout_json(), "run: python -m tools.foxglove_layout docs/foxglove-layout.json"
+    img, spec = np.zeros((28, 28), np.float32), np.zeros((64, 64), np.float32)
+    made = {v.topic for m in [Stimulus("visual", 0, 0, img), Stimulus("audio", 0, 0, spec),
+                              Frame("visual", 0, 0, np.zeros((4, 4, 3), np.uint8)),
+                              Recon("visual", 0, 0, 1, "audio", img), Recon("audio", 0, 0, 1, "visual", spec),
+                              Excite("visual", 0, 0, 1, 1), Excite("audio", 0, 0, 1, 1),
+                              Recall("audio", 0, 0, 1, "visual", 1), every_kind()[-2]]
+            for v in views(m)}
+    named = set(re.findall(r'"(/[a-z]+/[a-z_]+)', shipped))
+    assert named and named <= made, named - made
