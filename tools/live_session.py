@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -32,21 +33,30 @@ START_MARGIN_S = 3.0  # the words start this long after the camera's first frame
 
 
 def live_show_and_tell(run_path: Path, cards_x: np.ndarray, cards_y: np.ndarray, words: list[Path], sink: str,
-                       mic_device: str, work: Path, seed: int = 0) -> dict:
-    """Play the session through `cdz live` on `run_path`; returns what was shown, said and learned."""
+                       mic_device: str, work: Path, seed: int = 0, live_args: Sequence[str] = ("--no-viewer",),
+                       record: Path | None = None) -> dict:
+    """Play the session through `cdz live` on `run_path`; returns what was shown, said and learned.
+
+    `live_args`: more `cdz live` arguments (default: no viewer); `record`: also run
+    `cdz record` into this file for the whole session."""
     work.mkdir(parents=True, exist_ok=True)
     truth = make_card_video(work / "cards.avi", cards_x, cards_y, seed=seed, fps=FPS, show_s=SHOW_S, gap_s=GAP_S)
     onsets = [c["first"] / FPS for c in truth]
     duration = (truth[-1]["last"] + 1) / FPS + GAP_S
     bus = free_tcp_bus()
     cmd = [sys.executable, "-m", "tools.cli", "live", "--run", str(run_path), "--camera", str(work / "cards.avi"),
-           "--mic", mic_device, "--no-viewer", "--bus", bus, "--duration", f"{duration + 25:.0f}",
+           "--mic", mic_device, *live_args, "--bus", bus, "--duration", f"{duration + 25:.0f}",
            "--events-out", str(work / "events.jsonl"), "--quiet"]
-    live = subprocess.Popen(cmd, env=os.environ.copy(), cwd=Path(__file__).resolve().parent.parent,
-                            stderr=open(work / "live.err", "w"))
+    repo = Path(__file__).resolve().parent.parent
+    live = subprocess.Popen(cmd, env=os.environ.copy(), cwd=repo, stderr=open(work / "live.err", "w"))
+    recorder = None
     watcher = BusClient(bus, "session", [b"frame.", b"stats."])
     try:
         watcher.handshake(timeout_s=60)
+        if record is not None:
+            recorder = subprocess.Popen([sys.executable, "-m", "tools.cli", "record", str(record), "--bus", bus,
+                                         "--duration", f"{duration + 20:.0f}", "--quiet"], cwd=repo,
+                                        stderr=open(work / "record.err", "w"))
         v0 = None
         deadline = time.monotonic() + 90
         while v0 is None and time.monotonic() < deadline:
@@ -76,11 +86,14 @@ def live_show_and_tell(run_path: Path, cards_x: np.ndarray, cards_y: np.ndarray,
             if isinstance(msg, Stats):
                 stats[msg.source] = msg.values
         live.wait(timeout=120)
+        if recorder is not None:
+            recorder.wait(timeout=60)
     finally:
         watcher.close()
-        if live.poll() is None:
-            live.terminate()
-            live.wait(timeout=30)
+        for proc in (live, recorder):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=30)
     events = [json.loads(line) for line in (work / "events.jsonl").read_text().splitlines()]
     return {"cards": len(truth), "words": len(said), "events": events, "returncode": live.returncode,
             "video_start": v0, "words_start": start, "stats": stats}
