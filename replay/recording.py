@@ -532,6 +532,8 @@ def add_record_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds between flushes: at most this much is lost if the recorder is killed")
     parser.add_argument("--compression", choices=("auto", "zstd", "lz4", "none"), default="auto",
                         help="chunk compression; auto: zstd, else lz4, else none (what this installation can write)")
+    parser.add_argument("--no-views", action="store_true",
+                        help="the wire frames only, without what Foxglove shows (smaller files; `cdz export` adds it)")
 
 
 def add_play_arguments(parser: argparse.ArgumentParser) -> None:
@@ -566,7 +568,7 @@ def run_record(args: argparse.Namespace) -> int:
     try:
         writer = RecordingWriter(args.file, chunk_kb=args.chunk_kb, compression=compression,
                                  metadata={"bus": args.bus, "topics": ",".join(args.topics),
-                                           "started_ns": str(time.time_ns())})
+                                           "started_ns": str(time.time_ns())}, views=not args.no_views)
         recorder = Recorder(client, writer, topics=args.topics, duration_s=args.duration, flush_s=args.flush)
         try:
             recorder.ready()

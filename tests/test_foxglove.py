@@ -239,3 +239,21 @@ def test_the_shipped_layout_is_the_generated_one_and_shows_topics_that_exist():
             for v in views(m)}
     named = set(re.findall(r'"(/[a-z]+/[a-z_]+)', shipped))
     assert named and named <= made, named - made
+
+
+def test_bench_record_measures_both_ways_on_the_same_messages():
+    from tools.bench_record import bench_record
+
+    msgs = every_kind()
+    r = bench_record([m for m in msgs if m.KIND not in ("credit", "control")] * 20, repeats=1)
+    assert r["messages"] == 220 and r["file_mb"]["with_views"] > r["file_mb"]["wire_only"] > 0
+    assert r["us_per_message"]["with_views"] > 0 and r["ratio"] > 0
+
+
+def test_bench_record_reads_a_recording(tmp_path, capsys):
+    from tools.cli import main
+
+    old = __import__("pathlib").Path(__file__).resolve().parent / "data" / "recording-v1.mcap"
+    assert main(["bench", "record", "--recording", str(old), "--repeats", "1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["messages"] == 11 and "with_views" in out["us_per_message"]

@@ -31,6 +31,7 @@ EPILOG = """examples:
   cdz bench robustness --json             unseen speakers, noise, distortion, teacher mistakes (trains 9 runs)
   cdz replay --distributed                the same job with bus, hub, workers and player as processes
   cdz bench pipeline --json               runtime throughput, live latency, bare ZeroMQ floor
+  cdz bench record                        what the Foxglove views cost the recorder per message
   cdz top --bus tcp://127.0.0.1:5570      live stats of every runtime process on a bus
 
 data is found through CDZ_DATA_DIR (folders mnist/ and fsdd/), then ~/.cache/cdz-agent.
@@ -241,6 +242,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
             result = bench_adapt(config, out, speakers=speakers, progress=not args.quiet,
                                  **({"sizes": sizes} if sizes else {}), style=not args.no_style)
             print(format_adapt(result), file=sys.stderr if args.json else sys.stdout)
+    elif args.what == "record":
+        from tools.bench_record import bench_record, format_record, live_mix, recorded
+
+        result = bench_record(recorded(args.recording) if args.recording else live_mix(), repeats=args.repeats)
+        print(format_record(result), file=sys.stderr if args.json else sys.stdout)
     elif args.what == "pipeline":
         from tools.bench_pipeline import bench_pipeline, format_pipeline
 
@@ -366,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(see WHAT below).",
                                    "cdz bench core", "cdz bench pipeline --json",
                                    "cdz bench robustness --speakers theo --json"))
-    sp.add_argument("what", choices=["core", "pipeline", "live", "robustness", "adapt"],
+    sp.add_argument("what", choices=["core", "pipeline", "live", "robustness", "adapt", "record"],
                     help="core: the learning core vs a plain implementation; pipeline: lossless throughput, "
                          "live latency and the bare ZeroMQ floor of the multi-process runtime; live: filmed "
                          "digit cards and spoken digits through the camera and microphone pipelines (--run); "
@@ -375,7 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "there are reused) and scores each beside the supervised judge (about an hour); "
                          "adapt: per held-out speaker, a show-and-tell session of K events with that voice, "
                          "sleep, and recall on its unheard words before and after (trains 7 runs into --out, "
-                         "default runs/adapt-seed<N>)")
+                         "default runs/adapt-seed<N>); record: the recorder's cost per message with and without "
+                         "the Foxglove views, on a live-like mix or --recording FILE")
     sp.add_argument("--speakers", help="robustness, adapt: held-out speakers, comma-separated (default all six)")
     sp.add_argument("--events", help="adapt: session sizes K, comma-separated (default 100,300,1000)")
     sp.add_argument("--no-style", action="store_true", help="adapt: skip the unseen-handwriting case")
@@ -385,6 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--live-mic", default="pulse",
                     help="adapt --live-sink: the input device that hears that sink (default pulse)")
     sp.add_argument("--run", help="live: a trained run folder")
+    sp.add_argument("--recording", metavar="FILE.mcap", help="record: the messages of this recording")
     sp.add_argument("--cards", type=int, default=200, help="live: digit cards to film (default 200)")
     sp.add_argument("--utterances", type=int, default=200, help="live: utterances to hear (default 200)")
     sp.add_argument("--seconds", type=float, default=10.0, help="pipeline: seconds of live latency measurement")
