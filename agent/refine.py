@@ -50,7 +50,9 @@ def refine(brain: Brain, models: dict[str, Autoencoder], x_train: dict[str, np.n
     if settings.merge_conductance > 0:
         merge = MergeSettings(conductance=settings.merge_conductance, min_side=settings.merge_min_side)
         for (a, b), (rows_a, rows_b) in pairs.items():
-            report.splits += split_merges(brain, codes, a, b, rows_a, rows_b, merge)
+            made = split_merges(brain, codes, a, b, rows_a, rows_b, merge)
+            report.splits += made
+            recount_other_senses(brain, codes, pairs, made, (a, b))
     if settings.teach_weight <= 0:
         return codes, report
     new_codes = dict(codes)
@@ -70,3 +72,37 @@ def refine(brain: Brain, models: dict[str, Autoencoder], x_train: dict[str, np.n
         new_codes[m] = encode(model, x_train[m])
         follow_nodes(brain.cortices[m], codes[m], new_codes[m], old_model, model)
     return new_codes, report
+
+
+def recount_other_senses(brain: Brain, codes: dict[str, np.ndarray], pairs: dict[tuple[str, str], tuple[np.ndarray,
+                         np.ndarray]], splits: list[Split], pair: tuple[str, str]) -> None:
+    """After the merge rule split clusters for one pair of senses, count the rows between the
+    halves and every *other* sense again from their co-occurrences (three or more senses).
+
+    The merge rule sets the rows of the pair that found the split. A third sense would
+    otherwise keep pointing at the old cluster and feed the moved nodes back into it (a
+    reward sense split by the images was joined again by the words), and the new half
+    would recall nothing in it. With two senses there is no other sense: nothing changes.
+    """
+    for s in splits:
+        m = s.modality
+        for c in brain.modalities:
+            if c in pair:
+                continue
+            rows_c, rows_m = pairs[(c, m)] if (c, m) in pairs else pairs[(m, c)][::-1]
+            cl_c = brain.classify(c, codes[c])[rows_c]
+            cl_m = brain.classify(m, codes[m])[rows_m]
+            halves = np.isin(cl_m, [s.cluster, s.new_cluster])
+            for cid in np.unique(cl_c[halves]):
+                if cid < 0:
+                    continue
+                seen = cl_m[cl_c == cid]
+                targets, counts = np.unique(seen[seen >= 0], return_counts=True)
+                brain.cdz.set_row(c, int(cid), m, dict(zip(targets.tolist(), counts.astype(float).tolist())),
+                                  max(brain.cdz.row_age(c, int(cid), m), 1))
+            for half in (s.cluster, s.new_cluster):
+                seen = cl_c[cl_m == half]
+                targets, counts = np.unique(seen[seen >= 0], return_counts=True)
+                if len(targets):
+                    brain.cdz.set_row(m, int(half), c, dict(zip(targets.tolist(), counts.astype(float).tolist())),
+                                      max(brain.cdz.row_age(m, int(s.cluster), c), 1))

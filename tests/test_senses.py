@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace as dataclasses_replace
+
 import numpy as np
 import pytest
 import torch
@@ -162,3 +164,42 @@ def test_rewards_are_recalled_from_images_and_words_and_recall_the_digits_that_e
     assert image["recalled"]["reward"]["value"] == [1.0]  # a 0 earns 1
     digits = {a["cluster_name"] for a in reward["recalled"]["visual"]["associates"]}
     assert {1, 2} <= digits and 0 not in digits, reward["recalled"]["visual"]  # nothing earns both
+
+
+def test_a_split_one_pair_finds_is_counted_again_for_every_other_sense():
+    """The merge rule sets the rows of the pair that found a split; with a third sense, its rows
+    towards the split cluster (and the new half's rows back) are counted again from their
+    co-occurrences, so the third sense follows the moved nodes (agent.refine.recount_other_senses)."""
+    from agent.brain import Brain, learn_stream
+    from agent.config import CortexSettings
+    from agent.merges import Split
+    from agent.pairs import cooccurring
+    from agent.refine import recount_other_senses
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 50)
+    centres = rng.normal(0, 5, (3, 2))
+    codes = {"v": (centres[y] + rng.normal(0, 0.1, (150, 2))).astype(np.float32),
+             "w": (-centres[y] + rng.normal(0, 0.1, (150, 2))).astype(np.float32),
+             "r": np.array([0.0, 0.0, 2.0], np.float32)[y][:, None]}
+    config = Config(modalities=("v", "w", "r"), cortex=CortexSettings(initial_nodes=3, max_nodes=50),
+                    cdz=dataclasses_replace(Config().cdz, no_feedback_from=()))
+    stream = make_stream({m: y for m in codes}, TeacherSettings(), 600, seed=1)
+    brain = Brain(config, {"v": 2, "w": 2, "r": 1}, {m: 600 for m in codes})
+    learn_stream(brain, stream, codes, progress=False)
+    pairs = {(a, b): cooccurring(stream, a, b, 1.0) for a, b in (("v", "w"), ("v", "r"), ("w", "r"))}
+    r = brain.cortices["r"]
+    two = int(r.assign(codes["r"][y == 2][:1])[0][0])  # the node of reward 2 and its cluster
+    old = int(r.assign(codes["r"][y == 2][:1])[1][0])
+    w2 = int(brain.classify("w", codes["w"][y == 2][:1])[0])
+    v2 = int(brain.classify("v", codes["v"][y == 2][:1])[0])
+    assert brain.cdz.recall("w", w2)["r"] == old
+    new = r.split_cluster(old, np.array([two]))  # as the merge rule would for the pair (v, r)
+    for change in r.drain_changes():
+        brain.cdz.apply(change)
+    v_row = brain.cdz.W[("v", "r")].copy()
+    recount_other_senses(brain, codes, pairs, [Split("r", old, new, 0.0, 0)], ("v", "r"))
+    assert brain.cdz.recall("w", w2)["r"] == new  # the words follow the moved node
+    assert brain.cdz.recall("r", new)["w"] == w2  # and the new half recalls them
+    assert np.array_equal(brain.cdz.W[("v", "r")], v_row)  # the pair's own rows are the merge rule's business
+    assert brain.cdz.recall("v", v2)["r"] == old  # (left as they were here, where no merge rule ran)
