@@ -35,7 +35,8 @@ from foxglove.messages import RawImage, Timestamp
 
 from agent.wire import Clusters, Excite, Frame, Message, Recall, Recon, Stats, Stimulus, Weights
 
-VALUE_SIZE = 16  # a stimulus of at most this many numbers is shown as numbers, not as an image
+VALUE_SIZE = 16  # a stimulus of at most this many numbers (a reward) is shown as numbers, not as an image (here,
+# in the viewer and in `cdz recall`)
 JSON = "json"
 PROTOBUF = "protobuf"
 

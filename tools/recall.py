@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from replay.foxglove_views import VALUE_SIZE  # an imagined stimulus this small (a reward) is reported as numbers
 from sensors.features import FeatureError, read_audio_file, read_image_file, write_png
 
 if TYPE_CHECKING:
@@ -143,7 +144,6 @@ def output_names(checked: list[Checked], modalities: list[str]) -> dict[int, str
 
 
 ASSOCIATE_WEIGHT = 0.05  # a recalled sense also lists the clusters connected with at least this weight
-VALUE_SIZE = 16  # an imagined stimulus of at most this many numbers is reported as numbers, not drawn
 
 
 def recall_files(run: RunFolder, files: list[Path], out_dir: Path,

@@ -30,6 +30,7 @@ import numpy as np
 from agent.bus import BusClient
 from agent.service import Service
 from agent.wire import Excite, Frame, Message, Recon, Stats, Stimulus, Weights
+from replay.foxglove_views import VALUE_SIZE  # a stimulus this small (a reward) is written out, not drawn
 from tools.foxglove_live import DEFAULT_PORT, FoxgloveLive
 
 log = logging.getLogger(__name__)
@@ -243,7 +244,6 @@ def _hears(img, r, state, now, s) -> None:
     _fit(img, box, seen.data, cv2.COLORMAP_VIRIDIS, flip=True)
 
 
-VALUE_SIZE = 16  # a stimulus of at most this many numbers (a reward) is written out, not drawn
 WAITING = {"visual": "an image", "audio": "a sound"}
 
 
