@@ -88,19 +88,15 @@ def with_rewards(stream: Stream, reward_labels: np.ndarray, settings: TeacherSet
     """
     if REWARD in stream.modalities:
         raise ValueError("the stream already has rewards")
-    n = int(stream.event.max()) + 1 if len(stream) else 0
-    first = np.full(n, -1, np.int64)
-    start = np.full(n, np.inf)
-    for j in range(len(stream) - 1, -1, -1):  # each event's earliest stimulus: its digit and time
-        first[stream.event[j]], start[stream.event[j]] = stream.label[j], stream.t[j]
+    events, first = np.unique(stream.event, return_index=True)  # each event's earliest stimulus (time order)
     rng = np.random.default_rng([seed, 0x5EED])
-    events = np.flatnonzero(first >= 0)
-    events = events[rng.random(len(events)) >= settings.p_reward_missing]
-    digit = first[events]
+    kept = rng.random(len(events)) >= settings.p_reward_missing
+    events, first = events[kept], first[kept]
+    digit = stream.label[first]
     if not np.isin(digit, reward_labels).all():
         raise ValueError("some taught digit has no reward to give")
     index = _pick(reward_labels, digit, rng)
-    t = np.round((start[events] + rng.uniform(*settings.lag_s, size=len(events))) * 1e9) / 1e9
+    t = np.round((stream.t[first] + rng.uniform(*settings.lag_s, size=len(events))) * 1e9) / 1e9
     k = len(stream.modalities)
     t_all = np.concatenate([stream.t, t])
     mod = np.concatenate([stream.modality, np.full(len(events), k, np.int64)])
