@@ -168,7 +168,7 @@ class RecordingWriter:
         self._views = views
         self._view_channels: dict[str, int] = {}
         self.messages = 0
-        self.views = 0  # Foxglove view messages written
+        self.view_messages = 0  # Foxglove view messages written
         self.wire_bytes = 0  # header + payload bytes of the messages written
         self.closed = False
 
@@ -206,7 +206,7 @@ class RecordingWriter:
                 view.topic, view.encoding, self._schemas[key])
         self._mcap.add_message(channel, log_time=view.t_ns, data=view.data,
                                publish_time=min(max(0, receive_ns), 2**64 - 1), sequence=seq % 2**32)
-        self.views += 1
+        self.view_messages += 1
 
     def _schema(self, kind: str) -> int:
         if kind not in self._schemas:

@@ -70,7 +70,7 @@ def test_every_view_decodes_with_its_declared_schema_at_its_event_time(tmp_path)
     w.close()
     expected = [v for m in msgs for v in views(m)]
     got = _read_views(path)
-    assert [(t, lt) for t, lt, _ in got] == [(v.topic, v.t_ns) for v in expected] and w.views == len(got)
+    assert [(t, lt) for t, lt, _ in got] == [(v.topic, v.t_ns) for v in expected] and w.view_messages == len(got)
     by_topic = {t: doc for t, _, doc in got}
     seen = by_topic["/visual/thought"]  # every_kind's visual stimulus is a thought
     assert (seen.width, seen.height, seen.frame_id) == (28, 28, "visual")
