@@ -10,7 +10,9 @@ visual->audio as a heat map, and a few stats.
 (no sockets, no clock unless asked), so they are tested directly. The picture goes
 to a window when a display and an OpenCV with GUI support exist; otherwise, with
 `--headless DIR`, to an MJPG video plus PNG snapshots in DIR (the installed wheel is
-opencv-python-headless, so this is the usual case on servers).
+opencv-python-headless, so this is the usual case on servers). With `--foxglove`, it
+also serves every message to Foxglove (`tools.foxglove_live`), or only that when it
+has nowhere to draw.
 """
 
 from __future__ import annotations
