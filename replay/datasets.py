@@ -30,7 +30,6 @@ import numpy as np
 from sensors import features
 
 SPLITS = ("train", "test")
-MODALITIES = {"visual": "mnist", "audio": "fsdd"}
 DIGITS = tuple(range(10))
 
 MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
@@ -473,15 +472,3 @@ def load_fsdd(split: str, digits: Sequence[int] | None = None, per_class: int | 
         names=tuple(p.stem for p in files),
         speakers=np.array([m.group(2) for m in parsed], dtype=str),
     )
-
-
-# --------------------------------------------------------------------------- any
-
-
-def load_modality(modality: str, split: str, **kw) -> Split:
-    """'visual' -> MNIST, 'audio' -> FSDD, with the same keyword filters."""
-    if modality == "visual":
-        return load_mnist(split, **kw)
-    if modality == "audio":
-        return load_fsdd(split, **kw)
-    raise ValueError(f"modality must be one of {list(MODALITIES)}, got {modality!r}")

@@ -251,10 +251,13 @@ def test_fsdd_corrupt_recording(monkeypatch, tmp_path, data_dir):
 # --------------------------------------------------------------------------- any
 
 
-def test_load_modality(offline):
-    v = ds.load_modality("visual", "test", digits=[0], per_class=2)
-    a = ds.load_modality("audio", "test", digits=[0], per_class=2)
+def test_each_sense_reads_its_data_through_its_declaration(offline):
+    from agent.config import Config
+    from replay.senses import sense
+
+    config = Config(data=Config().data.__class__(digits=(0,), test_per_class=2))
+    v, a = sense("visual").load(config, "test"), sense("audio").load(config, "test")
     assert (v.modality, v.x.shape) == ("visual", (2, 28, 28))
     assert (a.modality, a.x.shape) == ("audio", (2, 64, 64))
-    with pytest.raises(ValueError, match="visual"):
-        ds.load_modality("smell", "test")
+    with pytest.raises(KeyError, match="visual"):
+        sense("smell")

@@ -39,7 +39,7 @@ from agent.brain import Brain
 from agent.checkpoint import RunFolder
 from agent.config import Config, SleepSettings
 from replay.pipeline import load_brain
-from replay.datasets import FSDD_SPEAKERS, load_modality
+from replay.datasets import FSDD_SPEAKERS, load_fsdd, load_mnist
 from replay.player import Playlist
 from replay.teacher import make_stream
 from tools.bench_robustness import _run
@@ -179,8 +179,8 @@ def bench_adapt(config: Config, out: Path, speakers: list[str] | None = None,
                               "lost_stimuli": 0, "style": None, "seed": config.seed,
                               "buffer": config.sleep.buffer, "sleep_full_buffer_s": None, "swap": None,
                               "played_stimuli_per_s": None}
-    mnist = load_modality("visual", "train")
-    mnist_test = load_modality("visual", "test")
+    mnist = load_mnist("train")
+    mnist_test = load_mnist("test")
     drops: dict[str, list[float]] = {}
     sleeps: list[float] = []
     rates: list[float] = []
@@ -188,10 +188,10 @@ def bench_adapt(config: Config, out: Path, speakers: list[str] | None = None,
     for spk in speakers:
         held = dataclasses.replace(config, data=dataclasses.replace(config.data, exclude_speakers=(spk,)))
         run = _run(held, out / f"without-{spk}", progress)
-        own = load_modality("audio", "train", speakers=[spk])
-        probe = load_modality("audio", "test", speakers=[spk])
+        own = load_fsdd("train", speakers=[spk])
+        probe = load_fsdd("test", speakers=[spk])
         others = [s for s in FSDD_SPEAKERS if s != spk]
-        words = load_modality("audio", "test", speakers=others)
+        words = load_fsdd("test", speakers=others)
         standard = {"visual": (mnist_test.x, mnist_test.y), "audio": (words.x, words.y)}
         entry: dict[str, Any] = {"after": {}}
         for k in sizes:
@@ -213,8 +213,8 @@ def bench_adapt(config: Config, out: Path, speakers: list[str] | None = None,
     if speakers:  # the sleep targets are for a full buffer, slept while awake under a live feed
         spk = speakers[0]
         run = RunFolder(out / f"without-{spk}")
-        own = load_modality("audio", "train", speakers=[spk])
-        words = load_modality("audio", "test", speakers=[s for s in FSDD_SPEAKERS if s != spk])
+        own = load_fsdd("train", speakers=[spk])
+        words = load_fsdd("test", speakers=[s for s in FSDD_SPEAKERS if s != spk])
         full = config.sleep.buffer // 2  # two stimuli per event
         r = adapt_once(run, out / f"session-{spk}-full", {"visual": mnist.x, "audio": own.x},
                        {"visual": mnist.y, "audio": own.y}, None, {}, full, seed=config.seed,
@@ -227,9 +227,9 @@ def bench_adapt(config: Config, out: Path, speakers: list[str] | None = None,
     if style and sizes:
         k = 300 if 300 in sizes else sizes[0]
         run = _run(config, out / "standard", progress)
-        words = load_modality("audio", "test")
+        words = load_fsdd("test")
         standard = {"visual": (mnist_test.x, mnist_test.y), "audio": (words.x, words.y)}
-        fsdd = load_modality("audio", "train")
+        fsdd = load_fsdd("train")
         r = adapt_once(run, out / "session-style", {"visual": drawn_in_style(mnist.x), "audio": fsdd.x},
                        {"visual": mnist.y, "audio": fsdd.y}, ("visual", drawn_in_style(mnist_test.x), mnist_test.y),
                        standard, k, seed=config.seed, sleep_settings=config.sleep)
@@ -269,7 +269,7 @@ def live_adapt(config: Config, out: Path, speaker: str, events: int, sink: str, 
     shutil.rmtree(work, ignore_errors=True)
     shutil.copytree(trained.path, work / "run")
     run = RunFolder(work / "run")
-    probe = load_modality("audio", "test", speakers=[speaker])
+    probe = load_fsdd("test", speakers=[speaker])
     train = _train_sets(run.config())
 
     def score() -> float:
@@ -278,7 +278,7 @@ def live_adapt(config: Config, out: Path, speaker: str, events: int, sink: str, 
         return float(np.mean(agent.recall_names("audio", probe.x, names) == probe.y))
 
     rng = np.random.default_rng(config.seed)
-    mnist = load_modality("visual", "train")
+    mnist = load_mnist("train")
     from replay.datasets import list_fsdd_files
 
     files = list_fsdd_files("train", speakers=[speaker])
