@@ -70,6 +70,7 @@ class CDZ:
             raise ValueError(f"cdz.kernel must be 'flat' or 'gaussian', not {settings.kernel!r}")
         self.modalities = tuple(modalities)
         self.settings = settings
+        self._silent = frozenset(settings.no_feedback_from)  # read once per pair: kept out of the settings lookup
         self.clusters = {m: _Clusters() for m in self.modalities}
         self.pairs = [(a, b) for a in self.modalities for b in self.modalities if a != b]
         self.W = {p: np.zeros((_START_CAPACITY, _START_CAPACITY), np.float32) for p in self.pairs}
@@ -195,7 +196,7 @@ class CDZ:
     def _feedback_for(self, target: Excitation, partner: Excitation, r_partner: int, out: list[Feedback]) -> None:
         """Tell `target`'s modality which of its clusters `partner`'s cluster points to
         (unless the partner's sense gives no feedback: `CDZSettings.no_feedback_from`)."""
-        if partner.modality in self.settings.no_feedback_from:
+        if partner.modality in self._silent:
             return
         pair = (partner.modality, target.modality)
         row = self.W[pair][r_partner, : self.clusters[target.modality].hi]
