@@ -1,13 +1,14 @@
-"""The one-process brain: a cortex per modality and the CDZ, wired by direct calls.
+"""The one-process brain: a cortex unit per modality and the CDZ unit, wired by direct calls.
 
-This is the reference hosting of the learning rules: the multi-process runtime runs
-the very same `Cortex` and `CDZ` objects and only carries their messages over the
-wire. The brain works on encodings; turning raw stimuli into encodings and modes
+This is the reference hosting of the learning rules (`Brain.step` reads as ALGORITHM.md's
+step order): the multi-process runtime hosts the very same units and only carries
+their messages over the wire. The brain works on encodings; turning raw stimuli into encodings and modes
 back into raw data is the autoencoders' job (see `agent.autoencoder`).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,14 +17,15 @@ from tqdm import tqdm
 from agent.cdz import CDZ
 from agent.checkpoint import CDZ_PART, as_part, cortex_part, part
 from agent.config import Config
-from agent.cortex import Cortex, StimulusError
-from agent.messages import Excitation
+from agent.cortex import Cortex
+from agent.messages import Excitation, Stimulus, to_ns
 from agent.state_check import check_arrays
 from agent.stream import Stream, logged_partner
+from agent.units import CDZUnit, CortexUnit
 
 
 class Brain:
-    """Cortices and CDZ of any number of modalities."""
+    """Cortices and CDZ of any number of modalities, wired by a synchronous router over their units."""
 
     def __init__(self, config: Config, dims: dict[str, int], epochs: dict[str, int]):
         self.config = config
@@ -33,24 +35,34 @@ class Brain:
             raise ValueError(f"no encoding size / epoch length given for modalities {missing}")
         self.cortices = {m: Cortex(m, dims[m], config.cortex, epochs[m]) for m in self.modalities}
         self.cdz = CDZ(self.modalities, config.cdz)
+        self.units = {m: CortexUnit(cortex) for m, cortex in self.cortices.items()}
+        self.cdz_unit = CDZUnit(self.cdz)
         self.rejected = 0  # stimuli refused (NaN, wrong shape): counted, never fatal
         self.refinements = 0  # refinement phases applied (agent.refine); says which encoders fit the nodes
 
+    def step(self, stim: Stimulus, z: np.ndarray, strength: float = 1.0) -> Excitation:
+        """One stimulus through the brain, in ALGORITHM.md's order; its excitation (cluster -1: rejected).
+
+        The hub and the workers run these very units; there the bus carries what this passes by call."""
+        out = self.units[stim.modality].stimulus(stim, z, strength)  # steps 2-4: move a node, fire a cluster
+        for msg in out:  # cluster births and deaths reach the CDZ before the excitation that follows them
+            for fb in self.cdz_unit.handle(msg):  # step 5: correlate with the other senses within B
+                self.units[fb.modality].feedback(fb)  # step 6: those nodes move towards the chosen clusters
+        return out[-1]  # step 7, recall, only reads: `recall`
+
     def learn(self, modality: str, z: np.ndarray, t: float, strength: float = 1.0) -> Excitation | None:
-        """One stimulus with learning on; None (and counted) if the encoding is unusable."""
-        cortex = self.cortices.get(modality)
-        if cortex is None:
+        """One stimulus (its encoding `z`, event time `t` in seconds) with learning on; None (and
+        counted) if it is unusable."""
+        unit = self.units.get(modality)
+        if unit is None:
             raise KeyError(f"unknown modality {modality!r}; this brain has {self.modalities}")
-        try:
-            exc = cortex.excite(z, t, strength)
-        except StimulusError:
+        if not (math.isfinite(t) and math.isfinite(strength) and strength >= 0.0):
             self.rejected += 1
             return None
-        if cortex.has_changes:
-            for change in cortex.drain_changes():
-                self.cdz.apply(change)
-        for fb in self.cdz.excite(exc):
-            self.cortices[fb.modality].feedback(fb.node_id, fb.cluster_id, fb.certainty)
+        exc = self.step(Stimulus(modality, to_ns(t), 0, z, grow=unit.cortex.growth_enabled), z, strength)
+        if exc.cluster_id < 0:
+            self.rejected += 1
+            return None
         return exc
 
     def set_growth(self, enabled: bool) -> None:

@@ -32,7 +32,8 @@ from pathlib import Path
 import zmq
 import zmq.auth
 
-from agent.wire import Control, Message, WireError, decode, encode
+from agent.messages import Control, Message
+from agent.wire import WireError, decode, encode
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from agent.config import CDZSettings
 from agent.cortex import certainty, drop_columns_
-from agent.messages import ClusterChange, Excitation, Feedback
+from agent.messages import ClusterChange, Excitation, Feedback, to_ns
 from agent.state_check import check_arrays, check_ids, check_range
 
 _START_CAPACITY = 512
@@ -145,7 +145,10 @@ class CDZ:
         return window_weight(dt, self.settings.window_s, self.settings.kernel)
 
     def excite(self, exc: Excitation) -> list[Feedback]:
-        """Correlate one excitation with those of other modalities within B; return feedback."""
+        """Correlate one excitation with those of other modalities within B.
+
+        Returns the feedback: one `Feedback` per modality that gets any, stamped with the
+        excitation's event time and sequence number, its nodes in the order the pairs formed."""
         if exc.modality not in self.clusters:
             self.counters.unknown_modality += 1
             return []
@@ -155,7 +158,7 @@ class CDZ:
         s = self.settings
         self.counters.excitations += 1
         r_new = self._row(exc.modality, exc.cluster_id)
-        feedback: list[Feedback] = []
+        feedback: dict[str, tuple[list, list, list]] = {}  # per modality: node ids, cluster ids, certainties
         for old in self.recent:
             if old.modality == exc.modality:
                 continue
@@ -180,7 +183,8 @@ class CDZ:
         horizon = self.t_max - s.window_s - s.reorder_slack_s
         while self.recent and self.recent[0].t < horizon:
             self.recent.popleft()
-        return feedback
+        return [Feedback(m, exc.t_ns, exc.seq, tuple(nodes), tuple(clusters), tuple(certainties))
+                for m, (nodes, clusters, certainties) in feedback.items()]
 
     def _grow_connection(self, a: str, r_a: int, b: str, r_b: int, amount: float) -> None:
         if amount <= 0.0:
@@ -193,7 +197,8 @@ class CDZ:
         row /= total  # targets in one modality compete
         self.age[(a, b)][r_a] += 1
 
-    def _feedback_for(self, target: Excitation, partner: Excitation, r_partner: int, out: list[Feedback]) -> None:
+    def _feedback_for(self, target: Excitation, partner: Excitation, r_partner: int,
+                      out: dict[str, tuple[list, list, list]]) -> None:
         """Tell `target`'s modality which of its clusters `partner`'s cluster points to
         (unless the partner's sense gives no feedback: `CDZSettings.no_feedback_from`)."""
         if partner.modality in self._silent:
@@ -206,7 +211,10 @@ class CDZ:
             return  # the partner recalls nothing here (e.g. backward_gain = 0)
         conf = certainty(top, float(self.age[pair][r_partner]), self.settings.age_factor)
         cluster_id = int(self.clusters[target.modality].ids[best])
-        out.append(Feedback(target.modality, target.node_id, cluster_id, conf))
+        nodes, clusters, certainties = out.setdefault(target.modality, ([], [], []))
+        nodes.append(target.node_id)
+        clusters.append(cluster_id)
+        certainties.append(conf)
 
     def set_row(self, a: str, cluster_id: int, b: str, targets: dict[int, float], age: int) -> None:
         """Replace cluster `cluster_id`'s connections towards modality `b` (renormalised).
@@ -335,7 +343,7 @@ class CDZ:
             age[: len(state[f"age.{a}.{b}"])] = state[f"age.{a}.{b}"]
             self.age[(a, b)] = age
         self.recent = deque(
-            Excitation(self.modalities[int(m)], int(c), int(n), float(s), float(t))
+            Excitation(self.modalities[int(m)], to_ns(float(t)), 0, int(c), int(n), float(s))
             for m, c, n, s, t in zip(state["recent.modality"], state["recent.cluster"], state["recent.node"],
                                      state["recent.strength"], state["recent.t"])
         )

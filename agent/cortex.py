@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from agent.config import CortexSettings
-from agent.messages import ClusterChange, Excitation
+from agent.messages import ClusterChange, Excitation, to_ns
 from agent.state_check import StateError, check_arrays, check_ids, check_range
 
 _START_CAPACITY = 512
@@ -147,11 +147,17 @@ class Cortex:
         return z
 
     def excite(self, z: np.ndarray, t: float, strength: float = 1.0) -> Excitation:
-        """Learn one stimulus: seed or move the nearest node, fire its strongest cluster."""
-        z = self.check(z)
+        """Learn one stimulus at event time `t` (seconds): its excitation (see `fire`)."""
         if not (math.isfinite(t) and math.isfinite(strength) and strength >= 0.0):
             raise StimulusError(f"{self.modality}: event time {t!r} and strength {strength!r} must be finite, "
                                 "strength >= 0")
+        cluster_id, node_id = self.fire(z)
+        return Excitation(self.modality, to_ns(t), 0, cluster_id, node_id, strength)
+
+    def fire(self, z: np.ndarray) -> tuple[int, int]:
+        """Learn one stimulus (ALGORITHM.md steps 2-4): seed or move the nearest node, fire its strongest
+        cluster. Returns (cluster id, node id); StimulusError for an encoding it cannot use."""
+        z = self.check(z)
         s = self.settings
         if self.next_node_id < s.initial_nodes:  # the seeding phase: the first stimuli become nodes
             n, c = self._node_with_own_cluster(z)
@@ -170,9 +176,9 @@ class Cortex:
         self.cluster_last[c] = self.step
         self.step += 1
         self.counters.stimuli += 1
-        exc = Excitation(self.modality, int(self.cluster_id[c]), int(self.node_id[n]), strength, t)
+        fired = int(self.cluster_id[c]), int(self.node_id[n])
         self._maybe_maintain()
-        return exc
+        return fired
 
     def peek_node(self, z: np.ndarray) -> int | None:
         """Id of the node the next `excite(z)` moves (None: it will seed a new node); changes nothing.

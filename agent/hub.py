@@ -22,10 +22,10 @@ import numpy as np
 from agent.bus import BusClient
 from agent.cdz import CDZ
 from agent.checkpoint import CDZ_PART, RunFolder, as_part, part
-from agent.messages import ClusterChange, Excitation
 from agent.service import Latency, Service
 from agent.stream import logged_partner
-from agent.wire import Clusters, Control, Credit, Excite, Feedback, Message, Recall, Weights
+from agent.units import CDZUnit
+from agent.messages import ClusterChange, Control, Credit, Excitation, Feedback, Message, Recall, Weights
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ class Hub(Service):
                  recall_hz: float = 60.0):
         super().__init__(bus, gen)
         self.cdz = cdz
+        self.unit = CDZUnit(cdz)
         self.modalities = cdz.modalities
         self.lossless = lossless
         self.run_folder = run
@@ -55,11 +56,10 @@ class Hub(Service):
         self._told = {m: start for m in self.modalities}  # the progress each worker has heard of
         self._t_done = 0  # event time (ns) of the last processed stimulus
         self.next_seq = start
-        self.waiting: dict[int, Excite] = {}  # lossless: excitations that arrived before their turn
-        self.changes: dict[int, list[Clusters]] = {}  # cluster changes announced for a seq
+        self.waiting: dict[int, Excitation] = {}  # lossless: excitations that arrived before their turn
+        self.changes: dict[int, list[ClusterChange]] = {}  # cluster changes announced for a seq
         self.processed = 0
         self.duplicates = 0
-        self.rejected = 0
         self.recalls = 0
         self._last_ack = time.monotonic()
         self._last_weights = 0.0
@@ -93,7 +93,7 @@ class Hub(Service):
 
     # ------------------------------------------------------------------ messages
     def handle(self, msg: Message) -> None:
-        if isinstance(msg, Excite):
+        if isinstance(msg, Excitation):
             if self.lossless and msg.learn:
                 if msg.seq < self.next_seq or msg.seq in self.waiting:
                     self.duplicates += 1
@@ -102,19 +102,19 @@ class Hub(Service):
                 self._drain()
             else:
                 self._process(msg)
-        elif isinstance(msg, Clusters):
+        elif isinstance(msg, ClusterChange):
             if self.lossless:
                 if msg.seq >= self.next_seq:
                     self.changes.setdefault(msg.seq, []).append(msg)
             else:
-                self.cdz.apply(ClusterChange(msg.modality, msg.created, msg.deleted))
+                self.unit.handle(msg)
 
     def _drain(self) -> None:
         while self.next_seq in self.waiting:
             seq = self.next_seq
             exc = self.waiting.pop(seq)
             for change in self.changes.pop(seq, []):
-                self.cdz.apply(ClusterChange(change.modality, change.created, change.deleted))
+                self.unit.handle(change)
             self._process(exc)
             self.next_seq = seq + 1
             self._maybe_checkpoint()
@@ -130,25 +130,20 @@ class Hub(Service):
         self._told = dict.fromkeys(self._told, self.next_seq)
         self.bus.send(Credit(self.next_seq, self._t_done, source=self.name, gen=self.gen))
 
-    def _process(self, msg: Excite) -> None:
+    def _process(self, msg: Excitation) -> None:
         """Learn one excitation (unless it is a query or a rejection) and answer it."""
         m = msg.modality
         if m not in self.cdz.clusters:
             self.cdz.counters.unknown_modality += 1
             return
-        feedback = []
-        if msg.cluster_id < 0:
-            self.rejected += 1
-        elif msg.learn:
-            exc = Excitation(m, msg.cluster_id, msg.node_id, msg.strength, msg.t_ns / 1e9)
-            feedback = self.cdz.excite(exc)
+        feedback = self.unit.handle(msg)
         self.processed += 1
         self._rate_count += 1
         self._t_done = msg.t_ns
         if msg.learn:
             self._send_feedback(msg, feedback)
         if msg.cluster_id >= 0:
-            recalled = self.cdz.recall(m, msg.cluster_id)
+            recalled = self.unit.recall(msg)
             if self.lossless and msg.seq < len(self.log_cluster):
                 self.log_cluster[msg.seq] = msg.cluster_id
                 got = recalled[self._next_of[m]]
@@ -166,16 +161,11 @@ class Hub(Service):
             self.latency.add(ms)
             self.latency_of[m].add(ms)
 
-    def _send_feedback(self, msg: Excite, feedback: list) -> None:
-        """One Feedback per modality that gets any (workers learn of empty seqs from acks)."""
-        per: dict[str, list] = {}
+    def _send_feedback(self, msg: Excitation, feedback: list[Feedback]) -> None:
+        """The CDZ's Feedback, one per modality that gets any (workers learn of empty seqs from acks)."""
         for fb in feedback:
-            per.setdefault(fb.modality, []).append(fb)
-        for m, items in per.items():
-            self._told[m] = msg.seq + 1
-            self.bus.send(Feedback(m, msg.t_ns, msg.seq, tuple(f.node_id for f in items),
-                                   tuple(f.cluster_id for f in items), tuple(f.certainty for f in items),
-                                   source=self.name, gen=self.gen))
+            self._told[fb.modality] = msg.seq + 1
+            self.bus.send(self.stamp(fb))
 
     def on_control(self, msg: Control) -> None:
         if msg.command == "sleep":
@@ -264,7 +254,7 @@ class Hub(Service):
         self._rate_count, self._rate_since = 0, now
         c = self.cdz.counters
         return {"role": "hub", "processed": self.processed, "rate_per_s": rate, "next_seq": self.next_seq,
-                "queue": len(self.waiting), "duplicates": self.duplicates, "rejected": self.rejected,
+                "queue": len(self.waiting), "duplicates": self.duplicates, "rejected": self.unit.rejected,
                 "pairs": c.pairs, "stale": c.stale, "recalls": self.recalls, "sleeping": self.sleeping,
                 "reloads": self.reloads,
                 "latency_p50_ms": self.latency.percentile(50), "latency_p99_ms": self.latency.percentile(99),

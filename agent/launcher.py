@@ -29,7 +29,7 @@ from pathlib import Path
 
 from agent.bus import BusClient
 from agent.checkpoint import RunFolder
-from agent.wire import Control, Stats
+from agent.messages import Control, Stats
 
 log = logging.getLogger(__name__)
 

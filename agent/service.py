@@ -14,10 +14,11 @@ import math
 import signal
 import time
 from collections import deque
+from dataclasses import replace
 
 from agent.bus import BusClient
 from agent.checkpoint import PartWriter, RunFolder
-from agent.wire import Control, Message, Stats
+from agent.messages import Control, Message, Stats
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,10 @@ class Service:
         A process without a run folder has nothing to reload."""
         self.gen = gen
         self.ready()
+
+    def stamp(self, msg: Message) -> Message:
+        """`msg` with this process's envelope: its name as the source, its run generation."""
+        return replace(msg, source=self.name, gen=self.gen)
 
     def tick(self) -> None:
         """Periodic work (about every 10 ms, and after every burst of messages)."""

@@ -1,4 +1,4 @@
-"""The wire format of the runtime: one frozen dataclass per message kind.
+"""The wire format of the runtime: how the messages of `agent.messages` travel between processes.
 
 A message travels as ZeroMQ multipart frames `[topic, header, payload...]`:
 
@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Sequence
+from typing import Any, Sequence
 
 import msgpack
 import numpy as np
+
+from agent.messages import (KINDS, ClusterChange, Control, Credit, Excitation, Feedback, Frame, Message, Recall,
+                            Reconstruction, Stats, Stimulus, Weights)
 
 VERSION = 1
 MAX_HEADER_BYTES = 1024 * 1024
@@ -145,307 +147,136 @@ def _as_payload(arr: np.ndarray) -> tuple[dict, np.ndarray]:
     return {"dtype": arr.dtype.name, "shape": list(arr.shape)}, arr
 
 
-# ---------------------------------------------------------------------- messages
-@dataclass(frozen=True, slots=True)
-class Stimulus:
-    """Sensor -> worker: one raw stimulus (an image or a spectrogram) to encode and learn."""
-
-    KIND: ClassVar[str] = "stimulus"
-    modality: str
-    t_ns: int  # event time (capture time of live input; stream time of a replay)
-    seq: int  # global sequence number of the source's stream
-    data: np.ndarray = field(repr=False)
-    source: str = ""
-    gen: int = 0  # run generation: bumped on every rewind, older messages are ignored
-    mseq: int = 0  # sequence number among this modality's stimuli (gap = loss)
-    learn: bool = True  # False: only classify and recall (nothing changes)
-    grow: bool = True  # node growth allowed (a replay stops it near the end)
-    internal: bool = False  # a thought, not a sensation (stream of thought)
-    depth: int = 0  # thought depth: 0 for real input
-    near: int = -1  # replays: stimuli of other modalities within B of this one (-1: unknown)
-
-    def _header(self) -> tuple[dict, list]:
-        meta, arr = _as_payload(self.data)
-        return {"mseq": self.mseq, "learn": self.learn, "grow": self.grow, "internal": self.internal,
-                "depth": self.depth, "near": self.near, **meta}, [arr]
-
-    @classmethod
-    def _parse(cls, common: dict, h: dict, payload: list) -> "Stimulus":
-        return cls(data=_array(h, payload), mseq=_int(h, "mseq", 0), learn=_bool(h, "learn"), grow=_bool(h, "grow"),
-                   internal=_bool(h, "internal"), depth=_int(h, "depth", 0, 1 << 20),
-                   near=_int(h, "near", -1, 1 << 30), **common)
+# ---------------------------------------------------------------------- each kind's header
+# A kind's codec: the header fields (and payload) it adds to the envelope, and how they are read back.
+def _stimulus_header(m: Stimulus) -> tuple[dict, list]:
+    meta, arr = _as_payload(m.data)
+    return {"mseq": m.mseq, "learn": m.learn, "grow": m.grow, "internal": m.internal, "depth": m.depth,
+            "near": m.near, **meta}, [arr]
 
 
-@dataclass(frozen=True, slots=True)
-class Excite:
-    """Worker -> hub: the cluster a stimulus excited (cluster -1: the stimulus was rejected)."""
-
-    KIND: ClassVar[str] = "excite"
-    modality: str
-    t_ns: int
-    seq: int
-    cluster_id: int
-    node_id: int
-    strength: float = 1.0
-    source: str = ""
-    gen: int = 0
-    learn: bool = True  # False: a pure query; the hub answers with recall only
-    internal: bool = False  # the stimulus was a thought (its recalls are thoughts too)
-    depth: int = 0
-    relived: bool = False  # lived again after a sleep (agent.sleep): learned, but no recall and no latency
-
-    def _header(self) -> tuple[dict, list]:
-        extra = {"relived": True} if self.relived else {}  # absent in older recordings: False
-        return {"cluster": self.cluster_id, "node": self.node_id, "strength": self.strength, "learn": self.learn,
-                "internal": self.internal, "depth": self.depth, **extra}, []
-
-    @classmethod
-    def _parse(cls, common: dict, h: dict, payload: list) -> "Excite":
-        _no_payload(payload)
-        strength = _float(h, "strength")
-        if strength < 0:
-            raise WireError("header field 'strength' must be >= 0")
-        return cls(cluster_id=_int(h, "cluster", -1), node_id=_int(h, "node", -1), strength=strength,
-                   learn=_bool(h, "learn"), internal=_bool(h, "internal"), depth=_int(h, "depth", 0, 1 << 20),
-                   relived=_bool(h, "relived") if "relived" in h else False,
-                   **common)
+def _stimulus_parse(common: dict, h: dict, payload: list) -> Stimulus:
+    return Stimulus(data=_array(h, payload), mseq=_int(h, "mseq", 0), learn=_bool(h, "learn"), grow=_bool(h, "grow"),
+                    internal=_bool(h, "internal"), depth=_int(h, "depth", 0, 1 << 20),
+                    near=_int(h, "near", -1, 1 << 30), **common)
 
 
-@dataclass(frozen=True, slots=True)
-class Feedback:
-    """Hub -> worker: after excitation `seq`, these nodes should move towards these clusters.
-
-    In lossless mode the hub sends one (possibly empty) Feedback per modality for every
-    sequence number, which is also the worker's go-ahead for the next stimulus.
-    """
-
-    KIND: ClassVar[str] = "feedback"
-    modality: str
-    t_ns: int
-    seq: int
-    node_ids: tuple[int, ...] = ()
-    cluster_ids: tuple[int, ...] = ()
-    certainties: tuple[float, ...] = ()
-    source: str = ""
-    gen: int = 0
-
-    def _header(self) -> tuple[dict, list]:
-        return {"nodes": list(self.node_ids), "clusters": list(self.cluster_ids),
-                "certainty": list(self.certainties)}, []
-
-    @classmethod
-    def _parse(cls, common: dict, h: dict, payload: list) -> "Feedback":
-        _no_payload(payload)
-        nodes, clusters = _ints(h, "nodes"), _ints(h, "clusters")
-        if len(nodes) != len(clusters):
-            raise WireError("feedback needs as many clusters as nodes")
-        cert = _floats(h, "certainty", len(nodes))
-        if any(not 0.0 <= c <= 1.0 for c in cert):
-            raise WireError("feedback certainties must lie in [0, 1]")
-        return cls(node_ids=nodes, cluster_ids=clusters, certainties=cert, **common)
+def _excitation_header(m: Excitation) -> tuple[dict, list]:
+    extra = {"relived": True} if m.relived else {}  # absent in older recordings: False
+    return {"cluster": m.cluster_id, "node": m.node_id, "strength": m.strength, "learn": m.learn,
+            "internal": m.internal, "depth": m.depth, **extra}, []
 
 
-@dataclass(frozen=True, slots=True)
-class Recall:
-    """Hub -> worker of `modality`: show what cluster `cluster_id` looks like (cue from another sense)."""
-
-    KIND: ClassVar[str] = "recall"
-    modality: str
-    t_ns: int  # event time of the cue stimulus: latency is measured from it
-    seq: int
-    cluster_id: int
-    cue_modality: str
-    cue_cluster: int
-    source: str = ""
-    gen: int = 0
-    internal: bool = False
-    depth: int = 0
-
-    def _header(self) -> tuple[dict, list]:
-        return {"cluster": self.cluster_id, "cue": self.cue_modality, "cue_cluster": self.cue_cluster,
-                "internal": self.internal, "depth": self.depth}, []
-
-    @classmethod
-    def _parse(cls, common: dict, h: dict, payload: list) -> "Recall":
-        _no_payload(payload)
-        return cls(cluster_id=_int(h, "cluster", 0), cue_modality=_name(h, "cue"),
-                   cue_cluster=_int(h, "cue_cluster", -1), internal=_bool(h, "internal"),
-                   depth=_int(h, "depth", 0, 1 << 20), **common)
+def _excitation_parse(common: dict, h: dict, payload: list) -> Excitation:
+    _no_payload(payload)
+    strength = _float(h, "strength")
+    if strength < 0:
+        raise WireError("header field 'strength' must be >= 0")
+    return Excitation(cluster_id=_int(h, "cluster", -1), node_id=_int(h, "node", -1), strength=strength,
+                      learn=_bool(h, "learn"), internal=_bool(h, "internal"), depth=_int(h, "depth", 0, 1 << 20),
+                      relived=_bool(h, "relived") if "relived" in h else False, **common)
 
 
-@dataclass(frozen=True, slots=True)
-class Recon:
-    """Worker -> anyone: the decoded mode of a recalled cluster, in stimulus space."""
-
-    KIND: ClassVar[str] = "recon"
-    modality: str
-    t_ns: int  # event time of the cue stimulus
-    seq: int
-    cluster_id: int
-    cue_modality: str
-    data: np.ndarray = field(repr=False)
-    source: str = ""
-    gen: int = 0
-    internal: bool = False
-    depth: int = 0
-
-    def _header(self) -> tuple[dict, list]:
-        meta, arr = _as_payload(self.data)
-        return {"cluster": self.cluster_id, "cue": self.cue_modality, "internal": self.internal,
-                "depth": self.depth, **meta}, [arr]
-
-    @classmethod
-    def _parse(cls, common: dict, h: dict, payload: list) -> "Recon":
-        return cls(cluster_id=_int(h, "cluster", 0), cue_modality=_name(h, "cue"), data=_array(h, payload),
-                   internal=_bool(h, "internal"), depth=_int(h, "depth", 0, 1 << 20), **common)
+def _feedback_header(m: Feedback) -> tuple[dict, list]:
+    return {"nodes": list(m.node_ids), "clusters": list(m.cluster_ids), "certainty": list(m.certainties)}, []
 
 
-@dataclass(frozen=True, slots=True)
-class Clusters:
-    """Worker -> hub: clusters born and deleted just before excitation `seq` of this modality."""
-
-    KIND: ClassVar[str] = "clusters"
-    modality: str
-    t_ns: int
-    seq: int
-    created: tuple[int, ...] = ()
-    deleted: tuple[int, ...] = ()
-    source: str = ""
-    gen: int = 0
-
-    def _header(self) -> tuple[dict, list]:
-        return {"created": list(self.created), "deleted": list(self.deleted)}, []
-
-    @classmethod
-    def _parse(cls, common: dict, h: dict, payload: list) -> "Clusters":
-        _no_payload(payload)
-        return cls(created=_ints(h, "created"), deleted=_ints(h, "deleted"), **common)
+def _feedback_parse(common: dict, h: dict, payload: list) -> Feedback:
+    _no_payload(payload)
+    nodes, clusters = _ints(h, "nodes"), _ints(h, "clusters")
+    if len(nodes) != len(clusters):
+        raise WireError("feedback needs as many clusters as nodes")
+    cert = _floats(h, "certainty", len(nodes))
+    if any(not 0.0 <= c <= 1.0 for c in cert):
+        raise WireError("feedback certainties must lie in [0, 1]")
+    return Feedback(node_ids=nodes, cluster_ids=clusters, certainties=cert, **common)
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
-    """Camera -> viewers: a small preview of what the camera sees (uint8, HxW or HxWx3).
-
-    Not a stimulus: nothing learns from it. The camera sends a few per second."""
-
-    KIND: ClassVar[str] = "frame"
-    modality: str
-    t_ns: int
-    seq: int
-    data: np.ndarray = field(repr=False)
-    source: str = ""
-    gen: int = 0
-
-    def _header(self) -> tuple[dict, list]:
-        meta, arr = _as_payload(self.data)
-        return meta, [arr]
-
-    @classmethod
-    def _parse(cls, common: dict, h: dict, payload: list) -> "Frame":
-        return cls(data=_array(h, payload), **common)
+def _recall_header(m: Recall) -> tuple[dict, list]:
+    return {"cluster": m.cluster_id, "cue": m.cue_modality, "cue_cluster": m.cue_cluster, "internal": m.internal,
+            "depth": m.depth}, []
 
 
-@dataclass(frozen=True, slots=True)
-class Weights:
-    """Hub -> viewers: the CDZ matrix W[modality -> target] over live clusters (rows: `rows`
-    cluster ids of `modality`, columns: `cols` cluster ids of `target`), now and then."""
-
-    KIND: ClassVar[str] = "weights"
-    modality: str
-    t_ns: int
-    seq: int
-    target: str
-    rows: tuple[int, ...]
-    cols: tuple[int, ...]
-    data: np.ndarray = field(repr=False)
-    source: str = ""
-    gen: int = 0
-
-    def _header(self) -> tuple[dict, list]:
-        meta, arr = _as_payload(self.data)
-        return {"target": self.target, "rows": list(self.rows), "cols": list(self.cols), **meta}, [arr]
-
-    @classmethod
-    def _parse(cls, common: dict, h: dict, payload: list) -> "Weights":
-        data = _array(h, payload)
-        rows, cols = _ints(h, "rows"), _ints(h, "cols")
-        if data.shape != (len(rows), len(cols)):
-            raise WireError(f"weights of shape {data.shape} do not match {len(rows)} rows x {len(cols)} columns")
-        return cls(target=_name(h, "target"), rows=rows, cols=cols, data=data, **common)
+def _recall_parse(common: dict, h: dict, payload: list) -> Recall:
+    _no_payload(payload)
+    return Recall(cluster_id=_int(h, "cluster", 0), cue_modality=_name(h, "cue"),
+                  cue_cluster=_int(h, "cue_cluster", -1), internal=_bool(h, "internal"),
+                  depth=_int(h, "depth", 0, 1 << 20), **common)
 
 
-@dataclass(frozen=True, slots=True)
-class Credit:
-    """Hub -> player and workers (lossless flow): every stimulus below `seq` is learned and
-    answered; `t_ns` is the event time of the last one. The player's credit, the workers' watermark."""
+def _reconstruction_header(m: Reconstruction) -> tuple[dict, list]:
+    meta, arr = _as_payload(m.data)
+    return {"cluster": m.cluster_id, "cue": m.cue_modality, "internal": m.internal, "depth": m.depth, **meta}, [arr]
 
-    KIND: ClassVar[str] = "credit"
-    seq: int
-    t_ns: int
-    source: str = ""
-    gen: int = 0
-    modality: str = ""
 
-    def _header(self) -> tuple[dict, list]:
-        return {}, []
+def _reconstruction_parse(common: dict, h: dict, payload: list) -> Reconstruction:
+    return Reconstruction(cluster_id=_int(h, "cluster", 0), cue_modality=_name(h, "cue"), data=_array(h, payload),
+                          internal=_bool(h, "internal"), depth=_int(h, "depth", 0, 1 << 20), **common)
 
-    @classmethod
-    def _parse(cls, common: dict, h: dict, payload: list) -> "Credit":
-        _no_payload(payload)
-        return cls(**common)
+
+def _cluster_change_header(m: ClusterChange) -> tuple[dict, list]:
+    return {"created": list(m.created), "deleted": list(m.deleted)}, []
+
+
+def _cluster_change_parse(common: dict, h: dict, payload: list) -> ClusterChange:
+    _no_payload(payload)
+    return ClusterChange(created=_ints(h, "created"), deleted=_ints(h, "deleted"), **common)
+
+
+def _frame_header(m: Frame) -> tuple[dict, list]:
+    meta, arr = _as_payload(m.data)
+    return meta, [arr]
+
+
+def _frame_parse(common: dict, h: dict, payload: list) -> Frame:
+    return Frame(data=_array(h, payload), **common)
+
+
+def _weights_header(m: Weights) -> tuple[dict, list]:
+    meta, arr = _as_payload(m.data)
+    return {"target": m.target, "rows": list(m.rows), "cols": list(m.cols), **meta}, [arr]
+
+
+def _weights_parse(common: dict, h: dict, payload: list) -> Weights:
+    data = _array(h, payload)
+    rows, cols = _ints(h, "rows"), _ints(h, "cols")
+    if data.shape != (len(rows), len(cols)):
+        raise WireError(f"weights of shape {data.shape} do not match {len(rows)} rows x {len(cols)} columns")
+    return Weights(target=_name(h, "target"), rows=rows, cols=cols, data=data, **common)
+
+
+def _credit_header(m: Credit) -> tuple[dict, list]:
+    return {}, []
+
+
+def _credit_parse(common: dict, h: dict, payload: list) -> Credit:
+    _no_payload(payload)
+    return Credit(**common)
+
+
+def _control_header(m: Control) -> tuple[dict, list]:
+    return {"cmd": m.command, "args": _check_args(m.args)}, []
+
+
+def _control_parse(common: dict, h: dict, payload: list) -> Control:
+    _no_payload(payload)
+    command, args = _name(h, "cmd"), _check_args(h.get("args"))
+    _check_fields(args, CONTROL_ARGS.get(command, {}), f"control {command!r}")
+    return Control(command=command, args=args, **common)
+
+
+def _stats_header(m: Stats) -> tuple[dict, list]:
+    return {"values": _check_args(m.values)}, []
+
+
+def _stats_parse(common: dict, h: dict, payload: list) -> Stats:
+    _no_payload(payload)
+    values = _check_args(h.get("values"))
+    _check_fields(values, STATS_FIELDS, "stats")
+    return Stats(values=values, **common)
 
 
 _VALUE_TYPES = (bool, int, float, str)
-
-
-@dataclass(frozen=True, slots=True)
-class Control:
-    """Supervisor <-> processes: hello, ready, go, rewind, ack (credit), stop.
-
-    `args` holds flat scalars only (bool, int, finite float, short str).
-    """
-
-    KIND: ClassVar[str] = "control"
-    command: str
-    args: dict[str, Any] = field(default_factory=dict)
-    source: str = ""
-    gen: int = 0
-    t_ns: int = 0
-    seq: int = 0
-    modality: str = ""
-
-    def _header(self) -> tuple[dict, list]:
-        return {"cmd": self.command, "args": _check_args(self.args)}, []
-
-    @classmethod
-    def _parse(cls, common: dict, h: dict, payload: list) -> "Control":
-        _no_payload(payload)
-        command, args = _name(h, "cmd"), _check_args(h.get("args"))
-        _check_fields(args, CONTROL_ARGS.get(command, {}), f"control {command!r}")
-        return cls(command=command, args=args, **common)
-
-
-@dataclass(frozen=True, slots=True)
-class Stats:
-    """Every process, about once a second: rates, queue depths, drops, latencies."""
-
-    KIND: ClassVar[str] = "stats"
-    values: dict[str, Any] = field(default_factory=dict)
-    source: str = ""
-    gen: int = 0
-    t_ns: int = 0
-    seq: int = 0
-    modality: str = ""
-
-    def _header(self) -> tuple[dict, list]:
-        return {"values": _check_args(self.values)}, []
-
-    @classmethod
-    def _parse(cls, common: dict, h: dict, payload: list) -> "Stats":
-        _no_payload(payload)
-        values = _check_args(h.get("values"))
-        _check_fields(values, STATS_FIELDS, "stats")
-        return cls(values=values, **common)
 
 
 # What processes act on, checked like framing (a bad one is counted and dropped, never acted on).
@@ -498,9 +329,15 @@ def _no_payload(payload: list) -> None:
         raise WireError(f"this kind carries no payload, got {len(payload)} extra frames")
 
 
-Message = Stimulus | Excite | Feedback | Recall | Recon | Clusters | Frame | Weights | Credit | Control | Stats
-KINDS: dict[str, type] = {c.KIND: c for c in (Stimulus, Excite, Feedback, Recall, Recon, Clusters, Frame, Weights,
-                                              Credit, Control, Stats)}
+_CODECS: dict[str, tuple] = {  # kind -> (header of a message, message of a parsed header)
+    "stimulus": (_stimulus_header, _stimulus_parse), "excite": (_excitation_header, _excitation_parse),
+    "feedback": (_feedback_header, _feedback_parse), "recall": (_recall_header, _recall_parse),
+    "recon": (_reconstruction_header, _reconstruction_parse),
+    "clusters": (_cluster_change_header, _cluster_change_parse), "frame": (_frame_header, _frame_parse),
+    "weights": (_weights_header, _weights_parse), "credit": (_credit_header, _credit_parse),
+    "control": (_control_header, _control_parse), "stats": (_stats_header, _stats_parse),
+}
+assert set(_CODECS) == set(KINDS), "every message kind of agent.messages has a codec"
 _PER_MODALITY = ("stimulus", "excite", "feedback", "recall", "recon", "clusters", "frame", "weights")
 
 
@@ -513,7 +350,7 @@ def topic(kind: str, modality: str = "") -> bytes:
 
 def encode(msg: Message) -> list:
     """Frames of a message: topic, msgpack header, then the payload array itself (zero copy)."""
-    extra, payload = msg._header()
+    extra, payload = _CODECS[msg.KIND][0](msg)
     modality = msg.modality
     header = {"v": VERSION, "kind": msg.KIND, "mod": modality, "t": int(msg.t_ns), "seq": int(msg.seq),
               "src": msg.source, "gen": int(msg.gen), **extra}
@@ -541,8 +378,8 @@ def decode(frames: Sequence[Any]) -> Message:
     if type(h.get("v")) is not int or h["v"] != VERSION:
         raise WireError(f"unsupported wire version {h.get('v')!r} (this build speaks {VERSION})")
     kind = h.get("kind")
-    cls = KINDS.get(kind) if isinstance(kind, str) else None
-    if cls is None:
+    codec = _CODECS.get(kind) if isinstance(kind, str) else None
+    if codec is None:
         raise WireError(f"unknown message kind {kind!r}")
     modality = _name(h, "mod", allow_empty=kind not in _PER_MODALITY)
     common = {"modality": modality, "t_ns": _int(h, "t"), "seq": _int(h, "seq", 0), "source": _source(h),
@@ -551,4 +388,4 @@ def decode(frames: Sequence[Any]) -> Message:
     want_topic = topic(kind, _topic_name(sub))
     if bytes(_buffer(frames[0])) != want_topic:
         raise WireError(f"topic {bytes(_buffer(frames[0]))[:40]!r} does not match the header ({want_topic!r})")
-    return cls._parse(common, h, list(frames[2:]))
+    return codec[1](common, h, list(frames[2:]))

@@ -38,7 +38,8 @@ from agent.experience import DEFAULT_CAPACITY, Experience
 from agent.recollection import imagine
 from agent.service import Latency, Service
 from agent.state_check import check_arrays
-from agent.wire import Clusters, Control, Credit, Excite, Feedback, Message, Recall, Recon, Stimulus
+from agent.units import CortexUnit
+from agent.messages import Control, Credit, Feedback, Message, Recall, Reconstruction, Stimulus
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ class EncoderWorker(Service):
         self.modality = modality
         self.model = model
         self.cortex = cortex
+        self.unit = CortexUnit(cortex)
         self.lossless = lossless
         self.run_folder = run
         self.total = total
@@ -155,16 +157,13 @@ class EncoderWorker(Service):
 
     def _on_feedback(self, fb: Feedback) -> None:
         if not self.lossless:
-            for node, cluster, certainty in zip(fb.node_ids, fb.cluster_ids, fb.certainties):
-                self.cortex.feedback(node, cluster, certainty)
+            self.unit.feedback(fb)
             return
         if fb.seq < self.fb_next:  # the hub answers each seq once: only an old generation repeats
             self.duplicates += 1
             return
         self._advance(fb.seq, fb.t_ns)  # everything before fb.seq is complete: the hub answers in order
-        step = self._step_at(fb.seq)
-        for node, cluster, certainty in zip(fb.node_ids, fb.cluster_ids, fb.certainties):
-            self.cortex.feedback(node, cluster, certainty, step=step, z=self._z_at(node, fb.seq))
+        self.unit.feedback(fb, step=self._step_at(fb.seq), z_at=lambda node: self._z_at(node, fb.seq))
         self._advance(fb.seq + 1, fb.t_ns)
 
     def _advance(self, done: int, t_ns: int | None) -> None:
@@ -211,8 +210,8 @@ class EncoderWorker(Service):
             self.recons_skipped += 1
             return
         self._last_recon = now
-        self.bus.send(Recon(self.modality, msg.t_ns, msg.seq, msg.cluster_id, msg.cue_modality, image,
-                            source=self.name, gen=self.gen, internal=msg.internal, depth=msg.depth))
+        self.bus.send(Reconstruction(self.modality, msg.t_ns, msg.seq, msg.cluster_id, msg.cue_modality, image,
+                                     source=self.name, gen=self.gen, internal=msg.internal, depth=msg.depth))
         self.recons += 1
 
     def rewind(self, gen: int) -> None:
@@ -376,34 +375,20 @@ class EncoderWorker(Service):
             self._dispatch_waiting()
 
     def _learn(self, stim: Stimulus, z: np.ndarray | None, relived: bool = False) -> None:
-        t = stim.t_ns / 1e9
-        cluster, node = -1, -1
-        try:
-            if z is None:
-                raise StimulusError(f"{self.modality}: stimulus of shape {stim.data.shape}, "
-                                    f"expected {self.model.input_shape}")
-            if stim.learn:
-                self.cortex.growth_enabled = stim.grow
-                exc = self.cortex.excite(z, t)
-                cluster, node = exc.cluster_id, exc.node_id
-                self.recent_own.append((stim.t_ns, node, stim.near))
-                if not self.lossless and not stim.internal:
-                    self.experience.add(_as_float(stim.data), stim.t_ns)
-            else:
-                if self.cortex.n_nodes == 0:
-                    raise StimulusError(f"{self.modality}: no nodes yet, nothing to classify a query against")
-                nodes, clusters = self.cortex.assign(z[None])
-                cluster, node = int(clusters[0]), int(nodes[0])
-        except StimulusError as e:
+        """The cortex unit learns the stimulus; its cluster changes, then its excitation, go to the hub."""
+        out = self.unit.stimulus(stim, z, relived=relived)
+        exc = out[-1]
+        if exc.cluster_id < 0:
             self.rejected += 1
             if self.rejected == 1:
-                log.warning("%s: rejected a stimulus (%s); further ones are only counted", self.name, e)
-        if self.cortex.has_changes:
-            for change in self.cortex.drain_changes():  # one message each: the CDZ applies them in order
-                self.bus.send(Clusters(self.modality, stim.t_ns, stim.seq, change.created, change.deleted,
-                                       source=self.name, gen=self.gen))
-        self.bus.send(Excite(self.modality, stim.t_ns, stim.seq, cluster, node, source=self.name, gen=self.gen,
-                             learn=stim.learn, internal=stim.internal, depth=stim.depth, relived=relived))
+                log.warning("%s: rejected a stimulus (%s); further ones are only counted", self.name,
+                            self.unit.last_error)
+        elif stim.learn:
+            self.recent_own.append((stim.t_ns, exc.node_id, stim.near))
+            if not self.lossless and not stim.internal:
+                self.experience.add(_as_float(stim.data), stim.t_ns)
+        for msg in out:  # cluster changes first: the CDZ applies them before the excitation
+            self.bus.send(self.stamp(msg))
         if relived:
             self.relived += 1
             return

@@ -33,7 +33,7 @@ import numpy as np
 from foxglove import Schema
 from foxglove.messages import RawImage, Timestamp
 
-from agent.wire import Clusters, Excite, Frame, Message, Recall, Recon, Stats, Stimulus, Weights
+from agent.messages import ClusterChange, Excitation, Frame, Message, Recall, Reconstruction, Stats, Stimulus, Weights
 
 VALUE_SIZE = 16  # a stimulus of at most this many numbers (a reward) is shown as numbers, not as an image (here,
 # in the viewer and in `cdz recall`)
@@ -137,7 +137,7 @@ def _json(topic: str, kind: str, t_ns: int, body: dict) -> View:
     return View(topic, json_schema(kind), JSON, _JSON_ENCODER.encode(body).encode(), log_time(t_ns))
 
 
-def _picture(topic: str, msg: Stimulus | Recon) -> View:
+def _picture(topic: str, msg: Stimulus | Reconstruction) -> View:
     """A stimulus-like array: an image (a spectrogram with low mels at the bottom), or its numbers."""
     data = msg.data
     if data.size <= VALUE_SIZE:
@@ -151,12 +151,12 @@ def views(msg: Message, names: dict[str, dict[int, int]] | None = None) -> list[
     names = names or {}
     if isinstance(msg, Stimulus):
         return [_picture(f"/{msg.modality}/{'thought' if msg.internal else 'stimulus'}", msg)]
-    if isinstance(msg, Recon):
+    if isinstance(msg, Reconstruction):
         return [_picture(f"/{msg.modality}/imagined", msg)]
     if isinstance(msg, Frame):
         return [_image(f"/{msg.modality}/camera", msg.t_ns, msg.modality, msg.data)]
     common = {"t_ns": msg.t_ns, "seq": msg.seq, "source": msg.source}
-    if isinstance(msg, Excite):
+    if isinstance(msg, Excitation):
         return [_json(f"/{msg.modality}/fires", "fires", msg.t_ns, {
             **common, "cluster_id": msg.cluster_id, "node_id": msg.node_id, "strength": msg.strength,
             "name": names.get(msg.modality, {}).get(msg.cluster_id), "learn": msg.learn, "internal": msg.internal})]
@@ -165,7 +165,7 @@ def views(msg: Message, names: dict[str, dict[int, int]] | None = None) -> list[
             **common, "cluster_id": msg.cluster_id, "name": names.get(msg.modality, {}).get(msg.cluster_id),
             "cue_modality": msg.cue_modality, "cue_cluster": msg.cue_cluster, "internal": msg.internal,
             "depth": msg.depth})]
-    if isinstance(msg, Clusters):
+    if isinstance(msg, ClusterChange):
         return [_json(f"/{msg.modality}/clusters", "clusters", msg.t_ns,
                       {**common, "created": list(msg.created), "deleted": list(msg.deleted)})]
     if isinstance(msg, Weights):

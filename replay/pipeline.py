@@ -93,7 +93,7 @@ def recorded_stream(path: Path | str, config: Config,
     the order is by event time, ties in recording order. Labels are unknown (-1).
     """
     from agent.autoencoder import load_autoencoder
-    from agent.wire import Stimulus
+    from agent.messages import Stimulus
     from replay.recording import decode_recording
 
     seen: set[tuple] = set()

@@ -21,7 +21,7 @@ import numpy as np
 
 from agent.bus import BusClient
 from agent.service import Service
-from agent.wire import Control, Credit, Message, Stimulus
+from agent.messages import Control, Credit, Message, Stimulus
 
 log = logging.getLogger(__name__)
 

@@ -61,7 +61,8 @@ from mcap.writer import CompressionType, Writer
 
 from agent.bus import DEFAULT_BUS, BusClient
 from agent.service import Service, addressed_to
-from agent.wire import KINDS, Control, Excite, Message, Stimulus, WireError, decode, encode
+from agent.messages import KINDS, Control, Excitation, Message, Stimulus
+from agent.wire import WireError, decode, encode
 from replay.foxglove_views import View, log_time, views
 
 log = logging.getLogger(__name__)
@@ -442,7 +443,7 @@ class RecordingPlayer(Service):
             self.resume()
 
     def handle(self, msg: Message) -> None:
-        if isinstance(msg, Excite) and not msg.relived and not msg.internal and self.in_flight > 0:
+        if isinstance(msg, Excitation) and not msg.relived and not msg.internal and self.in_flight > 0:
             self.in_flight -= 1
             self._answer_at = time.monotonic()
 

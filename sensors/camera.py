@@ -27,7 +27,7 @@ import numpy as np
 
 from agent.bus import BusClient
 from agent.service import Latency, Service
-from agent.wire import Frame, Stimulus
+from agent.messages import Frame, Stimulus
 from sensors.features import FeatureError, ink_to_mnist
 from sensors.errors import SensorError
 

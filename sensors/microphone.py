@@ -26,7 +26,7 @@ import numpy as np
 
 from agent.bus import BusClient
 from agent.service import Latency, Service
-from agent.wire import Stimulus
+from agent.messages import Stimulus
 from sensors.features import FeatureError, audio_to_stimulus
 from sensors.errors import SensorError
 

@@ -27,7 +27,7 @@ from scipy.signal import resample_poly
 
 from agent.bus import BusClient
 from agent.service import Latency, Service
-from agent.wire import Message, Recon
+from agent.messages import Message, Reconstruction
 from sensors.features import N_FRAMES, N_MELS, SAMPLE_RATE, spectrogram_to_audio
 from sensors.errors import SensorError
 
@@ -182,7 +182,7 @@ class Speaker(Service):
         self.every_s = every_s
         self.stale_s = stale_s
         self.n_iter = n_iter
-        self.pending: tuple[Recon, float] | None = None
+        self.pending: tuple[Reconstruction, float] | None = None
         self.played = 0
         self.skipped = 0
         self.bad = 0
@@ -199,7 +199,7 @@ class Speaker(Service):
             self.skipped += 1
 
     def handle(self, msg: Message) -> None:
-        if not isinstance(msg, Recon) or msg.modality != "audio":
+        if not isinstance(msg, Reconstruction) or msg.modality != "audio":
             return
         if msg.data.shape != (N_MELS, N_FRAMES):
             self.bad += 1
@@ -225,7 +225,7 @@ class Speaker(Service):
         self.pending = None
         self._say(msg)
 
-    def _say(self, msg: Recon) -> None:
+    def _say(self, msg: Reconstruction) -> None:
         t = time.perf_counter()
         wave = spectrogram_to_audio(msg.data, n_iter=self.n_iter)
         self._synth_s += time.perf_counter() - t

@@ -19,7 +19,8 @@ import pytest
 import zmq
 
 from agent.bus import BusAddress, BusClient, BusError, Forwarder, Keys, free_tcp_bus, make_keys
-from agent.wire import Control, Excite, Stimulus, WireError, decode, encode
+from agent.messages import Control, Excitation, Stimulus
+from agent.wire import WireError, decode, encode
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -223,7 +224,7 @@ def test_forwarder_carries_subscribed_topics_only(bus_address, clients):
         listener.handshake(timeout_s=10)
         talker = clients(bus_address, "talker")
         talker.handshake(timeout_s=10)
-        sent = [stimulus("visual", 1), stimulus("audio", 2), Excite("visual", 0, 3, cluster_id=1, node_id=2),
+        sent = [stimulus("visual", 1), stimulus("audio", 2), Excitation("visual", 0, 3, cluster_id=1, node_id=2),
                 stimulus("visual", 4)]
         for msg in sent:
             talker.send(msg)

@@ -6,13 +6,14 @@ Pure logic on a bare CDZ fed hand-made excitations (ALGORITHM.md steps 5-7).
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 import pytest
 
 from agent.cdz import CDZ
 from agent.config import CDZSettings
-from agent.messages import ClusterChange, Excitation
+from agent.messages import ClusterChange, Excitation, Feedback, to_ns
 
 LR = 0.02
 B = 1.0
@@ -24,8 +25,21 @@ def settings(**kw) -> CDZSettings:
     return CDZSettings(**base)
 
 
-def exc(m: str, c: int, t: float, node: int = 0, s: float = 1.0) -> Excitation:
-    return Excitation(m, c, node, s, t)
+def exc(m: str, c: int, t: float, node: int = 0, s: float = 1.0, seq: int = 0) -> Excitation:
+    return Excitation(m, to_ns(t), seq, c, node, s)
+
+
+class Item(NamedTuple):
+    """One node's feedback, read out of the CDZ's per-modality `Feedback`."""
+
+    modality: str
+    node_id: int
+    cluster_id: int
+    certainty: float
+
+
+def items(feedback: list[Feedback]) -> list[Item]:
+    return [Item(f.modality, *x) for f in feedback for x in zip(f.node_ids, f.cluster_ids, f.certainties)]
 
 
 def w(cdz: CDZ, a: str, ca: int, b: str, cb: int) -> float:
@@ -78,7 +92,7 @@ def test_a_sense_that_gives_no_feedback_is_still_taught_and_still_connected():
     while the other side still tells it which of its clusters to join."""
     cdz = CDZ(("a", "b"), settings(no_feedback_from=("b",)))
     cdz.excite(exc("a", 3, 0.0, node=30))
-    fb = cdz.excite(exc("b", 7, 0.2, node=70))
+    fb = items(cdz.excite(exc("b", 7, 0.2, node=70)))
     assert [(f.modality, f.node_id, f.cluster_id) for f in fb] == [("b", 70, 7)]
     assert cdz.recall("a", 3) == {"b": 7} and cdz.recall("b", 7) == {"a": 3}
 
@@ -88,7 +102,7 @@ def test_pair_outside_window_changes_nothing_and_gives_no_feedback(kernel):
     cdz = CDZ(("a", "b"), settings(kernel=kernel))
     cdz.excite(exc("a", 0, 0.0))
     before = {p: m.copy() for p, m in cdz.W.items()}
-    fb = cdz.excite(exc("b", 0, B + 1e-3))
+    fb = items(cdz.excite(exc("b", 0, B + 1e-3)))
     assert fb == []
     assert cdz.counters.pairs == 0
     for p in cdz.W:
@@ -101,7 +115,7 @@ def test_pair_outside_window_changes_nothing_and_gives_no_feedback(kernel):
 def test_pair_inside_window_connects_and_gives_feedback(kernel, dt):
     cdz = CDZ(("a", "b"), settings(kernel=kernel))
     cdz.excite(exc("a", 3, 0.0, node=30))
-    fb = cdz.excite(exc("b", 7, dt, node=70))
+    fb = items(cdz.excite(exc("b", 7, dt, node=70)))
     assert cdz.counters.pairs == 1
     assert w(cdz, "a", 3, "b", 7) == pytest.approx(1.0)
     assert cdz.recall("a", 3) == {"b": 7}
@@ -113,7 +127,7 @@ def test_pair_in_reverse_arrival_order_is_still_within_window():
     """Late delivery: the earlier excitation arrives second; event time decides."""
     cdz = CDZ(("a", "b"), settings())
     cdz.excite(exc("b", 1, 5.0))
-    fb = cdz.excite(exc("a", 2, 4.2))
+    fb = items(cdz.excite(exc("a", 2, 4.2)))
     assert len(fb) == 2
     assert w(cdz, "a", 2, "b", 1) == pytest.approx(1.0)
 
@@ -151,7 +165,7 @@ def test_gaussian_kernel_with_zero_window_pairs_identical_times():
     """The seed's experiment used B = 0: only identical times pair; w(0) must be 1, not a crash."""
     cdz = CDZ(("a", "b"), settings(window_s=0.0, kernel="gaussian"))
     cdz.excite(exc("a", 0, 1.0))
-    fb = cdz.excite(exc("b", 0, 1.0))
+    fb = items(cdz.excite(exc("b", 0, 1.0)))
     assert len(fb) == 2
     assert cdz.recall("a", 0) == {"b": 0}
 
@@ -196,7 +210,7 @@ def test_backward_gain_zero_is_one_way_recall():
     """Bell (a) before food (b): the bell recalls food; food recalls nothing."""
     cdz = CDZ(("a", "b"), settings(backward_gain=0.0))
     cdz.excite(exc("a", 1, 0.0, node=10))
-    fb = cdz.excite(exc("b", 2, 0.5, node=20))
+    fb = items(cdz.excite(exc("b", 2, 0.5, node=20)))
     assert cdz.recall("a", 1) == {"b": 2}
     assert cdz.recall("b", 2) == {"a": None}
     assert w(cdz, "b", 2, "a", 1) == 0.0
@@ -209,7 +223,7 @@ def test_backward_gain_zero_is_one_way_recall():
 def test_backward_gain_zero_reverse_arrival_still_one_way():
     cdz = CDZ(("a", "b"), settings(backward_gain=0.0))
     cdz.excite(exc("b", 2, 0.5, node=20))  # arrives first, happened later
-    fb = cdz.excite(exc("a", 1, 0.0, node=10))
+    fb = items(cdz.excite(exc("a", 1, 0.0, node=10)))
     assert cdz.recall("a", 1) == {"b": 2}
     assert cdz.recall("b", 2) == {"a": None}
     assert [(f.modality, f.node_id) for f in fb] == [("b", 20)]
@@ -237,14 +251,14 @@ def test_feedback_names_the_strongest_cluster_and_its_certainty():
     fb = []
     for k in range(3):  # a:0 and b:5 together three times
         cdz.excite(exc("a", 0, 10.0 * k, node=1))
-        fb = cdz.excite(exc("b", 5, 10.0 * k, node=2))
+        fb = items(cdz.excite(exc("b", 5, 10.0 * k, node=2)))
     to_b = [f for f in fb if f.modality == "b"][0]
     assert (to_b.node_id, to_b.cluster_id) == (2, 5)
     # certainty = max_weight^2 * min(age / age_factor, 1): row a:0 has weight 1 and 3 updates
     assert to_b.certainty == pytest.approx(1.0 * 3 / 4.0)
     for _ in range(5):
         cdz.excite(exc("a", 0, 100.0 + 10 * _, node=1))
-        fb = cdz.excite(exc("b", 5, 100.0 + 10 * _, node=2))
+        fb = items(cdz.excite(exc("b", 5, 100.0 + 10 * _, node=2)))
     assert [f for f in fb if f.modality == "b"][0].certainty == pytest.approx(1.0)  # age capped
 
 
@@ -255,7 +269,7 @@ def test_feedback_goes_to_the_node_that_fired_even_if_it_points_elsewhere():
         cdz.excite(exc("a", 0, 10.0 * k))
         cdz.excite(exc("b", 9, 10.0 * k))
     cdz.excite(exc("a", 0, 100.0))
-    fb = cdz.excite(exc("b", 4, 100.0, node=44))
+    fb = items(cdz.excite(exc("b", 4, 100.0, node=44)))
     to_b = [f for f in fb if f.modality == "b"]
     assert [(f.node_id, f.cluster_id) for f in to_b] == [(44, 9)]
 
@@ -448,3 +462,19 @@ def test_a_vanishing_strength_never_makes_nan_weights():
     for (a, b) in cdz.pairs:
         assert np.isfinite(cdz.W[(a, b)]).all()
     assert cdz.recall("visual", 1)["audio"] is None  # nothing was learned, nothing is recalled
+
+
+def test_feedback_comes_as_one_message_per_sense_stamped_with_the_excitation():
+    """The CDZ's output is the wire's `Feedback` itself: one per sense that gets any, carrying the
+    event time and sequence number of the excitation that caused it, nodes in the order pairs formed."""
+    cdz = CDZ(("a", "b", "c"), settings())
+    cdz.excite(exc("a", 3, 0.0, node=30, seq=0))
+    cdz.excite(exc("c", 8, 0.05, node=80, seq=1))
+    out = cdz.excite(exc("b", 7, 0.1, node=70, seq=2))
+    assert all(isinstance(f, Feedback) for f in out)
+    assert sorted(f.modality for f in out) == ["a", "b", "c"]
+    assert {(f.t_ns, f.seq) for f in out} == {(to_ns(0.1), 2)}
+    by = {f.modality: f for f in out}
+    assert by["b"].node_ids == (70, 70) and by["b"].cluster_ids == (7, 7)  # told once by a, once by c
+    assert by["a"].node_ids == (30,) and by["c"].node_ids == (80,)
+    assert all(0.0 <= c <= 1.0 for f in out for c in f.certainties)

@@ -207,7 +207,7 @@ def test_a_part_written_in_the_background_is_saved_once_on_disk_and_a_failure_is
     once the file is complete, and a part that could not be written is reported, never claimed."""
     from agent.bus import BusClient
     from agent.service import Service
-    from agent.wire import Control
+    from agent.messages import Control
 
     run = RunFolder(tmp_path / "run")
     run.create(Config())

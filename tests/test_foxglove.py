@@ -10,7 +10,8 @@ import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from mcap.reader import make_reader
 
-from agent.wire import Recon, Stimulus, encode
+from agent.messages import Reconstruction, Stimulus
+from agent.wire import encode
 from replay.foxglove_views import mono8, views
 from replay.recording import MESSAGE_ENCODING, RecordingWriter
 from tests.test_recording import every_kind, raw
@@ -61,7 +62,7 @@ def _pixels(img) -> np.ndarray:
 
 def test_every_view_decodes_with_its_declared_schema_at_its_event_time(tmp_path):
     msgs = every_kind() + [Stimulus("reward", 11_000, 11, np.full((1, 1), 2.0, np.float32), source="teacher"),
-                           Recon("audio", 12_000, 12, 4, "visual", np.linspace(0, 1, 64 * 64, dtype=np.float32)
+                           Reconstruction("audio", 12_000, 12, 4, "visual", np.linspace(0, 1, 64 * 64, dtype=np.float32)
                                  .reshape(64, 64))]
     path = tmp_path / "session.mcap"
     w = RecordingWriter(path)
@@ -94,9 +95,9 @@ def test_every_view_decodes_with_its_declared_schema_at_its_event_time(tmp_path)
 
 
 def test_views_name_clusters_when_names_are_known():
-    from agent.wire import Excite
+    from agent.messages import Excitation
 
-    msg = Excite("audio", 5, 1, cluster_id=17, node_id=3)
+    msg = Excitation("audio", 5, 1, cluster_id=17, node_id=3)
     (view,) = views(msg, {"audio": {17: 7}})
     assert json.loads(view.data)["name"] == 7
 
@@ -164,7 +165,7 @@ def test_a_foxglove_client_sees_images_and_excitations_and_a_stalled_one_slows_n
     import time
 
     from agent.bus import BusClient
-    from agent.wire import Control, Excite, Frame
+    from agent.messages import Control, Excitation, Frame
     from tests.processes import stop_process, wait_for
 
     proc, port = _start_viewer(thread_bus)
@@ -178,7 +179,7 @@ def test_a_foxglove_client_sees_images_and_excitations_and_a_stalled_one_slows_n
 
         def send_pair(seq: int) -> None:
             feeder.send(Stimulus("visual", time.time_ns(), seq, image, source="camera", mseq=seq))
-            feeder.send(Excite("visual", time.time_ns(), seq, cluster_id=40 + seq % 3, node_id=seq, source="worker"))
+            feeder.send(Excitation("visual", time.time_ns(), seq, cluster_id=40 + seq % 3, node_id=seq, source="worker"))
 
         big = np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)
         send_pair(0)
@@ -225,7 +226,7 @@ def test_the_shipped_layout_is_the_generated_one_and_shows_topics_that_exist():
     import re
     from pathlib import Path
 
-    from agent.wire import Excite, Frame, Recall
+    from agent.messages import Excitation, Frame, Recall
     from tools.foxglove_layout import layout_json
 
     shipped = (Path(__file__).resolve().parents[1] / "docs" / "foxglove-layout.json").read_text()
@@ -233,8 +234,8 @@ def test_the_shipped_layout_is_the_generated_one_and_shows_topics_that_exist():
     img, spec = np.zeros((28, 28), np.float32), np.zeros((64, 64), np.float32)
     made = {v.topic for m in [Stimulus("visual", 0, 0, img), Stimulus("audio", 0, 0, spec),
                               Frame("visual", 0, 0, np.zeros((4, 4, 3), np.uint8)),
-                              Recon("visual", 0, 0, 1, "audio", img), Recon("audio", 0, 0, 1, "visual", spec),
-                              Excite("visual", 0, 0, 1, 1), Excite("audio", 0, 0, 1, 1),
+                              Reconstruction("visual", 0, 0, 1, "audio", img), Reconstruction("audio", 0, 0, 1, "visual", spec),
+                              Excitation("visual", 0, 0, 1, 1), Excitation("audio", 0, 0, 1, 1),
                               Recall("audio", 0, 0, 1, "visual", 1), every_kind()[-2]]
             for v in views(m)}
     named = set(re.findall(r'"(/[a-z]+/[a-z_]+)', shipped))

@@ -21,7 +21,7 @@ from agent.bus import BusClient
 from agent.checkpoint import RunFolder
 from agent.config import Config, override
 from replay.pipeline import load_brain
-from agent.wire import Stats, Stimulus
+from agent.messages import Stats, Stimulus
 from replay.splits import load_splits
 
 from tests.runs import train_run

@@ -22,7 +22,7 @@ import zmq
 
 from agent.bus import BusClient
 from agent.launcher import start_bus
-from agent.wire import Control, Stats, Stimulus
+from agent.messages import Control, Stats, Stimulus
 from sensors.features import read_audio_file
 from sensors.microphone import (Microphone, RingBuffer, SensorError, UtteranceSegmenter, choose_input,
                                 pick_input, segment_wave)

@@ -31,7 +31,8 @@ import pytest
 import zmq
 
 from agent.bus import BusClient, Forwarder, free_tcp_bus
-from agent.wire import Stats, Stimulus, encode
+from agent.messages import Stats, Stimulus
+from agent.wire import encode
 
 pytestmark = pytest.mark.timeout(120)
 

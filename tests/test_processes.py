@@ -31,8 +31,8 @@ from agent.bus import BusAddress, BusClient, BusError, free_tcp_bus
 from agent.config import Config, override
 from agent.launcher import Child, start_bus
 from replay.distributed import prepare_distributed
-from agent.wire import (CONTROL_ARGS, STATS_FIELDS, Clusters, Control, Credit, Excite, Feedback, Recall, Stats,
-                        Stimulus, WireError, decode, encode)
+from agent.messages import ClusterChange, Control, Credit, Excitation, Feedback, Recall, Stats, Stimulus
+from agent.wire import CONTROL_ARGS, STATS_FIELDS, WireError, decode, encode
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
@@ -119,12 +119,12 @@ def wait_stats(client: BusClient, checks: dict[str, Callable[[dict], bool]], tim
 
 
 def wait_excites(client: BusClient, wanted: set[tuple[str, int]], timeout_s: float = 10.0) -> dict:
-    """The Excite of every (modality, seq) in `wanted`, keyed the same way."""
-    got: dict[tuple[str, int], Excite] = {}
+    """The Excitation of every (modality, seq) in `wanted`, keyed the same way."""
+    got: dict[tuple[str, int], Excitation] = {}
     deadline = time.monotonic() + timeout_s
     while len(got) < len(wanted) and time.monotonic() < deadline:
         msg = client.recv(100)
-        if isinstance(msg, Excite) and (msg.modality, msg.seq) in wanted:
+        if isinstance(msg, Excitation) and (msg.modality, msg.seq) in wanted:
             got[(msg.modality, msg.seq)] = msg
     assert set(got) == wanted, f"no excitation for {sorted(wanted - set(got))} within {timeout_s:.0f} s"
     return got
@@ -193,10 +193,10 @@ def valid_message(kind: str, m: str):
     """A valid message of a kind the processes listen to: the fuzzer mutates its frames."""
     other = "audio" if m == "visual" else "visual"
     return {"stimulus": Stimulus(m, 1, 1, np.full(SHAPES[m], 0.5, np.float32), source="fuzz"),
-            "excite": Excite(m, 1, 1, 0, 0, source="fuzz"),
+            "excite": Excitation(m, 1, 1, 0, 0, source="fuzz"),
             "feedback": Feedback(m, 1, 1, (0,), (0,), (0.5,), source="fuzz"),
             "recall": Recall(m, 1, 1, 0, other, 0, source="fuzz"),
-            "clusters": Clusters(m, 1, 1, (1,), (), source="fuzz"),
+            "clusters": ClusterChange(m, 1, 1, (1,), (), source="fuzz"),
             "credit": Credit(1, 1, source="fuzz")}[kind]
 
 
@@ -374,7 +374,7 @@ def test_fuzzed_messages_are_dropped_counted_and_harmless(runtime, test_images):
 
 @pytest.mark.parametrize("modality", MODALITIES)
 def test_wrong_shape_stimulus_is_rejected_not_fatal(runtime, modality):
-    """A stimulus of the wrong shape gets an Excite with cluster -1 and counts as rejected
+    """A stimulus of the wrong shape gets an Excitation with cluster -1 and counts as rejected
     in the worker and the hub; nobody crashes."""
     addr, procs, client = runtime
     worker = f"worker-{modality}"
@@ -410,7 +410,7 @@ def test_live_overload_drops_the_oldest_and_answers_the_newest(run_path, test_im
         deadline = time.monotonic() + 20
         while (not seen or seen[-1] != n) and time.monotonic() < deadline:
             msg = client.recv(100)
-            if isinstance(msg, Excite):
+            if isinstance(msg, Excitation):
                 assert msg.cluster_id >= 0, msg
                 seen.append(msg.seq)
         assert seen and seen[-1] == n, f"the last stimulus was never answered; answered {seen[-10:]}"

@@ -29,8 +29,9 @@ from mcap.reader import make_reader
 from mcap.writer import CompressionType
 
 from agent.bus import BusClient
-from agent.wire import (Clusters, Control, Credit, Excite, Feedback, Frame, Recall, Recon, Stats, Stimulus, Weights,
-                        WireError, encode)
+from agent.messages import (ClusterChange, Control, Credit, Excitation, Feedback, Frame, Recall, Reconstruction, Stats,
+                            Stimulus, Weights)
+from agent.wire import WireError, encode
 from replay.recording import (MESSAGE_ENCODING, GapCounter, RecordingPlayer, RecordingWriter,
                               decode_recording, read_recording, write_stimuli)
 from tests.processes import bind_forwarder, stop_process, wait_for
@@ -49,11 +50,11 @@ def every_kind() -> list:
         Stimulus("visual", 1_000, 1, img, source="camera", gen=2, mseq=7, learn=False, grow=False, internal=True,
                  depth=3, near=4),
         Stimulus("audio", 2_000, 2, RNG.integers(-300, 300, (64, 64), dtype=np.int16), source="mic"),
-        Excite("visual", -5, 3, cluster_id=-1, node_id=12, strength=0.25, source="worker-visual", learn=False),
+        Excitation("visual", -5, 3, cluster_id=-1, node_id=12, strength=0.25, source="worker-visual", learn=False),
         Feedback("audio", 3_000, 4, node_ids=(1, 2, 3), cluster_ids=(4, -1, 6), certainties=(0.0, 0.5, 1.0)),
         Recall("audio", 4_000, 5, cluster_id=9, cue_modality="visual", cue_cluster=-1, internal=True, depth=1),
-        Recon("visual", 5_000, 6, cluster_id=9, cue_modality="audio", data=img * 2, source="worker-visual"),
-        Clusters("visual", 6_000, 7, created=(10, 11), deleted=(3,)),
+        Reconstruction("visual", 5_000, 6, cluster_id=9, cue_modality="audio", data=img * 2, source="worker-visual"),
+        ClusterChange("visual", 6_000, 7, created=(10, 11), deleted=(3,)),
         Frame("visual", 7_000, 8, RNG.integers(0, 255, (48, 64, 3), dtype=np.uint8), source="camera"),
         Weights("visual", 8_000, 9, target="audio", rows=(1, 2), cols=(5, 6, 7),
                 data=RNG.random((2, 3), dtype=np.float32)),
@@ -367,7 +368,7 @@ def test_follow_writes_off_what_a_silent_worker_owes_and_goes_on(tmp_path, clien
             time.sleep(0.45)
             player.tick()  # the stall: the three are written off, three more go out
             assert len(receive(worker, 3, timeout_s=5)) == 3 and player.unanswered == 3 and player.in_flight == 3
-            worker.send(Excite("visual", 0, 3, cluster_id=1, node_id=1, source="worker-visual"))
+            worker.send(Excitation("visual", 0, 3, cluster_id=1, node_id=1, source="worker-visual"))
             deadline = time.monotonic() + 5
             while player.in_flight == 3 and time.monotonic() < deadline:
                 msg = player.bus.recv(50)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from agent.bus import BusClient
-from agent.wire import Control, Recon
+from agent.messages import Control, Reconstruction
 from sensors.features import SAMPLE_RATE, audio_to_stimulus, read_wav_file
 from tests.processes import stop_process, wait_for
 from tests.pulse import SOURCE, pulse_sink  # noqa: F401  (a fixture, requested by name)
@@ -32,8 +32,8 @@ def _spec(hz: float = 440.0) -> np.ndarray:
     return audio_to_stimulus(np.sin(2 * np.pi * hz * t) * np.hanning(SAMPLE_RATE), SAMPLE_RATE)
 
 
-def _recon(seq: int, cluster: int = 4) -> Recon:
-    return Recon("audio", time.time_ns(), seq, cluster, "visual", _spec(300.0 + 50 * cluster))
+def _recon(seq: int, cluster: int = 4) -> Reconstruction:
+    return Reconstruction("audio", time.time_ns(), seq, cluster, "visual", _spec(300.0 + 50 * cluster))
 
 
 class _NoBus:
@@ -119,7 +119,7 @@ def test_rate_limit_plays_the_newest_and_counts_the_rest(tmp_path):
     time.sleep(0.35)
     speaker.tick()
     assert speaker.played == 2 and speaker.skipped == 2 and len(sink.written) == 2
-    speaker.handle(Recon("audio", 0, 9, 1, "visual", np.zeros((10, 10), np.float32)))  # wrong shape: ignored
+    speaker.handle(Reconstruction("audio", 0, 9, 1, "visual", np.zeros((10, 10), np.float32)))  # wrong shape: ignored
     assert speaker.pending is None and speaker.stats()["bad_shape"] == 1
     assert speaker.stats()["synth_ms"] > 0
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.wire import Excite, Recon, Stimulus
+from agent.messages import Excitation, Reconstruction, Stimulus
 from tests.processes import wait_for
 from tools.think import SEQ_BASE, ThoughtLoop, think_chain, think_report
 
@@ -57,8 +57,8 @@ def fake_loop(**kw) -> tuple[ThoughtLoop, FakeBus, Clock]:
 def answer(loop: ThoughtLoop, stim: Stimulus, cluster: int = 3) -> None:
     """What worker, hub and the other worker say to one thought: its cluster, then the recollection."""
     other = "audio" if stim.modality == "visual" else "visual"
-    loop.handle(Excite(stim.modality, stim.t_ns, stim.seq, cluster, 7, source=f"worker-{stim.modality}", learn=False))
-    loop.handle(Recon(other, stim.t_ns, stim.seq, cluster + 1, stim.modality, np.full(SHAPES[other], 0.5, np.float32),
+    loop.handle(Excitation(stim.modality, stim.t_ns, stim.seq, cluster, 7, source=f"worker-{stim.modality}", learn=False))
+    loop.handle(Reconstruction(other, stim.t_ns, stim.seq, cluster + 1, stim.modality, np.full(SHAPES[other], 0.5, np.float32),
                       source=f"worker-{other}"))
 
 
@@ -293,7 +293,7 @@ def test_a_seeded_chain_on_the_bus_mirrors_the_in_process_chain(live, run, seed_
 
 @pytest.mark.slow
 def test_recollections_of_thoughts_are_marked_as_thoughts(live, seed_png):
-    """Excite and Recall carry `internal` and `depth` through the hub, so every reconstruction a
+    """Excitation and Recall carry `internal` and `depth` through the hub, so every reconstruction a
     chain causes arrives marked as a thought of the right depth (the viewer labels it)."""
     from agent.bus import BusClient
 
@@ -306,7 +306,7 @@ def test_recollections_of_thoughts_are_marked_as_thoughts(live, seed_png):
         recons, deadline = [], time.monotonic() + 3.0
         while time.monotonic() < deadline:
             msg = listener.recv(100)
-            if isinstance(msg, Recon):
+            if isinstance(msg, Reconstruction):
                 recons.append(msg)
     finally:
         loop.bus.close()

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from agent.bus import BusClient
-from agent.wire import Control, Excite, Frame, Recon, Stats, Stimulus, Weights
+from agent.messages import Control, Excitation, Frame, Reconstruction, Stats, Stimulus, Weights
 from tools.viewer import LABEL, TOPICS, HeadlessOutput, Viewer, ViewerError, ViewerState, gui_available, layout, open_output, \
     render, run
 from tests.processes import wait_for
@@ -42,8 +42,8 @@ def _messages(t_ns: int = 0, seq: int = 0) -> list:
     cv2.circle(frame, (80, 60), 40, (255, 255, 255), 8)
     weights = np.random.default_rng(seq).random((5, 4)).astype(np.float32)
     return [Frame("visual", t_ns, seq, frame), Stimulus("visual", t_ns, seq, _digit()),
-            Stimulus("audio", t_ns, seq, _spec()), Excite("visual", t_ns, seq, 3, 10), Excite("audio", t_ns, seq, 5, 11),
-            Recon("visual", t_ns, seq, 3, "audio", _digit()), Recon("audio", t_ns, seq, 5, "visual", _spec()),
+            Stimulus("audio", t_ns, seq, _spec()), Excitation("visual", t_ns, seq, 3, 10), Excitation("audio", t_ns, seq, 5, 11),
+            Reconstruction("visual", t_ns, seq, 3, "audio", _digit()), Reconstruction("audio", t_ns, seq, 5, "visual", _spec()),
             Weights("visual", t_ns, seq, "audio", tuple(range(5)), tuple(range(4)), weights),
             Stats({"rate_per_s": 50.0, "clusters": 12}, source="hub", t_ns=t_ns)]
 
@@ -88,8 +88,8 @@ def test_a_third_sense_gets_its_own_recall_column_and_a_reward_is_written_out():
     """A reward's recall is one number: the recalls panel gains a column for it; the others keep theirs."""
     two = _full_state()
     three = _full_state()
-    three.update(Excite("reward", 0, 0, 2, 1), now=NOW - 0.2)
-    three.update(Recon("reward", 0, 0, 2, "visual", np.full((1, 1), 2.0, np.float32)), now=NOW - 0.2)
+    three.update(Excitation("reward", 0, 0, 2, 1), now=NOW - 0.2)
+    three.update(Reconstruction("reward", 0, 0, 2, "visual", np.full((1, 1), 2.0, np.float32)), now=NOW - 0.2)
     a, b = render(two, now=NOW), render(three, now=NOW)
     assert _differs(a, b, "recalls") and _differs(a, b, "fires")
     for panel in ("sees", "hears", "weights"):
@@ -102,7 +102,7 @@ def test_a_third_sense_gets_its_own_recall_column_and_a_reward_is_written_out():
 def test_state_keeps_the_latest_of_everything():
     state = ViewerState()
     for i, c in enumerate([4, 4, -1, 9]):
-        state.update(Excite("visual", 0, i, c, i), now=NOW + i)
+        state.update(Excitation("visual", 0, i, c, i), now=NOW + i)
     for m in _messages():
         state.update(m, now=NOW)
     newer = np.full((28, 28), 0.5, np.float32)
@@ -123,10 +123,10 @@ def test_odd_shapes_and_values_still_render():
     odd = [Stimulus("visual", 0, 0, np.random.default_rng(0).random((10, 10)).astype(np.float32)),
            Stimulus("audio", 0, 0, np.arange(100, dtype=np.float32)),  # 1-D, outside [0, 1]
            Frame("visual", 0, 0, np.zeros((7, 5, 4), np.uint8)),
-           Recon("visual", 0, 0, 1, "audio", np.full((3, 3000, 2), 7, np.int16)),
-           Recon("audio", 0, 0, 1, "visual", np.zeros((1, 1), np.float32)),
+           Reconstruction("visual", 0, 0, 1, "audio", np.full((3, 3000, 2), 7, np.int16)),
+           Reconstruction("audio", 0, 0, 1, "visual", np.zeros((1, 1), np.float32)),
            Weights("visual", 0, 0, "audio", (1,), (2,), np.zeros((1, 2), np.float32)),
-           Excite("thought", 0, 0, -1, -1)]
+           Excitation("thought", 0, 0, -1, -1)]
     for m in odd:
         state.update(m, now=NOW)
     img = render(state, 320, 180, now=NOW)

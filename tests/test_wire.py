@@ -14,8 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from agent.wire import (DTYPES, KINDS, MAX_DIMS, MAX_HEADER_BYTES, MAX_PAYLOAD_BYTES, Clusters, Control, Credit, Excite, Frame, Weights,
-                        Feedback, Recall, Recon, Stats, Stimulus, WireError, decode, encode, topic)
+from agent.messages import (KINDS, ClusterChange, Control, Credit, Excitation, Feedback, Frame, Recall, Reconstruction,
+                            Stats, Stimulus, Weights)
+from agent.wire import DTYPES, MAX_DIMS, MAX_HEADER_BYTES, MAX_PAYLOAD_BYTES, WireError, decode, encode, topic
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -29,16 +30,16 @@ def samples() -> dict[str, object]:
                                    mseq=5, learn=False, grow=False, internal=True, depth=3),
         "stimulus_int16": Stimulus("audio", t_ns=-5, seq=0, data=np.array([-32768, -1, 0, 32767], np.int16),
                                    source="mic"),
-        "excite": Excite("visual", t_ns=10, seq=11, cluster_id=-1, node_id=42, strength=0.25, source="worker",
+        "excite": Excitation("visual", t_ns=10, seq=11, cluster_id=-1, node_id=42, strength=0.25, source="worker",
                          gen=1, learn=False),
         "feedback": Feedback("audio", t_ns=12, seq=13, node_ids=(1, 2, 3), cluster_ids=(4, -1, 2**62),
                              certainties=(0.0, 0.5, 1.0), source="hub", gen=4),
         "recall": Recall("audio", t_ns=14, seq=15, cluster_id=9, cue_modality="visual", cue_cluster=-1,
                          source="hub", gen=5, internal=True, depth=2),
-        "recon": Recon("visual", t_ns=16, seq=17, cluster_id=3, cue_modality="audio",
+        "recon": Reconstruction("visual", t_ns=16, seq=17, cluster_id=3, cue_modality="audio",
                        data=np.linspace(-1, 1, 2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5),
                        source="worker", gen=6, internal=True, depth=1),
-        "clusters": Clusters("visual", t_ns=18, seq=19, created=(1, 2, 3), deleted=(7,), source="worker"),
+        "clusters": ClusterChange("visual", t_ns=18, seq=19, created=(1, 2, 3), deleted=(7,), source="worker"),
         "control": Control("rewind", {"to": 5, "why": "test", "ratio": 0.5, "hard": True, "big": 2**64 - 1},
                            source="supervisor", gen=3, t_ns=20, seq=21),
         "stats": Stats({"rate_hz": 12.5, "queue": 3, "ok": True, "state": "run"}, source="worker_visual",
@@ -300,7 +301,7 @@ def _cases():
         "payload over cap in 2-D": (tamper(f32, shape=[4096, 4096]), "exceeds the cap"),
         "payload frame missing": (tamper(stim, payload=[]), "expected exactly one payload frame, got 0"),
         "NaN in payload": (with_payload(Stimulus("audio", 0, 0, np.ones(6, np.float32)), nan_payload), "NaN or inf"),
-        "inf in payload": (with_payload(Recon("audio", 0, 0, 1, "visual", np.ones(6, np.float32)), inf_payload),
+        "inf in payload": (with_payload(Reconstruction("audio", 0, 0, 1, "visual", np.ones(6, np.float32)), inf_payload),
                            "NaN or inf"),
         "extra frame on excite": (encode(exc) + [b"x"], "carries no payload, got 1 extra"),
         "extra frame on control": (encode(ctl) + [b""], "carries no payload, got 1 extra"),

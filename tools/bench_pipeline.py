@@ -28,7 +28,7 @@ import numpy as np
 from agent.bus import BusClient
 from agent.checkpoint import RunFolder
 from agent.launcher import Child, await_ready, start_bus
-from agent.wire import Control, Recon, Stimulus
+from agent.messages import Control, Reconstruction, Stimulus
 
 BENCH_SETTINGS = [  # a real run, small enough for a benchmark: ~45k stimuli, quick encoders
     "data.per_class=600", "data.test_per_class=50", "teacher.epochs=4", "visual_encoder.epochs=2",
@@ -104,7 +104,7 @@ def bench_live(run: RunFolder, seconds: float, bus: str) -> dict:
             wait_ms = max(0, int((min(due.values()) - time.monotonic()) * 1000))
             msg = client.recv(wait_ms)
             while msg is not None:
-                if isinstance(msg, Recon):
+                if isinstance(msg, Reconstruction):
                     latencies.append((time.time_ns() - msg.t_ns) / 1e6)
                 msg = client.recv_ready()
         client.send(Control("stop", source="bench"))

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from agent.wire import Excite, Feedback, Message, Recall, Recon, Stimulus, WireError, decode, encode
+from agent.messages import Excitation, Feedback, Message, Recall, Reconstruction, Stimulus
+from agent.wire import WireError, decode, encode
 from replay.recording import RecordingWriter, read_recording
 
 
@@ -29,10 +30,10 @@ def live_mix(events: int = 3000) -> list[Message]:
     for i in range(events):
         t = 1_800_000_000_000_000_000 + i * 33_000_000
         out += [Stimulus("visual", t, i, images[i % len(images)], source="camera", mseq=i),
-                Excite("visual", t, i, 5, 7, source="worker-visual"),
+                Excitation("visual", t, i, 5, 7, source="worker-visual"),
                 Feedback("visual", t, i, (7,), (5,), (0.9,), source="hub"),
                 Recall("audio", t, i, 5, "visual", 3, source="hub"),
-                Recon("audio", t, i, 5, "visual", sounds[i % len(sounds)], source="worker-audio")]
+                Reconstruction("audio", t, i, 5, "visual", sounds[i % len(sounds)], source="worker-audio")]
     return out
 
 

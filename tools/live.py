@@ -25,7 +25,7 @@ from typing import IO, Protocol
 from agent.bus import BusClient
 from agent.checkpoint import RunFolder
 from agent.launcher import Child, LaunchError, await_ready, start_bus, stop_children
-from agent.wire import Control, Excite, Recall
+from agent.messages import Control, Excitation, Recall
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def scoring_names(run: RunFolder) -> dict[str, dict[int, int]]:
 class EventSink(Protocol):
     """What `LiveAgent.run_for` hands every excitation and recall it hears (an EventLog, a bench's tally)."""
 
-    def add(self, msg: Excite | Recall) -> None: ...
+    def add(self, msg: Excitation | Recall) -> None: ...
 
     def flush(self, everything: bool = False) -> None: ...
 
@@ -62,8 +62,8 @@ class EventLog:
         self.open: dict[tuple[str, int], dict] = {}  # (modality, seq) -> event waiting for recalls
         self.written = 0
 
-    def add(self, msg: Excite | Recall) -> None:
-        if isinstance(msg, Excite):
+    def add(self, msg: Excitation | Recall) -> None:
+        if isinstance(msg, Excitation):
             if not msg.learn and msg.cluster_id < 0:
                 return
             self.open[(msg.modality, msg.seq)] = {
@@ -196,7 +196,7 @@ class LiveAgent:
             events.flush(everything=True)
 
     def _hear(self, msg: object) -> None:
-        if self.events is not None and isinstance(msg, (Excite, Recall)):
+        if self.events is not None and isinstance(msg, (Excitation, Recall)):
             self.events.add(msg)
 
     def _on_signal(self, signum: int, frame: object) -> None:

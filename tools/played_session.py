@@ -25,7 +25,7 @@ import numpy as np
 
 from agent.bus import BusClient
 from agent.launcher import Child
-from agent.wire import Excite, Recall, Stimulus
+from agent.messages import Excitation, Recall, Stimulus
 from replay.player import Playlist
 from replay.recording import write_stimuli
 from tools.live import LiveAgent
@@ -45,8 +45,8 @@ class SessionTally:
         self.measuring = False
         self.last_at = time.monotonic()
 
-    def add(self, msg: Excite | Recall) -> None:
-        if isinstance(msg, Excite):
+    def add(self, msg: Excitation | Recall) -> None:
+        if isinstance(msg, Excitation):
             if msg.learn and not msg.relived and not msg.internal:
                 self.learned.add((msg.modality, msg.seq))
                 self.last_at = time.monotonic()

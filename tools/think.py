@@ -8,9 +8,9 @@ file (`--from`), from noise when nothing happens (`--spontaneous`), or from each
 real stimulus heard on the bus (`--from-live`); real input always interrupts a
 chain at once.
 
-The hub builds its Recall from an Excite, which carries no depth, so a Recon's own
+The hub builds its Recall from an Excitation, which carries no depth, so a Reconstruction's own
 `depth`/`internal` fields say nothing: the loop tracks every thought by its
-sequence number (a Recon has the seq of the stimulus that caused it), in a range
+sequence number (a Reconstruction has the seq of the stimulus that caused it), in a range
 far above any sensor's.
 
 `think_report` runs the very same step in process on a run's test digits and
@@ -37,7 +37,7 @@ from agent.bus import BusClient
 from agent.checkpoint import RunFolder
 from agent.service import Service
 from agent.stream import logged_partner
-from agent.wire import Excite, Message, Recon, Stimulus
+from agent.messages import Excitation, Message, Reconstruction, Stimulus
 
 if TYPE_CHECKING:
     from agent.autoencoder import Autoencoder
@@ -234,7 +234,7 @@ class ThoughtLoop(Service):
         self._seq = seq_base if seq_base is not None else \
             SEQ_BASE + (((os.getpid() & 0xFFF) << 8 | next(_instances) & 0xFF) << 20)
         self.seeds: deque[tuple[str, np.ndarray]] = deque()
-        self.pending: dict[int, _Pending] = {}  # seq -> the thought it is (its Recon has the same seq)
+        self.pending: dict[int, _Pending] = {}  # seq -> the thought it is (its Reconstruction has the same seq)
         self.chain: list[dict] = []
         self.endings: dict[int, str] = {}  # chain id -> how it ended (see _end_chain)
         self.active: int | None = None  # the chain being thought
@@ -268,13 +268,13 @@ class ThoughtLoop(Service):
     def handle(self, msg: Message) -> None:
         if isinstance(msg, Stimulus):
             self._on_stimulus(msg)
-        elif isinstance(msg, Excite):
+        elif isinstance(msg, Excitation):
             p = self.pending.get(msg.seq)
             if p is not None and msg.modality == p.modality:
                 p.entry.update(cluster=msg.cluster_id, name=self._name(p.modality, msg.cluster_id))
                 if msg.cluster_id < 0 and p.chain == self.active:
                     self._end_chain("rejected")
-        elif isinstance(msg, Recon):
+        elif isinstance(msg, Reconstruction):
             self._on_recon(msg)
 
     def _on_stimulus(self, stim: Stimulus) -> None:
@@ -291,7 +291,7 @@ class ThoughtLoop(Service):
             self.seeds.clear()  # the newest input wins
             self.seeds.append((stim.modality, np.array(stim.data, np.float32)))
 
-    def _on_recon(self, recon: Recon) -> None:
+    def _on_recon(self, recon: Reconstruction) -> None:
         p = self.pending.get(recon.seq)
         if p is None or recon.cue_modality != p.modality or recon.modality != next_modality(self.modalities,
                                                                                               p.modality):

@@ -24,7 +24,7 @@ import time
 from typing import Any, Callable
 
 from agent.bus import BusClient, BusError
-from agent.wire import Stats
+from agent.messages import Stats
 
 MISSING = "-"  # the process did not publish this field
 ODD = "?"  # it did, with a value of the wrong type

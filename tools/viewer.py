@@ -31,7 +31,7 @@ import numpy as np
 
 from agent.bus import BusClient
 from agent.service import Service
-from agent.wire import Excite, Frame, Message, Recon, Stats, Stimulus, Weights
+from agent.messages import Excitation, Frame, Message, Reconstruction, Stats, Stimulus, Weights
 from replay.foxglove_views import VALUE_SIZE  # a stimulus this small (a reward) is written out, not drawn
 from tools.foxglove_live import DEFAULT_PORT, FoxgloveLive
 
@@ -85,9 +85,9 @@ class ViewerState:
             self.stimulus[msg.modality] = Seen(np.array(data), now, msg)
         elif isinstance(msg, Frame):
             self.frame = Seen(np.array(data), now, msg)
-        elif isinstance(msg, Excite):
+        elif isinstance(msg, Excitation):
             self.fired.setdefault(msg.modality, deque(maxlen=RECENT)).append(Fired(msg.cluster_id, msg.strength, now))
-        elif isinstance(msg, Recon):
+        elif isinstance(msg, Reconstruction):
             self.recon[msg.modality] = Seen(np.array(data), now, msg)
         elif isinstance(msg, Weights):
             if data.ndim != 2:

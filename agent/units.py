@@ -1,0 +1,100 @@
+"""The learning rules behind messages: a cortex unit and a CDZ unit, each a message in and messages out.
+
+`agent.cortex` and `agent.cdz` hold the rules; a unit is how the rest of the agent
+talks to them. The one-process brain routes the units' messages by call
+(`agent.brain.Brain.step`); the runtime hosts the very same units behind the bus
+(`agent.worker` a `CortexUnit`, `agent.hub` the `CDZUnit`). What the in-process
+brain passes by call is what the wire carries, so both are the same agent.
+
+What a unit emits carries the event time and sequence number of the stimulus that
+caused it; the process that sends it stamps `source` and `gen` (`Service.stamp`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from agent.cdz import CDZ
+from agent.cortex import Cortex, StimulusError
+from agent.messages import ClusterChange, Excitation, Feedback, Stimulus
+
+
+class CortexUnit:
+    """One sense's cortex: an encoded stimulus in, its cluster changes and its excitation out; feedback in."""
+
+    def __init__(self, cortex: Cortex):
+        self.cortex = cortex
+        self.modality = cortex.modality
+        self.rejected = 0  # stimuli it could not use: counted, answered with cluster -1, never fatal
+        self.last_error = ""  # why the last one was rejected
+
+    def stimulus(self, stim: Stimulus, z: np.ndarray | None, strength: float = 1.0,
+                 relived: bool = False) -> list[ClusterChange | Excitation]:
+        """ALGORITHM.md steps 2-4 for one stimulus and its encoding `z` (None: it could not be encoded).
+
+        Learning: seed or move the nearest node and fire its strongest cluster. A query
+        (`stim.learn` false) only classifies. Returns the cluster births and deaths this
+        caused, which the CDZ must hear first, then the excitation; an unusable stimulus
+        gives cluster -1 (the CDZ still hears of it, so a lossless run stays in step).
+        """
+        cortex = self.cortex
+        cluster = node = -1
+        try:
+            if z is None:
+                raise StimulusError(f"{self.modality}: stimulus of shape {stim.data.shape} cannot be encoded")
+            if stim.learn:
+                cortex.growth_enabled = stim.grow
+                cluster, node = cortex.fire(z)
+            else:
+                if cortex.n_nodes == 0:
+                    raise StimulusError(f"{self.modality}: no nodes yet, nothing to classify a query against")
+                nodes, clusters = cortex.assign(np.asarray(z)[None])
+                cluster, node = int(clusters[0]), int(nodes[0])
+        except StimulusError as e:
+            self.rejected += 1
+            self.last_error = str(e)
+        out: list[ClusterChange | Excitation] = []
+        if cortex.has_changes:
+            out = [replace(c, t_ns=stim.t_ns, seq=stim.seq) for c in cortex.drain_changes()]
+        out.append(Excitation(self.modality, stim.t_ns, stim.seq, cluster, node, strength, learn=stim.learn,
+                              internal=stim.internal, depth=stim.depth, relived=relived))
+        return out
+
+    def feedback(self, fb: Feedback, step: int | None = None, z_at=None) -> None:
+        """ALGORITHM.md step 6: move each named node's cluster links towards the cluster the CDZ chose.
+
+        `step` and `z_at(node)` are for feedback applied after later stimuli were learned
+        (an encoder worker running ahead of the hub): see `Cortex.feedback`."""
+        apply = self.cortex.feedback
+        if z_at is None and step is None:
+            for node, cluster, certainty in zip(fb.node_ids, fb.cluster_ids, fb.certainties):
+                apply(node, cluster, certainty)
+            return
+        for node, cluster, certainty in zip(fb.node_ids, fb.cluster_ids, fb.certainties):
+            apply(node, cluster, certainty, step=step, z=None if z_at is None else z_at(node))
+
+
+class CDZUnit:
+    """The CDZ: excitations and cluster changes in, feedback out (ALGORITHM.md steps 5 and 6)."""
+
+    def __init__(self, cdz: CDZ):
+        self.cdz = cdz
+        self.rejected = 0  # excitations of rejected stimuli (cluster -1) heard
+
+    def handle(self, msg: Excitation | ClusterChange) -> list[Feedback]:
+        """A cluster change updates the CDZ's rows; a learned excitation is correlated within B."""
+        if isinstance(msg, ClusterChange):
+            self.cdz.apply(msg)
+            return []
+        if msg.cluster_id < 0:
+            self.rejected += 1
+            return []
+        if not msg.learn:
+            return []  # a query: recall only
+        return self.cdz.excite(msg)
+
+    def recall(self, exc: Excitation) -> dict[str, int | None]:
+        """ALGORITHM.md step 7: the cluster the excitation's cluster recalls in every other sense."""
+        return self.cdz.recall(exc.modality, exc.cluster_id)
