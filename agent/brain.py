@@ -44,7 +44,9 @@ class Brain:
         """One stimulus through the brain, in ALGORITHM.md's order; its excitation (cluster -1: rejected).
 
         The hub and the workers run these very units; there the bus carries what this passes by call."""
-        out = self.units[stim.modality].stimulus(stim, z, strength)  # steps 2-4: move a node, fire a cluster
+        return self._route(self.units[stim.modality].stimulus(stim, z, strength))  # steps 2-4: fire a cluster
+
+    def _route(self, out: list) -> Excitation:
         for msg in out:  # cluster births and deaths reach the CDZ before the excitation that follows them
             for fb in self.cdz_unit.handle(msg):  # step 5: correlate with the other senses within B
                 self.units[fb.modality].feedback(fb)  # step 6: those nodes move towards the chosen clusters
@@ -59,7 +61,7 @@ class Brain:
         if not (math.isfinite(t) and math.isfinite(strength) and strength >= 0.0):
             self.rejected += 1
             return None
-        exc = self.step(Stimulus(modality, to_ns(t), 0, z, grow=unit.cortex.growth_enabled), z, strength)
+        exc = self._route(unit.encoded(z, to_ns(t), 0, strength, unit.cortex.growth_enabled))  # = step(Stimulus(...))
         if exc.cluster_id < 0:
             self.rejected += 1
             return None

@@ -158,11 +158,12 @@ class CDZ:
         s = self.settings
         self.counters.excitations += 1
         r_new = self._row(exc.modality, exc.cluster_id)
-        feedback: dict[str, tuple[list, list, list]] = {}  # per modality: node ids, cluster ids, certainties
+        feedback: list[tuple[str, int, int, float]] = []  # (modality, node id, cluster id, certainty)
+        t_new = exc.t
         for old in self.recent:
             if old.modality == exc.modality:
                 continue
-            dt = exc.t - old.t
+            dt = t_new - old.t
             weight = self.kernel(abs(dt))
             if weight <= 0.0:
                 continue
@@ -179,12 +180,23 @@ class CDZ:
             self._feedback_for(exc, old, r_old, feedback)
             self._feedback_for(old, exc, r_new, feedback)
         self.recent.append(exc)
-        self.t_max = max(self.t_max, exc.t)
+        self.t_max = max(self.t_max, t_new)
         horizon = self.t_max - s.window_s - s.reorder_slack_s
         while self.recent and self.recent[0].t < horizon:
             self.recent.popleft()
-        return [Feedback(m, exc.t_ns, exc.seq, tuple(nodes), tuple(clusters), tuple(certainties))
-                for m, (nodes, clusters, certainties) in feedback.items()]
+        return self._as_messages(exc, feedback) if feedback else []
+
+    @staticmethod
+    def _as_messages(exc: Excitation, items: list[tuple[str, int, int, float]]) -> list[Feedback]:
+        """One `Feedback` per modality, its nodes in the order the pairs formed."""
+        per: dict[str, list[tuple[str, int, int, float]]] = {}
+        for item in items:
+            per.setdefault(item[0], []).append(item)
+        out = []
+        for m, rows in per.items():
+            _, nodes, clusters, certainties = zip(*rows)
+            out.append(Feedback(m, exc.t_ns, exc.seq, nodes, clusters, certainties))
+        return out
 
     def _grow_connection(self, a: str, r_a: int, b: str, r_b: int, amount: float) -> None:
         if amount <= 0.0:
@@ -198,7 +210,7 @@ class CDZ:
         self.age[(a, b)][r_a] += 1
 
     def _feedback_for(self, target: Excitation, partner: Excitation, r_partner: int,
-                      out: dict[str, tuple[list, list, list]]) -> None:
+                      out: list[tuple[str, int, int, float]]) -> None:
         """Tell `target`'s modality which of its clusters `partner`'s cluster points to
         (unless the partner's sense gives no feedback: `CDZSettings.no_feedback_from`)."""
         if partner.modality in self._silent:
@@ -211,10 +223,7 @@ class CDZ:
             return  # the partner recalls nothing here (e.g. backward_gain = 0)
         conf = certainty(top, float(self.age[pair][r_partner]), self.settings.age_factor)
         cluster_id = int(self.clusters[target.modality].ids[best])
-        nodes, clusters, certainties = out.setdefault(target.modality, ([], [], []))
-        nodes.append(target.node_id)
-        clusters.append(cluster_id)
-        certainties.append(conf)
+        out.append((target.modality, target.node_id, cluster_id, conf))
 
     def set_row(self, a: str, cluster_id: int, b: str, targets: dict[int, float], age: int) -> None:
         """Replace cluster `cluster_id`'s connections towards modality `b` (renormalised).

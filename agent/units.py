@@ -39,13 +39,23 @@ class CortexUnit:
         caused, which the CDZ must hear first, then the excitation; an unusable stimulus
         gives cluster -1 (the CDZ still hears of it, so a lossless run stays in step).
         """
+        if z is None:
+            self.rejected += 1
+            self.last_error = f"{self.modality}: stimulus of shape {stim.data.shape} cannot be encoded"
+            return [Excitation(self.modality, stim.t_ns, stim.seq, -1, -1, strength, "", 0, stim.learn,
+                               stim.internal, stim.depth, relived)]
+        return self.encoded(z, stim.t_ns, stim.seq, strength, stim.grow, stim.learn, stim.internal, stim.depth,
+                            relived)
+
+    def encoded(self, z: np.ndarray, t_ns: int, seq: int = 0, strength: float = 1.0, grow: bool = True,
+                learn: bool = True, internal: bool = False, depth: int = 0,
+                relived: bool = False) -> list[ClusterChange | Excitation]:
+        """`stimulus` given the envelope's fields instead of a `Stimulus` (the one-process brain's fast path)."""
         cortex = self.cortex
         cluster = node = -1
         try:
-            if z is None:
-                raise StimulusError(f"{self.modality}: stimulus of shape {stim.data.shape} cannot be encoded")
-            if stim.learn:
-                cortex.growth_enabled = stim.grow
+            if learn:
+                cortex.growth_enabled = grow
                 cluster, node = cortex.fire(z)
             else:
                 if cortex.n_nodes == 0:
@@ -55,12 +65,10 @@ class CortexUnit:
         except StimulusError as e:
             self.rejected += 1
             self.last_error = str(e)
-        out: list[ClusterChange | Excitation] = []
+        exc = Excitation(self.modality, t_ns, seq, cluster, node, strength, "", 0, learn, internal, depth, relived)
         if cortex.has_changes:
-            out = [replace(c, t_ns=stim.t_ns, seq=stim.seq) for c in cortex.drain_changes()]
-        out.append(Excitation(self.modality, stim.t_ns, stim.seq, cluster, node, strength, learn=stim.learn,
-                              internal=stim.internal, depth=stim.depth, relived=relived))
-        return out
+            return [replace(c, t_ns=t_ns, seq=seq) for c in cortex.drain_changes()] + [exc]
+        return [exc]
 
     def feedback(self, fb: Feedback, step: int | None = None, z_at=None) -> None:
         """ALGORITHM.md step 6: move each named node's cluster links towards the cluster the CDZ chose.
