@@ -1,4 +1,4 @@
-"""Augmented copies of the training stimuli, for teaching the encoders (`agent.teaching`).
+"""Augmented copies of the training stimuli, for teaching the encoders (`agent.core.teaching`).
 
 Every real user is a hand and a voice the agent never met, so the encoders are
 taught on varied copies of what they saw and heard:
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agent.config import Config
+from agent.core.config import Config
 from sensors.features import audio_to_stimulus, read_wav_file
 
 IMAGE_DEGREES = 15.0

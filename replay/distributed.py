@@ -1,6 +1,6 @@
 """`cdz replay --distributed`: encoders in this process, then the teaching stream through the
 runtime's processes (bus, hub, a worker per sense, the player), supervised by
-`agent.launcher.Supervisor`, with each refinement run here between segments by the same
+`agent.runtime.launcher.Supervisor`, with each refinement run here between segments by the same
 code as `cdz train` (`replay.pipeline`). The run ends bit-identical to the in-process one.
 """
 
@@ -10,9 +10,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from agent.brain import Brain
-from agent.checkpoint import RunFolder, cortex_part, new_run, part
-from agent.launcher import LaunchError, Supervisor, SupervisorReport
+from agent.core.brain import Brain
+from agent.core.checkpoint import RunFolder, cortex_part, new_run, part
+from agent.runtime.launcher import LaunchError
+from agent.runtime.supervisor import Supervisor, SupervisorReport
+from agent.runtime.topology import lossless_roles
 from replay.pipeline import Encodings, Refinements, build_brain, build_stream, save_stream_log, train_encoders
 
 
@@ -68,7 +70,8 @@ def distributed_train(config, out: Path | str, *, progress: bool = True, overwri
 
 
 def learn_distributed(run: RunFolder, stream, *, on_start: Callable[[Supervisor], None] | None = None,
-                      **supervisor_kw) -> SupervisorReport:
+                      bus: str | None = None, checkpoint_every: int = 20_000, speed: float = 0.0, window: int = 256,
+                      progress: bool = True) -> SupervisorReport:
     """The whole stream through the runtime processes, refining between segments.
 
     At each refinement point (`refine.at`) the processes stop at that stream position,
@@ -80,14 +83,16 @@ def learn_distributed(run: RunFolder, stream, *, on_start: Callable[[Supervisor]
     phases = Refinements(config, run, stream, from_files=True)
     report = SupervisorReport()
     for end in [p for p in phases.points if 0 < p < len(stream)] + [len(stream)]:
-        sup = Supervisor(run, end, **supervisor_kw)
+        roles = lossless_roles(run.path, config.modalities, total=end, checkpoint_every=checkpoint_every,
+                               window=window, speed=speed)
+        sup = Supervisor(run, roles, lossless=True, bus=bus)
         try:
             sup.start()
             if on_start is not None:
                 on_start(sup)
-            part = sup.supervise()
+            part = sup.supervise_lossless(end, progress)
         finally:
-            sup.stop()
+            sup.stop(grace_s=3.0)
         report.restarts += part.restarts
         report.wall_s += part.wall_s
         if end < len(stream):

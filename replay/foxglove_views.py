@@ -1,6 +1,6 @@
 """What Foxglove shows of each wire message: images and plain JSON on topics of their own.
 
-The wire frames (`agent.wire`) are exact but opaque to other tools. Each message
+The wire frames (`agent.runtime.wire`) are exact but opaque to other tools. Each message
 also becomes zero or more *views*, encoded with the Foxglove SDK's own schemas
 (`foxglove.messages.RawImage`, protobuf) or as JSON with a JSON schema that
 describes it, so Foxglove's image, plot, state-transition and raw-message panels
@@ -33,7 +33,7 @@ import numpy as np
 from foxglove import Schema
 from foxglove.messages import RawImage, Timestamp
 
-from agent.messages import ClusterChange, Excitation, Frame, Message, Recall, Reconstruction, Stats, Stimulus, Weights
+from agent.core.messages import ClusterChange, Excitation, Frame, Message, Recall, Reconstruction, Stats, Stimulus, Weights
 
 VALUE_SIZE = 16  # a stimulus of at most this many numbers (a reward) is shown as numbers, not as an image (here,
 # in the viewer and in `cdz recall`)

@@ -14,14 +14,14 @@ from typing import NamedTuple
 
 import numpy as np
 
-from agent.autoencoder import encode, load_autoencoder, save_autoencoder, train_autoencoder
-from agent.brain import Brain
-from agent.checkpoint import RunError, RunFolder, load_arrays, save_arrays
-from agent.config import Config
-from agent.state_check import StateError, check_arrays
+from agent.core.autoencoder import encode, load_autoencoder, save_autoencoder, train_autoencoder
+from agent.core.brain import Brain
+from agent.core.checkpoint import RunError, RunFolder, load_arrays, save_arrays
+from agent.core.config import Config
+from agent.core.state_check import StateError, check_arrays
 from replay.augment import make_augmenters
 from replay.splits import load_splits, load_splits_x
-from agent.stream import Stream
+from agent.core.stream import Stream
 from replay.teacher import teaching_stream
 
 
@@ -92,8 +92,8 @@ def recorded_stream(path: Path | str, config: Config,
     rewind repeat a source's per-modality sequence number), thoughts are left out, and
     the order is by event time, ties in recording order. Labels are unknown (-1).
     """
-    from agent.autoencoder import load_autoencoder
-    from agent.messages import Stimulus
+    from agent.core.autoencoder import load_autoencoder
+    from agent.core.messages import Stimulus
     from replay.recording import decode_recording
 
     seen: set[tuple] = set()
@@ -123,7 +123,7 @@ def recorded_stream(path: Path | str, config: Config,
 
 
 class Refinements:
-    """When and how a run pauses its stream to refine (agent.refine), and how it resumes.
+    """When and how a run pauses its stream to refine (agent.core.refine), and how it resumes.
 
     The encoders after refinement k are kept as `encoders/<m>.stage<k>.pt`; the
     checkpoint's `refinements` count says which stage its nodes belong to, so a run
@@ -157,7 +157,7 @@ class Refinements:
     def apply(self, brain: Brain, codes: dict[str, np.ndarray], enc: Encodings,
               step: int) -> tuple[dict[str, np.ndarray], Encodings]:
         """Refinement number `brain.refinements` at `step`; saves the new encoders and encodings."""
-        from agent.refine import refine
+        from agent.core.refine import refine
 
         x_learn, _ = self._data()
         models = {m: load_autoencoder(self.run.encoder_path(m)) for m in self.config.modalities}

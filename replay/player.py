@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agent.bus import BusClient
-from agent.service import Service
-from agent.messages import Control, Credit, Message, Stimulus
+from agent.runtime.bus import BusClient
+from agent.runtime.service import Service
+from agent.core.messages import Control, Credit, Message, Stimulus
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def count_near(t_ns: np.ndarray, modality: np.ndarray, window_ns: int) -> np.nda
     """For each stimulus, how many stimuli of other modalities lie within `window_ns` of it.
 
     Each such neighbour can pair with it in the CDZ and send its node one feedback; an
-    encoder worker uses this bound to learn ahead of the hub safely (see agent.worker).
+    encoder worker uses this bound to learn ahead of the hub safely (see agent.runtime.worker).
     """
     near = np.zeros(len(t_ns), np.int64)
     for k in np.unique(modality):

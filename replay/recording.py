@@ -5,7 +5,7 @@ same bytes back on the bus, and beside it what Foxglove can show of it:
 
 * one MCAP channel per topic (`stimulus.visual`, `stats.hub`, ...), one schema per
   message kind (`cdz.stimulus`, ...; encoding `jsonschema`, describing the decoded
-  fields of `agent.wire`);
+  fields of `agent.runtime.wire`);
 * message encoding `cdz-wire`: the data is msgpack `[header, payload or nil]`, the
   wire frames' own bytes (the topic is the channel's), so `[topic, header, payload]`
   comes back byte-identical;
@@ -59,10 +59,10 @@ from mcap.records import Message as McapMessage
 from mcap.stream_reader import StreamReader
 from mcap.writer import CompressionType, Writer
 
-from agent.bus import DEFAULT_BUS, BusClient
-from agent.service import Service, addressed_to
-from agent.messages import KINDS, Control, Excitation, Message, Stimulus
-from agent.wire import WireError, decode, encode
+from agent.runtime.bus import DEFAULT_BUS, BusClient
+from agent.runtime.service import Service, addressed_to
+from agent.core.messages import KINDS, Control, Excitation, Message, Stimulus
+from agent.runtime.wire import WireError, decode, encode
 from replay.foxglove_views import View, log_time, views
 
 log = logging.getLogger(__name__)
@@ -76,13 +76,13 @@ MCAP_MAGIC = b"\x89MCAP0\r\n"  # the first 8 bytes of every MCAP file
 
 # ---------------------------------------------------------------------- schemas
 def kind_schema(cls: type) -> dict:
-    """JSON schema of one message kind's decoded fields (the dataclass in agent.wire)."""
+    """JSON schema of one message kind's decoded fields (the dataclass in agent.runtime.wire)."""
     hints = typing.get_type_hints(cls)
     props = {f.name: _json_type(hints[f.name]) for f in fields(cls)}
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": f"cdz.{cls.KIND}",
             "description": f"{(cls.__doc__ or '').strip()}\n\nStored as msgpack [header, payload or nil]: the "
-                           "wire frames of agent.wire (header: a msgpack map; payload: the raw array bytes). "
-                           "These are the fields agent.wire.decode makes of them.",
+                           "wire frames of agent.runtime.wire (header: a msgpack map; payload: the raw array bytes). "
+                           "These are the fields agent.runtime.wire.decode makes of them.",
             "type": "object", "properties": props}
 
 
@@ -302,7 +302,7 @@ def _frames(topic: str, data: bytes) -> list[bytes] | None:
 
 
 def decode_recording(path: Path | str, topics: Sequence[str] | None = None) -> Iterator[Message]:
-    """The recorded messages, validated by agent.wire.decode (invalid ones are logged and skipped)."""
+    """The recorded messages, validated by agent.runtime.wire.decode (invalid ones are logged and skipped)."""
     for _, topic, frames in read_recording(path, topics):
         try:
             yield decode(frames)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agent.config import REWARD, Config
+from agent.core.config import REWARD, Config
 from replay.datasets import Split, load_fsdd, load_mnist
 
 Loader = Callable[[Config, str], Split]  # (config, "train" or "test") -> the split the config selects

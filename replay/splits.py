@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from agent.config import Config
+from agent.core.config import Config
 from replay.datasets import Split
 from replay.senses import sense
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from agent.config import REWARD, Config, TeacherSettings
-from agent.stream import Stream
+from agent.core.config import REWARD, Config, TeacherSettings
+from agent.core.stream import Stream
 
 
 def make_stream(labels: dict[str, np.ndarray], settings: TeacherSettings, n_events: int, seed: int) -> Stream:

@@ -25,9 +25,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from agent.bus import BusClient
-from agent.service import Latency, Service
-from agent.messages import Frame, Stimulus
+from agent.runtime.bus import BusClient
+from agent.runtime.service import Latency, Service
+from agent.core.messages import Frame, Stimulus
+from agent.runtime.topology import hears
 from sensors.features import FeatureError, ink_to_mnist
 from sensors.errors import SensorError
 
@@ -513,7 +514,7 @@ def run(args: argparse.Namespace) -> int:
     """`cdz camera`: publish cards seen by the camera until stopped (or a video file ends)."""
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    client = BusClient(args.bus, "camera", [], keys=args.keys)
+    client = BusClient(args.bus, "camera", hears("camera"), keys=args.keys)
     camera = None
     try:
         camera = Camera(client, args.camera, max_rate=args.max_rate, steady_frames=args.steady_frames,

@@ -24,9 +24,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from agent.bus import BusClient
-from agent.service import Latency, Service
-from agent.messages import Stimulus
+from agent.runtime.bus import BusClient
+from agent.runtime.service import Latency, Service
+from agent.core.messages import Stimulus
+from agent.runtime.topology import hears
 from sensors.features import FeatureError, audio_to_stimulus
 from sensors.errors import SensorError
 
@@ -437,7 +438,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"input devices:\n{format_devices(list_input_devices())}")
         return 0
     device = choose_input(args.mic)
-    client = BusClient(args.bus, SOURCE, [], keys=args.keys)
+    client = BusClient(args.bus, SOURCE, hears("microphone"), keys=args.keys)
     try:
         client.handshake(timeout_s=getattr(args, "connect_timeout", 30.0))
         mic = Microphone(client, device)

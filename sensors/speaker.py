@@ -25,15 +25,16 @@ import numpy as np
 from scipy.io import wavfile
 from scipy.signal import resample_poly
 
-from agent.bus import BusClient
-from agent.service import Latency, Service
-from agent.messages import Message, Reconstruction
+from agent.runtime.bus import BusClient
+from agent.runtime.service import Latency, Service
+from agent.core.messages import Message, Reconstruction
+from agent.runtime.topology import hears
 from sensors.features import N_FRAMES, N_MELS, SAMPLE_RATE, spectrogram_to_audio
 from sensors.errors import SensorError
 
 log = logging.getLogger(__name__)
 
-TOPICS = [b"recon.audio"]
+TOPICS = hears("speaker")
 
 
 

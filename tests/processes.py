@@ -38,7 +38,7 @@ def bind_forwarder(ctx=None, host: str = "127.0.0.1"):
 
     Probing ports and releasing them would leave a moment in which another process can take
     them; binding is the only real test."""
-    from agent.bus import Forwarder
+    from agent.runtime.bus import Forwarder
 
     fwd = Forwarder(f"tcp://{host}:0", ctx=ctx)
     return fwd, fwd.address.text

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from agent.autoencoder import (
+from agent.core.autoencoder import (
     AutoencoderSettings,
     build_autoencoder,
     decode,

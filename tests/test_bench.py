@@ -7,8 +7,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from agent.brain import Brain, learn_stream
-from agent.config import Config, CortexSettings, TeacherSettings
+from agent.core.brain import Brain, learn_stream
+from agent.core.config import Config, CortexSettings, TeacherSettings
 from replay.teacher import make_stream
 from tools.bench import bench_core, format_core, synthetic_encodings
 from tools.plain_core import PlainBrain, as_lists, plain_learn_stream

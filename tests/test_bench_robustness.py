@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from agent.config import Config, override
+from agent.core.config import Config, override
 from tools.bench_robustness import distorted_test_images, noisy_test_sounds
 from tools.cli import main
 

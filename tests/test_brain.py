@@ -1,4 +1,4 @@
-"""agent.brain: the one-process brain end to end on tiny synthetic encodings.
+"""agent.core.brain: the one-process brain end to end on tiny synthetic encodings.
 
 Each modality's "training set" is a few gaussian blobs in 8-d (one per class); the
 teacher pairs blobs of the same class in time. Labels are read only by the checks.
@@ -11,9 +11,9 @@ import math
 import numpy as np
 import pytest
 
-from agent.brain import Brain, learn_stream
-from agent.config import CDZSettings, Config, CortexSettings, TeacherSettings
-from agent.messages import Excitation
+from agent.core.brain import Brain, learn_stream
+from agent.core.config import CDZSettings, Config, CortexSettings, TeacherSettings
+from agent.core.messages import Excitation
 from replay.teacher import make_stream
 
 DIM = 8

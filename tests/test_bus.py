@@ -1,4 +1,4 @@
-"""agent.bus: addresses, the XSUB/XPUB forwarder between clients, dropping of bad messages,
+"""agent.runtime.bus: addresses, the XSUB/XPUB forwarder between clients, dropping of bad messages,
 and CurveZMQ keys that shut out every process without the client key pair.
 
 Every test uses real sockets on loopback (tcp or ipc), private zmq contexts and receive
@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 import zmq
 
-from agent.bus import BusAddress, BusClient, BusError, Forwarder, Keys, free_tcp_bus, make_keys
-from agent.messages import Control, Excitation, Stimulus
-from agent.wire import WireError, decode, encode
+from agent.runtime.bus import BusAddress, BusClient, BusError, Forwarder, Keys, free_tcp_bus, make_keys
+from agent.core.messages import Control, Excitation, Stimulus
+from agent.runtime.wire import WireError, decode, encode
 
 pytestmark = pytest.mark.timeout(60)
 

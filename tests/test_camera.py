@@ -20,8 +20,8 @@ import cv2
 import numpy as np
 import pytest
 
-from agent.bus import BusClient, free_tcp_bus
-from agent.messages import Frame, Stats, Stimulus
+from agent.runtime.bus import BusClient, free_tcp_bus
+from agent.core.messages import Frame, Stats, Stimulus
 from sensors import camera as C
 from sensors.features import FeatureError, ink_to_mnist
 from tools.card_video import make_card_video

@@ -1,4 +1,4 @@
-"""agent.cdz: the window, the direction rule, row normalisation, feedback, pruning, recall.
+"""agent.core.cdz: the window, the direction rule, row normalisation, feedback, pruning, recall.
 
 Pure logic on a bare CDZ fed hand-made excitations (ALGORITHM.md steps 5-7).
 """
@@ -11,9 +11,9 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 
-from agent.cdz import CDZ
-from agent.config import CDZSettings
-from agent.messages import ClusterChange, Excitation, Feedback, to_ns
+from agent.core.cdz import CDZ
+from agent.core.config import CDZSettings
+from agent.core.messages import ClusterChange, Excitation, Feedback, to_ns
 
 LR = 0.02
 B = 1.0

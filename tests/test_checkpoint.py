@@ -1,4 +1,4 @@
-"""agent.checkpoint: run folders, atomic checkpoints, arrays loaded without pickle."""
+"""agent.core.checkpoint: run folders, atomic checkpoints, arrays loaded without pickle."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import time
 import numpy as np
 import pytest
 
-from agent.brain import Brain
-from agent.checkpoint import RunError, RunFolder, atomic_write_bytes, load_arrays, save_arrays
-from agent.config import Config, CortexSettings, override
+from agent.core.brain import Brain
+from agent.core.checkpoint import RunError, RunFolder, atomic_write_bytes, load_arrays, save_arrays
+from agent.core.config import Config, CortexSettings, override
 
 
 def arrays(k: int = 0) -> dict[str, np.ndarray]:
@@ -205,9 +205,9 @@ def test_load_arrays_reads_only_the_parts_asked_for(tmp_path):
 def test_a_part_written_in_the_background_is_saved_once_on_disk_and_a_failure_is_no_save(tmp_path, thread_bus):
     """`Service.write_part`: the process goes on while its part is written; `saved` goes out only
     once the file is complete, and a part that could not be written is reported, never claimed."""
-    from agent.bus import BusClient
-    from agent.service import Service
-    from agent.messages import Control
+    from agent.runtime.bus import BusClient
+    from agent.runtime.service import Service
+    from agent.core.messages import Control
 
     run = RunFolder(tmp_path / "run")
     run.create(Config())

@@ -1,4 +1,4 @@
-"""agent.config: overrides that must name an existing field, and TOML save/load."""
+"""agent.core.config: overrides that must name an existing field, and TOML save/load."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import tomllib
 
 import pytest
 
-from agent.autoencoder import AutoencoderSettings
-from agent.config import (CDZSettings, Config, CortexSettings, DataSettings, TeacherSettings, from_dict,
+from agent.core.autoencoder import AutoencoderSettings
+from agent.core.config import (CDZSettings, Config, CortexSettings, DataSettings, TeacherSettings, from_dict,
                           load_toml, override, save_toml, to_dict)
 
 

@@ -1,4 +1,4 @@
-"""agent.cortex: seeding, moving nodes, feedback, pruning, growth, mode nodes, checkpoints.
+"""agent.core.cortex: seeding, moving nodes, feedback, pruning, growth, mode nodes, checkpoints.
 
 Pure logic on a bare Cortex fed tiny hand-made encodings (ALGORITHM.md steps 2-4, 6
 and maintenance). Maintenance periods are set huge where a test calls `prune_` /
@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agent.cdz import CDZ
-from agent.config import CDZSettings, CortexSettings
-from agent.cortex import Cortex, StimulusError, certainty
+from agent.core.cdz import CDZ
+from agent.core.config import CDZSettings, CortexSettings
+from agent.core.cortex import Cortex, StimulusError, certainty
 
 NEVER = 1e6  # a maintenance period (in epochs) that is never reached
 

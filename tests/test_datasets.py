@@ -252,7 +252,7 @@ def test_fsdd_corrupt_recording(monkeypatch, tmp_path, data_dir):
 
 
 def test_each_sense_reads_its_data_through_its_declaration(offline):
-    from agent.config import Config
+    from agent.core.config import Config
     from replay.senses import sense
 
     config = Config(data=Config().data.__class__(digits=(0,), test_per_class=2))

@@ -64,7 +64,7 @@ def test_small_run_discovers_the_classes_and_recalls(small_run, capsys):
 
 @pytest.mark.slow
 def test_eval_changes_nothing_in_the_run(small_run, capsys):
-    from agent.checkpoint import RunFolder
+    from agent.core.checkpoint import RunFolder
 
     run = RunFolder(small_run)
     _, before = run.load_checkpoint()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import tools.evaluate as evaluate
-from agent.checkpoint import RunFolder
+from agent.core.checkpoint import RunFolder
 from replay.datasets import Split
 
 

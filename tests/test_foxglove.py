@@ -10,8 +10,8 @@ import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from mcap.reader import make_reader
 
-from agent.messages import Reconstruction, Stimulus
-from agent.wire import encode
+from agent.core.messages import Reconstruction, Stimulus
+from agent.runtime.wire import encode
 from replay.foxglove_views import mono8, views
 from replay.recording import MESSAGE_ENCODING, RecordingWriter
 from tests.test_recording import every_kind, raw
@@ -95,7 +95,7 @@ def test_every_view_decodes_with_its_declared_schema_at_its_event_time(tmp_path)
 
 
 def test_views_name_clusters_when_names_are_known():
-    from agent.messages import Excitation
+    from agent.core.messages import Excitation
 
     msg = Excitation("audio", 5, 1, cluster_id=17, node_id=3)
     (view,) = views(msg, {"audio": {17: 7}})
@@ -164,8 +164,8 @@ class _Client:
 def test_a_foxglove_client_sees_images_and_excitations_and_a_stalled_one_slows_nothing(thread_bus):
     import time
 
-    from agent.bus import BusClient
-    from agent.messages import Control, Excitation, Frame
+    from agent.runtime.bus import BusClient
+    from agent.core.messages import Control, Excitation, Frame
     from tests.processes import stop_process, wait_for
 
     proc, port = _start_viewer(thread_bus)
@@ -226,7 +226,7 @@ def test_the_shipped_layout_is_the_generated_one_and_shows_topics_that_exist():
     import re
     from pathlib import Path
 
-    from agent.messages import Excitation, Frame, Recall
+    from agent.core.messages import Excitation, Frame, Recall
     from tools.foxglove_layout import layout_json
 
     shipped = (Path(__file__).resolve().parents[1] / "docs" / "foxglove-layout.json").read_text()

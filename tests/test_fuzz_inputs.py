@@ -21,10 +21,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.autoencoder import load_autoencoder
-from agent.checkpoint import RunFolder
-from agent.config import Config, SettingsError, load_toml, override, save_toml, to_dict
-from agent.storage import RunError, load_arrays, save_arrays
+from agent.core.autoencoder import load_autoencoder
+from agent.core.checkpoint import RunFolder
+from agent.core.config import Config, SettingsError, load_toml, override, save_toml, to_dict
+from agent.core.storage import RunError, load_arrays, save_arrays
 from replay.pipeline import Encodings, load_brain
 from tools.train import train
 
@@ -184,7 +184,7 @@ ARRAYS = st.one_of(
 
 def test_fuzzed_checkpoint_arrays_end_in_a_clear_error(fuzz_run):
     """Whole, readable files whose arrays were swapped for others of any shape, dtype or value:
-    what the semantic checks (agent.state_check) are for."""
+    what the semantic checks (agent.core.state_check) are for."""
     path = fuzz_run.latest_checkpoint() / "brain.npz"
     original = path.read_bytes()
     arrays = load_arrays(path)

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.checkpoint import MARKER, RunFolder
-from agent.config import Config, SettingsError, override
-from agent.storage import RunError, load_arrays, save_arrays
+from agent.core.checkpoint import MARKER, RunFolder
+from agent.core.config import Config, SettingsError, override
+from agent.core.storage import RunError, load_arrays, save_arrays
 from tools.cli import main
 from replay.pipeline import load_brain
 from tools.train import train

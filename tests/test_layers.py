@@ -3,7 +3,9 @@
 Lower layers never import higher ones, so a newcomer can read the learning and the
 runtime (`agent`) without the data, the senses or the command line:
 
-    agent   <-  sensors, replay   <-  tools
+    agent.core  <-  agent.runtime  <-  sensors, replay   <-  tools
+
+(the learning core knows nothing of processes; the runtime hosts it behind a bus)
 
 and no two modules import each other, directly or around a circle, whether at the
 top of a file or inside a function.
@@ -104,6 +106,13 @@ def test_lower_layers_never_import_higher_ones():
     wrong = [f"{m} imports {n}" for m, deps in import_graph().items() for n in sorted(deps)
              if n.split(".")[0] not in ALLOWED[m.split(".")[0]]]
     assert not wrong, "a lower layer imports a higher one:\n" + "\n".join(wrong)
+
+
+def test_the_learning_core_never_imports_the_runtime():
+    wrong = [f"{m} imports {n}" for m, deps in import_graph().items() if m.startswith("agent.core")
+             for n in sorted(deps) if not n.startswith("agent.core")]
+    assert not wrong, "the learning core imports something above it:\n" + "\n".join(wrong)
+    assert {m.split(".")[1] for m in import_graph() if m.count(".") >= 2 and m.startswith("agent.")} == {"core", "runtime"}
 
 
 def test_no_import_circles():

@@ -6,7 +6,7 @@ import io
 import json
 import time
 
-from agent.messages import Excitation, Recall
+from agent.core.messages import Excitation, Recall
 from tools.live import EventLog
 
 NAMES = {"visual": {3: 7, 4: 1}, "audio": {10: 7, 11: 1}}
@@ -64,8 +64,8 @@ import threading  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from agent.bus import BusClient  # noqa: E402
-from agent.messages import Stats  # noqa: E402
+from agent.runtime.bus import BusClient  # noqa: E402
+from agent.core.messages import Stats  # noqa: E402
 
 try:
     from tests.processes import wait_for
@@ -100,7 +100,7 @@ def test_cdz_live_sees_hears_recalls_and_checkpoints(tmp_path, data_dir, pulse_s
     """The live agent on a trained run: a filmed card video as the camera, spoken digits played into a
     real (null) sound device, the viewer headless. Every card and word becomes an event with a
     cluster, the viewer draws, a live checkpoint is saved, and nothing is left running."""
-    from agent.config import Config, override
+    from agent.core.config import Config, override
     from replay.datasets import list_fsdd_files, load_mnist
     from tools.card_video import make_card_video
     from tools.train import train

@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.bus import BusClient
-from agent.checkpoint import RunFolder
-from agent.config import Config, override
+from agent.runtime.bus import BusClient
+from agent.core.checkpoint import RunFolder
+from agent.core.config import Config, override
 from replay.pipeline import load_brain
-from agent.messages import Stats, Stimulus
+from agent.core.messages import Stats, Stimulus
 from replay.splits import load_splits
 
 from tests.runs import train_run

@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 import zmq
 
-from agent.bus import BusClient
-from agent.launcher import start_bus
-from agent.messages import Control, Stats, Stimulus
+from agent.runtime.bus import BusClient
+from agent.runtime.launcher import start_bus
+from agent.core.messages import Control, Stats, Stimulus
 from sensors.features import read_audio_file
 from sensors.microphone import (Microphone, RingBuffer, SensorError, UtteranceSegmenter, choose_input,
                                 pick_input, segment_wave)

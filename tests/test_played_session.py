@@ -11,8 +11,8 @@ import shutil
 import numpy as np
 import pytest
 
-from agent.checkpoint import RunFolder
-from agent.config import Config, override
+from agent.core.checkpoint import RunFolder
+from agent.core.config import Config, override
 from replay.splits import load_splits
 from tests.runs import train_run
 from tests.test_live_sleep import QUICK_SLEEP, TINY

@@ -30,9 +30,9 @@ import numpy as np
 import pytest
 import zmq
 
-from agent.bus import BusClient, Forwarder, free_tcp_bus
-from agent.messages import Stats, Stimulus
-from agent.wire import encode
+from agent.runtime.bus import BusClient, Forwarder, free_tcp_bus
+from agent.core.messages import Stats, Stimulus
+from agent.runtime.wire import encode
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -306,7 +306,7 @@ def test_play_help_lists_only_play_flags_and_the_launcher_still_parses():
         assert flag in done.stdout, f"`cdz play --help` lacks {flag}"
 
     parser, choices = _subparsers()
-    # what agent.launcher starts the player with (its _make_children, then --gen on every start)
+    # what agent.runtime.launcher starts the player with (its _make_children, then --gen on every start)
     args = parser.parse_args(["play", "--bus", "tcp://127.0.0.1:5570", "--run", "r", "--quiet", "--window", "256",
                               "--speed", "0", "--wait-go", "--gen", "3"])
     assert (args.gen, args.run, args.wait_go, args.live) == (3, "r", True, False)

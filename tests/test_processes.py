@@ -27,12 +27,12 @@ import zmq
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.bus import BusAddress, BusClient, BusError, free_tcp_bus
-from agent.config import Config, override
-from agent.launcher import Child, start_bus
+from agent.runtime.bus import BusAddress, BusClient, BusError, free_tcp_bus
+from agent.core.config import Config, override
+from agent.runtime.launcher import Child, start_bus
 from replay.distributed import prepare_distributed
-from agent.messages import ClusterChange, Control, Credit, Excitation, Feedback, Recall, Stats, Stimulus
-from agent.wire import CONTROL_ARGS, STATS_FIELDS, WireError, decode, encode
+from agent.core.messages import ClusterChange, Control, Credit, Excitation, Feedback, Recall, Stats, Stimulus
+from agent.runtime.wire import CONTROL_ARGS, STATS_FIELDS, WireError, decode, encode
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 

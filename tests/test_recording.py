@@ -28,10 +28,10 @@ import zmq
 from mcap.reader import make_reader
 from mcap.writer import CompressionType
 
-from agent.bus import BusClient
-from agent.messages import (ClusterChange, Control, Credit, Excitation, Feedback, Frame, Recall, Reconstruction, Stats,
+from agent.runtime.bus import BusClient
+from agent.core.messages import (ClusterChange, Control, Credit, Excitation, Feedback, Frame, Recall, Reconstruction, Stats,
                             Stimulus, Weights)
-from agent.wire import WireError, encode
+from agent.runtime.wire import WireError, encode
 from replay.recording import (MESSAGE_ENCODING, GapCounter, RecordingPlayer, RecordingWriter,
                               decode_recording, read_recording, write_stimuli)
 from tests.processes import bind_forwarder, stop_process, wait_for

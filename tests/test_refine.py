@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-from agent.autoencoder import build_autoencoder, encode
-from agent.brain import Brain
-from agent.config import AutoencoderSettings, Config, CortexSettings, RefineSettings, override
-from agent.merges import MergeSettings, best_cut, split_merges
-from agent.pairs import cooccurring
-from agent.refine import refine
-from agent.teaching import follow_nodes, soft_targets, teach_encoder
-from agent.stream import Stream
+from agent.core.autoencoder import build_autoencoder, encode
+from agent.core.brain import Brain
+from agent.core.config import AutoencoderSettings, Config, CortexSettings, RefineSettings, override
+from agent.core.merges import MergeSettings, best_cut, split_merges
+from agent.core.pairs import cooccurring
+from agent.core.refine import refine
+from agent.core.teaching import follow_nodes, soft_targets, teach_encoder
+from agent.core.stream import Stream
 
 
 def _stream(t_visual: np.ndarray, t_audio: np.ndarray, rows_visual: np.ndarray, rows_audio: np.ndarray,

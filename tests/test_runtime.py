@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.checkpoint import RunFolder
-from agent.config import Config, override
-from agent.launcher import Supervisor
+from agent.core.checkpoint import RunFolder
+from agent.core.config import Config, override
+from agent.runtime.supervisor import Supervisor
 from replay.distributed import finish_distributed, learn_distributed, lost_stimuli, prepare_distributed
 from tools.cli import main
 
@@ -176,7 +176,7 @@ def test_training_from_a_recorded_replay_equals_training_from_the_teacher(tmp_pa
     from nor the waveforms behind the sounds, so a run learned from it refines on its own
     recorded stimuli (without sound augmentation) and is not the teacher run's twin there.
     """
-    from agent.bus import free_tcp_bus
+    from agent.runtime.bus import free_tcp_bus
     from replay.recording import decode_recording
     from tools.train import train
 

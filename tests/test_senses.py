@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from agent.autoencoder import decode, encode, load_autoencoder, save_autoencoder, train_autoencoder
-from agent.config import IDENTITY, REWARD, Config, SettingsError, TeacherSettings, from_dict, override
+from agent.core.autoencoder import decode, encode, load_autoencoder, save_autoencoder, train_autoencoder
+from agent.core.config import IDENTITY, REWARD, Config, SettingsError, TeacherSettings, from_dict, override
 from replay.datasets import Split
 from replay.senses import SENSES, SenseInfo, declare, reward_classes, sense
 from replay.teacher import make_stream, with_rewards
@@ -142,7 +142,7 @@ def test_rewards_are_recalled_from_images_and_words_and_recall_the_digits_that_e
                                                                                       capsys):
     import json
 
-    from agent.checkpoint import RunFolder
+    from agent.core.checkpoint import RunFolder
     from replay.pipeline import load_brain
     from replay.splits import load_splits
     from sensors.features import write_png
@@ -169,12 +169,12 @@ def test_rewards_are_recalled_from_images_and_words_and_recall_the_digits_that_e
 def test_a_split_one_pair_finds_is_counted_again_for_every_other_sense():
     """The merge rule sets the rows of the pair that found a split; with a third sense, its rows
     towards the split cluster (and the new half's rows back) are counted again from their
-    co-occurrences, so the third sense follows the moved nodes (agent.refine.recount_other_senses)."""
-    from agent.brain import Brain, learn_stream
-    from agent.config import CortexSettings
-    from agent.merges import Split
-    from agent.pairs import cooccurring
-    from agent.refine import recount_other_senses
+    co-occurrences, so the third sense follows the moved nodes (agent.core.refine.recount_other_senses)."""
+    from agent.core.brain import Brain, learn_stream
+    from agent.core.config import CortexSettings
+    from agent.core.merges import Split
+    from agent.core.pairs import cooccurring
+    from agent.core.refine import recount_other_senses
 
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(3), 50)

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.autoencoder import encode, load_autoencoder
-from agent.checkpoint import RunFolder
-from agent.experience import Experience
-from agent.pairs import pairs_within
-from agent.sleep import learns, novelty
+from agent.core.autoencoder import encode, load_autoencoder
+from agent.core.checkpoint import RunFolder
+from agent.core.experience import Experience
+from agent.core.pairs import pairs_within
+from agent.core.sleep import learns, novelty
 from tools.cli import main
 
 from tests.runs import train_run
@@ -33,7 +33,7 @@ def test_experience_keeps_the_newest_stimuli_oldest_first():
 
 
 def test_what_was_lived_since_a_saved_cut_is_the_newest_tail():
-    """After a swap a worker learns again what it lived since the checkpoint's cut (agent.worker.reload)."""
+    """After a swap a worker learns again what it lived since the checkpoint's cut (agent.runtime.worker.reload)."""
     e = Experience((1,), capacity=4)
     for k in range(3):
         e.add(np.full(1, k, np.float32), k)
@@ -72,8 +72,8 @@ def test_pairs_within_finds_exactly_the_events_within_the_window():
 
 
 def test_novelty_tells_a_new_voice_from_a_familiar_one():
-    from agent.config import CortexSettings
-    from agent.cortex import Cortex
+    from agent.core.config import CortexSettings
+    from agent.core.cortex import Cortex
 
     rng = np.random.default_rng(0)
     cortex = Cortex("audio", 4, CortexSettings(initial_nodes=50), epoch=1000)
@@ -98,9 +98,9 @@ def test_living_the_experience_again_leaves_the_cdz_clock_where_it_was():
     """After a sleep the live stream goes on at wall-clock times: the rehearsal must not leave
     the CDZ in the future, or every later excitation would be dropped as stale. The nodes learn
     the experience again; the CDZ's connections, which counted it once while awake, do not."""
-    from agent.brain import Brain
-    from agent.config import Config, CortexSettings
-    from agent.sleep import rehearse
+    from agent.core.brain import Brain
+    from agent.core.config import Config, CortexSettings
+    from agent.core.sleep import rehearse
 
     rng = np.random.default_rng(1)
     brain = Brain(Config(cortex=CortexSettings(initial_nodes=10)), {"visual": 3, "audio": 3}, {"visual": 100, "audio": 100})

@@ -11,8 +11,8 @@ import time
 import numpy as np
 import pytest
 
-from agent.bus import BusClient
-from agent.messages import Control, Reconstruction
+from agent.runtime.bus import BusClient
+from agent.core.messages import Control, Reconstruction
 from sensors.features import SAMPLE_RATE, audio_to_stimulus, read_wav_file
 from tests.processes import stop_process, wait_for
 from tests.pulse import SOURCE, pulse_sink  # noqa: F401  (a fixture, requested by name)

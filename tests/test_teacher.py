@@ -7,8 +7,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from agent.config import TeacherSettings
-from agent.stream import Stream
+from agent.core.config import TeacherSettings
+from agent.core.stream import Stream
 from replay.teacher import make_stream
 
 DIGITS = 10

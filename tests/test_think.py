@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.messages import Excitation, Reconstruction, Stimulus
+from agent.core.messages import Excitation, Reconstruction, Stimulus
 from tests.processes import wait_for
 from tools.think import SEQ_BASE, ThoughtLoop, think_chain, think_report
 
@@ -163,7 +163,7 @@ def test_noise_lets_the_chain_wander_within_the_unit_range():
 # ---------------------------------------------------------------------- a tiny trained run
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, data_dir):
-    from agent.config import Config, override
+    from agent.core.config import Config, override
     from tools.train import train
 
     with pytest.MonkeyPatch.context() as mp:
@@ -225,7 +225,7 @@ def live(run, data_dir):
 
 
 def thinker(agent, **kw) -> ThoughtLoop:
-    from agent.bus import BusClient
+    from agent.runtime.bus import BusClient
 
     client = BusClient(agent.bus, "thinker", [b"recon.", b"excite.", b"stimulus."])
     client.handshake(timeout_s=30)
@@ -295,7 +295,7 @@ def test_a_seeded_chain_on_the_bus_mirrors_the_in_process_chain(live, run, seed_
 def test_recollections_of_thoughts_are_marked_as_thoughts(live, seed_png):
     """Excitation and Recall carry `internal` and `depth` through the hub, so every reconstruction a
     chain causes arrives marked as a thought of the right depth (the viewer labels it)."""
-    from agent.bus import BusClient
+    from agent.runtime.bus import BusClient
 
     listener = BusClient(live.bus, "listener", [b"recon."])
     listener.handshake(timeout_s=30)
@@ -317,7 +317,7 @@ def test_recollections_of_thoughts_are_marked_as_thoughts(live, seed_png):
 
 @pytest.mark.slow
 def test_real_input_interrupts_a_chain_on_the_bus_and_seeds_the_next(live, seed_png):
-    from agent.bus import BusClient
+    from agent.runtime.bus import BusClient
     from tools.recall import read_stimulus
 
     real = read_stimulus(seed_png)[1]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from agent.checkpoint import RunFolder, load_arrays
-from agent.config import Config, override
+from agent.core.checkpoint import RunFolder, load_arrays
+from agent.core.config import Config, override
 from tools.train import train
 
 TINY = ["data.digits=[0,1]", 'data.speakers=["jackson"]', "data.per_class=40", "data.test_per_class=5",

@@ -1,4 +1,4 @@
-"""agent.units and the brain's router: the rules behind messages, and ALGORITHM.md's step order.
+"""agent.core.units and the brain's router: the rules behind messages, and ALGORITHM.md's step order.
 
 The units are tested bare (a cortex or a CDZ and messages, nothing else); the router
 is tested by watching what it passes between real units.
@@ -9,12 +9,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agent.brain import Brain
-from agent.cdz import CDZ
-from agent.config import CDZSettings, Config, CortexSettings
-from agent.cortex import Cortex
-from agent.messages import ClusterChange, Excitation, Feedback, Stimulus
-from agent.units import CDZUnit, CortexUnit
+from agent.core.brain import Brain
+from agent.core.cdz import CDZ
+from agent.core.config import CDZSettings, Config, CortexSettings
+from agent.core.cortex import Cortex
+from agent.core.messages import ClusterChange, Excitation, Feedback, Stimulus
+from agent.core.units import CDZUnit, CortexUnit
 
 DIM = 4
 CORTEX = CortexSettings(initial_nodes=2)

@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 import pytest
 
-from agent.bus import BusClient
-from agent.messages import Control, Excitation, Frame, Reconstruction, Stats, Stimulus, Weights
+from agent.runtime.bus import BusClient
+from agent.core.messages import Control, Excitation, Frame, Reconstruction, Stats, Stimulus, Weights
 from tools.viewer import LABEL, TOPICS, HeadlessOutput, Viewer, ViewerError, ViewerState, gui_available, layout, open_output, \
     render, run
 from tests.processes import wait_for

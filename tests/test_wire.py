@@ -1,4 +1,4 @@
-"""agent.wire: every message kind survives encode -> ZeroMQ -> decode unchanged and without
+"""agent.runtime.wire: every message kind survives encode -> ZeroMQ -> decode unchanged and without
 copying its array, and decode turns every malformed message into a WireError (nothing else),
 because receivers count and drop WireErrors but would crash on any other exception."""
 
@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from agent.messages import (KINDS, ClusterChange, Control, Credit, Excitation, Feedback, Frame, Recall, Reconstruction,
+from agent.core.messages import (KINDS, ClusterChange, Control, Credit, Excitation, Feedback, Frame, Recall, Reconstruction,
                             Stats, Stimulus, Weights)
-from agent.wire import DTYPES, MAX_DIMS, MAX_HEADER_BYTES, MAX_PAYLOAD_BYTES, WireError, decode, encode, topic
+from agent.runtime.wire import DTYPES, MAX_DIMS, MAX_HEADER_BYTES, MAX_PAYLOAD_BYTES, WireError, decode, encode, topic
 
 pytestmark = pytest.mark.timeout(60)
 

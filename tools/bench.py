@@ -6,7 +6,7 @@ to a baseline measured in the same run. For the learning core the baseline is
 `tools.plain_core`, the same per-stimulus rules with Python objects and loops.
 
 Both implementations learn the same stream (`replay.teacher.make_stream`, default
-`TeacherSettings`) over the same encodings, fed the way `agent.brain.learn_stream`
+`TeacherSettings`) over the same encodings, fed the way `agent.core.brain.learn_stream`
 feeds them (event-time order, growth stopping for the last part, one recall per
 stimulus). The vectorised brain learns all `n_stimuli`; the plain one, much slower,
 learns the first `plain_stimuli` of the same stream. Repeats alternate the two so
@@ -30,8 +30,8 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from agent.brain import Brain, learn_stream
-from agent.config import Config, TeacherSettings
+from agent.core.brain import Brain, learn_stream
+from agent.core.config import Config, TeacherSettings
 from replay.teacher import make_stream
 from tools.plain_core import PlainBrain, as_lists, plain_learn_stream
 

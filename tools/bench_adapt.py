@@ -34,10 +34,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from agent.autoencoder import Autoencoder, encode, load_autoencoder
-from agent.brain import Brain
-from agent.checkpoint import RunFolder
-from agent.config import Config, SleepSettings
+from agent.core.autoencoder import Autoencoder, encode, load_autoencoder
+from agent.core.brain import Brain
+from agent.core.checkpoint import RunFolder
+from agent.core.config import Config, SleepSettings
 from replay.pipeline import load_brain
 from replay.datasets import FSDD_SPEAKERS, load_fsdd, load_mnist
 from replay.player import Playlist

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.autoencoder import encode, load_autoencoder
-from agent.checkpoint import RunFolder
+from agent.core.autoencoder import encode, load_autoencoder
+from agent.core.checkpoint import RunFolder
 from tools.evaluate import name_of, scoring_names
 
 

@@ -25,10 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.bus import BusClient
-from agent.checkpoint import RunFolder
-from agent.launcher import Child, await_ready, start_bus
-from agent.messages import Control, Reconstruction, Stimulus
+from agent.runtime.bus import BusClient
+from agent.core.checkpoint import RunFolder
+from agent.runtime.launcher import start_bus
+from agent.runtime.supervisor import Supervisor
+from agent.runtime.topology import live_roles
+from agent.core.messages import Reconstruction, Stimulus
 
 BENCH_SETTINGS = [  # a real run, small enough for a benchmark: ~45k stimuli, quick encoders
     "data.per_class=600", "data.test_per_class=50", "teacher.epochs=4", "visual_encoder.epochs=2",
@@ -45,8 +47,8 @@ def _percentiles(ms: list[float]) -> dict[str, float]:
 def bench_lossless(out: Path, progress: bool, settings: list[str] | None = None) -> dict:
     """Learn a small real stream through the processes, then in-process; rates and identity.
     `settings`: config overrides for the run (default BENCH_SETTINGS; tests pass a tiny one)."""
-    from agent.brain import learn_stream
-    from agent.config import Config, override
+    from agent.core.brain import learn_stream
+    from agent.core.config import Config, override
     from replay.distributed import distributed_train
     from replay.pipeline import Encodings, build_brain, build_stream
 
@@ -75,17 +77,11 @@ def bench_live(run: RunFolder, seconds: float, bus: str) -> dict:
 
     config = run.config()
     test = load_splits(config, "test")
-    logs = run.path / "logs"
-    common = ["--bus", bus, "--run", str(run.path), "--live", "--quiet"]
-    children = [Child("hub", ["hub", *common], logs / "live-hub.log")]
-    children += [Child(f"worker-{m}", ["worker", m, *common], logs / f"live-worker-{m}.log")
-                 for m in config.modalities]
+    agent = Supervisor(run, live_roles(run.path, config.modalities), lossless=False, bus=bus, own_bus=False)
     client = BusClient(bus, "bench", [b"recon."])
     try:
         client.handshake()
-        for c in children:
-            c.start()
-        await_ready(client, {c.name: c for c in children}, [c.name for c in children], 60.0)
+        agent.start()
         visual, audio = config.modalities[0], config.modalities[1]
         rates = {visual: 30.0, audio: 2.0}  # camera frames and utterances per second
         due = {m: time.monotonic() + 0.5 for m in rates}
@@ -107,10 +103,8 @@ def bench_live(run: RunFolder, seconds: float, bus: str) -> dict:
                 if isinstance(msg, Reconstruction):
                     latencies.append((time.time_ns() - msg.t_ns) / 1e6)
                 msg = client.recv_ready()
-        client.send(Control("stop", source="bench"))
     finally:
-        for c in children:
-            c.stop()
+        agent.stop()
         client.close()
     return {"latency_ms": _percentiles(latencies), "latency_samples": len(latencies), "live_sent": sent}
 
@@ -119,7 +113,7 @@ def _echo(bus: str) -> None:
     """Answer every 28x28 message on `bench.ping` with a 64x64 one on `bench.pong`."""
     import zmq
 
-    from agent.bus import BusAddress
+    from agent.runtime.bus import BusAddress
 
     addr = BusAddress.parse(bus)
     ctx = zmq.Context()
@@ -143,7 +137,7 @@ def bench_zmq(bus: str, seconds: float, hz: float = 32.0) -> dict:
     """Bare round trips through the bus: a 28x28 float32 message out, a 64x64 one back."""
     import zmq
 
-    from agent.bus import BusAddress
+    from agent.runtime.bus import BusAddress
 
     addr = BusAddress.parse(bus)
     proc = multiprocessing.get_context("spawn").Process(target=_echo, args=(bus,), daemon=True)

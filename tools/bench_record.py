@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from agent.messages import Excitation, Feedback, Message, Recall, Reconstruction, Stimulus
-from agent.wire import WireError, decode, encode
+from agent.core.messages import Excitation, Feedback, Message, Recall, Reconstruction, Stimulus
+from agent.runtime.wire import WireError, decode, encode
 from replay.recording import RecordingWriter, read_recording
 
 

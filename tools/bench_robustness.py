@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from agent.autoencoder import encode, load_autoencoder
-from agent.checkpoint import RunFolder
-from agent.config import Config, override
+from agent.core.autoencoder import encode, load_autoencoder
+from agent.core.checkpoint import RunFolder
+from agent.core.config import Config, override
 from replay.datasets import FSDD_SPEAKERS, list_fsdd_files
 from sensors.features import audio_to_stimulus, read_wav_file
 from tools.evaluate import _judge_for, cluster_names, evaluate, name_of

@@ -39,7 +39,7 @@ CDZ_DEBUG=1 shows full tracebacks instead of one-line errors."""
 
 
 def _config_from_args(args: argparse.Namespace):
-    from agent.config import Config, override
+    from agent.core.config import Config, override
 
     config = Config(seed=args.seed)
     return override(config, args.set or [])
@@ -88,7 +88,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from agent.checkpoint import RunFolder
+    from agent.core.checkpoint import RunFolder
     from tools.evaluate import evaluate, format_table
 
     result = evaluate(RunFolder(args.run), progress=not args.quiet, baselines=not args.no_baselines,
@@ -165,7 +165,7 @@ def _seed_list(text: str) -> list[int]:
 def cmd_recall(args: argparse.Namespace) -> int:
     """Each file is checked before the brain loads; a bad one is reported on stderr (and in the JSON
     list, as an entry with "error") and skipped. Exit 0: all answered, 1: some failed, 2: all failed."""
-    from agent.checkpoint import RunFolder
+    from agent.core.checkpoint import RunFolder
     from tools.recall import exit_code, failures, format_failure, format_recall, recall_files
 
     if not args.files and not args.reward:
@@ -187,7 +187,7 @@ def cmd_recall(args: argparse.Namespace) -> int:
 
 
 def cmd_sleep(args: argparse.Namespace) -> int:
-    from agent.checkpoint import RunFolder
+    from agent.core.checkpoint import RunFolder
     from tools.sleep import sleep_run
 
     report, info = sleep_run(RunFolder(args.run), args.set or [])
@@ -199,7 +199,7 @@ def cmd_sleep(args: argparse.Namespace) -> int:
 
 
 def cmd_plots(args: argparse.Namespace) -> int:
-    from agent.checkpoint import RunFolder
+    from agent.core.checkpoint import RunFolder
     from tools.report import make_plots
 
     paths = make_plots(RunFolder(args.run), progress=not args.quiet)
@@ -210,7 +210,7 @@ def cmd_plots(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "live":
-        from agent.checkpoint import RunFolder
+        from agent.core.checkpoint import RunFolder
         from tools.bench_live import bench_live, format_live
 
         if not args.run:
@@ -434,8 +434,8 @@ def _single_thread_torch() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from agent.checkpoint import RunError
-    from agent.cortex import StimulusError
+    from agent.core.checkpoint import RunError
+    from agent.core.cortex import StimulusError
 
     args = build_parser().parse_args(argv)
     if args.command not in LIGHT_COMMANDS:
@@ -458,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cdz {args.command}: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
-        from agent.service import Terminated
+        from agent.runtime.service import Terminated
 
         if isinstance(e, Terminated):  # SIGTERM outside a process's loop: cleaned up, 128 + SIGTERM
             print(f"cdz {args.command}: terminated", file=sys.stderr)

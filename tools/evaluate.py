@@ -17,12 +17,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from agent.autoencoder import load_autoencoder
-from agent.brain import Brain
-from agent.checkpoint import RunFolder
-from agent.config import Config, to_dict
-from agent.recollection import imagine
-from agent.stream import logged_partner
+from agent.core.autoencoder import load_autoencoder
+from agent.core.brain import Brain
+from agent.core.checkpoint import RunFolder
+from agent.core.config import Config, to_dict
+from agent.core.recollection import imagine
+from agent.core.stream import logged_partner
 from replay.datasets import Split, cache_dir
 from tools.baselines import all_baselines, clustering_scores
 from tools.judge import Judge, load_judge, predict, save_judge, train_judge

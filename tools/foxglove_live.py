@@ -19,7 +19,7 @@ import logging
 
 import foxglove
 
-from agent.messages import Message
+from agent.core.messages import Message
 from replay.foxglove_views import views
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from agent.storage import load_torch, save_torch
+from agent.core.storage import load_torch, save_torch
 
 
 class Judge(nn.Module):

@@ -22,10 +22,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Protocol
 
-from agent.bus import BusClient
-from agent.checkpoint import RunFolder
-from agent.launcher import Child, LaunchError, await_ready, start_bus, stop_children
-from agent.messages import Control, Excitation, Recall
+from agent.runtime.bus import BusClient
+from agent.core.checkpoint import RunFolder
+from agent.runtime.launcher import Child
+from agent.runtime.supervisor import Supervisor
+from agent.runtime.topology import live_roles
+from agent.core.messages import Control, Excitation, Recall
 
 log = logging.getLogger(__name__)
 
@@ -114,54 +116,26 @@ class LiveAgent:
         self.sleeper: Child | None = None  # `cdz sleep` on the newest cut, while the agent goes on
         self.sleeps: list[dict] = []  # {"step", "code", "s"} per sleep
         self._sleep_started = 0.0
-        self._options = dict(camera=camera, mic=mic, use_mic=use_mic, headless=headless, viewer=viewer, speak=speak,
-                             think=think, extra=extra)
-        self.children: dict[str, Child] = {}
-        self.bus_child: Child | None = None
+        roles = live_roles(run.path, self.config.modalities, camera=camera, mic=mic, use_mic=use_mic, viewer=viewer,
+                           headless=headless, speak=speak, think=think)
+        self.supervisor = Supervisor(run, roles, lossless=False, bus=bus, extra=extra)
         self.client: BusClient | None = None
-        self.restarts: list[dict] = []
         self.events: EventSink | None = None  # hears every excitation and recall, also while waiting on a swap
         self._stop = False
         self._checkpoint_step = run.load_checkpoint()[0]
 
-    def _make_children(self, camera: str | None, mic: str | None, use_mic: bool, headless: Path | None,
-                       viewer: bool, speak: bool, think: bool, extra: dict[str, list[str]] | None) -> None:
-        logs = self.run.path / "logs"
-        common = ["--bus", self.bus, "--quiet"]
-        live = [*common, "--run", str(self.run.path), "--live"]
-        self.children = {"hub": Child("hub", ["hub", *live], logs / "live-hub.log")}
-        for m in self.config.modalities:
-            self.children[f"worker-{m}"] = Child(f"worker-{m}", ["worker", m, *live], logs / f"live-worker-{m}.log")
-        if camera is not None:
-            self.children["camera"] = Child("camera", ["camera", *common, "--camera", camera], logs / "camera.log")
-        if use_mic:
-            self.children["microphone"] = Child("microphone", ["mic", *common, *(["--mic", mic] if mic else [])],
-                                                logs / "microphone.log")
-        if viewer:
-            self.children["viewer"] = Child("viewer", ["viewer", *common,
-                                                       *(["--headless", str(headless)] if headless else [])],
-                                            logs / "viewer.log")
-        if speak:
-            self.children["speaker"] = Child("speaker", ["speaker", *common], logs / "speaker.log")
-        if think:  # every real stimulus starts a chain of thoughts; real input interrupts it
-            self.children["thinker"] = Child("thinker", ["think", *common, "--run", str(self.run.path), "--from-live"],
-                                             logs / "thinker.log")
-        for name, argv in (extra or {}).items():  # more arguments for a child, e.g. {"camera": ["--no-realtime"]}
-            self.children[name].argv.extend(argv)
+    @property
+    def children(self) -> dict[str, Child]:
+        return self.supervisor.children
+
+    @property
+    def restarts(self) -> list[dict]:
+        return self.supervisor.report.restarts
 
     def start(self, timeout_s: float = 60.0) -> None:
-        logs = self.run.path / "logs"
-        if self.bus is None:
-            self.bus_child, self.bus = start_bus(logs / "live-bus.log", timeout_s=timeout_s)
-        else:
-            self.bus_child = Child("bus", ["bus", "--bus", self.bus], logs / "live-bus.log")
-            self.bus_child.start()
-        self._make_children(**self._options)
-        self.client = BusClient(self.bus, "live", [b"excite.", b"recall."])
-        self.client.handshake(timeout_s=timeout_s)
-        for child in self.children.values():
-            child.start()
-        await_ready(self.client, self.children, ["hub", *(f"worker-{m}" for m in self.config.modalities)], timeout_s)
+        self.supervisor.start_timeout_s = timeout_s
+        self.supervisor.start()
+        self.bus, self.client = self.supervisor.bus, self.supervisor.client
 
     def run_for(self, duration_s: float | None, events: EventSink | None = None,
                 until: Callable[[], bool] | None = None) -> None:
@@ -203,22 +177,7 @@ class LiveAgent:
         self._stop = True
 
     def _supervise(self) -> None:
-        for child in self.children.values():
-            if child.finished:
-                continue
-            if not child.alive():
-                code = child.proc.returncode
-                if child.name == "camera" and code == 0:  # a video file played to its end
-                    log.warning("camera: the source ended")
-                    child.finished = True
-                    continue
-                if child.name in ("camera", "microphone") and code == 2:
-                    raise LaunchError(f"{child.name} cannot start (see {child.log_path}); "
-                                      f"choose another device or pass --no-{'camera' if child.name == 'camera' else 'mic'}")
-                log.warning("%s died (code %s); starting it again", child.name, code)
-                child.restarts += 1
-                self.restarts.append({"child": child.name, "code": code, "at": time.time()})
-                child.start()
+        self.supervisor.tend()
 
     def checkpoint(self) -> int:
         """Every process saves its part under the next step number (a cut as consistent as live allows)."""
@@ -284,14 +243,8 @@ class LiveAgent:
             self.sleeper = None
         if self.client is not None:
             self._await_saved(self.checkpoint(), timeout_s=5.0)  # the last cut is on disk before anyone stops
-            for name in self.children:  # addressed: a recorder or `cdz top` on the bus goes on
-                self.client.send(Control("stop", {"to": name}, source="live"))
-        stop_children(list(self.children.values()), grace_s=5.0)
-        if self.client is not None:
-            self.client.close()
-            self.client = None
-        if self.bus_child is not None:
-            self.bus_child.stop()
+        self.supervisor.stop(grace_s=5.0)
+        self.client = None
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

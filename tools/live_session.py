@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.bus import BusClient, free_tcp_bus
-from agent.messages import Frame, Stats
+from agent.runtime.bus import BusClient, free_tcp_bus
+from agent.core.messages import Frame, Stats
 from tools.card_video import make_card_video
 from tools.utterance_audio import SAMPLE_RATE, build_recording, write_wav
 

@@ -1,7 +1,7 @@
 """The learning core written plainly: the benchmark baseline of `tools.bench` only.
 
-This is the per-stimulus step of `agent.cortex.Cortex`, `agent.cdz.CDZ` and
-`agent.brain.Brain.learn` (ALGORITHM.md steps 2-6) written the obvious way, with
+This is the per-stimulus step of `agent.core.cortex.Cortex`, `agent.core.cdz.CDZ` and
+`agent.core.brain.Brain.learn` (ALGORITHM.md steps 2-6) written the obvious way, with
 Python objects, lists and dicts and no numpy:
 
 * a node is an object holding its position (a list of floats) and its links
@@ -34,9 +34,9 @@ from __future__ import annotations
 
 import math
 
-from agent.config import Config
-from agent.cdz import window_weight
-from agent.cortex import certainty
+from agent.core.config import Config
+from agent.core.cdz import window_weight
+from agent.core.cortex import certainty
 
 # An excitation is a plain tuple: (modality, cluster id, node id, strength, event time).
 M, CLUSTER, NODE, STRENGTH, T = range(5)
@@ -72,7 +72,7 @@ class Node:
 
 
 class PlainCortex:
-    """One modality's nodes and clusters (plain counterpart of `agent.cortex.Cortex`)."""
+    """One modality's nodes and clusters (plain counterpart of `agent.core.cortex.Cortex`)."""
 
     def __init__(self, modality: str, dim: int, settings, epoch: int):
         self.modality, self.dim, self.settings, self.epoch = modality, dim, settings, epoch
@@ -213,7 +213,7 @@ class PlainCortex:
 
 
 class PlainCDZ:
-    """Cross-modal weights as dicts of dicts (plain counterpart of `agent.cdz.CDZ`)."""
+    """Cross-modal weights as dicts of dicts (plain counterpart of `agent.core.cdz.CDZ`)."""
 
     def __init__(self, modalities: tuple[str, ...], settings):
         self.settings = settings
@@ -289,7 +289,7 @@ class PlainCDZ:
 
 
 class PlainBrain:
-    """Plain counterpart of `agent.brain.Brain` (learning only)."""
+    """Plain counterpart of `agent.core.brain.Brain` (learning only)."""
 
     def __init__(self, config: Config, dims: dict[str, int], epochs: dict[str, int]):
         self.config = config
@@ -323,7 +323,7 @@ def as_lists(encodings: dict) -> dict[str, list[list[float]]]:
 
 def plain_learn_stream(brain: PlainBrain, stream, encodings: dict[str, list[list[float]]], start: int = 0,
                        stop: int | None = None) -> tuple[list[int], list[int]]:
-    """Plain `agent.brain.learn_stream`: (excited cluster ids, recalled cluster ids), -1 for none."""
+    """Plain `agent.core.brain.learn_stream`: (excited cluster ids, recalled cluster ids), -1 for none."""
     stop = len(stream) if stop is None else stop
     mods = stream.modalities
     nxt = {m: mods[(k + 1) % len(mods)] for k, m in enumerate(mods)}

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.bus import BusClient
-from agent.launcher import Child
-from agent.messages import Excitation, Recall, Stimulus
+from agent.runtime.bus import BusClient
+from agent.runtime.launcher import Child
+from agent.core.messages import Excitation, Recall, Stimulus
 from replay.player import Playlist
 from replay.recording import write_stimuli
 from tools.live import LiveAgent

@@ -14,9 +14,10 @@ import logging
 import sys
 import threading
 
-from agent.bus import DEFAULT_BUS, BusClient, Forwarder, make_keys
-from agent.checkpoint import RunFolder
-from agent.service import terminate_cleanly
+from agent.runtime.bus import DEFAULT_BUS, BusClient, Forwarder, make_keys
+from agent.core.checkpoint import RunFolder
+from agent.runtime.service import terminate_cleanly
+from agent.runtime.topology import hears
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -77,7 +78,7 @@ def cmd_bus(args: argparse.Namespace) -> int:
     print(f"bus at {fwd.address.text}", file=sys.stderr, flush=True)  # the address to give the others (port 0 picked)
     forwarding = threading.Thread(target=fwd.run, name="forwarder", daemon=True)
     forwarding.start()
-    try:  # the main thread only waits, so Ctrl-C and SIGTERM (agent.service.Terminated) are always heard
+    try:  # the main thread only waits, so Ctrl-C and SIGTERM (agent.runtime.service.Terminated) are always heard
         while forwarding.is_alive():
             forwarding.join(0.2)
     except KeyboardInterrupt:
@@ -130,12 +131,12 @@ def _total(args: argparse.Namespace, run: RunFolder) -> int:
 
 
 def cmd_hub(args: argparse.Namespace) -> int:
-    from agent.hub import Hub
+    from agent.runtime.hub import Hub
 
     _logging(args.quiet)
     terminate_cleanly()
     run = RunFolder(args.run)
-    client = _client(args, "hub", [b"excite.", b"clusters."])
+    client = _client(args, "hub", hears("hub"))
     try:
         hub = Hub.from_run(client, run, lossless=not args.live, total=_total(args, run),
                            checkpoint_every=args.checkpoint_every, gen=args.gen, recall=not args.no_recall)
@@ -147,19 +148,18 @@ def cmd_hub(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from agent.worker import EncoderWorker
+    from agent.runtime.worker import EncoderWorker
 
     _logging(args.quiet)
     terminate_cleanly()
     run = RunFolder(args.run)
     m = args.modality
-    client = _client(args, f"worker-{m}", [f"stimulus.{m}".encode(), f"feedback.{m}".encode(),
-                                           f"recall.{m}".encode(), b"credit"])
+    client = _client(args, f"worker-{m}", hears("worker", m))
     try:
         worker = EncoderWorker.from_run(client, run, m, lossless=not args.live, total=_total(args, run),
                                         checkpoint_every=args.checkpoint_every, gen=args.gen,
                                         recon_hz=args.recon_hz, queue_max=args.queue)
-        worker.ready(step=worker.fb_next)
+        worker.ready(step=worker.sequencer.done)
         _profiled(lambda: worker.run(timeout_ms=5), f"worker-{m}")
     finally:
         client.close()
@@ -187,7 +187,7 @@ def cmd_play(args: argparse.Namespace) -> int:
     if start >= len(playlist):
         print(f"{run.path} has learned all {len(playlist)} stimuli of its stream: nothing to play", file=sys.stderr)
         return 0
-    client = _client(args, "player", [b"credit"])
+    client = _client(args, "player", hears("player"))
     try:
         player = Player(client, playlist, lossless=not args.live, speed=args.speed, window=args.window,
                         gen=args.gen, exit_when_done=not args.wait_go, wall_clock=args.live)

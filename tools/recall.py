@@ -25,7 +25,7 @@ from replay.foxglove_views import VALUE_SIZE  # an imagined stimulus this small 
 from sensors.features import FeatureError, read_audio_file, read_image_file, write_png
 
 if TYPE_CHECKING:
-    from agent.checkpoint import RunFolder
+    from agent.core.checkpoint import RunFolder
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".pbm", ".ppm", ".pnm", ".tif", ".tiff", ".webp"}
 AUDIO_SUFFIXES = {".wav"}
@@ -81,7 +81,7 @@ def _known_modality(path: Path) -> str | None:
 
 def check_reward(text: str) -> Checked:
     """A reward given by value (`--reward 2`): a stimulus of the "reward" sense."""
-    from agent.config import REWARD
+    from agent.core.config import REWARD
 
     label = Path(f"reward={text}")
     try:
@@ -164,8 +164,8 @@ def recall_files(run: RunFolder, files: list[Path], out_dir: Path,
     if before_load is not None:
         before_load()
 
-    from agent.autoencoder import load_autoencoder
-    from agent.recollection import recollect
+    from agent.core.autoencoder import load_autoencoder
+    from agent.core.recollection import recollect
     from tools.evaluate import scoring_names
     from replay.pipeline import load_brain  # heavy imports only when used
 

@@ -1,7 +1,7 @@
 """`cdz sleep RUN`: consolidate a run's buffered live experience into its encoders.
 
 Reads the experience the workers saved with the newest checkpoint, sleeps
-(`agent.sleep`), and writes the result as the run's next stage: new encoders
+(`agent.core.sleep`), and writes the result as the run's next stage: new encoders
 (`encoders/<m>.stage<k>.pt` and `<m>.pt`), the relocated nodes in a checkpoint
 at the same step, and fresh encodings for scoring. The experience stays in the
 checkpoint. Stop `cdz live` on the run first; `cdz live --sleep-every` sleeps
@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from agent.autoencoder import encode, load_autoencoder, save_autoencoder
-from agent.checkpoint import RunFolder
-from agent.config import Config, override
-from agent.sleep import SleepReport, sleep
-from agent.storage import save_arrays
+from agent.core.autoencoder import encode, load_autoencoder, save_autoencoder
+from agent.core.checkpoint import RunFolder
+from agent.core.config import Config, override
+from agent.core.sleep import SleepReport, sleep
+from agent.core.storage import save_arrays
 from replay.pipeline import Encodings, load_brain
 from replay.splits import load_splits_x
 

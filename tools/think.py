@@ -33,16 +33,17 @@ from typing import IO, TYPE_CHECKING, Callable, NamedTuple
 
 import numpy as np
 
-from agent.bus import BusClient
-from agent.checkpoint import RunFolder
-from agent.service import Service
-from agent.stream import logged_partner
-from agent.messages import Excitation, Message, Reconstruction, Stimulus
+from agent.runtime.bus import BusClient
+from agent.core.checkpoint import RunFolder
+from agent.runtime.service import Service
+from agent.core.stream import logged_partner
+from agent.core.messages import Excitation, Message, Reconstruction, Stimulus
+from agent.runtime.topology import hears
 
 if TYPE_CHECKING:
-    from agent.autoencoder import Autoencoder
-    from agent.brain import Brain
-    from agent.config import Config
+    from agent.core.autoencoder import Autoencoder
+    from agent.core.brain import Brain
+    from agent.core.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ class Mind:
 
 
 def load_mind(run: RunFolder) -> Mind:
-    from agent.autoencoder import load_autoencoder
+    from agent.core.autoencoder import load_autoencoder
     from tools.evaluate import scoring_names
     from replay.pipeline import load_brain
 
@@ -108,8 +109,8 @@ def load_mind(run: RunFolder) -> Mind:
 
 def think_step(mind: Mind, modality: str, x: np.ndarray) -> Step:
     """stimulus -> encode -> classify -> recall the next modality -> decode its mode
-    (`agent.recollection`, the path the workers and the hub take on the bus)."""
-    from agent.recollection import recollect
+    (`agent.core.recollection`, the path the workers and the hub take on the bus)."""
+    from agent.core.recollection import recollect
 
     target = next_modality(mind.modalities, modality)
     r = recollect(mind.brain, mind.coders, modality, x)
@@ -420,7 +421,7 @@ def _describe(e: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from agent.autoencoder import load_autoencoder
+    from agent.core.autoencoder import load_autoencoder
     from tools.live import LiveAgent, scoring_names
 
     run_folder = RunFolder(args.run)
@@ -439,7 +440,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if agent is not None:
             agent.start()
-        client = BusClient(args.bus or agent.bus, "thinker", [b"recon.", b"excite.", b"stimulus."],
+        client = BusClient(args.bus or agent.bus, "thinker", hears("thinker"),
                            keys=getattr(args, "keys", None))
         client.handshake(timeout_s=30.0)
         quiet = getattr(args, "quiet", False)

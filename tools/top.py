@@ -23,8 +23,8 @@ import sys
 import time
 from typing import Any, Callable
 
-from agent.bus import BusClient, BusError
-from agent.messages import Stats
+from agent.runtime.bus import BusClient, BusError
+from agent.core.messages import Stats
 
 MISSING = "-"  # the process did not publish this field
 ODD = "?"  # it did, with a value of the wrong type
@@ -186,7 +186,7 @@ def top(address: str, keys: str | None = None, once: bool = False, wait_s: float
             sys.stdout.write("\x1b[H\x1b[2J" + f"cdz top  {address}  {time.strftime('%H:%M:%S')}\n\n"
                              + format_top(latest, bad) + "\n")
             sys.stdout.flush()
-    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (agent.service.Terminated)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (agent.runtime.service.Terminated)
         return 0
     finally:
         client.close()

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from agent.brain import learn_stream
-from agent.checkpoint import RunFolder, load_arrays, new_run
-from agent.config import Config
+from agent.core.brain import learn_stream
+from agent.core.checkpoint import RunFolder, load_arrays, new_run
+from agent.core.config import Config
 from replay.pipeline import (Encodings, Refinements, build_brain, build_stream, recorded_stream, save_stream_log,
                             train_encoders)
 

@@ -29,15 +29,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from agent.bus import BusClient
-from agent.service import Service
-from agent.messages import Excitation, Frame, Message, Reconstruction, Stats, Stimulus, Weights
+from agent.runtime.bus import BusClient
+from agent.runtime.service import Service
+from agent.core.messages import Excitation, Frame, Message, Reconstruction, Stats, Stimulus, Weights
+from agent.runtime.topology import hears
 from replay.foxglove_views import VALUE_SIZE  # a stimulus this small (a reward) is written out, not drawn
 from tools.foxglove_live import DEFAULT_PORT, FoxgloveLive
 
 log = logging.getLogger(__name__)
 
-TOPICS = [b"stimulus.", b"excite.", b"recon.", b"frame.", b"weights.", b"stats"]
+TOPICS = hears("viewer")
 FOXGLOVE_TOPICS = [b"recall.", b"clusters."]  # shown in Foxglove only
 RECENT = 12  # firings remembered per modality
 HOT_S = 1.0  # a cluster that fired this recently is drawn highlighted
@@ -616,7 +617,7 @@ def run(args: argparse.Namespace) -> int:
     if port is not None:
         names = None
         if getattr(args, "run", None):
-            from agent.checkpoint import RunFolder
+            from agent.core.checkpoint import RunFolder
             from tools.live import scoring_names
 
             names = scoring_names(RunFolder(args.run))

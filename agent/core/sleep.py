@@ -2,7 +2,7 @@
 
 A new user's voice lands in the wrong place of the encoding space, and moving
 nodes cannot fix an encoder. During sleep each encoder is taught on the buffered
-experience (`agent.experience`) exactly as in a refinement (`agent.teaching`):
+experience (`agent.core.experience`) exactly as in a refinement (`agent.core.teaching`):
 the stimuli of the other sense that co-occurred within B excite clusters, those
 recall clusters of this sense through the CDZ, and these are the targets.
 
@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from agent.autoencoder import Autoencoder, decode, encode
-from agent.brain import Brain
-from agent.cortex import Cortex
-from agent.config import SleepSettings
-from agent.pairs import pairs_within
-from agent.teaching import follow_nodes, partner_targets, teach_encoder
+from agent.core.autoencoder import Autoencoder, decode, encode
+from agent.core.brain import Brain
+from agent.core.cortex import Cortex
+from agent.core.config import SleepSettings
+from agent.core.pairs import pairs_within
+from agent.core.teaching import follow_nodes, partner_targets, teach_encoder
 
 AugmentStimuli = Callable[[np.ndarray, int], np.ndarray | torch.Tensor]  # (stimuli, seed) -> augmented stimuli
 MODE_NOISE = 0.1  # "modes" replay: noise std, as a share of the nodes' per-dimension spread

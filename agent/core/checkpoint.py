@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from agent.config import Config, load_toml, save_toml
-from agent.state_check import StateError, check_arrays
-from agent.storage import RunError, atomic_write_bytes, load_arrays, save_arrays
+from agent.core.config import Config, load_toml, save_toml
+from agent.core.state_check import StateError, check_arrays
+from agent.core.storage import RunError, atomic_write_bytes, load_arrays, save_arrays
 
 
 log = logging.getLogger(__name__)
@@ -223,7 +223,7 @@ class RunFolder:
         for a block that loads it into live objects; `only`: the key prefixes it needs
         (a worker reads its own sense's arrays, not the other senses' experience).
 
-        The objects check the state before they take any of it (`agent.state_check`);
+        The objects check the state before they take any of it (`agent.core.state_check`);
         a state that does not fit them becomes a `RunError` naming the checkpoint.
         """
         folder = self.latest_checkpoint()
@@ -333,7 +333,7 @@ class PartWriter(threading.Thread):
     """Writes one process's checkpoint part in the background, then (with `keep`) removes the
     parts older than the newest `keep` complete checkpoints. A live worker's part holds up to
     10,000 buffered stimuli (164 MB of spectrograms), which took 0.16-0.25 s to write: in the
-    process's loop, a stall of live recall at every checkpoint. `agent.service.Service.write_part`
+    process's loop, a stall of live recall at every checkpoint. `agent.runtime.service.Service.write_part`
     runs it."""
 
     def __init__(self, run: RunFolder, step: int, part: str, arrays: dict[str, np.ndarray], keep: int | None = None):

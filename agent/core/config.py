@@ -146,7 +146,7 @@ class SleepSettings:
     teach_min_steps: Annotated[int, Field(ge=0, le=10_000_000)] = 1000  # at least this many gradient steps
     teach_lr: Annotated[float, Field(gt=0, le=10)] = 1e-2  # Adam learning rate, cosine-decayed within a sleep
     augment: bool = True  # teach on augmented copies (images; sounds as spectrograms: replay.augment)
-    novel: Share = 0.65  # a sense is taught only if this share of its lived stimuli is unlike old ones (agent.sleep)
+    novel: Share = 0.65  # a sense is taught only if this share of its lived stimuli is unlike old ones (agent.core.sleep)
     rehearse: Share = 0.005  # share of all stimuli learned so far that are lived again after teaching (whole passes)
 
 

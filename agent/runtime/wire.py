@@ -1,4 +1,4 @@
-"""The wire format of the runtime: how the messages of `agent.messages` travel between processes.
+"""The wire format of the runtime: how the messages of `agent.core.messages` travel between processes.
 
 A message travels as ZeroMQ multipart frames `[topic, header, payload...]`:
 
@@ -12,7 +12,7 @@ A message travels as ZeroMQ multipart frames `[topic, header, payload...]`:
 There is no pickle anywhere. `decode` checks every field and size against the
 schema (known kind and modality, integer ranges, dtype allowed, bytes matching
 shape, a size cap, finite values) and raises `WireError` otherwise; receivers
-count the error and drop the message (see `agent.bus.Inbox`).
+count the error and drop the message (see `agent.runtime.bus.Inbox`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import msgpack
 import numpy as np
 
-from agent.messages import (KINDS, ClusterChange, Control, Credit, Excitation, Feedback, Frame, Message, Recall,
+from agent.core.messages import (KINDS, ClusterChange, Control, Credit, Excitation, Feedback, Frame, Message, Recall,
                             Reconstruction, Stats, Stimulus, Weights)
 
 VERSION = 1
@@ -337,7 +337,7 @@ _CODECS: dict[str, tuple] = {  # kind -> (header of a message, message of a pars
     "weights": (_weights_header, _weights_parse), "credit": (_credit_header, _credit_parse),
     "control": (_control_header, _control_parse), "stats": (_stats_header, _stats_parse),
 }
-assert set(_CODECS) == set(KINDS), "every message kind of agent.messages has a codec"
+assert set(_CODECS) == set(KINDS), "every message kind of agent.core.messages has a codec"
 _PER_MODALITY = ("stimulus", "excite", "feedback", "recall", "recon", "clusters", "frame", "weights")
 
 

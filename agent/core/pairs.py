@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from agent.stream import Stream
+from agent.core.stream import Stream
 
 
 def cooccurring(stream: Stream, a: str, b: str, window_s: float, lo: int = 0,

@@ -1,9 +1,9 @@
 """The learning rules behind messages: a cortex unit and a CDZ unit, each a message in and messages out.
 
-`agent.cortex` and `agent.cdz` hold the rules; a unit is how the rest of the agent
+`agent.core.cortex` and `agent.core.cdz` hold the rules; a unit is how the rest of the agent
 talks to them. The one-process brain routes the units' messages by call
-(`agent.brain.Brain.step`); the runtime hosts the very same units behind the bus
-(`agent.worker` a `CortexUnit`, `agent.hub` the `CDZUnit`). What the in-process
+(`agent.core.brain.Brain.step`); the runtime hosts the very same units behind the bus
+(`agent.runtime.worker` a `CortexUnit`, `agent.runtime.hub` the `CDZUnit`). What the in-process
 brain passes by call is what the wire carries, so both are the same agent.
 
 What a unit emits carries the event time and sequence number of the stimulus that
@@ -16,9 +16,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from agent.cdz import CDZ
-from agent.cortex import Cortex, StimulusError
-from agent.messages import ClusterChange, Excitation, Feedback, Stimulus
+from agent.core.cdz import CDZ
+from agent.core.cortex import Cortex, StimulusError
+from agent.core.messages import ClusterChange, Excitation, Feedback, Stimulus
 
 
 class CortexUnit:

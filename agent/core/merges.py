@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agent.brain import Brain
+from agent.core.brain import Brain
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ def _groups(brain: Brain, a: str, b: str, clusters_a: np.ndarray, clusters_b: np
 
 def split_merges(brain: Brain, codes: dict[str, np.ndarray], a: str, b: str, rows_a: np.ndarray,
                  rows_b: np.ndarray, settings: MergeSettings = MergeSettings()) -> list[Split]:
-    """Apply the merge rule to modalities a and b, given co-occurring training rows (`agent.pairs`).
+    """Apply the merge rule to modalities a and b, given co-occurring training rows (`agent.core.pairs`).
 
     Learning state changes only where a merge is found. Returns the splits made.
     """

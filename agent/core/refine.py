@@ -1,8 +1,8 @@
 """One refinement phase between stream segments: undo merges, teach the encoders, follow.
 
-Order matters. Merges are undone first (`agent.merges`), so that the encoders are
+Order matters. Merges are undone first (`agent.core.merges`), so that the encoders are
 then taught towards the right classes and not towards a shared cluster of two
-digits. Each encoder is then taught by the other sense (`agent.teaching`), the
+digits. Each encoder is then taught by the other sense (`agent.core.teaching`), the
 nodes follow their stimuli into the new encoding space, and the stream goes on.
 Everything here reads only stimuli, event times and the brain; never a label.
 """
@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from agent.autoencoder import Autoencoder, encode
-from agent.brain import Brain
-from agent.config import RefineSettings
-from agent.merges import MergeSettings, Split, split_merges
-from agent.pairs import cooccurring
-from agent.teaching import Augment, follow_nodes, partner_targets, teach_encoder
-from agent.stream import Stream
+from agent.core.autoencoder import Autoencoder, encode
+from agent.core.brain import Brain
+from agent.core.config import RefineSettings
+from agent.core.merges import MergeSettings, Split, split_merges
+from agent.core.pairs import cooccurring
+from agent.core.teaching import Augment, follow_nodes, partner_targets, teach_encoder
+from agent.core.stream import Stream
 
 
 @dataclass

@@ -15,7 +15,7 @@ Every message carries the same envelope: `modality`, event time `t_ns` (integer
 nanoseconds: a replay's stream time or a sensor's capture time), sequence number
 `seq`, `source` (the sending process) and run generation `gen` (bumped on every
 rewind, so older messages are ignored). The core fills `modality` and `t_ns`; a
-process stamps the rest when it sends. `agent.wire` encodes these very objects;
+process stamps the rest when it sends. `agent.runtime.wire` encodes these very objects;
 nothing is translated on the way. Ids name nodes and clusters and are never
 reused, so a message that arrives after its node or cluster is gone is stale,
 not a hit on a newcomer.
@@ -72,7 +72,7 @@ class Excitation:
     learn: bool = True  # False: a pure query; the CDZ answers with recall only
     internal: bool = False  # the stimulus was a thought (its recalls are thoughts too)
     depth: int = 0
-    relived: bool = False  # lived again after a sleep (agent.sleep): learned, but no recall and no latency
+    relived: bool = False  # lived again after a sleep (agent.core.sleep): learned, but no recall and no latency
 
     @property
     def t(self) -> float:

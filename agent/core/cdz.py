@@ -20,10 +20,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agent.config import CDZSettings
-from agent.cortex import certainty, drop_columns_
-from agent.messages import ClusterChange, Excitation, Feedback, to_ns
-from agent.state_check import check_arrays, check_ids, check_range
+from agent.core.config import CDZSettings
+from agent.core.cortex import certainty, drop_columns_
+from agent.core.messages import ClusterChange, Excitation, Feedback, to_ns
+from agent.core.state_check import check_arrays, check_ids, check_range
 
 _START_CAPACITY = 512
 
@@ -228,7 +228,7 @@ class CDZ:
     def set_row(self, a: str, cluster_id: int, b: str, targets: dict[int, float], age: int) -> None:
         """Replace cluster `cluster_id`'s connections towards modality `b` (renormalised).
 
-        The merge rule (`agent.merges`) uses it to give the halves of a split cluster
+        The merge rule (`agent.core.merges`) uses it to give the halves of a split cluster
         the connections their own co-occurrences show; `age` sets the row's certainty.
         """
         r = self._row(a, int(cluster_id))

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agent.autoencoder import Autoencoder, decode, encode
-from agent.brain import Brain
-from agent.cortex import Cortex
+from agent.core.autoencoder import Autoencoder, decode, encode
+from agent.core.brain import Brain
+from agent.core.cortex import Cortex
 
 
 def imagine(cortex: Cortex, model: Autoencoder, cluster_ids: Iterable[int]) -> dict[int, np.ndarray]:

@@ -32,8 +32,8 @@ from pathlib import Path
 import zmq
 import zmq.auth
 
-from agent.messages import Control, Message
-from agent.wire import WireError, decode, encode
+from agent.core.messages import Control, Message
+from agent.runtime.wire import WireError, decode, encode
 
 log = logging.getLogger(__name__)
 

@@ -39,8 +39,8 @@ from torch import Tensor, nn
 
 from tqdm import tqdm
 
-from agent.config import AutoencoderSettings
-from agent.storage import load_torch, save_torch
+from agent.core.config import AutoencoderSettings
+from agent.core.storage import load_torch, save_torch
 
 
 def _check_stimuli(x: np.ndarray | Tensor, input_shape: tuple[int, int] | None = None) -> None:

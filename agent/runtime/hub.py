@@ -19,13 +19,13 @@ import time
 
 import numpy as np
 
-from agent.bus import BusClient
-from agent.cdz import CDZ
-from agent.checkpoint import CDZ_PART, RunFolder, as_part, part
-from agent.service import Latency, Service
-from agent.stream import logged_partner
-from agent.units import CDZUnit
-from agent.messages import ClusterChange, Control, Credit, Excitation, Feedback, Message, Recall, Weights
+from agent.runtime.bus import BusClient
+from agent.core.cdz import CDZ
+from agent.core.checkpoint import CDZ_PART, RunFolder, as_part, part
+from agent.runtime.service import Latency, Service
+from agent.core.stream import logged_partner
+from agent.core.units import CDZUnit
+from agent.core.messages import ClusterChange, Control, Credit, Excitation, Feedback, Message, Recall, Weights
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class Hub(Service):
         self.recalls = 0
         self._last_ack = time.monotonic()
         self._last_weights = 0.0
-        self.refinements = 0  # refinement phases the brain has had (agent.refine); kept in the hub's part
+        self.refinements = 0  # refinement phases the brain has had (agent.core.refine); kept in the hub's part
         self.log_cluster = np.full(max(total, 0), -1, np.int64)  # per stimulus, like the in-process StreamLog
         self.log_recalled = np.full(max(total, 0), -1, np.int64)
         self.latency = Latency()  # live: a stimulus's event time -> its recall sent, all modalities

@@ -1,7 +1,7 @@
 """Encoders that the other sense teaches (ALGORITHM.md, "Extensions": cross-modal teaching).
 
 The only teacher is the co-occurring stimulus of the other sense. For every pair
-of stimuli within B (`agent.pairs`), the other sense's stimulus excites a
+of stimuli within B (`agent.core.pairs`), the other sense's stimulus excites a
 cluster, and that cluster recalls, through the CDZ, a cluster of this sense: the
 target. A stimulus heard with "seven" twenty times gets the visual cluster that
 "seven" recalls twenty times, so targets are soft (counted over all pairs), and
@@ -26,9 +26,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from agent.autoencoder import Autoencoder, decode, encode
-from agent.brain import Brain
-from agent.cortex import Cortex
+from agent.core.autoencoder import Autoencoder, decode, encode
+from agent.core.brain import Brain
+from agent.core.cortex import Cortex
 
 AUGMENTED_COPIES = 4  # distinct augmented copies of the data per refinement (the rest repeat them)
 

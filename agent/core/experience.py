@@ -1,6 +1,6 @@
 """What the agent lived through: the raw stimuli it learned, with their event times.
 
-Sleep (`agent.sleep`) teaches the encoders on this material, so a live agent
+Sleep (`agent.core.sleep`) teaches the encoders on this material, so a live agent
 comes to hear its user's voice and read its user's hand. The buffer is bounded
 (the oldest stimuli go first) and travels in the worker's checkpoint part as
 plain arrays, so a killed process keeps everything up to its last checkpoint
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from agent.state_check import check_arrays
+from agent.core.state_check import check_arrays
 
 DEFAULT_CAPACITY = 10_000  # stimuli kept per sense
 

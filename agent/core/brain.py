@@ -3,7 +3,7 @@
 This is the reference hosting of the learning rules (`Brain.step` reads as ALGORITHM.md's
 step order): the multi-process runtime hosts the very same units and only carries
 their messages over the wire. The brain works on encodings; turning raw stimuli into encodings and modes
-back into raw data is the autoencoders' job (see `agent.autoencoder`).
+back into raw data is the autoencoders' job (see `agent.core.autoencoder`).
 """
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from agent.cdz import CDZ
-from agent.checkpoint import CDZ_PART, as_part, cortex_part, part
-from agent.config import Config
-from agent.cortex import Cortex
-from agent.messages import Excitation, Stimulus, to_ns
-from agent.state_check import check_arrays
-from agent.stream import Stream, logged_partner
-from agent.units import CDZUnit, CortexUnit
+from agent.core.cdz import CDZ
+from agent.core.checkpoint import CDZ_PART, as_part, cortex_part, part
+from agent.core.config import Config
+from agent.core.cortex import Cortex
+from agent.core.messages import Excitation, Stimulus, to_ns
+from agent.core.state_check import check_arrays
+from agent.core.stream import Stream, logged_partner
+from agent.core.units import CDZUnit, CortexUnit
 
 
 class Brain:
@@ -38,7 +38,7 @@ class Brain:
         self.units = {m: CortexUnit(cortex) for m, cortex in self.cortices.items()}
         self.cdz_unit = CDZUnit(self.cdz)
         self.rejected = 0  # stimuli refused (NaN, wrong shape): counted, never fatal
-        self.refinements = 0  # refinement phases applied (agent.refine); says which encoders fit the nodes
+        self.refinements = 0  # refinement phases applied (agent.core.refine); says which encoders fit the nodes
 
     def step(self, stim: Stimulus, z: np.ndarray, strength: float = 1.0) -> Excitation:
         """One stimulus through the brain, in ALGORITHM.md's order; its excitation (cluster -1: rejected).

@@ -8,15 +8,8 @@ hub's feedback, and decodes recalled clusters into reconstructions.
 Two flows:
 
 * lossless (training replays): the run is bit-identical to the one-process
-  brain. Stimulus `s` may be learned before the hub's feedback on earlier
-  stimuli has arrived only when that feedback cannot matter: no pruning or
-  growth round is due, no checkpoint lies between, and the node it moves can
-  receive no pending feedback (none of our excitations of it lies within B of
-  an unanswered stimulus) or so little that its strongest cluster link cannot
-  be overtaken (each feedback adds at most 4 * feedback_lr; the player tells
-  how many stimuli of other modalities lie within B of each stimulus).
-  Otherwise it waits. Feedback applied late carries the step and the encoding
-  it belongs to.
+  brain. `agent.runtime.sequencer.LosslessSequencer` says which stimulus to learn
+  next and when one may be learned before the hub's feedback on earlier ones.
   Checkpoints are consistent cuts: every process saves "after stimulus S-1".
 * live (sensors): stimuli are learned as they come; a bounded queue drops the
   oldest under overload and counts the drops; feedback applies on arrival.
@@ -30,16 +23,17 @@ from collections import deque
 
 import numpy as np
 
-from agent.autoencoder import Autoencoder, encode
-from agent.bus import BusClient
-from agent.checkpoint import RunFolder, as_part, cortex_part, part
-from agent.cortex import Cortex, StimulusError
-from agent.experience import DEFAULT_CAPACITY, Experience
-from agent.recollection import imagine
-from agent.service import Latency, Service
-from agent.state_check import check_arrays
-from agent.units import CortexUnit
-from agent.messages import Control, Credit, Feedback, Message, Recall, Reconstruction, Stimulus
+from agent.core.autoencoder import Autoencoder, encode
+from agent.runtime.bus import BusClient
+from agent.core.checkpoint import RunFolder, as_part, cortex_part, part
+from agent.core.cortex import Cortex
+from agent.core.experience import DEFAULT_CAPACITY, Experience
+from agent.core.recollection import imagine
+from agent.runtime.service import Latency, Service
+from agent.core.state_check import check_arrays
+from agent.runtime.sequencer import LosslessSequencer
+from agent.core.units import CortexUnit
+from agent.core.messages import Control, Credit, Excitation, Feedback, Message, Recall, Reconstruction, Stimulus
 
 log = logging.getLogger(__name__)
 
@@ -76,20 +70,8 @@ class EncoderWorker(Service):
         self.awaiting_hub: int | None = None  # live, after a swap: the reload the hub has yet to say ready for
         self.reloads = 0
         self.relived = 0  # stimuli learned again after swaps
-        self.pending: dict[int, Stimulus] = {}  # lossless: seq -> stimulus, learned in seq order
+        self.sequencer = LosslessSequencer(cortex, start=start, total=total, checkpoint_every=checkpoint_every)
         self.live: deque[Stimulus] = deque()  # live: oldest first, bounded
-        self.codes: dict[int, np.ndarray] = {}  # seq -> encoding, computed ahead in batches
-        self.fb_next = start  # lossless: feedback of every seq below this has been applied
-        self.t_answered: int | None = None  # event time (ns) of seq fb_next - 1, once known
-        self.ahead: deque[tuple[int, int]] = deque()  # (seq, cortex step after it) learned at or past fb_next
-        self.ahead_seqs: set[int] = set()  # the seqs in `ahead`: a resent copy must not be learned twice
-        self.applied_step = cortex.step  # cortex step as of seq fb_next - 1 in stream order
-        self.recent_own: deque[tuple[int, int, int]] = deque()  # (t_ns, node id, near) of our recent excitations
-        self.z_before: dict[int, deque[tuple[int, np.ndarray]]] = {}  # node -> (seq, its encoding before seq)
-        self.feedback_bound = 4.0 * cortex.settings.feedback_lr  # the most one feedback adds to a link
-        self.window_ns = 0  # B in ns (set by from_run; 0 disables running ahead)
-        self.ran_ahead = 0
-        self.waited = 0
         self.rejected = 0
         self.learned = 0
         self.duplicates = 0
@@ -106,7 +88,7 @@ class EncoderWorker(Service):
     @classmethod
     def from_run(cls, bus: BusClient, run: RunFolder, modality: str, **kw) -> "EncoderWorker":
         """The worker of `modality` for a run folder, resumed from its newest checkpoint."""
-        from agent.autoencoder import load_autoencoder
+        from agent.core.autoencoder import load_autoencoder
 
         config = run.config()
         if modality not in config.modalities:
@@ -120,7 +102,7 @@ class EncoderWorker(Service):
             worker._check_own(state)
             worker._load_own(state)
             worker.stage, worker.holds = stage, (step, stage)
-        worker.window_ns = int(round(config.cdz.window_s * 1e9)) + 1_000_000  # B plus 1 ms of margin
+        worker.sequencer.window_ns = int(round(config.cdz.window_s * 1e9)) + 1_000_000  # B plus 1 ms of margin
         return worker
 
     # ------------------------------------------------------------------ messages
@@ -133,7 +115,7 @@ class EncoderWorker(Service):
             self._on_feedback(msg)
         elif isinstance(msg, Recall):
             self._on_recall(msg)
-        elif isinstance(msg, Credit) and self.lossless and msg.seq > self.fb_next:
+        elif isinstance(msg, Credit) and self.lossless and msg.seq > self.sequencer.done:
             self._advance(msg.seq, msg.t_ns)
 
     def _on_stimulus(self, stim: Stimulus) -> None:
@@ -144,10 +126,8 @@ class EncoderWorker(Service):
                 self.live.popleft()
                 self.dropped_oldest += 1
             return
-        if stim.seq < self.fb_next or stim.seq in self.pending or stim.seq in self.ahead_seqs:
+        if not self.sequencer.offer(stim):
             self.duplicates += 1  # a resend after a stall, or a replay from before a rewind
-            return
-        self.pending[stim.seq] = stim
 
     def _count_gap(self, mseq: int) -> None:
         if self._next_mseq is not None and mseq > self._next_mseq:
@@ -159,46 +139,18 @@ class EncoderWorker(Service):
         if not self.lossless:
             self.unit.feedback(fb)
             return
-        if fb.seq < self.fb_next:  # the hub answers each seq once: only an old generation repeats
+        if fb.seq < self.sequencer.done:  # the hub answers each seq once: only an old generation repeats
             self.duplicates += 1
             return
         self._advance(fb.seq, fb.t_ns)  # everything before fb.seq is complete: the hub answers in order
-        self.unit.feedback(fb, step=self._step_at(fb.seq), z_at=lambda node: self._z_at(node, fb.seq))
+        step, z_at = self.sequencer.feedback_context(fb.seq)
+        self.unit.feedback(fb, step=step, z_at=z_at)
         self._advance(fb.seq + 1, fb.t_ns)
 
     def _advance(self, done: int, t_ns: int | None) -> None:
-        """The hub has answered every seq below `done`: move the watermark, saving checkpoints on the way."""
-        while self.fb_next < done:
-            nxt = min(done, self._next_checkpoint(self.fb_next))
-            self._step_at(nxt - 1)
-            self.fb_next = nxt
-            self.t_answered = t_ns if nxt == done else None
-            self._maybe_checkpoint()
-
-    def _z_at(self, node: int, seq: int) -> np.ndarray | None:
-        """The encoding that had last excited `node` as of stimulus `seq` (None: the current one)."""
-        past = self.z_before.get(node)
-        if not past:
-            return None
-        while past and past[0][0] <= self.fb_next:
-            past.popleft()  # every feedback before that excitation is in: no longer needed
-        for s, z in past:
-            if s > seq:
-                return z
-        return None
-
-    def _step_at(self, seq: int) -> int:
-        """The cortex step count right after stimulus `seq` in stream order."""
-        while self.ahead and self.ahead[0][0] <= seq:
-            done, self.applied_step = self.ahead.popleft()
-            self.ahead_seqs.discard(done)
-        return self.applied_step
-
-    def _next_checkpoint(self, after: int) -> int:
-        """The first checkpoint step above `after` (a barrier nothing may run past)."""
-        k = self.checkpoint_every
-        nxt = (after // k + 1) * k if k else 1 << 62
-        return min(nxt, self.total) if self.total > after else nxt
+        """The hub has answered every seq below `done`: saving checkpoints at the cuts on the way."""
+        for step in self.sequencer.answered(done, t_ns):
+            self._maybe_checkpoint(step)
 
     def _on_recall(self, msg: Recall) -> None:
         now = time.monotonic()
@@ -226,13 +178,7 @@ class EncoderWorker(Service):
             self.cortex.load_state_dict(own)
             self._load_own(state)
         self.gen = gen
-        self.fb_next = step
-        self.t_answered = None
-        self.ahead.clear()
-        self.ahead_seqs.clear()
-        self.applied_step = self.cortex.step
-        self.pending.clear()
-        self.codes.clear()
+        self.sequencer.reset(step)
         self.live.clear()
         self._next_mseq = None
         log.info("%s: rewound to checkpoint %d (generation %d)", self.name, step, gen)
@@ -246,52 +192,10 @@ class EncoderWorker(Service):
             self._learn_live()
 
     def _learn_lossless(self) -> None:
-        while self.pending:
-            seq = min(self.pending)
-            if seq not in self.codes:
-                self._encode_pending()
-            if seq != self.fb_next and not self._safe_ahead(self.pending[seq], self.codes[seq]):
-                self.waited += 1
-                return
-            if seq != self.fb_next:
-                self.ran_ahead += 1
-            stim = self.pending.pop(seq)
-            self._learn(stim, self.codes.pop(seq, None))
-            self.ahead.append((seq, self.cortex.step))
-            self.ahead_seqs.add(seq)
+        while (turn := self.sequencer.next(self._encode)) is not None:
+            stim, z = turn
+            self.sequencer.learned(stim, self._learn(stim, z))
             self._dispatch_waiting()  # the hub's answers may already be here
-
-    def _safe_ahead(self, stim: Stimulus, z: np.ndarray | None) -> bool:
-        """Whether learning `stim` now gives what it gives once all earlier feedback is in."""
-        if self.t_answered is None or self.window_ns <= 0 or stim.seq >= self._next_checkpoint(self.fb_next):
-            return False
-        self.cortex.growth_enabled = stim.grow
-        if z is None or not stim.learn:
-            return True
-        if self.cortex.maintenance_due:
-            return False
-        try:
-            node = self.cortex.peek_node(z)
-        except StimulusError:
-            return True  # it will be rejected, which depends on nothing
-        if node is None:
-            return True  # seeding a new node depends on no other node
-        horizon = self.t_answered - self.window_ns
-        while self.recent_own and self.recent_own[0][0] < horizon - self.window_ns:
-            self.recent_own.popleft()
-        pending = 0  # the most feedbacks that may still reach this node from earlier stimuli
-        for t, n, near in self.recent_own:
-            if n == node and t >= horizon:
-                if near < 0:
-                    return False
-                pending += near
-        if pending == 0:
-            return True
-        if self.cortex.link_margin(node) <= pending * self.feedback_bound + 1e-4:
-            return False  # those feedbacks could change which cluster the node excites
-        slot = self.cortex.node_slot[node]  # late feedback must see the encoding from before this one
-        self.z_before.setdefault(node, deque()).append((stim.seq, self.cortex.last_z[slot].copy()))
-        return True
 
     def _dispatch_waiting(self) -> None:
         while self.running:
@@ -302,17 +206,15 @@ class EncoderWorker(Service):
                 continue
             self._dispatch(msg)
 
-    def _encode_pending(self) -> None:
-        seqs = [s for s in sorted(self.pending) if s not in self.codes]
+    def _encode(self, stimuli: list[Stimulus]) -> list[np.ndarray | None]:
+        """Encodings of a batch of stimuli (encoding never depends on learning); None for a wrong shape."""
         shape = self.model.input_shape
-        good = [s for s in seqs if self.pending[s].data.shape == shape]
-        for s in seqs:
-            if self.pending[s].data.shape != shape:
-                self.codes[s] = None  # learned as a rejection: the hub still hears about it
+        good = [k for k, stim in enumerate(stimuli) if stim.data.shape == shape]
+        out: list[np.ndarray | None] = [None] * len(stimuli)
         if good:
-            x = np.stack([_as_float(self.pending[s].data) for s in good])
-            for s, z in zip(good, encode(self.model, x)):
-                self.codes[s] = z
+            for k, z in zip(good, encode(self.model, np.stack([_as_float(stimuli[k].data) for k in good]))):
+                out[k] = z
+        return out
 
     def on_control(self, msg: Control) -> None:
         if msg.command == "reload" and self.run_folder is not None and not self.lossless:
@@ -328,7 +230,7 @@ class EncoderWorker(Service):
         What this worker learned after that checkpoint's cut was learned by the old brain;
         it is learned again, in order, by the new one (once the hub has the new CDZ), and
         only then new input, so no stimulus is lost to the swap."""
-        from agent.autoencoder import load_autoencoder
+        from agent.core.autoencoder import load_autoencoder
 
         t0 = time.perf_counter()
         self.finish_writing()
@@ -374,7 +276,7 @@ class EncoderWorker(Service):
             self._learn(stim, z)
             self._dispatch_waiting()
 
-    def _learn(self, stim: Stimulus, z: np.ndarray | None, relived: bool = False) -> None:
+    def _learn(self, stim: Stimulus, z: np.ndarray | None, relived: bool = False) -> Excitation:
         """The cortex unit learns the stimulus; its cluster changes, then its excitation, go to the hub."""
         out = self.unit.stimulus(stim, z, relived=relived)
         exc = out[-1]
@@ -383,23 +285,21 @@ class EncoderWorker(Service):
             if self.rejected == 1:
                 log.warning("%s: rejected a stimulus (%s); further ones are only counted", self.name,
                             self.unit.last_error)
-        elif stim.learn:
-            self.recent_own.append((stim.t_ns, exc.node_id, stim.near))
-            if not self.lossless and not stim.internal:
-                self.experience.add(_as_float(stim.data), stim.t_ns)
+        elif stim.learn and not self.lossless and not stim.internal:
+            self.experience.add(_as_float(stim.data), stim.t_ns)
         for msg in out:  # cluster changes first: the CDZ applies them before the excitation
             self.bus.send(self.stamp(msg))
         if relived:
             self.relived += 1
-            return
+            return exc
         self.learned += 1
         self._rate.add()
         if not self.lossless:
             self.latency.add((time.time_ns() - stim.t_ns) / 1e6)
+        return exc
 
     # ------------------------------------------------------------------ checkpoints
-    def _maybe_checkpoint(self) -> None:
-        step = self.fb_next
+    def _maybe_checkpoint(self, step: int) -> None:
         if self.run_folder is None or step == 0:
             return
         if (self.checkpoint_every and step % self.checkpoint_every == 0) or step == self.total:
@@ -408,10 +308,8 @@ class EncoderWorker(Service):
     def _check_own(self, state: dict[str, np.ndarray]) -> None:
         """Raise `StateError` unless the worker's own arrays of a checkpoint fit together."""
         m = self.modality
-        check_arrays(state, {f"rejected.{m}": ("i", ()), f"worker.{m}.recent_t": ("i", ("R",)),
-                             f"worker.{m}.recent_node": ("i", ("R",)), f"worker.{m}.recent_near": ("i", ("R",))},
-                     f"worker.{m}", optional=frozenset({f"rejected.{m}", f"worker.{m}.recent_t",
-                                                        f"worker.{m}.recent_node", f"worker.{m}.recent_near"}))
+        check_arrays(state, {f"rejected.{m}": ("i", ())}, f"worker.{m}", optional=frozenset({f"rejected.{m}"}))
+        self.sequencer.check_state(state, f"worker.{m}")
         self.experience.check_state(state, f"experience.{m}")
 
     def _load_own(self, state: dict[str, np.ndarray]) -> None:
@@ -419,10 +317,7 @@ class EncoderWorker(Service):
         The caller has checked it with `_check_own`, before it changed anything."""
         m = self.modality
         self.rejected = int(state.get(f"rejected.{m}", 0))
-        t, n = state.get(f"worker.{m}.recent_t"), state.get(f"worker.{m}.recent_node")
-        near = state.get(f"worker.{m}.recent_near")
-        self.recent_own = deque(zip(t.tolist(), n.tolist(), near.tolist())) if near is not None else deque()
-        self.z_before.clear()
+        self.sequencer.load_state_dict(state, f"worker.{m}")
         self.experience.load_state_dict(state, f"experience.{m}")
 
     def checkpoint(self, step: int) -> None:
@@ -438,21 +333,21 @@ class EncoderWorker(Service):
         m = self.modality
         state = {k: np.array(v) for k, v in as_part(cortex_part(m), self.cortex.state_dict()).items()}
         state[f"rejected.{m}"] = np.array(self.rejected, np.int64)
-        for k, name in enumerate(("t", "node", "near")):
-            state[f"worker.{m}.recent_{name}"] = np.array([e[k] for e in self.recent_own], np.int64)
+        state.update(self.sequencer.state_dict(f"worker.{m}"))
         if len(self.experience):
             state.update(self.experience.state_dict(f"experience.{m}"))  # copies already
         return state
 
     def stats(self) -> dict:
         return {"role": "worker", "modality": self.modality, "learned": self.learned,
-                "rate_per_s": self._rate.per_second(), "queue": len(self.pending) + len(self.live),
+                "rate_per_s": self._rate.per_second(), "queue": len(self.sequencer.pending) + len(self.live),
                 "dropped_oldest": self.dropped_oldest, "lost": self.lost, "duplicates": self.duplicates,
-                "feedback_gaps": self.feedback_gaps, "ran_ahead": self.ran_ahead, "waited": self.waited, "rejected": self.rejected, "recons": self.recons,
+                "feedback_gaps": self.feedback_gaps, "ran_ahead": self.sequencer.ran_ahead,
+                "waited": self.sequencer.waited, "rejected": self.rejected, "recons": self.recons,
                 "recons_skipped": self.recons_skipped, "nodes": self.cortex.n_nodes,
                 "experience": len(self.experience), "reloads": self.reloads, "relived": self.relived,
                 "stage": self.stage,
-                "clusters": self.cortex.n_clusters, "next_seq": self.fb_next,
+                "clusters": self.cortex.n_clusters, "next_seq": self.sequencer.done,
                 "latency_p50_ms": self.latency.percentile(50), "latency_p99_ms": self.latency.percentile(99)}
 
 

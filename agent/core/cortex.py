@@ -19,9 +19,9 @@ import math
 
 import numpy as np
 
-from agent.config import CortexSettings
-from agent.messages import ClusterChange, Excitation, to_ns
-from agent.state_check import StateError, check_arrays, check_ids, check_range
+from agent.core.config import CortexSettings
+from agent.core.messages import ClusterChange, Excitation, to_ns
+from agent.core.state_check import StateError, check_arrays, check_ids, check_range
 
 _START_CAPACITY = 512
 
@@ -359,7 +359,7 @@ class Cortex:
 
         Each moved node's link to the old cluster becomes its link to the new one, and
         the old cluster's mode links to those nodes move with them, so both halves keep
-        their history (certainty, modes). Used by the merge rule (`agent.merges`).
+        their history (certainty, modes). Used by the merge rule (`agent.core.merges`).
         """
         old = self.cluster_slot[int(cluster_id)]
         slots = np.array([self.node_slot[int(n)] for n in node_ids], np.int64)
@@ -380,7 +380,7 @@ class Cortex:
     def relocate(self, positions: np.ndarray) -> None:
         """Give every live node a new position (rows of `positions` by slot, (n_hi, dim)).
 
-        After the encoder changes (`agent.teaching`) the nodes follow their stimuli into
+        After the encoder changes (`agent.core.teaching`) the nodes follow their stimuli into
         the new encoding space; ids, links and ages stay. What nodes received for growth
         was measured in the old space, so it is forgotten.
         """

@@ -16,9 +16,9 @@ import time
 from collections import deque
 from dataclasses import replace
 
-from agent.bus import BusClient
-from agent.checkpoint import PartWriter, RunFolder
-from agent.messages import Control, Message, Stats
+from agent.runtime.bus import BusClient
+from agent.core.checkpoint import PartWriter, RunFolder
+from agent.core.messages import Control, Message, Stats
 
 log = logging.getLogger(__name__)
 

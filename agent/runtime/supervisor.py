@@ -1,0 +1,203 @@
+"""The one supervisor: starts a topology's processes on a bus and keeps them going, by one of two policies.
+
+* **lossless** (`cdz replay --distributed`): a replay that must end bit-identical
+  to the one-process brain. Every process loads the newest complete checkpoint and
+  says `ready`; the player starts on `go`. A process that dies is started again and
+  every process rewinds to the newest complete checkpoint in a new generation
+  (older messages are ignored), so nothing saved is lost and the run ends exactly
+  as an uninterrupted one.
+* **live** (`cdz live`, the benches): a process that dies is started again alone
+  while the others go on; a sensor that cannot open its device (exit code 2) stops
+  the agent with the reason; a camera whose video file ended is left finished.
+
+Ctrl-C or SIGTERM stops every child (a stop message, then SIGTERM, then SIGKILL);
+children also get SIGTERM if the supervisor itself dies (see `agent.runtime.launcher`).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent.core.checkpoint import RunFolder
+from agent.core.messages import Control, Stats
+from agent.runtime.bus import BusClient
+from agent.runtime.launcher import Child, LaunchError, await_ready, start_bus, stop_children
+from agent.runtime.topology import Role, hears
+
+log = logging.getLogger(__name__)
+
+SENSORS = {"camera": "camera", "microphone": "mic"}  # role -> the --no-<x> option that leaves it out
+
+
+@dataclass
+class SupervisorReport:
+    """What the supervised run did, for metrics and the closing table."""
+
+    restarts: list[dict] = field(default_factory=list)  # {"child", "at_step", "back_s"} or {"child", "code", "at"}
+    wall_s: float = 0.0
+
+
+class Supervisor:
+    """Starts the processes of `roles` and keeps them going by the lossless or the live policy."""
+
+    def __init__(self, run: RunFolder, roles: list[Role], *, lossless: bool, bus: str | None = None,
+                 name: str | None = None, extra: dict[str, list[str]] | None = None, start_timeout_s: float = 60.0,
+                 logs: Path | None = None, own_bus: bool = True):
+        self.run = run
+        self.roles = roles
+        self.lossless = lossless
+        self.bus = bus  # None: a bus on free ports, started with the children
+        self.own_bus = own_bus  # False: the bus at `bus` runs already, and outlives this supervisor
+        if not own_bus and bus is None:
+            raise ValueError("own_bus=False needs the address of the running bus")
+        self.name = name or ("launcher" if lossless else "live")
+        self.extra = extra or {}  # more arguments for a role, e.g. {"camera": ["--no-realtime"]}
+        unknown = sorted(set(self.extra) - {r.name for r in roles})
+        if unknown:
+            raise ValueError(f"extra arguments for processes that are not started: {unknown}")
+        self.start_timeout_s = start_timeout_s
+        self.logs = logs or run.path / "logs"
+        self.gen = 0
+        self.children: dict[str, Child] = {}
+        self.bus_child: Child | None = None
+        self.client: BusClient | None = None
+        self.report = SupervisorReport()
+
+    @property
+    def essential(self) -> list[str]:
+        return [r.name for r in self.roles if r.essential]
+
+    # ------------------------------------------------------------------ start and stop
+    def start(self) -> None:
+        """The bus, then every role; returns once the essential ones said ready (lossless: and are told go)."""
+        bus_log = self.logs / ("bus.log" if self.lossless else "live-bus.log")
+        if self.bus is None:
+            self.bus_child, self.bus = start_bus(bus_log, timeout_s=self.start_timeout_s)
+        elif self.own_bus:
+            self.bus_child = Child("bus", ["bus", "--bus", self.bus], bus_log)
+            self.bus_child.start()
+        self.client = BusClient(self.bus, self.name, hears(self.name))
+        self.client.handshake(timeout_s=self.start_timeout_s)
+        for role in self.roles:
+            self.children[role.name] = Child(role.name, [*role.command, "--bus", self.bus,
+                                                         *self.extra.get(role.name, [])], self.logs / role.log)
+        for child in self.children.values():
+            child.start(self._generation())
+        self._await_ready()
+        if self.lossless:
+            self._go()
+
+    def _generation(self) -> list[str]:
+        return ["--gen", str(self.gen)] if self.lossless else []
+
+    def _await_ready(self) -> None:
+        await_ready(self.client, self.children, self.essential, self.start_timeout_s,
+                    accept=lambda msg: not self.lossless or msg.args.get("gen") == self.gen, logs=self.logs)
+
+    def _go(self) -> None:
+        step = self.run.load_checkpoint()[0]
+        self.send(Control("go", {"gen": self.gen, "step": step}))
+
+    def send(self, msg: Control) -> None:
+        self.client.send(Control(msg.command, msg.args, source=self.name, gen=self.gen))
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        """Stop every child: a stop message to each (a recorder or `cdz top` on the bus goes on), then
+        SIGTERM, then SIGKILL; then the bus."""
+        if self.client is not None:
+            try:
+                for name in self.children:
+                    self.send(Control("stop", {"to": name}))
+            except Exception:  # the bus may be gone already
+                pass
+        stop_children(list(self.children.values()), grace_s=grace_s)
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        if self.bus_child is not None:
+            self.bus_child.stop()
+
+    # ------------------------------------------------------------------ the policies
+    def tend(self) -> None:
+        """Start again whatever died, by the policy (LaunchError when the run cannot go on)."""
+        if self.bus_child is not None and not self.bus_child.alive():
+            raise LaunchError(f"the bus died (code {self.bus_child.proc.returncode}); see {self.bus_child.log_path}")
+        dead = [c for c in self.children.values() if not c.finished and not c.alive()]
+        if not dead:
+            return
+        if self.lossless:
+            self._rewind(dead)
+            return
+        for child in dead:
+            code = child.proc.returncode
+            if child.name == "camera" and code == 0:  # a video file played to its end
+                log.warning("camera: the source ended")
+                child.finished = True
+                continue
+            if child.name in SENSORS and code == 2:
+                raise LaunchError(f"{child.name} cannot start (see {child.log_path}); "
+                                  f"choose another device or pass --no-{SENSORS[child.name]}")
+            log.warning("%s died (code %s); starting it again", child.name, code)
+            child.restarts += 1
+            self.report.restarts.append({"child": child.name, "code": code, "at": time.time()})
+            child.start()
+
+    def _rewind(self, dead: list[Child]) -> None:
+        """Lossless: restart the dead, and everyone goes back to the newest complete checkpoint."""
+        t_dead = time.monotonic()
+        self.gen += 1
+        step = self.run.load_checkpoint()[0]
+        for child in dead:
+            log.warning("%s died (code %s); restarting it and rewinding everyone to checkpoint %d",
+                        child.name, child.proc.returncode, step)
+            child.restarts += 1
+        self.send(Control("rewind", {"gen": self.gen, "step": step}))
+        for child in dead:
+            child.start(self._generation())
+        self._await_ready()
+        back = time.monotonic() - t_dead
+        for child in dead:
+            self.report.restarts.append({"child": child.name, "at_step": step, "back_s": round(back, 3)})
+        self._go()
+
+    def supervise_lossless(self, total: int, progress: bool = True) -> SupervisorReport:
+        """Lossless: run until every part of checkpoint `total` is saved, tending the processes meanwhile."""
+        from tqdm import tqdm
+
+        t0 = time.monotonic()
+        stop = []
+        old = {s: signal.signal(s, lambda *_: stop.append(1)) for s in (signal.SIGTERM, signal.SIGINT)}
+        bar = tqdm(total=total, desc="distributed stream", unit="stim", disable=not progress, mininterval=0.5)
+        saved: dict[int, set[str]] = {}
+        parts = set(self.run.part_names())
+        try:
+            while True:
+                if stop:
+                    raise KeyboardInterrupt
+                gen = self.gen
+                self.tend()
+                if self.gen != gen:
+                    continue
+                msg = self.client.recv(20)
+                if isinstance(msg, Stats) and msg.source == "hub" and msg.gen == self.gen:
+                    done = msg.values.get("next_seq", 0)
+                    if isinstance(done, int):
+                        bar.update(max(0, done - bar.n))
+                    continue
+                if not isinstance(msg, Control) or msg.gen != self.gen:
+                    continue
+                if msg.command == "saved":
+                    step = int(msg.args.get("step", -1))
+                    saved.setdefault(step, set()).add(str(msg.args.get("part")))
+                    if step == total and saved[step] >= parts:
+                        break
+        finally:
+            bar.close()
+            for s, h in old.items():
+                signal.signal(s, h)
+        self.report.wall_s = time.monotonic() - t0
+        return self.report
