@@ -1,0 +1,52 @@
+"""agent.runtime.topology and the supervisor's setup: the processes as data.
+
+Starting and tending them for real is tests/test_runtime.py (lossless: a killed
+worker, a rewind) and tests/test_live_sleep.py (live: a killed worker started again).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.core.checkpoint import RunFolder
+from agent.runtime.supervisor import Supervisor
+from agent.runtime.topology import HEARS, hears, live_roles, lossless_roles
+
+
+def test_a_lossless_replay_is_a_hub_a_worker_per_sense_and_the_player():
+    roles = lossless_roles(Path("runs/x"), ("visual", "audio", "reward"), total=500, checkpoint_every=100,
+                           window=64, speed=0.0)
+    assert [r.name for r in roles] == ["hub", "worker-visual", "worker-audio", "worker-reward", "player"]
+    assert all(r.essential for r in roles)
+    worker = roles[3].command
+    assert worker[:2] == ("worker", "reward") and "--total" in worker and "500" in worker
+    assert roles[-1].command[0] == "play" and "--wait-go" in roles[-1].command
+
+
+def test_a_live_agent_starts_only_the_senses_and_views_asked_for():
+    bare = live_roles(Path("runs/x"), ("visual", "audio"))
+    assert [r.name for r in bare] == ["hub", "worker-visual", "worker-audio"]
+    full = live_roles(Path("runs/x"), ("visual", "audio"), camera="cards.mp4", use_mic=True, viewer=True,
+                      speak=True, think=True)
+    names = [r.name for r in full]
+    assert names[3:] == ["camera", "microphone", "viewer", "speaker", "thinker"]
+    assert [r.name for r in full if r.essential] == names[:3]  # only the learning must say ready
+    assert all("--live" in r.command for r in full[:3])
+
+
+def test_each_role_hears_its_own_topics():
+    assert hears("worker", "audio") == [b"stimulus.audio", b"feedback.audio", b"recall.audio", b"credit"]
+    assert hears("hub") == [b"excite.", b"clusters."]
+    with pytest.raises(KeyError):
+        hears("nobody")
+    assert all(isinstance(t, str) for topics in HEARS.values() for t in topics)
+
+
+def test_arguments_for_a_process_that_is_not_started_are_refused(tmp_path):
+    roles = live_roles(tmp_path, ("visual", "audio"))
+    with pytest.raises(ValueError, match="viewer"):
+        Supervisor(RunFolder(tmp_path), roles, lossless=False, extra={"viewer": ["--foxglove", "0"]})
+    with pytest.raises(ValueError, match="own_bus"):
+        Supervisor(RunFolder(tmp_path), roles, lossless=False, own_bus=False)
