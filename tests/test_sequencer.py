@@ -7,6 +7,7 @@ is tests/test_runtime.py's; these pin the sequencer's own promises.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from agent.core.config import CortexSettings
 from agent.core.cortex import Cortex
@@ -129,3 +130,23 @@ def test_recent_excitations_survive_a_checkpoint():
     again, _ = make()
     again.load_state_dict(state, "worker.visual")
     assert list(again.recent_own) == list(seq.recent_own) and len(seq.recent_own) > 0
+
+
+def test_a_lead_that_two_feedbacks_can_overturn_is_not_run_past():
+    """The lead shrinks with every renormalisation: two feedbacks of d = 4 * feedback_lr overturn a
+    lead below (1 + d)^2 - 1 = 2d + d^2, not only below 2d. A lead of 2d + d^2/2 must wait."""
+    seq, cortex = seeded()
+    d = seq.feedback_bound
+    lead = 2 * d + d * d / 2
+    slot, other = 1, 0  # node "1"'s links: its own cluster leads cluster "0" by `lead`
+    cortex.link[slot, : cortex.c_hi] = 0.0
+    cortex.link[slot, slot], cortex.link[slot, other] = (1 + lead) / 2, (1 - lead) / 2
+    probe = cortex.link[slot, : cortex.c_hi].copy()  # two full feedbacks to the runner-up do overturn it
+    for _ in range(2):
+        probe[other] += d
+        probe /= probe.sum()
+    assert probe[other] > probe[slot]
+    seq.offer(stim(2, 1010, near=2, value=0.9))
+    seq.offer(stim(3, 1020, value=1.1))
+    assert learn(seq, cortex) == [2] and seq.waited == 1  # 3 waits for the feedback on 2
+    assert seq.overtake(1) == pytest.approx(d) and seq.overtake(2) > 2 * d

@@ -10,9 +10,8 @@ that feedback cannot matter:
   between (checkpoints are consistent cuts: every process saves "after stimulus S-1");
 * the node `s` moves can receive no pending feedback (none of this sense's
   excitations of it lies within B of an unanswered stimulus), or so little that its
-  strongest cluster link cannot be overtaken (each feedback adds at most
-  4 * feedback_lr; the player tells how many stimuli of other senses lie within B
-  of each stimulus).
+  strongest cluster link cannot be overtaken (`overtake`; the player tells how many
+  stimuli of other senses lie within B of each stimulus).
 
 Otherwise it waits. Feedback applied late carries the cortex step and the encoding
 it belongs to, so it changes exactly what it would have changed in order.
@@ -106,6 +105,14 @@ class LosslessSequencer:
         if stim.learn and exc.cluster_id >= 0:
             self.recent_own.append((stim.t_ns, exc.node_id, stim.near))
 
+    def overtake(self, feedbacks: int) -> float:
+        """The largest lead of a node's strongest cluster link that `feedbacks` feedbacks can overturn.
+
+        Each adds at most d = 4 * feedback_lr to one link, then the row is divided by its new
+        sum (1 + d), which shrinks the lead too: k of them to the runner-up overturn any lead
+        below (1 + d)^k - 1, more than k * d from the second on."""
+        return (1.0 + self.feedback_bound) ** feedbacks - 1.0
+
     def next_checkpoint(self, after: int) -> int:
         """The first checkpoint step above `after` (a barrier nothing may run past)."""
         k = self.checkpoint_every
@@ -144,7 +151,7 @@ class LosslessSequencer:
                 pending += near
         if pending == 0:
             return True
-        if cortex.link_margin(node) <= pending * self.feedback_bound + 1e-4:
+        if cortex.link_margin(node) <= self.overtake(pending) + 1e-4:
             return False  # those feedbacks could change which cluster the node excites
         slot = cortex.node_slot[node]  # late feedback must see the encoding from before this one
         self.z_before.setdefault(node, deque()).append((stim.seq, cortex.last_z[slot].copy()))
