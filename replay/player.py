@@ -102,6 +102,7 @@ class Player(Service):
         self.wall_clock = wall_clock  # stamp stimuli with the send time (for latency), not the stream time
         self.learn = learn
         self.exit_when_done = exit_when_done
+        self.outbox: dict[str, list[Stimulus]] = {}  # lossless: stimuli per sense, sent in one batch per burst
         self.next = 0  # next stimulus to send
         self.acked = 0  # the hub has processed every stimulus below this
         self.sent = 0
@@ -162,11 +163,21 @@ class Player(Service):
             self._send(self.next)
             self.next += 1
             burst += 1
+        self._flush()
 
     def _send(self, j: int) -> None:
         t_ns = time.time_ns() if self.wall_clock else None
-        self.bus.send(self.playlist.stimulus(j, t_ns=t_ns, source=self.name, gen=self.gen, learn=self.learn))
+        stim = self.playlist.stimulus(j, t_ns=t_ns, source=self.name, gen=self.gen, learn=self.learn)
+        if self.lossless and self.speed <= 0:  # as fast as credits allow: one batch per sense per burst
+            self.outbox.setdefault(stim.modality, []).append(stim)
+        else:
+            self.bus.send(stim)
         self.sent += 1
+
+    def _flush(self) -> None:
+        for batch in self.outbox.values():
+            self.bus.send_batch(batch)
+        self.outbox.clear()
 
     def run_until_done(self, timeout_ms: int = 1) -> None:
         """Play until every stimulus is sent (and, lossless, acknowledged) or stopped."""

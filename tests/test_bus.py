@@ -425,3 +425,59 @@ def test_curve_bus_shuts_out_clients_without_the_client_key(tmp_path, clients, i
         assert len(got) == 1 and same_stimulus(got[0], mine)  # nothing from the intruder
         assert receive_for(good, 0.3) == []
         assert receive_for(intruder, 0.3) == []
+
+
+def test_a_batch_arrives_as_its_messages_in_order_each_with_its_own_frames(clients):
+    """send_batch: one ZeroMQ message; the receiver gets every message in order, and `last_frames` of
+    each is exactly what sending it alone would have put on the wire (so recorders write singles)."""
+    address = free_tcp_bus()
+    with running_forwarder(address):
+        listener = clients(address, "listener", topics=[b"stimulus.", b"excite."])
+        listener.handshake()
+        talker = clients(address, "talker")
+        talker.handshake()
+        stimuli = [stimulus("visual", k) for k in range(5)]
+        excites = [Excitation("audio", k, k, cluster_id=k, node_id=k + 10) for k in range(3)]
+        talker.send_batch(stimuli)
+        talker.send_batch(excites[:2])  # two messages without payload: three frames, still a batch
+        talker.send_batch(excites[2:])  # a batch of one goes out as a single message
+        talker.send(Control("mark"))
+        got, frames = [], []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            msg = listener.recv(100)
+            if isinstance(msg, Control):
+                if msg.command == "mark":
+                    break
+                continue  # the talker's hellos
+            if msg is not None:
+                got.append(msg)
+                frames.append([bytes(memoryview(f)) for f in listener.last_frames])
+        assert len(got) == 8 and listener.dropped == 0
+        assert all(same_stimulus(g, s) for g, s in zip(got[:5], stimuli))
+        assert [(e.seq, e.cluster_id, e.node_id) for e in got[5:]] == [(k, k, k + 10) for k in range(3)]
+        for sent, f in zip([*stimuli, *excites], frames):
+            assert f == [bytes(memoryview(x)) for x in encode(sent)]
+
+
+def test_a_batch_with_one_bad_message_is_dropped_whole_and_counted_once(clients, raw_pub):
+    address = free_tcp_bus()
+    with running_forwarder(address):
+        listener = clients(address, "listener", topics=[b"excite."])
+        listener.handshake()
+        pub = raw_pub(BusAddress.parse(address).pub)
+        good = encode(Excitation("visual", 1, 1, cluster_id=1, node_id=1))
+        bad = encode(Excitation("visual", 2, 2, cluster_id=-7, node_id=1))  # cluster below -1
+        extra = good + [good[1]]  # a single message with one frame too many is no batch
+        deadline = time.monotonic() + 10
+        got = []
+        while time.monotonic() < deadline and listener.dropped < 2:
+            pub.send_multipart([good[0], b"", good[1], bad[1], good[1]])
+            pub.send_multipart(extra)
+            msg = listener.recv(50)
+            if msg is not None:
+                got.append(msg)
+        assert got == []  # the good messages of the bad batch were not delivered either
+        assert set(listener.drops) == {"header field 'cluster'", "this kind carries"}
+        batches, singles = listener.drops["header field 'cluster'"], listener.drops["this kind carries"]
+        assert abs(batches - singles) <= 1  # one of each per round: a bad batch counts once, not per message

@@ -25,7 +25,7 @@ import logging
 import os
 import socket
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +33,7 @@ import zmq
 import zmq.auth
 
 from agent.core.messages import Control, Message
-from agent.runtime.wire import WireError, decode, encode
+from agent.runtime.wire import WireError, decode, encode, encode_batch, split
 
 log = logging.getLogger(__name__)
 
@@ -387,6 +387,7 @@ class BusClient:
         self.sub.setsockopt(zmq.RCVHWM, rcvhwm)
         self.drops: Counter[str] = Counter()
         self.last_frames: list = []  # the raw frames of the message recv returned last (for recorders)
+        self._batch: deque[tuple[Message, list]] = deque()  # the rest of a received batch, with each one's frames
         self._logged: set[str] = set()
         for s in (self.pub, self.sub):
             s.setsockopt(zmq.LINGER, 0)
@@ -410,8 +411,19 @@ class BusClient:
         frames = encode(msg)
         self.pub.send_multipart(frames, copy=len(frames) < 3 or frames[2].nbytes < 4096)
 
+    def send_batch(self, msgs: list[Message]) -> None:
+        """Several messages of one topic in one send (`agent.runtime.wire.encode_batch`); receivers get
+        them one by one, in order."""
+        if len(msgs) == 1:
+            self.send(msgs[0])
+        elif msgs:
+            frames = encode_batch(msgs)
+            self.pub.send_multipart(frames, copy=all(getattr(f, "nbytes", 0) < 4096 for f in frames[3::2]))
+
     def recv(self, timeout_ms: int = 100) -> Message | None:
         """The next valid message, or None after `timeout_ms` (bad ones are counted and skipped)."""
+        if self._batch:
+            return self.recv_ready()
         deadline = time.monotonic() + timeout_ms / 1000.0
         while True:
             left = max(0, int((deadline - time.monotonic()) * 1000))
@@ -425,22 +437,32 @@ class BusClient:
 
     def recv_ready(self) -> Message | None:
         """Decode one waiting message without blocking (None if none waits or it was bad)."""
-        try:
-            frames = self.sub.recv_multipart(zmq.NOBLOCK, copy=False)
-        except zmq.Again:
-            return None
-        try:
-            msg = decode(frames)
-            self.last_frames = frames
-            return msg
-        except WireError as e:
-            reason = str(e).split(" ", 3)[:3]
-            key = " ".join(reason)
-            self.drops[key] += 1
-            if key not in self._logged:
-                self._logged.add(key)
-                log.warning("%s: dropped a bad message (%s); further ones like it are only counted", self.name, e)
-            return None
+        if not self._batch:
+            try:
+                frames = self.sub.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return None
+            try:  # a batch is all or nothing: one bad message in it drops it whole, counted once
+                self._batch.extend((decode(one), one) for one in split(frames))
+            except WireError as e:
+                self._batch.clear()
+                self._drop(e)
+                return None
+        msg, self.last_frames = self._batch.popleft()
+        return msg
+
+    @property
+    def waiting(self) -> bool:
+        """Whether a message waits to be received (the rest of a batch, or one on the socket)."""
+        return bool(self._batch) or bool(self.sub.poll(0))
+
+    def _drop(self, e: WireError) -> None:
+        reason = str(e).split(" ", 3)[:3]
+        key = " ".join(reason)
+        self.drops[key] += 1
+        if key not in self._logged:
+            self._logged.add(key)
+            log.warning("%s: dropped a bad message (%s); further ones like it are only counted", self.name, e)
 
     @property
     def dropped(self) -> int:

@@ -29,6 +29,8 @@ from agent.core.messages import ClusterChange, Control, Credit, Excitation, Feed
 
 log = logging.getLogger(__name__)
 
+BATCH = 1024  # lossless: the most feedback messages sent in one batch
+
 HUB_KEYS = (f"{CDZ_PART}.", "log.", "refinements")  # the checkpoint arrays the hub reads (prefixes)
 
 
@@ -57,6 +59,7 @@ class Hub(Service):
         self._t_done = 0  # event time (ns) of the last processed stimulus
         self.next_seq = start
         self.waiting: dict[int, Excitation] = {}  # lossless: excitations that arrived before their turn
+        self.outbox: dict[str, list[Feedback]] = {}  # lossless: feedback per sense, sent in one batch per drain
         self.changes: dict[int, list[ClusterChange]] = {}  # cluster changes announced for a seq
         self.processed = 0
         self.duplicates = 0
@@ -118,10 +121,20 @@ class Hub(Service):
             self._process(exc)
             self.next_seq = seq + 1
             self._maybe_checkpoint()
+
+    def _answer(self) -> None:
+        """Lossless, once every waiting message is handled: the feedback of what was learned goes out
+        (one batch per sense), then, if a worker or the player may be waiting for it, the progress."""
+        self._flush()
         # blocked on the next seq: a worker may be waiting for this progress (the player only needs
         # it now and then); workers that just got feedback for the last seq know it already
         if any(told < self.next_seq for told in self._told.values()) or self.next_seq - self._acked >= 64:
             self._ack(time.monotonic())
+
+    def _flush(self) -> None:
+        for batch in self.outbox.values():
+            self.bus.send_batch(batch)
+        self.outbox.clear()
 
     def _ack(self, now: float) -> None:
         """Every stimulus below `done` is learned and answered (feedback went out before this)."""
@@ -165,7 +178,13 @@ class Hub(Service):
         """The CDZ's Feedback, one per modality that gets any (workers learn of empty seqs from acks)."""
         for fb in feedback:
             self._told[fb.modality] = msg.seq + 1
-            self.bus.send(self.stamp(fb))
+            if self.lossless:  # sent when the drain ends: one message per sense, not per stimulus
+                batch = self.outbox.setdefault(fb.modality, [])
+                batch.append(self.stamp(fb))
+                if len(batch) >= BATCH:
+                    self._flush()
+            else:
+                self.bus.send(self.stamp(fb))
 
     def on_control(self, msg: Control) -> None:
         if msg.command == "sleep":
@@ -200,6 +219,7 @@ class Hub(Service):
         self._told = dict.fromkeys(self._told, step)
         self.waiting.clear()
         self.changes.clear()
+        self.outbox.clear()
         log.info("hub: rewound to checkpoint %d (generation %d)", step, gen)
         self.ready(step=step)
 
@@ -207,6 +227,8 @@ class Hub(Service):
 
     def tick(self) -> None:
         now = time.monotonic()
+        if self.lossless and self._acked < self.next_seq:
+            self._answer()
         if self.lossless and now - self._last_ack > 0.2:  # keep a stalled player informed
             self._ack(now)
         if not self.lossless and now - self._last_weights >= self.weights_every_s:

@@ -9,6 +9,14 @@ A message travels as ZeroMQ multipart frames `[topic, header, payload...]`:
   sequence number, source, generation, and per kind the dtype, shape and ids);
 * payload: the raw bytes of at most one array, sent and received without copies.
 
+A *batch* is several messages of one topic in one multipart message:
+`[topic, b"", header, payload?, header, payload?, ...]` (`encode_batch`; the empty
+frame says "batch", as no header is empty). Each kind has a payload or none, so
+`split` cuts it back into single messages, each then decoded and checked on its
+own; a batch with one bad message is one bad message, dropped whole. The lossless
+flow batches what it sends (one ZeroMQ send per burst instead of per stimulus); a
+recorder still sees, and writes, each message on its own.
+
 There is no pickle anywhere. `decode` checks every field and size against the
 schema (known kind and modality, integer ranges, dtype allowed, bytes matching
 shape, a size cap, finite values) and raises `WireError` otherwise; receivers
@@ -339,6 +347,8 @@ _CODECS: dict[str, tuple] = {  # kind -> (header of a message, message of a pars
 }
 assert set(_CODECS) == set(KINDS), "every message kind of agent.core.messages has a codec"
 _PER_MODALITY = ("stimulus", "excite", "feedback", "recall", "recon", "clusters", "frame", "weights")
+_WITH_PAYLOAD = frozenset({"stimulus", "recon", "frame", "weights"})  # one array frame per message
+MAX_BATCH = 4096  # messages in one batch
 
 
 def topic(kind: str, modality: str = "") -> bytes:
@@ -356,6 +366,35 @@ def encode(msg: Message) -> list:
               "src": msg.source, "gen": int(msg.gen), **extra}
     sub = msg.source if msg.KIND == "stats" else modality
     return [topic(msg.KIND, _topic_name(sub)), msgpack.packb(header, use_bin_type=True), *payload]
+
+
+def encode_batch(msgs: Sequence[Message]) -> list:
+    """Frames of several messages that share one topic: the topic, the batch mark, then each one's
+    header and payload."""
+    if not 1 <= len(msgs) <= MAX_BATCH:
+        raise WireError(f"a batch holds 1 to {MAX_BATCH} messages, not {len(msgs)}")
+    frames = [b"", b""]
+    for msg in msgs:
+        one = encode(msg)
+        if frames[0] and one[0] != frames[0]:
+            raise WireError(f"a batch shares one topic: {one[0]!r} is not {frames[0]!r}")
+        frames[0] = one[0]
+        frames.extend(one[1:])
+    return frames
+
+
+def split(frames: Sequence[Any]) -> list[list]:
+    """The frames of each message of a batch, or of the one message that is not a batch; `WireError`
+    if a batch cannot be cut into whole messages. Each is still to be `decode`d."""
+    if len(frames) < 3 or len(_buffer(frames[1])) != 0:
+        return [list(frames)]
+    kind = bytes(_buffer(frames[0])).partition(b".")[0].decode("ascii", "replace")
+    per = 2 if kind in _WITH_PAYLOAD else 1
+    body = len(frames) - 2
+    if body % per or not 1 <= body // per <= MAX_BATCH:
+        raise WireError(f"a batch of {kind!r} messages needs {per} frame(s) per message, 1 to {MAX_BATCH} "
+                        f"messages; got {body} frames")
+    return [[frames[0], *frames[i : i + per]] for i in range(2, len(frames), per)]
 
 
 def _topic_name(text: str) -> str:

@@ -37,6 +37,7 @@ from agent.core.messages import Control, Credit, Excitation, Feedback, Message, 
 
 log = logging.getLogger(__name__)
 
+BATCH = 256  # lossless: the most excitations sent in one batch
 HUB_RELOAD_WAIT_S = 10.0  # after a swap, how long new input waits for the hub's slept CDZ
 
 
@@ -72,6 +73,7 @@ class EncoderWorker(Service):
         self.relived = 0  # stimuli learned again after swaps
         self.sequencer = LosslessSequencer(cortex, start=start, total=total, checkpoint_every=checkpoint_every)
         self.live: deque[Stimulus] = deque()  # live: oldest first, bounded
+        self.outbox: dict[str, list] = {"clusters": [], "excite": []}  # lossless: sent in batches (`_flush`)
         self.rejected = 0
         self.learned = 0
         self.duplicates = 0
@@ -180,6 +182,8 @@ class EncoderWorker(Service):
         self.gen = gen
         self.sequencer.reset(step)
         self.live.clear()
+        for batch in self.outbox.values():
+            batch.clear()
         self._next_mseq = None
         log.info("%s: rewound to checkpoint %d (generation %d)", self.name, step, gen)
         self.ready(step=step)
@@ -195,13 +199,23 @@ class EncoderWorker(Service):
         while (turn := self.sequencer.next(self._encode)) is not None:
             stim, z = turn
             self.sequencer.learned(stim, self._learn(stim, z))
+            if len(self.outbox["excite"]) >= BATCH:
+                self._flush()
             self._dispatch_waiting()  # the hub's answers may already be here
+        self._flush()
+
+    def _flush(self) -> None:
+        """Lossless: what was learned since the last flush goes out, cluster changes first (one
+        batch per topic; the hub applies each change before the excitation of its seq)."""
+        for kind in ("clusters", "excite"):
+            self.bus.send_batch(self.outbox[kind])
+            self.outbox[kind].clear()
 
     def _dispatch_waiting(self) -> None:
         while self.running:
             msg = self.bus.recv_ready()
             if msg is None:
-                if not self.bus.sub.poll(0):
+                if not self.bus.waiting:
                     return
                 continue
             self._dispatch(msg)
@@ -288,7 +302,10 @@ class EncoderWorker(Service):
         elif stim.learn and not self.lossless and not stim.internal:
             self.experience.add(_as_float(stim.data), stim.t_ns)
         for msg in out:  # cluster changes first: the CDZ applies them before the excitation
-            self.bus.send(self.stamp(msg))
+            if self.lossless:
+                self.outbox[msg.KIND].append(self.stamp(msg))
+            else:
+                self.bus.send(self.stamp(msg))
         if relived:
             self.relived += 1
             return exc
