@@ -189,14 +189,15 @@ class CDZ:
     @staticmethod
     def _as_messages(exc: Excitation, items: list[tuple[str, int, int, float]]) -> list[Feedback]:
         """One `Feedback` per modality, its nodes in the order the pairs formed."""
-        per: dict[str, list[tuple[str, int, int, float]]] = {}
-        for item in items:
-            per.setdefault(item[0], []).append(item)
-        out = []
-        for m, rows in per.items():
-            _, nodes, clusters, certainties = zip(*rows)
-            out.append(Feedback(m, exc.t_ns, exc.seq, nodes, clusters, certainties))
-        return out
+        per: dict[str, tuple[list, list, list]] = {}
+        for m, node, cluster, conf in items:
+            got = per.get(m)
+            if got is None:
+                got = per[m] = ([], [], [])
+            got[0].append(node)
+            got[1].append(cluster)
+            got[2].append(conf)
+        return [Feedback(m, exc.t_ns, exc.seq, tuple(n), tuple(c), tuple(k)) for m, (n, c, k) in per.items()]
 
     def _grow_connection(self, a: str, r_a: int, b: str, r_b: int, amount: float) -> None:
         if amount <= 0.0:

@@ -51,6 +51,8 @@ class Cortex:
         self.modality = modality
         self.dim = dim
         self.settings = settings
+        self._periods_of: tuple = ()  # (epoch, prune_every, grow_every) that `_periods` was worked out for
+        self._periods = (1, 1)  # pruning and growth periods in stimuli
         self.epoch = epoch
         self.growth_enabled = True
         self.step = 0  # stimuli learned so far
@@ -139,7 +141,8 @@ class Cortex:
     # ------------------------------------------------------------------ learning
     def check(self, z: np.ndarray) -> np.ndarray:
         """The encoding as float32 (dim,), or StimulusError saying what is wrong."""
-        z = np.asarray(z, dtype=np.float32)
+        if type(z) is not np.ndarray or z.dtype != np.float32:
+            z = np.asarray(z, dtype=np.float32)
         if z.shape != (self.dim,):
             raise StimulusError(f"{self.modality}: encoding has shape {z.shape}, expected ({self.dim},)")
         if not np.isfinite(z).all():
@@ -263,9 +266,13 @@ class Cortex:
 
     def _maybe_maintain(self) -> None:
         s = self.settings
-        if self.step % self._period(s.prune_every) == 0:
+        key = (self.epoch, s.prune_every, s.grow_every)
+        if key != self._periods_of:  # the periods, worked out again only when epoch or settings change
+            self._periods_of, self._periods = key, (self._period(s.prune_every), self._period(s.grow_every))
+        prune, grow = self._periods
+        if self.step % prune == 0:
             self.prune_()
-        if self.growth_enabled and self.step % self._period(s.grow_every) == 0:
+        if self.growth_enabled and self.step % grow == 0:
             self.grow_()
 
     def prune_(self) -> tuple[int, int]:

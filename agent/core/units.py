@@ -93,15 +93,13 @@ class CDZUnit:
 
     def handle(self, msg: Excitation | ClusterChange) -> list[Feedback]:
         """A cluster change updates the CDZ's rows; a learned excitation is correlated within B."""
+        if msg.__class__ is Excitation and msg.cluster_id >= 0 and msg.learn:  # nearly every message
+            return self.cdz.excite(msg)
         if isinstance(msg, ClusterChange):
             self.cdz.apply(msg)
-            return []
-        if msg.cluster_id < 0:
+        elif msg.cluster_id < 0:
             self.rejected += 1
-            return []
-        if not msg.learn:
-            return []  # a query: recall only
-        return self.cdz.excite(msg)
+        return []  # changes, rejections and queries (recall only) teach no node
 
     def recall(self, exc: Excitation) -> dict[str, int | None]:
         """ALGORITHM.md step 7: the cluster the excitation's cluster recalls in every other sense."""
