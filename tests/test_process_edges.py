@@ -33,6 +33,7 @@ import zmq
 from agent.runtime.bus import BusClient, Forwarder, free_tcp_bus
 from agent.core.messages import Stats, Stimulus
 from agent.runtime.wire import encode
+from agent.runtime.topology import lossless_roles
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -306,9 +307,10 @@ def test_play_help_lists_only_play_flags_and_the_launcher_still_parses():
         assert flag in done.stdout, f"`cdz play --help` lacks {flag}"
 
     parser, choices = _subparsers()
-    # what agent.runtime.launcher starts the player with (its _make_children, then --gen on every start)
-    args = parser.parse_args(["play", "--bus", "tcp://127.0.0.1:5570", "--run", "r", "--quiet", "--window", "256",
-                              "--speed", "0", "--wait-go", "--gen", "3"])
+    # what the supervisor starts the player with (its row of the topology, then --bus and --gen)
+    player = next(r for r in lossless_roles(Path("r"), ("visual", "audio"), total=5, checkpoint_every=1, window=256,
+                                            speed=0.0) if r.name == "player")
+    args = parser.parse_args([*player.command, "--bus", "tcp://127.0.0.1:5570", "--gen", "3"])
     assert (args.gen, args.run, args.wait_go, args.live) == (3, "r", True, False)
     with pytest.raises(SystemExit):
         parser.parse_args(["play", "--run", "r", "--total", "5"])

@@ -50,3 +50,17 @@ def test_arguments_for_a_process_that_is_not_started_are_refused(tmp_path):
         Supervisor(RunFolder(tmp_path), roles, lossless=False, extra={"viewer": ["--foxglove", "0"]})
     with pytest.raises(ValueError, match="own_bus"):
         Supervisor(RunFolder(tmp_path), roles, lossless=False, own_bus=False)
+
+
+def test_every_role_starts_with_arguments_cdz_accepts(tmp_path):
+    """The table is what really runs: each row's command, plus what the supervisor adds, parses."""
+    from tools.cli import build_parser
+
+    parser = build_parser()
+    lossless = lossless_roles(tmp_path, ("visual", "audio"), total=10, checkpoint_every=5, window=8, speed=0.0)
+    live = live_roles(tmp_path, ("visual", "audio"), camera="0", mic="1", use_mic=True, viewer=True,
+                      headless=tmp_path / "view", speak=True, think=True)
+    for role, extra in [*((r, ["--gen", "2"]) for r in lossless), *((r, []) for r in live)]:
+        args = parser.parse_args([*role.command, "--bus", "tcp://127.0.0.1:5570", *extra])
+        assert args.bus == "tcp://127.0.0.1:5570", role
+        assert getattr(args, "quiet", True), role  # children log quietly into their files
