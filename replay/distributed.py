@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agent.core.brain import Brain
-from agent.core.checkpoint import RunFolder, cortex_part, new_run, part
+from agent.core.checkpoint import LOG_CLUSTER, LOG_RECALLED, RunFolder, cortex_part, new_run, part
 from agent.runtime.launcher import LaunchError
 from agent.runtime.supervisor import Supervisor, SupervisorReport
 from agent.runtime.topology import lossless_roles
@@ -44,7 +44,7 @@ def finish_distributed(run: RunFolder, stream, report: SupervisorReport, t_enc: 
     step, state = run.load_checkpoint()
     if step < len(stream):
         raise LaunchError(f"the run stopped at stimulus {step} of {len(stream)}")
-    save_stream_log(run, stream, [(state["log.cluster"], state["log.recalled"])])
+    save_stream_log(run, stream, [(state[LOG_CLUSTER], state[LOG_RECALLED])])
     lost = lost_stimuli(run, len(stream))
     info = {"lost_stimuli": lost, "restarts": report.restarts, "stream_wall_s": report.wall_s}
     run.update_metrics(train={

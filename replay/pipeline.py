@@ -16,7 +16,7 @@ import numpy as np
 
 from agent.core.autoencoder import encode, load_autoencoder, save_autoencoder, train_autoencoder
 from agent.core.brain import Brain
-from agent.core.checkpoint import RunError, RunFolder, load_arrays, save_arrays
+from agent.core.checkpoint import RunError, RunFolder, cortex_part, load_arrays, save_arrays
 from agent.core.config import Config
 from agent.core.state_check import StateError, check_arrays
 from replay.augment import make_augmenters
@@ -212,7 +212,7 @@ def load_brain(run: RunFolder, checkpoint: tuple[int, dict[str, np.ndarray]] | N
     config = run.config()
     enc = Encodings.load(run, config.modalities)
     with run.restoring(checkpoint) as (step, state):
-        if all(f"cortex.{m}.epoch" in state for m in config.modalities):  # the checkpoint brings each epoch
+        if all(f"{cortex_part(m)}.epoch" in state for m in config.modalities):  # the checkpoint brings each epoch
             brain = Brain(config, {m: enc.train[m].shape[1] for m in config.modalities},
                           {m: 1 for m in config.modalities})
         else:  # older checkpoints: the epoch follows from the teaching stream

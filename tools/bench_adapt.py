@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from agent.core.autoencoder import Autoencoder, encode, load_autoencoder
 from agent.core.brain import Brain
-from agent.core.checkpoint import RunFolder
+from agent.core.checkpoint import RunFolder, experience_part
 from agent.core.config import Config, SleepSettings
 from replay.pipeline import load_brain
 from replay.datasets import FSDD_SPEAKERS, load_fsdd, load_mnist
@@ -139,7 +139,7 @@ def adapt_once(trained: RunFolder, work: Path, new: dict[str, np.ndarray], new_y
     finally:
         agent.stop()
     _, state = run.load_checkpoint()
-    buffered = {m: int(len(state.get(f"experience.{m}.t_ns", []))) for m in config.modalities}
+    buffered = {m: int(len(state.get(f"{experience_part(m)}.t_ns", []))) for m in config.modalities}
     learned = played["learned"] + (awake["feed_learned"] if awake else 0)
     unbuffered = learned - sum(buffered.values())  # learned, so it must be in the experience (no wrap here)
     lost = played["played"] - played["learned"] + (awake["lost"] if awake else 0) + max(unbuffered, 0)
@@ -289,7 +289,7 @@ def live_adapt(config: Config, out: Path, speaker: str, events: int, sink: str, 
     session = live_show_and_tell(run.path, mnist.x[cards], mnist.y[cards], words, sink, mic, work, seed=config.seed)
     after_session = score()
     _, state = run.load_checkpoint()
-    lived = {m: int(len(state.get(f"experience.{m}.t_ns", []))) for m in config.modalities}
+    lived = {m: int(len(state.get(f"{experience_part(m)}.t_ns", []))) for m in config.modalities}
     report, info = sleep_run(run, [f"sleep.{f.name}={json.dumps(getattr(config.sleep, f.name))}"
                                    for f in dataclasses.fields(config.sleep)])
     stats = session["stats"]

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from agent.core.autoencoder import encode, load_autoencoder, save_autoencoder
-from agent.core.checkpoint import RunFolder
+from agent.core.checkpoint import RunFolder, experience_part
 from agent.core.config import Config, override
 from agent.core.sleep import SleepReport, sleep
 from agent.core.storage import save_arrays
@@ -29,7 +29,7 @@ def experience_of(state: dict[str, np.ndarray], modalities: tuple[str, ...]) -> 
     """Per sense (stimuli, event times in ns) from a checkpoint's `experience.<m>.*` arrays (empty if none)."""
     out = {}
     for m in modalities:
-        x, t = state.get(f"experience.{m}.x"), state.get(f"experience.{m}.t_ns")
+        x, t = state.get(f"{experience_part(m)}.x"), state.get(f"{experience_part(m)}.t_ns")
         out[m] = (x, t) if x is not None and t is not None else (np.zeros((0,)), np.zeros(0, np.int64))
     return out
 

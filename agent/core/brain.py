@@ -15,7 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from agent.core.cdz import CDZ
-from agent.core.checkpoint import CDZ_PART, as_part, cortex_part, part
+from agent.core.checkpoint import CDZ_PART, REFINEMENTS, as_part, cortex_part, part
 from agent.core.config import Config
 from agent.core.cortex import Cortex
 from agent.core.messages import Excitation, Stimulus, to_ns
@@ -87,7 +87,7 @@ class Brain:
         for m, cortex in self.cortices.items():
             state.update(as_part(cortex_part(m), cortex.state_dict()))
         state["rejected"] = np.array(self.rejected, np.int64)
-        state["refinements"] = np.array(self.refinements, np.int64)
+        state[REFINEMENTS] = np.array(self.refinements, np.int64)
         return state
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
@@ -97,13 +97,13 @@ class Brain:
         self.cdz.check_state(cdz)
         for m, cortex in self.cortices.items():
             cortex.check_state(own[m])
-        check_arrays(state, {"rejected": ("i", ()), "refinements": ("i", ())}, "brain",
-                     optional=frozenset({"refinements"}))
+        check_arrays(state, {"rejected": ("i", ()), REFINEMENTS: ("i", ())}, "brain",
+                     optional=frozenset({REFINEMENTS}))
         self.cdz.load_state_dict(cdz)
         for m, cortex in self.cortices.items():
             cortex.load_state_dict(own[m])
         self.rejected = int(state["rejected"])
-        self.refinements = int(state["refinements"]) if "refinements" in state else 0
+        self.refinements = int(state[REFINEMENTS]) if REFINEMENTS in state else 0
 
 
 @dataclass

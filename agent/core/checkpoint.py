@@ -44,8 +44,27 @@ _ASIDE = ".replaced-"
 CDZ_PART = "cdz"  # a checkpoint's arrays are "<part>.<name>": the hub's CDZ, and one cortex per sense
 
 
+REFINEMENTS = "refinements"  # refinement phases and sleeps the brain has had: which encoder stage fits its nodes
+LOG_CLUSTER, LOG_RECALLED = "log.cluster", "log.recalled"  # the stream log the hub keeps (per stimulus)
+
+
 def cortex_part(modality: str) -> str:
     return f"cortex.{modality}"
+
+
+def worker_part(modality: str) -> str:
+    """A worker's own state beside its cortex: the recent excitations running ahead reads."""
+    return f"worker.{modality}"
+
+
+def experience_part(modality: str) -> str:
+    """What a live worker lived through since the last sleep (agent.core.experience)."""
+    return f"experience.{modality}"
+
+
+def rejected_key(modality: str) -> str:
+    """The count of stimuli a worker refused."""
+    return f"rejected.{modality}"
 
 
 def part(state: dict[str, np.ndarray], name: str) -> dict[str, np.ndarray]:

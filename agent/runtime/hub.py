@@ -21,7 +21,7 @@ import numpy as np
 
 from agent.runtime.bus import BusClient
 from agent.core.cdz import CDZ
-from agent.core.checkpoint import CDZ_PART, RunFolder, as_part, part
+from agent.core.checkpoint import CDZ_PART, LOG_CLUSTER, LOG_RECALLED, REFINEMENTS, RunFolder, as_part, part
 from agent.runtime.service import Latency, Service
 from agent.core.stream import logged_partner
 from agent.core.units import CDZUnit
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 BATCH = 1024  # lossless: the most feedback messages sent in one batch
 
-HUB_KEYS = (f"{CDZ_PART}.", "log.", "refinements")  # the checkpoint arrays the hub reads (prefixes)
+HUB_KEYS = (f"{CDZ_PART}.", "log.", REFINEMENTS)  # the checkpoint arrays the hub reads (prefixes)
 
 
 class Hub(Service):
@@ -83,16 +83,16 @@ class Hub(Service):
             cdz.load_state_dict(part(state, CDZ_PART))
             hub = cls(bus, cdz, run=run, start=step, **kw)
             hub._load_log(state, step)
-            hub.holds = (step, int(state.get("refinements", 0)))
+            hub.holds = (step, int(state.get(REFINEMENTS, 0)))
         return hub
 
     def _load_log(self, state: dict[str, np.ndarray], step: int) -> None:
         # the refinement count travels with the hub's part, so every complete checkpoint has it
-        self.refinements = int(state["refinements"]) if "refinements" in state else 0
-        if "log.cluster" in state and len(self.log_cluster):
-            n = min(step, len(state["log.cluster"]), len(self.log_cluster))
-            self.log_cluster[:n] = state["log.cluster"][:n]
-            self.log_recalled[:n] = state["log.recalled"][:n]
+        self.refinements = int(state[REFINEMENTS]) if REFINEMENTS in state else 0
+        if LOG_CLUSTER in state and len(self.log_cluster):
+            n = min(step, len(state[LOG_CLUSTER]), len(self.log_cluster))
+            self.log_cluster[:n] = state[LOG_CLUSTER][:n]
+            self.log_recalled[:n] = state[LOG_RECALLED][:n]
 
     # ------------------------------------------------------------------ messages
     def handle(self, msg: Message) -> None:
@@ -198,7 +198,7 @@ class Hub(Service):
         """Live: take up the slept brain (the newest checkpoint) in this generation; say ready."""
         self.finish_writing()
         with self.run_folder.restoring(only=HUB_KEYS) as (step, state):
-            holds = (step, int(state.get("refinements", 0)))
+            holds = (step, int(state.get(REFINEMENTS, 0)))
             if holds != self.holds:  # a repeated reload, or a hub started after the sleep, holds it already
                 self.cdz.load_state_dict(part(state, CDZ_PART))
                 self._load_log(state, step)
@@ -264,10 +264,10 @@ class Hub(Service):
     def _snapshot(self, step: int) -> dict[str, np.ndarray]:
         """The hub's part of checkpoint `step`, copied: learning may go on while it is written."""
         state = as_part(CDZ_PART, self.cdz.state_dict())  # the CDZ's state_dict is copies already
-        state["refinements"] = np.array(self.refinements, np.int64)
+        state[REFINEMENTS] = np.array(self.refinements, np.int64)
         if len(self.log_cluster):
-            state["log.cluster"] = self.log_cluster[:step].copy()
-            state["log.recalled"] = self.log_recalled[:step].copy()
+            state[LOG_CLUSTER] = self.log_cluster[:step].copy()
+            state[LOG_RECALLED] = self.log_recalled[:step].copy()
         return state
 
     def stats(self) -> dict:

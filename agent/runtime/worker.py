@@ -25,7 +25,8 @@ import numpy as np
 
 from agent.core.autoencoder import Autoencoder, encode
 from agent.runtime.bus import BusClient
-from agent.core.checkpoint import RunFolder, as_part, cortex_part, part
+from agent.core.checkpoint import (REFINEMENTS, RunFolder, as_part, cortex_part, experience_part, part, rejected_key,
+                                   worker_part)
 from agent.core.cortex import Cortex
 from agent.core.experience import DEFAULT_CAPACITY, Experience
 from agent.core.recollection import imagine
@@ -43,8 +44,8 @@ HUB_RELOAD_WAIT_S = 10.0  # after a swap, how long new input waits for the hub's
 
 def own_keys(modality: str) -> tuple[str, ...]:
     """The checkpoint arrays a worker reads (prefixes): its sense's, not the others' experience."""
-    return (f"{cortex_part(modality)}.", f"worker.{modality}.", f"experience.{modality}.", f"rejected.{modality}",
-            "refinements")
+    return (f"{cortex_part(modality)}.", f"{worker_part(modality)}.", f"{experience_part(modality)}.",
+            rejected_key(modality), REFINEMENTS)
 
 
 class EncoderWorker(Service):
@@ -96,7 +97,7 @@ class EncoderWorker(Service):
         if modality not in config.modalities:
             raise ValueError(f"this run has modalities {config.modalities}, not {modality!r}")
         with run.restoring(only=own_keys(modality)) as (step, state):
-            stage = int(state.get("refinements", 0))  # the encoder its nodes belong to (a sleep may be writing the next)
+            stage = int(state.get(REFINEMENTS, 0))  # the encoder its nodes belong to (a sleep may be writing the next)
             staged = run.stage_encoder_path(modality, stage)
             model = load_autoencoder(staged if staged.exists() else run.encoder_path(modality))
             cortex = cortex_from_state(modality, config, state)
@@ -250,7 +251,7 @@ class EncoderWorker(Service):
         self.finish_writing()
         with self.run_folder.restoring(only=own_keys(self.modality)) as (step, state):
             m = self.modality
-            stage = int(state.get("refinements", 0))
+            stage = int(state.get(REFINEMENTS, 0))
             if (step, stage) == self.holds:  # a repeated reload, or a worker started after the sleep
                 self.ready(reload=reload_id)
                 return
@@ -258,7 +259,7 @@ class EncoderWorker(Service):
             self.cortex.check_state(own)
             self._check_own(state)
             model = self.model if stage == self.stage else load_autoencoder(self.run_folder.stage_encoder_path(m, stage))
-            x, t = self.experience.newest(self.experience.seen - self.experience.seen_in(state, f"experience.{m}"))
+            x, t = self.experience.newest(self.experience.seen - self.experience.seen_in(state, experience_part(m)))
             self.cortex.load_state_dict(own)
             self._load_own(state)
         self.relive.extend(zip(x, t.tolist()))  # learned after the cut, by the old brain
@@ -325,17 +326,17 @@ class EncoderWorker(Service):
     def _check_own(self, state: dict[str, np.ndarray]) -> None:
         """Raise `StateError` unless the worker's own arrays of a checkpoint fit together."""
         m = self.modality
-        check_arrays(state, {f"rejected.{m}": ("i", ())}, f"worker.{m}", optional=frozenset({f"rejected.{m}"}))
-        self.sequencer.check_state(state, f"worker.{m}")
-        self.experience.check_state(state, f"experience.{m}")
+        check_arrays(state, {rejected_key(m): ("i", ())}, worker_part(m), optional=frozenset({rejected_key(m)}))
+        self.sequencer.check_state(state, worker_part(m))
+        self.experience.check_state(state, experience_part(m))
 
     def _load_own(self, state: dict[str, np.ndarray]) -> None:
         """The worker's own part of a checkpoint: refusals and recent excitations (for running ahead).
         The caller has checked it with `_check_own`, before it changed anything."""
         m = self.modality
-        self.rejected = int(state.get(f"rejected.{m}", 0))
-        self.sequencer.load_state_dict(state, f"worker.{m}")
-        self.experience.load_state_dict(state, f"experience.{m}")
+        self.rejected = int(state.get(rejected_key(m), 0))
+        self.sequencer.load_state_dict(state, worker_part(m))
+        self.experience.load_state_dict(state, experience_part(m))
 
     def checkpoint(self, step: int) -> None:
         if self.run_folder is not None and not self.lossless:  # lossless runs save at fixed stream positions
@@ -349,10 +350,10 @@ class EncoderWorker(Service):
         """This worker's part of a checkpoint, copied: learning may go on while it is written."""
         m = self.modality
         state = {k: np.array(v) for k, v in as_part(cortex_part(m), self.cortex.state_dict()).items()}
-        state[f"rejected.{m}"] = np.array(self.rejected, np.int64)
-        state.update(self.sequencer.state_dict(f"worker.{m}"))
+        state[rejected_key(m)] = np.array(self.rejected, np.int64)
+        state.update(self.sequencer.state_dict(worker_part(m)))
         if len(self.experience):
-            state.update(self.experience.state_dict(f"experience.{m}"))  # copies already
+            state.update(self.experience.state_dict(experience_part(m)))  # copies already
         return state
 
     def stats(self) -> dict:
