@@ -4,12 +4,13 @@ It hears every modality's excitations and cluster changes, correlates them withi
 the window B with the very `CDZ` of the one-process brain, sends feedback to the
 cortices and asks the other modalities' workers to reconstruct what they recall.
 
-Lossless mode processes excitations strictly in sequence order (buffering any that
-arrive early) and answers every sequence number with one Feedback per modality,
-possibly empty: that is the workers' go-ahead, and the ack (credit) the player
-paces itself by. Live mode processes excitations on arrival; the CDZ pairs by
-event time and keeps excitations `reorder_slack_s` longer, so a late arrival still
-pairs with what came before it.
+It hosts the `CDZUnit` of `agent.core.units`. Lossless mode processes excitations
+strictly in sequence order (buffering any that arrive early). Once the messages
+waiting are handled it sends the feedback of what it learned, one batch per sense,
+then a `Credit` saying how far it got: together they are the workers' go-ahead and
+what the player paces itself by. Live mode processes excitations on arrival and
+sends feedback at once; the CDZ pairs by event time and keeps excitations
+`reorder_slack_s` longer, so a late arrival still pairs with what came before it.
 """
 
 from __future__ import annotations
