@@ -182,10 +182,18 @@ def test_a_foxglove_client_sees_images_and_excitations_and_a_stalled_one_slows_n
             feeder.send(Excitation("visual", time.time_ns(), seq, cluster_id=40 + seq % 3, node_id=seq, source="worker"))
 
         big = np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)
-        send_pair(0)
-        feeder.send(Frame("visual", time.time_ns(), 0, big, source="camera"))
         wanted = ("/visual/stimulus", "/visual/fires", "/visual/camera")
-        wait_for(lambda: set(wanted) <= set(live.channels), 20, "channels advertised")
+        sent_at = [0.0]
+
+        def advertised() -> bool:  # sent again now and then: the viewer's subscription may still be on its way
+            if time.monotonic() - sent_at[0] >= 0.5:
+                sent_at[0] = time.monotonic()
+                send_pair(0)
+                feeder.send(Frame("visual", time.time_ns(), 0, big, source="camera"))
+            return set(wanted) <= set(live.channels)
+
+        wait_for(advertised, 20, "channels advertised")
+        time.sleep(0.3)  # a last resend still on its way lands before anyone subscribes
         channels = {t: live.channels[t] for t in wanted}
         live.subscribe({t: channels[t] for t in wanted[:2]})
         stalled.subscribe(channels)  # 69 MB of camera frames that it never reads
