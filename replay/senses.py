@@ -7,8 +7,8 @@ a digit label is scored as. Everything else (the cortex, the CDZ's rows, the
 encoder, checkpoints, the scores) follows from `config.modalities`, so adding a
 sense means declaring it here (or in a test) and naming it in the config.
 
-The encoder is the config's `<sense>_encoder` section; a sense without one has
-no encoder (`arch = "identity"`: its stimulus is its encoding).
+The encoder is the config's `[senses.<name>.encoder]` table; a sense without one
+has no encoder (`arch = "identity"`: its stimulus is its encoding).
 """
 
 from __future__ import annotations

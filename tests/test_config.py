@@ -8,8 +8,8 @@ import tomllib
 import pytest
 
 from agent.core.autoencoder import AutoencoderSettings
-from agent.core.config import (CDZSettings, Config, CortexSettings, DataSettings, TeacherSettings, from_dict,
-                          load_toml, override, save_toml, to_dict)
+from agent.core.config import (IDENTITY, CDZSettings, Config, CortexSettings, DataSettings, SenseSettings, SettingsError,
+                               TeacherSettings, from_dict, load_toml, override, save_toml, to_dict)
 
 
 def custom() -> Config:
@@ -18,8 +18,9 @@ def custom() -> Config:
         seed=7,
         modalities=("visual", "audio", "reward"),
         data=DataSettings(digits=(1, 3, 7), per_class=5, test_per_class=2, exclude_speakers=("jackson", "o'neil")),
-        visual_encoder=AutoencoderSettings(arch="mlp", code_dim=16, lr=3e-4),
-        audio_encoder=AutoencoderSettings(epochs=0, noise=0.0),
+        senses={"visual": SenseSettings(AutoencoderSettings(arch="mlp", code_dim=16, lr=3e-4)),
+                "audio": SenseSettings(AutoencoderSettings(epochs=0, noise=0.0)),
+                "touch": SenseSettings(AutoencoderSettings(arch="linear", code_dim=4))},
         cortex=CortexSettings(initial_nodes=10, node_lr=0.125, split_threshold=1e-7, growth_stop=1.0),
         cdz=CDZSettings(window_s=0.0, kernel="gaussian", backward_gain=0.0, no_feedback_from=()),
         teacher=TeacherSettings(lag_s=(-0.5, 0.25), p_unpaired=0.1, epochs=2.5, rewards=(0, 1, 0, -2.5, 0, 0, 0, 3, 0, 0),
@@ -30,16 +31,16 @@ def custom() -> Config:
 # --------------------------------------------------------------------------- override
 def test_override_nested_fields():
     cfg = override(Config(), ["cortex.node_lr=0.02", "cdz.kernel=gaussian", "seed=3",
-                              "teacher.lag_s=[-0.1, 0.3]", "data.per_class=5", "visual_encoder.arch=\"mlp\""])
+                              "teacher.lag_s=[-0.1, 0.3]", "data.per_class=5", "senses.visual.encoder.arch=\"mlp\""])
     assert cfg.cortex.node_lr == 0.02
     assert cfg.cdz.kernel == "gaussian"
     assert cfg.seed == 3
     assert cfg.teacher.lag_s == (-0.1, 0.3) and isinstance(cfg.teacher.lag_s, tuple)
     assert cfg.data.per_class == 5
-    assert cfg.visual_encoder.arch == "mlp"
+    assert cfg.encoder("visual").arch == "mlp"
     # everything else untouched
     assert cfg.cortex == dataclasses.replace(CortexSettings(), node_lr=0.02)
-    assert cfg.audio_encoder == Config().audio_encoder
+    assert cfg.senses["audio"] == Config().senses["audio"]
 
 
 def test_override_int_into_float_field_stays_float():
@@ -123,3 +124,44 @@ def test_override_then_save_then_load(tmp_path):
     back = load_toml(path)
     assert back.cortex.max_nodes == 77 and back.teacher.gap_s == 0.75
     assert back == cfg
+
+
+# --------------------------------------------------------------------------- the senses table
+def test_a_sense_table_is_set_field_by_field_and_a_new_sense_gets_one_from_defaults():
+    cfg = override(Config(), ["senses.audio.encoder.code_dim=16", "senses.touch.encoder.arch=linear"])
+    assert cfg.encoder("audio").arch == "linear" and cfg.encoder("audio").code_dim == 16  # the rest of audio's table kept
+    assert cfg.encoder("touch") == AutoencoderSettings(arch="linear")
+    assert cfg.encoder("smell") == IDENTITY  # a sense with no table has no encoder
+    assert cfg.senses["visual"] == Config().senses["visual"]
+
+
+def test_a_sense_table_is_read_over_the_defaults_of_that_sense():
+    cfg = from_dict(Config, {"senses": {"audio": {"encoder": {"epochs": 3}}}})
+    assert cfg.encoder("audio") == AutoencoderSettings(arch="linear", epochs=3)  # audio's default arch, not the class's
+    assert cfg.senses["visual"] == Config().senses["visual"]  # a sense not given keeps its table
+
+
+def test_a_config_saved_before_the_senses_table_still_loads(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text('seed = 4\n[visual_encoder]\nepochs = 2\n[audio_encoder]\narch = "linear"\ncode_dim = 8\n')
+    cfg = load_toml(path)
+    assert cfg.seed == 4
+    assert cfg.encoder("visual") == AutoencoderSettings(epochs=2)
+    assert cfg.encoder("audio") == AutoencoderSettings(arch="linear", code_dim=8)
+    save_toml(cfg, path)
+    assert "senses" in tomllib.loads(path.read_text()) and load_toml(path) == cfg
+
+
+def test_the_old_set_spelling_names_the_same_field():
+    assert override(Config(), ["visual_encoder.epochs=2"]) == override(Config(), ["senses.visual.encoder.epochs=2"])
+
+
+@pytest.mark.parametrize("assignment, error", [
+    ("senses.Touch.encoder.arch=linear", SettingsError),  # not a sense name
+    ("senses.visual=3", KeyError),  # a table, not a value
+    ("senses.visual.encoder.epochs=-1", SettingsError),
+    ("senses.visual.encoder.bogus=1", KeyError),
+])
+def test_a_bad_sense_setting_is_one_clear_error(assignment, error):
+    with pytest.raises(error, match="senses"):
+        override(Config(), [assignment])

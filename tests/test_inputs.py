@@ -19,8 +19,8 @@ from replay.pipeline import load_brain
 from tools.train import train
 
 TINY = ["data.digits=[0,1]", 'data.speakers=["jackson"]', "data.per_class=40", "data.test_per_class=4",
-        "teacher.epochs=2", "cortex.initial_nodes=10", "visual_encoder.epochs=1", "visual_encoder.batch_size=16",
-        "audio_encoder.epochs=1", "refine.at=[]"]
+        "teacher.epochs=2", "cortex.initial_nodes=10", "senses.visual.encoder.epochs=1", "senses.visual.encoder.batch_size=16",
+        "senses.audio.encoder.epochs=1", "refine.at=[]"]
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,7 @@ from agent.runtime.topology import live_roles
 from agent.core.messages import Reconstruction, Stimulus
 
 BENCH_SETTINGS = [  # a real run, small enough for a benchmark: ~45k stimuli, quick encoders
-    "data.per_class=600", "data.test_per_class=50", "teacher.epochs=4", "visual_encoder.epochs=2",
+    "data.per_class=600", "data.test_per_class=50", "teacher.epochs=4", "senses.visual.encoder.epochs=2",
     "refine.at=[]",  # the stream alone: refinements pause it to retrain encoders, and the in-process reference has none
 ]
 

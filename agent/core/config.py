@@ -13,6 +13,7 @@ annotation, and `__post_init__` checks what spans fields. A bad value is one
 from __future__ import annotations
 
 import tomllib
+import typing
 from dataclasses import field, fields, is_dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -57,6 +58,25 @@ class AutoencoderSettings:
     lr: Annotated[float, Field(gt=0, le=10)] = 1e-3  # Adam learning rate (cosine-decayed to 0 over training)
     noise: Annotated[float, Field(ge=0, lt=10)] = 0.05  # denoising corruption: std of gaussian noise added to the input, then clipped to [0, 1]
     channels: Annotated[int, Field(ge=1, le=1024)] = 32  # conv only: channels of the first convolution, doubled after each (capped at 4x)
+
+
+IDENTITY = AutoencoderSettings(arch="identity")
+
+
+@settings
+class SenseSettings:
+    """One sense's table, `[senses.<name>]`: how it is encoded. What the sense is (its
+    stimulus shape, data reader and rate) is its declaration (`replay.senses`)."""
+
+    encoder: AutoencoderSettings = IDENTITY  # "identity": the stimulus is its own encoding (no autoencoder)
+
+
+def default_senses() -> dict[str, SenseSettings]:
+    """The two built-in senses' encoders; any other sense is identity unless its table says otherwise."""
+    return {"visual": SenseSettings(AutoencoderSettings()),
+            # FSDD (2,700 spectrograms, six speakers): the linear autoencoder (PCA) gave purer nodes than the
+            # conv one (k-means purity at 1,000 centroids 0.92 vs 0.89) and 10 classes instead of 8-9.
+            "audio": SenseSettings(AutoencoderSettings(arch="linear"))}
 
 
 @settings
@@ -191,10 +211,7 @@ class Config:
     seed: Annotated[int, Field(ge=0, lt=2**32)] = 0
     modalities: Annotated[tuple[Sense, ...], Field(min_length=1, max_length=16)] = ("visual", "audio")
     data: DataSettings = field(default_factory=DataSettings)
-    visual_encoder: AutoencoderSettings = field(default_factory=AutoencoderSettings)
-    # FSDD (2,700 spectrograms, six speakers): the linear autoencoder (PCA) gave purer nodes than the
-    # conv one (k-means purity at 1,000 centroids 0.92 vs 0.89) and 10 classes instead of 8-9.
-    audio_encoder: AutoencoderSettings = field(default_factory=lambda: AutoencoderSettings(arch="linear"))
+    senses: dict[Sense, SenseSettings] = field(default_factory=default_senses)  # [senses.<name>]; a sense not named here is identity
     cortex: CortexSettings = field(default_factory=CortexSettings)
     cdz: CDZSettings = field(default_factory=CDZSettings)
     teacher: TeacherSettings = field(default_factory=TeacherSettings)
@@ -210,12 +227,18 @@ class Config:
             raise SettingsError(f"the {REWARD!r} sense needs teacher.rewards (a reward per digit 0-9)")
 
     def encoder(self, modality: str) -> AutoencoderSettings:
-        """A sense's autoencoder settings; a sense without its own section has none ("identity")."""
-        return getattr(self, f"{modality}_encoder", None) or IDENTITY
+        """A sense's autoencoder settings; a sense without its own table has none ("identity")."""
+        table = self.senses.get(modality)
+        return IDENTITY if table is None else table.encoder
 
 
 REWARD = "reward"  # the sense the teacher's rewards arrive on
-IDENTITY = AutoencoderSettings(arch="identity")
+LEGACY_SECTION = "_encoder"  # configs before the senses table had `[visual_encoder]`, `[audio_encoder]`
+
+
+def _legacy_key(name: str) -> str | None:
+    """The sense an old `<sense>_encoder` section or `--set` key names, else None."""
+    return name[: -len(LEGACY_SECTION)] if name.endswith(LEGACY_SECTION) and len(name) > len(LEGACY_SECTION) else None
 
 
 def to_dict(obj: Any) -> dict[str, Any]:
@@ -224,6 +247,8 @@ def to_dict(obj: Any) -> dict[str, Any]:
     def plain(v: Any) -> Any:
         if is_dataclass(v):
             return {f.name: plain(getattr(v, f.name)) for f in fields(v)}
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
         if isinstance(v, (tuple, list)):
             return [plain(x) for x in v]
         return v
@@ -245,23 +270,58 @@ def _built(cls: type, kwargs: dict[str, Any], where: str) -> Any:
         raise SettingsError(f"{loc}: {msg}, got {got!r}"[:300]) from None
 
 
-def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
-    """Rebuild a settings dataclass from `to_dict` output; unknown keys are an error."""
+def from_dict(cls: type, data: dict[str, Any], where: str = "", base: Any = None) -> Any:
+    """Rebuild a settings dataclass from `to_dict` output; unknown keys are an error.
+    Fields not given keep `base`'s values (default: the class's defaults). A config
+    saved before the senses table (`[visual_encoder]`) is read into `[senses.visual]`."""
     if not isinstance(data, dict):
         raise SettingsError(f"{where or cls.__name__} must be a table of settings, got {data!r}"[:300])
+    if cls is Config:
+        data = _moved_to_senses(data)
     known = {f.name: f for f in fields(cls)}
     unknown = set(data) - set(known)
     if unknown:
         raise KeyError(f"unknown {cls.__name__} setting(s): {sorted(unknown)}; known: {sorted(known)}")
-    kwargs = {}
-    defaults = cls()
+    defaults = cls() if base is None else base
+    kwargs = {f.name: getattr(defaults, f.name) for f in fields(cls)}
     for name, value in data.items():
         current = getattr(defaults, name)
+        at = f"{where}.{name}" if where else name
         if is_dataclass(current):
-            kwargs[name] = from_dict(type(current), value, f"{where}.{name}" if where else name)
+            kwargs[name] = from_dict(type(current), value, at, current)
+        elif isinstance(current, dict):
+            kwargs[name] = _table(cls, name, current, value, at)
         else:
             kwargs[name] = tuple(value) if isinstance(value, list) else value
     return _built(cls, kwargs, where)
+
+
+def _table(cls: type, name: str, current: dict, data: Any, where: str) -> dict:
+    """A table of named sections (`[senses.<name>]`): entries given are read over the
+    current ones (or a new entry's defaults); entries not given are kept."""
+    if not isinstance(data, dict):
+        raise SettingsError(f"{where} must be a table of named tables, got {data!r}"[:300])
+    entry = _entry_type(cls, name)
+    return current | {key: from_dict(entry, value, f"{where}.{key}", current.get(key)) for key, value in data.items()}
+
+
+def _entry_type(cls: type, name: str) -> type:
+    """The section class of a `dict[str, Section]` field."""
+    hint = typing.get_type_hints(cls)[name]
+    return typing.get_args(hint)[1]
+
+
+def _moved_to_senses(data: dict[str, Any]) -> dict[str, Any]:
+    """An old config's `<sense>_encoder` sections, as `senses.<sense>.encoder`."""
+    old = {k: _legacy_key(k) for k in data if _legacy_key(k) is not None}
+    if not old:
+        return data
+    out = {k: v for k, v in data.items() if k not in old}
+    senses = dict(out.get("senses", {}))
+    for key, sense in old.items():
+        senses[sense] = {**senses.get(sense, {}), "encoder": data[key]}
+    out["senses"] = senses
+    return out
 
 
 def override(config: Config, assignments: list[str]) -> Config:
@@ -271,6 +331,8 @@ def override(config: Config, assignments: list[str]) -> Config:
             raise SettingsError(f"override {text!r} must look like section.field=value")
         key, raw = text.split("=", 1)
         path = key.strip().split(".")
+        if len(path) > 1 and _legacy_key(path[0]) is not None:  # visual_encoder.epochs: the old spelling
+            path = ["senses", _legacy_key(path[0]), "encoder", *path[1:]]
         try:
             value = tomllib.loads(f"v = {raw.strip()}")["v"]
         except tomllib.TOMLDecodeError:
@@ -294,6 +356,13 @@ def _replace_path(obj: Any, path: list[str], value: Any, key: str, done: list[st
         elif isinstance(value, dict):
             raise SettingsError(f"--set {key}: a single value is wanted, not a table")
         kwargs = {f.name: getattr(obj, f.name) for f in fields(obj)} | {path[0]: value}
+        return _built(type(obj), kwargs, ".".join(done))
+    if isinstance(current, dict):  # a table of named sections: senses.<name>.<field>
+        if len(path) < 3:
+            raise KeyError(f"--set {key}: name a field of one of its tables, e.g. {path[0]}.<name>.<field>")
+        entry = current.get(path[1]) or _entry_type(type(obj), path[0])()
+        inner = current | {path[1]: _replace_path(entry, path[2:], value, key, done + path[:2])}
+        kwargs = {f.name: getattr(obj, f.name) for f in fields(obj)} | {path[0]: inner}
         return _built(type(obj), kwargs, ".".join(done))
     if not is_dataclass(current):
         raise KeyError(f"--set {key}: {path[0]!r} is not a section")
