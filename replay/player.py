@@ -176,7 +176,7 @@ class Player(Service):
 
     def _flush(self) -> None:
         for batch in self.outbox.values():
-            self.bus.send_batch(batch)
+            self.send_batch(batch)
         self.outbox.clear()
 
     def run_until_done(self, timeout_ms: int = 1) -> None:

@@ -20,7 +20,7 @@ import zmq
 
 from agent.runtime.bus import BusAddress, BusClient, BusError, Forwarder, Keys, free_tcp_bus, make_keys
 from agent.core.messages import Control, Excitation, Stimulus
-from agent.runtime.wire import WireError, decode, encode
+from agent.runtime.wire import WireError, decode, encode, encode_batch
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -467,12 +467,13 @@ def test_a_batch_with_one_bad_message_is_dropped_whole_and_counted_once(clients,
         listener.handshake()
         pub = raw_pub(BusAddress.parse(address).pub)
         good = encode(Excitation("visual", 1, 1, cluster_id=1, node_id=1))
-        bad = encode(Excitation("visual", 2, 2, cluster_id=-7, node_id=1))  # cluster below -1
+        rows = [Excitation("visual", k, k, cluster_id=-7 if k == 2 else 1, node_id=1) for k in (1, 2, 3)]
+        batch = encode_batch(rows)  # the second row's cluster is below -1
         extra = good + [good[1]]  # a single message with one frame too many is no batch
         deadline = time.monotonic() + 10
         got = []
         while time.monotonic() < deadline and listener.dropped < 2:
-            pub.send_multipart([good[0], b"", good[1], bad[1], good[1]])
+            pub.send_multipart(batch)
             pub.send_multipart(extra)
             msg = listener.recv(50)
             if msg is not None:

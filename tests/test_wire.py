@@ -16,7 +16,8 @@ from hypothesis.extra import numpy as hnp
 
 from agent.core.messages import (KINDS, ClusterChange, Control, Credit, Excitation, Feedback, Frame, Recall, Reconstruction,
                             Stats, Stimulus, Weights)
-from agent.runtime.wire import DTYPES, MAX_DIMS, MAX_HEADER_BYTES, MAX_PAYLOAD_BYTES, WireError, decode, encode, topic
+from agent.runtime.wire import (DTYPES, MAX_BATCH, MAX_DIMS, MAX_HEADER_BYTES, MAX_PAYLOAD_BYTES, WireError, decode,
+                                decode_all, encode, encode_batch, topic)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -472,3 +473,92 @@ def test_fields_nobody_reads_may_be_any_scalar_and_missing_ones_may_be_missing()
     assert decode(encode(Stats({"mood": "fine", "ok": True}))).values == {"mood": "fine", "ok": True}
     assert decode(encode(Control("mark", {"anything": "goes"}))).args == {"anything": "goes"}
     assert decode(encode(Control("rewind", {"gen": 2, "step": 0}))).args == {"gen": 2, "step": 0}
+
+
+# --------------------------------------------------------------------------- batches
+def _three(msg):
+    """Three messages like `msg` (same kind, sense, source and generation), with other times and seqs."""
+    return [dataclasses.replace(msg, t_ns=msg.t_ns + k, seq=msg.seq + k) for k in range(3)]
+
+
+@pytest.mark.parametrize("name", sorted(S))
+def test_a_batch_of_each_kind_decodes_to_its_messages_in_order(name):
+    msgs = _three(S[name])
+    frames = encode_batch(msgs)
+    assert frames[0] == EXPECTED_TOPICS[name] and frames[1] == b""
+    payloads = sum(1 for m in msgs for f in dataclasses.fields(m) if isinstance(getattr(m, f.name), np.ndarray))
+    assert len(frames) == 3 + payloads  # one header for all, then only the arrays
+    got = decode_all(frames)
+    assert len(got) == 3
+    for g, m in zip(got, msgs):
+        assert_same(g, m)
+
+
+def test_a_single_message_decodes_alone_through_decode_all():
+    assert_same(decode_all(encode(S["excite"]))[0], S["excite"])
+
+
+def test_a_batch_sent_as_a_process_takes_its_source_and_generation():
+    plain = [Excitation("audio", k, k, cluster_id=k, node_id=k) for k in range(3)]  # not stamped
+    got = decode_all(encode_batch(plain, source="worker_audio", gen=7))
+    assert [(g.source, g.gen, g.seq) for g in got] == [("worker_audio", 7, k) for k in range(3)]
+
+
+@pytest.mark.parametrize("msgs", [
+    [S["excite"], dataclasses.replace(S["excite"], modality="audio")],  # two senses
+    [S["excite"], dataclasses.replace(S["excite"], gen=9)],  # two generations
+    [S["excite"], dataclasses.replace(S["excite"], source="other")],  # two sources
+    [S["excite"], S["clusters"]],  # two kinds
+    [],
+])
+def test_encode_batch_refuses_what_one_header_cannot_say(msgs):
+    with pytest.raises(WireError, match="batch"):
+        encode_batch(msgs)
+
+
+def _rebatched(frames: list, **edits) -> list:
+    h = msgpack.unpackb(frames[2])
+    h.update(edits)
+    return [frames[0], b"", msgpack.packb(h, use_bin_type=True), *frames[3:]]
+
+
+@pytest.mark.parametrize("case", ["bad row", "row not a map", "no rows", "too many rows", "payload missing",
+                                  "payload extra", "wrong topic", "bad envelope"])
+def test_a_bad_batch_is_one_wire_error(case):
+    exc = encode_batch(_three(S["excite"]))
+    stim = encode_batch(_three(S["stimulus_uint8"]))
+    rows = msgpack.unpackb(exc[2])["rows"]
+    frames = {
+        "bad row": _rebatched(exc, rows=[rows[0], {**rows[1], "cluster": -7}, rows[2]]),
+        "row not a map": _rebatched(exc, rows=[rows[0], 5]),
+        "no rows": _rebatched(exc, rows=[]),
+        "too many rows": _rebatched(exc, rows=[rows[0]] * (MAX_BATCH + 1)),
+        "payload missing": stim[:-1],
+        "payload extra": exc + [b"\x00" * 4],
+        "wrong topic": [b"excite.audio", *exc[1:]],
+        "bad envelope": _rebatched(exc, gen=-1),
+    }[case]
+    with pytest.raises(WireError):
+        decode_all(frames)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(name=st.sampled_from(list(S)),
+       edits=st.lists(st.tuples(st.sampled_from(HEADER_KEYS), st.just(DELETE) | VALUES), min_size=1, max_size=3),
+       row=st.integers(0, 2))
+def test_mutated_batch_rows_never_raise_anything_but_wire_error(name, edits, row):
+    """Edit one row of a valid batch; whatever still decodes must re-encode to itself, message by message."""
+    frames = encode_batch(_three(S[name]))
+    h = msgpack.unpackb(frames[2])
+    for key, value in edits:
+        if value is DELETE:
+            h["rows"][row].pop(key, None)
+        else:
+            h["rows"][row][key] = value
+    frames[2] = msgpack.packb(h, use_bin_type=True)
+    try:
+        msgs = decode_all(frames)
+    except WireError:
+        return
+    for msg in msgs:
+        assert_same(decode(encode(msg)), msg)

@@ -26,14 +26,14 @@ import os
 import socket
 import time
 from collections import Counter, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import zmq
 import zmq.auth
 
 from agent.core.messages import Control, Message
-from agent.runtime.wire import WireError, decode, encode, encode_batch, split
+from agent.runtime.wire import WireError, decode_all, encode, encode_batch
 
 log = logging.getLogger(__name__)
 
@@ -386,8 +386,9 @@ class BusClient:
         self.pub.setsockopt(zmq.SNDHWM, sndhwm)
         self.sub.setsockopt(zmq.RCVHWM, rcvhwm)
         self.drops: Counter[str] = Counter()
-        self.last_frames: list = []  # the raw frames of the message recv returned last (for recorders)
-        self._batch: deque[tuple[Message, list]] = deque()  # the rest of a received batch, with each one's frames
+        self._frames: list | None = []  # the raw frames of the message recv returned last (None: one of a batch)
+        self._last: Message | None = None
+        self._batch: deque[Message] = deque()  # the rest of a received batch
         self._logged: set[str] = set()
         for s in (self.pub, self.sub):
             s.setsockopt(zmq.LINGER, 0)
@@ -411,14 +412,15 @@ class BusClient:
         frames = encode(msg)
         self.pub.send_multipart(frames, copy=len(frames) < 3 or frames[2].nbytes < 4096)
 
-    def send_batch(self, msgs: list[Message]) -> None:
-        """Several messages of one topic in one send (`agent.runtime.wire.encode_batch`); receivers get
-        them one by one, in order."""
+    def send_batch(self, msgs: list[Message], source: str | None = None, gen: int | None = None) -> None:
+        """Several messages of one kind and sense in one send (`agent.runtime.wire.encode_batch`), as
+        from `source` in generation `gen` when given; receivers get them one by one, in order."""
         if len(msgs) == 1:
-            self.send(msgs[0])
+            one = msgs[0]
+            self.send(one if source is None or gen is None else replace(one, source=source, gen=gen))
         elif msgs:
-            frames = encode_batch(msgs)
-            self.pub.send_multipart(frames, copy=all(getattr(f, "nbytes", 0) < 4096 for f in frames[3::2]))
+            frames = encode_batch(msgs, source, gen)
+            self.pub.send_multipart(frames, copy=all(getattr(f, "nbytes", 0) < 4096 for f in frames[3:]))
 
     def recv(self, timeout_ms: int = 100) -> Message | None:
         """The next valid message, or None after `timeout_ms` (bad ones are counted and skipped)."""
@@ -443,13 +445,24 @@ class BusClient:
             except zmq.Again:
                 return None
             try:  # a batch is all or nothing: one bad message in it drops it whole, counted once
-                self._batch.extend((decode(one), one) for one in split(frames))
+                msgs = decode_all(frames)
             except WireError as e:
-                self._batch.clear()
                 self._drop(e)
                 return None
-        msg, self.last_frames = self._batch.popleft()
-        return msg
+            if len(msgs) == 1:
+                self._frames, self._last = frames, msgs[0]
+                return msgs[0]
+            self._batch.extend(msgs)
+        self._frames, self._last = None, self._batch.popleft()
+        return self._last
+
+    @property
+    def last_frames(self) -> list:
+        """The frames of the message `recv` returned last, as sending it alone puts them on the wire
+        (for recorders: one of a batch is encoded again, on demand)."""
+        if self._frames is None:
+            self._frames = encode(self._last)
+        return self._frames
 
     @property
     def waiting(self) -> bool:

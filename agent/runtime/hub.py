@@ -134,7 +134,7 @@ class Hub(Service):
 
     def _flush(self) -> None:
         for batch in self.outbox.values():
-            self.bus.send_batch(batch)
+            self.send_batch(batch)
         self.outbox.clear()
 
     def _ack(self, now: float) -> None:
@@ -181,7 +181,7 @@ class Hub(Service):
             self._told[fb.modality] = msg.seq + 1
             if self.lossless:  # sent when the drain ends: one message per sense, not per stimulus
                 batch = self.outbox.setdefault(fb.modality, [])
-                batch.append(self.stamp(fb))
+                batch.append(fb)  # stamped as the batch is sent
                 if len(batch) >= BATCH:
                     self._flush()
             else:

@@ -128,6 +128,10 @@ class Service:
         """`msg` with this process's envelope: its name as the source, its run generation."""
         return replace(msg, source=self.name, gen=self.gen)
 
+    def send_batch(self, msgs: list[Message]) -> None:
+        """Messages of one kind and sense in one send, as this process's (no need to `stamp` each)."""
+        self.bus.send_batch(msgs, self.name, self.gen)
+
     def tick(self) -> None:
         """Periodic work (about every 10 ms, and after every burst of messages)."""
 

@@ -9,13 +9,16 @@ A message travels as ZeroMQ multipart frames `[topic, header, payload...]`:
   sequence number, source, generation, and per kind the dtype, shape and ids);
 * payload: the raw bytes of at most one array, sent and received without copies.
 
-A *batch* is several messages of one topic in one multipart message:
-`[topic, b"", header, payload?, header, payload?, ...]` (`encode_batch`; the empty
-frame says "batch", as no header is empty). Each kind has a payload or none, so
-`split` cuts it back into single messages, each then decoded and checked on its
-own; a batch with one bad message is one bad message, dropped whole. The lossless
-flow batches what it sends (one ZeroMQ send per burst instead of per stimulus); a
-recorder still sees, and writes, each message on its own.
+A *batch* is several messages of one kind, sense, source and generation in one
+multipart message: `[topic, b"", header, payload...]` (`encode_batch`; the empty
+frame says "batch", as no header is empty). Its header holds the shared envelope
+once and a list `rows`, one small map per message (its time, sequence number and
+kind's fields), then one payload frame per message for the kinds that carry one.
+`decode_all` reads it back into messages, each row checked exactly as a single
+message is; a batch with one bad row is one bad message, dropped whole. The
+lossless flow batches what it sends (one ZeroMQ send of three frames per burst
+instead of one send per stimulus); a recorder still writes each message on its
+own, as `encode` puts it on the wire.
 
 There is no pickle anywhere. `decode` checks every field and size against the
 schema (known kind and modality, integer ranges, dtype allowed, bytes matching
@@ -27,7 +30,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import msgpack
 import numpy as np
@@ -360,41 +364,44 @@ def topic(kind: str, modality: str = "") -> bytes:
 
 def encode(msg: Message) -> list:
     """Frames of a message: topic, msgpack header, then the payload array itself (zero copy)."""
+    row, payload = _row(msg)
+    header = {"v": VERSION, "kind": msg.KIND, "mod": msg.modality, "t": row.pop("t"), "seq": row.pop("seq"),
+              "src": msg.source, "gen": int(msg.gen), **row}
+    return [_topic_of(msg), msgpack.packb(header, use_bin_type=True), *payload]
+
+
+def _row(msg: Message) -> tuple[dict, list]:
+    """A message's own header fields (all but the shared envelope) and its payload frames."""
     extra, payload = _CODECS[msg.KIND][0](msg)
-    modality = msg.modality
-    header = {"v": VERSION, "kind": msg.KIND, "mod": modality, "t": int(msg.t_ns), "seq": int(msg.seq),
-              "src": msg.source, "gen": int(msg.gen), **extra}
-    sub = msg.source if msg.KIND == "stats" else modality
-    return [topic(msg.KIND, _topic_name(sub)), msgpack.packb(header, use_bin_type=True), *payload]
+    return {"t": int(msg.t_ns), "seq": int(msg.seq), **extra}, payload
 
 
-def encode_batch(msgs: Sequence[Message]) -> list:
-    """Frames of several messages that share one topic: the topic, the batch mark, then each one's
-    header and payload."""
+def _topic_of(msg: Message) -> bytes:
+    return topic(msg.KIND, _topic_name(msg.source if msg.KIND == "stats" else msg.modality))
+
+
+def encode_batch(msgs: Sequence[Message], source: str | None = None, gen: int | None = None) -> list:
+    """Frames of several messages of one kind and sense: the topic, the batch mark, one header (the
+    envelope once, then a row per message) and each one's payload. Sent as from `source` in
+    generation `gen` when given (the messages' own are then not read), else all must share theirs."""
     if not 1 <= len(msgs) <= MAX_BATCH:
         raise WireError(f"a batch holds 1 to {MAX_BATCH} messages, not {len(msgs)}")
-    frames = [b"", b""]
+    first = msgs[0]
+    stamped = source is None or gen is None
+    source = first.source if source is None else source
+    gen = first.gen if gen is None else gen
+    rows, payloads = [], []
     for msg in msgs:
-        one = encode(msg)
-        if frames[0] and one[0] != frames[0]:
-            raise WireError(f"a batch shares one topic: {one[0]!r} is not {frames[0]!r}")
-        frames[0] = one[0]
-        frames.extend(one[1:])
-    return frames
-
-
-def split(frames: Sequence[Any]) -> list[list]:
-    """The frames of each message of a batch, or of the one message that is not a batch; `WireError`
-    if a batch cannot be cut into whole messages. Each is still to be `decode`d."""
-    if len(frames) < 3 or len(_buffer(frames[1])) != 0:
-        return [list(frames)]
-    kind = bytes(_buffer(frames[0])).partition(b".")[0].decode("ascii", "replace")
-    per = 2 if kind in _WITH_PAYLOAD else 1
-    body = len(frames) - 2
-    if body % per or not 1 <= body // per <= MAX_BATCH:
-        raise WireError(f"a batch of {kind!r} messages needs {per} frame(s) per message, 1 to {MAX_BATCH} "
-                        f"messages; got {body} frames")
-    return [[frames[0], *frames[i : i + per]] for i in range(2, len(frames), per)]
+        if msg.KIND != first.KIND or msg.modality != first.modality or \
+                (stamped and (msg.source != source or msg.gen != gen)):
+            raise WireError(f"a batch shares kind, sense, source and generation: {msg.KIND} {msg.modality!r} "
+                            f"from {msg.source!r} gen {msg.gen} is not {first.KIND} {first.modality!r} "
+                            f"from {source!r} gen {gen}")
+        row, payload = _row(msg)
+        rows.append(row)
+        payloads.extend(payload)
+    header = {"v": VERSION, "kind": first.KIND, "mod": first.modality, "src": source, "gen": int(gen), "rows": rows}
+    return [_topic_of(first), b"", msgpack.packb(header, use_bin_type=True), *payloads]
 
 
 def _topic_name(text: str) -> str:
@@ -402,10 +409,39 @@ def _topic_name(text: str) -> str:
 
 
 def decode(frames: Sequence[Any]) -> Message:
-    """Parse and validate frames into a message; `WireError` if anything is off."""
+    """Parse and validate the frames of one message; `WireError` if anything is off."""
     if not 2 <= len(frames) <= 3:
         raise WireError(f"a message has 2 or 3 frames, got {len(frames)}")
-    head = _buffer(frames[1])
+    h = _header(frames[1])
+    parse, common = _envelope(h, frames[0])
+    return parse({**common, "t_ns": _int(h, "t"), "seq": _int(h, "seq", 0)}, h, list(frames[2:]))
+
+
+def decode_all(frames: Sequence[Any]) -> list[Message]:
+    """The messages of a batch, or the one message that is not a batch; `WireError` if any is off."""
+    if len(frames) < 3 or len(_buffer(frames[1])) != 0:
+        return [decode(frames)]
+    h = _header(frames[2])
+    parse, common = _envelope(h, frames[0])
+    rows = h.get("rows")
+    if not isinstance(rows, list) or not 1 <= len(rows) <= MAX_BATCH:
+        raise WireError(f"a batch header needs 'rows', a list of 1 to {MAX_BATCH} messages")
+    payloads = list(frames[3:])
+    per = 1 if h["kind"] in _WITH_PAYLOAD else 0
+    if len(payloads) != per * len(rows):
+        raise WireError(f"a batch of {len(rows)} {h['kind']!r} messages needs {per * len(rows)} payload frames, "
+                        f"got {len(payloads)}")
+    out = []
+    for k, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise WireError("each row of a batch must be a msgpack map")
+        out.append(parse({**common, "t_ns": _int(row, "t"), "seq": _int(row, "seq", 0)}, row,
+                         payloads[k : k + 1] if per else []))
+    return out
+
+
+def _header(frame: Any) -> dict:
+    head = _buffer(frame)
     if len(head) > MAX_HEADER_BYTES:
         raise WireError(f"header of {len(head)} bytes exceeds the cap of {MAX_HEADER_BYTES}")
     try:
@@ -416,15 +452,20 @@ def decode(frames: Sequence[Any]) -> Message:
         raise WireError("header must be a msgpack map")
     if type(h.get("v")) is not int or h["v"] != VERSION:
         raise WireError(f"unsupported wire version {h.get('v')!r} (this build speaks {VERSION})")
+    return h
+
+
+def _envelope(h: dict, topic_frame: Any) -> tuple[Callable, dict]:
+    """The kind's parser and the envelope fields every message of the header shares, checked
+    against the topic the frames came under."""
     kind = h.get("kind")
     codec = _CODECS.get(kind) if isinstance(kind, str) else None
     if codec is None:
         raise WireError(f"unknown message kind {kind!r}")
     modality = _name(h, "mod", allow_empty=kind not in _PER_MODALITY)
-    common = {"modality": modality, "t_ns": _int(h, "t"), "seq": _int(h, "seq", 0), "source": _source(h),
-              "gen": _int(h, "gen", 0)}
+    common = {"modality": modality, "source": _source(h), "gen": _int(h, "gen", 0)}
     sub = common["source"] if kind == "stats" else modality
     want_topic = topic(kind, _topic_name(sub))
-    if bytes(_buffer(frames[0])) != want_topic:
-        raise WireError(f"topic {bytes(_buffer(frames[0]))[:40]!r} does not match the header ({want_topic!r})")
-    return codec[1](common, h, list(frames[2:]))
+    if bytes(_buffer(topic_frame)) != want_topic:
+        raise WireError(f"topic {bytes(_buffer(topic_frame))[:40]!r} does not match the header ({want_topic!r})")
+    return codec[1], common

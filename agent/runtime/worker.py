@@ -209,7 +209,7 @@ class EncoderWorker(Service):
         """Lossless: what was learned since the last flush goes out, cluster changes first (one
         batch per topic; the hub applies each change before the excitation of its seq)."""
         for kind in ("clusters", "excite"):
-            self.bus.send_batch(self.outbox[kind])
+            self.send_batch(self.outbox[kind])
             self.outbox[kind].clear()
 
     def _dispatch_waiting(self) -> None:
@@ -304,7 +304,7 @@ class EncoderWorker(Service):
             self.experience.add(_as_float(stim.data), stim.t_ns)
         for msg in out:  # cluster changes first: the CDZ applies them before the excitation
             if self.lossless:
-                self.outbox[msg.KIND].append(self.stamp(msg))
+                self.outbox[msg.KIND].append(msg)  # stamped as the batch is sent
             else:
                 self.bus.send(self.stamp(msg))
         if relived:
