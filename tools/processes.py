@@ -195,7 +195,7 @@ def cmd_play(args: argparse.Namespace) -> int:
             player.ready()
         else:
             player.start(start)
-        player.run(timeout_ms=1)
+        _profiled(lambda: player.run(timeout_ms=1), "player")
     finally:
         client.close()
     return 0

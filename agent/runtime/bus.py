@@ -22,6 +22,7 @@ import errno
 import fcntl
 import ipaddress
 import logging
+import math
 import os
 import socket
 import time
@@ -428,7 +429,7 @@ class BusClient:
             return self.recv_ready()
         deadline = time.monotonic() + timeout_ms / 1000.0
         while True:
-            left = max(0, int((deadline - time.monotonic()) * 1000))
+            left = max(0, math.ceil((deadline - time.monotonic()) * 1000))  # rounded down, 1 ms would never wait
             if not self.sub.poll(left):
                 return None
             msg = self.recv_ready()
