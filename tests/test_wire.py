@@ -486,8 +486,11 @@ def test_a_batch_of_each_kind_decodes_to_its_messages_in_order(name):
     msgs = _three(S[name])
     frames = encode_batch(msgs)
     assert frames[0] == EXPECTED_TOPICS[name] and frames[1] == b""
-    payloads = sum(1 for m in msgs for f in dataclasses.fields(m) if isinstance(getattr(m, f.name), np.ndarray))
-    assert len(frames) == 3 + payloads  # one header for all, then only the arrays
+    arrays = [getattr(m, f.name) for m in msgs for f in dataclasses.fields(m)
+              if isinstance(getattr(m, f.name), np.ndarray)]
+    assert len(frames) == 3 + bool(arrays)  # one header for all, then every array in one frame
+    if arrays:
+        assert len(frames[3]) == sum(a.nbytes for a in arrays)
     got = decode_all(frames)
     assert len(got) == 3
     for g, m in zip(got, msgs):
@@ -523,7 +526,8 @@ def _rebatched(frames: list, **edits) -> list:
 
 
 @pytest.mark.parametrize("case", ["bad row", "row not a map", "no rows", "too many rows", "payload missing",
-                                  "payload extra", "wrong topic", "bad envelope"])
+                                  "payload extra", "payload short", "payload long", "bad row shape", "wrong topic",
+                                  "bad envelope"])
 def test_a_bad_batch_is_one_wire_error(case):
     exc = encode_batch(_three(S["excite"]))
     stim = encode_batch(_three(S["stimulus_uint8"]))
@@ -535,6 +539,9 @@ def test_a_bad_batch_is_one_wire_error(case):
         "too many rows": _rebatched(exc, rows=[rows[0]] * (MAX_BATCH + 1)),
         "payload missing": stim[:-1],
         "payload extra": exc + [b"\x00" * 4],
+        "payload short": [*stim[:3], bytes(stim[3])[:-1]],
+        "payload long": [*stim[:3], bytes(stim[3]) + b"\x00"],
+        "bad row shape": _rebatched(stim, rows=[{**r, "shape": [3, 5]} for r in msgpack.unpackb(stim[2])["rows"]]),
         "wrong topic": [b"excite.audio", *exc[1:]],
         "bad envelope": _rebatched(exc, gen=-1),
     }[case]

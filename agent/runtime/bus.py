@@ -421,7 +421,7 @@ class BusClient:
             self.send(one if source is None or gen is None else replace(one, source=source, gen=gen))
         elif msgs:
             frames = encode_batch(msgs, source, gen)
-            self.pub.send_multipart(frames, copy=all(getattr(f, "nbytes", 0) < 4096 for f in frames[3:]))
+            self.pub.send_multipart(frames, copy=len(frames) < 4 or len(frames[3]) < 65536)
 
     def recv(self, timeout_ms: int = 100) -> Message | None:
         """The next valid message, or None after `timeout_ms` (bad ones are counted and skipped)."""

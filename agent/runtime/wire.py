@@ -10,14 +10,15 @@ A message travels as ZeroMQ multipart frames `[topic, header, payload...]`:
 * payload: the raw bytes of at most one array, sent and received without copies.
 
 A *batch* is several messages of one kind, sense, source and generation in one
-multipart message: `[topic, b"", header, payload...]` (`encode_batch`; the empty
+multipart message: `[topic, b"", header, payload?]` (`encode_batch`; the empty
 frame says "batch", as no header is empty). Its header holds the shared envelope
 once and a list `rows`, one small map per message (its time, sequence number and
-kind's fields), then one payload frame per message for the kinds that carry one.
+kind's fields), then, for the kinds that carry an array, one frame holding every
+message's array back to back (each row's dtype and shape say where its own ends).
 `decode_all` reads it back into messages, each row checked exactly as a single
 message is; a batch with one bad row is one bad message, dropped whole. The
-lossless flow batches what it sends (one ZeroMQ send of three frames per burst
-instead of one send per stimulus); a recorder still writes each message on its
+lossless flow batches what it sends (one ZeroMQ send of three or four frames per
+burst instead of one send per stimulus); a recorder still writes each message on its
 own, as `encode` puts it on the wire.
 
 There is no pickle anywhere. `decode` checks every field and size against the
@@ -45,6 +46,8 @@ MAX_PAYLOAD_BYTES = 8 * 1024 * 1024  # a 64x64 float32 spectrogram is 16 KiB; a 
 MAX_IDS = 65536  # ids per feedback / cluster-change message (a pruning round can delete thousands)
 MAX_DIMS = 4
 DTYPES = ("uint8", "int16", "float32")
+_NATIVE = {np.dtype(n).newbyteorder("="): n for n in DTYPES}  # dtype.name is slow for a per-message check
+_ITEMSIZE = {n: np.dtype(n).itemsize for n in DTYPES}
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")  # used with fullmatch
 _I64 = (-(2**63), 2**63 - 1)
 
@@ -111,23 +114,29 @@ def _floats(h: dict, key: str, n: int) -> tuple[float, ...]:
     return tuple(out)
 
 
-def _array(h: dict, payload: list) -> np.ndarray:
-    """The single array payload, as a read-only view of the received frame (no copy)."""
+def _payload_size(h: dict) -> int:
+    """Bytes of the array a header describes (its dtype and shape checked)."""
     dtype, shape = h.get("dtype"), h.get("shape")
     if dtype not in DTYPES:
         raise WireError(f"payload dtype must be one of {DTYPES}, got {dtype!r}")
     if not isinstance(shape, list) or not 1 <= len(shape) <= MAX_DIMS or \
             any(type(s) is not int or not 1 <= s <= MAX_PAYLOAD_BYTES for s in shape):
         raise WireError(f"payload shape must be 1 to {MAX_DIMS} positive integers, got {shape!r}")
+    want = math.prod(shape) * _ITEMSIZE[dtype]  # Python ints: no overflow
+    if want > MAX_PAYLOAD_BYTES:
+        raise WireError(f"payload of {want} bytes exceeds the cap of {MAX_PAYLOAD_BYTES}")
+    return want
+
+
+def _array(h: dict, payload: list) -> np.ndarray:
+    """The single array payload, as a read-only view of the received frame (no copy)."""
+    want = _payload_size(h)
     if len(payload) != 1:
         raise WireError(f"expected exactly one payload frame, got {len(payload)}")
     buf = _buffer(payload[0])
-    want = math.prod(shape) * np.dtype(dtype).itemsize  # Python ints: no overflow
-    if want > MAX_PAYLOAD_BYTES:
-        raise WireError(f"payload of {want} bytes exceeds the cap of {MAX_PAYLOAD_BYTES}")
     if len(buf) != want:
-        raise WireError(f"payload has {len(buf)} bytes; dtype {dtype} and shape {shape} need {want}")
-    arr = np.frombuffer(buf, dtype=dtype).reshape(shape)
+        raise WireError(f"payload has {len(buf)} bytes; dtype {h['dtype']} and shape {h['shape']} need {want}")
+    arr = np.frombuffer(buf, dtype=h["dtype"]).reshape(h["shape"])
     arr.flags.writeable = False  # a view of the received frame: copy before changing it
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise WireError("payload contains NaN or inf")
@@ -149,14 +158,18 @@ def _as_payload(arr: np.ndarray) -> tuple[dict, np.ndarray]:
     if not isinstance(arr, np.ndarray) or not 1 <= arr.ndim <= MAX_DIMS or arr.size == 0:
         raise WireError(f"cannot send {type(arr).__name__} of shape {getattr(arr, 'shape', None)}: "
                         f"need an array of 1 to {MAX_DIMS} dims")
-    if arr.dtype.name not in DTYPES:
-        raise WireError(f"cannot send dtype {arr.dtype}; allowed: {DTYPES}")
-    arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("="))
+    name = _NATIVE.get(arr.dtype)
+    if name is None:  # another byte order (or a dtype nobody reads)
+        name = arr.dtype.name
+        if name not in DTYPES:
+            raise WireError(f"cannot send dtype {arr.dtype}; allowed: {DTYPES}")
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    arr = np.ascontiguousarray(arr)
     if arr.nbytes > MAX_PAYLOAD_BYTES:
         raise WireError(f"payload of {arr.nbytes} bytes exceeds the cap of {MAX_PAYLOAD_BYTES}")
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise WireError("cannot send NaN or inf")
-    return {"dtype": arr.dtype.name, "shape": list(arr.shape)}, arr
+    return {"dtype": name, "shape": list(arr.shape)}, arr
 
 
 # ---------------------------------------------------------------------- each kind's header
@@ -401,7 +414,10 @@ def encode_batch(msgs: Sequence[Message], source: str | None = None, gen: int | 
         rows.append(row)
         payloads.extend(payload)
     header = {"v": VERSION, "kind": first.KIND, "mod": first.modality, "src": source, "gen": int(gen), "rows": rows}
-    return [_topic_of(first), b"", msgpack.packb(header, use_bin_type=True), *payloads]
+    frames = [_topic_of(first), b"", msgpack.packb(header, use_bin_type=True)]
+    if payloads:  # every array back to back in one frame; each row's dtype and shape say where it ends
+        frames.append(b"".join(memoryview(a).cast("B") for a in payloads))
+    return frames
 
 
 def _topic_name(text: str) -> str:
@@ -426,17 +442,23 @@ def decode_all(frames: Sequence[Any]) -> list[Message]:
     rows = h.get("rows")
     if not isinstance(rows, list) or not 1 <= len(rows) <= MAX_BATCH:
         raise WireError(f"a batch header needs 'rows', a list of 1 to {MAX_BATCH} messages")
-    payloads = list(frames[3:])
-    per = 1 if h["kind"] in _WITH_PAYLOAD else 0
-    if len(payloads) != per * len(rows):
-        raise WireError(f"a batch of {len(rows)} {h['kind']!r} messages needs {per * len(rows)} payload frames, "
-                        f"got {len(payloads)}")
-    out = []
-    for k, row in enumerate(rows):
+    arrays = h["kind"] in _WITH_PAYLOAD
+    if len(frames) != 3 + arrays:
+        raise WireError(f"a batch of {h['kind']!r} messages has {3 + arrays} frames, got {len(frames)}")
+    buf = _buffer(frames[3]) if arrays else memoryview(b"")
+    out, at = [], 0
+    for row in rows:
         if not isinstance(row, dict):
             raise WireError("each row of a batch must be a msgpack map")
-        out.append(parse({**common, "t_ns": _int(row, "t"), "seq": _int(row, "seq", 0)}, row,
-                         payloads[k : k + 1] if per else []))
+        payload = []
+        if arrays:
+            end = at + _payload_size(row)
+            if end > len(buf):
+                raise WireError(f"a batch's payload of {len(buf)} bytes ends before its rows' arrays do")
+            payload, at = [buf[at:end]], end
+        out.append(parse({**common, "t_ns": _int(row, "t"), "seq": _int(row, "seq", 0)}, row, payload))
+    if at != len(buf):
+        raise WireError(f"a batch's payload has {len(buf) - at} bytes beyond its rows' arrays")
     return out
 
 
