@@ -622,3 +622,27 @@ def test_resume_after_pruning_is_identical_to_uninterrupted_run():
     z = pos(src, child).copy()  # both children sit at the same mean: a distance tie
     assert src.excite(z, 100.0) == dst.excite(z, 100.0)
     assert_same_state(snapshot(src), snapshot(dst))
+
+
+@pytest.mark.parametrize("fed", [0, 1, 3, 40])
+def test_next_feedback_bound_is_what_a_fully_certain_connection_adds(fed):
+    """The bound the lossless sequencer runs ahead on: exactly the next feedback's addition when the
+    connection is fully certain, never less than a less certain one's, and below 4 * feedback_lr."""
+    lr = 0.05
+    cx = make(initial_nodes=2, feedback_lr=lr, age_factor=25.0)
+    a = cx.excite(v(0, 0), 0.0)
+    b = cx.excite(v(10, 0), 1.0)
+    for _ in range(fed):
+        cx.feedback(a.node_id, a.cluster_id, 0.5)
+    bound = cx.next_feedback_bound(a.node_id)
+    added = {}
+    for conn in (1.0, 0.3):
+        probe = make(initial_nodes=2, feedback_lr=lr, age_factor=25.0)
+        probe.load_state_dict(cx.state_dict())
+        before = link(probe, a.node_id, b.cluster_id)
+        probe.feedback(a.node_id, b.cluster_id, conn)
+        after = link(probe, a.node_id, b.cluster_id)
+        added[conn] = (after - before) / (1.0 - after)  # rows sum to 1: after = (before + x) / (1 + x)
+    assert added[1.0] == pytest.approx(bound, rel=1e-4)
+    assert added[0.3] <= bound + 1e-7 and bound <= 4 * lr
+    assert (bound < 2 * lr) == (fed < 5)  # a young node's certainty is small

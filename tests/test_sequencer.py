@@ -150,3 +150,19 @@ def test_a_lead_that_two_feedbacks_can_overturn_is_not_run_past():
     seq.offer(stim(3, 1020, value=1.1))
     assert learn(seq, cortex) == [2] and seq.waited == 1  # 3 waits for the feedback on 2
     assert seq.overtake(1) == pytest.approx(d) and seq.overtake(2) > 2 * d
+
+
+def test_one_feedback_is_bounded_by_the_node_as_it_stands_so_a_young_node_runs_ahead():
+    """A node that has had no feedback yet has certainty 0: one feedback adds at most feedback_lr,
+    not 4 * feedback_lr. A lead between the two runs ahead of one pending feedback, not of two."""
+    for pending, ran in ((1, [2, 3]), (2, [2])):
+        seq, cortex = seeded()
+        lr = cortex.settings.feedback_lr
+        lead = 2 * lr  # above what one feedback to this young node can add, below 4 * lr
+        slot, other = 1, 0
+        cortex.link[slot, : cortex.c_hi] = 0.0
+        cortex.link[slot, slot], cortex.link[slot, other] = (1 + lead) / 2, (1 - lead) / 2
+        assert cortex.next_feedback_bound(int(cortex.node_id[slot])) == pytest.approx(lr)
+        seq.offer(stim(2, 1010, near=pending, value=0.9))
+        seq.offer(stim(3, 1020, value=1.1))
+        assert learn(seq, cortex) == ran

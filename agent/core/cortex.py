@@ -206,6 +206,16 @@ class Cortex:
         top2 = np.partition(row, row.size - 2)[-2:]
         return float(top2[1] - top2[0])
 
+    def next_feedback_bound(self, node_id: int) -> float:
+        """The most the node's next feedback can add to one of its cluster links, as the node stands
+        now: `feedback_lr * (1 + node certainty * connection certainty)^2` with the connection's
+        certainty at its largest, 1. A young or unsure node gets far less than 4 * feedback_lr."""
+        n = self.node_slot[node_id]
+        row = self.link[n, : self.c_hi]
+        s = self.settings
+        node_certainty = certainty(float(row.max()), float(self.node_feedbacks[n]), s.age_factor)
+        return s.feedback_lr * (1.0 + node_certainty) ** 2
+
     @property
     def maintenance_due(self) -> bool:
         """Whether the next stimulus ends with a pruning or growth round (they read every node)."""

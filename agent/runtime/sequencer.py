@@ -105,12 +105,16 @@ class LosslessSequencer:
         if stim.learn and exc.cluster_id >= 0:
             self.recent_own.append((stim.t_ns, exc.node_id, stim.near))
 
-    def overtake(self, feedbacks: int) -> float:
+    def overtake(self, feedbacks: int, node: int | None = None) -> float:
         """The largest lead of a node's strongest cluster link that `feedbacks` feedbacks can overturn.
 
         Each adds at most d = 4 * feedback_lr to one link, then the row is divided by its new
         sum (1 + d), which shrinks the lead too: k of them to the runner-up overturn any lead
-        below (1 + d)^k - 1, more than k * d from the second on."""
+        below (1 + d)^k - 1, more than k * d from the second on. A single one meets the node as
+        it stands now (every other feedback on it is in), so its bound is the cortex's for that
+        node (`Cortex.next_feedback_bound`), far below d while the node is young or unsure."""
+        if feedbacks == 1 and node is not None:
+            return self.cortex.next_feedback_bound(node)
         return (1.0 + self.feedback_bound) ** feedbacks - 1.0
 
     def next_checkpoint(self, after: int) -> int:
@@ -151,7 +155,7 @@ class LosslessSequencer:
                 pending += near
         if pending == 0:
             return True
-        if cortex.link_margin(node) <= self.overtake(pending) + 1e-4:
+        if cortex.link_margin(node) <= self.overtake(pending, node) + 1e-4:
             return False  # those feedbacks could change which cluster the node excites
         slot = cortex.node_slot[node]  # late feedback must see the encoding from before this one
         self.z_before.setdefault(node, deque()).append((stim.seq, cortex.last_z[slot].copy()))
