@@ -213,13 +213,10 @@ class EncoderWorker(Service):
             self.outbox[kind].clear()
 
     def _dispatch_waiting(self) -> None:
-        while self.running:
+        while self.running and self.bus.waiting:  # one cheap poll when nothing waits
             msg = self.bus.recv_ready()
-            if msg is None:
-                if not self.bus.waiting:
-                    return
-                continue
-            self._dispatch(msg)
+            if msg is not None:
+                self._dispatch(msg)
 
     def _encode(self, stimuli: list[Stimulus]) -> list[np.ndarray | None]:
         """Encodings of a batch of stimuli (encoding never depends on learning); None for a wrong shape."""
