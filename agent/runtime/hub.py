@@ -154,9 +154,7 @@ class Hub(Service):
         self.processed += 1
         self._rate_count += 1
         self._t_done = msg.t_ns
-        if msg.learn:
-            self._send_feedback(msg, feedback)
-        if msg.cluster_id >= 0:
+        if msg.cluster_id >= 0:  # recall first: a reconstruction waits on it, feedback on nobody live
             recalled = self.unit.recall(msg)
             if self.lossless and msg.seq < len(self.log_cluster):
                 self.log_cluster[msg.seq] = msg.cluster_id
@@ -170,6 +168,8 @@ class Hub(Service):
                         self.bus.send(Recall(other, msg.t_ns, msg.seq, cluster, m, msg.cluster_id,
                                              source=self.name, gen=self.gen, internal=msg.internal, depth=msg.depth))
                         self.recalls += 1
+        if msg.learn:
+            self._send_feedback(msg, feedback)
         if not self.lossless and not msg.relived:
             ms = (time.time_ns() - msg.t_ns) / 1e6
             self.latency.add(ms)

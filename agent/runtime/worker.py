@@ -297,13 +297,13 @@ class EncoderWorker(Service):
             if self.rejected == 1:
                 log.warning("%s: rejected a stimulus (%s); further ones are only counted", self.name,
                             self.unit.last_error)
-        elif stim.learn and not self.lossless and not stim.internal:
-            self.experience.add(_as_float(stim.data), stim.t_ns)
         for msg in out:  # cluster changes first: the CDZ applies them before the excitation
             if self.lossless:
                 self.outbox[msg.KIND].append(msg)  # stamped as the batch is sent
             else:
                 self.bus.send(self.stamp(msg))
+        if exc.cluster_id >= 0 and stim.learn and not self.lossless and not stim.internal:
+            self.experience.add(_as_float(stim.data), stim.t_ns)  # after the send: off the latency path
         if relived:
             self.relived += 1
             return exc
