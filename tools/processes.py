@@ -139,7 +139,8 @@ def cmd_hub(args: argparse.Namespace) -> int:
     client = _client(args, "hub", hears("hub"))
     try:
         hub = Hub.from_run(client, run, lossless=not args.live, total=_total(args, run),
-                           checkpoint_every=args.checkpoint_every, gen=args.gen, recall=not args.no_recall)
+                           checkpoint_every=args.checkpoint_every, gen=args.gen, recall=not args.no_recall,
+                           recall_hz=args.recall_hz)
         hub.ready(step=hub.next_seq)
         _profiled(hub.run, "hub")
     finally:
@@ -303,6 +304,9 @@ def add_parsers(sub: argparse._SubParsersAction, common) -> None:
                                    f"cdz hub --bus {example_bus} --run runs/latest --live"))
     process_args(sp)
     sp.add_argument("--no-recall", action="store_true", help="do not ask workers for reconstructions")
+    sp.add_argument("--recall-hz", type=float, default=60.0, metavar="HZ",
+                    help="most recalls sent per second to each sense, for its reconstructions (0: no limit; "
+                         "default 60)")
     sp.set_defaults(func=cmd_hub)
 
     sp = sub.add_parser("worker", help="run the encoder worker of one modality (autoencoder + nodes/clusters)",

@@ -52,12 +52,16 @@ class Role:
     essential: bool = True  # says `ready` before the run goes on (hub, workers, a lossless player)
 
 
+LOSSLESS_RECALL_HZ = 10  # a viewer draws 10 frames a second; more reconstructions would only cost the workers
+
+
 def lossless_roles(run: Path, modalities: tuple[str, ...], *, total: int, checkpoint_every: int, window: int,
                    speed: float) -> list[Role]:
     """A replay that must end bit-identical to the one-process brain: hub, a worker per sense, the player."""
     common = ("--run", str(run), "--quiet")
     stop = ("--total", str(total), "--checkpoint-every", str(checkpoint_every))
-    return [Role("hub", ("hub", *common, *stop), "hub.log"),
+    watch = ("--recall-hz", str(LOSSLESS_RECALL_HZ))  # reconstructions for a viewer, not for learning
+    return [Role("hub", ("hub", *common, *stop, *watch), "hub.log"),
             *(Role(f"worker-{m}", ("worker", m, *common, *stop), f"worker-{m}.log") for m in modalities),
             Role("player", ("play", *common, "--window", str(window), "--speed", str(speed), "--wait-go"),
                  "player.log")]
