@@ -18,7 +18,8 @@ import pytest
 
 from agent.core.messages import Excitation, Reconstruction, Stimulus
 from tests.processes import wait_for
-from tools.think import SEQ_BASE, ThoughtLoop, think_chain, think_report
+from agent.runtime.thought import SEQ_BASE, ThoughtLoop
+from tools.think import think_chain, think_report
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -224,6 +225,13 @@ def live(run, data_dir):
     assert not any(c.alive() for c in agent.children.values())
 
 
+def seed_from(loop: ThoughtLoop, path: Path) -> None:
+    """Queue a chain from an image file, as `cdz think --from FILE` does."""
+    from tools.recall import read_stimulus
+
+    loop.seed_stimulus(*read_stimulus(path))
+
+
 def thinker(agent, **kw) -> ThoughtLoop:
     from agent.runtime.bus import BusClient
 
@@ -277,7 +285,9 @@ def test_a_seeded_chain_on_the_bus_mirrors_the_in_process_chain(live, run, seed_
 
     loop = thinker(live, rate=4.0, max_depth=8)
     try:
-        assert loop.seed_file(seed_png) == "visual"
+        modality, x = read_stimulus(seed_png)
+        assert modality == "visual"
+        loop.seed_stimulus(modality, x)
         loop.run(timeout_ms=5)
     finally:
         loop.bus.close()
@@ -301,7 +311,7 @@ def test_recollections_of_thoughts_are_marked_as_thoughts(live, seed_png):
     listener.handshake(timeout_s=30)
     loop = thinker(live, rate=4.0, max_depth=4)
     try:
-        loop.seed_file(seed_png)
+        seed_from(loop, seed_png)
         loop.run(timeout_ms=5)
         recons, deadline = [], time.monotonic() + 3.0
         while time.monotonic() < deadline:
@@ -345,7 +355,7 @@ def test_real_input_interrupts_a_chain_on_the_bus_and_seeds_the_next(live, seed_
     assert ready.wait(40)
     loop = thinker(live, rate=4.0, max_depth=8, from_live=True, exit_when_idle=True)
     try:
-        loop.seed_file(seed_png)
+        seed_from(loop, seed_png)
         loop.run(timeout_ms=5)
         wait_for(lambda: {e["seq"] for e in loop.chain} <= {m.seq for _, m in list(seen) if m.source == "thinker"},
                  10, "the outsider to hear every thought sent")
@@ -372,7 +382,7 @@ def test_thoughts_change_no_weights_unless_learning_from_them(live, seed_png):
     before = checkpoint(live)
     loop = thinker(live, rate=8.0, max_depth=6)
     try:
-        loop.seed_file(seed_png)
+        seed_from(loop, seed_png)
         loop.run(timeout_ms=5)
     finally:
         loop.bus.close()
@@ -382,7 +392,7 @@ def test_thoughts_change_no_weights_unless_learning_from_them(live, seed_png):
 
     loop = thinker(live, rate=8.0, max_depth=6, learn_from_thoughts=True)
     try:
-        loop.seed_file(seed_png)
+        seed_from(loop, seed_png)
         loop.run(timeout_ms=5)
     finally:
         loop.bus.close()

@@ -3,7 +3,9 @@
 
 A stimulus excites a cluster of its sense; the CDZ recalls, for each other sense, the
 cluster it is most strongly connected to; a recalled cluster is imagined as the position
-of its mode node (its typical stimulus) through that sense's decoder.
+of its mode node (its typical stimulus) through that sense's decoder. A thought is
+such an imagined stimulus fed back as a stimulus of its own sense (`feed_back`), which
+recalls the next sense in turn (`next_modality`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 from agent.core.autoencoder import Autoencoder, decode, encode
 from agent.core.brain import Brain
 from agent.core.cortex import Cortex
+from agent.core.stream import logged_partner
 
 
 def imagine(cortex: Cortex, model: Autoencoder, cluster_ids: Iterable[int]) -> dict[int, np.ndarray]:
@@ -48,3 +51,21 @@ def recollect(brain: Brain, models: dict[str, Autoencoder], modality: str, x: np
     got = {b: int(r[0]) for b, r in recalled.items()}
     imagined = {b: imagine(brain.cortices[b], models[b], [c]).get(c) for b, c in got.items()}
     return Recollection(modality, int(clusters[0]), got, imagined)
+
+
+def next_modality(modalities: tuple[str, ...], modality: str) -> str:
+    """The modality a thought in `modality` recalls (round robin, as the hub logs it)."""
+    return logged_partner(modalities)[modality]
+
+
+def feed_back(recon: np.ndarray, noise: float, rng: np.random.Generator) -> np.ndarray:
+    """A reconstruction as the next stimulus: Gaussian noise (std `noise`) lets the chain wander."""
+    x = np.asarray(recon, np.float32)
+    if noise > 0:
+        x = x + rng.normal(0.0, noise, x.shape).astype(np.float32)
+    return np.clip(x, 0.0, 1.0).astype(np.float32)
+
+
+def noise_stimulus(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """A spontaneous seed: uniform noise in the stimulus shape, no input behind it."""
+    return rng.random(shape, dtype=np.float32)
