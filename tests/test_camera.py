@@ -1,4 +1,4 @@
-"""sensors.camera: digit cards filmed by a camera become MNIST-like stimuli on the bus.
+"""sensors.camera and sensors.card: digit cards filmed by a camera become MNIST-like stimuli on the bus.
 
 The "camera" is a video written by tools.card_video (printed MNIST test digits on
 cards, uneven light, blur, hand jitter) and read back through real OpenCV capture,
@@ -23,6 +23,7 @@ import pytest
 from agent.runtime.bus import BusClient, free_tcp_bus
 from agent.core.messages import Frame, Stats, Stimulus
 from sensors import camera as C
+from sensors import card as K
 from sensors.features import FeatureError, ink_to_mnist
 from tools.card_video import make_card_video
 from tools.cli import main as cdz
@@ -346,8 +347,8 @@ def test_ink_to_mnist_rejects_blank_or_bad_input(bad):
 def test_find_card_sees_nothing_in_an_empty_scene():
     rng = np.random.default_rng(0)
     ramp = np.linspace(120, 220, 640)[None, :, None] + rng.normal(0, 3, (480, 640, 3))
-    assert C.find_card(np.clip(ramp, 0, 255).astype(np.uint8)) is None
-    assert C.find_card(np.zeros((480, 640, 3), np.uint8)) is None
+    assert K.find_card(np.clip(ramp, 0, 255).astype(np.uint8)) is None
+    assert K.find_card(np.zeros((480, 640, 3), np.uint8)) is None
 
 
 @pytest.mark.parametrize("angle", [-12.0, 9.0])
@@ -362,8 +363,8 @@ def test_find_card_turns_a_tilted_card_upright(angle):
     big, cover = cv2.warpAffine(big, turn, (640, 480)), cv2.warpAffine(cover, turn, (640, 480))
     wall = np.linspace(150, 190, 640, dtype=np.float32)[None, :].repeat(480, axis=0)
     frame = np.clip(wall * (1 - cover) + big * cover, 0, 255).astype(np.uint8)
-    upright, box = C.find_card(frame)
-    slanted, _ = C.find_card(frame, upright=False)
+    upright, box = K.find_card(frame)
+    slanted, _ = K.find_card(frame, upright=False)
     width = lambda crop: int((crop.max(axis=0) > 0.5).sum())  # noqa: E731
     assert width(upright) <= 13 < width(slanted)  # the bar is 10 px wide at the 320 px working size
     x, y, w, h = box
@@ -376,16 +377,16 @@ def test_tracker_emits_once_per_steady_card_and_sees_swaps():
     b = np.zeros((28, 28), np.float32)
     b[6:22, 6:22] = 1.0
     b[9:19, 9:19] = 0.0  # a "0"
-    tr = C.CardTracker(steady_frames=3, max_rate=0.0)
+    tr = K.CardTracker(steady_frames=3, max_rate=0.0)
     seq = [None] * 3 + [a] * 6 + [None] * 5 + [a] * 6 + [b] * 6 + [None, a, None] + [a] * 2
     emits = [i for i, s in enumerate(seq) if tr.update(s, i / 15.0)]
     assert emits == [5, 16, 22]  # third steady frame of each card; a one-frame flash never counts
     assert tr.cards == 3 and tr.emitted == 3 and tr.no_card == 10
 
-    tr = C.CardTracker(steady_frames=3, max_rate=0.0)
+    tr = K.CardTracker(steady_frames=3, max_rate=0.0)
     glitches = [a] * 5 + [b] + [a] * 5 + [b, None, b] + [a] * 5  # smeared frames in between, same card
     assert sum(tr.update(s, i / 15.0) for i, s in enumerate(glitches)) == 1 and tr.cards == 1
 
-    tr = C.CardTracker(steady_frames=1, max_rate=2.0)
+    tr = K.CardTracker(steady_frames=1, max_rate=2.0)
     emits = [i for i in range(60) if tr.update(a, i / 30.0)]
     assert emits == [0, 15, 30, 45]
