@@ -16,8 +16,8 @@ import pytest
 
 from agent.runtime.bus import BusClient
 from agent.core.messages import Control, Excitation, Frame, Reconstruction, Stats, Stimulus, Weights
-from tools.viewer import LABEL, TOPICS, HeadlessOutput, Viewer, ViewerError, ViewerState, gui_available, layout, open_output, \
-    render, run
+from tools.dashboard import LABEL, ViewerState, layout, render
+from tools.viewer import TOPICS, HeadlessOutput, Viewer, ViewerError, gui_available, open_output, run
 from tests.processes import wait_for
 
 pytestmark = pytest.mark.timeout(120)
