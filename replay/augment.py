@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agent.core.config import Config
 from sensors.features import audio_to_stimulus, read_wav_file
 
 IMAGE_DEGREES = 15.0
@@ -145,30 +144,3 @@ class SoundAugmenter:
             return wave
         snr_db = rng.uniform(*NOISE_SNR_DB)
         return (wave + mix * np.sqrt(p_sig / (p_mix * 10 ** (snr_db / 10)))).astype(np.float32)
-
-
-def make_augmenters(config: Config, x_train: dict[str, np.ndarray], from_files: bool = True) -> dict:
-    """Seeded augmentation of each modality's training rows (replay.augment), for teaching.
-
-    Sounds are augmented on their waveforms, so they need the FSDD files
-    (`from_files`); without them (a recorded session) sounds are not augmented.
-    """
-    from replay.datasets import list_fsdd_files
-    from replay.senses import train_filters
-
-    out: dict = {}
-    for m in config.modalities:
-        if m == "visual":
-            images, x = ImageAugmenter(), x_train[m]
-
-            def visual(rows: np.ndarray, seed: int, images=images, x=x) -> torch.Tensor:
-                return torch.cat([images(torch.from_numpy(x[rows[i : i + 4096]]), seed + i)
-                                  for i in range(0, len(rows), 4096)])
-
-            out[m] = visual
-        elif m == "audio" and from_files:
-            files = list_fsdd_files("train", **train_filters(config, m))
-            if len(files) != len(x_train[m]):
-                raise RuntimeError("the FSDD files do not match the audio training split")
-            out[m] = SoundAugmenter(files)
-    return out

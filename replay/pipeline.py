@@ -19,7 +19,7 @@ from agent.core.brain import Brain
 from agent.core.checkpoint import RunError, RunFolder, cortex_part, load_arrays, save_arrays
 from agent.core.config import Config
 from agent.core.state_check import StateError, check_arrays
-from replay.augment import make_augmenters
+from replay.senses import make_augmenters
 from replay.splits import load_splits, load_splits_x
 from agent.core.stream import Stream
 from replay.teacher import teaching_stream

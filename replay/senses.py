@@ -2,10 +2,12 @@
 
 A sense is declared once, in the manner of pylsl's `StreamInfo`: its name, the
 shape of one stimulus, the reader of its training and test data, its nominal
-rate in live use and, when a digit is not what its clusters stand for, the class
-a digit label is scored as. Everything else (the cortex, the CDZ's rows, the
-encoder, checkpoints, the scores) follows from `config.modalities`, so adding a
-sense means declaring it here (or in a test) and naming it in the config.
+rate in live use, how its stimuli may be augmented when an encoder is taught
+(training rows in a refinement, lived stimuli in a sleep; none: not augmented)
+and, when a digit is not what its clusters stand for, the class a digit label is
+scored as. Everything else (the cortex, the CDZ's rows, the encoder, checkpoints,
+the scores) follows from `config.modalities`, so adding a sense means declaring it
+here (or in a test) and naming it in the config.
 
 The encoder is the config's `[senses.<name>.encoder]` table; a sense without one
 has no encoder (`arch = "identity"`: its stimulus is its encoding).
@@ -17,11 +19,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from agent.core.config import REWARD, Config
-from replay.datasets import Split, load_fsdd, load_mnist
+from agent.core.sleep import AugmentStimuli
+from agent.core.teaching import Augment
+from replay.augment import ImageAugmenter, SoundAugmenter, SpectrogramAugmenter
+from replay.datasets import Split, list_fsdd_files, load_fsdd, load_mnist
 
 Loader = Callable[[Config, str], Split]  # (config, "train" or "test") -> the split the config selects
+TrainAugment = Callable[[Config, np.ndarray, bool], Augment | None]  # (config, training rows, from files) -> augmenter
 
 
 @dataclass(frozen=True)
@@ -31,8 +38,10 @@ class SenseInfo:
     name: str
     shape: tuple[int, int]  # one stimulus, as its encoder reads it
     load: Loader
-    rate_hz: float  # nominal stimuli per second in live use
+    rate_hz: float  # nominal stimuli per second in live use (`cdz bench pipeline` feeds each sense at it)
     classes: Callable[[Config, np.ndarray], np.ndarray] | None = None  # digit labels -> scored classes; None: digits
+    train_augment: TrainAugment | None = None  # augmenter of its training rows when a refinement teaches it
+    lived_augment: Callable[[], AugmentStimuli] | None = None  # augmenter of lived stimuli when a sleep teaches it
 
     def scored(self, config: Config, labels: np.ndarray) -> np.ndarray:
         """The classes its stimuli (labelled with the taught digit) are scored as."""
@@ -61,27 +70,63 @@ def sense(name: str) -> SenseInfo:
 # --------------------------------------------------------------------------- the built-in senses
 
 
-def train_filters(config: Config, modality: str) -> dict:
-    """The data filters of a sense's training split (digits, per class, FSDD speakers)."""
+def make_augmenters(config: Config, x_train: dict[str, np.ndarray], from_files: bool = True) -> dict[str, Augment]:
+    """Seeded augmentation of each sense's training rows, for teaching (refinements): what each
+    declaration gives. `from_files`: the rows are the data set's own, in order (not a recording)."""
+    out: dict[str, Augment] = {}
+    for m in config.modalities:
+        make = sense(m).train_augment
+        augment = None if make is None else make(config, x_train[m], from_files)
+        if augment is not None:
+            out[m] = augment
+    return out
+
+
+def lived_augmenters(modalities: tuple[str, ...]) -> dict[str, AugmentStimuli]:
+    """Seeded augmentation of each sense's lived stimuli, for sleep: what each declaration gives."""
+    return {m: make() for m in modalities if (make := sense(m).lived_augment) is not None}
+
+
+def _tensor_augment(augmenter: Callable[[torch.Tensor, int], torch.Tensor]) -> AugmentStimuli:
+    """An augmenter of tensors as one of numpy stimuli."""
+    return lambda x, seed: augmenter(torch.from_numpy(np.ascontiguousarray(x)), seed)
+
+
+def _visual_filters(config: Config) -> dict:
     d = config.data
-    kw: dict = {"digits": list(d.digits), "per_class": d.per_class}
-    if modality == "audio" and d.speakers:
+    return {"digits": list(d.digits), "per_class": d.per_class}
+
+
+def _fsdd_filters(config: Config) -> dict:
+    """The training split's filters: digits, per class and the FSDD speakers."""
+    d = config.data
+    kw = _visual_filters(config)
+    if d.speakers:
         kw["speakers"] = list(d.speakers)
-    if modality == "audio" and d.exclude_speakers:
+    if d.exclude_speakers:
         kw["exclude_speakers"] = list(d.exclude_speakers)
     return kw
 
 
 def _load_visual(config: Config, split: str) -> Split:
     if split == "train":
-        return load_mnist(split, **train_filters(config, "visual"))
+        return load_mnist(split, **_visual_filters(config))
     return load_mnist(split, digits=list(config.data.digits), per_class=config.data.test_per_class)
+
+
+def _augment_images(config: Config, x: np.ndarray, from_files: bool) -> Augment:
+    images = ImageAugmenter()
+
+    def visual(rows: np.ndarray, seed: int) -> torch.Tensor:
+        return torch.cat([images(torch.from_numpy(x[rows[i : i + 4096]]), seed + i) for i in range(0, len(rows), 4096)])
+
+    return visual
 
 
 def _load_audio(config: Config, split: str) -> Split:
     d = config.data
     if split == "train":
-        return load_fsdd(split, **train_filters(config, "audio"))
+        return load_fsdd(split, **_fsdd_filters(config))
     kw: dict = {"digits": list(d.digits), "per_class": d.test_per_class}
     if d.speakers:
         kw["speakers"] = list(d.speakers)
@@ -92,6 +137,16 @@ def _load_audio(config: Config, split: str) -> Split:
         return Split("audio", np.concatenate([p.x for p in parts]), np.concatenate([p.y for p in parts]),
                      tuple(n for p in parts for n in p.names), speakers)
     return load_fsdd(split, **kw)
+
+
+def _augment_sounds(config: Config, x: np.ndarray, from_files: bool) -> Augment | None:
+    """Sounds are augmented as waveforms, so they need the FSDD files; a recording's are not augmented."""
+    if not from_files:
+        return None
+    files = list_fsdd_files("train", **_fsdd_filters(config))
+    if len(files) != len(x):
+        raise RuntimeError("the FSDD files do not match the audio training split")
+    return SoundAugmenter(files)
 
 
 REWARD_ROWS = {"train": 100, "test": 20}  # reward stimuli per digit when data.per_class does not say
@@ -119,6 +174,8 @@ def reward_classes(config: Config, labels: np.ndarray) -> np.ndarray:
     return out
 
 
-VISUAL = declare(SenseInfo("visual", (28, 28), _load_visual, rate_hz=30.0))
-AUDIO = declare(SenseInfo("audio", (64, 64), _load_audio, rate_hz=2.0))
+VISUAL = declare(SenseInfo("visual", (28, 28), _load_visual, rate_hz=30.0, train_augment=_augment_images,
+                           lived_augment=lambda: _tensor_augment(ImageAugmenter())))
+AUDIO = declare(SenseInfo("audio", (64, 64), _load_audio, rate_hz=2.0, train_augment=_augment_sounds,
+                          lived_augment=lambda: _tensor_augment(SpectrogramAugmenter())))
 REWARD_SENSE = declare(SenseInfo(REWARD, (1, 1), _load_reward, rate_hz=1.0, classes=reward_classes))

@@ -43,6 +43,8 @@ def test_bench_pipeline_runs_and_reports_its_keys(pipeline):
     for key in ("lossless_pairs_per_s", "lossless_stimuli_per_s", "in_process_stimuli_per_s"):
         assert result[key] > 0, key
     assert set(result["live_sent"]) == {"visual", "audio"} and min(result["live_sent"].values()) > 0
+    assert result["live_rates_hz"] == {"visual": 30.0, "audio": 2.0}  # each sense at its declared live rate
+    assert result["live_sent"]["visual"] > result["live_sent"]["audio"]
     assert result["latency_samples"] > 0 and result["zmq_samples"] > 0
     for key in ("latency_ms", "zmq_baseline_ms"):
         p50, p99 = result[key]["p50"], result[key]["p99"]

@@ -14,7 +14,6 @@ import time
 from typing import Any
 
 import numpy as np
-import torch
 
 from agent.core.autoencoder import encode, load_autoencoder, save_autoencoder
 from agent.core.checkpoint import RunFolder, experience_part
@@ -22,6 +21,7 @@ from agent.core.config import Config, override
 from agent.core.sleep import SleepReport, sleep
 from agent.core.storage import save_arrays
 from replay.pipeline import Encodings, load_brain
+from replay.senses import lived_augmenters
 from replay.splits import load_splits_x
 
 
@@ -31,19 +31,6 @@ def experience_of(state: dict[str, np.ndarray], modalities: tuple[str, ...]) -> 
     for m in modalities:
         x, t = state.get(f"{experience_part(m)}.x"), state.get(f"{experience_part(m)}.t_ns")
         out[m] = (x, t) if x is not None and t is not None else (np.zeros((0,)), np.zeros(0, np.int64))
-    return out
-
-
-def sleep_augmenters(modalities: tuple[str, ...]) -> dict:
-    """Seeded augmentation of lived stimuli for sleep: images, and sounds as spectrograms."""
-    from replay.augment import ImageAugmenter, SpectrogramAugmenter
-
-    kinds = {"visual": ImageAugmenter, "audio": SpectrogramAugmenter}
-    out = {}
-    for m in modalities:
-        if m in kinds:
-            aug = kinds[m]()
-            out[m] = lambda x, seed, aug=aug: aug(torch.from_numpy(np.ascontiguousarray(x)), seed)
     return out
 
 
@@ -63,7 +50,7 @@ def sleep_run(run: RunFolder, assignments: list[str] | None = None) -> tuple[Sle
     models = {m: load_autoencoder(run.encoder_path(m)) for m in mods}
     old = load_splits_x(config, "train") if config.sleep.replay == "stimuli" else None
     report = sleep(brain, models, lived, config.sleep, seed=config.seed * 100 + brain.refinements,
-                   old_stimuli=old, augment=sleep_augmenters(mods))
+                   old_stimuli=old, augment=lived_augmenters(mods))
     brain.refinements += 1
     for m, model in models.items():
         save_autoencoder(model, run.stage_encoder_path(m, brain.refinements))
