@@ -59,7 +59,7 @@ from mcap.records import Message as McapMessage
 from mcap.stream_reader import StreamReader
 from mcap.writer import CompressionType, Writer
 
-from agent.runtime.bus import DEFAULT_BUS, BusClient
+from agent.runtime.bus import BusClient
 from agent.runtime.service import Service, addressed_to
 from agent.core.messages import KINDS, Control, Excitation, Message, Stimulus
 from agent.runtime.wire import WireError, decode, encode
@@ -537,21 +537,6 @@ def add_record_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the wire frames only, without what Foxglove shows (smaller files; `cdz export` adds it)")
 
 
-def add_play_arguments(parser: argparse.ArgumentParser) -> None:
-    """Playing `FILE.mcap` onto the bus (the CLI adds --bus, --keys, --quiet)."""
-    parser.add_argument("file", help="MCAP file written by `cdz record`")
-    parser.add_argument("--topics", type=parse_topics, default=SENSOR_TOPICS,
-                        help=f"comma-separated topic prefixes to play (default {','.join(SENSOR_TOPICS)}: what the "
-                             "sensors published)")
-    parser.add_argument("--speed", type=float, default=1.0,
-                        help="1.0 = the recorded timing (default), 2.0 = twice as fast, 0 = as fast as possible")
-    parser.add_argument("--clock", choices=("receive", "event"), default="receive",
-                        help="pace by when the recorder received each message (default) or by its event time")
-    parser.add_argument("--follow", type=int, default=0, metavar="N",
-                        help="as fast as the workers learn: at most N stimuli sent and not yet answered by an "
-                             "excitation (use with --speed 0; default 0: no flow control)")
-
-
 def _client(cls: type, args: argparse.Namespace, name: str, topics: Sequence[bytes]) -> BusClient:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -660,27 +645,3 @@ def run_play(args: argparse.Namespace) -> int:
     finally:
         client.close()
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m replay.recording record|play ...`, until the `cdz` command wires them in."""
-    p = argparse.ArgumentParser(prog="python -m replay.recording")
-    sub = p.add_subparsers(dest="command", required=True)
-    for name, add, run in (("record", add_record_arguments, run_record), ("play", add_play_arguments, run_play)):
-        sp = sub.add_parser(name)
-        sp.add_argument("--bus", default=DEFAULT_BUS)
-        sp.add_argument("--keys", metavar="DIR")
-        sp.add_argument("--connect-timeout", type=float, default=30.0)
-        sp.add_argument("--quiet", action="store_true")
-        add(sp)
-        sp.set_defaults(func=run)
-    args = p.parse_args(argv)
-    try:
-        return args.func(args)
-    except RecordingError as e:
-        print(f"{p.prog} {args.command}: error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -2,9 +2,8 @@
 
 The fast tests write and read files directly: every message kind round-trips
 byte-identical, and a file cut anywhere reads as a prefix of what was written.
-The slow ones start real recorder and player processes (`python -m
-replay.recording`) on a loopback bus served by a Forwarder thread: record then
-play back, SIGKILL a recorder mid-recording, pause/resume/stop and pacing, and a
+The slow ones start real recorder and player processes (`cdz record`, `cdz play`)
+on a loopback bus served by a Forwarder thread: record then play back, SIGKILL a recorder mid-recording, pause/resume/stop and pacing, and a
 recorder keeping up with 300 stimuli/s. Every receive has a timeout; every
 process started here is stopped in teardown.
 """
@@ -104,7 +103,7 @@ def running_bus():
 
 
 class Procs:
-    """`python -m replay.recording ...` children of one test; all stopped (SIGTERM, then SIGKILL) at the end."""
+    """`cdz record|play ...` children of one test; all stopped (SIGTERM, then SIGKILL) at the end."""
 
     def __init__(self, logs: Path):
         self.logs = logs
@@ -112,7 +111,7 @@ class Procs:
 
     def start(self, name: str, *argv: str) -> subprocess.Popen:
         with open(self.logs / f"{name}.log", "ab") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "replay.recording", *argv], cwd=REPO, stdout=out,
+            proc = subprocess.Popen([sys.executable, "-m", "tools.cli", *argv], cwd=REPO, stdout=out,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.children[name] = proc
         return proc
