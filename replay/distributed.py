@@ -48,7 +48,7 @@ def finish_distributed(run: RunFolder, stream, report: SupervisorReport, t_enc: 
     lost = lost_stimuli(run, len(stream))
     info = {"lost_stimuli": lost, "restarts": report.restarts, "stream_wall_s": report.wall_s}
     run.update_metrics(train={
-        "timing_s": {"encoders": t_enc, "stream": report.wall_s},
+        "timing_s": {"encoders": t_enc, "stream": report.wall_s, "refine": report.refine_s},
         "stimuli": len(stream),
         "stream_stimuli_per_s": len(stream) / report.wall_s if report.wall_s > 0 else None,
         "rejected": int(state["rejected"]),
@@ -96,7 +96,9 @@ def learn_distributed(run: RunFolder, stream, *, on_start: Callable[[Supervisor]
         report.restarts += part.restarts
         report.wall_s += part.wall_s
         if end < len(stream):
+            t0 = time.perf_counter()
             _refine_between(run, phases, end, Encodings.load(run, config.modalities))
+            report.refine_s += time.perf_counter() - t0
     return report
 
 

@@ -38,7 +38,8 @@ class SupervisorReport:
     """What the supervised run did, for metrics and the closing table."""
 
     restarts: list[dict] = field(default_factory=list)  # {"child", "at_step", "back_s"} or {"child", "code", "at"}
-    wall_s: float = 0.0
+    wall_s: float = 0.0  # the stream itself (a distributed replay adds its refinements' pauses in refine_s)
+    refine_s: float = 0.0
 
 
 class Supervisor:
