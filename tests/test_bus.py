@@ -482,3 +482,23 @@ def test_a_batch_with_one_bad_message_is_dropped_whole_and_counted_once(clients,
         assert set(listener.drops) == {"header field 'cluster'", "this kind carries"}
         batches, singles = listener.drops["header field 'cluster'"], listener.drops["this kind carries"]
         assert abs(batches - singles) <= 1  # one of each per round: a bad batch counts once, not per message
+
+
+@pytest.mark.parametrize("timeout_ms", [1, 3])
+def test_a_short_receive_timeout_waits_rather_than_spins(clients, timeout_ms):
+    """recv(1) on a quiet bus sleeps in poll for its millisecond. Rounding it down to 0 made every
+    player (which waits for credits with recv(1)) spin a whole core: its CPU time then equals its
+    wall time. Waiting, a loop of such receives uses a small share of the wall time."""
+    address = free_tcp_bus()
+    with running_forwarder(address):
+        client = clients(address, "quiet")
+        client.handshake()
+        while client.recv(50) is not None:  # the handshake's own messages
+            pass
+        wall0, cpu0, calls = time.monotonic(), time.process_time(), 0
+        while time.monotonic() - wall0 < 0.5:
+            assert client.recv(timeout_ms) is None
+            calls += 1
+        wall, cpu = time.monotonic() - wall0, time.process_time() - cpu0
+        assert calls <= wall * 1000 / timeout_ms + 1  # each call took at least its timeout
+        assert cpu < 0.5 * wall, f"{calls} receives used {cpu:.3f} s of CPU in {wall:.3f} s"

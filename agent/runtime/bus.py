@@ -429,7 +429,7 @@ class BusClient:
             return self.recv_ready()
         deadline = time.monotonic() + timeout_ms / 1000.0
         while True:
-            left = max(0, math.ceil((deadline - time.monotonic()) * 1000))  # rounded down, 1 ms would never wait
+            left = max(0, math.ceil((deadline - time.monotonic()) * 1000))  # up: rounded down, recv(1) never waited and spun
             if not self.sub.poll(left):
                 return None
             msg = self.recv_ready()
