@@ -75,7 +75,8 @@ def make_augmenters(config: Config, x_train: dict[str, np.ndarray], from_files: 
     declaration gives. `from_files`: the rows are the data set's own, in order (not a recording)."""
     out: dict[str, Augment] = {}
     for m in config.modalities:
-        make = sense(m).train_augment
+        info = SENSES.get(m)  # a sense this process has no declaration of is not augmented
+        make = None if info is None else info.train_augment
         augment = None if make is None else make(config, x_train[m], from_files)
         if augment is not None:
             out[m] = augment
@@ -84,7 +85,7 @@ def make_augmenters(config: Config, x_train: dict[str, np.ndarray], from_files: 
 
 def lived_augmenters(modalities: tuple[str, ...]) -> dict[str, AugmentStimuli]:
     """Seeded augmentation of each sense's lived stimuli, for sleep: what each declaration gives."""
-    return {m: make() for m in modalities if (make := sense(m).lived_augment) is not None}
+    return {m: make() for m in modalities if (make := getattr(SENSES.get(m), "lived_augment", None)) is not None}
 
 
 def _tensor_augment(augmenter: Callable[[torch.Tensor, int], torch.Tensor]) -> AugmentStimuli:

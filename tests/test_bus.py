@@ -460,6 +460,21 @@ def test_a_batch_arrives_as_its_messages_in_order_each_with_its_own_frames(clien
             assert f == [bytes(memoryview(x)) for x in encode(sent)]
 
 
+def test_a_batch_of_one_gives_a_recorder_the_single_message_frames(clients, raw_pub):
+    address = free_tcp_bus()
+    with running_forwarder(address):
+        listener = clients(address, "listener", topics=[b"excite."])
+        listener.handshake()
+        pub = raw_pub(BusAddress.parse(address).pub)
+        one = Excitation("visual", 5, 5, cluster_id=3, node_id=4, source="w")
+        deadline, got = time.monotonic() + 10, None
+        while time.monotonic() < deadline and got is None:
+            pub.send_multipart(encode_batch([one]))
+            got = listener.recv(50)
+        assert got is not None and got.cluster_id == 3
+        assert [bytes(memoryview(f)) for f in listener.last_frames] == [bytes(memoryview(x)) for x in encode(one)]
+
+
 def test_a_batch_with_one_bad_message_is_dropped_whole_and_counted_once(clients, raw_pub):
     address = free_tcp_bus()
     with running_forwarder(address):

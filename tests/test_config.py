@@ -16,7 +16,7 @@ def custom() -> Config:
     """A config that differs from the defaults in every section and in every kind of value."""
     return Config(
         seed=7,
-        modalities=("visual", "audio", "reward"),
+        modalities=("visual", "audio", "reward", "touch"),
         data=DataSettings(digits=(1, 3, 7), per_class=5, test_per_class=2, exclude_speakers=("jackson", "o'neil")),
         senses={"visual": SenseSettings(AutoencoderSettings(arch="mlp", code_dim=16, lr=3e-4)),
                 "audio": SenseSettings(AutoencoderSettings(epochs=0, noise=0.0)),
@@ -128,7 +128,8 @@ def test_override_then_save_then_load(tmp_path):
 
 # --------------------------------------------------------------------------- the senses table
 def test_a_sense_table_is_set_field_by_field_and_a_new_sense_gets_one_from_defaults():
-    cfg = override(Config(), ["senses.audio.encoder.code_dim=16", "senses.touch.encoder.arch=linear"])
+    cfg = override(Config(modalities=("visual", "audio", "touch")),
+                   ["senses.audio.encoder.code_dim=16", "senses.touch.encoder.arch=linear"])
     assert cfg.encoder("audio").arch == "linear" and cfg.encoder("audio").code_dim == 16  # the rest of audio's table kept
     assert cfg.encoder("touch") == AutoencoderSettings(arch="linear")
     assert cfg.encoder("smell") == IDENTITY  # a sense with no table has no encoder
@@ -156,8 +157,25 @@ def test_the_old_set_spelling_names_the_same_field():
     assert override(Config(), ["visual_encoder.epochs=2"]) == override(Config(), ["senses.visual.encoder.epochs=2"])
 
 
+def test_a_table_may_be_named_before_its_sense_joins_modalities():
+    cfg = override(Config(), ["senses.touch.encoder.arch=linear", "modalities=['visual', 'touch']"])
+    assert cfg.encoder("touch").arch == "linear"
+
+
+@pytest.mark.parametrize("data", [
+    {"senses": 5, "visual_encoder": {}},  # old and new side by side, the new one not a table
+    {"senses": {"visual": 5}, "visual_encoder": {"epochs": 3}},
+    {"senses": {"audoi": {"encoder": {"epochs": 3}}}},  # a table for no sense of modalities
+])
+def test_odd_sense_tables_in_a_file_are_one_settings_error(data):
+    with pytest.raises(SettingsError, match="senses"):
+        from_dict(Config, data)
+
+
 @pytest.mark.parametrize("assignment, error", [
     ("senses.Touch.encoder.arch=linear", SettingsError),  # not a sense name
+    ("senses.audoi.encoder.epochs=20", SettingsError),  # misspelt: no such sense in modalities
+    ("audo_encoder.epochs=20", KeyError),  # the old spelling only ever named visual and audio
     ("senses.visual=3", KeyError),  # a table, not a value
     ("senses.visual.encoder.epochs=-1", SettingsError),
     ("senses.visual.encoder.bogus=1", KeyError),

@@ -16,8 +16,8 @@ from hypothesis.extra import numpy as hnp
 
 from agent.core.messages import (KINDS, ClusterChange, Control, Credit, Excitation, Feedback, Frame, Recall, Reconstruction,
                             Stats, Stimulus, Weights)
-from agent.runtime.wire import (DTYPES, MAX_BATCH, MAX_DIMS, MAX_HEADER_BYTES, MAX_PAYLOAD_BYTES, WireError, decode,
-                                decode_all, encode, encode_batch, topic)
+from agent.runtime.wire import (DTYPES, MAX_BATCH, MAX_DIMS, MAX_HEADER_BYTES, MAX_PAYLOAD_BYTES, BatchTooLarge, WireError,
+                                decode, decode_all, encode, encode_batch, encode_batches, is_batch, topic)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -569,3 +569,29 @@ def test_mutated_batch_rows_never_raise_anything_but_wire_error(name, edits, row
         return
     for msg in msgs:
         assert_same(decode(encode(msg)), msg)
+
+
+def test_a_burst_too_large_for_one_header_goes_out_as_several_batches_in_order():
+    """Dense pairing gives a hub burst of feedback whose ids overflow one header; receivers would drop
+    such a batch (and a lossless run would lose that feedback for good), so it is cut up instead."""
+    ids = tuple(range(2**40, 2**40 + 120))
+    burst = [Feedback("audio", k, k, ids, ids, (0.5,) * len(ids), source="hub", gen=1) for k in range(1000)]
+    with pytest.raises(BatchTooLarge):
+        encode_batch(burst)
+    batches = encode_batches(burst)
+    assert len(batches) > 1 and all(len(b[2]) <= MAX_HEADER_BYTES for b in batches)
+    got = [m for b in batches for m in decode_all(b)]
+    assert [m.seq for m in got] == list(range(1000)) and got[-1].node_ids == ids
+    many = [dataclasses.replace(S["excite"], seq=k) for k in range(MAX_BATCH + 5)]
+    assert [len(decode_all(b)) for b in encode_batches(many)] == [MAX_BATCH, 5]
+
+
+def test_a_stats_batch_sent_as_a_process_is_under_that_process_topic():
+    frames = encode_batch([Stats({"queue": 1}), Stats({"queue": 2})], source="hub", gen=0)
+    assert frames[0] == b"stats.hub" and [m.values["queue"] for m in decode_all(frames)] == [1, 2]
+
+
+def test_a_batch_of_one_is_still_a_batch():
+    frames = encode_batch([S["excite"]])
+    assert is_batch(frames) and not is_batch(encode(S["excite"]))
+    assert_same(decode_all(frames)[0], S["excite"])

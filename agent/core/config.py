@@ -233,12 +233,22 @@ class Config:
 
 
 REWARD = "reward"  # the sense the teacher's rewards arrive on
-LEGACY_SECTION = "_encoder"  # configs before the senses table had `[visual_encoder]`, `[audio_encoder]`
+_LEGACY = {f"{m}_encoder": m for m in default_senses()}  # configs before the senses table: `[visual_encoder]`
 
 
 def _legacy_key(name: str) -> str | None:
-    """The sense an old `<sense>_encoder` section or `--set` key names, else None."""
-    return name[: -len(LEGACY_SECTION)] if name.endswith(LEGACY_SECTION) and len(name) > len(LEGACY_SECTION) else None
+    """The sense an old `visual_encoder` / `audio_encoder` section or `--set` key names, else None."""
+    return _LEGACY.get(name)
+
+
+def check_senses(config: Config) -> Config:
+    """A senses table must be for a sense of `modalities` or a built-in one: a misspelt name
+    (`senses.audoi`) would otherwise be a table nobody reads. Checked once every setting is in
+    (`override`, a loaded config), so `--set` may name a table before the sense joins `modalities`."""
+    stray = sorted(set(config.senses) - set(config.modalities) - set(default_senses()))
+    if stray:
+        raise SettingsError(f"senses.{stray[0]}: no sense {stray[0]!r} in modalities {list(config.modalities)}")
+    return config
 
 
 def to_dict(obj: Any) -> dict[str, Any]:
@@ -278,6 +288,11 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "", base: Any = None
         raise SettingsError(f"{where or cls.__name__} must be a table of settings, got {data!r}"[:300])
     if cls is Config:
         data = _moved_to_senses(data)
+        return check_senses(_from_dict(cls, data, where, base))
+    return _from_dict(cls, data, where, base)
+
+
+def _from_dict(cls: type, data: dict[str, Any], where: str, base: Any) -> Any:
     known = {f.name: f for f in fields(cls)}
     unknown = set(data) - set(known)
     if unknown:
@@ -317,9 +332,15 @@ def _moved_to_senses(data: dict[str, Any]) -> dict[str, Any]:
     if not old:
         return data
     out = {k: v for k, v in data.items() if k not in old}
-    senses = dict(out.get("senses", {}))
+    senses = out.get("senses", {})
+    if not isinstance(senses, dict):
+        raise SettingsError(f"senses must be a table of named tables, got {senses!r}"[:300])
+    senses = dict(senses)
     for key, sense in old.items():
-        senses[sense] = {**senses.get(sense, {}), "encoder": data[key]}
+        entry = senses.get(sense, {})
+        if not isinstance(entry, dict):
+            raise SettingsError(f"senses.{sense} must be a table of settings, got {entry!r}"[:300])
+        senses[sense] = {**entry, "encoder": data[key]}
     out["senses"] = senses
     return out
 
@@ -338,7 +359,7 @@ def override(config: Config, assignments: list[str]) -> Config:
         except tomllib.TOMLDecodeError:
             value = raw.strip()  # bare words such as kernel=gaussian
         config = _replace_path(config, path, value, key.strip(), [])
-    return config
+    return check_senses(config)
 
 
 def _replace_path(obj: Any, path: list[str], value: Any, key: str, done: list[str]) -> Any:

@@ -34,7 +34,7 @@ import zmq
 import zmq.auth
 
 from agent.core.messages import Control, Message
-from agent.runtime.wire import WireError, decode_all, encode, encode_batch
+from agent.runtime.wire import WireError, decode_all, encode, encode_batches, is_batch
 
 log = logging.getLogger(__name__)
 
@@ -420,8 +420,8 @@ class BusClient:
             one = msgs[0]
             self.send(one if source is None or gen is None else replace(one, source=source, gen=gen))
         elif msgs:
-            frames = encode_batch(msgs, source, gen)
-            self.pub.send_multipart(frames, copy=len(frames) < 4 or len(frames[3]) < 65536)
+            for frames in encode_batches(msgs, source, gen):
+                self.pub.send_multipart(frames, copy=len(frames) < 4 or len(frames[3]) < 65536)
 
     def recv(self, timeout_ms: int = 100) -> Message | None:
         """The next valid message, or None after `timeout_ms` (bad ones are counted and skipped)."""
@@ -450,7 +450,7 @@ class BusClient:
             except WireError as e:
                 self._drop(e)
                 return None
-            if len(msgs) == 1:
+            if not is_batch(frames):  # one message: its own frames are what a recorder writes
                 self._frames, self._last = frames, msgs[0]
                 return msgs[0]
             self._batch.extend(msgs)

@@ -56,6 +56,10 @@ class WireError(ValueError):
     """A message that does not follow the wire format; the text says what is wrong."""
 
 
+class BatchTooLarge(WireError):
+    """A batch whose header would exceed what receivers accept (`encode_batches` splits it)."""
+
+
 # ---------------------------------------------------------------------- field checks
 def _int(h: dict, key: str, lo: int = _I64[0], hi: int = _I64[1]) -> int:
     v = h.get(key)
@@ -414,10 +418,37 @@ def encode_batch(msgs: Sequence[Message], source: str | None = None, gen: int | 
         rows.append(row)
         payloads.extend(payload)
     header = {"v": VERSION, "kind": first.KIND, "mod": first.modality, "src": source, "gen": int(gen), "rows": rows}
-    frames = [_topic_of(first), b"", msgpack.packb(header, use_bin_type=True)]
+    head = msgpack.packb(header, use_bin_type=True)
+    if len(head) > MAX_HEADER_BYTES:
+        raise BatchTooLarge(f"a batch header of {len(head)} bytes exceeds the receivers' cap of {MAX_HEADER_BYTES}; "
+                            "send fewer messages at once (encode_batches)")
+    frames = [topic(first.KIND, _topic_name(source if first.KIND == "stats" else first.modality)), b"", head]
     if payloads:  # every array back to back in one frame; each row's dtype and shape say where it ends
         frames.append(b"".join(memoryview(a).cast("B") for a in payloads))
     return frames
+
+
+def encode_batches(msgs: Sequence[Message], source: str | None = None, gen: int | None = None) -> list[list]:
+    """`encode_batch` of `msgs`, in order, cut into as many batches as the receivers' caps need
+    (`MAX_BATCH` messages, `MAX_HEADER_BYTES` of header): a dense burst of feedback can hold more
+    ids than one header may carry, and a batch a receiver drops would be lost for good."""
+    out: list[list] = []
+    todo = [list(msgs[i : i + MAX_BATCH]) for i in range(0, len(msgs), MAX_BATCH)]
+    while todo:
+        part = todo.pop(0)
+        try:
+            out.append(encode_batch(part, source, gen))
+        except BatchTooLarge:
+            if len(part) == 1:
+                raise
+            half = len(part) // 2
+            todo[:0] = [part[:half], part[half:]]
+    return out
+
+
+def is_batch(frames: Sequence[Any]) -> bool:
+    """Whether frames are a batch (`[topic, b"", header, payload?]`) rather than one message."""
+    return len(frames) >= 3 and len(_buffer(frames[1])) == 0
 
 
 def _topic_name(text: str) -> str:
@@ -435,7 +466,7 @@ def decode(frames: Sequence[Any]) -> Message:
 
 def decode_all(frames: Sequence[Any]) -> list[Message]:
     """The messages of a batch, or the one message that is not a batch; `WireError` if any is off."""
-    if len(frames) < 3 or len(_buffer(frames[1])) != 0:
+    if not is_batch(frames):
         return [decode(frames)]
     h = _header(frames[2])
     parse, common = _envelope(h, frames[0])
