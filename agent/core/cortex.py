@@ -210,11 +210,13 @@ class Cortex:
         """The most the node's next feedback can add to one of its cluster links, as the node stands
         now: `feedback_lr * (1 + node certainty * connection certainty)^2` with the connection's
         certainty at its largest, 1. A young or unsure node gets far less than 4 * feedback_lr."""
-        n = self.node_slot[node_id]
-        row = self.link[n, : self.c_hi]
+        return self._feedback_step(self.node_slot[node_id], 1.0)
+
+    def _feedback_step(self, n: int, connection_certainty: float) -> float:
+        """What one feedback adds to slot n's link before the row is renormalised (ALGORITHM.md step 6)."""
         s = self.settings
-        node_certainty = certainty(float(row.max()), float(self.node_feedbacks[n]), s.age_factor)
-        return s.feedback_lr * (1.0 + node_certainty) ** 2
+        node_certainty = certainty(float(self.link[n, : self.c_hi].max()), float(self.node_feedbacks[n]), s.age_factor)
+        return s.feedback_lr * (1.0 + node_certainty * connection_certainty) ** 2
 
     @property
     def maintenance_due(self) -> bool:
@@ -242,10 +244,8 @@ class Cortex:
         if n is None or c is None or not 0.0 <= connection_certainty <= 1.0:  # stale or malformed
             self.counters.stale_feedback += 1
             return False
-        s = self.settings
         row = self.link[n, : self.c_hi]
-        node_certainty = certainty(float(row.max()), float(self.node_feedbacks[n]), s.age_factor)
-        row[c] += s.feedback_lr * (1.0 + node_certainty * connection_certainty) ** 2
+        row[c] += self._feedback_step(n, connection_certainty)
         row /= row.sum()
         self.node_feedbacks[n] += 1
         at = self.step if step is None else step

@@ -384,7 +384,7 @@ def encode(msg: Message) -> list:
     row, payload = _row(msg)
     header = {"v": VERSION, "kind": msg.KIND, "mod": msg.modality, "t": row.pop("t"), "seq": row.pop("seq"),
               "src": msg.source, "gen": int(msg.gen), **row}
-    return [_topic_of(msg), msgpack.packb(header, use_bin_type=True), *payload]
+    return [_topic_of(msg.KIND, msg.modality, msg.source), msgpack.packb(header, use_bin_type=True), *payload]
 
 
 def _row(msg: Message) -> tuple[dict, list]:
@@ -393,8 +393,9 @@ def _row(msg: Message) -> tuple[dict, list]:
     return {"t": int(msg.t_ns), "seq": int(msg.seq), **extra}, payload
 
 
-def _topic_of(msg: Message) -> bytes:
-    return topic(msg.KIND, _topic_name(msg.source if msg.KIND == "stats" else msg.modality))
+def _topic_of(kind: str, modality: str, source: str) -> bytes:
+    """The topic a message of this envelope travels under (stats: its source's)."""
+    return topic(kind, _topic_name(source if kind == "stats" else modality))
 
 
 def encode_batch(msgs: Sequence[Message], source: str | None = None, gen: int | None = None) -> list:
@@ -422,7 +423,7 @@ def encode_batch(msgs: Sequence[Message], source: str | None = None, gen: int | 
     if len(head) > MAX_HEADER_BYTES:
         raise BatchTooLarge(f"a batch header of {len(head)} bytes exceeds the receivers' cap of {MAX_HEADER_BYTES}; "
                             "send fewer messages at once (encode_batches)")
-    frames = [topic(first.KIND, _topic_name(source if first.KIND == "stats" else first.modality)), b"", head]
+    frames = [_topic_of(first.KIND, first.modality, source), b"", head]
     if payloads:  # every array back to back in one frame; each row's dtype and shape say where it ends
         frames.append(b"".join(memoryview(a).cast("B") for a in payloads))
     return frames
@@ -517,8 +518,7 @@ def _envelope(h: dict, topic_frame: Any) -> tuple[Callable, dict]:
         raise WireError(f"unknown message kind {kind!r}")
     modality = _name(h, "mod", allow_empty=kind not in _PER_MODALITY)
     common = {"modality": modality, "source": _source(h), "gen": _int(h, "gen", 0)}
-    sub = common["source"] if kind == "stats" else modality
-    want_topic = topic(kind, _topic_name(sub))
+    want_topic = _topic_of(kind, modality, common["source"])
     if bytes(_buffer(topic_frame)) != want_topic:
         raise WireError(f"topic {bytes(_buffer(topic_frame))[:40]!r} does not match the header ({want_topic!r})")
     return codec[1], common
