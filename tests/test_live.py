@@ -54,6 +54,7 @@ def test_recalls_of_other_stimuli_do_not_mix():
 
 # ---------------------------------------------------------------------- the whole live agent
 import os  # noqa: E402
+import signal  # noqa: E402
 import sys  # noqa: E402
 import subprocess  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -75,7 +76,8 @@ except ImportError:  # pragma: no cover - run from inside tests/
     from pulse import play_wav_into_sink, pulse_sink  # noqa: F401
 
 TINY = ["data.digits=[0,1]", 'data.speakers=["jackson"]', "data.per_class=40", "data.test_per_class=10",
-        "teacher.epochs=6", "cortex.initial_nodes=20", "senses.visual.encoder.epochs=2", "senses.visual.encoder.batch_size=16"]
+        "teacher.epochs=6", "cortex.initial_nodes=20", "senses.visual.encoder.epochs=2", "senses.visual.encoder.batch_size=16",
+        "refine.teach_min_steps=40"]  # refinements run, briefly: they are not what these tests are about
 
 
 def digits_at(events: list[dict], spans: list[tuple[float, float, int]], prior: float | None = None) -> list:
@@ -92,6 +94,13 @@ def digits_at(events: list[dict], spans: list[tuple[float, float, int]], prior: 
         return []
     best = max(offsets, key=lambda o: (sum(d is not None for d in digits(o)), -abs(o - (prior or o))))
     return digits(best)
+
+
+def _has_events(path: Path, visual: int, audio: int) -> bool:
+    """Whether the live event log holds at least this many visual and audio events (whole lines only)."""
+    lines = path.read_text().split("\n")[:-1] if path.exists() else []
+    kinds = [json.loads(line)["modality"] for line in lines]
+    return kinds.count("visual") >= visual and kinds.count("audio") >= audio
 
 
 @pytest.mark.slow
@@ -115,7 +124,7 @@ def test_cdz_live_sees_hears_recalls_and_checkpoints(tmp_path, data_dir, pulse_s
     wav = write_wav(tmp_path / "words.wav", wave)
     events, view = tmp_path / "events.jsonl", tmp_path / "view"
     cmd = [sys.executable, "-m", "tools.cli", "live", "--run", str(run.path), "--camera", str(tmp_path / "cards.avi"),
-           "--mic", pulse_sink.device, "--headless", str(view), "--duration", "25", "--events-out", str(events),
+           "--mic", pulse_sink.device, "--headless", str(view), "--duration", "60", "--events-out", str(events),
            "--quiet"]
     live = subprocess.Popen(cmd, env={**os.environ, "CDZ_DATA_DIR": str(data_dir)},
                             cwd=Path(__file__).resolve().parent.parent, stderr=subprocess.PIPE, text=True)
@@ -143,7 +152,13 @@ def test_cdz_live_sees_hears_recalls_and_checkpoints(tmp_path, data_dir, pulse_s
         assert live.poll() is None, "".join(err_lines)[-3000:]
         played_at = time.time()  # the wall clock the sensors stamp stimuli with
         play_wav_into_sink(wav)
-        live.wait(timeout=120)
+        # once every card and word has its event (or 10 s on), stop it as a user would: Ctrl-C
+        deadline = time.monotonic() + 10.0
+        while live.poll() is None and time.monotonic() < deadline and not _has_events(events, len(cards), len(said)):
+            time.sleep(0.2)
+        if live.poll() is None:
+            live.send_signal(signal.SIGINT)
+        live.wait(timeout=60)
     finally:
         if live.poll() is None:
             live.kill()

@@ -10,7 +10,7 @@ from tools.train import train
 
 TINY = ["data.digits=[0,1]", 'data.speakers=["jackson"]', "data.per_class=40", "data.test_per_class=5",
         "teacher.epochs=6", "cortex.initial_nodes=20", "senses.visual.encoder.epochs=2", "senses.audio.encoder.code_dim=16",
-        "senses.visual.encoder.code_dim=16"]
+        "senses.visual.encoder.code_dim=16", "refine.teach_min_steps=40"]
 
 
 def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, data_dir, monkeypatch):
