@@ -22,8 +22,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from scipy.io import wavfile
-from scipy.signal import resample_poly
 
 from agent.runtime.bus import BusClient
 from agent.runtime.service import Latency, Service
@@ -100,6 +98,8 @@ class WavSink:
 
     def play(self, wave: np.ndarray, name: str) -> None:
         path = self.folder / f"{name}.wav"
+        from scipy.io import wavfile  # here, not at the top: every `cdz` process builds the parser that imports this
+
         pcm = np.round(np.clip(wave, -1.0, 1.0) * 32767.0).astype(np.int16)
         wavfile.write(str(path), SAMPLE_RATE, pcm)
         self.written.append(path)
@@ -147,6 +147,8 @@ class DeviceSink:
 
     def play(self, wave: np.ndarray, name: str) -> None:
         if self.rate != SAMPLE_RATE:
+            from scipy.signal import resample_poly
+
             wave = resample_poly(wave, self.rate, SAMPLE_RATE).astype(np.float32)
         with self._lock:
             self._buf, self._pos = np.ascontiguousarray(wave, np.float32), 0

@@ -47,7 +47,7 @@ def run(trained, tmp_path, data_dir, monkeypatch) -> RunFolder:
 
 
 def live_session(run: RunFolder, during: Callable[[object], None] = lambda agent: None,
-                 seconds: float = 14.0) -> tuple[object, dict[str, int], dict[str, list[dict]]]:
+                 seconds: float = 8.0) -> tuple[object, dict[str, int], dict[str, list[dict]]]:
     """A live agent that sleeps every 3 s awake, fed ten paired events a second for `seconds`
     (each sense's stimulus 0.1 s after the other's) until a sleep has been swapped in and every
     stimulus is answered; `during(agent)` runs on every turn of its loop. The agent, the

@@ -419,7 +419,8 @@ SUBCOMMAND_HELP = {
 
 
 # commands that never touch torch (recall only once its files are good): no 1-3 s torch import first
-LIGHT_COMMANDS = frozenset({"bus", "top", "keys", "play", "record", "export", "recall"})
+LIGHT_COMMANDS = frozenset({"bus", "top", "keys", "play", "record", "export", "recall", "camera", "mic", "viewer",
+                            "speaker"})
 
 
 def _single_thread_torch() -> None:

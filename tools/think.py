@@ -23,9 +23,7 @@ from typing import TYPE_CHECKING, Callable, NamedTuple
 import numpy as np
 
 from agent.core.checkpoint import RunFolder
-from agent.core.recollection import feed_back, next_modality
 from agent.runtime.bus import BusClient
-from agent.runtime.thought import ThoughtLoop
 from agent.runtime.topology import hears
 
 if TYPE_CHECKING:
@@ -75,7 +73,7 @@ def load_mind(run: RunFolder) -> Mind:
 def think_step(mind: Mind, modality: str, x: np.ndarray) -> Step:
     """stimulus -> encode -> classify -> recall the next modality -> decode its mode
     (`agent.core.recollection`, the path the workers and the hub take on the bus)."""
-    from agent.core.recollection import recollect
+    from agent.core.recollection import next_modality, recollect
 
     target = next_modality(mind.modalities, modality)
     r = recollect(mind.brain, mind.coders, modality, x)
@@ -89,6 +87,8 @@ def think_step(mind: Mind, modality: str, x: np.ndarray) -> Step:
 def think_chain(mind: Mind, modality: str, x: np.ndarray, depth: int, noise: float = 0.0,
                 rng: np.random.Generator | None = None) -> list[Step]:
     """The seed's step (depth 0), then up to `depth` thoughts (fewer if the chain dies)."""
+    from agent.core.recollection import feed_back
+
     rng = rng or np.random.default_rng(0)
     steps = [think_step(mind, modality, x)]
     while len(steps) <= depth and steps[-1].next_x is not None:
@@ -180,6 +180,7 @@ def _describe(e: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from agent.core.autoencoder import load_autoencoder
+    from agent.runtime.thought import ThoughtLoop
     from tools.live import LiveAgent, scoring_names
 
     run_folder = RunFolder(args.run)
