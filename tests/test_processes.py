@@ -428,6 +428,43 @@ def test_live_overload_drops_the_oldest_and_answers_the_newest(run_path, test_im
         procs.stop_all()
 
 
+def test_the_live_agent_starts_its_senses_once_the_brain_listens(run_path, tmp_path, data_dir):
+    """A camera on a video file streams from its first frame. Started beside the workers, it sent its
+    first cards before they listened; started once they said ready, each card it sends is learned,
+    from its first (seq 0) on, with none missing."""
+    import shutil
+
+    from agent.core.checkpoint import RunFolder
+    from replay.datasets import load_mnist
+    from tools.card_video import make_card_video
+    from tools.live import LiveAgent
+
+    os.environ.setdefault("CDZ_DATA_DIR", str(data_dir))
+    test = load_mnist("test", digits=[0, 1], per_class=2)
+    video = tmp_path / "cards.avi"
+    cards = make_card_video(video, test.x, test.y, seed=1)
+    run = RunFolder(shutil.copytree(run_path, tmp_path / "run"))  # the live agent saves into its run
+    agent = LiveAgent(run, camera=str(video), use_mic=False, viewer=False)
+    seqs: list[int] = []
+    try:
+        agent.start()
+        camera = agent.children["camera"]
+        quiet_until = None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (quiet_until is None or time.monotonic() < quiet_until):
+            msg = agent.client.recv(50)
+            if isinstance(msg, Excitation) and msg.modality == "visual":
+                seqs.append(msg.seq)
+            if quiet_until is None and not camera.alive():
+                quiet_until = time.monotonic() + 1.5  # the file has ended: the last answers, then stop
+        assert not camera.alive(), "the camera did not finish its video"
+    finally:
+        agent.stop()
+    print(f"{len(cards)} cards, visual excitations for stimuli {seqs}")
+    assert len(seqs) >= len(cards), (seqs, len(cards))
+    assert seqs == list(range(len(seqs))), f"stimuli lost at the start or on the way: {seqs}"
+
+
 def test_top_once_json_lists_every_running_process(runtime):
     """`cdz top --once --json` prints one entry per process on the bus, each with its rate."""
     addr, procs, _ = runtime

@@ -74,7 +74,9 @@ class Supervisor:
 
     # ------------------------------------------------------------------ start and stop
     def start(self) -> None:
-        """The bus, then every role; returns once the essential ones said ready (lossless: and are told go)."""
+        """The bus, then the essential roles (hub, workers, a lossless player); once they said ready, the
+        others (senses, views, the thinker), so a sensor never streams before the brain listens: a
+        camera on a video file would lose its first cards. Lossless: everyone is then told go."""
         bus_log = self.logs / ("bus.log" if self.lossless else "live-bus.log")
         if self.bus is None:
             self.bus_child, self.bus = start_bus(bus_log, timeout_s=self.start_timeout_s)
@@ -86,9 +88,14 @@ class Supervisor:
         for role in self.roles:
             self.children[role.name] = Child(role.name, [*role.command, "--bus", self.bus,
                                                          *self.extra.get(role.name, [])], self.logs / role.log)
-        for child in self.children.values():
-            child.start(self._generation())
+        essential = set(self.essential)
+        for name, child in self.children.items():
+            if name in essential:
+                child.start(self._generation())
         self._await_ready()
+        for name, child in self.children.items():
+            if name not in essential:
+                child.start(self._generation())
         if self.lossless:
             self._go()
 
