@@ -97,9 +97,9 @@ class WavSink:
         self.written: list[Path] = []
 
     def play(self, wave: np.ndarray, name: str) -> None:
-        path = self.folder / f"{name}.wav"
         from scipy.io import wavfile  # here, not at the top: every `cdz` process builds the parser that imports this
 
+        path = self.folder / f"{name}.wav"
         pcm = np.round(np.clip(wave, -1.0, 1.0) * 32767.0).astype(np.int16)
         wavfile.write(str(path), SAMPLE_RATE, pcm)
         self.written.append(path)
