@@ -428,7 +428,7 @@ def test_live_overload_drops_the_oldest_and_answers_the_newest(run_path, test_im
         procs.stop_all()
 
 
-def test_the_live_agent_starts_its_senses_once_the_brain_listens(run_path, tmp_path, data_dir):
+def test_the_live_agent_starts_its_senses_once_the_brain_listens(run_path, tmp_path, data_dir, monkeypatch):
     """A camera on a video file streams from its first frame. Started beside the workers, it sent its
     first cards before they listened; started once they said ready, each card it sends is learned,
     from its first (seq 0) on, with none missing."""
@@ -439,7 +439,7 @@ def test_the_live_agent_starts_its_senses_once_the_brain_listens(run_path, tmp_p
     from tools.card_video import make_card_video
     from tools.live import LiveAgent
 
-    os.environ.setdefault("CDZ_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("CDZ_DATA_DIR", str(data_dir))
     test = load_mnist("test", digits=[0, 1], per_class=2)
     video = tmp_path / "cards.avi"
     cards = make_card_video(video, test.x, test.y, seed=1)
