@@ -139,7 +139,7 @@ def learn_stream(brain: Brain, stream: Stream, encodings: dict[str, np.ndarray],
         exc = brain.learn(m, encodings[m][i_arr[j]], float(t_arr[j]))
         if exc is not None:
             cluster[j - start] = exc.cluster_id
-            got = brain.cdz.recall(m, exc.cluster_id)[nxt[m]]
+            got = brain.cdz.recall_in(m, exc.cluster_id, nxt[m])
             recalled[j - start] = -1 if got is None else got
         if (j - start) % 4096 == 4095:
             bar.update(4096)

@@ -248,18 +248,19 @@ class CDZ:
     # ------------------------------------------------------------------ reading (pure)
     def recall(self, modality: str, cluster_id: int) -> dict[str, int | None]:
         """For each other modality, the cluster this one connects to most strongly (None: nothing)."""
+        return {b: self.recall_in(modality, cluster_id, b) for b in self.modalities if b != modality}
+
+    def recall_in(self, modality: str, cluster_id: int, b: str) -> int | None:
+        """The cluster of modality `b` that this one connects to most strongly (None: nothing); one
+        entry of `recall`, for a caller that needs only that one (the stream log, per stimulus)."""
         r = self.clusters[modality].slot.get(int(cluster_id))
-        out: dict[str, int | None] = {}
-        for b in self.modalities:
-            if b == modality:
-                continue
-            if r is None:
-                out[b] = None
-                continue
-            row = self.W[(modality, b)][r, : self.clusters[b].hi]
-            best = int(row.argmax()) if row.size else 0
-            out[b] = int(self.clusters[b].ids[best]) if row.size and row[best] > 0 else None
-        return out
+        if r is None:
+            return None
+        row = self.W[(modality, b)][r, : self.clusters[b].hi]
+        if not row.size:
+            return None
+        best = int(row.argmax())
+        return int(self.clusters[b].ids[best]) if row[best] > 0 else None
 
     def associates(self, modality: str, cluster_id: int, b: str, min_weight: float) -> list[tuple[int, float]]:
         """The clusters of `b` that cluster `cluster_id` connects to with at least `min_weight`,
