@@ -93,7 +93,8 @@ def _tensor_augment(augmenter: Callable[[torch.Tensor, int], torch.Tensor]) -> A
     return lambda x, seed: augmenter(torch.from_numpy(np.ascontiguousarray(x)), seed)
 
 
-def _visual_filters(config: Config) -> dict:
+def _digit_filters(config: Config) -> dict:
+    """The filters every training split shares: the digits and how many of each."""
     d = config.data
     return {"digits": list(d.digits), "per_class": d.per_class}
 
@@ -101,7 +102,7 @@ def _visual_filters(config: Config) -> dict:
 def _fsdd_filters(config: Config) -> dict:
     """The training split's filters: digits, per class and the FSDD speakers."""
     d = config.data
-    kw = _visual_filters(config)
+    kw = _digit_filters(config)
     if d.speakers:
         kw["speakers"] = list(d.speakers)
     if d.exclude_speakers:
@@ -111,7 +112,7 @@ def _fsdd_filters(config: Config) -> dict:
 
 def _load_visual(config: Config, split: str) -> Split:
     if split == "train":
-        return load_mnist(split, **_visual_filters(config))
+        return load_mnist(split, **_digit_filters(config))
     return load_mnist(split, digits=list(config.data.digits), per_class=config.data.test_per_class)
 
 
