@@ -208,9 +208,13 @@ class LoadedRun(NamedTuple):
 
 def load_brain(run: RunFolder, checkpoint: tuple[int, dict[str, np.ndarray]] | None = None) -> LoadedRun:
     """Rebuild the trained brain of a run from its config, encodings and last checkpoint
-    (or `checkpoint`, a (step, state) the caller already read)."""
+    (or `checkpoint`, a (step, state) the caller already read). A run unpacked from a pack
+    has its data encoded by its own encoders on first use."""
     config = run.config()
-    enc = Encodings.load(run, config.modalities)
+    if run.encodings_path.exists() or not all(run.encoder_path(m).exists() for m in config.modalities):
+        enc = Encodings.load(run, config.modalities)
+    else:  # a pack's run folder holds no encodings: encode the data with its encoders, once
+        enc = train_encoders(config, run, progress=False)
     with run.restoring(checkpoint) as (step, state):
         if all(f"{cortex_part(m)}.epoch" in state for m in config.modalities):  # the checkpoint brings each epoch
             brain = Brain(config, {m: enc.train[m].shape[1] for m in config.modalities},

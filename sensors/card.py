@@ -36,10 +36,7 @@ def find_card(frame_bgr: np.ndarray, work_width: int = 320, min_size: float = 0.
     if scale < 1.0:
         grey = cv2.resize(grey, (round(w0 * scale), round(h0 * scale)), interpolation=cv2.INTER_AREA)
     h, w = grey.shape
-    grey_f = grey.astype(np.float32)
-    paper = cv2.morphologyEx(grey_f, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (_odd(w / 10),) * 2))
-    paper = cv2.GaussianBlur(paper, (0, 0), 2.0)  # the closing is blocky
-    ratio = grey_f / np.maximum(paper, 1.0)
+    ratio, paper = _against_paper(grey)
     ink_mask = ((ratio < 0.6) & (paper > 40.0)).astype(np.uint8)
     grouped = cv2.dilate(ink_mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (_odd(w / 40),) * 2))
     n, labels, boxes, _ = cv2.connectedComponentsWithStats(grouped, connectivity=8)
@@ -57,7 +54,7 @@ def find_card(frame_bgr: np.ndarray, work_width: int = 320, min_size: float = 0.
         return None
     x, y, bw, bh, _ = boxes[best]
     box = (round(x / scale), round(y / scale), round(bw / scale), round(bh / scale))
-    strength = np.clip((0.85 - ratio) / 0.45, 0.0, 1.0)
+    strength = _ink_strength(ratio)
     digit = np.where(labels == best, strength, 0.0).astype(np.float32)
     tilt = _card_tilt(grey, grouped, (x, y, bw, bh)) if upright else 0.0
     if tilt:
@@ -68,6 +65,23 @@ def find_card(frame_bgr: np.ndarray, work_width: int = 320, min_size: float = 0.
             return None
         return digit[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1], box
     return digit[y:y + bh, x:x + bw], box
+
+
+def _against_paper(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(each pixel's brightness as a share of the paper around it, the paper's brightness).
+
+    The paper is a grey closing wider than any stroke (strokes vanish in it), so
+    uneven light and a card brighter than the wall do not count as ink."""
+    grey_f = grey.astype(np.float32)
+    side = _odd(grey.shape[1] / 10)
+    paper = cv2.morphologyEx(grey_f, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (side, side)))
+    paper = cv2.GaussianBlur(paper, (0, 0), 2.0)  # the closing is blocky
+    return grey_f / np.maximum(paper, 1.0), paper
+
+
+def _ink_strength(ratio: np.ndarray) -> np.ndarray:
+    """How much ink a pixel holds, in [0, 1], from its share of the paper's brightness."""
+    return np.clip((0.85 - ratio) / 0.45, 0.0, 1.0).astype(np.float32)
 
 
 def _card_tilt(grey: np.ndarray, ink_near: np.ndarray, box: tuple[int, int, int, int],
@@ -106,6 +120,105 @@ def look(frame_bgr: np.ndarray) -> tuple[np.ndarray | None, tuple[int, int, int,
         return ink_to_mnist(found[0]), found[1]
     except FeatureError:
         return None, None
+
+
+# ---------------------------------------------------------------------- a still picture
+STILL_SIDE = 320  # a picture is looked at this large (the camera's working width)
+_STILL_MARGIN = 0.5  # paper added around a picture, per side, as a share of its longer side
+
+
+def ink_is_dark(grey: np.ndarray) -> bool:
+    """Whether a picture's ink is darker than its paper (ink on paper) or brighter (chalk, MNIST).
+
+    The paper is most of a picture, so the median pixel is paper: ink is dark when the
+    median lies in the brighter half of the picture's own range (1st to 99th
+    percentile), which also holds for a dim photo whose paper is darker than mid-grey.
+    """
+    lo, median, hi = np.percentile(grey, (1, 50, 99))
+    return bool(median >= (lo + hi) / 2.0)
+
+
+def picture_to_stimulus(grey: np.ndarray) -> np.ndarray:
+    """A still picture (HxW grey in [0, 1], any size, either polarity) -> the 28x28 stimulus the camera
+    would make of it.
+
+    The picture is turned to dark ink on light paper, stretched to full contrast, given a
+    margin, scaled to the camera's working size, and handed to `find_card`, then
+    `ink_to_mnist`. The margin is tried two ways. First the picture's own edge runs on
+    into it, so whatever its edge cuts (a table beside a photographed card) stays cut by
+    the frame edge and is passed over, as the camera passes over a card coming or going.
+    If that finds no digit (one that touches the picture's edge, or fills it), the
+    margin is blank paper, so the digit stands free and its strokes stay thin next to
+    the paper estimate. Where neither finds a digit-sized ink group, all the picture's
+    ink is used. A still is not turned upright: without a card's edges, the slant of a
+    "1" would pass for a tilt.
+    """
+    g = np.asarray(grey, np.float32)
+    if not ink_is_dark(g):
+        g = 1.0 - g
+    lo, hi = np.percentile(g, (0.5, 99.5))
+    if hi - lo < 1.0 / 255.0:
+        raise FeatureError("picture has no contrast")
+    g = np.clip((g - lo) / (hi - lo), 0.0, 1.0) * 255.0
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (_odd(max(g.shape) / 5),) * 2)
+    paper = cv2.morphologyEx(g, cv2.MORPH_CLOSE, kernel)  # the picture without its strokes
+    for around in (g, paper):
+        frame = _framed(g, around)
+        found = find_card(frame, work_width=STILL_SIDE, min_size=0.02, max_size=0.95, upright=False)
+        if found is not None:
+            return ink_to_mnist(even_strokes(found[0]))
+    return ink_to_mnist(even_strokes(_ink_strength(_against_paper(frame)[0])))
+
+
+MNIST_STROKE = 0.115  # MNIST's median stroke width, as a share of the digit's longer side (10-90%: 0.09-0.16)
+_STROKE_RANGE = (0.08, 0.16)  # widths a pen gives that need no change
+
+
+def stroke_width(ink: np.ndarray) -> float:
+    """The ink's stroke width as a share of its box's longer side: 2 x area / outline length,
+    which is the width of a long thin stroke. 0 for no ink."""
+    mask = (ink > 0.5 * float(ink.max(initial=0.0))).astype(np.uint8)
+    area = int(mask.sum())
+    if area == 0:
+        return 0.0
+    contours, _ = cv2.findContours(mask, cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
+    outline = sum(cv2.arcLength(c, True) for c in contours)
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    side = max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1)
+    return 2.0 * area / max(outline, 1.0) / side
+
+
+def even_strokes(ink: np.ndarray) -> np.ndarray:
+    """Ink drawn with a much bolder or finer pen than MNIST's, eroded or dilated to MNIST's stroke width.
+
+    A bold printed 6 closes its loop and reads as a 0, and a hairline scanned large
+    thins to grey once shrunk to 20x20: neither looks like what the agent learned.
+    Pens within MNIST's own range (`_STROKE_RANGE`) are left as they are."""
+    width = stroke_width(ink)
+    if width == 0.0 or _STROKE_RANGE[0] <= width <= _STROKE_RANGE[1]:
+        return ink
+    mask = ink > 0.5 * float(ink.max())
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    side = max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1)
+    radius = int(round(abs(width - MNIST_STROKE) * side / 2.0))
+    if radius == 0:
+        return ink
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2)
+    padded = cv2.copyMakeBorder(np.asarray(ink, np.float32), radius, radius, radius, radius, cv2.BORDER_CONSTANT, 0.0)
+    changed = cv2.erode(padded, kernel) if width > MNIST_STROKE else cv2.dilate(padded, kernel)
+    return changed if changed.max() > 0.5 * float(ink.max()) else ink
+
+
+def _framed(picture: np.ndarray, around: np.ndarray) -> np.ndarray:
+    """The picture in the middle of a margin that continues `around`'s edge, scaled to STILL_SIDE, uint8."""
+    h, w = picture.shape
+    margin = round(_STILL_MARGIN * max(h, w))
+    frame = cv2.copyMakeBorder(around, margin, margin, margin, margin, cv2.BORDER_REPLICATE)
+    frame[margin:margin + h, margin:margin + w] = picture
+    side = max(frame.shape)
+    size = (round(frame.shape[1] * STILL_SIDE / side), round(frame.shape[0] * STILL_SIDE / side))
+    frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA if side > STILL_SIDE else cv2.INTER_LINEAR)
+    return np.clip(np.rint(frame), 0, 255).astype(np.uint8)
 
 
 def stimulus_distance(a: np.ndarray, b: np.ndarray) -> float:

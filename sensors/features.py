@@ -53,7 +53,7 @@ def image_to_stimulus(img: np.ndarray) -> np.ndarray:
     photos of dark ink on paper look like MNIST. Non-square images are padded
     with their background value to a square first, so digits keep their shape.
     """
-    grey = _to_unit_grey(img)
+    grey = to_unit_grey(img)
     if np.median(grey) > 0.5:
         grey = 1.0 - grey
     if grey.shape != (IMAGE_SIZE, IMAGE_SIZE):
@@ -63,7 +63,7 @@ def image_to_stimulus(img: np.ndarray) -> np.ndarray:
     return np.clip(grey, 0.0, 1.0).astype(np.float32)
 
 
-def _to_unit_grey(img: np.ndarray) -> np.ndarray:
+def to_unit_grey(img: np.ndarray) -> np.ndarray:
     """Validate an image and return a 2-D float64 copy scaled to [0, 1]."""
     arr = np.asarray(img)
     if arr.size == 0:
@@ -646,12 +646,13 @@ def _last_line(exc: BaseException) -> str:
     return lines[-1] if lines else type(exc).__name__
 
 
-def read_image_file(path: str | Path) -> np.ndarray:
-    """Read an image file (png, jpg, bmp, pgm, tif, webp) and turn it into a stimulus; errors name the file.
+def decode_image_file(path: str | Path) -> np.ndarray:
+    """Read an image file (png, jpg, bmp, pgm, tif, webp) as HxW grey in [0, 1]; errors name the file.
 
     The header is checked first: images over MAX_IMAGE_PIXELS are refused before
     any pixel is decoded. Transparent images are composited on white before they
     become grey, so dark ink on a transparent background reads as ink on paper.
+    `sensors.files.read_image_file` makes the stimulus of it.
     """
     path = Path(path)
     data = _read_file_bytes(path, MAX_IMAGE_FILE_BYTES, "an image")
@@ -669,7 +670,7 @@ def read_image_file(path: str | Path) -> np.ndarray:
         if img is None or img.size == 0:
             raise FeatureError(f"corrupt or truncated {header.format} image (OpenCV cannot decode it)")
         _check_image_size(img.shape[1], img.shape[0])
-        return image_to_stimulus(composite_on_white(img))
+        return to_unit_grey(composite_on_white(img))
     except FeatureError as exc:
         raise FeatureError(f"{path}: {exc}") from None
 
@@ -787,8 +788,8 @@ def _check_audio_length(frames: int, channels: int, rate: int) -> None:
             f"(MAX_AUDIO_SECONDS, MAX_AUDIO_SAMPLES); cut out the word first")
 
 
-def read_audio_file(path: str | Path) -> np.ndarray:
-    """Read a wav file and turn it into a stimulus; errors name the file.
+def decode_audio_file(path: str | Path) -> tuple[np.ndarray, int]:
+    """Read a wav file as (float32 samples in [-1, 1], sample rate); errors name the file.
 
     The header is checked first: clips over MAX_AUDIO_SECONDS (or MAX_AUDIO_SAMPLES)
     and odd sample rates are refused before their samples are decoded, and files
@@ -805,7 +806,12 @@ def read_audio_file(path: str | Path) -> np.ndarray:
             _check_audio_length(header.frames, header.channels, header.rate)
     except FeatureError as exc:
         raise FeatureError(f"{path}: {exc}") from None
-    wave, rate = _read_wav(path, _check_audio_length)  # the decoded samples too: headers can lie
+    return _read_wav(path, _check_audio_length)  # the decoded samples too: headers can lie
+
+
+def read_audio_file(path: str | Path) -> np.ndarray:
+    """Read a wav file and turn all of it into one stimulus (a dataset's clip is one word)."""
+    wave, rate = decode_audio_file(path)
     try:
         return audio_to_stimulus(wave, rate)
     except FeatureError as exc:

@@ -24,8 +24,8 @@ from agent.runtime.bus import BusClient
 from agent.runtime.launcher import start_bus
 from agent.core.messages import Control, Stats, Stimulus
 from sensors.features import read_audio_file
-from sensors.microphone import (Microphone, RingBuffer, SensorError, UtteranceSegmenter, choose_input,
-                                pick_input, segment_wave)
+from sensors.microphone import Microphone, RingBuffer, SensorError, choose_input, pick_input
+from sensors.words import UtteranceSegmenter, segment_wave
 try:  # one module object for the whole session, whichever way pytest put tests/ on the path
     from tests.pulse import play_wav_into_sink, pulse_sink  # noqa: F401  (pulse_sink is a fixture)
 except ImportError:

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from scipy.io import wavfile
 
 from sensors import features as F
+from sensors.files import read_image_file
 from tools.cli import main
 from tools.recall import Checked, check_file, exit_code, output_names, recall_files
 
@@ -179,7 +180,7 @@ def test_ink_on_a_transparent_background_is_a_drawing(tmp_path, kind):
         else:
             Image.fromarray((ink > 0).astype(np.uint8), "P").save(path, transparency=0)
     assert F.image_header(path.read_bytes()).alpha
-    x, ref = F.read_image_file(path), F.read_image_file(on_white)
+    x, ref = read_image_file(path), read_image_file(on_white)
     assert x.max() > 0.9  # not blank: the ink is there, bright on dark like MNIST
     np.testing.assert_allclose(x, ref, atol=1e-6)
 
@@ -189,11 +190,11 @@ def test_half_transparent_ink_is_grey_and_opaque_alpha_changes_nothing(tmp_path)
     black, opaque = np.zeros_like(ink), np.full_like(ink, 255)
     cv2.imwrite(str(tmp_path / "half.png"), np.dstack([black, black, black, ink // 2]))
     cv2.imwrite(str(tmp_path / "paper.png"), 255 - ink // 2)
-    np.testing.assert_allclose(F.read_image_file(tmp_path / "half.png"), F.read_image_file(tmp_path / "paper.png"),
+    np.testing.assert_allclose(read_image_file(tmp_path / "half.png"), read_image_file(tmp_path / "paper.png"),
                                atol=0.01)
     cv2.imwrite(str(tmp_path / "opaque.png"), np.dstack([255 - ink] * 3 + [opaque]))
     cv2.imwrite(str(tmp_path / "plain.png"), 255 - ink)
-    np.testing.assert_allclose(F.read_image_file(tmp_path / "opaque.png"), F.read_image_file(tmp_path / "plain.png"),
+    np.testing.assert_allclose(read_image_file(tmp_path / "opaque.png"), read_image_file(tmp_path / "plain.png"),
                                atol=1e-6)
 
 
@@ -247,7 +248,7 @@ def test_oversize_images_are_refused_from_the_header(tmp_path, monkeypatch, fmt)
     start = time.perf_counter()
     c = check_file(path)
     seconds = time.perf_counter() - start
-    assert c.x is None and "20000x20000" in c.error and "MAX_IMAGE_PIXELS" in c.error, c.error
+    assert c.percepts is None and "20000x20000" in c.error and "MAX_IMAGE_PIXELS" in c.error, c.error
     assert f"{F.MAX_IMAGE_PIXELS / 1e6:g} million" in c.error
     assert seconds < 0.5
 
@@ -256,10 +257,10 @@ def test_an_image_just_within_the_limit_is_decoded(tmp_path, monkeypatch):
     monkeypatch.setattr(F, "MAX_IMAGE_PIXELS", 60 * 80)
     ink = _drawing()
     cv2.imwrite(str(tmp_path / "ok.png"), 255 - ink)
-    assert F.read_image_file(tmp_path / "ok.png").max() > 0.9
+    assert read_image_file(tmp_path / "ok.png").max() > 0.9
     cv2.imwrite(str(tmp_path / "big.png"), 255 - cv2.resize(ink, (81, 60)))
     with pytest.raises(F.FeatureError, match="big.png: image is too large: 81x60"):
-        F.read_image_file(tmp_path / "big.png")
+        read_image_file(tmp_path / "big.png")
 
 
 def _wav_bytes(rate: int, data: np.ndarray) -> bytes:
@@ -277,7 +278,7 @@ def test_long_or_odd_rate_audio_is_refused_from_the_header(tmp_path, monkeypatch
     long = tmp_path / "long.wav"
     long.write_bytes(_wav_bytes(8000, np.full(int(8000 * seconds), 130, np.uint8)))
     c = check_file(long)
-    assert c.x is None and "too long" in c.error and "MAX_AUDIO_SECONDS" in c.error, c.error
+    assert c.percepts is None and "too long" in c.error and "MAX_AUDIO_SECONDS" in c.error, c.error
     slow = tmp_path / "slow.wav"
     slow.write_bytes(_wav_bytes(500, np.full(2000, 1000, np.int16)))
     assert "sample rate 500 Hz" in check_file(slow).error
@@ -288,7 +289,7 @@ def test_audio_within_the_limits_still_reads(tmp_path):
     path = tmp_path / "tone.wav"
     path.write_bytes(_wav_bytes(48000, (0.3 * np.sin(2 * np.pi * 440 * t) * 32767).astype(np.int16)))
     c = check_file(path)
-    assert c.error is None and c.modality == "audio" and c.x.shape == (F.N_MELS, F.N_FRAMES)
+    assert c.error is None and c.modality == "audio" and c.percepts[0].x.shape == (F.N_MELS, F.N_FRAMES)
 
 
 # ------------------------------------------------------------------------------------- fuzz
@@ -368,13 +369,14 @@ def test_fuzz_every_file_gives_a_stimulus_or_a_clear_error():
             c = check_file(path)  # anything but FeatureError/OSError would escape and fail here
             slowest[0] = max(slowest[0], time.perf_counter() - start)
             if c.error is not None:
-                assert c.x is None and c.error.strip() and "\n" not in c.error
+                assert c.percepts is None and c.error.strip() and "\n" not in c.error
                 seen["error"] += 1
             else:
                 assert c.modality in ("visual", "audio")
                 shape = (F.IMAGE_SIZE, F.IMAGE_SIZE) if c.modality == "visual" else (F.N_MELS, F.N_FRAMES)
-                assert c.x.shape == shape and c.x.dtype == np.float32
-                assert np.all(np.isfinite(c.x)) and 0.0 <= c.x.min() and c.x.max() <= 1.0
+                for x in (p.x for p in c.percepts):
+                    assert x.shape == shape and x.dtype == np.float32
+                    assert np.all(np.isfinite(x)) and 0.0 <= x.min() and x.max() <= 1.0
                 seen[c.modality] += 1
 
         one()

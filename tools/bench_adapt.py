@@ -43,7 +43,8 @@ from replay.datasets import FSDD_SPEAKERS, load_fsdd, load_mnist
 from replay.player import Playlist
 from replay.teacher import make_stream
 from tools.bench_robustness import _run
-from tools.evaluate import cluster_names, name_of
+from replay.naming import cluster_names
+from tools.evaluate import name_of
 from tools.live import LiveAgent
 from tools.played_session import SessionTally, play_session, sleep_awake
 from tools.sleep import sleep_run

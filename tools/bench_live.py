@@ -9,7 +9,7 @@ Two checks against the run's own test scores, on the same test items:
   against recall of the clean MNIST images of the same cards.
 * microphone: FSDD test utterances with pauses, noise and loudness jitter
   (`tools.utterance_audio`; loudness jitter, optionally noise) go through the microphone's segmenter
-  (`sensors.microphone.segment_wave`, offline: the live path through PortAudio
+  (`sensors.words.segment_wave`, offline: the live path through PortAudio
   is exercised by tests/test_microphone.py). Measured: the share of utterances
   that became exactly one stimulus, and audio->visual recall of those stimuli
   against recall of the clean recordings.
@@ -24,7 +24,8 @@ import numpy as np
 
 from agent.core.autoencoder import encode, load_autoencoder
 from agent.core.checkpoint import RunFolder
-from tools.evaluate import name_of, scoring_names
+from replay.naming import scoring_names
+from tools.evaluate import name_of
 
 
 class _Judge:
@@ -82,7 +83,7 @@ def microphone_check(judge: _Judge, n_utterances: int, seed: int = 0, noise_db: 
     """`noise_db`: white noise of that level (dBFS) over the whole recording; None: a clean room."""
     from replay.datasets import list_fsdd_files
     from sensors.features import SAMPLE_RATE, audio_to_stimulus, read_audio_file
-    from sensors.microphone import segment_wave
+    from sensors.words import segment_wave
     from tools.utterance_audio import build_recording, pick_utterances, score_segments
 
     folder = Path(list_fsdd_files("test")[0]).parent

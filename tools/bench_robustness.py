@@ -29,7 +29,8 @@ from agent.core.checkpoint import RunFolder
 from agent.core.config import Config, override
 from replay.datasets import FSDD_SPEAKERS, list_fsdd_files
 from sensors.features import audio_to_stimulus, read_wav_file
-from tools.evaluate import _judge_for, cluster_names, evaluate, name_of
+from replay.naming import cluster_names
+from tools.evaluate import _judge_for, evaluate, name_of
 from tools.judge import predict
 from replay.pipeline import load_brain
 from replay.splits import load_splits

@@ -24,6 +24,7 @@ EPILOG = """examples:
   cdz replay --seeds 0-9 --no-baselines   ten seeds: a per-seed table, mean, min, seeds with exactly 10 classes
   cdz eval runs/latest --json             every score of a finished run as JSON
   cdz recall runs/latest seven.png zero.wav   what the agent recalls for your own files
+  cdz pack runs/latest demo.cdzpack       one file to share the trained agent (cdz recall demo.cdzpack ...)
   cdz plots runs/latest                   t-SNE, decoded cluster modes, learning curves
   cdz bench core                          stream-learning throughput vs a plain implementation
   cdz sleep runs/latest                   teach the encoders on what the live agent met
@@ -87,11 +88,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _open_run(path: str):
+    """A run folder, or a pack unpacked into the cache (`agent.pack.open_run`)."""
+    from agent.pack import open_run
+
+    return open_run(path)
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
-    from agent.core.checkpoint import RunFolder
     from tools.evaluate import evaluate, format_table
 
-    result = evaluate(RunFolder(args.run), progress=not args.quiet, baselines=not args.no_baselines,
+    result = evaluate(_open_run(args.run), progress=not args.quiet, baselines=not args.no_baselines,
                       judges=not args.no_judges)
     if args.json:
         _print_json(result)
@@ -171,10 +178,8 @@ def cmd_recall(args: argparse.Namespace) -> int:
     if not args.files and not args.reward:
         print("cdz recall: error: give image or wav files, or --reward VALUE", file=sys.stderr)
         return 2
-    run = RunFolder(args.run)
-    out = Path(args.out) if args.out else run.path / "recall"
-    results = recall_files(run, [Path(f) for f in args.files], out, before_load=_single_thread_torch,
-                           rewards=args.reward)
+    results = recall_files(args.run, [Path(f) for f in args.files], Path(args.out) if args.out else None,
+                           before_load=_single_thread_torch, rewards=args.reward)
     for r in failures(results):
         print(f"cdz recall: error: {format_failure(r)}", file=sys.stderr)
     if args.json:
@@ -186,11 +191,31 @@ def cmd_recall(args: argparse.Namespace) -> int:
     return exit_code(results)
 
 
+def cmd_pack(args: argparse.Namespace) -> int:
+    from agent.pack import card_text, write_pack
+    from replay.naming import run_names
+
+    run = _open_run(args.run)
+    card = write_pack(run, Path(args.file), run_names(run), overwrite=args.overwrite)
+    size = Path(args.file).stat().st_size
+    print(card_text(card), end="")
+    print(f"\npack: {args.file} ({size / 2**20:.1f} MiB)", file=sys.stderr)
+    return 0
+
+
+def cmd_unpack(args: argparse.Namespace) -> int:
+    from agent.pack import unpack
+
+    run = unpack(args.pack, args.out)
+    print(f"run folder: {run.path}", file=sys.stderr)
+    return 0
+
+
 def cmd_sleep(args: argparse.Namespace) -> int:
-    from agent.core.checkpoint import RunFolder
+    from agent.pack import open_writable_run
     from tools.sleep import sleep_run
 
-    report, info = sleep_run(RunFolder(args.run), args.set or [])
+    report, info = sleep_run(open_writable_run(args.run), args.set or [])
     if args.json:
         _print_json(info)
     else:
@@ -199,10 +224,9 @@ def cmd_sleep(args: argparse.Namespace) -> int:
 
 
 def cmd_plots(args: argparse.Namespace) -> int:
-    from agent.core.checkpoint import RunFolder
     from tools.report import make_plots
 
-    paths = make_plots(RunFolder(args.run), progress=not args.quiet)
+    paths = make_plots(_open_run(args.run), progress=not args.quiet)
     for p in paths:
         print(p)
     return 0
@@ -210,12 +234,11 @@ def cmd_plots(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "live":
-        from agent.core.checkpoint import RunFolder
         from tools.bench_live import bench_live, format_live
 
         if not args.run:
             raise ValueError("cdz bench live needs --run RUN (a trained run folder)")
-        result = bench_live(RunFolder(args.run), cards=args.cards, utterances=args.utterances)
+        result = bench_live(_open_run(args.run), cards=args.cards, utterances=args.utterances)
         print(format_live(result), file=sys.stderr if args.json else sys.stdout)
     elif args.what == "robustness":
         from tools.bench_robustness import bench_robustness, format_robustness
@@ -268,6 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="cdz", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
         description="An unsupervised multimodal agent: it learns which images and sounds belong together, "
                     "discovers the classes itself, and recalls one sense from the other.")
+    from agent import __version__
+
+    p.add_argument("--version", action="version", version=f"cdz-agent {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     from tools.processes import HelpFormatter, add_parsers, describe
@@ -342,6 +368,25 @@ def build_parser() -> argparse.ArgumentParser:
                     "name get distinct outputs (seven, seven-<folder>, seven-2, ...)")
     common(sp, json_out=True)
     sp.set_defaults(func=cmd_recall)
+
+    sp = sub.add_parser("pack", help="one shareable file holding a trained agent (config, encoders, brain, names, "
+                        "model card; no training data)",
+                        **describe("Write a run's latest agent into one file that anyone can recall with, learn "
+                                   "with (after `cdz unpack`) or load with `Agent.load`. Loaded without pickle. "
+                                   "Prints its model card.",
+                                   "cdz pack runs/demo demo.cdzpack", "cdz recall demo.cdzpack seven.png"))
+    sp.add_argument("run", help="run folder (or a pack)")
+    sp.add_argument("file", help="the pack to write (e.g. demo.cdzpack)")
+    sp.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
+    sp.set_defaults(func=cmd_pack)
+
+    sp = sub.add_parser("unpack", help="turn a pack into a run folder that can keep learning",
+                        **describe("Unpack a pack into a new run folder (config, encoders, one checkpoint, names): "
+                                   "what `cdz live` and `cdz sleep` need to keep learning.",
+                                   "cdz unpack demo.cdzpack runs/mine"))
+    sp.add_argument("pack", help="a file made by `cdz pack`")
+    sp.add_argument("out", help="run folder to create (must not exist, or be empty)")
+    sp.set_defaults(func=cmd_unpack)
 
     sp = sub.add_parser("sleep", help="teach a run's encoders on the experience its live agent buffered",
                         formatter_class=HelpFormatter,
@@ -420,7 +465,7 @@ SUBCOMMAND_HELP = {
 
 # commands that never touch torch (recall only once its files are good): no 1-3 s torch import first
 LIGHT_COMMANDS = frozenset({"bus", "top", "keys", "play", "record", "export", "recall", "camera", "mic", "viewer",
-                            "speaker"})
+                            "speaker", "unpack"})
 
 
 def _single_thread_torch() -> None:

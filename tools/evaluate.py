@@ -26,28 +26,13 @@ from agent.core.stream import logged_partner
 from replay.datasets import Split, cache_dir
 from tools.baselines import all_baselines, clustering_scores
 from tools.judge import Judge, load_judge, predict, save_judge, train_judge
+from replay.naming import cluster_names
 from replay.pipeline import Encodings, load_brain
 from replay.senses import sense
 from replay.splits import load_splits
 
 MIN_CLASS_SHARE = 0.01
 JUDGE_VERSION = 1  # bump when the judge's design or training changes: cached judges are then retrained  # a cluster is a discovered class when >= 1% of training stimuli excite it
-
-
-def cluster_names(clusters: np.ndarray, labels: np.ndarray) -> dict[int, int]:
-    """Scoring name of each cluster: the majority label of the stimuli exciting it."""
-    names = {}
-    for cid in np.unique(clusters):
-        if cid >= 0:
-            names[int(cid)] = int(np.bincount(labels[clusters == cid]).argmax())
-    return names
-
-
-def scoring_names(config: Config, enc: Encodings, brain: Brain) -> dict[str, dict[int, int]]:
-    """Every sense's cluster names: the majority class (a digit, or a reward class) of the
-    training stimuli each cluster wins."""
-    return {m: cluster_names(brain.classify(m, enc.train[m]), sense(m).scored(config, enc.train_y[m]))
-            for m in config.modalities}
 
 
 def name_of(ids: np.ndarray, names: dict[int, int]) -> np.ndarray:

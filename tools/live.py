@@ -32,15 +32,6 @@ from agent.core.messages import Control, Excitation, Recall
 log = logging.getLogger(__name__)
 
 
-def scoring_names(run: RunFolder) -> dict[str, dict[int, int]]:
-    """cluster id -> the digit (or reward class) it stands for, per sense (`tools.evaluate.scoring_names`)."""
-    from tools.evaluate import scoring_names
-    from replay.pipeline import load_brain
-
-    loaded = load_brain(run)
-    return scoring_names(loaded.config, loaded.enc, loaded.brain)
-
-
 class EventSink(Protocol):
     """What `LiveAgent.run_for` hands every excitation and recall it hears (an EventLog, a bench's tally)."""
 
@@ -277,7 +268,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.foxglove is not None and args.no_viewer:
         raise ValueError("--foxglove is served by the viewer process: drop --no-viewer")
-    run_folder = RunFolder(args.run)
+    from agent.pack import open_writable_run
+
+    run_folder = open_writable_run(args.run)
     config = run_folder.config()
     run_folder.load_checkpoint()  # a clear error now if the run was never trained
     extra: dict[str, list[str]] = {}
@@ -292,7 +285,9 @@ def run(args: argparse.Namespace) -> int:
                       sleep_settings=args.sleep_set, extra=extra)
     out = open(args.events_out, "w") if args.events_out else None
     try:
-        events = EventLog(out, config.modalities, scoring_names(run_folder)) if out else None
+        from replay.naming import run_names  # heavy: only when events are logged
+
+        events = EventLog(out, config.modalities, run_names(run_folder)) if out else None
         agent.start()
         print(f"cdz live: running on {agent.bus} ({', '.join(agent.children)}); Ctrl-C stops"
               f"{'' if args.duration is None else f' (or after {args.duration:.0f} s)'}", file=sys.stderr)

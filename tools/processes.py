@@ -16,6 +16,7 @@ import threading
 
 from agent.runtime.bus import DEFAULT_BUS, BusClient, Forwarder, make_keys
 from agent.core.checkpoint import RunFolder
+from agent.pack import open_run, open_writable_run
 from agent.runtime.service import terminate_cleanly
 from agent.runtime.topology import hears
 
@@ -135,7 +136,7 @@ def cmd_hub(args: argparse.Namespace) -> int:
 
     _logging(args.quiet)
     terminate_cleanly()
-    run = RunFolder(args.run)
+    run = open_writable_run(args.run)
     client = _client(args, "hub", hears("hub"))
     try:
         hub = Hub.from_run(client, run, lossless=not args.live, total=_total(args, run),
@@ -153,7 +154,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     _logging(args.quiet)
     terminate_cleanly()
-    run = RunFolder(args.run)
+    run = open_writable_run(args.run)
     m = args.modality
     client = _client(args, f"worker-{m}", hears("worker", m))
     try:
@@ -182,7 +183,7 @@ def cmd_play(args: argparse.Namespace) -> int:
     from replay.player import Player, teaching_playlist
 
     _logging(args.quiet)
-    run = RunFolder(args.run)
+    run = open_run(args.run)
     playlist = teaching_playlist(run.config())
     start = 0 if args.wait_go else run.load_checkpoint()[0]  # by hand: go on from where the run stands
     if start >= len(playlist):

@@ -1,8 +1,13 @@
 """`cdz recall`: show the agent an image, let it hear a wav or give it a reward; it recalls the other senses.
 
-The file goes through the same feature code as training (`sensors.features`), the
-modality's encoder, the nearest node and its cluster; the CDZ recalls a cluster in
-every other modality, whose mode node is decoded into a picture (or spectrogram).
+A file is taken as the sensors take the world (`sensors.files`): a picture through the
+camera's ink finder, a recording through the microphone's word finder (each word is
+recalled on its own). The recall itself is the Python API's (`agent.api.Agent`): the
+sense's encoder, the nearest node and its cluster, its familiarity, and per other sense
+the recalled cluster, whose mode node is decoded into a picture or a sound.
+
+Per recall it writes what the agent saw (`<stem>.<sense>-seen.png`), what it imagines
+(`<stem>.<sense>.png`) and, for an imagined sound, `<stem>.audio.wav`.
 
 A batch is checked file by file before the brain is loaded: a file that cannot
 become a stimulus (missing, a folder, empty, corrupt, too large, an unknown type)
@@ -22,37 +27,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from replay.foxglove_views import VALUE_SIZE  # an imagined stimulus this small (a reward) is reported as numbers
-from sensors.features import FeatureError, read_audio_file, read_image_file, write_png
+from sensors.features import FeatureError, write_png
+from sensors.files import Percept, modality_of, read_file
 
 if TYPE_CHECKING:
-    from agent.core.checkpoint import RunFolder
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".pbm", ".ppm", ".pnm", ".tif", ".tiff", ".webp"}
-AUDIO_SUFFIXES = {".wav"}
-
-
-def modality_of(path: Path) -> str:
-    suffix = path.suffix.lower()
-    if suffix in IMAGE_SUFFIXES:
-        return "visual"
-    if suffix in AUDIO_SUFFIXES:
-        return "audio"
-    raise FeatureError(f"{path}: unknown file type {suffix or '(no suffix)'!r}; give an image "
-                       f"({', '.join(sorted(IMAGE_SUFFIXES))}) or a .wav")
-
-
-def read_stimulus(path: Path) -> tuple[str, np.ndarray]:
-    """(modality, stimulus) of one file. Every problem with the file is a FeatureError whose
-    one-line message starts with the path and says what is wrong."""
-    path = Path(path)
-    if path.is_dir():
-        raise FeatureError(f"{path}: is a folder, not a file (give the images or wavs in it)")
-    modality = modality_of(path)
-    if not path.exists():
-        raise FeatureError(f"{path}: " + ("broken link (its target does not exist)" if path.is_symlink()
-                                          else "file does not exist"))
-    x = read_image_file(path) if modality == "visual" else read_audio_file(path)
-    return modality, x
+    from agent.api import Agent, Recall
 
 
 @dataclass
@@ -61,7 +40,7 @@ class Checked:
 
     file: Path
     modality: str | None = None
-    x: np.ndarray | None = None
+    percepts: list[Percept] | None = None  # a picture's stimulus, or each word of a recording
     error: str | None = None  # one line, without the file name
 
 
@@ -90,20 +69,20 @@ def check_reward(text: str) -> Checked:
         return Checked(label, modality=REWARD, error=f"a reward is a number, got {text!r}")
     if not np.isfinite(value):
         return Checked(label, modality=REWARD, error=f"a reward must be finite, got {text!r}")
-    return Checked(label, modality=REWARD, x=np.array([[value]], np.float32))
+    return Checked(label, modality=REWARD, percepts=[Percept(REWARD, np.array([[value]], np.float32))])
 
 
 def check_file(path: Path) -> Checked:
     """Read one file and turn it into a stimulus; never raises for a bad file (`error` says why)."""
     path = Path(path)
     try:
-        modality, x = read_stimulus(path)
+        percepts = read_file(path)
     except FeatureError as exc:
         return Checked(path, modality=_known_modality(path), error=_reason(path, exc))
     except OSError as exc:  # features check what they read, but a file system can still surprise
         return Checked(path, modality=_known_modality(path),
                        error=f"cannot read file ({exc.strerror or type(exc).__name__})")
-    return Checked(path, modality=modality, x=x)
+    return Checked(path, modality=percepts[0].modality, percepts=percepts)
 
 
 def _stem_candidates(path: Path) -> Iterator[str]:
@@ -135,7 +114,7 @@ def output_names(checked: list[Checked], modalities: list[str]) -> dict[int, str
             continue
         targets = [m for m in modalities if m != c.modality] or [str(c.modality)]
         for stem in _stem_candidates(c.file):
-            names = {f"{stem}.{t}.png".casefold() for t in targets}
+            names = {f"{stem}.{t}.png".casefold() for t in targets} | {f"{stem}.{c.modality}-seen.png".casefold()}
             if not names & used:
                 used |= names
                 stems[i] = stem
@@ -143,67 +122,85 @@ def output_names(checked: list[Checked], modalities: list[str]) -> dict[int, str
     return stems
 
 
-ASSOCIATE_WEIGHT = 0.05  # a recalled sense also lists the clusters connected with at least this weight
-
-
-def recall_files(run: RunFolder, files: list[Path], out_dir: Path,
+def recall_files(run: Path | str | None, files: list[Path], out_dir: Path | None,
                  before_load: Callable[[], None] | None = None, rewards: list[str] = ()) -> list[dict[str, Any]]:
-    """Recall for each file (then each reward), in order; writes `<stem>.<modality>.png`
-    reconstructions into out_dir.
+    """Recall for each file (then each reward), in order; a recording gives one entry per word.
 
-    Every input is read and checked first; the brain is loaded only if at least one
-    is good (`before_load` runs just before, e.g. to set up torch). A bad input's entry
-    is {"file", "modality", "error"}; a good one's has the cluster and what it recalls:
-    per other sense the strongest cluster, its imagined stimulus (a PNG, or the numbers
-    of a small one such as a reward) and `associates`, every cluster connected with at
-    least `ASSOCIATE_WEIGHT` (a reward of 0 recalls all the digits that earn it).
+    Every input is read and checked first; the agent (a run folder or a pack) is loaded only
+    if at least one is good (`before_load` runs just before, e.g. to set up torch). A bad
+    input's entry is {"file", "modality", "error"}; a good one's has the cluster, its
+    familiarity and what it recalls: per other sense the strongest cluster, its imagined
+    stimulus (a PNG and, for a sound, a WAV; the numbers of a small one such as a reward)
+    and `associates`, every cluster connected with at least `agent.api.ASSOCIATE_WEIGHT`.
+    Pictures go into `out_dir` (default: the run's `recall` folder).
     """
     checked = [check_file(Path(f)) for f in files] + [check_reward(r) for r in rewards]
     if all(c.error is not None for c in checked):
         return [_failure(c) for c in checked]
     if before_load is not None:
         before_load()
+    from agent.api import Agent  # heavy imports only when used
 
-    from agent.core.autoencoder import load_autoencoder
-    from agent.core.recollection import recollect
-    from tools.evaluate import scoring_names
-    from replay.pipeline import load_brain  # heavy imports only when used
-
-    config, enc, brain, _, _ = load_brain(run)
-    modalities = list(config.modalities)
+    agent = Agent.load(run)
     for c in checked:
-        if c.error is None and c.modality not in modalities:
-            c.error = f"this run has no {c.modality} modality (it has {', '.join(modalities)})"
+        if c.error is None and c.modality not in agent.senses:
+            c.error = f"this run has no {c.modality} modality (it has {', '.join(agent.senses)})"
     if all(c.error is not None for c in checked):
         return [_failure(c) for c in checked]
-    coders = {m: load_autoencoder(run.encoder_path(m)) for m in modalities}
-    names = scoring_names(config, enc, brain)
-    stems = output_names(checked, modalities)
+    out_dir = Path(out_dir) if out_dir is not None else Path(run) / "recall"
+    stems = output_names(checked, list(agent.senses))
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
     for i, c in enumerate(checked):
         if c.error is not None:
             results.append(_failure(c))
             continue
-        modality = str(c.modality)
-        r = recollect(brain, coders, modality, c.x)
-        entry: dict[str, Any] = {"file": str(c.file), "modality": modality, "cluster": r.cluster,
-                                 "cluster_name": names[modality].get(r.cluster), "recalled": {}}
-        for target, cid in r.recalled.items():
-            item: dict[str, Any] = {"cluster": cid if cid >= 0 else None, "cluster_name": None, "png": None,
-                                    "associates": [{"cluster": a, "cluster_name": names[target].get(a), "weight": w}
-                                                   for a, w in brain.cdz.associates(modality, r.cluster, target,
-                                                                                    ASSOCIATE_WEIGHT)]}
-            recon = r.imagined[target]
-            if recon is not None and recon.size <= VALUE_SIZE:
-                item.update(cluster_name=names[target].get(cid), value=[float(v) for v in recon.ravel()])
-            elif recon is not None:
-                png = out_dir / f"{stems[i]}.{target}.png"
-                write_png(png, recon[::-1] if target == "audio" else recon, scale=4)  # low mels at the bottom
-                item.update(cluster_name=names[target].get(cid), png=str(png))
-            entry["recalled"][target] = item
-        results.append(entry)
+        many = len(c.percepts) > 1
+        for k, p in enumerate(c.percepts, start=1):
+            r = agent.recall_stimulus(p.modality, p.x, (p.start_s, p.end_s) if p.start_s is not None else None)
+            stem = f"{stems[i]}.word{k}" if many else stems[i]
+            results.append(_entry(agent, c.file, r, out_dir, stem, word=k if many else None))
     return results
+
+
+def _entry(agent: Agent, file: Path, r: Recall, out_dir: Path, stem: str, word: int | None) -> dict[str, Any]:
+    """One recall as a JSON-able dict, writing the pictures and sounds it names."""
+    entry: dict[str, Any] = {"file": str(file), "modality": r.sense, "cluster": r.cluster, "cluster_name": r.name,
+                             "familiarity": round(r.familiarity, 4), "novel": r.novel, "seen": None, "recalled": {}}
+    if word is not None:
+        entry.update(word=word, start_s=round(r.span[0], 3), end_s=round(r.span[1], 3))
+    if r.stimulus.size > VALUE_SIZE:
+        entry["seen"] = _write_stimulus(out_dir / f"{stem}.{r.sense}-seen.png", r.sense, r.stimulus)
+    for target, got in r.recalled.items():
+        item: dict[str, Any] = {"cluster": got.cluster, "cluster_name": got.name, "png": None,
+                                "associates": [{"cluster": a, "cluster_name": n, "weight": w}
+                                               for a, n, w in got.associates]}
+        recon = r.imagined[target]
+        if recon is not None and recon.size <= VALUE_SIZE:
+            item["value"] = [float(v) for v in recon.ravel()]
+        elif recon is not None:
+            item["png"] = _write_stimulus(out_dir / f"{stem}.{target}.png", target, recon)
+            if target == "audio":
+                item["wav"] = _write_sound(out_dir / f"{stem}.{target}.wav", recon)
+        entry["recalled"][target] = item
+    return entry
+
+
+def _write_stimulus(path: Path, sense: str, x: np.ndarray) -> str:
+    write_png(path, x[::-1] if sense == "audio" else x, scale=4)  # low mels at the bottom
+    return str(path)
+
+
+def _write_sound(path: Path, spectrogram: np.ndarray) -> str:
+    """An imagined spectrogram as a sound one can play (Griffin-Lim, 8 kHz, 16-bit)."""
+    from scipy.io import wavfile
+
+    from sensors.features import SAMPLE_RATE, spectrogram_to_audio
+
+    wave = spectrogram_to_audio(spectrogram)
+    peak = float(np.abs(wave).max()) or 1.0
+    wavfile.write(path, SAMPLE_RATE, np.round(wave / peak * 0.9 * 32767).astype(np.int16))
+    return str(path)
 
 
 def _failure(c: Checked) -> dict[str, Any]:
@@ -230,13 +227,16 @@ def format_recall(results: list[dict[str, Any]]) -> str:
     for r in results:
         if r.get("error") is not None:
             continue
-        head = f"{r['file']} ({r['modality']}): cluster {r['cluster']} '{r['cluster_name']}'"
-        lines.append(head)
+        where = f" word {r['word']} ({r['start_s']:.2f}-{r['end_s']:.2f} s)" if r.get("word") else ""
+        known = "novel" if r["novel"] else "known"
+        lines.append(f"{r['file']}{where} ({r['modality']}): cluster {r['cluster']} '{r['cluster_name']}', "
+                     f"familiarity {r['familiarity']:.2f} ({known})")
         for target, item in r["recalled"].items():
             if item["cluster"] is None:
                 lines.append(f"  recalls nothing in {target}")
                 continue
-            shown = item["png"] if item.get("value") is None else " ".join(f"{v:.3g}" for v in item["value"])
+            shown = " ".join(f"{v:.3g}" for v in item["value"]) if item.get("value") is not None \
+                else " ".join(filter(None, (item["png"], item.get("wav"))))
             lines.append(f"  recalls {target} cluster {item['cluster']} '{item['cluster_name']}' -> {shown}")
             if len(item["associates"]) > 1:
                 lines.append("    connected to " + ", ".join(f"'{a['cluster_name']}' {a['weight']:.2f}"

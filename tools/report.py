@@ -15,7 +15,8 @@ import numpy as np
 from agent.core.autoencoder import decode, load_autoencoder
 from agent.core.checkpoint import RunFolder, load_arrays
 from agent.core.stream import logged_partner
-from tools.evaluate import MIN_CLASS_SHARE, cluster_names, name_of
+from replay.naming import cluster_names
+from tools.evaluate import MIN_CLASS_SHARE, name_of
 from tools.plots import plot_learning_curves, plot_mode_grid, plot_tsne
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -61,7 +62,7 @@ class Mind:
 
 def load_mind(run: RunFolder) -> Mind:
     from agent.core.autoencoder import load_autoencoder
-    from tools.evaluate import scoring_names
+    from replay.naming import scoring_names
     from replay.pipeline import load_brain
 
     loaded = load_brain(run)
@@ -167,6 +168,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--learn-from-thoughts", dest="learn", action="store_true",
                    help="let thoughts teach the cortex and the CDZ (default: thinking changes nothing)")
     p.add_argument("--log", metavar="FILE.jsonl", help="one JSON line per thought")
+    p.add_argument("--save", action="store_true",
+                   help="keep what the agent learns while thinking: checkpoint into RUN (default: RUN is only read; "
+                        "the thinking runs on a scratch copy)")
     p.add_argument("--rng-seed", type=int, default=0, help="seed of the noise and spontaneous seeds")
     p.add_argument("--report", action="store_true",
                    help="no bus: print think_report (chains from test digits, in process) as JSON and exit")
@@ -181,9 +185,12 @@ def _describe(e: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     from agent.core.autoencoder import load_autoencoder
     from agent.runtime.thought import ThoughtLoop
-    from tools.live import LiveAgent, scoring_names
+    from replay.naming import run_names
+    from tools.live import LiveAgent
 
-    run_folder = RunFolder(args.run)
+    from agent.pack import open_run, open_writable_run
+
+    run_folder = open_writable_run(args.run) if getattr(args, "save", False) else open_run(args.run)
     config = run_folder.config()
     run_folder.load_checkpoint()  # a clear error now if the run was never trained
     if getattr(args, "report", False):
@@ -193,7 +200,15 @@ def run(args: argparse.Namespace) -> int:
     if not (args.seed_file or args.spontaneous or args.from_live):
         raise ValueError("cdz think needs a seed: --from FILE, --spontaneous or --from-live")
     shapes = {m: tuple(load_autoencoder(run_folder.encoder_path(m)).input_shape) for m in config.modalities}
-    agent = None if args.bus else LiveAgent(run_folder, camera=None, use_mic=False, viewer=False)
+    scratch = None
+    if not args.bus:  # our own hub and workers: they checkpoint into the run only with --save
+        lived_in = run_folder
+        if not args.save:
+            from agent.api import Agent
+
+            scratch = tempfile.TemporaryDirectory(prefix="cdz-think-")
+            lived_in = Agent.load(run_folder.path).save(Path(scratch.name) / "run")
+    agent = None if args.bus else LiveAgent(lived_in, camera=None, use_mic=False, viewer=False)
     out = open(args.log, "w") if args.log else None
     client = None
     try:
@@ -205,15 +220,16 @@ def run(args: argparse.Namespace) -> int:
         quiet = getattr(args, "quiet", False)
         loop = ThoughtLoop(client, tuple(config.modalities), shapes, rate=args.rate, max_depth=args.max_depth,
                            max_duration=args.duration, noise=args.noise, learn_from_thoughts=args.learn,
-                           spontaneous=args.spontaneous, from_live=args.from_live, names=scoring_names(run_folder),
+                           spontaneous=args.spontaneous, from_live=args.from_live, names=run_names(run_folder),
                            log_file=out, seed=args.rng_seed,
                            on_thought=None if quiet else lambda e: print(_describe(e), flush=True))
         if agent is not None:
             loop.hooks.append(_tender(agent))
         if args.seed_file:
-            from tools.recall import read_stimulus
+            from sensors.files import read_file
 
-            loop.seed_stimulus(*read_stimulus(Path(args.seed_file)))  # an image (visual) or a wav (audio)
+            first = read_file(Path(args.seed_file))[0]  # a picture, or the first word of a recording
+            loop.seed_stimulus(first.modality, first.x)
         loop.run(timeout_ms=10)
         loop.finish()
         s = loop.stats()
@@ -224,6 +240,8 @@ def run(args: argparse.Namespace) -> int:
             client.close()
         if agent is not None:
             agent.stop()
+        if scratch is not None:
+            scratch.cleanup()
         if out is not None:
             out.close()
     return 0

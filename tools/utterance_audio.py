@@ -119,7 +119,7 @@ def align_and_score(segments: Sequence[tuple[float, float]], truth: Sequence[Utt
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sensors.microphone import segment_wave
+    from sensors.words import segment_wave
 
     p = argparse.ArgumentParser(prog="python -m tools.utterance_audio", description=__doc__.split("\n")[0])
     p.add_argument("--fsdd", default=None, help="FSDD wav folder (default $CDZ_DATA_DIR/fsdd)")

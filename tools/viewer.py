@@ -274,10 +274,10 @@ def run(args: argparse.Namespace) -> int:
     if port is not None:
         names = None
         if getattr(args, "run", None):
-            from agent.core.checkpoint import RunFolder
-            from tools.live import scoring_names
+            from agent.pack import open_run
+            from replay.naming import run_names
 
-            names = scoring_names(RunFolder(args.run))
+            names = run_names(open_run(args.run))
         live = FoxgloveLive(port, host=args.foxglove_host, names=names)
         print(f"viewer: Foxglove live view on ws://{args.foxglove_host}:{live.port}", file=sys.stderr, flush=True)
     client = BusClient(args.bus, "viewer", TOPICS + (FOXGLOVE_TOPICS if live else []), keys=args.keys)

@@ -432,6 +432,26 @@ class Cortex:
         cluster_ids[bad] = -1
         return node_ids, cluster_ids
 
+    def familiarity(self, z: np.ndarray) -> float:
+        """How familiar an encoding is, in [0, 1]: the share of nodes whose last stimulus lay at least
+        as far from them as `z` lies from its nearest node.
+
+        Each node keeps the encoding that last excited it, one sample of how far the stimuli
+        a node wins usually lie from it. Something of a known kind lands among those
+        distances (about 0.5 for a typical one); something novel lies farther from every
+        node than nearly all of them (near 0). Nodes that have not fired since they were
+        placed or relocated hold no such sample and are left out. Changes nothing.
+        """
+        z = self.check(z)
+        hi = self.n_hi
+        alive = self.node_id[:hi] >= 0
+        if not alive.any():
+            raise RuntimeError(f"{self.modality}: the cortex has no nodes yet")
+        usual = np.linalg.norm(self.last_z[:hi][alive] - self.pos[:hi][alive], axis=1)
+        usual = usual[usual > 0]
+        d = float(np.linalg.norm(self.pos[self._nearest(z)] - z))
+        return float((usual >= d).mean()) if usual.size else 0.0
+
     def alive_cluster_ids(self) -> np.ndarray:
         return np.sort(np.fromiter(self.cluster_slot.keys(), np.int64, len(self.cluster_slot)))
 

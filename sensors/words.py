@@ -1,0 +1,158 @@
+"""Finding words in sound: an energy voice-activity detector that cuts a stream into one clip per word.
+
+The microphone runs it live (`sensors.microphone`), and `segment_wave` / `words_in` run it
+offline over a recording, for `cdz recall`, the API, evaluation and tests, so a sound file
+is cut into words exactly as the microphone would cut it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One utterance: sample indices since the segmenter began, and its audio (pre-roll included)."""
+
+    start: int  # first sample of the clip (onset minus pre-roll)
+    onset: int  # first sample of the frame that crossed the start threshold
+    voiced_end: int  # one past the last frame above the stop threshold
+    end: int  # one past the clip's last sample (a short tail after voiced_end)
+    audio: np.ndarray
+    cut: bool = False  # speech went on for longer than max_s and was cut there
+
+
+_IDLE, _SPEECH, _CUT = "idle", "speech", "cut"
+_FLOOR_MIN_DB = -100.0
+
+
+class UtteranceSegmenter:
+    """Energy voice-activity detection over 10 ms frames, one `Segment` per spoken word.
+
+    The noise floor follows the quiet frames (down fast, up slowly; frozen during speech).
+    Speech starts on a frame `start_db` above the floor (and above `min_level_db`, so that
+    digital silence does not make every click speech) and ends after `hangover_s` below
+    `stop_db` above it; the gap inside "six" or "eight" is shorter than the hangover.
+    A clip keeps `preroll_s` before the onset (soft consonants start below the threshold),
+    clips with less than `min_s` of speech are dropped (clicks, taps; FSDD's shortest "six"
+    lasts 0.14 s, so the limit is below that), and speech longer
+    than `max_s` (the stimulus length) is cut there; the rest of it is skipped until a
+    pause, while the floor rises towards it, so a noise that stays on becomes the floor.
+    """
+
+    def __init__(self, rate: int, frame_s: float = 0.01, start_db: float = 12.0, stop_db: float = 6.0,
+                 min_level_db: float = -60.0, hangover_s: float = 0.3, preroll_s: float = 0.1,
+                 tail_s: float = 0.05, min_s: float = 0.08, max_s: float = 1.0):
+        if rate < 100:
+            raise ValueError(f"rate must be at least 100 Hz, got {rate}")
+        self.rate = int(rate)
+        self.hop = max(1, int(round(rate * frame_s)))
+        self.start_db, self.stop_db, self.min_level_db = start_db, stop_db, min_level_db
+        self.hangover = max(1, int(round(hangover_s * rate / self.hop)))
+        self.tail = int(round(tail_s * rate))
+        self.min_len = int(round(min_s * rate))
+        self.max_len = int(round(max_s * rate))
+        self.floor_db: float | None = None
+        self.peak_db = -120.0  # loudest frame since the caller last reset it (input level)
+        self.state = _IDLE
+        self.pos = 0  # stream index of the next frame
+        self.rejected = 0  # too short
+        self.cut = 0  # too long
+        self._partial = np.zeros(0, np.float32)
+        self._history: deque[np.ndarray] = deque(maxlen=max(0, int(round(preroll_s * rate / self.hop))))
+        self._frames: list[np.ndarray] = []
+        self._start = self._onset = self._voiced_end = 0
+        self._quiet = 0
+
+    def thresholds(self) -> tuple[float, float]:
+        floor = _FLOOR_MIN_DB if self.floor_db is None else self.floor_db
+        return (max(floor + self.start_db, self.min_level_db),
+                max(floor + self.stop_db, self.min_level_db - (self.start_db - self.stop_db)))
+
+    def push(self, samples: np.ndarray) -> list[Segment]:
+        """Feed more of the stream; returns the utterances that ended in it."""
+        data = np.concatenate([self._partial, np.asarray(samples, np.float32).ravel()])
+        n = data.shape[0] // self.hop
+        self._partial = data[n * self.hop:]
+        if n == 0:
+            return []
+        frames = data[:n * self.hop].reshape(n, self.hop)
+        energy = 10.0 * np.log10(np.einsum("ij,ij->i", frames, frames, dtype=np.float64) / self.hop + 1e-12)
+        self.peak_db = max(self.peak_db, float(energy.max()))
+        out = []
+        for frame, e in zip(frames, energy.tolist()):
+            seg = self._step(frame, e)
+            if seg is not None:
+                out.append(seg)
+        return out
+
+    def flush(self) -> list[Segment]:
+        """End of the stream: the utterance in progress, if long enough."""
+        seg = self._finish() if self.state == _SPEECH else None
+        self.state = _IDLE
+        return [seg] if seg is not None else []
+
+    def _step(self, frame: np.ndarray, e: float) -> Segment | None:
+        p = self.pos
+        self.pos += self.hop
+        start_thr, stop_thr = self.thresholds()
+        seg = None
+        if self.state == _IDLE:
+            if e >= start_thr:
+                self.state, self._quiet = _SPEECH, 0
+                self._frames = [*self._history, frame]
+                self._start, self._onset, self._voiced_end = p - len(self._history) * self.hop, p, p + self.hop
+            else:
+                self._track_floor(e, rise=0.01)
+        elif self.state == _SPEECH:
+            self._frames.append(frame)
+            if e >= stop_thr:
+                self._voiced_end, self._quiet = p + self.hop, 0
+            else:
+                self._quiet += 1
+            if self.pos - self._onset >= self.max_len:
+                seg = self._finish(cut=True)
+                self.state, self._quiet, self.cut = _CUT, 0, self.cut + 1
+            elif self._quiet >= self.hangover:
+                seg = self._finish()
+                self.state = _IDLE
+        else:  # _CUT: wait for a pause; a sound that never stops becomes the floor
+            self._quiet = self._quiet + 1 if e < stop_thr else 0
+            self._track_floor(e, rise=0.01)
+            if self._quiet >= self.hangover:
+                self.state = _IDLE
+        self._history.append(frame)
+        return seg
+
+    def _track_floor(self, e: float, rise: float) -> None:
+        e = max(e, _FLOOR_MIN_DB)
+        if self.floor_db is None:
+            self.floor_db = e
+        else:
+            self.floor_db += (0.2 if e < self.floor_db else rise) * (e - self.floor_db)
+
+    def _finish(self, cut: bool = False) -> Segment | None:
+        end = self.pos if cut else min(self._voiced_end + self.tail, self.pos)
+        frames, self._frames = self._frames, []
+        if not cut and self._voiced_end - self._onset < self.min_len:
+            self.rejected += 1
+            return None
+        audio = np.concatenate(frames)[:end - self._start]
+        return Segment(self._start, self._onset, min(self._voiced_end, end), end, audio, cut)
+
+
+def segment_wave(wave: np.ndarray, rate: int, chunk_s: float = 0.05, **kwargs: Any) -> list[tuple[float, float]]:
+    """(start_s, end_s) of every utterance the live segmenter finds in a recording (pre-roll included).
+
+    The wave is fed in chunks of `chunk_s`, as a sound card would deliver it."""
+    seg = UtteranceSegmenter(rate, **kwargs)
+    wave = np.asarray(wave, np.float32)
+    if wave.ndim == 2:
+        wave = wave.mean(axis=1)
+    step = max(1, int(chunk_s * rate))
+    found = [s for i in range(0, wave.shape[0], step) for s in seg.push(wave[i:i + step])] + seg.flush()
+    return [(s.start / rate, s.end / rate) for s in found]
