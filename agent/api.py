@@ -34,7 +34,7 @@ from sensors.files import Percept, picture, read_file, words
 
 Input = Union[str, Path, np.ndarray, tuple, float, int]  # a file, an image, (wave, rate), or a reward value
 ASSOCIATE_WEIGHT = 0.05  # a recalled sense also lists the clusters connected with at least this weight
-NOVEL_BELOW = 0.02  # familiarity under this: farther from every node than 98% of what it learned
+NOVEL_BELOW = 0.02  # familiarity under this: farther from its nearest node than 98% of the usual distances
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,7 @@ class Agent:
         self.coders = coders
         self.brain = brain
         self.names = names
+        self._usual: dict[str, tuple[int, np.ndarray]] = {}  # sense -> (cortex step, usual distances)
 
     # ------------------------------------------------------------------ loading and saving
     @classmethod
@@ -153,8 +154,17 @@ class Agent:
             links = self.brain.cdz.associates(sense, r.cluster, target, ASSOCIATE_WEIGHT)
             recalled[target] = Recalled(cid if cid >= 0 else None, self._name(target, cid),
                                         [(c, self._name(target, c), w) for c, w in links])
-        return Recall(sense, r.cluster, self._name(sense, r.cluster), self.brain.cortices[sense].familiarity(z),
+        return Recall(sense, r.cluster, self._name(sense, r.cluster), self._familiarity(sense, z),
                       np.asarray(x, np.float32), recalled, dict(r.imagined), span)
+
+    def _familiarity(self, sense: str, z: np.ndarray) -> float:
+        """`Cortex.familiarity`, its reference distances kept until the cortex learns again."""
+        cortex = self.brain.cortices[sense]
+        step, usual = self._usual.get(sense, (-1, None))
+        if step != cortex.step or usual is None:
+            usual = cortex.usual_distances()
+            self._usual[sense] = (cortex.step, usual)
+        return cortex.familiarity(z, usual)
 
     def learn(self, *inputs: Input) -> list[int]:
         """One paired event, learned online: every input is sensed at the same moment (an image with

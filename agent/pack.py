@@ -37,7 +37,7 @@ from agent.core.storage import RunError, atomic_write_bytes
 FORMAT = "cdz-pack"
 VERSION = 1
 MAX_MEMBER_BYTES = 256 * 2**20  # a member larger than this when unzipped is refused (a zip bomb)
-CARD_SCORES = ("recall", "generation", "classes", "judge")  # the metrics a card reports (keys starting so)
+CARD_SCORES = ("recall_accuracy", "generation_accuracy", "classes_discovered", "judge_accuracy", "n_test")  # `cdz eval`'s
 
 
 def _json_bytes(obj: Any) -> bytes:
@@ -67,8 +67,9 @@ def model_card(run: RunFolder, modalities: tuple[str, ...], step: int) -> dict[s
 
     config = run.config()
     metrics = run.metrics()
-    scores = {k: v for k, v in sorted(metrics.get("eval", metrics).items())
-              if isinstance(v, (int, float)) and k.startswith(CARD_SCORES)} if isinstance(metrics, dict) else {}
+    scored = metrics.get("eval", {}) if isinstance(metrics, dict) else {}
+    scores = {f"{name} {what}": value for name in CARD_SCORES if isinstance(scored.get(name), dict)
+              for what, value in sorted(scored[name].items()) if isinstance(value, (int, float))}
     return {
         "made": time.strftime("%Y-%m-%d %H:%M:%S"), "made_with": f"cdz-agent {__version__}",
         "from_run": run.path.name, "senses": list(modalities), "stimuli_learned": step, "seed": config.seed,
@@ -95,7 +96,7 @@ def card_text(card: dict[str, Any]) -> str:
              f"Made {card['made']} with {card['made_with']}; senses {', '.join(card['senses'])}; "
              f"seed {card['seed']}; {card['stimuli_learned']:,} stimuli learned.", "", "## Data", ""]
     lines += [f"* {sense}: {what}" for sense, what in card["data"].items()]
-    lines += ["", f"Labels: {card['labels']}.", "", "## Scores (held-out test sets, learning off)", ""]
+    lines += ["", f"Labels: {card['labels']}.", "", "## Scores (held-out test sets, learning off; docs/EVALUATION.md)", ""]
     lines += [f"* {k}: {v:.4g}" for k, v in card["scores"].items()] or ["* not evaluated (run `cdz eval` first)"]
     return "\n".join(lines) + "\n"
 
@@ -188,7 +189,7 @@ def unpack(path: Path | str, folder: Path | str) -> RunFolder:
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise RunError(f"{folder} exists and is not empty; unpack into a new folder")
     if not is_pack(path):
-        raise RunError(f"{path}: not a pack (make one with `cdz pack RUN FILE`)")
+        raise RunError(f"{path}: not a pack (make one with `cdz pack --run RUN --out FILE`)")
     with zipfile.ZipFile(path) as z:
         head = _json(_read_member(z, "pack.json", path), "pack.json", path)
         if not isinstance(head, dict) or head.get("format") != FORMAT:
@@ -278,5 +279,5 @@ def open_writable_run(path: Path | str) -> RunFolder:
     run = open_run(path)
     if is_unpacked(run):
         raise RunError(f"{path} is a pack, and this command saves what it learns into its run: unpack it into a "
-                       f"run folder first (cdz unpack {path} runs/NAME)")
+                       f"run folder first (cdz unpack --run {path} --out runs/NAME)")
     return run

@@ -523,7 +523,8 @@ def parse_topics(text: str) -> tuple[str, ...]:
 
 def add_record_arguments(parser: argparse.ArgumentParser) -> None:
     """`cdz record FILE.mcap [--topics a,b] [--duration S]` (the CLI adds --bus, --keys, --quiet)."""
-    parser.add_argument("file", help="MCAP file to write (replaced if it exists)")
+    parser.add_argument("file", help="MCAP file to write (an existing one is replaced only with --overwrite)")
+    parser.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
     parser.add_argument("--topics", type=parse_topics, default=RECORD_TOPICS,
                         help=f"comma-separated topic prefixes to record (default {','.join(RECORD_TOPICS)})")
     parser.add_argument("--duration", type=float, default=0.0,
@@ -550,6 +551,8 @@ def run_record(args: argparse.Namespace) -> int:
     folder = Path(args.file).parent
     if not folder.is_dir():  # before connecting: say so at once rather than after the handshake
         raise RecordingError(f"cannot write {args.file}: folder {folder} does not exist")
+    if Path(args.file).exists() and not getattr(args, "overwrite", False):
+        raise RecordingError(f"{args.file} exists; choose another name or pass --overwrite")
     client = _client(BusClient, args, "recorder", [t.encode() for t in args.topics])
     try:
         writer = RecordingWriter(args.file, chunk_kb=args.chunk_kb, compression=compression,
@@ -603,14 +606,14 @@ def check_recording(path: Path | str) -> None:
         raise RecordingError(f"{path} is not a readable MCAP recording (no header record)")
 
 
-def export_recording(src: Path | str, dst: Path | str) -> tuple[int, int]:
+def export_recording(src: Path | str, dst: Path | str, overwrite: bool = False) -> tuple[int, int]:
     """Rewrite a recording in today's layout (event times as log times, Foxglove views), with
     the same frames and receive times, so it plays and replays exactly as before. Returns
-    (messages written, invalid ones skipped). `dst` must not exist."""
+    (messages written, invalid ones skipped). An existing `dst` is replaced only with `overwrite`."""
     check_recording(src)
     dst = Path(dst)
-    if dst.exists():
-        raise RecordingError(f"{dst} already exists; give the name of a new file")
+    if dst.exists() and not overwrite:
+        raise RecordingError(f"{dst} exists; choose another name or pass --overwrite")
     writer = RecordingWriter(dst, metadata={"exported_from": str(src)})
     skipped = 0
     try:

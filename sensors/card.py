@@ -18,14 +18,14 @@ def _odd(n: float) -> int:
 
 
 def find_card(frame_bgr: np.ndarray, work_width: int = 320, min_size: float = 0.08, max_size: float = 0.9,
-              upright: bool = True) -> tuple[np.ndarray, tuple[int, int, int, int]] | None:
+              upright: bool = True, group: int = 40) -> tuple[np.ndarray, tuple[int, int, int, int]] | None:
     """The digit on a card in view: (crop of bright ink on dark, float32 in [0, 1]; box x, y, w, h in
     frame pixels), or None.
 
     Ink is what is much darker than the paper around it: the paper's brightness is
     estimated by a grey closing (strokes thinner than the kernel vanish), so uneven
     light and a card brighter than the wall do not count as ink, and large dark
-    things are ignored. Strokes close to each other are merged into one digit; the
+    things are ignored. Strokes closer than 1/`group` of the frame width are merged into one digit; the
     largest group of plausible size (`min_size`..`max_size` of the frame height,
     not cut by the frame edge) is the digit. With `upright`, a card held tilted is
     turned straight when its outline is clearly visible (MNIST digits are upright).
@@ -38,7 +38,7 @@ def find_card(frame_bgr: np.ndarray, work_width: int = 320, min_size: float = 0.
     h, w = grey.shape
     ratio, paper = _against_paper(grey)
     ink_mask = ((ratio < 0.6) & (paper > 40.0)).astype(np.uint8)
-    grouped = cv2.dilate(ink_mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (_odd(w / 40),) * 2))
+    grouped = cv2.dilate(ink_mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (_odd(w / group),) * 2))
     n, labels, boxes, _ = cv2.connectedComponentsWithStats(grouped, connectivity=8)
     best, best_ink = 0, 0
     for k in range(1, n):
@@ -125,6 +125,8 @@ def look(frame_bgr: np.ndarray) -> tuple[np.ndarray | None, tuple[int, int, int,
 # ---------------------------------------------------------------------- a still picture
 STILL_SIDE = 320  # a picture is looked at this large (the camera's working width)
 _STILL_MARGIN = 0.5  # paper added around a picture, per side, as a share of its longer side
+_STILL_GROUP = 20  # strokes closer than 1/20 of the working width are one digit: a still's digit is large
+#                    in its frame, so the gap under a 5's bar is wider than in a camera's (1/40)
 
 
 def ink_is_dark(grey: np.ndarray) -> bool:
@@ -156,7 +158,8 @@ def picture_to_stimulus(grey: np.ndarray) -> np.ndarray:
     g = np.asarray(grey, np.float32)
     if not ink_is_dark(g):
         g = 1.0 - g
-    lo, hi = np.percentile(g, (0.5, 99.5))
+    lo = float(cv2.GaussianBlur(g, (0, 0), 1.0).min())  # the darkest ink, not a lone noisy pixel
+    hi = float(np.percentile(g, 99.5))  # the paper (a digit can cover far less than 0.5% of a page)
     if hi - lo < 1.0 / 255.0:
         raise FeatureError("picture has no contrast")
     g = np.clip((g - lo) / (hi - lo), 0.0, 1.0) * 255.0
@@ -164,7 +167,7 @@ def picture_to_stimulus(grey: np.ndarray) -> np.ndarray:
     paper = cv2.morphologyEx(g, cv2.MORPH_CLOSE, kernel)  # the picture without its strokes
     for around in (g, paper):
         frame = _framed(g, around)
-        found = find_card(frame, work_width=STILL_SIDE, min_size=0.02, max_size=0.95, upright=False)
+        found = find_card(frame, work_width=STILL_SIDE, min_size=0.02, max_size=0.95, upright=False, group=_STILL_GROUP)
         if found is not None:
             return ink_to_mnist(even_strokes(found[0]))
     return ink_to_mnist(even_strokes(_ink_strength(_against_paper(frame)[0])))

@@ -1,6 +1,6 @@
 """agent.core.cdz: the window, the direction rule, row normalisation, feedback, pruning, recall.
 
-Pure logic on a bare CDZ fed hand-made excitations (ALGORITHM.md steps 5-7).
+Pure logic on a bare CDZ fed hand-made excitations (docs/LEARNING.md steps 5-7).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """agent.core.cortex: seeding, moving nodes, feedback, pruning, growth, mode nodes, checkpoints.
 
-Pure logic on a bare Cortex fed tiny hand-made encodings (ALGORITHM.md steps 2-4, 6
+Pure logic on a bare Cortex fed tiny hand-made encodings (docs/LEARNING.md steps 2-4, 6
 and maintenance). Maintenance periods are set huge where a test calls `prune_` /
 `grow_` itself.
 """

@@ -45,7 +45,7 @@ def monkeypatch_module(data_dir):
 
 def _eval_json(run: Path, capsys, *extra: str) -> dict:
     capsys.readouterr()
-    assert main(["eval", str(run), "--json", "--quiet", *extra]) == 0
+    assert main(["eval", "--run", str(run), "--json", "--quiet", *extra]) == 0
     return json.loads(capsys.readouterr().out)
 
 
@@ -88,7 +88,7 @@ def test_recall_of_files_names_the_right_digit(small_run, tmp_path, data_dir, ca
     write_png(png, 1.0 - img)  # dark ink on white paper, as a user's photo would be
     wav = data_dir / "fsdd" / "1_jackson_1.wav"
     capsys.readouterr()
-    assert main(["recall", str(small_run), str(png), str(wav), "--json", "--out", str(tmp_path / "out")]) == 0
+    assert main(["recall", "--run", str(small_run), str(png), str(wav), "--json", "--out", str(tmp_path / "out")]) == 0
     results = json.loads(capsys.readouterr().out)
     by_modality = {r["modality"]: r for r in results}
     assert by_modality["visual"]["recalled"]["audio"]["cluster_name"] == 2
@@ -100,13 +100,13 @@ def test_recall_of_files_names_the_right_digit(small_run, tmp_path, data_dir, ca
 
 @pytest.mark.slow
 def test_plots_are_written(small_run):
-    assert main(["plots", str(small_run), "--quiet"]) == 0
+    assert main(["plots", "--run", str(small_run), "--quiet"]) == 0
     names = {p.name for p in (small_run / "plots").iterdir()}
     assert {"tsne_visual.png", "tsne_audio.png", "cluster_modes.png", "learning_curves.png"} <= names
 
 
 def test_missing_run_folder_is_a_clear_error(tmp_path, capsys):
-    assert main(["eval", str(tmp_path / "nope")]) == 2
+    assert main(["eval", "--run", str(tmp_path / "nope")]) == 2
     assert "no run folder" in capsys.readouterr().err
 
 
@@ -193,5 +193,5 @@ def test_recall_of_bad_files_is_a_clear_error(small_run, tmp_path, capsys):
     empty.write_bytes(b"")
     for bad, word in ((broken, "broken.wav"), (empty, "empty.png"), (tmp_path / "notes.txt", "unknown file type")):
         capsys.readouterr()
-        assert main(["recall", str(small_run), str(bad)]) == 2
+        assert main(["recall", "--run", str(small_run), str(bad)]) == 2
         assert word in capsys.readouterr().err

@@ -165,7 +165,7 @@ def test_a_damaged_checkpoint_array_is_a_one_line_error_naming_the_checkpoint(ru
     path = _damage_array(run_copy, key, change)
     with pytest.raises(RunError, match=f"damaged checkpoint {re.escape(str(path.parent))}: .*{says}"):
         load_brain(run_copy)
-    assert main(["eval", "--quiet", "--no-baselines", "--no-judges", str(run_copy.path)]) == 2
+    assert main(["eval", "--quiet", "--no-baselines", "--no-judges", "--run", str(run_copy.path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("cdz eval: error: damaged checkpoint") and err.count("\n") == 0
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tools import plots
-from tools.plots import plot_learning_curves, plot_mode_grid, plot_recall, plot_tsne
+from tools.plots import UNNAMED, plot_learning_curves, plot_mode_grid, plot_recall, plot_tsne, tsne_colours
 
 
 def _read(path, w_in: float, h_in: float) -> np.ndarray:
@@ -34,6 +34,46 @@ def test_plot_tsne(tmp_path):
     # deterministic for a seed
     again = plot_tsne(z, clusters, labels, tmp_path / "again.png", "tiny", seed=0, max_points=40)
     assert again.read_bytes() == out.read_bytes()
+
+
+def test_tsne_colours_give_a_class_one_colour_in_both_panels():
+    """Cluster ids come in another order than the digits they stand for; each panel colouring
+    its own groups in order gave digit 2 the colour of digit 0 on the left."""
+    labels = np.repeat(np.array([0, 1, 2, 7]), 10)
+    clusters = np.repeat(np.array([5, 0, 9, 3]), 10)  # c5 is '0', c0 is '1', c9 is '2', c3 is '7'
+    clusters[-5:] = 8  # '7' split over two clusters
+    by_cluster, by_label = tsne_colours(clusters, labels, {5: 0, 0: 1, 9: 2, 3: 7, 8: 7})
+    assert by_cluster[5] == by_label[0] and by_cluster[0] == by_label[1] and by_cluster[9] == by_label[2]
+    assert by_cluster[3] == by_cluster[8] == by_label[7]
+    assert len(set(by_label.values())) == 4  # the classes stay apart
+    # names by default: the majority label of each cluster's points; a cluster without one is UNNAMED
+    default, _ = tsne_colours(clusters, labels)
+    assert default == by_cluster
+    lone, _ = tsne_colours(clusters, labels, {5: 0})
+    assert lone[5] == by_label[0] and lone[0] == UNNAMED
+    # a digit keeps its colour when the other digits change
+    assert tsne_colours(np.array([1]), np.array([7]))[1][7] == by_label[7]
+
+
+def _spectrogram_axes_of(kind: str, shape: tuple[int, int]):
+    fig = plots._figure(3.0, 3.0)
+    ax = fig.subplots()
+    plots._show(ax, np.random.default_rng(0).random(shape), kind)
+    return ax
+
+
+def test_spectrograms_have_time_and_frequency_axes():
+    """A spectrogram shows 1 s (64 frames of 1/64 s) on x and 0-4 kHz mel bands on y, low ones at the bottom."""
+    ax = _spectrogram_axes_of("spectrogram", (64, 64))
+    assert "time (s)" in ax.get_xlabel() and "Hz" in ax.get_ylabel()
+    assert ax.get_xlim() == pytest.approx((0.0, 1.0))
+    assert ax.get_ylim()[0] < ax.get_ylim()[1]  # row 0, the lowest band, at the bottom
+    ticks = {t.get_text(): y for t, y in zip(ax.get_yticklabels(), ax.get_yticks())}
+    assert ticks["0"] == pytest.approx(0.0) and ticks["4k"] == pytest.approx(1.0)
+    assert ticks["0"] < ticks["500"] < ticks["1k"] < ticks["2k"] < ticks["4k"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "0.5", "1"]
+    image = _spectrogram_axes_of("image", (28, 28))  # digits stay bare
+    assert not image.get_xlabel() and not image.get_ylabel() and not len(image.get_xticks())
 
 
 def test_plot_tsne_bad_input(tmp_path):

@@ -46,7 +46,7 @@ def _drawing() -> np.ndarray:
 
 def _recall_json(capsys, *argv: str) -> tuple[int, list[dict], str]:
     capsys.readouterr()
-    code = main(["recall", *argv, "--json"])
+    code = main(["recall", "--run", argv[0], *argv[1:], "--json"])
     captured = capsys.readouterr()
     return code, json.loads(captured.out), captured.err
 
@@ -75,7 +75,7 @@ def test_good_and_bad_files_in_one_batch(tiny_run, tmp_path, data_dir, capsys):
     assert len(lines) == 2 and str(truncated) in lines[0] and "missing.wav" in lines[1]
     # without --json: the answers on stdout, the failures on stderr, still exit 1
     capsys.readouterr()
-    assert main(["recall", str(tiny_run), str(truncated), str(good), "--out", str(tmp_path / "out")]) == 1
+    assert main(["recall", "--run", str(tiny_run), str(truncated), str(good), "--out", str(tmp_path / "out")]) == 1
     out = capsys.readouterr()
     assert str(good) in out.out and str(truncated) not in out.out and str(truncated) in out.err
 
@@ -110,7 +110,7 @@ def test_a_broken_run_is_still_an_error_when_a_file_is_good(tmp_path, capsys):
     good = tmp_path / "seven.png"
     cv2.imwrite(str(good), 255 - _drawing())
     capsys.readouterr()
-    assert main(["recall", str(tmp_path / "no-such-run"), str(good)]) == 2
+    assert main(["recall", "--run", str(tmp_path / "no-such-run"), str(good)]) == 2
     assert "no-such-run" in capsys.readouterr().err
 
 

@@ -157,7 +157,7 @@ def test_rewards_are_recalled_from_images_and_words_and_recall_the_digits_that_e
     zero = load_splits(loaded.config, "test")["visual"]
     write_png(tmp_path / "zero.png", zero.x[zero.y == 0][0])
     capsys.readouterr()
-    code = main(["recall", str(reward_run), str(tmp_path / "zero.png"), "--reward", "0", "--json"])
+    code = main(["recall", "--run", str(reward_run), str(tmp_path / "zero.png"), "--reward", "0", "--json"])
     answers = json.loads(capsys.readouterr().out)
     assert code == 0
     image, reward = answers

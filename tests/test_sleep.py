@@ -159,13 +159,13 @@ def test_sleep_without_a_shared_experience_is_a_clear_error_and_changes_nothing(
     shutil.copytree(tiny_run, run_path)
     run = RunFolder(run_path)
     before = _digest(run_path)
-    assert main(["sleep", str(run_path)]) == 2  # a run that never lived: no experience at all
+    assert main(["sleep", "--run", str(run_path)]) == 2  # a run that never lived: no experience at all
     assert "holds no visual or audio stimuli" in capsys.readouterr().err
     assert _digest(run_path) == before
     images = load_mnist("train", digits=[0, 1, 2], per_class=5).x
     _with_experience(run, {"visual": (images, np.arange(len(images), dtype=np.int64) * 10**9)})
     before = _digest(run_path)
-    assert main(["sleep", str(run_path)]) == 2  # only images, no words
+    assert main(["sleep", "--run", str(run_path)]) == 2  # only images, no words
     assert "holds no audio stimuli" in capsys.readouterr().err
     assert _digest(run_path) == before
 
@@ -208,7 +208,7 @@ def test_sleep_learns_a_new_voice_and_does_not_forget(tiny_run, tmp_path, capsys
     _with_experience(run, {m: (np.stack([x for x, _ in v]), np.array([t for _, t in v], np.int64))
                            for m, v in lived.items()})
     capsys.readouterr()
-    assert main(["sleep", str(run_path)]) == 0
+    assert main(["sleep", "--run", str(run_path)]) == 0
     said = capsys.readouterr().out
     assert "audio novelty" in said and "now stage 3" in said
     after = scores()

@@ -209,6 +209,14 @@ def test_think_report_is_sane_and_deterministic(run, data_dir, monkeypatch):
         assert part["seed_on_digit"] == np.mean(seeds_named)
 
 
+def read_stimulus(path: Path) -> tuple[str, np.ndarray]:
+    """(sense, stimulus) of a file as `cdz think --from FILE` takes it: a picture, or a recording's first word."""
+    from sensors.files import read_file
+
+    first = read_file(path)[0]
+    return first.modality, first.x
+
+
 # ---------------------------------------------------------------------- against live processes
 @pytest.fixture(scope="module")
 def live(run, data_dir):
@@ -228,8 +236,6 @@ def live(run, data_dir):
 
 def seed_from(loop: ThoughtLoop, path: Path) -> None:
     """Queue a chain from an image file, as `cdz think --from FILE` does."""
-    from tools.recall import read_stimulus
-
     loop.seed_stimulus(*read_stimulus(path))
 
 
@@ -245,7 +251,6 @@ def thinker(agent, **kw) -> ThoughtLoop:
 def seed_png(run, data_dir, tmp_path_factory) -> Path:
     """A test image (as a PNG file) whose in-process chain runs 8 thoughts deep."""
     from sensors.features import write_png
-    from tools.recall import read_stimulus
     from tools.think import load_mind
     from replay.splits import load_splits
 
@@ -281,7 +286,6 @@ def same(a: dict[str, np.ndarray], b: dict[str, np.ndarray], prefix: str) -> boo
 
 @pytest.mark.slow
 def test_a_seeded_chain_on_the_bus_mirrors_the_in_process_chain(live, run, seed_png):
-    from tools.recall import read_stimulus
     from tools.think import load_mind
 
     loop = thinker(live, rate=4.0, max_depth=8)
@@ -329,7 +333,6 @@ def test_recollections_of_thoughts_are_marked_as_thoughts(live, seed_png):
 @pytest.mark.slow
 def test_real_input_interrupts_a_chain_on_the_bus_and_seeds_the_next(live, seed_png):
     from agent.runtime.bus import BusClient
-    from tools.recall import read_stimulus
 
     real = read_stimulus(seed_png)[1]
     seen: list[tuple[float, Stimulus]] = []  # every stimulus on the bus, as an outsider hears it

@@ -1,4 +1,4 @@
-"""agent.core.units and the brain's router: the rules behind messages, and ALGORITHM.md's step order.
+"""agent.core.units and the brain's router: the rules behind messages, and docs/LEARNING.md's step order.
 
 The units are tested bare (a cortex or a CDZ and messages, nothing else); the router
 is tested by watching what it passes between real units.

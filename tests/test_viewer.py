@@ -16,7 +16,7 @@ import pytest
 
 from agent.runtime.bus import BusClient
 from agent.core.messages import Control, Excitation, Frame, Reconstruction, Stats, Stimulus, Weights
-from tools.dashboard import LABEL, ViewerState, layout, render
+from tools.dashboard import FONT, LABEL, ViewerState, _scale, layout, render, stats_lines
 from tools.viewer import TOPICS, HeadlessOutput, Viewer, ViewerError, gui_available, open_output, run
 from tests.processes import wait_for
 
@@ -97,6 +97,44 @@ def test_a_third_sense_gets_its_own_recall_column_and_a_reward_is_written_out():
     r = layout()["recalls"]
     right = r.of(b)[:, 2 * r.w // 3 + 8:]  # the third column: the reward, written in the label colour
     assert np.any(np.all(right == np.array(LABEL, np.uint8), axis=-1))
+
+
+LIVE_SOURCES = ("hub", "worker-visual", "worker-audio", "camera", "microphone", "speaker", "thinker", "player")
+
+
+def _busy_state(last: float = 2.0) -> ViewerState:
+    """A live session's worth of stats: every process reporting every value the panel shows."""
+    state = _full_state()
+    for name in LIVE_SOURCES:
+        values = {"rate_per_s": 50.0, "clusters": 12, "nodes": 340, "played": 1234, "latency_p50_ms": 3.2,
+                  "bad_messages": last if name == "worker-visual" else 2}
+        state.update(Stats(values, source=name), now=NOW - 0.2)
+    return state
+
+
+@pytest.mark.parametrize("size", [(960, 540), (1280, 720), (640, 360), (320, 180)])
+def test_every_stats_line_lies_inside_its_panel(size):
+    """Eight processes' stats ran off the bottom of the panel; now every line drawn is inside it."""
+    w, h = size
+    r = layout(w, h)["stats"]
+    lines = stats_lines(_busy_state(), r, _scale(np.empty((h, w))))
+    assert lines
+    for line in lines:
+        (tw, th), _ = cv2.getTextSize(line.text, FONT, line.scale, 1)
+        assert r.y <= line.y - th and line.bottom <= r.y + r.h <= h, (line, r)
+        assert r.x <= line.x and line.x + tw <= r.x + r.w <= w, (line, r)
+    assert [a.y for a in lines] == sorted({a.y for a in lines})  # no two lines on one row
+    if size[0] >= 960:  # room enough for every process: none is left out
+        drawn = " ".join(line.text for line in lines)
+        assert all(f"{name}:" in drawn for name in LIVE_SOURCES), drawn
+
+
+def test_the_last_process_in_the_stats_panel_is_drawn():
+    """The panel lists processes by name; the last one's values (worker-visual) must show in the picture."""
+    a, b = render(_busy_state(2.0), now=NOW), render(_busy_state(7.0), now=NOW)
+    assert _differs(a, b, "stats")
+    for panel in ("sees", "hears", "fires", "recalls", "weights"):
+        assert not _differs(a, b, panel), panel
 
 
 def test_state_keeps_the_latest_of_everything():

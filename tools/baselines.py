@@ -2,7 +2,7 @@
 
 All baselines run on the very same encodings the agent sees (e.g. the 64-d
 autoencoder codes) and, except the supervised ceiling, have to find the
-number of classes themselves (EVALUATION.md, "Scores" points 4 and 5):
+number of classes themselves (docs/EVALUATION.md, "Scores" points 4 and 5):
 
 * ``kmeans_silhouette``: k-means with k chosen by the best silhouette over
   ``k_range`` (default 2..30).

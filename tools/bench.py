@@ -1,6 +1,6 @@
 """Benchmark of the learning core: the vectorised Brain against the same step written plainly.
 
-EVALUATION.md ("Benchmarks"): benchmarks are commands, not timed tests; they report
+docs/EVALUATION.md ("Benchmarks"): benchmarks are commands, not timed tests; they report
 medians over repeats and, since the absolute figure depends on the machine, the ratio
 to a baseline measured in the same run. For the learning core the baseline is
 `tools.plain_core`, the same per-stimulus rules with Python objects and loops.

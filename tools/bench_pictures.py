@@ -5,7 +5,8 @@ path `cdz recall` and the API take (`sensors.files`). A picture is recalled corr
 when the audio cluster it recalls stands for its digit. Beside it: the same pictures
 squeezed whole into 28x28 (`sensors.features.image_to_stimulus`, what `cdz recall` did
 before it used the camera's ink finder), and, for familiarity, MNIST test digits
-against things that are not digits (printed letters, noise, blank paper with a smudge).
+and pictures of digits against things that are not digits (printed letters, noise, a
+filled disc, which the ink finder makes into something very like a bold 0).
 """
 
 from __future__ import annotations
@@ -23,14 +24,15 @@ from sensors.files import read_image_file
 from tools.pictures import KINDS, digit_of, make_pictures, mnist_test_digits, write_pictures
 
 LETTERS = "ACEFHKMPRTWXY"
+NOT_DIGITS = ("letter", "noise", "filled disc")
 
 
 def _not_digits(rng: np.random.Generator, n: int) -> list[np.ndarray]:
-    """Pictures of things the agent never learned: printed letters, noise, a smudge on paper (uint8, dark on light)."""
+    """Pictures of things the agent never learned, NOT_DIGITS in turn (uint8, dark on light)."""
     out = []
     for i in range(n):
         page = np.full((160, 160), int(rng.integers(200, 250)), np.uint8)
-        kind = i % 3
+        kind = i % len(NOT_DIGITS)
         if kind == 0:
             cv2.putText(page, LETTERS[int(rng.integers(len(LETTERS)))], (40, 120), cv2.FONT_HERSHEY_DUPLEX,
                         float(rng.uniform(2.5, 3.5)), int(rng.integers(0, 60)), int(rng.integers(4, 10)), cv2.LINE_AA)
@@ -62,6 +64,7 @@ def bench_pictures(run: Path | str, n: int = 120, seed: int = 0, familiarity_n: 
     rng = np.random.default_rng(seed)
     digits = [agent.recall_stimulus("visual", x) for x in mnist[0][rng.choice(len(mnist[0]), familiarity_n, False)]]
     others = [agent.recall(img) for img in _not_digits(rng, familiarity_n)]
+    pictured = [agent.recall(p.image) for p in make_pictures(familiarity_n, seed + 1, mnist)]
     every = [h for kind in KINDS for h in hits[kind]]
     return {
         "pictures": len(every),
@@ -71,8 +74,12 @@ def bench_pictures(run: Path | str, n: int = 120, seed: int = 0, familiarity_n: 
         "familiarity": {
             "mnist_test_median": float(np.median([r.familiarity for r in digits])),
             "mnist_test_flagged_novel": float(np.mean([r.novel for r in digits])),
-            "not_digits_median": float(np.median([r.familiarity for r in others])),
-            "not_digits_flagged_novel": float(np.mean([r.novel for r in others])),
+            "pictures_median": float(np.median([r.familiarity for r in pictured])),
+            "pictures_flagged_novel": float(np.mean([r.novel for r in pictured])),
+            "not_digits_median": {k: float(np.median([r.familiarity for r in others[i::3]]))
+                                  for i, k in enumerate(NOT_DIGITS)},
+            "not_digits_flagged_novel": {k: float(np.mean([r.novel for r in others[i::3]]))
+                                         for i, k in enumerate(NOT_DIGITS)},
         },
     }
 
@@ -85,5 +92,6 @@ def format_pictures(result: dict[str, Any]) -> str:
              f"  squeezed whole into 28x28 (before) {result['recall_squeezed_whole']:.3f}",
              "familiarity (median; share flagged novel):",
              f"  MNIST test digits {f['mnist_test_median']:.2f}; {f['mnist_test_flagged_novel']:.2f}",
-             f"  not digits        {f['not_digits_median']:.2f}; {f['not_digits_flagged_novel']:.2f}"]
+             f"  digit pictures    {f['pictures_median']:.2f}; {f['pictures_flagged_novel']:.2f}"]
+    lines += [f"  {k:<17} {f['not_digits_median'][k]:.2f}; {f['not_digits_flagged_novel'][k]:.2f}" for k in NOT_DIGITS]
     return "\n".join(lines)

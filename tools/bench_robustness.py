@@ -1,4 +1,4 @@
-"""`cdz bench robustness`: how the agent does on what it never met (EVALUATION.md, "Harder cases").
+"""`cdz bench robustness`: how the agent does on what it never met (docs/EVALUATION.md, "Harder cases").
 
 It trains several runs, so it is a benchmark, not part of `make demo`:
 

@@ -17,17 +17,18 @@ from typing import Any
 import numpy as np
 
 DEFAULT_RUNS = Path("runs")
+RUN_HELP = "the agent: a run folder (from `cdz replay` or `cdz train`) or a pack (from `cdz pack`)"
 
 EPILOG = """examples:
   cdz replay                              train on MNIST+FSDD from scratch, then print the score table
   cdz replay --set data.digits=[0,1,2] --set teacher.epochs=1   a quick 3-digit run
   cdz replay --seeds 0-9 --no-baselines   ten seeds: a per-seed table, mean, min, seeds with exactly 10 classes
-  cdz eval runs/latest --json             every score of a finished run as JSON
-  cdz recall runs/latest seven.png zero.wav   what the agent recalls for your own files
-  cdz pack runs/latest demo.cdzpack       one file to share the trained agent (cdz recall demo.cdzpack ...)
-  cdz plots runs/latest                   t-SNE, decoded cluster modes, learning curves
+  cdz eval --run runs/latest --json       every score of a finished run as JSON
+  cdz recall --run runs/latest seven.png zero.wav   what the agent recalls for your own files
+  cdz pack --run runs/latest --out demo.cdzpack   one file to share the trained agent
+  cdz plots --run runs/latest             t-SNE, decoded cluster modes, learning curves
   cdz bench core                          stream-learning throughput vs a plain implementation
-  cdz sleep runs/latest                   teach the encoders on what the live agent met
+  cdz sleep --run runs/latest             teach the encoders on what the live agent met
   cdz bench adapt --json                  new voices: recall before and after a session and a sleep
   cdz bench robustness --json             unseen speakers, noise, distortion, teacher mistakes (trains 9 runs)
   cdz replay --distributed                the same job with bus, hub, workers and player as processes
@@ -40,9 +41,22 @@ CDZ_DEBUG=1 shows full tracebacks instead of one-line errors."""
 
 
 def _config_from_args(args: argparse.Namespace):
-    from agent.core.config import Config, override
+    """The settings: the defaults, or `--config FILE`; then `--seed` and every `--set`, in that order."""
+    from dataclasses import replace
 
-    config = Config(seed=args.seed)
+    from agent.core.config import Config, SettingsError, load_toml, override
+
+    if args.config:
+        try:
+            config = load_toml(Path(args.config))
+        except OSError as exc:
+            raise SettingsError(f"--config {args.config}: {exc.strerror or exc}") from None
+        except (ValueError, TypeError, KeyError) as exc:
+            raise SettingsError(f"--config {args.config}: {exc}") from None
+    else:
+        config = Config()
+    if args.seed is not None:
+        config = replace(config, seed=args.seed)
     return override(config, args.set or [])
 
 
@@ -138,7 +152,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         results.append(result)
         if not args.json:
             print(format_table(result))
-            print(f"\nrun folder: {run.path}  (cdz plots {run.path} draws pictures)\n")
+            print(f"\nrun folder: {run.path}  (cdz plots --run {run.path} draws pictures)\n")
     if len(seeds) > 1:
         summary = summarise_seeds(results)
         if args.json:
@@ -196,17 +210,25 @@ def cmd_pack(args: argparse.Namespace) -> int:
     from replay.naming import run_names
 
     run = _open_run(args.run)
-    card = write_pack(run, Path(args.file), run_names(run), overwrite=args.overwrite)
-    size = Path(args.file).stat().st_size
+    card = write_pack(run, Path(args.out), run_names(run), overwrite=args.overwrite)
+    size = Path(args.out).stat().st_size
     print(card_text(card), end="")
-    print(f"\npack: {args.file} ({size / 2**20:.1f} MiB)", file=sys.stderr)
+    print(f"\npack: {args.out} ({size / 2**20:.1f} MiB)", file=sys.stderr)
+    return 0
+
+
+def cmd_samples(args: argparse.Namespace) -> int:
+    from tools.samples import write_samples
+
+    for path in write_samples(Path(args.out)):
+        print(path)
     return 0
 
 
 def cmd_unpack(args: argparse.Namespace) -> int:
     from agent.pack import unpack
 
-    run = unpack(args.pack, args.out)
+    run = unpack(args.run, args.out)
     print(f"run folder: {run.path}", file=sys.stderr)
     return 0
 
@@ -232,58 +254,77 @@ def cmd_plots(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    if args.what == "live":
-        from tools.bench_live import bench_live, format_live
-
-        if not args.run:
-            raise ValueError("cdz bench live needs --run RUN (a trained run folder)")
-        result = bench_live(_open_run(args.run), cards=args.cards, utterances=args.utterances)
-        print(format_live(result), file=sys.stderr if args.json else sys.stdout)
-    elif args.what == "robustness":
-        from tools.bench_robustness import bench_robustness, format_robustness
-
-        config = _config_from_args(args)
-        out = Path(args.out) if args.out else DEFAULT_RUNS / f"robustness-seed{config.seed}"
-        speakers = [s for s in args.speakers.split(",") if s] if args.speakers else None
-        result = bench_robustness(config, out, speakers=speakers, progress=not args.quiet)
-        print(format_robustness(result), file=sys.stderr if args.json else sys.stdout)
-    elif args.what == "adapt":
-        from tools.bench_adapt import bench_adapt, format_adapt
-
-        config = _config_from_args(args)
-        out = Path(args.out) if args.out else DEFAULT_RUNS / f"adapt-seed{config.seed}"
-        speakers = [s for s in args.speakers.split(",") if s] if args.speakers else None
-        sizes = tuple(int(k) for k in args.events.split(",")) if args.events else None
-        if args.live_sink:  # once through the real live pipeline, in real time
-            from tools.bench_adapt import live_adapt
-
-            result = live_adapt(config, out, (speakers or ["theo"])[0], (sizes or (300,))[0], args.live_sink,
-                                args.live_mic)
-            print(json.dumps(result, indent=1), file=sys.stderr if args.json else sys.stdout)
-        else:
-            result = bench_adapt(config, out, speakers=speakers, progress=not args.quiet,
-                                 **({"sizes": sizes} if sizes else {}), style=not args.no_style)
-            print(format_adapt(result), file=sys.stderr if args.json else sys.stdout)
-    elif args.what == "record":
-        from tools.bench_record import bench_record, format_record, live_mix, recorded
-
-        result = bench_record(recorded(args.recording) if args.recording else live_mix(), repeats=args.repeats)
-        print(format_record(result), file=sys.stderr if args.json else sys.stdout)
-    elif args.what == "pipeline":
-        from tools.bench_pipeline import bench_pipeline, format_pipeline
-
-        result = bench_pipeline(seconds=args.seconds, progress=not args.quiet)
-        print(format_pipeline(result), file=sys.stderr if args.json else sys.stdout)
-    else:
-        from tools.bench import bench_core, format_core
-
-        result = bench_core(n_stimuli=args.stimuli, repeats=args.repeats, progress=not args.quiet)
-        if not args.json:
-            print(format_core(result))
+def _bench_out(args: argparse.Namespace, result: dict, text: str | None) -> int:
+    """A bench's table on stdout, or with --json the table on stderr and one JSON object on stdout."""
+    if text is not None:
+        print(text, file=sys.stderr if args.json else sys.stdout)
     if args.json:
         _print_json(result)
     return 0
+
+
+def bench_core(args: argparse.Namespace) -> int:
+    from tools.bench import bench_core, format_core
+
+    result = bench_core(n_stimuli=args.stimuli, repeats=args.repeats, progress=not args.quiet)
+    return _bench_out(args, result, None if args.json else format_core(result))
+
+
+def bench_pipeline(args: argparse.Namespace) -> int:
+    from tools.bench_pipeline import bench_pipeline, format_pipeline
+
+    result = bench_pipeline(seconds=args.seconds, progress=not args.quiet)
+    return _bench_out(args, result, format_pipeline(result))
+
+
+def bench_live(args: argparse.Namespace) -> int:
+    from tools.bench_live import bench_live, format_live
+
+    result = bench_live(_open_run(args.run), cards=args.cards, utterances=args.utterances)
+    return _bench_out(args, result, format_live(result))
+
+
+def bench_pictures(args: argparse.Namespace) -> int:
+    from tools.bench_pictures import bench_pictures, format_pictures
+
+    _open_run(args.run)  # a clear error before the pictures are made
+    result = bench_pictures(args.run, n=args.n, seed=args.seed)
+    return _bench_out(args, result, format_pictures(result))
+
+
+def _speakers(args: argparse.Namespace) -> list[str] | None:
+    return [s for s in args.speakers.split(",") if s] if args.speakers else None
+
+
+def bench_robustness(args: argparse.Namespace) -> int:
+    from tools.bench_robustness import bench_robustness, format_robustness
+
+    config = _config_from_args(args)
+    out = Path(args.out) if args.out else DEFAULT_RUNS / f"robustness-seed{config.seed}"
+    result = bench_robustness(config, out, speakers=_speakers(args), progress=not args.quiet)
+    return _bench_out(args, result, format_robustness(result))
+
+
+def bench_adapt(args: argparse.Namespace) -> int:
+    from tools.bench_adapt import bench_adapt, format_adapt, live_adapt
+
+    config = _config_from_args(args)
+    out = Path(args.out) if args.out else DEFAULT_RUNS / f"adapt-seed{config.seed}"
+    speakers = _speakers(args)
+    sizes = tuple(int(k) for k in args.events.split(",")) if args.events else None
+    if args.live_sink:  # once through the real live pipeline, in real time
+        result = live_adapt(config, out, (speakers or ["theo"])[0], (sizes or (300,))[0], args.live_sink, args.live_mic)
+        return _bench_out(args, result, json.dumps(result, indent=1))
+    result = bench_adapt(config, out, speakers=speakers, progress=not args.quiet,
+                         **({"sizes": sizes} if sizes else {}), style=not args.no_style)
+    return _bench_out(args, result, format_adapt(result))
+
+
+def bench_record(args: argparse.Namespace) -> int:
+    from tools.bench_record import bench_record, format_record, live_mix, recorded
+
+    result = bench_record(recorded(args.recording) if args.recording else live_mix(), repeats=args.repeats)
+    return _bench_out(args, result, format_record(result))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -302,8 +343,14 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--quiet", action="store_true", help="no progress bars")
         if json_out:
             sp.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of a table")
+        sp.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                        help="how much the command logs on stderr (default: warning; info for processes)")
         if config:
-            sp.add_argument("--seed", type=int, default=0, help="seed of everything (default 0)")
+            sp.add_argument("--config", metavar="FILE", help="settings from a TOML file, e.g. a run's config.toml "
+                            "(--seed and --set apply on top)")
+            sp.add_argument("--print-config", action="store_true",
+                            help="print the resolved settings as TOML and stop (nothing is trained)")
+            sp.add_argument("--seed", type=int, help="seed of everything (default: the config's, else 0)")
             sp.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
                             help="override a config field, e.g. --set cortex.node_lr=0.02 "
                                  "--set data.digits=[0,1,2] (repeatable; the field must exist)")
@@ -321,8 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("eval", help="every score of a trained run, with baselines",
                         **describe("Every score of a trained run, with the clustering and supervised baselines.",
-                                   "cdz eval runs/latest --json"))
-    sp.add_argument("run", help="run folder")
+                                   "cdz eval --run runs/latest --json"))
+    sp.add_argument("--run", required=True, metavar="RUN", help=RUN_HELP)
     common(sp, json_out=True)
     sp.add_argument("--no-baselines", action="store_true", help="skip k-means/DP-GMM/HDBSCAN/supervised baselines")
     sp.add_argument("--no-judges", action="store_true", help="skip generation accuracy (no judge training)")
@@ -358,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("recall", help="show an image / play a wav / give a reward to a trained agent; "
                         "see what it recalls")
-    sp.add_argument("run", help="run folder")
+    sp.add_argument("--run", required=True, metavar="RUN", help=RUN_HELP)
     sp.add_argument("files", nargs="*", help="images (png, jpg, ...) and/or wav files of any sample rate; a bad "
                     "file is reported and skipped (exit 1 if some failed, 2 if all did)")
     sp.add_argument("--reward", action="append", default=[], metavar="VALUE",
@@ -374,18 +421,25 @@ def build_parser() -> argparse.ArgumentParser:
                         **describe("Write a run's latest agent into one file that anyone can recall with, learn "
                                    "with (after `cdz unpack`) or load with `Agent.load`. Loaded without pickle. "
                                    "Prints its model card.",
-                                   "cdz pack runs/demo demo.cdzpack", "cdz recall demo.cdzpack seven.png"))
-    sp.add_argument("run", help="run folder (or a pack)")
-    sp.add_argument("file", help="the pack to write (e.g. demo.cdzpack)")
+                                   "cdz pack --run runs/demo --out demo.cdzpack", "cdz recall --run demo.cdzpack seven.png"))
+    sp.add_argument("--run", required=True, metavar="RUN", help=RUN_HELP)
+    sp.add_argument("--out", required=True, metavar="FILE", help="the pack to write (e.g. demo.cdzpack)")
     sp.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
     sp.set_defaults(func=cmd_pack)
+
+    sp = sub.add_parser("samples", help="a few pictures and recordings to try `cdz recall` on",
+                        **describe("Write sample inputs made from the held-out test data: a photographed and a "
+                                   "printed 7, the word \"seven\", and a recording of three words.",
+                                   "cdz samples samples/ && cdz recall --run runs/demo samples/*"))
+    sp.add_argument("out", nargs="?", default="samples", help="folder to write them into (default samples/)")
+    sp.set_defaults(func=cmd_samples)
 
     sp = sub.add_parser("unpack", help="turn a pack into a run folder that can keep learning",
                         **describe("Unpack a pack into a new run folder (config, encoders, one checkpoint, names): "
                                    "what `cdz live` and `cdz sleep` need to keep learning.",
-                                   "cdz unpack demo.cdzpack runs/mine"))
-    sp.add_argument("pack", help="a file made by `cdz pack`")
-    sp.add_argument("out", help="run folder to create (must not exist, or be empty)")
+                                   "cdz unpack --run demo.cdzpack --out runs/mine"))
+    sp.add_argument("--run", required=True, metavar="PACK", help="a file made by `cdz pack`")
+    sp.add_argument("--out", required=True, metavar="RUN", help="run folder to create (must not exist, or be empty)")
     sp.set_defaults(func=cmd_unpack)
 
     sp = sub.add_parser("sleep", help="teach a run's encoders on the experience its live agent buffered",
@@ -395,8 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
                                     "(pairs within B, targets from the CDZ), old stimuli are rehearsed against "
                                     "forgetting, and the nodes follow. Saves the next encoder stage and a checkpoint. "
                                     "Stop `cdz live` on the run first.",
-                        epilog="example:\n  cdz sleep runs/latest --set sleep.replay=modes")
-    sp.add_argument("run", help="run folder (with live experience in its newest checkpoint)")
+                        epilog="example:\n  cdz sleep --run runs/latest --set sleep.replay=modes")
+    sp.add_argument("--run", required=True, metavar="RUN",
+                    help="run folder (with live experience in its newest checkpoint; a pack: unpack it first)")
     sp.add_argument("--set", action="append", metavar="sleep.FIELD=VALUE",
                     help="override a sleep setting, e.g. --set sleep.teach_weight=0.5 (repeatable)")
     common(sp, json_out=True)
@@ -405,46 +460,61 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("plots", help="t-SNE of encodings, decoded cluster modes, learning curves (PNGs)",
                         **describe("Draw a run's pictures: t-SNE of the encodings, decoded cluster modes, learning "
                                    "curves\n(PNGs in the run folder; their paths are printed).",
-                                   "cdz plots runs/latest"))
-    sp.add_argument("run", help="run folder")
+                                   "cdz plots --run runs/latest"))
+    sp.add_argument("--run", required=True, metavar="RUN", help=RUN_HELP)
     common(sp)
     sp.set_defaults(func=cmd_plots)
 
-    sp = sub.add_parser("bench", help="benchmarks that print figures (core: learning throughput; "
-                                      "pipeline: the multi-process runtime; robustness: unseen voices, noise, "
-                                      "distortion, teacher mistakes)",
-                        **describe("Benchmarks that print figures: core, pipeline, live, robustness or adapt "
-                                   "(see WHAT below).",
-                                   "cdz bench core", "cdz bench pipeline --json",
+    sp = sub.add_parser("bench", help="benchmarks that print figures: core, pipeline, live, pictures, robustness, "
+                                      "adapt, record",
+                        **describe("Benchmarks that print figures (each has its own --help).",
+                                   "cdz bench core", "cdz bench pictures --run runs/demo",
                                    "cdz bench robustness --speakers theo --json"))
-    sp.add_argument("what", choices=["core", "pipeline", "live", "robustness", "adapt", "record"],
-                    help="core: the learning core vs a plain implementation; pipeline: lossless throughput, "
-                         "live latency and the bare ZeroMQ floor of the multi-process runtime; live: filmed "
-                         "digit cards and spoken digits through the camera and microphone pipelines (--run); "
-                         "robustness: trains a standard run, one per held-out FSDD speaker and one per "
-                         "teacher-mistake rate into --out (default runs/robustness-seed<N>; finished runs "
-                         "there are reused) and scores each beside the supervised judge (about an hour); "
-                         "adapt: per held-out speaker, a show-and-tell session of K events with that voice, "
-                         "sleep, and recall on its unheard words before and after (trains 7 runs into --out, "
-                         "default runs/adapt-seed<N>); record: the recorder's cost per message with and without "
-                         "the Foxglove views, on a live-like mix or --recording FILE")
-    sp.add_argument("--speakers", help="robustness, adapt: held-out speakers, comma-separated (default all six)")
-    sp.add_argument("--events", help="adapt: session sizes K, comma-separated (default 100,300,1000)")
-    sp.add_argument("--no-style", action="store_true", help="adapt: skip the unseen-handwriting case")
-    sp.add_argument("--live-sink", metavar="SINK",
-                    help="adapt: instead, one session (first of --speakers, first of --events) through `cdz live` "
-                         "in real time: a card video as the camera, the words played into this PulseAudio sink")
-    sp.add_argument("--live-mic", default="pulse",
-                    help="adapt --live-sink: the input device that hears that sink (default pulse)")
-    sp.add_argument("--run", help="live: a trained run folder")
-    sp.add_argument("--recording", metavar="FILE.mcap", help="record: the messages of this recording")
-    sp.add_argument("--cards", type=int, default=200, help="live: digit cards to film (default 200)")
-    sp.add_argument("--utterances", type=int, default=200, help="live: utterances to hear (default 200)")
-    sp.add_argument("--seconds", type=float, default=10.0, help="pipeline: seconds of live latency measurement")
-    sp.add_argument("--stimuli", type=int, default=60_000, help="stimuli in the vectorised run (default 60000)")
-    sp.add_argument("--repeats", type=int, default=3, help="repeats; the median is reported (default 3)")
-    common(sp, config=True, json_out=True)
-    sp.set_defaults(func=cmd_bench)
+    benches = sp.add_subparsers(dest="what", required=True, metavar="BENCH")
+
+    def bench(name: str, func: Any, text: str, *examples: str, config: bool = False) -> argparse.ArgumentParser:
+        b = benches.add_parser(name, help=text, **describe(text, *examples))
+        common(b, config=config, json_out=True)
+        b.set_defaults(func=func)
+        return b
+
+    b = bench("core", bench_core, "Stream-learning throughput of the learning core, vectorised vs the same rules "
+              "written plainly (with an agreement check).", "cdz bench core --json")
+    b.add_argument("--stimuli", type=int, default=60_000, help="stimuli in the vectorised run (default 60000)")
+    b.add_argument("--repeats", type=int, default=3, help="repeats; the median is reported (default 3)")
+    b = bench("pipeline", bench_pipeline, "The multi-process runtime: lossless throughput, live latency and the "
+              "bare ZeroMQ floor, in one run.", "cdz bench pipeline --json")
+    b.add_argument("--seconds", type=float, default=10.0, help="seconds of live latency measurement (default 10)")
+    b = bench("live", bench_live, "Filmed digit cards and spoken digits through the camera and microphone "
+              "pipelines, against recall on the same clean items.", "cdz bench live --run runs/demo")
+    b.add_argument("--run", required=True, metavar="RUN", help=RUN_HELP)
+    b.add_argument("--cards", type=int, default=200, help="digit cards to film (default 200)")
+    b.add_argument("--utterances", type=int, default=200, help="utterances to hear (default 200)")
+    b = bench("pictures", bench_pictures, "`cdz recall` on pictures as people hand them over (printed, handwritten, "
+              "photographed, light on dark), and how familiarity tells digits from other things.",
+              "cdz bench pictures --run runs/demo --n 120")
+    b.add_argument("--run", required=True, metavar="RUN", help=RUN_HELP)
+    b.add_argument("--n", type=int, default=120, help="pictures (default 120: 30 of each kind, 3 of each digit)")
+    b.add_argument("--seed", type=int, default=0, help="seed of the pictures (default 0)")
+    b = bench("robustness", bench_robustness, "Trains a standard run, one run per held-out FSDD speaker and one per "
+              "teacher-mistake rate into --out (finished runs there are reused), and scores unseen speakers, noise, "
+              "distortion and teacher mistakes beside the supervised judge (about an hour).",
+              "cdz bench robustness --speakers theo --json", config=True)
+    b.add_argument("--speakers", help="held-out speakers, comma-separated (default all six)")
+    b = bench("adapt", bench_adapt, "Per held-out speaker: a show-and-tell session of K events in that voice, sleep, "
+              "and recall on its unheard words before and after, with forgetting (trains 7 runs into --out).",
+              "cdz bench adapt --events 30,100,300 --json", config=True)
+    b.add_argument("--speakers", help="held-out speakers, comma-separated (default all six)")
+    b.add_argument("--events", help="session sizes K, comma-separated (default 100,300,1000)")
+    b.add_argument("--no-style", action="store_true", help="skip the unseen-handwriting case")
+    b.add_argument("--live-sink", metavar="SINK",
+                   help="instead, one session (first of --speakers, first of --events) through `cdz live` in real "
+                        "time: a card video as the camera, the words played into this PulseAudio sink")
+    b.add_argument("--live-mic", default="pulse", help="with --live-sink: the input device that hears that sink")
+    b = bench("record", bench_record, "The recorder's cost per message with and without the Foxglove views, on a "
+              "live-like mix or a recording.", "cdz bench record --recording session.mcap")
+    b.add_argument("--recording", metavar="FILE.mcap", help="the messages of this recording (default: a live-like mix)")
+    b.add_argument("--repeats", type=int, default=3, help="repeats; the median is reported (default 3)")
 
     for name, sp in sub.choices.items():  # every subcommand: defaults shown; a description and an example
         if sp.formatter_class is argparse.HelpFormatter:
@@ -459,9 +529,12 @@ def build_parser() -> argparse.ArgumentParser:
 # descriptions and examples of subcommands whose parser is set up elsewhere (used only where it gave none)
 SUBCOMMAND_HELP = {
     "recall": ("Show images and/or play wav files to a trained agent; see what it recalls in the other sense.",
-               "cdz recall runs/latest seven.png zero.wav"),
+               "cdz recall --run runs/latest seven.png zero.wav"),
 }
 
+
+# commands whose progress bars go to a terminal only (on a pipe or a log file they are off, as with --quiet)
+PROGRESS_COMMANDS = frozenset({"train", "eval", "replay", "plots", "bench", "sleep"})
 
 # commands that never touch torch (recall only once its files are good): no 1-3 s torch import first
 LIGHT_COMMANDS = frozenset({"bus", "top", "keys", "play", "record", "export", "recall", "camera", "mic", "viewer",
@@ -484,6 +557,13 @@ def main(argv: list[str] | None = None) -> int:
     from agent.core.cortex import StimulusError
 
     args = build_parser().parse_args(argv)
+    if getattr(args, "log_level", None):
+        import logging
+
+        logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr, force=True,
+                            format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.command in PROGRESS_COMMANDS and not sys.stderr.isatty():
+        args.quiet = True  # a log file gets no progress bar frames
     if args.command not in LIGHT_COMMANDS:
         _single_thread_torch()
     known_errors: tuple[type[BaseException], ...] = (RunError, StimulusError, FileNotFoundError, KeyError, ValueError,
@@ -496,6 +576,11 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:  # pragma: no cover - partial installs
         pass
     try:
+        if getattr(args, "print_config", False):
+            from agent.core.config import toml_text
+
+            print(toml_text(_config_from_args(args)), end="")
+            return 0
         return args.func(args)
     except known_errors as e:
         if os.environ.get("CDZ_DEBUG"):

@@ -110,7 +110,7 @@ def layout(width: int = 960, height: int = 540) -> dict[str, Rect]:
     pad = max(2, width // 160)
     body_h = height - title
     cols1 = (0.0, 0.36, 0.64, 1.0)
-    cols2 = (0.0, 0.48, 0.74, 1.0)
+    cols2 = (0.0, 0.40, 0.66, 1.0)  # stats a third wide: a process's stats on one line at the smaller text sizes
 
     def cell(cols: tuple, i: int, top: float, bottom: float) -> Rect:
         x0, x1 = int(cols[i] * width) + pad, int(cols[i + 1] * width) - pad
@@ -142,8 +142,13 @@ def _centred(img: np.ndarray, r: Rect, s: str, scale: float, color=DIM) -> None:
 def _panel(img: np.ndarray, r: Rect, title: str, scale: float) -> Rect:
     """Draw a panel's background and title; return the rectangle left for its content."""
     cv2.rectangle(img, (r.x, r.y), (r.x + r.w - 1, r.y + r.h - 1), PANEL, -1)
+    _text(img, title, r.x + 6, r.y + _text_h(scale) - 4, scale, LABEL)
+    return _content(r, scale)
+
+
+def _content(r: Rect, scale: float) -> Rect:
+    """What panel `r` leaves for its content under its title (pure, so layouts can be checked)."""
     th = _text_h(scale)
-    _text(img, title, r.x + 6, r.y + th - 4, scale, LABEL)
     return Rect(r.x + 4, r.y + th + 2, max(1, r.w - 8), max(1, r.h - th - 6))
 
 
@@ -323,22 +328,66 @@ def _wrap(words: list[str], width: int, scale: float) -> list[str]:
     return lines
 
 
-def _stats(img, r, state, now, s) -> None:
-    inner = _panel(img, r, "stats", s)
-    small = s * 0.8
+@dataclass(frozen=True)
+class TextLine:
+    """One line of text as drawn: `y` is its baseline, `bottom` the lowest row its descenders reach."""
+
+    text: str
+    colour: tuple[int, int, int]
+    x: int
+    y: int
+    scale: float
+    bottom: int
+
+
+STATS_MIN_SCALE = 0.3  # smaller Hershey text is unreadable: below it, the lines that do not fit are summed up
+
+
+def _stats_text(state: ViewerState, width: int, scale: float) -> list[tuple[str, tuple[int, int, int]]]:
+    """The message counts, then a line or more per process that reports stats, wrapped to `width`."""
     lines = [(line, DIM) for line in _wrap([f"{k} {v}" for k, v in sorted(state.counts.items())]
-                                           or ["no messages yet"], inner.w - 4, small)]
+                                           or ["no messages yet"], width, scale)]
     for name in sorted(state.stats):
         values = state.stats[name]
         parts = [fmt.format(values[k]) for k, fmt in _STAT_KEYS
                  if isinstance(values.get(k), (int, float)) and not (k == "bad_messages" and not values[k])]
-        lines += [(line, LABEL) for line in _wrap([f"{name}:", *parts], inner.w - 4, small)]
-    step = _text_h(small)
-    for i, (line, colour) in enumerate(lines):
-        y = inner.y + (i + 1) * step
-        if y > inner.y + inner.h:
+        lines += [(line, LABEL) for line in _wrap([f"{name}:", *parts], width, scale)]
+    return lines
+
+
+def stats_lines(state: ViewerState, r: Rect, s: float) -> list[TextLine]:
+    """The stats panel `r`'s lines at dashboard text scale `s`, every one wholly inside the panel.
+
+    A live session has a hub, a worker per sense, camera, microphone, speaker and thinker
+    reporting, more lines than the panel holds at the dashboard's text size (they ran off its
+    bottom): the text shrinks until all fit, and below a readable size the last line that fits
+    says how many more there are instead.
+    """
+    box = _content(r, s)
+    scale = s * 0.8
+    while True:
+        lines = _stats_text(state, box.w - 4, scale)
+        (_, th), base = cv2.getTextSize("Ag", FONT, scale, 1)
+        gap = max(2, th // 2)
+        step = th + base + gap
+        room = max(0, (box.h - 1 + gap) // step)  # line i spans rows box.y + i*step + 1 ... + th + base
+        if len(lines) <= room or scale * 0.9 < STATS_MIN_SCALE:
             break
-        _text(img, line, inner.x + 2, y, small, colour)
+        scale *= 0.9
+    if len(lines) > room:
+        more = len(lines) - room + 1
+        lines = lines[:room - 1] + [(_wrap([f"... {more} more lines"], box.w - 4, scale)[0], DIM)] if room else []
+    out = []
+    for i, (text, colour) in enumerate(lines):
+        y = box.y + i * step + 1 + th
+        out.append(TextLine(text, colour, box.x + 2, y, scale, y + base))
+    return out
+
+
+def _stats(img, r, state, now, s) -> None:
+    _panel(img, r, "stats", s)
+    for line in stats_lines(state, r, s):
+        _text(img, line.text, line.x, line.y, line.scale, line.colour)
 
 
 def render(state: ViewerState, width: int = 960, height: int = 540, now: float | None = None) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""`cdz eval`: every score of EVALUATION.md, from a run folder, with learning off.
+"""`cdz eval`: every score of docs/EVALUATION.md, from a run folder, with learning off.
 
 Held-out stimuli are presented alone; nothing in the brain changes (the brain is
 rebuilt from the checkpoint and only its pure reading methods are called).
@@ -246,7 +246,7 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def summarise_seeds(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per seed, mean and min over runs of every per-pair / per-modality score (EVALUATION.md: several seeds)."""
+    """Per seed, mean and min over runs of every per-pair / per-modality score (docs/EVALUATION.md: several seeds)."""
     keys = ("recall_accuracy", "generation_accuracy", "seed_score", "classes_discovered")
     out: dict[str, Any] = {"seeds_run": [r["seed"] for r in results], "mean": {}, "min": {}, "per_seed": {}}
     for key in keys:

@@ -3,7 +3,7 @@
 Starts a bus, the hub and one encoder worker per modality in live mode on a
 trained run, the camera and microphone processes, the viewer and (with
 `--speak`) the speaker; supervises them (a process that dies is started again
-from the newest checkpoint), checkpoints every `--checkpoint-every` seconds,
+from the newest checkpoint), checkpoints every `--checkpoint-every-s` seconds,
 stops after `--duration` seconds or on Ctrl-C, and with `--events-out` writes
 one JSON line per stimulus: when, which modality, the cluster it excited, and
 what that recalled in the other modalities, with the clusters' scoring names
@@ -181,7 +181,7 @@ class LiveAgent:
         step = self.checkpoint()
         self._await_saved(step, timeout_s=10.0)
         self.client.send(Control("sleep", {"on": True}, source="live"))
-        argv = ["sleep", str(self.run.path), "--quiet", *(a for s in self.sleep_settings for a in ("--set", s))]
+        argv = ["sleep", "--run", str(self.run.path), "--quiet", *(a for s in self.sleep_settings for a in ("--set", s))]
         self.sleeper = Child("sleeper", argv, self.run.path / "logs" / "sleep.log")
         self._sleep_started = time.monotonic()
         self.sleeper.start()
@@ -256,7 +256,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="stream of thought: each real stimulus starts a chain of recollections (`cdz think`)")
     p.add_argument("--duration", type=float, help="stop by itself after this many seconds")
     p.add_argument("--events-out", metavar="FILE.jsonl", help="one JSON line per stimulus: cluster and recalls")
-    p.add_argument("--checkpoint-every", type=float, default=60.0, help="seconds between checkpoints (default 60)")
+    p.add_argument("--checkpoint-every-s", type=float, default=60.0, metavar="S",
+                   help="seconds between checkpoints (default 60; --checkpoint-every elsewhere counts stimuli)")
     p.add_argument("--sleep-every", type=float, metavar="MIN",
                    help="after every MIN minutes awake, sleep on what was lived (`cdz sleep`) while the agent stays "
                         "awake, then swap every process to the slept brain in place (default: never)")
@@ -280,7 +281,7 @@ def run(args: argparse.Namespace) -> int:
     agent = LiveAgent(run_folder, camera=None if args.no_camera else args.camera, mic=args.mic,
                       use_mic=not args.no_mic, headless=Path(args.headless) if args.headless else None,
                       viewer=not args.no_viewer, speak=args.speak, think=args.think, bus=args.bus,
-                      checkpoint_every_s=args.checkpoint_every,
+                      checkpoint_every_s=args.checkpoint_every_s,
                       sleep_every_s=None if args.sleep_every is None else 60.0 * args.sleep_every,
                       sleep_settings=args.sleep_set, extra=extra)
     out = open(args.events_out, "w") if args.events_out else None

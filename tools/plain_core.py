@@ -1,7 +1,7 @@
 """The learning core written plainly: the benchmark baseline of `tools.bench` only.
 
 This is the per-stimulus step of `agent.core.cortex.Cortex`, `agent.core.cdz.CDZ` and
-`agent.core.brain.Brain.learn` (ALGORITHM.md steps 2-6) written the obvious way, with
+`agent.core.brain.Brain.learn` (docs/LEARNING.md steps 2-6) written the obvious way, with
 Python objects, lists and dicts and no numpy:
 
 * a node is an object holding its position (a list of floats) and its links

@@ -6,7 +6,7 @@ writes one PNG (creating the parent folder), closes its figure and returns
 the path it wrote.
 
 * ``plot_tsne``: t-SNE of encodings, coloured by discovered cluster (left)
-  and by true label (right).
+  and by true label (right), a class one colour in both (``tsne_colours``).
 * ``plot_mode_grid``: the modes (prototypes) of clusters, a block of rows per
   modality, each cell captioned (e.g. ``c17 '7'``).
 * ``plot_learning_curves``: classes alive and running recall accuracy over
@@ -17,7 +17,9 @@ the path it wrote.
 Arrays are drawn by kind: an *image* (28x28, or a flat 784-vector) in grey on
 a fixed [0, 1] scale with row 0 at the top; anything else 2-d is taken for a
 *spectrogram* (time on x, frequency on y, ``origin="lower"``, magma, scaled
-per cell); 1-d arrays are drawn as a line.
+per cell), with axes: time in seconds (a column is ``FRAME_S``) and mel bands
+marked in Hz (0 Hz at the bottom, ``F_MAX`` at the top); 1-d arrays are drawn
+as a line.
 """
 
 from __future__ import annotations
@@ -31,12 +33,18 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-__all__ = ["plot_tsne", "plot_mode_grid", "plot_learning_curves", "plot_recall"]
+from sensors.features import F_MAX, HOP, SAMPLE_RATE, _hz_to_mel
+
+__all__ = ["plot_tsne", "tsne_colours", "plot_mode_grid", "plot_learning_curves", "plot_recall"]
 
 DPI = 110
 #: Cells per row in ``plot_mode_grid`` before a modality wraps onto another row.
 GRID_COLUMNS = 10
 _AUDIO_WORDS = ("audio", "sound", "spec", "speech", "voice", "ear")
+#: A spectrogram column's length in seconds (64 frames of 1/64 s make a 1 s stimulus).
+FRAME_S = HOP / SAMPLE_RATE
+#: Frequencies marked on a spectrogram's (mel) y axis.
+HZ_TICKS = (0.0, 500.0, 1000.0, 2000.0, 4000.0)
 
 
 # --------------------------------------------------------------------------
@@ -105,9 +113,28 @@ def _show(ax, arr: np.ndarray, kind: str) -> None:
         if hi <= lo:
             hi = lo + 1.0
         ax.imshow(arr, cmap="magma", origin="lower", aspect="auto", vmin=lo, vmax=hi,
-                  interpolation="nearest")
+                  interpolation="nearest", extent=(0.0, arr.shape[1] * FRAME_S, 0.0, 1.0))
+        _spectrogram_axes(ax)
+        return
     ax.set_xticks([])
     ax.set_yticks([])
+
+
+def _spectrogram_axes(ax) -> None:
+    """Time and frequency on a spectrogram drawn over ``extent=(0, seconds, 0, 1)``.
+
+    Without them a spectrogram is an unreadable texture. Rows are mel bands from 0 Hz
+    (bottom) to ``F_MAX`` (top), equally spaced in mel, so the Hz ticks sit at their mel
+    height and bunch up towards the top.
+    """
+    seconds = ax.get_xlim()[1]
+    ax.set_xticks([0.0, seconds / 2, seconds], [f"{t:.2g}" for t in (0.0, seconds / 2, seconds)])
+    top = float(_hz_to_mel(F_MAX))
+    ax.set_yticks([float(_hz_to_mel(hz)) / top for hz in HZ_TICKS],
+                  [f"{hz / 1000:g}k" if hz >= 1000 else f"{hz:g}" for hz in HZ_TICKS])
+    ax.set_xlabel("time (s)", fontsize=7, labelpad=1)
+    ax.set_ylabel("mel band (Hz)", fontsize=7, labelpad=1)
+    ax.tick_params(labelsize=6, length=2, pad=1)
 
 
 def _palette(n: int) -> np.ndarray:
@@ -121,10 +148,53 @@ def _palette(n: int) -> np.ndarray:
     return matplotlib.colormaps["hsv"](hues)
 
 
-def _scatter_groups(ax, xy: np.ndarray, groups: np.ndarray, title: str, prefix: str) -> None:
-    """Scatter coloured by group, -1 in grey; group names at their medians."""
+#: A cluster with no scoring name (black: tab10 gives digit 7 grey, and points of no cluster are light grey).
+UNNAMED = (0.0, 0.0, 0.0, 1.0)
+
+
+def _majority_names(clusters: np.ndarray, labels: np.ndarray) -> dict[int, int]:
+    """Each cluster's scoring name: the majority label of its points (as ``replay.naming.cluster_names``)."""
+    names = {}
+    for cid in np.unique(clusters[clusters >= 0]):
+        lab = labels[(clusters == cid) & (labels >= 0)]
+        if lab.size:
+            names[int(cid)] = int(np.bincount(lab).argmax())
+    return names
+
+
+def tsne_colours(
+    clusters: np.ndarray, labels: np.ndarray, names: Mapping[int, int] | None = None
+) -> tuple[dict[int, tuple], dict[int, tuple]]:
+    """Colours of the two t-SNE panels: ``({cluster id: RGBA}, {label: RGBA})``.
+
+    One colour map keyed by class (digit) serves both panels, and a cluster takes
+    the colour of its scoring name (``names``; by default the majority label of its
+    points), so a '7' is one colour left and right. Colouring each panel by its own
+    group order gave the same digit two colours. Clusters without a name are
+    ``UNNAMED``; digits keep tab10's colours (digit d is colour d).
+    """
+    clusters = np.asarray(clusters).astype(np.int64).ravel()
+    labels = np.asarray(labels).astype(np.int64).ravel()
+    if names is None:
+        names = _majority_names(clusters, labels)
+    ids = [int(c) for c in np.unique(clusters[clusters >= 0])]
+    named = {names[c] for c in ids if c in names and names[c] >= 0}
+    classes = sorted(named | {int(v) for v in np.unique(labels[labels >= 0])})
+    if classes and classes[-1] < 10:  # digits: digit d has tab10's colour d in every figure
+        rgbas = matplotlib.colormaps["tab10"](np.array(classes))
+    else:
+        rgbas = _palette(len(classes))
+    by_class = {c: tuple(float(v) for v in rgba) for c, rgba in zip(classes, rgbas)}
+    by_cluster = {c: by_class.get(names.get(c, -1), UNNAMED) for c in ids}
+    by_label = {int(v): by_class[int(v)] for v in np.unique(labels[labels >= 0])}
+    return by_cluster, by_label
+
+
+def _scatter_groups(ax, xy: np.ndarray, groups: np.ndarray, title: str, prefix: str,
+                    colour_of: Mapping[int, tuple]) -> None:
+    """Scatter coloured by group (``colour_of``), -1 in grey; group names at their medians."""
     ids = [g for g in np.unique(groups) if g >= 0]
-    colours = _palette(len(ids))
+    colours = [colour_of[int(g)] for g in ids]
     noise = groups < 0
     if noise.any():
         ax.scatter(xy[noise, 0], xy[noise, 1], s=4, c="lightgrey", lw=0, label="none")
@@ -140,8 +210,8 @@ def _scatter_groups(ax, xy: np.ndarray, groups: np.ndarray, title: str, prefix: 
                 continue
             cx, cy = np.median(xy[m], axis=0)
             ax.text(cx, cy, f"{prefix}{g}", fontsize=8, weight="bold", ha="center", va="center",
-                    color="black", bbox=dict(boxstyle="round,pad=0.15", fc=colours[i], ec="none",
-                                             alpha=0.75))
+                    color="white" if colours[i] == UNNAMED else "black",
+                    bbox=dict(boxstyle="round,pad=0.15", fc=colours[i], ec="none", alpha=0.75))
     ax.set_title(title, fontsize=10)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -160,9 +230,13 @@ def plot_tsne(
     seed: int,
     max_points: int = 3000,
     threads: int | None = 1,
+    names: Mapping[int, int] | None = None,
 ) -> Path:
     """Two t-SNE panels of the encodings ``z`` (n, d): coloured by discovered
-    cluster (left, -1 = none in grey) and by true label (right).
+    cluster (left, -1 = none in grey) and by true label (right), one colour per
+    class in both: a cluster is drawn in the colour of its scoring name
+    (``names``, {cluster id: label}; by default the majority label of its
+    points), see ``tsne_colours``.
 
     At most ``max_points`` points (drawn with ``np.random.default_rng(seed)``)
     are embedded with sklearn's Barnes-Hut TSNE (pca init, 500 iterations,
@@ -217,10 +291,11 @@ def plot_tsne(
 
     fig = _figure(12.0, 6.0)
     ax1, ax2 = fig.subplots(1, 2)
+    by_cluster, by_label = tsne_colours(clusters, labels, names)
     k = int(np.unique(clusters[clusters >= 0]).size)
-    _scatter_groups(ax1, xy, clusters, f"discovered clusters ({k})", "c")
+    _scatter_groups(ax1, xy, clusters, f"discovered clusters ({k}), coloured by name", "c", by_cluster)
     n_lab = int(np.unique(labels[labels >= 0]).size)
-    _scatter_groups(ax2, xy, labels, f"true labels ({n_lab})", "")
+    _scatter_groups(ax2, xy, labels, f"true labels ({n_lab})", "", by_label)
     shown = f"{n} of {n_all} points" if n < n_all else f"{n} points"
     fig.suptitle(f"{title}  ({shown}, t-SNE)" if title else f"t-SNE, {shown}", fontsize=12)
     fig.tight_layout()
@@ -281,13 +356,18 @@ def plot_mode_grid(
                     j = rr * GRID_COLUMNS + cc
                     if j < len(cells):
                         cap, arr = cells[j]
-                        _show(ax, arr, _kind_of(arr, name))
-                        ax.set_xlabel(cap, fontsize=8, labelpad=2)
+                        kind = _kind_of(arr, name)
+                        _show(ax, arr, kind)
+                        if kind == "spectrogram":  # the caption goes under the time axis's name
+                            cap = f"{ax.get_xlabel()}\n{cap}"
+                        ax.set_xlabel(cap, fontsize=8 if kind != "spectrogram" else 7, labelpad=2)
                     else:
                         ax.axis("off")
             first = axes[r0, 0]
             if cells:
-                first.set_ylabel(name, fontsize=10, weight="bold")
+                unit = first.get_ylabel()  # a spectrogram's frequency axis keeps its name under the modality's
+                first.set_ylabel(f"{name}\n{unit}" if unit else name, fontsize=10 if not unit else 8,
+                                 weight="bold")
             else:
                 first.axis("on")
                 first.set_xticks([])

@@ -102,7 +102,7 @@ def cmd_top(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from replay.recording import export_recording
 
-    written, skipped = export_recording(args.old, args.new)
+    written, skipped = export_recording(args.old, args.new, overwrite=args.overwrite)
     print(f"{args.new}: {written} messages" + (f" ({skipped} invalid ones skipped)" if skipped else ""))
     return 0
 
@@ -356,7 +356,8 @@ def add_parsers(sub: argparse._SubParsersAction, common) -> None:
                                    "frames and receive times are kept, so it plays and replays as before.",
                                    "cdz export old-session.mcap session.mcap"))
     sp.add_argument("old", help="an MCAP file from `cdz record`")
-    sp.add_argument("new", help="the file to write (must not exist)")
+    sp.add_argument("new", help="the file to write (an existing one is replaced only with --overwrite)")
+    sp.add_argument("--overwrite", action="store_true", help="replace NEW if it exists")
     common(sp)
     sp.set_defaults(func=cmd_export)
 

@@ -52,22 +52,22 @@ def make_plots(run: RunFolder, progress: bool = True) -> list[Path]:
     out = run.plots_dir
     paths = []
     clusters = {m: brain.classify(m, enc.test[m]) for m in config.modalities}
-    for m in config.modalities:
+    train_c = {m: brain.classify(m, enc.train[m]) for m in config.modalities}
+    names = {m: cluster_names(train_c[m], enc.train_y[m]) for m in config.modalities}
+    for m in config.modalities:  # clusters coloured by their scoring name, as the labels are
         paths.append(plot_tsne(enc.test[m], clusters[m], enc.test_y[m], out / f"tsne_{m}.png",
-                               title=f"{m} test encodings", seed=config.seed))
+                               title=f"{m} test encodings", seed=config.seed, names=names[m]))
     rows: dict[str, list[tuple[str, np.ndarray]]] = {}
     for m in config.modalities:
-        train_c = brain.classify(m, enc.train[m])
-        names = cluster_names(train_c, enc.train_y[m])
-        ids, counts = np.unique(train_c, return_counts=True)
-        big = ids[counts >= MIN_CLASS_SHARE * len(train_c)]
-        big = sorted(big, key=lambda c: (names.get(int(c), -1), int(c)))
+        ids, counts = np.unique(train_c[m], return_counts=True)
+        big = ids[counts >= MIN_CLASS_SHARE * len(train_c[m])]
+        big = sorted(big, key=lambda c: (names[m].get(int(c), -1), int(c)))
         coder = load_autoencoder(run.encoder_path(m))
         cells = []
         for cid in big:
             pos = brain.cortices[m].mode_position(int(cid))
             if pos is not None:
-                cells.append((f"c{cid} '{names.get(int(cid))}'", decode(coder, pos[None])[0]))
+                cells.append((f"c{cid} '{names[m].get(int(cid))}'", decode(coder, pos[None])[0]))
         rows[m] = cells
     paths.append(plot_mode_grid(rows, out / "cluster_modes.png", title="decoded mode of each discovered class"))
     if run.stream_path.exists():

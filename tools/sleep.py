@@ -1,4 +1,4 @@
-"""`cdz sleep RUN`: consolidate a run's buffered live experience into its encoders.
+"""`cdz sleep --run RUN`: consolidate a run's buffered live experience into its encoders.
 
 Reads the experience the workers saved with the newest checkpoint, sleeps
 (`agent.core.sleep`), and writes the result as the run's next stage: new encoders

@@ -1,6 +1,6 @@
 """The one-process brain: a cortex unit per modality and the CDZ unit, wired by direct calls.
 
-This is the reference hosting of the learning rules (`Brain.step` reads as ALGORITHM.md's
+This is the reference hosting of the learning rules (`Brain.step` reads as docs/LEARNING.md's
 step order): the multi-process runtime hosts the very same units and only carries
 their messages over the wire. The brain works on encodings; turning raw stimuli into encodings and modes
 back into raw data is the autoencoders' job (see `agent.core.autoencoder`).
@@ -41,7 +41,7 @@ class Brain:
         self.refinements = 0  # refinement phases applied (agent.core.refine); says which encoders fit the nodes
 
     def step(self, stim: Stimulus, z: np.ndarray, strength: float = 1.0) -> Excitation:
-        """One stimulus through the brain, in ALGORITHM.md's order; its excitation (cluster -1: rejected).
+        """One stimulus through the brain, in docs/LEARNING.md's order; its excitation (cluster -1: rejected).
 
         The hub and the workers run these very units; there the bus carries what this passes by call."""
         return self._route(self.units[stim.modality].stimulus(stim, z, strength))  # steps 2-4: fire a cluster

@@ -1,4 +1,4 @@
-"""The convergence-divergence zone: cross-modal cluster connections (ALGORITHM.md steps 5-7).
+"""The convergence-divergence zone: cross-modal cluster connections (docs/LEARNING.md steps 5-7).
 
 The CDZ is the only owner of cross-modal weights. For every ordered pair of
 modalities (a, b) it holds a matrix W[a->b] (clusters of a x clusters of b) whose

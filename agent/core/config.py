@@ -81,7 +81,7 @@ def default_senses() -> dict[str, SenseSettings]:
 
 @settings
 class CortexSettings:
-    """One modality's node/cluster layer (ALGORITHM.md, seed values).
+    """One modality's node/cluster layer (docs/LEARNING.md, seed values).
 
     Schedules are fractions of `epoch`, the number of stimuli of this modality in
     one pass (the seed's T), so the same defaults scale to any data size.
@@ -96,7 +96,7 @@ class CortexSettings:
     mature_feedbacks: Count = 25  # a node is "new" (not split) until it received this many feedbacks
     split_threshold: Share = 5e-3  # a node is ambiguous when 1 - max link weight exceeds this
     split_min_samples: Count = 3  # a split child needs more than this many fed-back encodings
-    split_children: Literal["new", "inherit"] = "new"  # a split child gets a "new" cluster (ALGORITHM.md) or "inherit"s the one it was fed towards
+    split_children: Literal["new", "inherit"] = "new"  # a split child gets a "new" cluster (docs/LEARNING.md) or "inherit"s the one it was fed towards
     split_per_round_frac: Share = 1e-3  # max splits per round = max(frac * epoch, 5)
     prune_nodes_after: Positive = 1.01  # nodes unused for this * epoch stimuli are deleted
     prune_clusters_after: Positive = 0.5  # clusters unused for this * epoch stimuli are deleted
@@ -172,7 +172,7 @@ class SleepSettings:
 
 @settings
 class TeacherSettings:
-    """The flash-card parent that makes the paired replay stream (EVALUATION.md)."""
+    """The flash-card parent that makes the paired replay stream (docs/EVALUATION.md)."""
 
     lag_s: tuple[Annotated[float, Field(ge=-60, le=60)], Annotated[float, Field(ge=-60, le=60)]] = (-0.2, 0.5)  # audio onset relative to the image, uniform range
     gap_s: Annotated[float, Field(gt=0, le=3600)] = 1.5  # time between two teaching events
@@ -392,13 +392,17 @@ def _replace_path(obj: Any, path: list[str], value: Any, key: str, done: list[st
     return _built(type(obj), kwargs, ".".join(done))
 
 
-def save_toml(config: Config, path: Path) -> None:
-    """Write the resolved config as TOML (None, an unset optional, is left out)."""
+def toml_text(config: Config) -> str:
+    """The resolved config as TOML (None, an unset optional, is left out)."""
 
     def present(d: dict[str, Any]) -> dict[str, Any]:
         return {k: present(v) if isinstance(v, dict) else v for k, v in d.items() if v is not None}
 
-    path.write_text(tomli_w.dumps(present(to_dict(config))))
+    return tomli_w.dumps(present(to_dict(config)))
+
+
+def save_toml(config: Config, path: Path) -> None:
+    path.write_text(toml_text(config))
 
 
 def load_toml(path: Path) -> Config:

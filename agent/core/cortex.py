@@ -1,4 +1,4 @@
-"""One modality's node and cluster layer (ALGORITHM.md, steps 2-4, 6 and maintenance).
+"""One modality's node and cluster layer (docs/LEARNING.md, steps 2-4, 6 and maintenance).
 
 Nodes are points in encoding space (like a growing neural gas); each node links
 to clusters of its modality with weights that sum to 1, and its strongest link is
@@ -158,7 +158,7 @@ class Cortex:
         return Excitation(self.modality, to_ns(t), 0, cluster_id, node_id, strength)
 
     def fire(self, z: np.ndarray) -> tuple[int, int]:
-        """Learn one stimulus (ALGORITHM.md steps 2-4): seed or move the nearest node, fire its strongest
+        """Learn one stimulus (docs/LEARNING.md steps 2-4): seed or move the nearest node, fire its strongest
         cluster. Returns (cluster id, node id); StimulusError for an encoding it cannot use."""
         z = self.check(z)
         s = self.settings
@@ -213,7 +213,7 @@ class Cortex:
         return self._feedback_step(self.node_slot[node_id], 1.0)
 
     def _feedback_step(self, n: int, connection_certainty: float) -> float:
-        """What one feedback adds to slot n's link before the row is renormalised (ALGORITHM.md step 6)."""
+        """What one feedback adds to slot n's link before the row is renormalised (docs/LEARNING.md step 6)."""
         s = self.settings
         node_certainty = certainty(float(self.link[n, : self.c_hi].max()), float(self.node_feedbacks[n]), s.age_factor)
         return s.feedback_lr * (1.0 + node_certainty * connection_certainty) ** 2
@@ -232,7 +232,7 @@ class Cortex:
 
     def feedback(self, node_id: int, cluster_id: int, connection_certainty: float, step: int | None = None,
                  z: np.ndarray | None = None) -> bool:
-        """CDZ feedback: node `node_id` should belong more to `cluster_id` (ALGORITHM.md step 6).
+        """CDZ feedback: node `node_id` should belong more to `cluster_id` (docs/LEARNING.md step 6).
 
         `step` is the stimulus count the feedback belongs to when it is applied after later
         stimuli were already learned (an encoder worker running ahead of the hub); the
@@ -432,25 +432,42 @@ class Cortex:
         cluster_ids[bad] = -1
         return node_ids, cluster_ids
 
-    def familiarity(self, z: np.ndarray) -> float:
-        """How familiar an encoding is, in [0, 1]: the share of nodes whose last stimulus lay at least
-        as far from them as `z` lies from its nearest node.
+    def usual_distances(self) -> np.ndarray:
+        """How far a stimulus of a known kind lies from the nearest node it did not make: for every node,
+        the distance from the encoding that last excited it to the nearest *other* node, sorted.
 
-        Each node keeps the encoding that last excited it, one sample of how far the stimuli
-        a node wins usually lie from it. Something of a known kind lands among those
-        distances (about 0.5 for a typical one); something novel lies farther from every
-        node than nearly all of them (near 0). Nodes that have not fired since they were
-        placed or relocated hold no such sample and are left out. Changes nothing.
+        A node sits on its own stimuli (the audio nodes of a small training set nearly on each
+        one), so the distance to the node itself would make every new stimulus look
+        strange; leaving the node out asks how far a new stimulus of that kind would be
+        from what else was learned. Nodes that have not fired since they were placed or
+        relocated (their last stimulus is their position) hold no sample. Changes nothing.
+        """
+        hi = self.n_hi
+        alive = np.flatnonzero(self.node_id[:hi] >= 0)
+        if alive.size < 2:
+            return np.zeros(0, np.float32)
+        last, pos = self.last_z[alive], self.pos[alive]
+        fired = np.any(last != pos, axis=1)
+        d = self.pos_sq[alive][None, :] - 2.0 * (last[fired] @ pos.T) + np.einsum("ij,ij->i", last[fired], last[fired])[:, None]
+        d[np.arange(d.shape[0]), np.flatnonzero(fired)] = np.inf  # not the node itself
+        return np.sort(np.sqrt(np.maximum(d.min(axis=1), 0.0)))
+
+    def familiarity(self, z: np.ndarray, usual: np.ndarray | None = None) -> float:
+        """How familiar an encoding is, in [0, 1]: the share of `usual_distances` (pass them in to reuse
+        them) at least as large as the distance from `z` to its nearest node.
+
+        A stimulus of a known kind lands among those distances (a typical one near 0.5);
+        something novel lies farther from every node than nearly all of them (near 0).
+        Changes nothing.
         """
         z = self.check(z)
-        hi = self.n_hi
-        alive = self.node_id[:hi] >= 0
-        if not alive.any():
+        if self.n_nodes == 0:
             raise RuntimeError(f"{self.modality}: the cortex has no nodes yet")
-        usual = np.linalg.norm(self.last_z[:hi][alive] - self.pos[:hi][alive], axis=1)
-        usual = usual[usual > 0]
+        usual = self.usual_distances() if usual is None else usual
+        if usual.size == 0:
+            return 0.0
         d = float(np.linalg.norm(self.pos[self._nearest(z)] - z))
-        return float((usual >= d).mean()) if usual.size else 0.0
+        return float(1.0 - np.searchsorted(usual, d, side="left") / usual.size)
 
     def alive_cluster_ids(self) -> np.ndarray:
         return np.sort(np.fromiter(self.cluster_slot.keys(), np.int64, len(self.cluster_slot)))

@@ -1,6 +1,6 @@
 """Every message of the agent, in one vocabulary: what the learning core emits is what the wire carries.
 
-The core's messages are the ALGORITHM.md steps made into data:
+The core's messages are the docs/LEARNING.md steps made into data:
 
 * `Stimulus`: a sense's raw input (an image, a spectrogram; or its encoding, in the one-process brain);
 * `Excitation`: the cluster a stimulus fired (step 4), which the CDZ correlates (step 5);

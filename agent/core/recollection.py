@@ -1,4 +1,4 @@
-"""Recall and imagination (ALGORITHM.md rule 7), one path for the runtime's workers, `cdz think`,
+"""Recall and imagination (docs/LEARNING.md rule 7), one path for the runtime's workers, `cdz think`,
 `cdz recall` and the evaluation.
 
 A stimulus excites a cluster of its sense; the CDZ recalls, for each other sense, the

@@ -1,4 +1,4 @@
-"""Encoders that the other sense teaches (ALGORITHM.md, "Extensions": cross-modal teaching).
+"""Encoders that the other sense teaches (docs/LEARNING.md, "Beyond the first design": cross-modal teaching).
 
 The only teacher is the co-occurring stimulus of the other sense. For every pair
 of stimuli within B (`agent.core.pairs`), the other sense's stimulus excites a

@@ -32,7 +32,7 @@ class CortexUnit:
 
     def stimulus(self, stim: Stimulus, z: np.ndarray | None, strength: float = 1.0,
                  relived: bool = False) -> list[ClusterChange | Excitation]:
-        """ALGORITHM.md steps 2-4 for one stimulus and its encoding `z` (None: it could not be encoded).
+        """docs/LEARNING.md steps 2-4 for one stimulus and its encoding `z` (None: it could not be encoded).
 
         Learning: seed or move the nearest node and fire its strongest cluster. A query
         (`stim.learn` false) only classifies. Returns the cluster births and deaths this
@@ -71,7 +71,7 @@ class CortexUnit:
         return [exc]
 
     def feedback(self, fb: Feedback, step: int | None = None, z_at=None) -> None:
-        """ALGORITHM.md step 6: move each named node's cluster links towards the cluster the CDZ chose.
+        """docs/LEARNING.md step 6: move each named node's cluster links towards the cluster the CDZ chose.
 
         `step` and `z_at(node)` are for feedback applied after later stimuli were learned
         (an encoder worker running ahead of the hub): see `Cortex.feedback`."""
@@ -85,7 +85,7 @@ class CortexUnit:
 
 
 class CDZUnit:
-    """The CDZ: excitations and cluster changes in, feedback out (ALGORITHM.md steps 5 and 6)."""
+    """The CDZ: excitations and cluster changes in, feedback out (docs/LEARNING.md steps 5 and 6)."""
 
     def __init__(self, cdz: CDZ):
         self.cdz = cdz
@@ -102,5 +102,5 @@ class CDZUnit:
         return []  # changes, rejections and queries (recall only) teach no node
 
     def recall(self, exc: Excitation) -> dict[str, int | None]:
-        """ALGORITHM.md step 7: the cluster the excitation's cluster recalls in every other sense."""
+        """docs/LEARNING.md step 7: the cluster the excitation's cluster recalls in every other sense."""
         return self.cdz.recall(exc.modality, exc.cluster_id)
