@@ -17,7 +17,7 @@ import numpy as np
 from sensors.card import picture_to_stimulus
 from sensors.features import (FeatureError, audio_to_stimulus, composite_on_white, decode_audio_file,
                               decode_image_file, to_unit_grey)
-from sensors.words import segment_wave
+from sensors.words import words_in
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".pbm", ".ppm", ".pnm", ".tif", ".tiff", ".webp"}
 AUDIO_SUFFIXES = {".wav"}
@@ -50,19 +50,16 @@ def picture(img: np.ndarray) -> Percept:
 
 
 def words(wave: np.ndarray, rate: int) -> list[Percept]:
-    """Every word the microphone's segmenter finds in a recording, one stimulus each.
+    """Every word the microphone's segmenter finds in a recording, noise-gated as the microphone does it,
+    one stimulus each.
 
     A recording in which it finds none (a click-free tone, a clip cut tight to the
     word) is taken whole, as one stimulus, as a dataset clip is."""
-    found = segment_wave(wave, rate)
-    mono = np.asarray(wave, np.float32)
+    found = words_in(wave, rate)
     if not found:
+        mono = np.asarray(wave, np.float32)
         return [Percept("audio", audio_to_stimulus(mono, rate), 0.0, mono.shape[0] / rate)]
-    out = []
-    for start_s, end_s in found:
-        clip = mono[int(round(start_s * rate)):int(round(end_s * rate))]
-        out.append(Percept("audio", audio_to_stimulus(clip, rate), start_s, end_s))
-    return out
+    return [Percept("audio", audio_to_stimulus(w.audio, rate), w.start_s, w.end_s) for w in found]
 
 
 def read_file(path: str | Path) -> list[Percept]:

@@ -5,7 +5,7 @@ the callback only copies them into a preallocated ring (it must never block, or 
 device overflows). The service loop drains the ring into an `UtteranceSegmenter`
 (`sensors.words`), an energy voice-activity detector that cuts the stream into one
 clip per spoken word, and publishes every clip as a `Stimulus` (modality "audio") made by
-`sensors.features.audio_to_stimulus`, the same function that featurises FSDD, so the
+`sensors.features.audio_to_stimulus` after the noise gate (`sensors.words.gate_noise`), the same function that featurises FSDD, so the
 agent hears the microphone exactly as it heard its training data.
 
 The segmenter works at the device's own rate (audio_to_stimulus resamples to 8 kHz);
@@ -28,7 +28,7 @@ from agent.runtime.service import Latency, Service
 from agent.core.messages import Stimulus
 from agent.runtime.topology import hears
 from sensors.features import FeatureError, audio_to_stimulus
-from sensors.words import Segment, UtteranceSegmenter
+from sensors.words import Segment, UtteranceSegmenter, gate_noise
 from sensors.errors import SensorError
 
 log = logging.getLogger(__name__)
@@ -255,7 +255,7 @@ class Microphone(Service):
         """Features of one utterance onto the bus, stamped with the time it began."""
         self.segments.append((seg.start / self.rate, seg.end / self.rate))
         try:
-            data = audio_to_stimulus(seg.audio, self.rate)
+            data = audio_to_stimulus(gate_noise(seg.audio, seg.noise, self.rate), self.rate)
         except FeatureError as e:
             self.feature_errors += 1
             log.warning("%s: skipped an utterance: %s", self.name, e)

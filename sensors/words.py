@@ -1,8 +1,9 @@
-"""Finding words in sound: an energy voice-activity detector that cuts a stream into one clip per word.
+"""Finding words in sound: an energy voice-activity detector that cuts a stream into one clip per word,
+and a noise gate that takes the room's steady noise out of each clip.
 
-The microphone runs it live (`sensors.microphone`), and `segment_wave` / `words_in` run it
-offline over a recording, for `cdz recall`, the API, evaluation and tests, so a sound file
-is cut into words exactly as the microphone would cut it.
+The microphone runs them live (`sensors.microphone`), and `words_in` runs them offline
+over a recording, for `cdz recall`, the API, evaluation and tests, so a sound file is
+cut and cleaned exactly as the microphone would do it.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ class Segment:
     end: int  # one past the clip's last sample (a short tail after voiced_end)
     audio: np.ndarray
     cut: bool = False  # speech went on for longer than max_s and was cut there
+    noise: np.ndarray | None = None  # the quiet just before it (NOISE_S at most): what the room sounds like
 
 
 _IDLE, _SPEECH, _CUT = "idle", "speech", "cut"
+NOISE_S = 0.5  # seconds of the quiet before an utterance kept as its noise sample
 _FLOOR_MIN_DB = -100.0
 
 
@@ -64,6 +67,8 @@ class UtteranceSegmenter:
         self.cut = 0  # too long
         self._partial = np.zeros(0, np.float32)
         self._history: deque[np.ndarray] = deque(maxlen=max(0, int(round(preroll_s * rate / self.hop))))
+        self._room: deque[np.ndarray] = deque(maxlen=max(1, int(round(NOISE_S * rate / self.hop))))  # quiet frames
+        self._noise: np.ndarray | None = None  # the room just before the utterance under way
         self._frames: list[np.ndarray] = []
         self._start = self._onset = self._voiced_end = 0
         self._quiet = 0
@@ -102,12 +107,18 @@ class UtteranceSegmenter:
         start_thr, stop_thr = self.thresholds()
         seg = None
         if self.state == _IDLE:
-            if e >= start_thr:
+            if self.floor_db is None:  # the first frame is the room: a hiss already on is not speech
+                self._track_floor(e, rise=0.01)
+                self._room.append(frame)
+            elif e >= start_thr:
                 self.state, self._quiet = _SPEECH, 0
                 self._frames = [*self._history, frame]
                 self._start, self._onset, self._voiced_end = p - len(self._history) * self.hop, p, p + self.hop
+                room = list(self._room)[:-len(self._history) or None]  # the pre-roll may hold a soft onset
+                self._noise = np.concatenate(room) if room else None
             else:
                 self._track_floor(e, rise=0.01)
+                self._room.append(frame)
         elif self.state == _SPEECH:
             self._frames.append(frame)
             if e >= stop_thr:
@@ -142,11 +153,11 @@ class UtteranceSegmenter:
             self.rejected += 1
             return None
         audio = np.concatenate(frames)[:end - self._start]
-        return Segment(self._start, self._onset, min(self._voiced_end, end), end, audio, cut)
+        return Segment(self._start, self._onset, min(self._voiced_end, end), end, audio, cut, self._noise)
 
 
-def segment_wave(wave: np.ndarray, rate: int, chunk_s: float = 0.05, **kwargs: Any) -> list[tuple[float, float]]:
-    """(start_s, end_s) of every utterance the live segmenter finds in a recording (pre-roll included).
+def segments_of(wave: np.ndarray, rate: int, chunk_s: float = 0.05, **kwargs: Any) -> list[Segment]:
+    """Every utterance the live segmenter finds in a recording (pre-roll included, with its noise sample).
 
     The wave is fed in chunks of `chunk_s`, as a sound card would deliver it."""
     seg = UtteranceSegmenter(rate, **kwargs)
@@ -154,5 +165,62 @@ def segment_wave(wave: np.ndarray, rate: int, chunk_s: float = 0.05, **kwargs: A
     if wave.ndim == 2:
         wave = wave.mean(axis=1)
     step = max(1, int(chunk_s * rate))
-    found = [s for i in range(0, wave.shape[0], step) for s in seg.push(wave[i:i + step])] + seg.flush()
-    return [(s.start / rate, s.end / rate) for s in found]
+    return [s for i in range(0, wave.shape[0], step) for s in seg.push(wave[i:i + step])] + seg.flush()
+
+
+def segment_wave(wave: np.ndarray, rate: int, chunk_s: float = 0.05, **kwargs: Any) -> list[tuple[float, float]]:
+    """(start_s, end_s) of every utterance the live segmenter finds in a recording (pre-roll included)."""
+    return [(s.start / rate, s.end / rate) for s in segments_of(wave, rate, chunk_s, **kwargs)]
+
+
+# ---------------------------------------------------------------------- the noise gate
+GATE_STD = 1.5  # a time-frequency bin is kept when it stands this many noise deviations above the noise's mean
+_GATE_MIN_NOISE_S = 0.1  # a shorter noise sample says too little about the room: no gate
+_SILENT = 1e-6  # RMS of digital silence: nothing to take out
+
+
+def gate_noise(clip: np.ndarray, noise: np.ndarray | None, rate: int) -> np.ndarray:
+    """The clip with the room's steady noise taken out (spectral gating), or the clip itself.
+
+    Training words (FSDD) are nearly noise-free, and each stimulus is scaled to its own
+    loudest bin with an 80 dB floor, so a hiss 50 dB under the word still fills every
+    quiet bin of the spectrogram and the word is misheard. From the quiet before the
+    word, each frequency's noise level (mean and spread in dB over 32 ms frames) is
+    learned; a bin of the clip is kept only where it stands GATE_STD spreads above it,
+    the mask is smoothed over neighbouring bins and frames, and the rest is silenced.
+    A room that is digitally silent, or too short a sample, leaves the clip as it is.
+    (noisereduce does this too, but it imports torch, which the microphone process
+    must not load.)
+    """
+    from scipy.ndimage import uniform_filter
+    from scipy.signal import istft, stft
+
+    clip = np.asarray(clip, np.float32)
+    if noise is None or noise.size < _GATE_MIN_NOISE_S * rate or float(np.sqrt(np.mean(noise ** 2))) < _SILENT:
+        return clip
+    nfft = max(64, 1 << int(round(np.log2(0.032 * rate))))  # about 32 ms
+    _, _, n_spec = stft(noise, rate, nperseg=nfft, noverlap=nfft * 3 // 4)
+    _, _, c_spec = stft(clip, rate, nperseg=nfft, noverlap=nfft * 3 // 4)
+    n_db = 20.0 * np.log10(np.abs(n_spec) + 1e-10)
+    c_db = 20.0 * np.log10(np.abs(c_spec) + 1e-10)
+    threshold = n_db.mean(axis=1, keepdims=True) + GATE_STD * n_db.std(axis=1, keepdims=True)
+    mask = uniform_filter((c_db > threshold).astype(np.float32), size=(3, 3))
+    _, gated = istft(c_spec * mask, rate, nperseg=nfft, noverlap=nfft * 3 // 4)
+    out = np.zeros_like(clip)
+    n = min(clip.size, gated.size)
+    out[:n] = gated[:n]
+    return out if np.any(out) else clip
+
+
+@dataclass(frozen=True)
+class Word:
+    """One word of a recording: where it lies and its audio with the room's noise gated out."""
+
+    start_s: float
+    end_s: float
+    audio: np.ndarray
+
+
+def words_in(wave: np.ndarray, rate: int) -> list[Word]:
+    """Every word the microphone's segmenter finds in a recording, each noise-gated as the microphone does."""
+    return [Word(s.start / rate, s.end / rate, gate_noise(s.audio, s.noise, rate)) for s in segments_of(wave, rate)]

@@ -1,0 +1,54 @@
+"""The noise gate (`sensors.words.gate_noise`): a word heard in a hissing room gives the stimulus of the
+word itself, and a silent room changes nothing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sensors.features import audio_to_stimulus, read_wav_file
+from sensors.words import gate_noise, segments_of, words_in
+
+
+def _similarity(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+
+
+@pytest.fixture(scope="module")
+def word(data_dir) -> tuple[np.ndarray, int]:
+    return read_wav_file(data_dir / "fsdd" / "2_george_3.wav")
+
+
+def test_a_word_in_a_hissing_room_gives_the_stimulus_of_the_word(word):
+    wave, rate = word
+    clean = audio_to_stimulus(wave, rate)
+    rng = np.random.default_rng(0)
+    pause = np.zeros(rate // 2, np.float32)
+    room = np.concatenate([pause, wave, pause])
+    room = room + rng.normal(0.0, 10 ** (-50 / 20), room.size).astype(np.float32)  # -50 dBFS hiss throughout
+    (seg,) = segments_of(room, rate)
+    without = _similarity(audio_to_stimulus(seg.audio, rate), clean)
+    gated = _similarity(audio_to_stimulus(gate_noise(seg.audio, seg.noise, rate), rate), clean)
+    print(f"similarity to the clean word: {without:.3f} without the gate, {gated:.3f} with it")
+    assert gated > without + 0.05 and gated > 0.9  # without the gate: 0.86
+
+
+def test_a_silent_room_or_no_sample_changes_nothing(word):
+    wave, rate = word
+    assert gate_noise(wave, None, rate) is not None
+    np.testing.assert_array_equal(gate_noise(wave, None, rate), wave)
+    np.testing.assert_array_equal(gate_noise(wave, np.zeros(rate, np.float32), rate), wave)
+    np.testing.assert_array_equal(gate_noise(wave, np.full(100, 1e-3, np.float32), rate), wave)  # too short
+
+
+def test_each_word_of_a_noisy_recording_is_found_once_and_gated(word, data_dir):
+    wave, rate = word
+    other, _ = read_wav_file(data_dir / "fsdd" / "7_lucas_2.wav")
+    rng = np.random.default_rng(1)
+    pause = lambda s: np.zeros(int(s * rate), np.float32)
+    recording = np.concatenate([pause(0.6), wave, pause(0.7), other, pause(0.6)])
+    recording = recording + rng.normal(0.0, 10 ** (-55 / 20), recording.size).astype(np.float32)
+    found = words_in(recording, rate)
+    assert len(found) == 2
+    for w, clean in zip(found, (wave, other)):
+        assert _similarity(audio_to_stimulus(w.audio, rate), audio_to_stimulus(clean, rate)) > 0.85
