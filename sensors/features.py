@@ -818,8 +818,9 @@ def read_audio_file(path: str | Path) -> np.ndarray:
         raise FeatureError(f"{path}: {exc}") from None
 
 
-def write_png(path: str | Path, arr2d_in_0_1: np.ndarray, scale: int = 1) -> None:
-    """Save a [0, 1] array as an 8-bit PNG, optionally upscaled (nearest) for viewing."""
+def write_png(path: str | Path, arr2d_in_0_1: np.ndarray, scale: int = 1, colour: bool = False) -> None:
+    """Save a [0, 1] array as an 8-bit PNG, optionally upscaled (nearest) for viewing; `colour` maps it
+    through magma (loud is bright), as the plots draw spectrograms."""
     arr = np.asarray(arr2d_in_0_1, dtype=np.float64)
     if arr.ndim != 2 or arr.size == 0:
         raise FeatureError(f"write_png needs a non-empty 2-D array, got shape {arr.shape}")
@@ -828,6 +829,8 @@ def write_png(path: str | Path, arr2d_in_0_1: np.ndarray, scale: int = 1) -> Non
     if int(scale) < 1:
         raise FeatureError(f"write_png: scale must be >= 1, got {scale}")
     img = np.round(np.clip(arr, 0.0, 1.0) * 255.0).astype(np.uint8)
+    if colour:
+        img = cv2.applyColorMap(img, cv2.COLORMAP_MAGMA)
     if scale > 1:
         img = cv2.resize(img, (img.shape[1] * int(scale), img.shape[0] * int(scale)),
                          interpolation=cv2.INTER_NEAREST)

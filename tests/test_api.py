@@ -138,7 +138,9 @@ def test_familiarity_tells_digits_from_noise(run, data_dir):
     assert all(agent.recall_stimulus("visual", rng.random((28, 28), dtype=np.float32)).novel for _ in range(3))
 
 
-def test_a_pack_is_small_answers_like_its_run_and_holds_no_pickle(run, one_png, data_dir, tmp_path, capsys):
+def test_a_pack_is_small_answers_like_its_run_and_holds_no_pickle(run, one_png, data_dir, tmp_path, capsys,
+                                                                  monkeypatch):
+    monkeypatch.setenv("CDZ_DATA_DIR", str(data_dir))
     pack = tmp_path / "tiny.cdzpack"
     capsys.readouterr()
     assert main(["pack", "--run", str(run), "--out", str(pack)]) == 0
@@ -168,6 +170,12 @@ def test_a_pack_is_small_answers_like_its_run_and_holds_no_pickle(run, one_png, 
     from_run = json.loads(capsys.readouterr().out)
     assert [(r["cluster"], r["recalled"]["audio"]["cluster"]) for r in from_pack] == \
         [(r["cluster"], r["recalled"]["audio"]["cluster"]) for r in from_run]
+    scores = {}
+    for agent_file in (run, pack):  # eval encodes the data with the pack's own encoders
+        assert main(["eval", "--run", str(agent_file), "--no-baselines", "--no-judges", "--json", "--quiet"]) == 0
+        scores[agent_file] = json.loads(capsys.readouterr().out)
+    assert scores[run]["recall_accuracy"] == scores[pack]["recall_accuracy"]
+    assert scores[run]["classes_discovered"] == scores[pack]["classes_discovered"]
     assert main(["sleep", "--run", str(pack)]) == 2  # learning is saved into a run folder, not a pack
     assert "cdz unpack" in capsys.readouterr().err
     assert main(["unpack", "--run", str(pack), "--out", str(tmp_path / "mine")]) == 0
@@ -214,3 +222,20 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as stop:
         main(["--version"])
     assert stop.value.code == 0 and capsys.readouterr().out.strip() == f"cdz-agent {__version__}"
+
+
+def test_a_saved_config_reruns_and_bars_stay_off_a_log(run, data_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CDZ_DATA_DIR", str(data_dir))
+    capsys.readouterr()
+    assert main(["train", "--config", str(run / "config.toml"), "--print-config"]) == 0
+    assert capsys.readouterr().out == (run / "config.toml").read_text()
+    assert main(["train", "--config", str(run / "config.toml"), "--seed", "3", "--set", "teacher.epochs=1",
+                 "--print-config"]) == 0
+    printed = capsys.readouterr().out
+    assert "seed = 3" in printed and "epochs = 1" in printed
+    assert main(["train", "--config", str(tmp_path / "missing.toml"), "--print-config"]) == 2
+    assert "missing.toml" in capsys.readouterr().err
+    # stderr here is not a terminal: training writes no progress-bar frames into it
+    assert main(["train", "--config", str(run / "config.toml"), "--out", str(tmp_path / "again")]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err and "it/s" not in err and "stim/s" not in err, err[-500:]

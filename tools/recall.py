@@ -187,7 +187,7 @@ def _entry(agent: Agent, file: Path, r: Recall, out_dir: Path, stem: str, word: 
 
 
 def _write_stimulus(path: Path, sense: str, x: np.ndarray) -> str:
-    write_png(path, x[::-1] if sense == "audio" else x, scale=4)  # low mels at the bottom
+    write_png(path, x[::-1] if sense == "audio" else x, scale=4, colour=sense == "audio")  # low mels at the bottom
     return str(path)
 
 
