@@ -292,6 +292,15 @@ def bench_pictures(args: argparse.Namespace) -> int:
     return _bench_out(args, result, format_pictures(result))
 
 
+def _cases(text: str) -> str:
+    from tools.bench_robustness import CASES
+
+    unknown = [c for c in text.split(",") if c and c not in CASES]
+    if unknown or not text.strip(","):
+        raise argparse.ArgumentTypeError(f"--cases takes {', '.join(CASES)}; got {text!r}")
+    return text
+
+
 def _speakers(args: argparse.Namespace) -> list[str] | None:
     return [s for s in args.speakers.split(",") if s] if args.speakers else None
 
@@ -301,7 +310,8 @@ def bench_robustness(args: argparse.Namespace) -> int:
 
     config = _config_from_args(args)
     out = Path(args.out) if args.out else DEFAULT_RUNS / f"robustness-seed{config.seed}"
-    result = bench_robustness(config, out, speakers=_speakers(args), progress=not args.quiet)
+    cases = tuple(c for c in args.cases.split(",") if c)
+    result = bench_robustness(config, out, speakers=_speakers(args), progress=not args.quiet, cases=cases)
     return _bench_out(args, result, format_robustness(result))
 
 
@@ -501,6 +511,8 @@ def build_parser() -> argparse.ArgumentParser:
               "distortion and teacher mistakes beside the supervised judge (about an hour).",
               "cdz bench robustness --speakers theo --json", config=True)
     b.add_argument("--speakers", help="held-out speakers, comma-separated (default all six)")
+    b.add_argument("--cases", type=_cases, default="speakers,noise,distortion,mistakes",
+                   help="which cases, comma-separated (default all: speakers,noise,distortion,mistakes)")
     b = bench("adapt", bench_adapt, "Per held-out speaker: a show-and-tell session of K events in that voice, sleep, "
               "and recall on its unheard words before and after, with forgetting (trains 7 runs into --out).",
               "cdz bench adapt --events 30,100,300 --json", config=True)
