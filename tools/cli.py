@@ -186,7 +186,6 @@ def _seed_list(text: str) -> list[int]:
 def cmd_recall(args: argparse.Namespace) -> int:
     """Each file is checked before the brain loads; a bad one is reported on stderr (and in the JSON
     list, as an entry with "error") and skipped. Exit 0: all answered, 1: some failed, 2: all failed."""
-    from agent.core.checkpoint import RunFolder
     from tools.recall import exit_code, failures, format_failure, format_recall, recall_files
 
     if not args.files and not args.reward:
