@@ -27,8 +27,9 @@ from agent.core.brain import Brain
 from agent.core.checkpoint import RunFolder, new_run
 from agent.core.config import REWARD, Config
 from agent.core.recollection import recollect
-from agent.pack import open_run
-from replay.naming import NAMES_FILE, run_names, save_names
+from agent.core.storage import atomic_write_bytes
+from agent.pack import NAMES_FILE, names_bytes, open_run
+from replay.naming import run_names
 from sensors.features import FeatureError
 from sensors.files import Percept, picture, read_file, words
 
@@ -85,7 +86,7 @@ class Agent:
         config = run.config()
         with run.restoring() as (_step, state):
             stage = int(state.get("refinements", np.array(0)))
-            coders = {m: _load_coder(run, m, stage) for m in config.modalities}
+            coders = {m: load_autoencoder(run.fitting_encoder_path(m, stage)) for m in config.modalities}
             brain = Brain(config, {m: c.code_dim for m, c in coders.items()}, {m: 1 for m in config.modalities})
             brain.load_state_dict(state)
         return cls(config, coders, brain, run_names(run))
@@ -96,7 +97,7 @@ class Agent:
             for m, coder in self.coders.items():
                 save_autoencoder(coder, run.encoder_path(m))
                 save_autoencoder(coder, run.stage_encoder_path(m, self.brain.refinements))
-            save_names(run.path / NAMES_FILE, self.names)
+            atomic_write_bytes(run.path / NAMES_FILE, names_bytes(self.names))
             run.save_checkpoint(self.stimuli_learned, self.brain.state_dict())
         return run
 
@@ -148,13 +149,12 @@ class Agent:
     def recall_stimulus(self, sense: str, x: np.ndarray, span: tuple[float, float] | None = None) -> Recall:
         """Recall for a stimulus already made (a 28x28 image in [0, 1], a 64x64 spectrogram, ...)."""
         r = recollect(self.brain, self.coders, sense, x)
-        z = encode(self.coders[sense], np.asarray(x, np.float32)[None])[0]
         recalled = {}
         for target, cid in r.recalled.items():
             links = self.brain.cdz.associates(sense, r.cluster, target, ASSOCIATE_WEIGHT)
             recalled[target] = Recalled(cid if cid >= 0 else None, self._name(target, cid),
                                         [(c, self._name(target, c), w) for c, w in links])
-        return Recall(sense, r.cluster, self._name(sense, r.cluster), self._familiarity(sense, z),
+        return Recall(sense, r.cluster, self._name(sense, r.cluster), self._familiarity(sense, r.encoding),
                       np.asarray(x, np.float32), recalled, dict(r.imagined), span)
 
     def _familiarity(self, sense: str, z: np.ndarray) -> float:
@@ -192,8 +192,3 @@ class Agent:
                           for m, c in self.brain.cortices.items())
         return f"Agent({sizes}; {self.stimuli_learned:,} stimuli learned)"
 
-
-def _load_coder(run: RunFolder, sense: str, stage: int) -> Autoencoder:
-    """The encoder that fits the brain's nodes: the one saved at its refinement stage, else the latest."""
-    staged = run.stage_encoder_path(sense, stage)
-    return load_autoencoder(staged if staged.exists() else run.encoder_path(sense))

@@ -11,7 +11,7 @@ A pack is a zip archive holding only plain formats, so it is loaded without pick
 * `brain.npz`  the latest brain: nodes, clusters and CDZ (arrays, `allow_pickle=False`).
 
 It holds no training encodings, no stream and no older checkpoints (a run folder is
-about 186 MB, a pack about 5). Every command that reads a run reads a pack through
+about 180 MB, the default run's pack 6.5). Every command that reads a run reads a pack through
 `open_run`, which unpacks it once into a run folder in the cache.
 """
 
@@ -40,6 +40,23 @@ MAX_MEMBER_BYTES = 256 * 2**20  # a member larger than this when unzipped is ref
 CARD_SCORES = ("recall_accuracy", "generation_accuracy", "classes_discovered", "judge_accuracy", "n_test")  # `cdz eval`'s
 
 
+NAMES_FILE = "names.json"  # in a pack, and in a run folder made from one (or by `Agent.save`)
+
+
+def names_bytes(names: dict[str, dict[int, int]]) -> bytes:
+    """The names file: sense -> {cluster id: the digit (or reward class) it stands for}."""
+    return _json_bytes({m: {str(c): n for c, n in per.items()} for m, per in names.items()})
+
+
+def load_names(path: Path) -> dict[str, dict[int, int]]:
+    """A names file, checked: senses to {cluster id: name}, all integers."""
+    try:
+        raw = json.loads(path.read_text())
+        return {str(m): {int(c): int(n) for c, n in per.items()} for m, per in raw.items()}
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
+        raise RunError(f"{path}: not a names file ({type(exc).__name__}: {exc})") from None
+
+
 def _json_bytes(obj: Any) -> bytes:
     return json.dumps(obj, indent=1, sort_keys=True).encode()
 
@@ -54,8 +71,7 @@ def _encoder_members(run: RunFolder, modality: str, stage: int) -> dict[str, byt
     """One sense's autoencoder as arrays + JSON: the encoder that fits the brain's nodes."""
     from agent.core.autoencoder import load_autoencoder  # torch: only when packing or unpacking
 
-    staged = run.stage_encoder_path(modality, stage)
-    model = load_autoencoder(staged if staged.exists() else run.encoder_path(modality))
+    model = load_autoencoder(run.fitting_encoder_path(modality, stage))
     weights = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
     meta = {"input_shape": list(model.input_shape), "settings": asdict(model.settings)}
     return {f"encoders/{modality}.npz": _npz_bytes(weights), f"encoders/{modality}.json": _json_bytes(meta)}
@@ -120,11 +136,11 @@ def write_pack(run: RunFolder, dest: Path, names: dict[str, dict[int, int]], ove
                                   "card": card}),
         "card.md": card_text(card).encode(),
         "config.toml": run.config_path.read_bytes(),
-        "names.json": _json_bytes({m: {str(c): n for c, n in per.items()} for m, per in names.items()}),
+        NAMES_FILE: names_bytes(names),
         "brain.npz": _npz_bytes(brain_state),
     }
     for m in modalities:
-        if run.encoder_path(m).exists() or run.stage_encoder_path(m, stage).exists():
+        if run.fitting_encoder_path(m, stage).exists():
             members |= _encoder_members(run, m, stage)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
@@ -206,7 +222,7 @@ def unpack(path: Path | str, folder: Path | str) -> RunFolder:
             (tmp / MARKER).write_bytes(b"unpacked by cdz-agent\n")
             run.config_path.write_bytes(_read_member(z, "config.toml", path))
             config = run.config()
-            for name in ("names.json", "card.md"):
+            for name in (NAMES_FILE, "card.md"):
                 (tmp / name).write_bytes(_read_member(z, name, path))
             state = _arrays(_read_member(z, "brain.npz", path), "brain.npz", path)
             stage = int(state.get("refinements", np.array(0)))

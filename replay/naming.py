@@ -7,18 +7,14 @@ was made with (`names.json`), since it carries no training data to name them aga
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 
 from agent.core.brain import Brain
 from agent.core.checkpoint import RunFolder
 from agent.core.config import Config
+from agent.pack import NAMES_FILE, load_names
 from replay.pipeline import Encodings
 from replay.senses import sense
-
-NAMES_FILE = "names.json"
 
 
 def cluster_names(clusters: np.ndarray, labels: np.ndarray) -> dict[int, int]:
@@ -35,19 +31,6 @@ def scoring_names(config: Config, enc: Encodings, brain: Brain) -> dict[str, dic
     training stimuli each cluster wins."""
     return {m: cluster_names(brain.classify(m, enc.train[m]), sense(m).scored(config, enc.train_y[m]))
             for m in config.modalities}
-
-
-def save_names(path: Path, names: dict[str, dict[int, int]]) -> None:
-    path.write_text(json.dumps({m: {str(c): n for c, n in per.items()} for m, per in names.items()}, indent=1))
-
-
-def load_names(path: Path) -> dict[str, dict[int, int]]:
-    """names.json, checked: senses to {cluster id: name}, all integers."""
-    try:
-        raw = json.loads(path.read_text())
-        return {str(m): {int(c): int(n) for c, n in per.items()} for m, per in raw.items()}
-    except (OSError, ValueError, TypeError, AttributeError) as exc:
-        raise ValueError(f"{path}: not a names file ({type(exc).__name__}: {exc})") from None
 
 
 def run_names(run: RunFolder) -> dict[str, dict[int, int]]:

@@ -168,6 +168,9 @@ def test_a_pack_is_small_answers_like_its_run_and_holds_no_pickle(run, one_png, 
     from_pack = json.loads(capsys.readouterr().out)
     assert main(["recall", "--run", str(run), str(one_png), "--out", str(tmp_path / "r"), "--json"]) == 0
     from_run = json.loads(capsys.readouterr().out)
+    assert main(["recall", "--run", str(pack), str(one_png)]) == 0  # no --out: beside the pack
+    assert (tmp_path / "tiny-recall" / "one.audio.png").exists()
+    capsys.readouterr()
     assert [(r["cluster"], r["recalled"]["audio"]["cluster"]) for r in from_pack] == \
         [(r["cluster"], r["recalled"]["audio"]["cluster"]) for r in from_run]
     scores = {}

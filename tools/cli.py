@@ -420,7 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--reward", action="append", default=[], metavar="VALUE",
                     help="give a reward of this value (a run taught with teacher.rewards); it recalls the "
                          "digits that earn it (repeatable)")
-    sp.add_argument("--out", help="folder for reconstruction PNGs (default RUN/recall); inputs with the same "
+    sp.add_argument("--out", help="folder for what it saw and imagines (default RUN/recall, or PACK-recall beside a pack); inputs with the same "
                     "name get distinct outputs (seven, seven-<folder>, seven-2, ...)")
     common(sp, json_out=True)
     sp.set_defaults(func=cmd_recall)

@@ -147,7 +147,7 @@ def recall_files(run: Path | str | None, files: list[Path], out_dir: Path | None
             c.error = f"this run has no {c.modality} modality (it has {', '.join(agent.senses)})"
     if all(c.error is not None for c in checked):
         return [_failure(c) for c in checked]
-    out_dir = Path(out_dir) if out_dir is not None else Path(run) / "recall"
+    out_dir = Path(out_dir) if out_dir is not None else default_out(Path(run))
     stems = output_names(checked, list(agent.senses))
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
@@ -161,6 +161,11 @@ def recall_files(run: Path | str | None, files: list[Path], out_dir: Path | None
             stem = f"{stems[i]}.word{k}" if many else stems[i]
             results.append(_entry(agent, c.file, r, out_dir, stem, word=k if many else None))
     return results
+
+
+def default_out(run: Path) -> Path:
+    """Where recall writes when not told: RUN/recall for a run folder, PACK-recall beside a pack."""
+    return run / "recall" if run.is_dir() else run.with_name(f"{run.stem}-recall")
 
 
 def _entry(agent: Agent, file: Path, r: Recall, out_dir: Path, stem: str, word: int | None) -> dict[str, Any]:

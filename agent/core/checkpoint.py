@@ -100,6 +100,12 @@ class RunFolder:
         """The encoder as it was after `refinements` refinement phases (0: first trained)."""
         return self.path / "encoders" / f"{modality}.stage{refinements}.pt"
 
+    def fitting_encoder_path(self, modality: str, refinements: int) -> Path:
+        """The encoder that fits a brain after `refinements` phases: its stage's, else the latest
+        (a run folder from before stages were kept)."""
+        staged = self.stage_encoder_path(modality, refinements)
+        return staged if staged.exists() else self.encoder_path(modality)
+
     def judge_path(self, modality: str) -> Path:
         return self.path / "judges" / f"{modality}.pt"
 

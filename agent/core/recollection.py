@@ -42,6 +42,7 @@ class Recollection:
     cluster: int  # the cluster it excited (-1: none)
     recalled: dict[str, int]  # other sense -> the cluster recalled (-1: nothing)
     imagined: dict[str, np.ndarray | None]  # other sense -> the recalled cluster's decoded mode
+    encoding: np.ndarray | None = None  # the stimulus's encoding (for familiarity)
 
 
 def recollect(brain: Brain, models: dict[str, Autoencoder], modality: str, x: np.ndarray) -> Recollection:
@@ -50,7 +51,7 @@ def recollect(brain: Brain, models: dict[str, Autoencoder], modality: str, x: np
     clusters, recalled = brain.recall(modality, z)
     got = {b: int(r[0]) for b, r in recalled.items()}
     imagined = {b: imagine(brain.cortices[b], models[b], [c]).get(c) for b, c in got.items()}
-    return Recollection(modality, int(clusters[0]), got, imagined)
+    return Recollection(modality, int(clusters[0]), got, imagined, z[0])
 
 
 def next_modality(modalities: tuple[str, ...], modality: str) -> str:

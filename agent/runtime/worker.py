@@ -98,8 +98,7 @@ class EncoderWorker(Service):
             raise ValueError(f"this run has modalities {config.modalities}, not {modality!r}")
         with run.restoring(only=own_keys(modality)) as (step, state):
             stage = int(state.get(REFINEMENTS, 0))  # the encoder its nodes belong to (a sleep may be writing the next)
-            staged = run.stage_encoder_path(modality, stage)
-            model = load_autoencoder(staged if staged.exists() else run.encoder_path(modality))
+            model = load_autoencoder(run.fitting_encoder_path(modality, stage))
             cortex = cortex_from_state(modality, config, state)
             worker = cls(bus, modality, model, cortex, run=run, start=step, experience=config.sleep.buffer, **kw)
             worker._check_own(state)
