@@ -8,6 +8,7 @@ encoders; a finished run is loaded back from its folder, checked whole.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -67,17 +68,24 @@ def train_encoders(config: Config, run: RunFolder, progress: bool = True) -> Enc
     """Train (or, when already in the run folder, reload) each modality's autoencoder and encode."""
     train_data, test_data = load_splits(config, "train"), load_splits(config, "test")
     enc = Encodings({}, {}, {}, {})
-    for k, m in enumerate(config.modalities):
+    todo = [m for m in config.modalities if not run.encoder_path(m).exists()]
+    # the senses train at the same time, one thread each (torch's heavy ops release the GIL):
+    # the same bits as one after the other, in about the time of the slowest
+    with ThreadPoolExecutor(max_workers=max(1, len(todo))) as pool:
+        jobs = {m: pool.submit(train_autoencoder, train_data[m].x, config.encoder(m),
+                               seed=config.seed * 1000 + config.modalities.index(m), desc=f"{m} autoencoder",
+                               progress=progress) for m in todo}
+        trained = {m: job.result() for m, job in jobs.items()}
+    for m in config.modalities:
         path = run.encoder_path(m)
-        if path.exists():
-            model = load_autoencoder(path)
-        else:
-            model, info = train_autoencoder(train_data[m].x, config.encoder(m), seed=config.seed * 1000 + k,
-                                            desc=f"{m} autoencoder", progress=progress)
+        if m in trained:
+            model, info = trained[m]
             path.parent.mkdir(parents=True, exist_ok=True)
             save_autoencoder(model, run.stage_encoder_path(m, 0))
             save_autoencoder(model, path)
             run.log(f"{m} autoencoder trained: {info}")
+        else:
+            model = load_autoencoder(path)
         enc.train[m], enc.test[m] = encode(model, train_data[m].x), encode(model, test_data[m].x)
         enc.train_y[m], enc.test_y[m] = train_data[m].y, test_data[m].y
     save_arrays(run.encodings_path, enc.arrays())

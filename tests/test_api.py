@@ -21,7 +21,7 @@ from tests.runs import train_run
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["data.digits=[0,1]", 'data.speakers=["jackson"]', "data.per_class=40", "data.test_per_class=5",
-        "teacher.epochs=2", "cortex.initial_nodes=10", "senses.visual.encoder.epochs=1",
+        "teacher.epochs=2", "cortex.initial_nodes=10", "senses.audio.encoder.arch=linear", "senses.visual.encoder.epochs=1",
         "senses.visual.encoder.batch_size=16", "refine.at=[]"]
 
 

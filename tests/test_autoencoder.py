@@ -138,3 +138,19 @@ def test_linear_autoencoder_is_pca(digits, tmp_path):
     assert float(((decode(small, encode(small, digits)) - digits) ** 2).mean()) > mse
     save_autoencoder(model, tmp_path / "lin.pt")
     np.testing.assert_array_equal(encode(load_autoencoder(tmp_path / "lin.pt"), digits), z)
+
+
+def test_senses_trained_at_once_get_the_bits_of_one_after_the_other():
+    """`replay.pipeline.train_encoders` trains the senses in threads: no draw may be shared."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(0)
+    jobs = [(rng.random((256, 28, 28), dtype=np.float32), AutoencoderSettings(epochs=2, batch_size=64)),
+            (rng.random((96, 64, 64), dtype=np.float32), AutoencoderSettings(epochs=2, batch_size=32))]
+    alone = [train_autoencoder(x, s, seed=k, progress=False)[0] for k, (x, s) in enumerate(jobs)]
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        futures = [pool.submit(train_autoencoder, x, s, seed=k, progress=False) for k, (x, s) in enumerate(jobs)]
+        together = [f.result()[0] for f in futures]
+    for a, b in zip(alone, together):
+        for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+            assert torch.equal(p, q), name

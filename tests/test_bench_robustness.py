@@ -12,7 +12,7 @@ from tools.bench_robustness import distorted_test_images, noisy_test_sounds
 from tools.cli import main
 
 TINY = ["data.digits=[0,1]", "data.per_class=40", "data.test_per_class=5", "teacher.epochs=4",
-        "cortex.initial_nodes=20", "senses.visual.encoder.epochs=2", "senses.visual.encoder.batch_size=16",
+        "cortex.initial_nodes=20", "senses.audio.encoder.arch=linear", "senses.visual.encoder.epochs=2", "senses.visual.encoder.batch_size=16",
         "refine.teach_min_steps=20"]
 
 

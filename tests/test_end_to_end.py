@@ -23,6 +23,7 @@ from tools.cli import main
 SMALL = [
     "--set", "data.digits=[0,1,2,3]", "--set", 'data.speakers=["jackson"]', "--set", "data.per_class=270",
     "--set", "data.test_per_class=25", "--set", "teacher.epochs=8", "--set", "cortex.initial_nodes=60",
+    "--set", "senses.audio.encoder.arch=linear",  # tiny data: see tests/runs.py
     "--set", "senses.visual.encoder.epochs=20", "--set", "senses.visual.encoder.batch_size=32",
 ]
 
@@ -153,6 +154,7 @@ def test_replay_over_seeds_reports_mean_and_min(tmp_path, data_dir, monkeypatch,
     monkeypatch.setenv("CDZ_DATA_DIR", str(data_dir))
     tiny = ["--set", "data.digits=[0,1]", "--set", 'data.speakers=["jackson"]', "--set", "data.per_class=40",
             "--set", "data.test_per_class=5", "--set", "teacher.epochs=4", "--set", "cortex.initial_nodes=20",
+            "--set", "senses.audio.encoder.arch=linear",
             "--set", "senses.visual.encoder.epochs=2", "--set", "refine.at=[]"]  # the summary over seeds, not refinement
     capsys.readouterr()
     assert main(["replay", "--quiet", "--json", "--no-baselines", "--no-judges", "--seeds", "3-4",

@@ -35,7 +35,7 @@ FUZZ = settings(max_examples=CASES, deadline=None, derandomize=True, database=No
 # what `cdz` turns into one line and exit 2 (tools/cli.py); anything else is a traceback
 CLEAR = (RunError, SettingsError, ValueError, KeyError, FileNotFoundError, OSError)
 TINY = ["data.digits=[0,1]", 'data.speakers=["jackson"]', "data.per_class=40", "data.test_per_class=4",
-        "teacher.epochs=2", "cortex.initial_nodes=10", "senses.visual.encoder.epochs=1", "senses.visual.encoder.batch_size=16",
+        "teacher.epochs=2", "cortex.initial_nodes=10", "senses.audio.encoder.arch=linear", "senses.visual.encoder.epochs=1", "senses.visual.encoder.batch_size=16",
         "refine.at=[]"]
 
 

@@ -19,7 +19,7 @@ from replay.pipeline import load_brain
 from tools.train import train
 
 TINY = ["data.digits=[0,1]", 'data.speakers=["jackson"]', "data.per_class=40", "data.test_per_class=4",
-        "teacher.epochs=2", "cortex.initial_nodes=10", "senses.visual.encoder.epochs=1", "senses.visual.encoder.batch_size=16",
+        "teacher.epochs=2", "cortex.initial_nodes=10", "senses.audio.encoder.arch=linear", "senses.visual.encoder.epochs=1", "senses.visual.encoder.batch_size=16",
         "senses.audio.encoder.epochs=1", "refine.at=[]"]
 
 

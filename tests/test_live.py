@@ -76,7 +76,7 @@ except ImportError:  # pragma: no cover - run from inside tests/
     from pulse import play_wav_into_sink, pulse_sink  # noqa: F401
 
 TINY = ["data.digits=[0,1]", 'data.speakers=["jackson"]', "data.per_class=40", "data.test_per_class=10",
-        "teacher.epochs=6", "cortex.initial_nodes=20", "senses.visual.encoder.epochs=2", "senses.visual.encoder.batch_size=16"]
+        "teacher.epochs=6", "cortex.initial_nodes=20", "senses.audio.encoder.arch=linear", "senses.visual.encoder.epochs=2", "senses.visual.encoder.batch_size=16"]
 
 
 def digits_at(events: list[dict], spans: list[tuple[float, float, int]], prior: float | None = None) -> list:

@@ -29,7 +29,7 @@ from tests.runs import train_run
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 TINY = ["data.digits=[0,1]", 'data.speakers=["jackson"]', "data.per_class=40", "data.test_per_class=10",
-        "teacher.epochs=4", "cortex.initial_nodes=20", "senses.visual.encoder.epochs=2", "senses.visual.encoder.batch_size=16",
+        "teacher.epochs=4", "cortex.initial_nodes=20", "senses.audio.encoder.arch=linear", "senses.visual.encoder.epochs=2", "senses.visual.encoder.batch_size=16",
         "refine.at=[]"]
 QUICK_SLEEP = ["sleep.teach_min_steps=20", "sleep.replay_size=100", "sleep.augment=false", "sleep.teach_epochs=1"]
 SENSES = ("visual", "audio")

@@ -39,7 +39,7 @@ pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[1]
 # the tiny run of tests/test_runtime.py: two digits, one speaker, 960 stimuli
 TINY = ["data.digits=[0,1]", 'data.speakers=["jackson"]', "data.per_class=40", "data.test_per_class=10",
-        "teacher.epochs=6", "cortex.initial_nodes=20", "senses.visual.encoder.epochs=2", "senses.visual.encoder.batch_size=16",
+        "teacher.epochs=6", "cortex.initial_nodes=20", "senses.audio.encoder.arch=linear", "senses.visual.encoder.epochs=2", "senses.visual.encoder.batch_size=16",
         "refine.teach_min_steps=40"]  # refinements run, briefly: they are not what these tests are about
 MODALITIES = ("visual", "audio")
 CASES = int(os.environ.get("CDZ_FUZZ_CASES", "2000"))  # fuzzed messages; 100000 for the benchmark-sized run

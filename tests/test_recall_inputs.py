@@ -27,7 +27,7 @@ from tools.recall import Checked, check_file, exit_code, output_names, recall_fi
 from tests.runs import train_run
 
 TINY = ["data.digits=[0,1]", 'data.speakers=["jackson"]', "data.per_class=40", "data.test_per_class=5",
-        "teacher.epochs=2", "cortex.initial_nodes=10", "senses.visual.encoder.epochs=1", "senses.visual.encoder.batch_size=16",
+        "teacher.epochs=2", "cortex.initial_nodes=10", "senses.audio.encoder.arch=linear", "senses.visual.encoder.epochs=1", "senses.visual.encoder.batch_size=16",
         "refine.at=[]"]
 
 

@@ -21,7 +21,7 @@ def test_rewards_add_the_reward_sense_with_no_encoder():
     config = override(Config(), [REWARDS])
     assert config.modalities == ("visual", "audio", REWARD)
     assert config.encoder(REWARD) == IDENTITY
-    assert config.encoder("audio").arch == "linear"
+    assert config.encoder("audio").arch == "conv"
     with pytest.raises(SettingsError, match="one value per digit"):
         override(Config(), ["teacher.rewards=[1,2]"])
     with pytest.raises(SettingsError, match="needs teacher.rewards"):
@@ -127,7 +127,7 @@ def test_a_declared_sense_learns_and_recalls_with_no_other_code(tmp_path, fake_s
 # --------------------------------------------------------------------------- reward, end to end
 
 THREE = ["data.digits=[0,1,2]", 'data.speakers=["jackson"]', "data.per_class=40", "data.test_per_class=10",
-         "teacher.epochs=8", "cortex.initial_nodes=20", "senses.visual.encoder.epochs=2", "senses.visual.encoder.batch_size=16",
+         "teacher.epochs=8", "cortex.initial_nodes=20", "senses.audio.encoder.arch=linear", "senses.visual.encoder.epochs=2", "senses.visual.encoder.batch_size=16",
          "teacher.rewards=[1,0,0,0,0,0,0,0,0,0]"]  # 0 earns 1; 1 and 2 earn nothing
 
 

@@ -125,7 +125,7 @@ def test_living_the_experience_again_leaves_the_cdz_clock_where_it_was():
 
 # ---------------------------------------------------------------------------------------- sleep on a run
 TINY = ["data.digits=[0,1,2]", 'data.speakers=["jackson"]', "data.per_class=150", "data.test_per_class=300",
-        "teacher.epochs=6", "cortex.initial_nodes=40", "senses.visual.encoder.epochs=8", "senses.visual.encoder.batch_size=32"]
+        "teacher.epochs=6", "cortex.initial_nodes=40", "senses.audio.encoder.arch=linear", "senses.visual.encoder.epochs=8", "senses.visual.encoder.batch_size=32"]
 NEW_VOICE = "theo"
 
 

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.timeout(300)
 MODALITIES = ("visual", "audio")
 SHAPES = {"visual": (28, 28), "audio": (64, 64)}
 TINY = ["data.digits=[0,1]", 'data.speakers=["jackson"]', "data.per_class=40", "data.test_per_class=10",
-        "teacher.epochs=6", "cortex.initial_nodes=20", "senses.visual.encoder.epochs=2", "senses.visual.encoder.batch_size=16",
+        "teacher.epochs=6", "cortex.initial_nodes=20", "senses.audio.encoder.arch=linear", "senses.visual.encoder.epochs=2", "senses.visual.encoder.batch_size=16",
         "refine.teach_min_steps=40"]  # refinements run, briefly: they are not what these tests are about
 
 

@@ -9,7 +9,7 @@ from agent.core.config import Config, override
 from tools.train import train
 
 TINY = ["data.digits=[0,1]", 'data.speakers=["jackson"]', "data.per_class=40", "data.test_per_class=5",
-        "teacher.epochs=6", "cortex.initial_nodes=20", "senses.visual.encoder.epochs=2", "senses.audio.encoder.code_dim=16",
+        "teacher.epochs=6", "cortex.initial_nodes=20", "senses.audio.encoder.arch=linear", "senses.visual.encoder.epochs=2", "senses.audio.encoder.code_dim=16",
         "senses.visual.encoder.code_dim=16", "refine.teach_min_steps=40"]
 
 

@@ -49,7 +49,7 @@ from tools.live import LiveAgent
 from tools.played_session import SessionTally, play_session, sleep_awake
 from tools.sleep import sleep_run
 
-SESSION_SIZES = (100, 300, 1000)
+SESSION_SIZES = (30, 100, 300)  # a new voice should be learned from a few words
 STYLE = {"dilate": 1, "shear_deg": 20.0}  # the unseen hand: strokes one pixel thicker, slanted 20 degrees
 
 

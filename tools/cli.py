@@ -516,7 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
               "and recall on its unheard words before and after, with forgetting (trains 7 runs into --out).",
               "cdz bench adapt --events 30,100,300 --json", config=True)
     b.add_argument("--speakers", help="held-out speakers, comma-separated (default all six)")
-    b.add_argument("--events", help="session sizes K, comma-separated (default 100,300,1000)")
+    b.add_argument("--events", help="session sizes K, comma-separated (default 30,100,300)")
     b.add_argument("--no-style", action="store_true", help="skip the unseen-handwriting case")
     b.add_argument("--live-sink", metavar="SINK",
                    help="instead, one session (first of --speakers, first of --events) through `cdz live` in real "

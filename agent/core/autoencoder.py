@@ -5,7 +5,7 @@ Downstream, nodes classify encodings by Euclidean nearest neighbour, so what mat
 is that encodings of the same digit lie close together and that decoding gives a
 recognisable stimulus. Four architectures:
 
-* "conv" (default): a few strided convolutions down to about 8x8, then a linear map
+* "conv" (the default for both senses): a few strided convolutions down to about 8x8, then a linear map
   to the code; the decoder mirrors it with transposed convolutions. Chosen by
   measurement: on MNIST, 5 conv epochs give 96% 1-nearest-neighbour test accuracy
   on encodings and reconstruction MSE 0.004, against 85% and 0.028 for 2 MLP
@@ -13,8 +13,8 @@ recognisable stimulus. Four architectures:
   and 0.0031. Light noise (std 0.05) beat 0.2 on FSDD and tied with 0 on MNIST.
 * "mlp": the original design, image 784-2048-1024-256-64, spectrogram 4096-512-64.
 * "linear": the optimal linear autoencoder (PCA), fitted in closed form in about a
-  second. The default for audio: on FSDD's six speakers it gave purer nodes than
-  the conv one, and with it the agent found all 10 classes (8-9 with conv).
+  second. It gives purer nodes on the speakers it was fitted on, but once taught it
+  hears new voices worse than "conv" (docs/RESULTS.md, "Whole agents per fold").
 
 The code is a plain linear layer (no tanh, no normalisation): a bounded code squashes
 distances near its bounds and a normalised code throws away the norm, both of which
@@ -28,6 +28,7 @@ as FSDD (2.7k spectrograms) need more gradient steps: use batch_size=32, epochs=
 from __future__ import annotations
 
 import math
+import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -144,6 +145,9 @@ def build_autoencoder(input_shape: tuple[int, int], settings: AutoencoderSetting
     return Autoencoder(input_shape, settings)
 
 
+_SEEDING = threading.Lock()  # initial weights come from torch's global generator: one seeded build at a time
+
+
 def train_autoencoder(
     x: np.ndarray, settings: AutoencoderSettings, seed: int, desc: str = "", progress: bool = True
 ) -> tuple[Autoencoder, dict]:
@@ -151,7 +155,9 @@ def train_autoencoder(
 
     Loss: binary cross-entropy between the decoding of the corrupted input and the
     clean input (sharper reconstructions than MSE for [0, 1] data). Deterministic for
-    a given seed: the seed sets the initial weights, the shuffling and the noise.
+    a given seed: the seed sets the initial weights, the shuffling and the noise; after
+    the initial weights it draws only from its own generator, so several senses can
+    train at once in threads and get the same bits as one after the other.
     Returns the model (in eval mode) and {"losses": per-epoch mean loss, "seconds"}.
     """
     _check_stimuli(x)
@@ -160,8 +166,9 @@ def train_autoencoder(
         return model, {"losses": [], "seconds": 0.0}
     if x.min() < 0 or x.max() > 1:
         raise ValueError(f"stimuli must lie in [0, 1], got [{x.min():.3g}, {x.max():.3g}]")
-    torch.manual_seed(seed)
-    model = build_autoencoder((x.shape[1], x.shape[2]), settings)
+    with _SEEDING:
+        torch.manual_seed(seed)
+        model = build_autoencoder((x.shape[1], x.shape[2]), settings)
     if settings.arch == "linear":
         return _fit_pca(model, x)
     gen = torch.Generator().manual_seed(seed)
