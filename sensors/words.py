@@ -31,6 +31,12 @@ class Segment:
 _IDLE, _SPEECH, _CUT = "idle", "speech", "cut"
 NOISE_S = 0.5  # seconds of the quiet before an utterance kept as its noise sample
 _FLOOR_MIN_DB = -100.0
+QUIET_PERCENTILE = 10  # of a cut clip's frame energies: the level it seldom goes below (the room under it)
+
+
+def _energy_db(frames: np.ndarray) -> np.ndarray:
+    """Mean power of each (n, hop) frame, in dB of full scale."""
+    return 10.0 * np.log10(np.einsum("ij,ij->i", frames, frames, dtype=np.float64) / frames.shape[1] + 1e-12)
 
 
 class UtteranceSegmenter:
@@ -43,8 +49,9 @@ class UtteranceSegmenter:
     A clip keeps `preroll_s` before the onset (soft consonants start below the threshold),
     clips with less than `min_s` of speech are dropped (clicks, taps; FSDD's shortest "six"
     lasts 0.14 s, so the limit is below that), and speech longer
-    than `max_s` (the stimulus length) is cut there; the rest of it is skipped until a
-    pause, while the floor rises towards it, so a noise that stays on becomes the floor.
+    than `max_s` (the stimulus length) is cut there; the floor then jumps to the cut clip's
+    quiet level (its 10th percentile frame), and the rest is skipped until a pause, so a
+    noise that comes on and stays becomes the floor within a clip.
     """
 
     def __init__(self, rate: int, frame_s: float = 0.01, start_db: float = 12.0, stop_db: float = 6.0,
@@ -86,7 +93,7 @@ class UtteranceSegmenter:
         if n == 0:
             return []
         frames = data[:n * self.hop].reshape(n, self.hop)
-        energy = 10.0 * np.log10(np.einsum("ij,ij->i", frames, frames, dtype=np.float64) / self.hop + 1e-12)
+        energy = _energy_db(frames)
         self.peak_db = max(self.peak_db, float(energy.max()))
         out = []
         for frame, e in zip(frames, energy.tolist()):
@@ -126,8 +133,13 @@ class UtteranceSegmenter:
             else:
                 self._quiet += 1
             if self.pos - self._onset >= self.max_len:
+                # a sound that went on this long without dropping below its quiet level holds the room
+                # (a fan or a hiss switched on): the floor rises to that level at once, so the change
+                # costs this one clip, not the seconds of words a slow rise would swallow
+                quiet_db = float(np.percentile(_energy_db(np.stack(self._frames)), QUIET_PERCENTILE))
                 seg = self._finish(cut=True)
                 self.state, self._quiet, self.cut = _CUT, 0, self.cut + 1
+                self.floor_db = max(_FLOOR_MIN_DB if self.floor_db is None else self.floor_db, quiet_db)
             elif self._quiet >= self.hangover:
                 seg = self._finish()
                 self.state = _IDLE

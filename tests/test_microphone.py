@@ -185,18 +185,21 @@ def test_segmenter_cuts_long_sounds_drops_clicks_and_adapts_to_noise():
     rate = 8000
     rng = np.random.default_rng(0)
     quiet = rng.normal(0, 10 ** (-60 / 20), 2 * rate).astype(np.float32)
-    click = np.zeros(rate // 2, np.float32)
-    click[100:300] = 0.5  # 25 ms
+    click = quiet[: rate // 2].copy()
+    click[100:300] += 0.5  # 25 ms
     hum = rng.normal(0, 10 ** (-20 / 20), 6 * rate).astype(np.float32)  # a fan switched on, 40 dB up
     word = np.sin(np.arange(int(0.4 * rate)) * 2 * np.pi * 300 / rate).astype(np.float32)
-    wave = np.concatenate([quiet, click, quiet, hum, hum[:len(word)] + 2 * word, hum[:rate]])
+    fan_on, first_word = 4.5, 4.5 + 1.7
+    wave = np.concatenate([quiet, click, quiet, hum[: int(1.7 * rate)], hum[: len(word)] + 2 * word, hum[:rate],
+                           hum[: len(word)] + 2 * word, hum[:rate]])
     seg = UtteranceSegmenter(rate)
     found = seg.push(wave) + seg.flush()
     assert seg.rejected == 1  # the click
     assert seg.cut == 1 and found[0].cut and found[0].end - found[0].onset == rate  # the fan: cut at 1 s...
-    assert seg.floor_db > -30  # ...then learned as the new floor
-    assert len(found) == 2 and not found[1].cut  # and a word over it is still heard
-    assert abs(found[1].onset / rate - 10.5) < 0.05
+    assert abs(found[0].onset / rate - fan_on) < 0.05
+    assert seg.floor_db > -30  # ...then learned as the new floor,
+    assert len(found) == 3 and not found[1].cut and not found[2].cut  # at once: a word 0.7 s later is heard
+    assert abs(found[1].onset / rate - first_word) < 0.05 and abs(found[2].onset / rate - (first_word + 1.4)) < 0.05
     assert found[1].onset - found[1].start == int(0.1 * rate)  # pre-roll
 
 
@@ -253,6 +256,42 @@ def _stop(proc: subprocess.Popen) -> str:
             proc.kill()
             proc.wait(5)
     return proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+
+
+def test_live_microphone_cuts_each_word_once_in_a_hissing_room(pulse_sink, data_dir, tmp_path):
+    """Words with gaps under steady white noise (-50 dBFS), through PortAudio: each is cut once and gated."""
+    paths = pick_utterances(data_dir / "fsdd", 12, seed=3)
+    wave, truth = build_recording(paths, gap_s=(0.6, 1.0), lead_s=0.5, noise_db=-50.0, jitter_db=6.0, seed=3)
+    path = write_wav(tmp_path / "hiss.wav", wave)
+    bus = FakeBus()
+    mic = Microphone(bus, choose_input(pulse_sink.device))
+    mic.start()
+    try:
+        assert mic.wait_for_audio(5.0), "the null sink's monitor delivered no audio"
+        player = play_wav_into_sink(path, wait=False)
+        end = None
+        while end is None or time.monotonic() < end:
+            mic.tick()
+            time.sleep(0.01)
+            if end is None and player.poll() is not None:
+                end = time.monotonic() + 1.0
+        assert player.returncode == 0, player.stderr.read()
+    finally:
+        mic.close()
+    score = align_and_score(list(mic.segments), truth)
+    print(f"hissing room: {score.share:.1%} of {len(truth)} words -> exactly one segment; {score.spurious} spurious")
+    print("segments per word:", dict(zip((u.name for u in truth), score.counts)), "segments:",
+          [(round(a - score.offset_s, 2), round(b - score.offset_s, 2)) for a, b in mic.segments],
+          "words:", [(round(u.start_s, 2), round(u.end_s, 2)) for u in truth], "stats:", mic.stats())
+    assert score.share == 1.0 and score.spurious == 0
+    check_stimuli(bus.sent)
+    same = []  # the gate takes the hiss out: what is heard looks like the clean file
+    for (a, b), stim in zip(mic.segments, bus.sent):
+        u = max(truth, key=lambda u: min(b, u.end_s + score.offset_s) - max(a, u.start_s + score.offset_s))
+        same.append(float(np.corrcoef(read_audio_file(Path(data_dir) / "fsdd" / u.name).ravel(),
+                                      stim.data.ravel())[0, 1]))
+    print(f"correlation of heard and file spectrograms: median {np.median(same):.3f}, min {min(same):.3f}")
+    assert np.median(same) > 0.9
 
 
 def test_microphone_process_publishes_on_the_bus(pulse_sink, recording, data_dir, tmp_path):

@@ -79,15 +79,18 @@ def camera_check(judge: _Judge, n_cards: int, folder: Path, seed: int = 0) -> di
             "recall_clean": float(np.mean(clean_rec == labels))}
 
 
-def microphone_check(judge: _Judge, n_utterances: int, seed: int = 0, noise_db: float | None = None) -> dict:
-    """`noise_db`: white noise of that level (dBFS) over the whole recording; None: a clean room."""
+def microphone_check(judge: _Judge, n_utterances: int, seed: int = 0, noise_db: float | None = None,
+                     speaker: str | None = None) -> dict:
+    """`noise_db`: white noise of that level (dBFS) over the whole recording; None: a clean room.
+    `speaker`: only that FSDD voice, any of its recordings (for a run trained without it)."""
     from replay.datasets import list_fsdd_files
     from sensors.features import SAMPLE_RATE, audio_to_stimulus, read_audio_file
     from sensors.words import words_in
     from tools.utterance_audio import build_recording, pick_utterances, score_segments
 
     folder = Path(list_fsdd_files("test")[0]).parent
-    paths = pick_utterances(folder, n_utterances, "test", seed)
+    paths = (pick_utterances(folder, n_utterances, "test", seed) if speaker is None
+             else pick_utterances(folder, n_utterances, "all", seed, speakers=[speaker]))
     wave, truth = build_recording(paths, rate=SAMPLE_RATE, noise_db=noise_db, jitter_db=6.0, seed=seed)
     words = words_in(wave, SAMPLE_RATE)  # cut and noise-gated as the microphone does it
     score = score_segments([(w.start_s, w.end_s) for w in words], truth)
@@ -106,13 +109,15 @@ def microphone_check(judge: _Judge, n_utterances: int, seed: int = 0, noise_db: 
             "recall_clean": float(np.mean(clean == labels))}
 
 
-def bench_live(run: RunFolder, cards: int = 200, utterances: int = 200, seed: int = 0) -> dict:
+def bench_live(run: RunFolder, cards: int = 200, utterances: int = 200, seed: int = 0,
+               speaker: str | None = None) -> dict:
+    """`speaker`: hear only that FSDD voice (a run trained without it: `cdz bench robustness`'s folds)."""
     judge = _Judge(run)
     with tempfile.TemporaryDirectory(prefix="cdz-live-") as tmp:
         cam = camera_check(judge, cards, Path(tmp), seed)
-    mic = microphone_check(judge, utterances, seed)
-    noisy = microphone_check(judge, utterances, seed, noise_db=-55.0)
-    return {"camera": cam, "microphone": mic, "microphone_noisy": noisy, "run": str(run.path)}
+    mic = microphone_check(judge, utterances, seed, speaker=speaker)
+    noisy = microphone_check(judge, utterances, seed, noise_db=-55.0, speaker=speaker)
+    return {"camera": cam, "microphone": mic, "microphone_noisy": noisy, "speaker": speaker, "run": str(run.path)}
 
 
 def format_live(r: dict) -> str:
@@ -121,7 +126,8 @@ def format_live(r: dict) -> str:
         f"camera      {c['one_stimulus_share']:6.1%} of {c['cards']} cards gave exactly one stimulus "
         f"(missed {c['cards_missed']}, several {c['cards_with_several']}, stray {c['stray_stimuli']}); "
         f"recall visual->audio {c['recall_cards']:.3f} on the cards vs {c['recall_clean']:.3f} on the clean digits",
-        f"microphone  {m['one_stimulus_share']:6.1%} of {m['utterances']} utterances gave exactly one stimulus "
+        f"microphone  {m['one_stimulus_share']:6.1%} of {m['utterances']} utterances"
+        f"{' of ' + r['speaker'] if r.get('speaker') else ''} gave exactly one stimulus "
         f"(spurious {m['spurious_segments']}); recall audio->visual {m['recall_heard']:.3f} heard vs "
         f"{m['recall_clean']:.3f} on the clean recordings",
         f"  with -55 dBFS white noise: {r['microphone_noisy']['one_stimulus_share']:.1%} one stimulus each; "

@@ -279,7 +279,7 @@ def bench_pipeline(args: argparse.Namespace) -> int:
 def bench_live(args: argparse.Namespace) -> int:
     from tools.bench_live import bench_live, format_live
 
-    result = bench_live(_open_run(args.run), cards=args.cards, utterances=args.utterances)
+    result = bench_live(_open_run(args.run), cards=args.cards, utterances=args.utterances, speaker=args.speaker)
     return _bench_out(args, result, format_live(result))
 
 
@@ -289,6 +289,14 @@ def bench_pictures(args: argparse.Namespace) -> int:
     _open_run(args.run)  # a clear error before the pictures are made
     result = bench_pictures(args.run, n=args.n, seed=args.seed)
     return _bench_out(args, result, format_pictures(result))
+
+
+def _voice(text: str) -> str:
+    from replay.datasets import FSDD_SPEAKERS
+
+    if text not in FSDD_SPEAKERS:
+        raise argparse.ArgumentTypeError(f"--speaker takes one of {', '.join(FSDD_SPEAKERS)}; got {text!r}")
+    return text
 
 
 def _cases(text: str) -> str:
@@ -499,6 +507,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--run", required=True, metavar="RUN", help=RUN_HELP)
     b.add_argument("--cards", type=int, default=200, help="digit cards to film (default 200)")
     b.add_argument("--utterances", type=int, default=200, help="utterances to hear (default 200)")
+    b.add_argument("--speaker", type=_voice, help="hear only this FSDD voice, any of its recordings "
+                   "(for a run trained without it, e.g. a `cdz bench robustness` fold; default: the test words "
+                   "of all six)")
     b = bench("pictures", bench_pictures, "`cdz recall` on pictures as people hand them over (printed, handwritten, "
               "photographed, light on dark), and how familiarity tells digits from other things.",
               "cdz bench pictures --run runs/demo --n 120")

@@ -37,11 +37,14 @@ class Utterance:
     end_s: float
 
 
-def pick_utterances(fsdd_dir: Path | str, n: int, split: str = "test", seed: int = 0) -> list[Path]:
-    """`n` FSDD files cycling through digits, speakers and recording indices, in a shuffled order."""
+def pick_utterances(fsdd_dir: Path | str, n: int, split: str = "test", seed: int = 0,
+                    speakers: Sequence[str] = FSDD_SPEAKERS) -> list[Path]:
+    """`n` FSDD files cycling through digits, `speakers` and the split's recording indices
+    ("all": every index, for a voice the agent never heard), in a shuffled order."""
     rng = np.random.default_rng(seed)
-    indices = list(FSDD_INDICES[split])
-    paths = [Path(fsdd_dir) / f"{k % 10}_{FSDD_SPEAKERS[(k + k // 10) % len(FSDD_SPEAKERS)]}_"
+    indices = list(range(50)) if split == "all" else list(FSDD_INDICES[split])
+    spk = list(speakers)
+    paths = [Path(fsdd_dir) / f"{k % 10}_{spk[(k + k // 10) % len(spk)]}_"
                               f"{indices[(k // 10) % len(indices)]}.wav" for k in range(n)]
     return [paths[i] for i in rng.permutation(n)]
 
