@@ -146,3 +146,16 @@ def test_a_worker_killed_during_the_sleep_comes_back_on_the_slept_brain(run):
     loaded = load_brain(run)  # the last cut every process saved on the way out: whole and consistent
     assert loaded.brain.refinements == visual["stage"]
     assert all(np.isfinite(c.pos[: c.n_hi]).all() for c in loaded.brain.cortices.values())
+
+
+def test_an_agent_that_lived_nothing_new_does_not_sleep(run):
+    from tools.live import LiveAgent
+
+    agent = LiveAgent(run, camera=None, use_mic=False, viewer=False, checkpoint_every_s=600.0,
+                      sleep_every_s=0.5, sleep_settings=QUICK_SLEEP)
+    agent.start()
+    try:
+        agent.run_for(4.0)  # eight times the sleep period, and not one stimulus
+    finally:
+        agent.stop()
+    assert agent.sleeps == [] and agent.sleeper is None and agent.lived == 0
