@@ -211,8 +211,9 @@ def recording(data_dir, tmp_path_factory):
     return write_wav(tmp_path_factory.mktemp("mic") / "utterances.wav", wave), truth
 
 
-def test_live_microphone_hears_each_utterance_once(pulse_sink, recording, data_dir):
-    path, truth = recording
+def hear_through_the_sink(pulse_sink, path: Path) -> tuple[Microphone, FakeBus]:
+    """Play a wav into the null sink while a real Microphone records its monitor; the closed
+    microphone (its segments and stats) and what it sent."""
     bus = FakeBus()
     mic = Microphone(bus, choose_input(pulse_sink.device))
     mic.start()
@@ -228,6 +229,12 @@ def test_live_microphone_hears_each_utterance_once(pulse_sink, recording, data_d
         assert player.returncode == 0, player.stderr.read()
     finally:
         mic.close()
+    return mic, bus
+
+
+def test_live_microphone_hears_each_utterance_once(pulse_sink, recording, data_dir):
+    path, truth = recording
+    mic, bus = hear_through_the_sink(pulse_sink, path)
     score = align_and_score(list(mic.segments), truth)
     stats = mic.stats()
     print(f"live microphone at {mic.rate} Hz: {score.share:.1%} of {len(truth)} utterances -> exactly one "
@@ -263,21 +270,7 @@ def test_live_microphone_cuts_each_word_once_in_a_hissing_room(pulse_sink, data_
     paths = pick_utterances(data_dir / "fsdd", 12, seed=3)
     wave, truth = build_recording(paths, gap_s=(0.6, 1.0), lead_s=0.5, noise_db=-50.0, jitter_db=6.0, seed=3)
     path = write_wav(tmp_path / "hiss.wav", wave)
-    bus = FakeBus()
-    mic = Microphone(bus, choose_input(pulse_sink.device))
-    mic.start()
-    try:
-        assert mic.wait_for_audio(5.0), "the null sink's monitor delivered no audio"
-        player = play_wav_into_sink(path, wait=False)
-        end = None
-        while end is None or time.monotonic() < end:
-            mic.tick()
-            time.sleep(0.01)
-            if end is None and player.poll() is not None:
-                end = time.monotonic() + 1.0
-        assert player.returncode == 0, player.stderr.read()
-    finally:
-        mic.close()
+    mic, bus = hear_through_the_sink(pulse_sink, path)
     score = align_and_score(list(mic.segments), truth)
     print(f"hissing room: {score.share:.1%} of {len(truth)} words -> exactly one segment; {score.spurious} spurious")
     print("segments per word:", dict(zip((u.name for u in truth), score.counts)), "segments:",
