@@ -57,9 +57,11 @@ def test_bench_live_runs_on_a_trained_run_and_reports_its_keys(pipeline, data_di
     _, run = pipeline
     monkeypatch.setenv("CDZ_DATA_DIR", str(data_dir))
     capsys.readouterr()
-    assert main(["bench", "live", "--run", str(run), "--cards", "3", "--utterances", "3", "--json", "--quiet"]) == 0
+    assert main(["bench", "live", "--run", str(run), "--cards", "3", "--utterances", "3", "--speaker", "theo",
+                 "--json", "--quiet"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert set(result) == {"camera", "microphone", "microphone_noisy", "run"} and result["run"] == str(run)
+    assert set(result) == {"camera", "microphone", "microphone_noisy", "speaker", "run"} and result["run"] == str(run)
+    assert result["speaker"] == "theo"
     cam = result["camera"]
     assert set(cam) == {"cards", "one_stimulus_share", "cards_missed", "cards_with_several", "stray_stimuli",
                         "recall_cards", "recall_clean"}
