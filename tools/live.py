@@ -31,9 +31,9 @@ from agent.core.messages import Control, Excitation, Recall
 
 log = logging.getLogger(__name__)
 
-# Sleep short and often, so a new voice is learned during the session: a sleep on a full
-# buffer takes about 25 s here while the agent stays awake (docs/RESULTS.md), and one
-# after 30 taught pairs already lifts a new voice from 0.68 to about 0.89 (`cdz bench adapt`).
+# Sleep short and often, so a new voice is learned during the session: one sleep after 30
+# taught pairs already lifts a new voice from about 0.69 to 0.90 (`cdz bench adapt`). A sleep
+# on a full buffer takes about 2 minutes of a busy 2-core machine while the agent stays awake.
 SLEEP_EVERY_MIN = 5.0  # `cdz live --sleep-every` default: minutes awake between sleeps
 SLEEP_NEEDS_LIVED = 20  # stimuli learned from the senses since the last sleep, or the sleep waits
 
