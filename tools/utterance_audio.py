@@ -42,7 +42,7 @@ def pick_utterances(fsdd_dir: Path | str, n: int, split: str = "test", seed: int
     """`n` FSDD files cycling through digits, `speakers` and the split's recording indices
     ("all": every index, for a voice the agent never heard), in a shuffled order."""
     rng = np.random.default_rng(seed)
-    indices = list(range(50)) if split == "all" else list(FSDD_INDICES[split])
+    indices = sorted(i for r in FSDD_INDICES.values() for i in r) if split == "all" else list(FSDD_INDICES[split])
     spk = list(speakers)
     paths = [Path(fsdd_dir) / f"{k % 10}_{spk[(k + k // 10) % len(spk)]}_"
                               f"{indices[(k // 10) % len(indices)]}.wav" for k in range(n)]
