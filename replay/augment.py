@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from agent.core import global_rng
 from sensors.features import audio_to_stimulus, read_wav_file
 
 IMAGE_DEGREES = 15.0
@@ -55,18 +56,19 @@ class ImageAugmenter:
     def __call__(self, x: torch.Tensor, seed: int) -> torch.Tensor:
         from kornia.morphology import dilation, erosion
 
-        state = torch.random.get_rng_state()
-        torch.manual_seed(seed)  # kornia draws from the global generator
-        try:
-            out = self.geometry(x.unsqueeze(1))
-            pick = torch.rand(len(x))
-            thick, thin = pick < 0.2, (pick >= 0.2) & (pick < 0.35)
-            if thick.any():
-                out[thick] = dilation(out[thick], self.kernel)
-            if thin.any():
-                out[thin] = erosion(out[thin], self.kernel)
-        finally:
-            torch.random.set_rng_state(state)
+        with global_rng.TORCH:  # kornia draws from torch's global generator
+            state = torch.random.get_rng_state()
+            torch.manual_seed(seed)
+            try:
+                out = self.geometry(x.unsqueeze(1))
+                pick = torch.rand(len(x))
+            finally:
+                torch.random.set_rng_state(state)
+        thick, thin = pick < 0.2, (pick >= 0.2) & (pick < 0.35)
+        if thick.any():
+            out[thick] = dilation(out[thick], self.kernel)
+        if thin.any():
+            out[thin] = erosion(out[thin], self.kernel)
         return out[:, 0].clamp_(0.0, 1.0)
 
 
@@ -85,12 +87,13 @@ class SpectrogramAugmenter:
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, seed: int) -> torch.Tensor:
-        state = torch.random.get_rng_state()
-        torch.manual_seed(seed)  # kornia draws from the global generator
-        try:
-            return self.warp(x.unsqueeze(1))[:, 0].clamp_(0.0, 1.0)
-        finally:
-            torch.random.set_rng_state(state)
+        with global_rng.TORCH:  # kornia draws from torch's global generator
+            state = torch.random.get_rng_state()
+            torch.manual_seed(seed)
+            try:
+                return self.warp(x.unsqueeze(1))[:, 0].clamp_(0.0, 1.0)
+            finally:
+                torch.random.set_rng_state(state)
 
 
 class SoundAugmenter:
@@ -115,18 +118,22 @@ class SoundAugmenter:
 
     def __call__(self, rows: np.ndarray, seed: int) -> np.ndarray:
         """Augmented (len(rows), 64, 64) spectrograms of training clips `rows`."""
-        random.seed(seed)  # audiomentations draws from `random` and numpy's global generator
-        np.random.seed(seed % 2**32)
         rng = np.random.default_rng(seed)
+        waves = []
+        with global_rng.PYTHON_NUMPY:  # audiomentations draws from `random` and numpy's global generator
+            random.seed(seed)
+            np.random.seed(seed % 2**32)
+            for row in rows:
+                wave, rate = self.waves[int(row)]
+                wave = self.voice(samples=wave, sample_rate=rate)
+                noise = rng.random()
+                if noise < 0.3:
+                    wave = self.white(samples=wave, sample_rate=rate)
+                elif noise < 0.6:
+                    wave = self._babble(wave, rate, rng)
+                waves.append((wave, rate))
         out = np.empty((len(rows), 64, 64), np.float32)
-        for k, row in enumerate(rows):
-            wave, rate = self.waves[int(row)]
-            wave = self.voice(samples=wave, sample_rate=rate)
-            noise = rng.random()
-            if noise < 0.3:
-                wave = self.white(samples=wave, sample_rate=rate)
-            elif noise < 0.6:
-                wave = self._babble(wave, rate, rng)
+        for k, (wave, rate) in enumerate(waves):
             out[k] = audio_to_stimulus(wave, rate)
         return out
 

@@ -19,7 +19,7 @@ from agent.core.config import AutoencoderSettings, Config, CortexSettings, Refin
 from agent.core.merges import MergeSettings, best_cut, split_merges
 from agent.core.pairs import cooccurring
 from agent.core.refine import refine
-from agent.core.teaching import follow_nodes, soft_targets, teach_encoder
+from agent.core.teaching import follow_nodes, soft_targets, teach_at_once, teach_encoder
 from agent.core.stream import Stream
 
 
@@ -167,6 +167,54 @@ def test_teaching_is_deterministic_for_a_seed():
                       seed=5)
         out.append(encode(model, x))
     assert np.array_equal(out[0], out[1])
+
+
+def test_senses_taught_at_once_get_the_bits_of_one_after_the_other():
+    """`refine` teaches the senses in threads; both augment through torch's global generator
+    (kornia), which only the lock in `agent.core.global_rng` keeps apart."""
+    from replay.augment import ImageAugmenter
+
+    rng = np.random.default_rng(2)
+    x = rng.random((256, 28, 28), dtype=np.float32)
+    soft = np.eye(3, dtype=np.float32)[rng.integers(0, 3, len(x))]
+    images = ImageAugmenter()
+
+    def job(k: int):
+        torch.manual_seed(k)
+        model = build_autoencoder((28, 28), AutoencoderSettings(code_dim=8, channels=4, batch_size=32))
+        augment = lambda rows, seed: images(torch.from_numpy(x[rows]), seed)  # noqa: E731
+        run = lambda: teach_encoder(model, x, np.arange(len(x)), soft, weight=1.0, epochs=3, min_steps=0,  # noqa: E731
+                                    lr=1e-3, batch_size=32, seed=k, augment=augment)
+        return model, run
+
+    alone = []
+    for k in range(2):
+        model, run = job(k)
+        run()
+        alone.append(model)
+    jobs = {k: job(k) for k in range(2)}
+    teach_at_once({k: run for k, (_, run) in jobs.items()})
+    for k, a in enumerate(alone):
+        for (name, p), q in zip(a.state_dict().items(), jobs[k][0].state_dict().values()):
+            assert torch.equal(p, q), (k, name)
+
+
+def test_a_sense_is_taught_for_its_share_of_the_steps():
+    brain, codes = _planted_merge_brain()
+    brain.config = override(brain.config, ["senses.audio.teach_steps_scale=2.5"])
+    rng = np.random.default_rng(3)
+    digit = rng.integers(0, 2, 400)
+    rows = digit * 200 + rng.integers(0, 200, 400)
+    t = np.arange(400) * 2.0
+    stream = _stream(t, t + 0.3, rows, rows)
+    torch.manual_seed(0)
+    models = {m: build_autoencoder((1, 2), AutoencoderSettings(arch="linear", code_dim=2, batch_size=400))
+              for m in codes}
+    x = {m: c.reshape(-1, 1, 2).clip(0, 1) for m, c in codes.items()}
+    codes_in = {m: encode(models[m], x[m]) for m in codes}
+    _, report = refine(brain, models, x, codes_in, stream, len(stream),
+                       RefineSettings(teach_min_steps=20, augment=False, merge_conductance=0.0), seed=1)
+    assert report.taught["visual"]["steps"] == 20 and report.taught["audio"]["steps"] == 50
 
 
 def test_soft_targets_count_what_the_partners_recall():

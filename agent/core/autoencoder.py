@@ -28,7 +28,6 @@ as FSDD (2.7k spectrograms) need more gradient steps: use batch_size=32, epochs=
 from __future__ import annotations
 
 import math
-import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -40,6 +39,7 @@ from torch import Tensor, nn
 
 from tqdm import tqdm
 
+from agent.core import global_rng
 from agent.core.config import AutoencoderSettings
 from agent.core.storage import load_torch, save_torch
 
@@ -145,9 +145,6 @@ def build_autoencoder(input_shape: tuple[int, int], settings: AutoencoderSetting
     return Autoencoder(input_shape, settings)
 
 
-_SEEDING = threading.Lock()  # initial weights come from torch's global generator: one seeded build at a time
-
-
 def train_autoencoder(
     x: np.ndarray, settings: AutoencoderSettings, seed: int, desc: str = "", progress: bool = True
 ) -> tuple[Autoencoder, dict]:
@@ -166,7 +163,7 @@ def train_autoencoder(
         return model, {"losses": [], "seconds": 0.0}
     if x.min() < 0 or x.max() > 1:
         raise ValueError(f"stimuli must lie in [0, 1], got [{x.min():.3g}, {x.max():.3g}]")
-    with _SEEDING:
+    with global_rng.TORCH:  # initial weights come from torch's global generator
         torch.manual_seed(seed)
         model = build_autoencoder((x.shape[1], x.shape[2]), settings)
     if settings.arch == "linear":

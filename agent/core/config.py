@@ -69,6 +69,7 @@ class SenseSettings:
     stimulus shape, data reader and rate) is its declaration (`replay.senses`)."""
 
     encoder: AutoencoderSettings = IDENTITY  # "identity": the stimulus is its own encoding (no autoencoder)
+    teach_steps_scale: Annotated[float, Field(gt=0, le=1000)] = 1.0  # a refinement teaches this sense for this many times refine.teach_min_steps
 
 
 def default_senses() -> dict[str, SenseSettings]:
@@ -227,10 +228,13 @@ class Config:
         if REWARD in self.modalities and not self.teacher.rewards:
             raise SettingsError(f"the {REWARD!r} sense needs teacher.rewards (a reward per digit 0-9)")
 
+    def sense(self, modality: str) -> SenseSettings:
+        """A sense's table; a sense without its own has the defaults (no encoder)."""
+        return self.senses.get(modality) or SenseSettings()
+
     def encoder(self, modality: str) -> AutoencoderSettings:
         """A sense's autoencoder settings; a sense without its own table has none ("identity")."""
-        table = self.senses.get(modality)
-        return IDENTITY if table is None else table.encoder
+        return self.sense(modality).encoder
 
 
 REWARD = "reward"  # the sense the teacher's rewards arrive on

@@ -2,14 +2,16 @@
 
 Order matters. Merges are undone first (`agent.core.merges`), so that the encoders are
 then taught towards the right classes and not towards a shared cluster of two
-digits. Each encoder is then taught by the other sense (`agent.core.teaching`), the
-nodes follow their stimuli into the new encoding space, and the stream goes on.
+digits. Each encoder is then taught by the other sense (`agent.core.teaching`): all
+targets are read from the brain as it stands, the senses are taught at the same time,
+then the nodes follow their stimuli into the new encoding space, and the stream goes on.
 Everything here reads only stimuli, event times and the brain; never a label.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,7 +21,7 @@ from agent.core.brain import Brain
 from agent.core.config import RefineSettings
 from agent.core.merges import MergeSettings, Split, split_merges
 from agent.core.pairs import cooccurring
-from agent.core.teaching import Augment, follow_nodes, partner_targets, teach_encoder
+from agent.core.teaching import Augment, follow_nodes, partner_targets, teach_at_once, teach_encoder
 from agent.core.stream import Stream
 
 
@@ -55,23 +57,32 @@ def refine(brain: Brain, models: dict[str, Autoencoder], x_train: dict[str, np.n
             recount_other_senses(brain, codes, pairs, made, (a, b))
     if settings.teach_weight <= 0:
         return codes, report
-    new_codes = dict(codes)
+    # every sense's targets come from the brain as it stands, before any encoder moves
+    plan = {}
     for k, m in enumerate(mods):
         model = models.get(m)
         if model is None or not model.learnable:
             continue
         rows, _, soft = partner_targets(brain, codes, pairs, m)
-        if len(rows) == 0:
-            continue
-        old_model = copy.deepcopy(model)
-        augment = (augmenters or {}).get(m) if settings.augment else None
-        report.taught[m] = teach_encoder(
-            model, x_train[m], rows, soft, weight=settings.teach_weight, epochs=settings.teach_epochs,
-            min_steps=settings.teach_min_steps, lr=settings.teach_lr, batch_size=model.settings.batch_size,
-            seed=seed * 1000 + k, augment=augment, sharpness=settings.teach_sharpness)
+        if len(rows):
+            plan[m] = (k, model, rows, soft, copy.deepcopy(model))
+    report.taught = teach_at_once({m: _teaching(m, k, model, x_train[m], rows, soft, brain, settings, seed, augmenters)
+                                   for m, (k, model, rows, soft, _) in plan.items()})
+    new_codes = dict(codes)
+    for m, (_, model, _, _, old_model) in plan.items():
         new_codes[m] = encode(model, x_train[m])
         follow_nodes(brain.cortices[m], codes[m], new_codes[m], old_model, model)
     return new_codes, report
+
+
+def _teaching(m: str, k: int, model: Autoencoder, x: np.ndarray, rows: np.ndarray, soft: np.ndarray, brain: Brain,
+              settings: RefineSettings, seed: int, augmenters: dict[str, Augment | None] | None) -> Callable[[], dict]:
+    """Sense m's teaching job: its own seed, augmenter and number of steps (`teach_steps_scale`)."""
+    augment = (augmenters or {}).get(m) if settings.augment else None
+    steps = round(settings.teach_min_steps * brain.config.sense(m).teach_steps_scale)
+    return lambda: teach_encoder(model, x, rows, soft, weight=settings.teach_weight, epochs=settings.teach_epochs,
+                                 min_steps=steps, lr=settings.teach_lr, batch_size=model.settings.batch_size,
+                                 seed=seed * 1000 + k, augment=augment, sharpness=settings.teach_sharpness)
 
 
 def recount_other_senses(brain: Brain, codes: dict[str, np.ndarray], pairs: dict[tuple[str, str], tuple[np.ndarray,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -84,10 +85,30 @@ def teach_encoder(model: Autoencoder, x: np.ndarray, rows: np.ndarray, soft: np.
     Returns {"losses": [...], "steps": n, "temperature": T}.
     """
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    if threads != 1:
+        torch.set_num_threads(1)
     try:
         return _teach(model, x, rows, soft, weight=weight, epochs=epochs, min_steps=min_steps, lr=lr,
                       batch_size=batch_size, seed=seed, augment=augment, sharpness=sharpness)
+    finally:
+        if threads != 1:
+            torch.set_num_threads(threads)
+
+
+def teach_at_once(jobs: dict[str, Callable[[], dict]]) -> dict[str, dict]:
+    """Run each sense's teaching job at the same time, one thread each; their infos by sense.
+
+    Torch's heavy operations release the GIL, so two senses take about the time of the
+    slower one on two cores. The bits are those of one job after the other: torch is held
+    to one thread for the span (threads started now inherit it), each job draws from its
+    own generator, and global generators are drawn under `agent.core.global_rng`.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, len(jobs))) as pool:
+            running = {m: pool.submit(job) for m, job in jobs.items()}
+            return {m: job.result() for m, job in running.items()}
     finally:
         torch.set_num_threads(threads)
 
