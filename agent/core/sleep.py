@@ -21,6 +21,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import torch
@@ -30,7 +31,7 @@ from agent.core.brain import Brain
 from agent.core.cortex import Cortex
 from agent.core.config import SleepSettings
 from agent.core.pairs import pairs_within
-from agent.core.teaching import follow_nodes, partner_targets, teach_encoder
+from agent.core.teaching import follow_nodes, partner_targets, teach_at_once, teach_encoder
 
 AugmentStimuli = Callable[[np.ndarray, int], np.ndarray | torch.Tensor]  # (stimuli, seed) -> augmented stimuli
 MODE_NOISE = 0.1  # "modes" replay: noise std, as a share of the nodes' per-dimension spread
@@ -121,6 +122,7 @@ def sleep(brain: Brain, models: dict[str, Autoencoder | None], experience: dict[
         replay_cl = brain.classify(m, replay_z) if len(replay) else np.zeros(0, np.int64)
         keep = replay_cl >= 0
         plan[m] = (rows, ids, soft, replay[keep], replay_z[keep], replay_cl[keep])
+    jobs, follow = {}, {}
     for k, m in enumerate(mods):
         if m not in plan or not learns(m, report.novelty, settings.novel):
             continue
@@ -133,16 +135,19 @@ def sleep(brain: Brain, models: dict[str, Autoencoder | None], experience: dict[
         report.experience[m], report.replayed[m] = len(rows), len(replay)
         if len(x) == 0:
             continue
-        old_model = copy.deepcopy(model)
         aug = (augment or {}).get(m) if settings.augment else None
-        report.taught[m] = teach_encoder(
-            model, x, np.arange(len(x)), targets, weight=settings.teach_weight, epochs=settings.teach_epochs,
-            min_steps=settings.teach_min_steps, lr=settings.teach_lr, batch_size=model.settings.batch_size,
-            seed=seed * 1000 + k, augment=None if aug is None else (lambda r, s, x=x, aug=aug: aug(x[r], s)),
-            sharpness=settings.teach_sharpness)
-        old_z = replay_z if len(replay) else codes[m][rows]  # nodes follow the old material when there is some
-        new_z = encode(model, replay if len(replay) else experience[m][0][rows])
-        report.followed[m] = follow_nodes(brain.cortices[m], old_z, new_z, old_model, model, shift=True)
+        jobs[m] = partial(teach_encoder, model, x, np.arange(len(x)), targets, weight=settings.teach_weight,
+                          epochs=settings.teach_epochs, min_steps=settings.teach_min_steps, lr=settings.teach_lr,
+                          batch_size=model.settings.batch_size, seed=seed * 1000 + k,
+                          augment=None if aug is None else (lambda r, s, x=x, aug=aug: aug(x[r], s)),
+                          sharpness=settings.teach_sharpness)
+        # nodes follow the old material when there is some
+        follow[m] = (copy.deepcopy(model), replay if len(replay) else experience[m][0][rows],
+                     replay_z if len(replay) else codes[m][rows])
+    report.taught = teach_at_once(jobs)  # the senses learn at the same time, as in a refinement
+    for m, (old_model, material, old_z) in follow.items():
+        new_z = encode(models[m], material)
+        report.followed[m] = follow_nodes(brain.cortices[m], old_z, new_z, old_model, models[m], shift=True)
     lived = sum(len(experience[m][1]) for m in mods)
     budget = settings.rehearse * sum(c.step for c in brain.cortices.values())  # a share of all it learned
     passes = 0 if settings.rehearse == 0 else max(1, round(budget / lived))
