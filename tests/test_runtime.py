@@ -56,14 +56,19 @@ def in_process_run(tmp_path_factory, data_dir) -> RunFolder:
 THREE_SENSES = [*TINY, "teacher.rewards=[1,0,0,0,0,0,0,2,0,0]"]  # digits 0 and 1 earn rewards 1 and 0
 
 
-def test_distributed_replay_matches_the_in_process_run(tmp_path, data_dir, capsys):
+def test_distributed_replay_matches_the_in_process_run(tmp_path, data_dir, capsys, monkeypatch):
     """Same config and seed, three senses (images, words, rewards): identical final brain,
-    identical scores, nothing lost."""
+    identical scores, nothing lost. Started from a folder other than the repository, with a
+    relative run folder, as a user in their own folder would: every child finds the run."""
     from tools.train import train
 
     in_process = train(tiny_config(THREE_SENSES[-1]), tmp_path / "in-process", progress=False)
     out = tmp_path / "distributed"
-    args = ["replay", "--distributed", "--quiet", "--json", "--no-baselines", "--no-judges", "--out", str(out),
+    (tmp_path / "tools").mkdir()  # a package of the user's that shares a name with one of ours
+    (tmp_path / "tools" / "__init__.py").write_text("raise SystemExit('the user\\'s tools were imported')\n")
+    monkeypatch.setenv("CDZ_DATA_DIR", str(data_dir))  # CI gives a relative one
+    monkeypatch.chdir(tmp_path)
+    args = ["replay", "--distributed", "--quiet", "--json", "--no-baselines", "--no-judges", "--out", "distributed",
             "--checkpoint-every", "150"]
     for s in THREE_SENSES:
         args += ["--set", s]

@@ -24,6 +24,7 @@ from agent.runtime.bus import BusClient
 from agent.core.messages import Control
 
 log = logging.getLogger(__name__)
+REPOSITORY = Path(__file__).resolve().parents[2]  # where `tools.cli` is imported from
 
 
 class LaunchError(RuntimeError):
@@ -48,14 +49,19 @@ class Child:
     finished: bool = False  # ended on its own and for good (e.g. a camera whose video file ended)
 
     def start(self, extra: list[str] = ()) -> None:
-        env = {**os.environ, "CDZ_TORCH_THREADS": os.environ.get("CDZ_TORCH_THREADS", "1"), "PYTHONUNBUFFERED": "1"}
+        """Start it in the parent's working folder, so that every relative path on its command
+        line (a run folder, keys, a video) names what it names for the parent. The code comes
+        from this repository whatever that folder holds: `-P` keeps the working folder off
+        the import path, and PYTHONPATH puts the repository first."""
+        path = os.pathsep.join(p for p in (str(REPOSITORY), os.environ.get("PYTHONPATH", "")) if p)
+        env = {**os.environ, "CDZ_TORCH_THREADS": os.environ.get("CDZ_TORCH_THREADS", "1"), "PYTHONUNBUFFERED": "1",
+               "PYTHONPATH": path}
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         out = open(self.log_path, "ab")
         try:
-            self.proc = subprocess.Popen([sys.executable, "-m", "tools.cli", *self.argv, *extra], stdout=out,
+            self.proc = subprocess.Popen([sys.executable, "-P", "-m", "tools.cli", *self.argv, *extra], stdout=out,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                         start_new_session=True, preexec_fn=_die_with_parent,
-                                         cwd=Path(__file__).resolve().parents[2])  # the repository root
+                                         start_new_session=True, preexec_fn=_die_with_parent)
         finally:
             out.close()
 
