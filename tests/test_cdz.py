@@ -284,6 +284,25 @@ def test_recent_excitations_are_forgotten_beyond_window_and_slack():
     assert [e.cluster_id for e in cdz.recent] == [2]
 
 
+def test_one_future_dated_excitation_does_not_stop_the_window_from_forgetting():
+    """A clock far ahead once: the window stays bounded by event time, whatever the arrival order."""
+    cdz = CDZ(("a", "b"), settings(window_s=1.0, reorder_slack_s=0.5))
+    cdz.excite(exc("a", 0, 1e6))
+    for k in range(2000):
+        cdz.excite(exc("ab"[k % 2], k % 7, 10.0 + 0.25 * k))
+    assert len(cdz.recent) <= 2
+
+
+def test_a_late_excitation_is_kept_in_event_time_order():
+    cdz = CDZ(("a", "b"), settings(window_s=1.0, reorder_slack_s=0.5))
+    for m, c, t in (("a", 0, 0.0), ("b", 1, 1.0), ("a", 2, 0.6), ("b", 3, 3.0)):
+        cdz.excite(exc(m, c, t))
+    assert [e.t for e in cdz.recent] == [3.0]  # 0.0, 0.6 and 1.0 fell behind 3.0 - B - slack
+    cdz.excite(exc("a", 4, 2.9))
+    cdz.excite(exc("b", 5, 2.0))  # late but within the slack: kept, in its place
+    assert [e.cluster_id for e in cdz.recent] == [5, 4, 3]
+
+
 # --------------------------------------------------------------------------- invariants
 def _random_cdz(mods=("a", "b", "c"), n=600, seed=0, deletions=True) -> CDZ:
     rng = np.random.default_rng(seed)

@@ -373,6 +373,21 @@ def test_fuzzed_messages_are_dropped_counted_and_harmless(runtime, test_images):
     wait_stats(client, {"hub": lambda v: v["processed"] >= processed + len(MODALITIES)})
 
 
+def test_an_excitation_stamped_far_ahead_is_dropped_and_counted_by_the_hub(runtime, test_images):
+    """A sensor clock 10^6 s ahead: the hub counts the excitation as 'ahead' and learns nothing from
+    it; stimuli stamped now are still learned."""
+    addr, procs, client = runtime
+    m = MODALITIES[0]
+    before = wait_stats(client, {"hub": lambda v: True})["hub"]
+    client.send(Stimulus(m, time.time_ns() + 10**15, 30_000, test_images[m][0], source="tester", mseq=30_000))
+    wait_excites(client, {(m, 30_000)})
+    after = wait_stats(client, {"hub": lambda v: v["ahead"] == before["ahead"] + 1})["hub"]
+    assert after["processed"] == before["processed"]
+    client.send(Stimulus(m, time.time_ns(), 30_001, test_images[m][1], source="tester", mseq=30_001))
+    wait_excites(client, {(m, 30_001)})
+    wait_stats(client, {"hub": lambda v: v["processed"] == before["processed"] + 1 and v["ahead"] == after["ahead"]})
+
+
 @pytest.mark.parametrize("modality", MODALITIES)
 def test_wrong_shape_stimulus_is_rejected_not_fatal(runtime, modality):
     """A stimulus of the wrong shape gets an Excitation with cluster -1 and counts as rejected

@@ -75,7 +75,7 @@ class CDZ:
         self.pairs = [(a, b) for a in self.modalities for b in self.modalities if a != b]
         self.W = {p: np.zeros((_START_CAPACITY, _START_CAPACITY), np.float32) for p in self.pairs}
         self.age = {p: np.zeros(_START_CAPACITY, np.int64) for p in self.pairs}  # updates per row
-        self.recent: deque[Excitation] = deque()  # excitations that may still pair, by arrival
+        self.recent: deque[Excitation] = deque()  # excitations that may still pair, by event time
         self.t_max = -math.inf
         self.counters = CDZCounters()
         self.associating = True  # False: pairs get feedback but grow no connection (a sleep's rehearsal)
@@ -179,7 +179,10 @@ class CDZ:
             self.counters.pairs += 1
             self._feedback_for(exc, old, r_old, feedback)
             self._feedback_for(old, exc, r_new, feedback)
-        self.recent.append(exc)
+        i = len(self.recent)  # kept in event-time order (arrival order when in order): pruning is by event time
+        while i and self.recent[i - 1].t > t_new:
+            i -= 1
+        self.recent.insert(i, exc)
         self.t_max = max(self.t_max, t_new)
         horizon = self.t_max - s.window_s - s.reorder_slack_s
         while self.recent and self.recent[0].t < horizon:

@@ -122,6 +122,7 @@ class CDZSettings:
     backward_gain: Annotated[float, Field(ge=0, le=100)] = 0.5  # later->earlier grows by this times as much (0 = strict one-way)
     age_factor: Positive = 25.0  # connection-row certainty ramps up over this many updates
     reorder_slack_s: Annotated[float, Field(ge=0, le=60)] = 0.5  # excitations may arrive this late (event time) and still pair
+    max_ahead_s: Annotated[float, Field(gt=0, le=86_400)] = 10.0  # live: an excitation stamped this far ahead of the hub's clock is dropped and counted
     no_feedback_from: tuple[Sense, ...] = ("reward",)  # senses that are taught by feedback but teach none (README: a reward names no digit)
 
 

@@ -11,6 +11,9 @@ then a `Credit` saying how far it got: together they are the workers' go-ahead a
 what the player paces itself by. Live mode processes excitations on arrival and
 sends feedback at once; the CDZ pairs by event time and keeps excitations
 `reorder_slack_s` longer, so a late arrival still pairs with what came before it.
+A live excitation stamped more than `cdz.max_ahead_s` ahead of the hub's clock is
+dropped and counted (`ahead`): one such time would move the window's end, and every
+true excitation after it would arrive too late to pair.
 """
 
 from __future__ import annotations
@@ -64,6 +67,8 @@ class Hub(Service):
         self.changes: dict[int, list[ClusterChange]] = {}  # cluster changes announced for a seq
         self.processed = 0
         self.duplicates = 0
+        self.ahead = 0  # live: excitations dropped for a time too far ahead of this clock
+        self._max_ahead_ns = int(cdz.settings.max_ahead_s * 1e9)
         self.recalls = 0
         self._last_ack = time.monotonic()
         self._last_weights = 0.0
@@ -104,6 +109,8 @@ class Hub(Service):
                     return
                 self.waiting[msg.seq] = msg
                 self._drain()
+            elif self._too_far_ahead(msg):
+                return
             else:
                 self._process(msg)
         elif isinstance(msg, ClusterChange):
@@ -112,6 +119,17 @@ class Hub(Service):
                     self.changes.setdefault(msg.seq, []).append(msg)
             else:
                 self.unit.handle(msg)
+
+    def _too_far_ahead(self, msg: Excitation) -> bool:
+        """Live: an event time too far ahead of this clock (a wrong sensor clock); counted, logged once."""
+        if msg.relived or msg.t_ns - time.time_ns() <= self._max_ahead_ns:
+            return False
+        self.ahead += 1
+        if self.ahead == 1:
+            log.warning("dropped an excitation of %s stamped %.1f s ahead of this clock (cdz.max_ahead_s = %g); "
+                        "further ones are counted as 'ahead' in the stats", msg.modality,
+                        (msg.t_ns - time.time_ns()) / 1e9, self._max_ahead_ns / 1e9)
+        return True
 
     def _drain(self) -> None:
         while self.next_seq in self.waiting:
@@ -277,7 +295,7 @@ class Hub(Service):
         self._rate_count, self._rate_since = 0, now
         c = self.cdz.counters
         return {"role": "hub", "processed": self.processed, "rate_per_s": rate, "next_seq": self.next_seq,
-                "queue": len(self.waiting), "duplicates": self.duplicates, "rejected": self.unit.rejected,
+                "queue": len(self.waiting), "duplicates": self.duplicates, "ahead": self.ahead, "rejected": self.unit.rejected,
                 "pairs": c.pairs, "stale": c.stale, "recalls": self.recalls, "sleeping": self.sleeping,
                 "reloads": self.reloads,
                 "latency_p50_ms": self.latency.percentile(50), "latency_p99_ms": self.latency.percentile(99),
