@@ -303,6 +303,20 @@ def test_a_late_excitation_is_kept_in_event_time_order():
     assert [e.cluster_id for e in cdz.recent] == [5, 4, 3]
 
 
+def test_a_flood_of_cluster_ids_is_refused_beyond_the_ceiling_and_counted():
+    """Valid messages announcing 65,536 clusters must not grow the matrices past what a cortex holds."""
+    cdz = CDZ(("a", "b"), settings(), max_clusters=1500)
+    for m in ("a", "b"):
+        cdz.apply(ClusterChange(m, created=tuple(range(65536))))
+    assert all(w.shape[0] <= 1500 and w.shape[1] <= 1500 for w in cdz.W.values())
+    assert cdz.counters.refused == 2 * (65536 - 1500)
+    assert not cdz.excite(exc("a", 60000, 1.0)) and cdz.counters.refused == 2 * (65536 - 1500) + 1
+    cdz.apply(ClusterChange("a", deleted=(0,)))  # a freed row takes a new cluster again
+    cdz.excite(exc("a", 60000, 2.0))
+    cdz.excite(exc("b", 1, 2.1))
+    assert cdz.W[("a", "b")][cdz.clusters["a"].slot[60000], cdz.clusters["b"].slot[1]] > 0
+
+
 # --------------------------------------------------------------------------- invariants
 def _random_cdz(mods=("a", "b", "c"), n=600, seed=0, deletions=True) -> CDZ:
     rng = np.random.default_rng(seed)

@@ -388,6 +388,18 @@ def test_an_excitation_stamped_far_ahead_is_dropped_and_counted_by_the_hub(runti
     wait_stats(client, {"hub": lambda v: v["processed"] == before["processed"] + 1 and v["ahead"] == after["ahead"]})
 
 
+def test_a_flood_of_cluster_announcements_is_refused_and_counted_by_the_hub(runtime, config):
+    """Two valid messages announcing 65,536 clusters each: the hub registers no more than a cortex
+    holds (`cortex.max_nodes`), counts the rest, and stays up."""
+    addr, procs, client = runtime
+    before = wait_stats(client, {"hub": lambda v: True})["hub"]
+    for m in MODALITIES:
+        client.send(ClusterChange(m, created=tuple(range(10**6, 10**6 + 65536)), source="tester"))
+    after = wait_stats(client, {"hub": lambda v: v["refused_clusters"] > before["refused_clusters"]})["hub"]
+    assert after["refused_clusters"] >= 2 * (65536 - config.cortex.max_nodes)
+    assert procs.children["hub"].alive()
+
+
 @pytest.mark.parametrize("modality", MODALITIES)
 def test_wrong_shape_stimulus_is_rejected_not_fatal(runtime, modality):
     """A stimulus of the wrong shape gets an Excitation with cluster -1 and counts as rejected

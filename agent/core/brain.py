@@ -34,7 +34,7 @@ class Brain:
         if missing:
             raise ValueError(f"no encoding size / epoch length given for modalities {missing}")
         self.cortices = {m: Cortex(m, dims[m], config.cortex, epochs[m]) for m in self.modalities}
-        self.cdz = CDZ(self.modalities, config.cdz)
+        self.cdz = CDZ(self.modalities, config.cdz, max_clusters=config.cortex.max_nodes)
         self.units = {m: CortexUnit(cortex) for m, cortex in self.cortices.items()}
         self.cdz_unit = CDZUnit(self.cdz)
         self.rejected = 0  # stimuli refused (NaN, wrong shape): counted, never fatal

@@ -14,6 +14,7 @@ can run in a different process from the cortices that own the clusters.
 from __future__ import annotations
 
 import heapq
+import logging
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from agent.core.cortex import certainty, drop_columns_
 from agent.core.messages import ClusterChange, Excitation, Feedback, to_ns
 from agent.core.state_check import check_arrays, check_ids, check_range
 
+log = logging.getLogger(__name__)
+
 _START_CAPACITY = 512
 
 
@@ -34,6 +37,7 @@ class CDZCounters:
     pairs: int = 0
     unknown_modality: int = 0
     stale: int = 0  # excitations of deleted or invalid clusters
+    refused: int = 0  # clusters beyond the per-sense ceiling, not registered
 
 
 class _Clusters:
@@ -63,13 +67,14 @@ def window_weight(dt: float, window_s: float, kernel: str) -> float:
 class CDZ:
     """Correlates cluster excitations within window B and answers recall."""
 
-    def __init__(self, modalities: tuple[str, ...] | list[str], settings: CDZSettings):
+    def __init__(self, modalities: tuple[str, ...] | list[str], settings: CDZSettings, max_clusters: int = 1_000_000):
         if len(set(modalities)) != len(modalities) or len(modalities) < 2:
             raise ValueError(f"the CDZ needs at least two distinct modalities, got {modalities}")
         if settings.kernel not in ("flat", "gaussian"):
             raise ValueError(f"cdz.kernel must be 'flat' or 'gaussian', not {settings.kernel!r}")
         self.modalities = tuple(modalities)
         self.settings = settings
+        self.max_clusters = max_clusters  # per sense (a cortex holds no more): the matrices' ceiling
         self._silent = frozenset(settings.no_feedback_from)  # read once per pair: kept out of the settings lookup
         self.clusters = {m: _Clusters() for m in self.modalities}
         self.pairs = [(a, b) for a in self.modalities for b in self.modalities if a != b]
@@ -81,12 +86,20 @@ class CDZ:
         self.associating = True  # False: pairs get feedback but grow no connection (a sleep's rehearsal)
 
     # ------------------------------------------------------------------ clusters
-    def _row(self, modality: str, cluster_id: int) -> int:
-        """Row of a cluster, registering it on first sight (creation may travel separately)."""
+    def _row(self, modality: str, cluster_id: int) -> int | None:
+        """Row of a cluster, registering it on first sight (creation may travel separately);
+        None, counted in `refused`, when the sense already has `max_clusters` (a flood of
+        cluster ids no cortex could hold must not grow the matrices without end)."""
         cl = self.clusters[modality]
         r = cl.slot.get(cluster_id)
         if r is not None:
             return r
+        if len(cl.slot) >= self.max_clusters:
+            self.counters.refused += 1
+            if self.counters.refused == 1:
+                log.warning("%s: more than %d clusters; cluster %d and any further ones are refused",
+                            modality, self.max_clusters, cluster_id)
+            return None
         if not cl.free and cl.hi == cl.capacity:
             self._grow(modality)
         r = heapq.heappop(cl.free) if cl.free else cl.hi
@@ -97,7 +110,7 @@ class CDZ:
 
     def _grow(self, modality: str) -> None:
         cl = self.clusters[modality]
-        cap = cl.capacity * 2
+        cap = min(cl.capacity * 2, self.max_clusters)
         ids = np.full(cap, -1, np.int64)
         ids[: cl.capacity] = cl.ids
         cl.ids = ids
@@ -158,6 +171,8 @@ class CDZ:
         s = self.settings
         self.counters.excitations += 1
         r_new = self._row(exc.modality, exc.cluster_id)
+        if r_new is None:
+            return []
         feedback: list[tuple[str, int, int, float]] = []  # (modality, node id, cluster id, certainty)
         t_new = exc.t
         for old in self.recent:
@@ -236,7 +251,9 @@ class CDZ:
         the connections their own co-occurrences show; `age` sets the row's certainty.
         """
         r = self._row(a, int(cluster_id))
-        cols = {self._row(b, int(c)): w for c, w in targets.items() if w > 0}
+        if r is None:
+            return
+        cols = {col: w for c, w in targets.items() if w > 0 and (col := self._row(b, int(c))) is not None}
         row = self.W[(a, b)][r]
         row[:] = 0.0
         total = sum(cols.values())

@@ -84,7 +84,7 @@ class Hub(Service):
     @classmethod
     def from_run(cls, bus: BusClient, run: RunFolder, **kw) -> "Hub":
         config = run.config()
-        cdz = CDZ(config.modalities, config.cdz)
+        cdz = CDZ(config.modalities, config.cdz, max_clusters=config.cortex.max_nodes)
         with run.restoring(only=HUB_KEYS) as (step, state):
             cdz.load_state_dict(part(state, CDZ_PART))
             hub = cls(bus, cdz, run=run, start=step, **kw)
@@ -296,7 +296,7 @@ class Hub(Service):
         c = self.cdz.counters
         return {"role": "hub", "processed": self.processed, "rate_per_s": rate, "next_seq": self.next_seq,
                 "queue": len(self.waiting), "duplicates": self.duplicates, "ahead": self.ahead, "rejected": self.unit.rejected,
-                "pairs": c.pairs, "stale": c.stale, "recalls": self.recalls, "sleeping": self.sleeping,
-                "reloads": self.reloads,
+                "pairs": c.pairs, "stale": c.stale, "refused_clusters": c.refused, "recalls": self.recalls,
+                "sleeping": self.sleeping,                "reloads": self.reloads,
                 "latency_p50_ms": self.latency.percentile(50), "latency_p99_ms": self.latency.percentile(99),
                 **{f"latency_p99_ms_{m}": lat.percentile(99) for m, lat in self.latency_of.items() if lat.values}}
