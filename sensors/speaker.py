@@ -23,6 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from agent.runtime import flags
 from agent.runtime.bus import BusClient
 from agent.runtime.service import Latency, Service
 from agent.core.messages import Message, Reconstruction
@@ -258,7 +259,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="output device: its index or part of its name (default: the system default)")
     parser.add_argument("--wav-dir", metavar="DIR",
                         help="write each utterance as a wav file into DIR (alone: no sound device is used)")
-    parser.add_argument("--every", type=float, default=1.2, metavar="S",
+    parser.add_argument("--every", type=flags.SECONDS, default=1.2, metavar="S",
                         help="at least this many seconds between utterances (default 1.2)")
 
 

@@ -331,3 +331,34 @@ def test_light_commands_start_without_torch_or_scipy():
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[]", f"`cdz COMMAND --help` imported {done.stdout.strip()}"
+
+
+BAD_FLAGS = [
+    (["worker", "visual", "--run", "r", "--queue", "-1"], "--queue"),
+    (["worker", "visual", "--run", "r", "--queue", "0"], "--queue"),
+    (["hub", "--run", "r", "--connect-timeout", "nan"], "--connect-timeout"),
+    (["hub", "--run", "r", "--total", "-1"], "--total"),
+    (["play", "--run", "r", "--speed", "-1"], "--speed"),
+    (["record", "out.mcap", "--flush", "-1"], "--flush"),
+    (["replay", "--seed", "-5"], "--seed"),
+    (["camera", "--max-rate", "inf"], "--max-rate"),
+    (["live", "--run", "r", "--sleep-every", "nan"], "--sleep-every"),
+]
+
+
+@pytest.mark.parametrize("argv,flag", BAD_FLAGS, ids=[" ".join(a) for a, _ in BAD_FLAGS])
+def test_a_bad_flag_value_is_one_line_naming_the_flag_with_exit_2(argv, flag, capsys):
+    from tools.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and f"argument {flag}" in err and "Traceback" not in err, err
+    assert len([line for line in err.splitlines() if line.startswith("cdz")]) == 1, err
+
+
+def test_live_refuses_a_sleep_setting_that_is_not_one_before_it_starts(capsys):
+    from tools.cli import main
+
+    assert main(["live", "--run", "no-such-run", "--sleep-set", "cortex.node_lr=0.1"]) == 2
+    assert "only sleep.* settings" in capsys.readouterr().err

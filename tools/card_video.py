@@ -19,6 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from agent.runtime import flags
 PAPER = (0.93, 0.97)  # card reflectance (white-ish)
 WALL = (0.62, 0.78)  # background reflectance (light, but darker than the card)
 INK = (0.08, 0.22)  # printed ink reflectance
@@ -138,11 +139,11 @@ def make_card_video(path: str | Path, digits_x: np.ndarray, labels: np.ndarray, 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tools.card_video", description=__doc__.split("\n\n")[0])
     p.add_argument("out", help="video file to write (.avi, MJPG)")
-    p.add_argument("--n", type=int, default=100, help="cards (MNIST test digits, default 100)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--fps", type=int, default=15)
-    p.add_argument("--show", type=float, default=1.5, help="seconds each card is in view")
-    p.add_argument("--gap", type=float, default=0.7, help="seconds of empty background between cards")
+    p.add_argument("--n", type=flags.COUNT, default=100, help="cards (MNIST test digits, default 100)")
+    p.add_argument("--seed", type=flags.SEED, default=0)
+    p.add_argument("--fps", type=flags.COUNT, default=15)
+    p.add_argument("--show", type=flags.SECONDS, default=1.5, help="seconds each card is in view")
+    p.add_argument("--gap", type=flags.RATE, default=0.7, help="seconds of empty background between cards")
     args = p.parse_args(argv)
     from replay.datasets import load_mnist
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from agent.runtime import flags
 DEFAULT_RUNS = Path("runs")
 RUN_HELP = "the agent: a run folder (from `cdz replay` or `cdz train`) or a pack (from `cdz pack`)"
 
@@ -367,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "(--seed and --set apply on top)")
             sp.add_argument("--print-config", action="store_true",
                             help="print the resolved settings as TOML and stop (nothing is trained)")
-            sp.add_argument("--seed", type=int, help="seed of everything (default: the config's, else 0)")
+            sp.add_argument("--seed", type=flags.SEED, help="seed of everything (default: the config's, else 0)")
             sp.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
                             help="override a config field, e.g. --set cortex.node_lr=0.02 "
                                  "--set data.digits=[0,1,2] (repeatable; the field must exist)")
@@ -411,9 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--recording", metavar="FILE.mcap",
                     help="learn the stimuli of a recorded session (`cdz record`) instead of the teacher's stream")
     sp.add_argument("--bus", help="--distributed: bus address (default: two free ports on 127.0.0.1)")
-    sp.add_argument("--checkpoint-every", type=int, default=20_000,
+    sp.add_argument("--checkpoint-every", type=flags.COUNT, default=20_000,
                     help="--distributed: stimuli between checkpoints (default 20000)")
-    sp.add_argument("--speed", type=float, default=0.0,
+    sp.add_argument("--speed", type=flags.RATE, default=0.0,
                     help="--distributed: 1.0 plays the stream at its own timing, 2.0 twice as fast, "
                          "0 as fast as possible (default)")
     sp.set_defaults(func=cmd_replay)
@@ -497,16 +498,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = bench("core", bench_core, "Stream-learning throughput of the learning core, vectorised vs the same rules "
               "written plainly (with an agreement check).", "cdz bench core --json")
-    b.add_argument("--stimuli", type=int, default=60_000, help="stimuli in the vectorised run (default 60000)")
-    b.add_argument("--repeats", type=int, default=3, help="repeats; the median is reported (default 3)")
+    b.add_argument("--stimuli", type=flags.COUNT, default=60_000, help="stimuli in the vectorised run (default 60000)")
+    b.add_argument("--repeats", type=flags.COUNT, default=3, help="repeats; the median is reported (default 3)")
     b = bench("pipeline", bench_pipeline, "The multi-process runtime: lossless throughput, live latency and the "
               "bare ZeroMQ floor, in one run.", "cdz bench pipeline --json")
-    b.add_argument("--seconds", type=float, default=10.0, help="seconds of live latency measurement (default 10)")
+    b.add_argument("--seconds", type=flags.SECONDS, default=10.0, help="seconds of live latency measurement (default 10)")
     b = bench("live", bench_live, "Filmed digit cards and spoken digits through the camera and microphone "
               "pipelines, against recall on the same clean items.", "cdz bench live --run runs/demo")
     b.add_argument("--run", required=True, metavar="RUN", help=RUN_HELP)
-    b.add_argument("--cards", type=int, default=200, help="digit cards to film (default 200)")
-    b.add_argument("--utterances", type=int, default=200, help="utterances to hear (default 200)")
+    b.add_argument("--cards", type=flags.COUNT, default=200, help="digit cards to film (default 200)")
+    b.add_argument("--utterances", type=flags.COUNT, default=200, help="utterances to hear (default 200)")
     b.add_argument("--speaker", type=_voice, help="hear only this FSDD voice, any of its recordings "
                    "(for a run trained without it, e.g. a `cdz bench robustness` fold; default: the test words "
                    "of all six)")
@@ -514,8 +515,8 @@ def build_parser() -> argparse.ArgumentParser:
               "photographed, light on dark), and how familiarity tells digits from other things.",
               "cdz bench pictures --run runs/demo --n 120")
     b.add_argument("--run", required=True, metavar="RUN", help=RUN_HELP)
-    b.add_argument("--n", type=int, default=120, help="pictures (default 120: 30 of each kind, 3 of each digit)")
-    b.add_argument("--seed", type=int, default=0, help="seed of the pictures (default 0)")
+    b.add_argument("--n", type=flags.COUNT, default=120, help="pictures (default 120: 30 of each kind, 3 of each digit)")
+    b.add_argument("--seed", type=flags.SEED, default=0, help="seed of the pictures (default 0)")
     b = bench("robustness", bench_robustness, "Trains a standard run, one run per held-out FSDD speaker and one per "
               "teacher-mistake rate into --out (finished runs there are reused), and scores unseen speakers, noise, "
               "distortion and teacher mistakes beside the supervised judge (about an hour).",
@@ -536,7 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = bench("record", bench_record, "The recorder's cost per message with and without the Foxglove views, on a "
               "live-like mix or a recording.", "cdz bench record --recording session.mcap")
     b.add_argument("--recording", metavar="FILE.mcap", help="the messages of this recording (default: a live-like mix)")
-    b.add_argument("--repeats", type=int, default=3, help="repeats; the median is reported (default 3)")
+    b.add_argument("--repeats", type=flags.COUNT, default=3, help="repeats; the median is reported (default 3)")
 
     for name, sp in sub.choices.items():  # every subcommand: defaults shown; a description and an example
         if sp.formatter_class is argparse.HelpFormatter:

@@ -22,8 +22,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Protocol
 
+from agent.runtime import flags
 from agent.runtime.bus import BusClient
 from agent.core.checkpoint import RunFolder
+from agent.core.config import Config, sleep_override
 from agent.runtime.launcher import Child
 from agent.runtime.supervisor import Supervisor
 from agent.runtime.topology import live_roles
@@ -257,7 +259,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-mic", action="store_true", help="no microphone process")
     p.add_argument("--headless", metavar="DIR", help="no window: the viewer writes a video and PNG snapshots here")
     p.add_argument("--no-viewer", action="store_true", help="no viewer process")
-    p.add_argument("--foxglove", type=int, nargs="?", const=8765, metavar="PORT",
+    p.add_argument("--foxglove", type=flags.PORT, nargs="?", const=8765, metavar="PORT",
                    help="the viewer also serves everything to Foxglove over WebSocket (default port 8765), with "
                         "each cluster's name; without a display and --headless it serves only")
     p.add_argument("--foxglove-host", default="127.0.0.1", metavar="HOST",
@@ -265,11 +267,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--speak", action="store_true", help="say recalled spectrograms out loud (Griffin-Lim)")
     p.add_argument("--think", action="store_true",
                    help="stream of thought: each real stimulus starts a chain of recollections (`cdz think`)")
-    p.add_argument("--duration", type=float, help="stop by itself after this many seconds")
+    p.add_argument("--duration", type=flags.SECONDS, help="stop by itself after this many seconds")
     p.add_argument("--events-out", metavar="FILE.jsonl", help="one JSON line per stimulus: cluster and recalls")
-    p.add_argument("--checkpoint-every-s", type=float, default=60.0, metavar="S",
+    p.add_argument("--checkpoint-every-s", type=flags.SECONDS, default=60.0, metavar="S",
                    help="seconds between checkpoints (default 60; --checkpoint-every elsewhere counts stimuli)")
-    p.add_argument("--sleep-every", type=float, metavar="MIN", default=SLEEP_EVERY_MIN,
+    p.add_argument("--sleep-every", type=flags.RATE, metavar="MIN", default=SLEEP_EVERY_MIN,
                    help="after every MIN minutes awake with something new lived, sleep on it (`cdz sleep`) while "
                         "the agent stays awake, then swap every process to the slept brain in place, so a new "
                         f"voice is learned during the session (default {SLEEP_EVERY_MIN:g}; 0: never)")
@@ -279,8 +281,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not 0 <= args.sleep_every < float("inf"):
-        raise ValueError(f"--sleep-every takes minutes (0: never), got {args.sleep_every}")
+    sleep_override(Config(), args.sleep_set)  # a bad --sleep-set is refused now, not at the first sleep
     if args.foxglove is not None and args.no_viewer:
         raise ValueError("--foxglove is served by the viewer process: drop --no-viewer")
     from agent.pack import open_writable_run

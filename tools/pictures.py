@@ -25,6 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from agent.runtime import flags
 from tools.card_video import _background, _illumination
 
 KINDS = ("handwritten", "printed", "photographed", "inverted")
@@ -129,8 +130,8 @@ def digit_of(path: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.pictures", description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path, help="folder for the pictures")
-    parser.add_argument("--n", type=int, default=120, help="how many (default 120)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n", type=flags.COUNT, default=120, help="how many (default 120)")
+    parser.add_argument("--seed", type=flags.SEED, default=0)
     parser.add_argument("--printed-only", action="store_true", help="no MNIST needed: printed digits only")
     args = parser.parse_args(argv)
     mnist = None if args.printed_only else mnist_test_digits()

@@ -14,6 +14,7 @@ import logging
 import sys
 import threading
 
+from agent.runtime import flags
 from agent.runtime.bus import DEFAULT_BUS, BusClient, Forwarder, make_keys
 from agent.core.checkpoint import RunFolder
 from agent.pack import open_run, open_writable_run
@@ -212,7 +213,7 @@ def add_parsers(sub: argparse._SubParsersAction, common) -> None:
                         help="bus address: tcp://HOST:PORT (uses PORT and PORT+1) or ipc:///path (uses /path.in, "
                              f"/path.out) (default {DEFAULT_BUS})")
         sp.add_argument("--keys", metavar="DIR", help="CurveZMQ key folder from `cdz keys` (required off loopback)")
-        sp.add_argument("--connect-timeout", type=float, default=30.0 if connect_timeout is None else connect_timeout,
+        sp.add_argument("--connect-timeout", type=flags.SECONDS, default=30.0 if connect_timeout is None else connect_timeout,
                         metavar="S", help=argparse.SUPPRESS if connect_timeout is None else
                         "seconds to wait for the bus to answer")
 
@@ -222,10 +223,10 @@ def add_parsers(sub: argparse._SubParsersAction, common) -> None:
         sp.add_argument("--run", required=True, help="run folder (encoders, config, checkpoints)")
         sp.add_argument("--live", action="store_true",
                         help="live flow: learn on arrival, drop the oldest under overload (default: lossless)")
-        sp.add_argument("--total", type=int, default=0,
+        sp.add_argument("--total", type=flags.NON_NEGATIVE_INT, default=0,
                         help="stream length, where the last checkpoint is saved (default: the run's teaching stream)")
-        sp.add_argument("--checkpoint-every", type=int, default=20_000, help="stimuli between checkpoints")
-        sp.add_argument("--gen", type=int, default=0, help="run generation (set by the launcher)")
+        sp.add_argument("--checkpoint-every", type=flags.COUNT, default=20_000, help="stimuli between checkpoints")
+        sp.add_argument("--gen", type=flags.NON_NEGATIVE_INT, default=0, help="run generation (set by the launcher)")
         common(sp)
 
     example_bus = "tcp://127.0.0.1:5570"
@@ -248,7 +249,7 @@ def add_parsers(sub: argparse._SubParsersAction, common) -> None:
     bus_args(sp, connect_timeout=5.0)
     sp.add_argument("--once", action="store_true",
                     help="print one snapshot and exit (exit code 1: the bus is there but no process was heard)")
-    sp.add_argument("--wait", type=float, default=2.5, metavar="S", help="--once: seconds to listen first")
+    sp.add_argument("--wait", type=flags.SECONDS, default=2.5, metavar="S", help="--once: seconds to listen first")
     sp.add_argument("--json", action="store_true", help="--once: print the snapshot as JSON")
     sp.set_defaults(func=cmd_top)
 
@@ -305,7 +306,7 @@ def add_parsers(sub: argparse._SubParsersAction, common) -> None:
                                    f"cdz hub --bus {example_bus} --run runs/latest --live"))
     process_args(sp)
     sp.add_argument("--no-recall", action="store_true", help="do not ask workers for reconstructions")
-    sp.add_argument("--recall-hz", type=float, default=60.0, metavar="HZ",
+    sp.add_argument("--recall-hz", type=flags.RATE, default=60.0, metavar="HZ",
                     help="most recalls sent per second to each sense, for its reconstructions (0: no limit; "
                          "default 60)")
     sp.set_defaults(func=cmd_hub)
@@ -315,8 +316,8 @@ def add_parsers(sub: argparse._SubParsersAction, common) -> None:
                                    f"cdz worker visual --bus {example_bus} --run runs/latest --live"))
     sp.add_argument("modality", help="e.g. visual or audio")
     process_args(sp)
-    sp.add_argument("--recon-hz", type=float, default=60.0, help="max reconstructions per second (0: no limit)")
-    sp.add_argument("--queue", type=int, default=64, help="live mode: stimuli queued before the oldest is dropped")
+    sp.add_argument("--recon-hz", type=flags.RATE, default=60.0, help="max reconstructions per second (0: no limit)")
+    sp.add_argument("--queue", type=flags.COUNT, default=64, help="live mode: stimuli queued before the oldest is dropped")
     sp.set_defaults(func=cmd_worker)
 
     from replay import recording
@@ -332,12 +333,12 @@ def add_parsers(sub: argparse._SubParsersAction, common) -> None:
     sp.add_argument("--run", help="a run folder: play its teaching stream instead of a FILE")
     # --run only, not shown: the player's live flow, and the generation the launcher sets
     sp.add_argument("--live", action="store_true", help=argparse.SUPPRESS)
-    sp.add_argument("--gen", type=int, default=0, help=argparse.SUPPRESS)
+    sp.add_argument("--gen", type=flags.NON_NEGATIVE_INT, default=0, help=argparse.SUPPRESS)
     common(sp)
-    sp.add_argument("--speed", type=float,
+    sp.add_argument("--speed", type=flags.RATE,
                     help="1.0 = the recorded / the stimuli's own timing, 2.0 = twice as fast, 0 = as fast as "
                          "possible (default: 1.0 for a file, 0 for --run)")
-    sp.add_argument("--window", type=int, default=256,
+    sp.add_argument("--window", type=flags.COUNT, default=256,
                     help="--run: stimuli in flight before waiting for the hub's acknowledgements")
     sp.add_argument("--wait-go", action="store_true", help="--run: wait for the launcher's go (set by the launcher)")
     sp.add_argument("--topics", type=recording.parse_topics, default=recording.SENSOR_TOPICS,
@@ -345,7 +346,7 @@ def add_parsers(sub: argparse._SubParsersAction, common) -> None:
                          f"{','.join(recording.SENSOR_TOPICS)})")
     sp.add_argument("--clock", choices=("receive", "event"), default="receive",
                     help="a file: pace by when the recorder received each message (default) or by event time")
-    sp.add_argument("--follow", type=int, default=0, metavar="N",
+    sp.add_argument("--follow", type=flags.NON_NEGATIVE_INT, default=0, metavar="N",
                     help="a file: as fast as the workers learn, at most N stimuli sent and not yet answered by an "
                          "excitation (with --speed 0; default 0: no flow control)")
     sp.set_defaults(func=cmd_play)

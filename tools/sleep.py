@@ -17,7 +17,7 @@ import numpy as np
 
 from agent.core.autoencoder import encode, load_autoencoder, save_autoencoder
 from agent.core.checkpoint import RunFolder, experience_part
-from agent.core.config import Config, override
+from agent.core.config import sleep_override
 from agent.core.sleep import SleepReport, sleep
 from agent.core.storage import save_arrays
 from replay.pipeline import Encodings, load_brain
@@ -36,12 +36,7 @@ def experience_of(state: dict[str, np.ndarray], modalities: tuple[str, ...]) -> 
 
 def sleep_run(run: RunFolder, assignments: list[str] | None = None) -> tuple[SleepReport, dict[str, Any]]:
     """Sleep on the run's buffered experience and save the next stage. NothingToLearn changes nothing."""
-    config: Config = run.config()
-    if assignments:
-        bad = [a for a in assignments if not a.strip().startswith("sleep.")]
-        if bad:
-            raise ValueError(f"cdz sleep takes only sleep.* settings, not {bad}")
-        config = override(config, assignments)
+    config = sleep_override(run.config(), assignments or [])
     mods = config.modalities
     with run.restoring() as (step, state):  # read once: the brain and the experience come from the same cut
         loaded = load_brain(run, (step, state))

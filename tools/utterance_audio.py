@@ -22,6 +22,7 @@ import numpy as np
 from scipy.io import wavfile
 from scipy.signal import resample_poly
 
+from agent.runtime import flags
 from replay.datasets import FSDD_INDICES, FSDD_SPEAKERS
 from sensors.features import SAMPLE_RATE, read_wav_file
 
@@ -126,12 +127,12 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m tools.utterance_audio", description=__doc__.split("\n")[0])
     p.add_argument("--fsdd", default=None, help="FSDD wav folder (default $CDZ_DATA_DIR/fsdd)")
-    p.add_argument("--n", type=int, default=20, help="utterances (default 20)")
+    p.add_argument("--n", type=flags.COUNT, default=20, help="utterances (default 20)")
     p.add_argument("--split", default="test", choices=sorted(FSDD_INDICES))
-    p.add_argument("--rate", type=int, default=SAMPLE_RATE, help="sample rate of the recording")
-    p.add_argument("--noise-db", type=float, default=None, help="white noise RMS in dBFS (default none)")
-    p.add_argument("--jitter-db", type=float, default=0.0, help="random loudness change per utterance")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rate", type=flags.COUNT, default=SAMPLE_RATE, help="sample rate of the recording")
+    p.add_argument("--noise-db", type=flags.FINITE, default=None, help="white noise RMS in dBFS (default none)")
+    p.add_argument("--jitter-db", type=flags.RATE, default=0.0, help="random loudness change per utterance")
+    p.add_argument("--seed", type=flags.SEED, default=0)
     p.add_argument("--wav", help="also write the recording here (and its truth next to it as .json)")
     args = p.parse_args(argv)
     fsdd = Path(args.fsdd or Path(os.environ.get("CDZ_DATA_DIR", ".")) / "fsdd")

@@ -368,6 +368,16 @@ def override(config: Config, assignments: list[str]) -> Config:
     return check_senses(config)
 
 
+def sleep_override(config: Config, assignments: list[str]) -> Config:
+    """`config` with `sleep.FIELD=VALUE` assignments applied (`cdz sleep --set`, `cdz live
+    --sleep-set`); any other setting is refused, since a sleep changes the encoders and the
+    brain, not how the run was made."""
+    bad = [a for a in assignments if not a.strip().startswith("sleep.")]
+    if bad:
+        raise SettingsError(f"a sleep takes only sleep.* settings, not {bad}")
+    return override(config, assignments) if assignments else config
+
+
 def _replace_path(obj: Any, path: list[str], value: Any, key: str, done: list[str]) -> Any:
     names = {f.name for f in fields(obj)}
     if path[0] not in names:
