@@ -177,6 +177,18 @@ def test_second_bus_on_a_live_ipc_path_is_refused_but_stale_files_are_reused(sta
     assert bus_files(path) == []
 
 
+@pytest.mark.parametrize("name", ["bus.in", "bus.out", "bus.lock"])
+def test_a_bus_never_replaces_a_users_regular_file_at_its_paths(ipc_dir, name):
+    from agent.runtime.bus import BusError, Forwarder
+
+    path = ipc_dir / "bus"
+    (ipc_dir / name).write_text("my notes\n")
+    with pytest.raises(BusError, match=f"{name}.*(not a socket|not a bus's lock)"):
+        Forwarder(f"ipc://{path}")
+    assert (ipc_dir / name).read_text() == "my notes\n"
+    assert sorted(p.name for p in ipc_dir.iterdir()) == [name]
+
+
 # --------------------------------------------------------------------------- cdz top
 def test_top_without_a_bus_says_so_with_exit_2():
     address = free_tcp_bus()

@@ -24,7 +24,9 @@ import ipaddress
 import logging
 import math
 import os
+import re
 import socket
+import stat
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, replace
@@ -188,6 +190,11 @@ class IpcClaim:
         self.files = (f"{path}.in", f"{path}.out")
         self.lock_path = f"{path}.lock"
         self._fd: int | None = None
+        for f in self.files:  # only socket files are replaced; a user's own file at the path is left alone
+            if os.path.lexists(f) and not stat.S_ISSOCK(os.lstat(f).st_mode):
+                raise BusError(f"cannot bind the bus at {address.text}: {f} exists and is not a socket; "
+                               "move it or choose another path")
+        self._refuse_foreign_lock()
         self._take_lock()
         try:
             for f in self.files:
@@ -201,11 +208,25 @@ class IpcClaim:
         if stale:
             log.info("reusing the stale socket files of a bus that is gone: %s", ", ".join(stale))
 
+    def _refuse_foreign_lock(self) -> None:
+        """PATH.lock may be reused only if it is what a bus leaves: a regular file holding a pid."""
+        try:
+            info = os.lstat(self.lock_path)
+        except FileNotFoundError:
+            return
+        ours = stat.S_ISREG(info.st_mode) and info.st_size <= 32
+        if ours:
+            with open(self.lock_path, "rb") as f:
+                ours = re.fullmatch(rb"\d*\n?", f.read(33)) is not None
+        if not ours:
+            raise BusError(f"cannot bind the bus at {self.address.text}: {self.lock_path} is not a bus's lock file; "
+                           "move it or choose another path")
+
     def _take_lock(self) -> None:
         folder = os.path.dirname(self.lock_path) or "."
         for _ in range(20):  # retried only while another bus removes its lock file under us
             try:
-                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
             except FileNotFoundError:
                 raise BusError(f"cannot bind the bus at {self.address.text}: folder {folder} does not exist") \
                     from None
