@@ -170,6 +170,31 @@ def test_sleep_without_a_shared_experience_is_a_clear_error_and_changes_nothing(
     assert _digest(run_path) == before
 
 
+@pytest.mark.parametrize("damage", ["short_times", "negative_seen"])
+def test_sleep_refuses_a_damaged_experience_as_a_worker_does_and_changes_nothing(tiny_run, tmp_path, capsys,
+                                                                                damage):
+    import shutil
+
+    from replay.datasets import load_mnist
+
+    run_path = tmp_path / "run"
+    shutil.copytree(tiny_run, run_path)
+    run = RunFolder(run_path)
+    images = load_mnist("train", digits=[0, 1], per_class=10).x
+    _with_experience(run, {"visual": (images, np.arange(len(images), dtype=np.int64) * 10**9)})
+    step, state = run.load_checkpoint()
+    if damage == "short_times":
+        state["experience.visual.t_ns"] = state["experience.visual.t_ns"][:5]
+    else:
+        state["experience.visual.seen"] = np.array(-10)
+    run.save_checkpoint(step, state)
+    before = _digest(run_path)
+    assert main(["sleep", "--run", str(run_path)]) == 2
+    err = capsys.readouterr().err
+    assert "damaged checkpoint" in err and "experience.visual" in err, err
+    assert _digest(run_path) == before
+
+
 @pytest.mark.slow
 def test_sleep_learns_a_new_voice_and_does_not_forget(tiny_run, tmp_path, capsys):
     """Trained on one speaker, shown digits while a new speaker names them, then asleep: the

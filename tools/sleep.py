@@ -18,6 +18,7 @@ import numpy as np
 from agent.core.autoencoder import encode, load_autoencoder, save_autoencoder
 from agent.core.checkpoint import RunFolder, experience_part
 from agent.core.config import sleep_override
+from agent.core.experience import Experience
 from agent.core.sleep import SleepReport, sleep
 from agent.core.storage import save_arrays
 from replay.pipeline import Encodings, load_brain
@@ -25,12 +26,15 @@ from replay.senses import lived_augmenters
 from replay.splits import load_splits_x
 
 
-def experience_of(state: dict[str, np.ndarray], modalities: tuple[str, ...]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per sense (stimuli, event times in ns) from a checkpoint's `experience.<m>.*` arrays (empty if none)."""
+def experience_of(state: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]],
+                  capacity: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per sense (stimuli, event times in ns) from a checkpoint's `experience.<m>.*` arrays (empty if
+    none), read as a worker reads its buffer: a damaged one is a StateError, never slept on."""
     out = {}
-    for m in modalities:
-        x, t = state.get(f"{experience_part(m)}.x"), state.get(f"{experience_part(m)}.t_ns")
-        out[m] = (x, t) if x is not None and t is not None else (np.zeros((0,)), np.zeros(0, np.int64))
+    for m, shape in shapes.items():
+        buffer = Experience(shape, capacity)
+        buffer.load_state_dict(state, experience_part(m))
+        out[m] = buffer.arrays()
     return out
 
 
@@ -38,11 +42,11 @@ def sleep_run(run: RunFolder, assignments: list[str] | None = None) -> tuple[Sle
     """Sleep on the run's buffered experience and save the next stage. NothingToLearn changes nothing."""
     config = sleep_override(run.config(), assignments or [])
     mods = config.modalities
+    models = {m: load_autoencoder(run.encoder_path(m)) for m in mods}
     with run.restoring() as (step, state):  # read once: the brain and the experience come from the same cut
         loaded = load_brain(run, (step, state))
         brain = loaded.brain
-        lived = experience_of(state, mods)
-    models = {m: load_autoencoder(run.encoder_path(m)) for m in mods}
+        lived = experience_of(state, {m: models[m].input_shape for m in mods}, config.sleep.buffer)
     old = load_splits_x(config, "train") if config.sleep.replay == "stimuli" else None
     report = sleep(brain, models, lived, config.sleep, seed=config.seed * 100 + brain.refinements,
                    old_stimuli=old, augment=lived_augmenters(mods))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from agent.core.state_check import check_arrays
+from agent.core.state_check import check_arrays, check_range
 
 DEFAULT_CAPACITY = 10_000  # stimuli kept per sense
 
@@ -70,6 +70,8 @@ class Experience:
             shape = ("n", *self.shape)
             check_arrays(state, {f"{prefix}.x": (self.dtype.kind, shape), f"{prefix}.t_ns": ("i", ("n",)),
                                  f"{prefix}.seen": ("i", ())}, prefix, optional=frozenset({f"{prefix}.seen"}))
+            if f"{prefix}.seen" in state:  # stimuli ever taken: at least the ones kept
+                check_range(state[f"{prefix}.seen"].reshape(1), len(state[f"{prefix}.x"]), 2**62, "seen", prefix)
 
     def load_state_dict(self, state: dict[str, np.ndarray], prefix: str) -> None:
         """Restore from `state_dict` arrays; absent keys (an older checkpoint) leave it empty."""
