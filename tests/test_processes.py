@@ -400,6 +400,21 @@ def test_a_flood_of_cluster_announcements_is_refused_and_counted_by_the_hub(runt
     assert procs.children["hub"].alive()
 
 
+def test_loss_is_counted_per_sender_and_one_message_cannot_claim_millions(runtime, test_images):
+    """Two senders with numberings of their own, interleaved: no loss. One skipped number: one
+    lost. A number 10^7 ahead: a fresh start (`sequence_jumps`), not ten million lost."""
+    addr, procs, client = runtime
+    m = MODALITIES[0]
+    worker = f"worker-{m}"
+    before = wait_stats(client, {worker: lambda v: True})[worker]
+    sends = [("cam-a", 0), ("cam-b", 100), ("cam-a", 1), ("cam-b", 101), ("cam-a", 3), ("cam-b", 10**7)]
+    for k, (source, mseq) in enumerate(sends):
+        client.send(Stimulus(m, time.time_ns(), 40_000 + k, test_images[m][k % 2], source=source, mseq=mseq))
+    wait_stats(client, {worker: lambda v: v["learned"] >= before["learned"] + len(sends)
+                        and v["lost"] == before["lost"] + 1
+                        and v["sequence_jumps"] == before["sequence_jumps"] + 1})
+
+
 @pytest.mark.parametrize("modality", MODALITIES)
 def test_wrong_shape_stimulus_is_rejected_not_fatal(runtime, modality):
     """A stimulus of the wrong shape gets an Excitation with cluster -1 and counts as rejected

@@ -325,7 +325,7 @@ STATS_FIELDS: dict[str, tuple] = {  # the fields processes and `cdz top` read; o
     **dict.fromkeys(("stalled", "eof", "playing", "finished", "sleeping"), _FLAG),
     **dict.fromkeys(("gen", "bad_messages", "stale_gen", "next_seq", "learned", "nodes", "clusters", "queue",
                      "processed", "sent", "acked", "total", "next", "experience", "recons", "rejected", "lost",
-                     "resent", "duplicates", "dropped_oldest"), _COUNT),
+                     "resent", "duplicates", "dropped_oldest", "sequence_jumps", "ahead", "refused_clusters"), _COUNT),
     **dict.fromkeys(("rate_per_s", "latency_p50_ms", "latency_p99_ms", "uptime_s", "fps"), _NUMBER),
 }
 

@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 BATCH = 256  # lossless: the most excitations sent in one batch
 HUB_RELOAD_WAIT_S = 10.0  # after a swap, how long new input waits for the hub's slept CDZ
+MAX_GAP = 10_000  # a gap in one sender's numbering above this is a fresh start, not loss (5 min of a 30 fps camera)
+MAX_SENDERS = 64  # senders whose numbering is followed at once
 
 
 def own_keys(modality: str) -> tuple[str, ...]:
@@ -79,11 +81,12 @@ class EncoderWorker(Service):
         self.learned = 0
         self.duplicates = 0
         self.dropped_oldest = 0
-        self.lost = 0  # gaps in the per-modality stimulus sequence
+        self.lost = 0  # gaps in each sender's stimulus numbering
         self.feedback_gaps = 0
         self.recons = 0
         self.recons_skipped = 0
-        self._next_mseq: int | None = None
+        self._next_mseq: dict[str, int] = {}  # per sender: the next stimulus number expected, newest last
+        self.sequence_jumps = 0  # senders that started numbering afresh
         self._last_recon = 0.0
         self.latency = Latency()  # stimulus event time -> excitation published (live clocks only)
         self._rate = _Rate()
@@ -121,7 +124,7 @@ class EncoderWorker(Service):
             self._advance(msg.seq, msg.t_ns)
 
     def _on_stimulus(self, stim: Stimulus) -> None:
-        self._count_gap(stim.mseq)
+        self._count_gap(stim.source, stim.mseq)
         if not self.lossless:
             self.live.append(stim)
             while len(self.live) > self.queue_max:
@@ -131,11 +134,19 @@ class EncoderWorker(Service):
         if not self.sequencer.offer(stim):
             self.duplicates += 1  # a resend after a stall, or a replay from before a rewind
 
-    def _count_gap(self, mseq: int) -> None:
-        if self._next_mseq is not None and mseq > self._next_mseq:
-            self.lost += mseq - self._next_mseq
-        if self._next_mseq is None or mseq >= self._next_mseq:
-            self._next_mseq = mseq + 1
+    def _count_gap(self, source: str, mseq: int) -> None:
+        """Count the stimuli a sender numbered but that never came, per sender. A gap above
+        MAX_GAP is a sender that started counting afresh (or a bogus number), counted as a
+        jump: one message cannot claim millions lost."""
+        expected = self._next_mseq.pop(source, None)
+        if expected is not None and mseq > expected:
+            if mseq - expected > MAX_GAP:
+                self.sequence_jumps += 1
+            else:
+                self.lost += mseq - expected
+        self._next_mseq[source] = mseq + 1 if expected is None or mseq >= expected else expected
+        while len(self._next_mseq) > MAX_SENDERS:  # the longest-silent sender is forgotten
+            del self._next_mseq[next(iter(self._next_mseq))]
 
     def _on_feedback(self, fb: Feedback) -> None:
         if not self.lossless:
@@ -184,7 +195,7 @@ class EncoderWorker(Service):
         self.live.clear()
         for batch in self.outbox.values():
             batch.clear()
-        self._next_mseq = None
+        self._next_mseq.clear()
         log.info("%s: rewound to checkpoint %d (generation %d)", self.name, step, gen)
         self.ready(step=step)
 
@@ -355,7 +366,7 @@ class EncoderWorker(Service):
     def stats(self) -> dict:
         return {"role": "worker", "modality": self.modality, "learned": self.learned,
                 "rate_per_s": self._rate.per_second(), "queue": len(self.sequencer.pending) + len(self.live),
-                "dropped_oldest": self.dropped_oldest, "lost": self.lost, "duplicates": self.duplicates,
+                "dropped_oldest": self.dropped_oldest, "lost": self.lost, "sequence_jumps": self.sequence_jumps, "duplicates": self.duplicates,
                 "feedback_gaps": self.feedback_gaps, "ran_ahead": self.sequencer.ran_ahead,
                 "waited": self.sequencer.waited, "rejected": self.rejected, "recons": self.recons,
                 "recons_skipped": self.recons_skipped, "nodes": self.cortex.n_nodes,
