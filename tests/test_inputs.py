@@ -4,8 +4,13 @@ found in issue 11 has its test here (settings, --overwrite, damaged run folders)
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -117,6 +122,39 @@ def test_overwrite_keeps_the_old_run_when_the_new_one_cannot_start(run_copy, tmp
         train(override(Config(), TINY), run_copy.path, progress=False, overwrite=True)
     assert _digest(run_copy.path) == before  # every file back, byte for byte; nothing left aside
     assert not [p for p in run_copy.path.iterdir() if p.name.startswith(".replaced-")]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
+def test_an_overwrite_killed_midway_gives_the_old_run_back(run_copy, data_dir, signum):
+    """SIGTERM: the old run is put back at once, as on Ctrl-C. SIGKILL leaves it aside; the next
+    command that opens the run puts it back and the run reads whole."""
+    (run_copy.path / "notes.txt").write_text("mine")
+    before = _digest(run_copy.path)
+    argv = [sys.executable, "-m", "tools.cli", "train", "--quiet", "--overwrite", "--out", str(run_copy.path)]
+    for s in [*TINY, "teacher.epochs=200"]:  # long enough to be killed while it learns
+        argv += ["--set", s]
+    proc = subprocess.Popen(argv, cwd=Path(__file__).resolve().parents[1], stderr=subprocess.PIPE,
+                            env={**os.environ, "CDZ_DATA_DIR": str(data_dir)})
+    try:
+        deadline = time.monotonic() + 120
+        def learning() -> bool:  # the old run set aside, and the new one's encoders trained
+            aside = [p for p in run_copy.path.iterdir() if p.name.startswith(".replaced-")]
+            return bool(aside) and (run_copy.path / "encoders" / "visual.pt").exists()
+
+        while not learning():
+            assert time.monotonic() < deadline and proc.poll() is None, "the new run never started"
+            time.sleep(0.05)
+        proc.send_signal(signum)
+        code = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == (143 if signum == signal.SIGTERM else -signal.SIGKILL), proc.stderr.read().decode()[-2000:]
+    if signum == signal.SIGKILL:
+        assert _digest(run_copy.path) != before  # half-made: the next command must notice
+        run_copy.config()
+    assert _digest(run_copy.path) == before
+    load_brain(run_copy)
 
 
 def test_overwrite_replaces_only_what_the_project_wrote(run_copy):

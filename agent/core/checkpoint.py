@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -133,12 +134,30 @@ class RunFolder:
     def config(self) -> Config:
         if not self.path.is_dir():
             raise RunError(f"no run folder at {self.path} (make one with `cdz train --out {self.path}`)")
+        self.recover_interrupted_overwrite()
         if not self.config_path.exists():
             raise RunError(f"{self.path} is not a run folder: config.toml is missing")
         try:
             return load_toml(self.config_path)
         except (KeyError, ValueError, TypeError) as e:
             raise RunError(f"bad config {self.config_path}: {e}") from None
+
+    def recover_interrupted_overwrite(self) -> None:
+        """Put back the old run that an `--overwrite` killed midway (SIGKILL, power loss) left aside,
+        removing the half-made new one. A run being replaced right now (its process alive) is left
+        alone; a finished overwrite leaves nothing aside."""
+        dead = [a for a in sorted(self.path.glob(f"{_ASIDE}*")) if not _alive(_owner(a))] if self.path.is_dir() else []
+        if len(dead) > 1:
+            raise RunError(f"{self.path} holds {len(dead)} runs put aside by interrupted overwrites "
+                           f"({', '.join(a.name for a in dead)}); keep the one you want by hand")
+        for aside in dead:
+            for entry in self.path.iterdir():
+                if written_by_us(entry.name) and not entry.name.startswith(_ASIDE):
+                    shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+            for entry in aside.iterdir():
+                os.replace(entry, self.path / entry.name)
+            aside.rmdir()
+            log.warning("%s: put back the run that an interrupted --overwrite had set aside", self.path)
 
     def log(self, text: str) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
@@ -285,6 +304,7 @@ def new_run(config: Config, out: Path | str, overwrite: bool) -> Iterator[RunFol
     existed = run.path.exists()
     if existed and not run.path.is_dir():
         raise RunError(f"{run.path} is a file, not a folder; choose another --out")
+    run.recover_interrupted_overwrite()
     aside: Path | None = None
     if existed and any(run.path.iterdir()):
         if not overwrite:
@@ -299,8 +319,9 @@ def new_run(config: Config, out: Path | str, overwrite: bool) -> Iterator[RunFol
             if entry != aside and written_by_us(entry.name) and not entry.name.startswith(_ASIDE):
                 os.replace(entry, aside / entry.name)
     try:
-        run.create(config)
-        yield run
+        with _terminate_as_exit():
+            run.create(config)
+            yield run
     except BaseException:
         for entry in run.path.iterdir():
             if written_by_us(entry.name) and not entry.name.startswith(_ASIDE):
@@ -314,6 +335,42 @@ def new_run(config: Config, out: Path | str, overwrite: bool) -> Iterator[RunFol
         raise
     if aside is not None:
         shutil.rmtree(aside, ignore_errors=True)
+
+
+def _owner(aside: Path) -> int:
+    """The process that set a run aside (its folder name ends in the pid); 0 if unreadable."""
+    tail = aside.name.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+@contextmanager
+def _terminate_as_exit() -> Iterator[None]:
+    """SIGTERM raises SystemExit(143) while a run is being replaced, so the old run is put back as
+    on Ctrl-C (only where nobody handles SIGTERM already, and only in the main thread)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _step_of(arrays: dict[str, np.ndarray], path: Path) -> int:
