@@ -20,6 +20,7 @@ from agent.core.checkpoint import MARKER, RunFolder
 from agent.core.config import Config, SettingsError, override
 from agent.core.storage import RunError, load_arrays, save_arrays
 from tools.cli import main
+from replay.datasets import DataMissingError
 from replay.pipeline import load_brain
 from tools.train import train
 
@@ -118,7 +119,7 @@ def test_overwrite_keeps_the_old_run_when_the_new_one_cannot_start(run_copy, tmp
     empty.mkdir()
     monkeypatch.setenv("CDZ_DATA_DIR", str(empty))
     monkeypatch.setenv("CDZ_NO_DOWNLOAD", "1")
-    with pytest.raises(Exception, match="(?i)data|mnist|fsdd"):
+    with pytest.raises(DataMissingError, match="(?i)data|mnist|fsdd"):
         train(override(Config(), TINY), run_copy.path, progress=False, overwrite=True)
     assert _digest(run_copy.path) == before  # every file back, byte for byte; nothing left aside
     assert not [p for p in run_copy.path.iterdir() if p.name.startswith(".replaced-")]
@@ -175,7 +176,7 @@ def test_a_run_that_fails_to_start_in_a_new_folder_leaves_nothing(tmp_path, monk
     empty.mkdir()
     monkeypatch.setenv("CDZ_DATA_DIR", str(empty))
     monkeypatch.setenv("CDZ_NO_DOWNLOAD", "1")
-    with pytest.raises(Exception):
+    with pytest.raises(DataMissingError, match="(?i)mnist|fsdd"):
         train(override(Config(), TINY), tmp_path / "new", progress=False)
     assert not (tmp_path / "new").exists()  # so the same --out works next time, without --overwrite
 
