@@ -209,6 +209,28 @@ def test_a_damaged_checkpoint_array_is_a_one_line_error_naming_the_checkpoint(ru
     assert err.startswith("cdz eval: error: damaged checkpoint") and err.count("\n") == 0
 
 
+def test_a_fifo_in_place_of_the_brain_is_refused_not_waited_on(run_copy, capsys):
+    path = run_copy.latest_checkpoint() / "brain.npz"
+    path.unlink()
+    os.mkfifo(path)
+    done = subprocess.run([sys.executable, "-m", "tools.cli", "eval", "--quiet", "--no-baselines", "--no-judges",
+                           "--run", str(run_copy.path)], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 2 and "not a regular file" in done.stderr, done.stderr[-1000:]
+
+
+@pytest.mark.parametrize("content", [b"garbage" * 10, b"PK\x03\x04" + bytes(60)])
+def test_a_damaged_encoder_is_one_line_without_torchs_advice(tmp_path, content):
+    from agent.core.autoencoder import load_autoencoder
+
+    path = tmp_path / "visual.pt"
+    path.write_bytes(content)
+    with pytest.raises(ValueError) as error:
+        load_autoencoder(path)
+    text = str(error.value)
+    assert text.count("\n") == 0 and str(path) in text and "weights_only" not in text, text
+
+
 def test_a_header_claiming_a_huge_array_is_refused_before_allocation(run_copy):
     import io
     import zipfile

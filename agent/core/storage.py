@@ -74,6 +74,8 @@ def load_arrays(path: Path, only: tuple[str, ...] | None = None) -> dict[str, np
     """Load an .npz written by `save_arrays`; never unpickles; clear error when damaged.
 
     `only`: key prefixes to read (None: every array); the others are not read at all."""
+    if Path(path).exists() and not Path(path).is_file():  # a FIFO or a device would block the read for ever
+        raise RunError(f"cannot read {path}: not a regular file")
     try:
         _check_headers(path)
         with np.load(path, allow_pickle=False) as data:
@@ -104,8 +106,10 @@ def load_torch(path: Path, what: str) -> dict[str, Any]:
         raise FileNotFoundError(f"no {what} file at {path}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt, truncated or foreign file
-        raise ValueError(f"{path} is not a readable {what} checkpoint: {type(e).__name__}: {e}") from e
+    except Exception as e:  # corrupt, truncated or foreign file: one line, not torch's advice to unpickle
+        text = str(e).split("WeightsUnpickler error:")[-1].strip()  # torch's own reason, not its advice
+        reason = text.splitlines()[0].split(". ")[0] if text else type(e).__name__
+        raise ValueError(f"{path} is not a readable {what} checkpoint: {reason}"[:300]) from None
     if not isinstance(payload, dict):
         raise ValueError(f"{path} is not a readable {what} checkpoint: not a dict")
     return payload
