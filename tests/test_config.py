@@ -131,7 +131,7 @@ def test_a_sense_table_is_set_field_by_field_and_a_new_sense_gets_one_from_defau
     cfg = override(Config(modalities=("visual", "audio", "touch")),
                    ["senses.audio.encoder.code_dim=16", "senses.touch.encoder.arch=linear"])
     audio = cfg.encoder("audio")
-    assert audio.code_dim == 16 and (audio.arch, audio.epochs, audio.batch_size) == ("conv", 20, 32)  # the rest kept
+    assert audio.code_dim == 16 and (audio.arch, audio.epochs, audio.batch_size, audio.channels) == ("conv", 20, 32, 16)  # the rest kept
     assert cfg.encoder("touch") == AutoencoderSettings(arch="linear")
     assert cfg.encoder("smell") == IDENTITY  # a sense with no table has no encoder
     assert cfg.senses["visual"] == Config().senses["visual"]
@@ -139,7 +139,7 @@ def test_a_sense_table_is_set_field_by_field_and_a_new_sense_gets_one_from_defau
 
 def test_a_sense_table_is_read_over_the_defaults_of_that_sense():
     cfg = from_dict(Config, {"senses": {"audio": {"encoder": {"epochs": 3}}}})
-    assert cfg.encoder("audio") == AutoencoderSettings(epochs=3, batch_size=32)  # audio's default batch, not the class's
+    assert cfg.encoder("audio") == AutoencoderSettings(epochs=3, batch_size=32, channels=16)  # audio's defaults, not the class's
     assert cfg.senses["visual"] == Config().senses["visual"]  # a sense not given keeps its table
 
 
@@ -149,7 +149,7 @@ def test_a_config_saved_before_the_senses_table_still_loads(tmp_path):
     cfg = load_toml(path)
     assert cfg.seed == 4
     assert cfg.encoder("visual") == AutoencoderSettings(epochs=2)
-    assert cfg.encoder("audio") == AutoencoderSettings(arch="linear", code_dim=8, epochs=20, batch_size=32)
+    assert cfg.encoder("audio") == AutoencoderSettings(arch="linear", code_dim=8, epochs=20, batch_size=32, channels=16)
     save_toml(cfg, path)
     assert "senses" in tomllib.loads(path.read_text()) and load_toml(path) == cfg
 
