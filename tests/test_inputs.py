@@ -84,6 +84,13 @@ def test_settings_across_fields_are_checked_too():
     assert override(Config(), ["cdz.window_s=2", "cortex.node_lr=1"]).cdz.window_s == 2.0  # ints are numbers
 
 
+@pytest.mark.parametrize("text", ["", "# nothing here\n", "\xff\xfe"])
+def test_an_emptied_config_toml_is_a_run_error_not_the_defaults(run_copy, text):
+    run_copy.config_path.write_bytes(text.encode("latin-1"))
+    with pytest.raises(RunError, match="bad config .*config.toml"):
+        run_copy.config()
+
+
 def test_a_damaged_config_toml_is_a_run_error_naming_it(run_copy):
     run_copy.config_path.write_text(run_copy.config_path.read_text().replace("node_lr = 0.04", 'node_lr = "x"'))
     with pytest.raises(RunError, match="config.toml.*cortex.node_lr"):
@@ -199,6 +206,9 @@ def _damage_array(run: RunFolder, key: str, change) -> Path:
     ("cortex.visual.pos", lambda a: np.full_like(a, np.nan), "NaN"),
     ("cdz.W.visual.audio", lambda a: a.astype(np.int64), "W.visual.audio"),
     ("rejected", lambda a: np.zeros(3), "rejected"),
+    ("cortex.visual.link", np.zeros_like, "links to no cluster"),  # was recall 0.000 with exit 0
+    ("cortex.audio.link", lambda a: -a, "negative"),
+    ("cdz.W.visual.audio", lambda a: a - 1.0, "negative"),
 ])
 def test_a_damaged_checkpoint_array_is_a_one_line_error_naming_the_checkpoint(run_copy, capsys, key, change, says):
     path = _damage_array(run_copy, key, change)

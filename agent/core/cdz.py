@@ -24,7 +24,7 @@ import numpy as np
 from agent.core.config import CDZSettings
 from agent.core.cortex import certainty, drop_columns_
 from agent.core.messages import ClusterChange, Excitation, Feedback, to_ns
-from agent.core.state_check import check_arrays, check_ids, check_range
+from agent.core.state_check import StateError, check_arrays, check_ids, check_range
 
 log = logging.getLogger(__name__)
 
@@ -350,6 +350,11 @@ class CDZ:
         check_arrays(state, spec | {"t_max": ("f", ())}, "cdz")
         for m in self.modalities:
             check_ids(state[f"ids.{m}"], 2**62, f"cluster ids of {m}", "cdz")
+            if (state[f"ids.{m}"] >= 0).sum() > self.max_clusters:
+                raise StateError(f"cdz: more than {self.max_clusters} clusters of {m}")
+        for a, b in self.pairs:  # connections only ever grow from zero and are renormalised
+            if state[f"W.{a}.{b}"].size and float(state[f"W.{a}.{b}"].min()) < 0:
+                raise StateError(f"cdz: W.{a}.{b} holds negative connections")
         check_range(state["recent.modality"], 0, len(self.modalities), "recent.modality", "cdz")
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:

@@ -22,6 +22,7 @@ import shutil
 import signal
 import threading
 import time
+import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -138,9 +139,11 @@ class RunFolder:
         if not self.config_path.exists():
             raise RunError(f"{self.path} is not a run folder: config.toml is missing")
         try:
+            if not tomllib.loads(self.config_path.read_text()):  # a run writes every setting: none is damage
+                raise RunError(f"bad config {self.config_path}: it holds no settings (emptied?)")
             return load_toml(self.config_path)
-        except (KeyError, ValueError, TypeError) as e:
-            raise RunError(f"bad config {self.config_path}: {e}") from None
+        except (KeyError, ValueError, TypeError, UnicodeDecodeError) as e:
+            raise RunError(f"bad config {self.config_path}: {e}"[:300]) from None
 
     def recover_interrupted_overwrite(self) -> None:
         """Put back the old run that an `--overwrite` killed midway (SIGKILL, power loss) left aside,

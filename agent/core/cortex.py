@@ -527,6 +527,11 @@ class Cortex:
         check_ids(state["cluster_id"], next_cluster, "cluster ids", where)
         check_range(state["fb_keys"][:, 0], 0, dims["N"], "feedback node slots", where)
         check_range(state["fb_keys"][:, 1], 0, dims["C"], "feedback cluster slots", where)
+        link, alive = state["link"], state["node_id"] >= 0
+        if link.size and float(link.min()) < 0:
+            raise StateError(f"{where}: node->cluster links must not be negative")
+        if alive.any() and float(link[alive].sum(1).min()) <= 0:  # every live node belongs to some cluster
+            raise StateError(f"{where}: a live node links to no cluster (a zeroed link row)")
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         self.check_state(state)  # all or nothing: nothing below runs on a damaged state
