@@ -16,6 +16,7 @@ import hashlib
 import os
 import re
 import shutil
+import sys
 import tempfile
 import urllib.request
 import zipfile
@@ -274,6 +275,10 @@ def _locate(dataset: str, names: Sequence[str], download: bool,
         why = ("Downloading is disabled (CDZ_NO_DOWNLOAD is set)." if download
                else "Downloading is disabled (download=False).")
         raise DataMissingError(_missing_message(dataset, missing, why))
+    source = {"mnist": MNIST_URL, "fsdd": FSDD_URL}.get(dataset, "the internet")
+    print(f"{dataset.upper()} is not in {', '.join(str(d) for d in data_dirs())}: downloading it from {source} "
+          f"into {cache_dir() / dataset} (set CDZ_NO_DOWNLOAD=1 to forbid, CDZ_DATA_DIR to use a copy)",
+          file=sys.stderr, flush=True)
     try:
         return downloader()
     except DataCorruptError as exc:

@@ -113,7 +113,7 @@ def _no_network(*args, **kwargs):
     raise urllib.error.URLError("network is unreachable (test)")
 
 
-def test_failed_download_is_data_missing(monkeypatch, tmp_path):
+def test_failed_download_is_data_missing(monkeypatch, tmp_path, capsys):
     monkeypatch.delenv("CDZ_NO_DOWNLOAD", raising=False)
     monkeypatch.setenv("CDZ_DATA_DIR", str(tmp_path / "none"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
@@ -121,6 +121,8 @@ def test_failed_download_is_data_missing(monkeypatch, tmp_path):
     with pytest.raises(ds.DataMissingError) as err:
         ds.load_mnist("test")
     assert "unreachable" in str(err.value) and "CDZ_DATA_DIR" in str(err.value)
+    said = capsys.readouterr().err  # before any byte was asked for, the user was told where from and why
+    assert "downloading it from https://" in said and "CDZ_NO_DOWNLOAD" in said and str(tmp_path / "none") in said
     assert not list((tmp_path / "xdg").rglob("*.gz")), "no partial download may be left"
 
 
