@@ -261,6 +261,7 @@ def test_a_missing_latest_falls_back_to_the_newest_complete_checkpoint(run_copy,
     assert run_copy.latest_checkpoint().name == f"{step + 1:012d}"
     assert "LATEST is missing or names no checkpoint" in caplog.text
     assert load_brain(run_copy).learned == step + 1
+    assert caplog.text.count("LATEST is missing") == 1  # said once, however often the run is opened
 
 
 def test_a_bad_state_changes_nothing_in_a_loaded_brain(run_copy):

@@ -41,6 +41,7 @@ MARKER = ".cdz-run"  # a run folder's mark that this project made it: only such 
 WRITTEN = frozenset({MARKER, "config.toml", "encoders", "encodings.npz", "stream.npz", "checkpoints", "metrics.json",
                      "log.txt", "plots", "recall", "judges", "logs"})  # every entry the project writes into a run folder
 _ASIDE = ".replaced-"
+_WARNED: set[tuple[Path, Path]] = set()  # LATEST fallbacks already warned about
 
 
 CDZ_PART = "cdz"  # a checkpoint's arrays are "<part>.<name>": the hub's CDZ, and one cortex per sense
@@ -240,7 +241,8 @@ class RunFolder:
         except (OSError, UnicodeDecodeError):
             named = None
         whole = [f for f in complete if (f / "brain.npz").exists()]
-        if whole and (named is None or named not in whole):
+        if whole and (named is None or named not in whole) and (latest, whole[-1]) not in _WARNED:
+            _WARNED.add((latest, whole[-1]))  # once per process: every load asks again
             log.warning("%s: %s is missing or names no checkpoint; using the newest complete one, %s",
                         self.path, latest, whole[-1].name)
         return complete[-1]
