@@ -65,8 +65,8 @@ import threading  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from agent.runtime.bus import BusClient  # noqa: E402
-from agent.core.messages import Stats  # noqa: E402
+from agent.runtime.bus import BusClient, BusError  # noqa: E402
+from agent.core.messages import Control, Stats  # noqa: E402
 
 try:
     from tests.processes import wait_for
@@ -135,9 +135,19 @@ def test_cdz_live_sees_hears_recalls_and_checkpoints(tmp_path, data_dir, pulse_s
         line = wait_for(lambda: next((x for x in err_lines if "running on" in x), None) or live.poll() is not None,
                         90, "`cdz live` to say it is running")
         assert isinstance(line, str), "".join(err_lines)[-3000:]
-        bus = re.search(r"running on (\S+)", line).group(1)
+        bus, keys = re.search(r"running on (\S+) with the keys in (\S+)", line).groups()
+        # its bus is keyed for this session: a process without the keys hears nothing, and its stop
+        # (which would end every process) never arrives
+        intruder = BusClient(bus, "intruder", [b"stats"])
+        try:
+            with pytest.raises(BusError, match="no answer"):
+                intruder.handshake(timeout_s=3)
+            for _ in range(20):
+                intruder.send(Control("stop", {}, source="intruder"))
+        finally:
+            intruder.close()
         # ... and the microphone listens: it publishes stats only once its device delivers sound
-        listener = BusClient(bus, "test", [b"stats"])
+        listener = BusClient(bus, "test", [b"stats"], keys=keys)
         try:
             listener.handshake(timeout_s=30)
 

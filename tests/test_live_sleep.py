@@ -63,7 +63,7 @@ def live_session(run: RunFolder, during: Callable[[object], None] = lambda agent
     sent_at: list[float] = []
 
     def senses() -> None:
-        client = BusClient(agent.bus, "senses", [b"stats"])
+        client = BusClient(agent.bus, "senses", [b"stats"], keys=agent.keys)
         try:
             client.handshake(timeout_s=20)
             end, k = time.monotonic() + seconds, 0

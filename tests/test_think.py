@@ -242,7 +242,7 @@ def seed_from(loop: ThoughtLoop, path: Path) -> None:
 def thinker(agent, **kw) -> ThoughtLoop:
     from agent.runtime.bus import BusClient
 
-    client = BusClient(agent.bus, "thinker", [b"recon.", b"excite.", b"stimulus."])
+    client = BusClient(agent.bus, "thinker", [b"recon.", b"excite.", b"stimulus."], keys=agent.keys)
     client.handshake(timeout_s=30)
     return ThoughtLoop(client, MODALITIES, SHAPES, **kw)
 
@@ -312,7 +312,7 @@ def test_recollections_of_thoughts_are_marked_as_thoughts(live, seed_png):
     chain causes arrives marked as a thought of the right depth (the viewer labels it)."""
     from agent.runtime.bus import BusClient
 
-    listener = BusClient(live.bus, "listener", [b"recon."])
+    listener = BusClient(live.bus, "listener", [b"recon."], keys=live.keys)
     listener.handshake(timeout_s=30)
     loop = thinker(live, rate=4.0, max_depth=4)
     try:
@@ -339,7 +339,7 @@ def test_real_input_interrupts_a_chain_on_the_bus_and_seeds_the_next(live, seed_
     ready, done = threading.Event(), threading.Event()
 
     def outsider() -> None:
-        client = BusClient(live.bus, "camera-ish", [b"stimulus."])
+        client = BusClient(live.bus, "camera-ish", [b"stimulus."], keys=live.keys)
         try:
             client.handshake(timeout_s=30)
             ready.set()

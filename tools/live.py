@@ -132,6 +132,11 @@ class LiveAgent:
     def restarts(self) -> list[dict]:
         return self.supervisor.report.restarts
 
+    @property
+    def keys(self) -> Path | None:
+        """The key folder of the bus this agent started (None: a bus the user named, unkeyed)."""
+        return self.supervisor.keys
+
     def start(self, timeout_s: float = 60.0) -> None:
         self.supervisor.start_timeout_s = timeout_s
         self.supervisor.start()
@@ -305,7 +310,8 @@ def run(args: argparse.Namespace) -> int:
 
         events = EventLog(out, config.modalities, run_names(run_folder)) if out else None
         agent.start()
-        print(f"cdz live: running on {agent.bus} ({', '.join(agent.children)}); Ctrl-C stops"
+        keyed = "" if agent.keys is None else f" with the keys in {agent.keys}"
+        print(f"cdz live: running on {agent.bus}{keyed} ({', '.join(agent.children)}); Ctrl-C stops"
               f"{'' if args.duration is None else f' (or after {args.duration:.0f} s)'}", file=sys.stderr)
         agent.run_for(args.duration, events)
     finally:

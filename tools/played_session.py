@@ -72,8 +72,10 @@ def play_session(agent: LiveAgent, playlist: Playlist, path: Path, tally: Sessio
     runs behind would reach the hub too late to pair, by a margin that depends on timing."""
     write_stimuli(path, (playlist.stimulus(j, source="session") for j in range(len(playlist))),
                   metadata={"what": "show-and-tell session", "stimuli": str(len(playlist))})
-    player = Child("session-player", ["play", str(path), "--bus", agent.bus, "--speed", "0", "--clock", "event",
-                                      "--follow", str(FOLLOW), "--quiet"], agent.run.path / "logs" / "session-player.log")
+    keyed = [] if agent.keys is None else ["--keys", str(agent.keys)]
+    player = Child("session-player", ["play", str(path), "--bus", agent.bus, *keyed, "--speed", "0", "--clock",
+                                      "event", "--follow", str(FOLLOW), "--quiet"],
+                   agent.run.path / "logs" / "session-player.log")
     n = len(playlist)
     t0 = time.monotonic()
     player.start()
@@ -92,9 +94,10 @@ def play_session(agent: LiveAgent, playlist: Playlist, path: Path, tally: Sessio
 class LiveFeed(threading.Thread):
     """Stimuli stamped with the wall clock at live rates, on its own bus client (the sensors)."""
 
-    def __init__(self, bus: str, stimuli: dict[str, np.ndarray], first_mseq: dict[str, int], seed: int = 0):
+    def __init__(self, bus: str, stimuli: dict[str, np.ndarray], first_mseq: dict[str, int], seed: int = 0,
+                 keys: Path | None = None):
         super().__init__(daemon=True)
-        self.bus, self.stimuli, self.first_mseq = bus, stimuli, first_mseq
+        self.bus, self.keys, self.stimuli, self.first_mseq = bus, keys, stimuli, first_mseq
         self.rng = np.random.default_rng(seed)
         self.sent = dict.fromkeys(stimuli, 0)
         self.stopping = threading.Event()
@@ -102,7 +105,7 @@ class LiveFeed(threading.Thread):
 
     def run(self) -> None:
         try:
-            client = BusClient(self.bus, "feed", [])
+            client = BusClient(self.bus, "feed", [], keys=self.keys)
             try:
                 client.handshake(timeout_s=20)
                 self._feed(client)
@@ -131,7 +134,7 @@ class LiveFeed(threading.Thread):
 def sleep_awake(agent: LiveAgent, tally: SessionTally, feed_stimuli: dict[str, np.ndarray],
                 first_mseq: dict[str, int], timeout_s: float = 600.0, after_s: float = 3.0) -> dict:
     """Sleep while awake under a live feed; the sleep's length, the latency during it and what was lost."""
-    feed = LiveFeed(agent.bus, feed_stimuli, first_mseq)
+    feed = LiveFeed(agent.bus, feed_stimuli, first_mseq, keys=agent.keys)
     feed.start()
     agent.run_for(0.5, tally)  # the feed is running (reading the bus all along: a pause here would count)
     agent.sleep_every_s = agent.sleep_every_s or 1e9  # one sleep, asked for here

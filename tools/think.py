@@ -216,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
         if agent is not None:
             agent.start()
         client = BusClient(args.bus or agent.bus, "thinker", hears("thinker"),
-                           keys=getattr(args, "keys", None))
+                           keys=getattr(args, "keys", None) if agent is None else agent.keys)
         client.handshake(timeout_s=30.0)
         quiet = getattr(args, "quiet", False)
         loop = ThoughtLoop(client, tuple(config.modalities), shapes, rate=args.rate, max_depth=args.max_depth,

@@ -27,6 +27,7 @@ import os
 import re
 import socket
 import stat
+import tempfile
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, replace
@@ -131,6 +132,12 @@ class Keys:
         if bus_sec is None or cli_sec is None:
             raise BusError(f"{folder} lacks secret keys; make them with `cdz keys {folder}`")
         return cls(folder, bus_pub, bus_sec, cli_pub, cli_sec)
+
+
+def session_keys() -> Path:
+    """Fresh key pairs for one run's own bus, in a private folder (0700) only this user can read:
+    a process without them cannot stop, rewind or feed the run. Remove it when the run ends."""
+    return make_keys(Path(tempfile.mkdtemp(prefix="cdz-keys-")))  # mkdtemp makes it 0700
 
 
 def make_keys(folder: Path | str) -> Path:

@@ -17,6 +17,7 @@ children also get SIGTERM if the supervisor itself dies (see `agent.runtime.laun
 from __future__ import annotations
 
 import logging
+import shutil
 import signal
 import time
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from agent.core.checkpoint import RunFolder
 from agent.core.messages import Control, Stats
-from agent.runtime.bus import BusClient
+from agent.runtime.bus import BusClient, session_keys
 from agent.runtime.launcher import Child, LaunchError, await_ready, start_bus, stop_children
 from agent.runtime.topology import Role, hears
 
@@ -47,12 +48,16 @@ class Supervisor:
 
     def __init__(self, run: RunFolder, roles: list[Role], *, lossless: bool, bus: str | None = None,
                  name: str | None = None, extra: dict[str, list[str]] | None = None, start_timeout_s: float = 60.0,
-                 logs: Path | None = None, own_bus: bool = True):
+                 logs: Path | None = None, own_bus: bool = True, secure: bool = True):
         self.run = run
         self.roles = roles
         self.lossless = lossless
         self.bus = bus  # None: a bus on free ports, started with the children
         self.own_bus = own_bus  # False: the bus at `bus` runs already, and outlives this supervisor
+        # a bus on free ports of our own is keyed for this run alone (`session_keys`); a bus the user
+        # named is the user's set-up, keyed or not as they made it
+        self.secure = secure and bus is None
+        self.keys: Path | None = None
         if not own_bus and bus is None:
             raise ValueError("own_bus=False needs the address of the running bus")
         self.name = name or ("launcher" if lossless else "live")
@@ -78,15 +83,18 @@ class Supervisor:
         others (senses, views, the thinker), so a sensor never streams before the brain listens: a
         camera on a video file would lose its first cards. Lossless: everyone is then told go."""
         bus_log = self.logs / ("bus.log" if self.lossless else "live-bus.log")
+        if self.secure and self.keys is None:
+            self.keys = session_keys()
+        keyed = ["--keys", str(self.keys)] if self.keys is not None else []
         if self.bus is None:
-            self.bus_child, self.bus = start_bus(bus_log, timeout_s=self.start_timeout_s)
+            self.bus_child, self.bus = start_bus(bus_log, extra=keyed, timeout_s=self.start_timeout_s)
         elif self.own_bus:
-            self.bus_child = Child("bus", ["bus", "--bus", self.bus], bus_log)
+            self.bus_child = Child("bus", ["bus", "--bus", self.bus, *keyed], bus_log)
             self.bus_child.start()
-        self.client = BusClient(self.bus, self.name, hears(self.name))
+        self.client = BusClient(self.bus, self.name, hears(self.name), keys=self.keys)
         self.client.handshake(timeout_s=self.start_timeout_s)
         for role in self.roles:
-            self.children[role.name] = Child(role.name, [*role.command, "--bus", self.bus,
+            self.children[role.name] = Child(role.name, [*role.command, "--bus", self.bus, *keyed,
                                                          *self.extra.get(role.name, [])], self.logs / role.log)
         essential = set(self.essential)
         for name, child in self.children.items():
@@ -128,6 +136,9 @@ class Supervisor:
             self.client = None
         if self.bus_child is not None:
             self.bus_child.stop()
+        if self.keys is not None:
+            shutil.rmtree(self.keys, ignore_errors=True)
+            self.keys = None
 
     # ------------------------------------------------------------------ the policies
     def tend(self) -> None:
