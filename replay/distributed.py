@@ -71,13 +71,14 @@ def distributed_train(config, out: Path | str, *, progress: bool = True, overwri
 
 def learn_distributed(run: RunFolder, stream, *, on_start: Callable[[Supervisor], None] | None = None,
                       bus: str | None = None, checkpoint_every: int = 20_000, speed: float = 0.0, window: int = 256,
-                      progress: bool = True) -> SupervisorReport:
+                      progress: bool = True, secure: bool = True) -> SupervisorReport:
     """The whole stream through the runtime processes, refining between segments.
 
     At each refinement point (`refine.at`) the processes stop at that stream position,
     the refinement runs here with the same code as `cdz train` (`replay.pipeline.Refinements`),
     and the processes start again from its checkpoint with the new encoders.
-    `on_start` is called with each segment's supervisor once its children run.
+    `on_start` is called with each segment's supervisor once its children run. A bus of its
+    own is keyed for the run (`secure=False`: not, for the benchmark's comparison).
     """
     config = run.config()
     phases = Refinements(config, run, stream, from_files=True)
@@ -85,7 +86,7 @@ def learn_distributed(run: RunFolder, stream, *, on_start: Callable[[Supervisor]
     for end in [p for p in phases.points if 0 < p < len(stream)] + [len(stream)]:
         roles = lossless_roles(run.path, config.modalities, total=end, checkpoint_every=checkpoint_every,
                                window=window, speed=speed)
-        sup = Supervisor(run, roles, lossless=True, bus=bus)
+        sup = Supervisor(run, roles, lossless=True, bus=bus, secure=secure)
         try:
             sup.start()
             if on_start is not None:

@@ -40,13 +40,14 @@ def test_bench_pipeline_runs_and_reports_its_keys(pipeline):
                            "identical_to_in_process", "latency_samples", "live_sent", "zmq_samples"}
     assert result["stimuli"] > 0 and result["pairs"] > 0 and result["lost_stimuli"] == 0
     assert result["identical_to_in_process"] is True
-    for key in ("lossless_pairs_per_s", "lossless_stimuli_per_s", "in_process_stimuli_per_s"):
+    for key in ("lossless_pairs_per_s", "lossless_stimuli_per_s", "in_process_stimuli_per_s",
+                "lossless_pairs_per_s_unkeyed"):
         assert result[key] > 0, key
     assert set(result["live_sent"]) == {"visual", "audio"} and min(result["live_sent"].values()) > 0
     assert result["live_rates_hz"] == {"visual": 30.0, "audio": 2.0}  # each sense at its declared live rate
     assert result["live_sent"]["visual"] > result["live_sent"]["audio"]
     assert result["latency_samples"] > 0 and result["zmq_samples"] > 0
-    for key in ("latency_ms", "zmq_baseline_ms"):
+    for key in ("latency_ms", "latency_ms_unkeyed", "zmq_baseline_ms"):
         p50, p99 = result[key]["p50"], result[key]["p99"]
         assert math.isfinite(p50) and 0 < p50 <= p99, (key, result[key])
 

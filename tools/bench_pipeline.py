@@ -14,18 +14,23 @@ Three measurements in one run, on one machine, so their ratios mean something:
 3. the bare ZeroMQ floor: a round trip through the same bus of messages of the
    same sizes (a 28x28 image out, a 64x64 spectrogram back: two bus hops) to an
    echo process, at the same pace.
+
+Each of the first two runs on a keyed bus (CurveZMQ, as `cdz replay --distributed`
+and `cdz live` key their own bus) and again on a plain one, so the cost of the
+keys is measured in the same run.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from agent.runtime.bus import BusClient
+from agent.runtime.bus import BusClient, session_keys
 from agent.core.checkpoint import RunFolder
 from agent.runtime.launcher import start_bus
 from agent.runtime.supervisor import Supervisor
@@ -45,17 +50,21 @@ def _percentiles(ms: list[float]) -> dict[str, float]:
 
 
 def bench_lossless(out: Path, progress: bool, settings: list[str] | None = None) -> dict:
-    """Learn a small real stream through the processes, then in-process; rates and identity.
+    """Learn a small real stream through the processes (on a keyed bus, as `cdz replay
+    --distributed` does, and again on a plain one), then in-process; rates and identity.
     `settings`: config overrides for the run (default BENCH_SETTINGS; tests pass a tiny one)."""
     from agent.core.brain import learn_stream
     from agent.core.config import Config, override
-    from replay.distributed import distributed_train
-    from replay.pipeline import Encodings, build_brain, build_stream
+    from replay.distributed import finish_distributed, learn_distributed, prepare_distributed
+    from replay.pipeline import Encodings, build_brain
 
     config = override(Config(), BENCH_SETTINGS if settings is None else settings)
-    run, info = distributed_train(config, out / "run", progress=progress, overwrite=True)
+    run, stream, t_enc = prepare_distributed(config, out / "run", progress=progress, overwrite=True)
+    shutil.rmtree(out / "plain", ignore_errors=True)
+    plain = RunFolder(shutil.copytree(run.path, out / "plain"))  # the same start, for the unkeyed bus
+    info = finish_distributed(run, stream, learn_distributed(run, stream, progress=progress), t_enc)
+    plain_wall = learn_distributed(plain, stream, progress=progress, secure=False).wall_s
     enc = Encodings.load(run, config.modalities)
-    stream = build_stream(config, enc)
     events = np.bincount(stream.event)
     pairs = int((events >= 2).sum())
     brain = build_brain(config, enc, stream)
@@ -67,19 +76,22 @@ def bench_lossless(out: Path, progress: bool, settings: list[str] | None = None)
     identical = all(np.array_equal(v, state[k]) for k, v in reference.items() if k in state)
     wall = info["stream_wall_s"]
     return {"run": run, "lossless_pairs_per_s": pairs / wall, "lossless_stimuli_per_s": len(stream) / wall,
+            "lossless_pairs_per_s_unkeyed": pairs / plain_wall,
             "in_process_stimuli_per_s": len(stream) / in_process_s, "stimuli": len(stream), "pairs": pairs,
             "lost_stimuli": info["lost_stimuli"], "identical_to_in_process": bool(identical)}
 
 
-def bench_live(run: RunFolder, seconds: float, bus: str) -> dict:
-    """Live hub and workers on a trained run: capture -> cross-modal reconstruction latency."""
+def bench_live(run: RunFolder, seconds: float, bus: str, keys: Path | None = None) -> dict:
+    """Live hub and workers on a trained run: capture -> cross-modal reconstruction latency
+    (`keys`: the folder of a keyed bus)."""
     from replay.senses import sense
     from replay.splits import load_splits
 
     config = run.config()
     test = load_splits(config, "test")
-    agent = Supervisor(run, live_roles(run.path, config.modalities), lossless=False, bus=bus, own_bus=False)
-    client = BusClient(bus, "bench", [b"recon."])
+    agent = Supervisor(run, live_roles(run.path, config.modalities), lossless=False, bus=bus, own_bus=False,
+                       keys=keys)
+    client = BusClient(bus, "bench", [b"recon."], keys=keys)
     try:
         client.handshake()
         agent.start()
@@ -185,14 +197,24 @@ def bench_pipeline(seconds: float = 10.0, out: Path | None = None, progress: boo
         folder = Path(out) if out else Path(tmp)
         lossless = bench_lossless(folder, progress, settings)
         run = lossless.pop("run")
+        keys = session_keys()
+        try:  # the live path on a keyed bus, as `cdz live` runs it, then on a plain one
+            bus_child, bus = start_bus(run.path / "logs" / "bench-keyed-bus.log", extra=["--keys", str(keys)])
+            try:
+                live = bench_live(run, seconds, bus, keys)
+            finally:
+                bus_child.stop()
+        finally:
+            shutil.rmtree(keys, ignore_errors=True)
         bus_child, bus = start_bus(run.path / "logs" / "bench-bus.log")
         try:
-            live = bench_live(run, seconds, bus)
+            plain = bench_live(run, seconds, bus)
             zmq_rt = bench_zmq(bus, seconds / 2)
         finally:
             bus_child.stop()
     return {"lossless_pairs_per_s": lossless.pop("lossless_pairs_per_s"), "latency_ms": live.pop("latency_ms"),
-            "zmq_baseline_ms": zmq_rt.pop("zmq_baseline_ms"), **lossless, **live, **zmq_rt}
+            "zmq_baseline_ms": zmq_rt.pop("zmq_baseline_ms"), "latency_ms_unkeyed": plain["latency_ms"],
+            **lossless, **live, **zmq_rt}
 
 
 def format_pipeline(r: dict) -> str:
@@ -205,5 +227,9 @@ def format_pipeline(r: dict) -> str:
         f"{' + '.join(f'{hz:g}/s {m}' for m, hz in r.get('live_rates_hz', {}).items())})",
         f"bare ZeroMQ floor    p50 {r['zmq_baseline_ms']['p50']:6.2f} ms  p99 {r['zmq_baseline_ms']['p99']:6.2f} ms   "
         f"(round trip through the same bus, same message sizes, {r['zmq_samples']} samples)",
+        f"keys cost            lossless {r['lossless_pairs_per_s']:.0f} vs {r['lossless_pairs_per_s_unkeyed']:.0f} "
+        f"pairs/s unkeyed; live p50 {r['latency_ms']['p50']:.2f} vs {r['latency_ms_unkeyed']['p50']:.2f} ms, "
+        f"p99 {r['latency_ms']['p99']:.2f} vs {r['latency_ms_unkeyed']['p99']:.2f} ms unkeyed "
+        "(CurveZMQ on the run's own bus)",
     ]
     return "\n".join(lines)

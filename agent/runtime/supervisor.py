@@ -48,7 +48,7 @@ class Supervisor:
 
     def __init__(self, run: RunFolder, roles: list[Role], *, lossless: bool, bus: str | None = None,
                  name: str | None = None, extra: dict[str, list[str]] | None = None, start_timeout_s: float = 60.0,
-                 logs: Path | None = None, own_bus: bool = True, secure: bool = True):
+                 logs: Path | None = None, own_bus: bool = True, secure: bool = True, keys: Path | None = None):
         self.run = run
         self.roles = roles
         self.lossless = lossless
@@ -56,8 +56,9 @@ class Supervisor:
         self.own_bus = own_bus  # False: the bus at `bus` runs already, and outlives this supervisor
         # a bus on free ports of our own is keyed for this run alone (`session_keys`); a bus the user
         # named is the user's set-up, keyed or not as they made it
-        self.secure = secure and bus is None
-        self.keys: Path | None = None
+        self.secure = secure and bus is None and keys is None
+        self.keys: Path | None = keys  # the key folder of the bus at `bus`, if it is keyed
+        self._own_keys = False
         if not own_bus and bus is None:
             raise ValueError("own_bus=False needs the address of the running bus")
         self.name = name or ("launcher" if lossless else "live")
@@ -84,7 +85,7 @@ class Supervisor:
         camera on a video file would lose its first cards. Lossless: everyone is then told go."""
         bus_log = self.logs / ("bus.log" if self.lossless else "live-bus.log")
         if self.secure and self.keys is None:
-            self.keys = session_keys()
+            self.keys, self._own_keys = session_keys(), True
         keyed = ["--keys", str(self.keys)] if self.keys is not None else []
         if self.bus is None:
             self.bus_child, self.bus = start_bus(bus_log, extra=keyed, timeout_s=self.start_timeout_s)
@@ -136,9 +137,9 @@ class Supervisor:
             self.client = None
         if self.bus_child is not None:
             self.bus_child.stop()
-        if self.keys is not None:
+        if self._own_keys:
             shutil.rmtree(self.keys, ignore_errors=True)
-            self.keys = None
+            self.keys, self._own_keys = None, False
 
     # ------------------------------------------------------------------ the policies
     def tend(self) -> None:
