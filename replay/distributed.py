@@ -34,7 +34,7 @@ def prepare_distributed(config, out: Path | str, *, progress: bool = True, overw
     t0 = time.perf_counter()
     with new_run(config, out, overwrite) as run:  # an old run there is deleted once this has started
         enc = train_encoders(config, run, progress)
-    stream = build_stream(config, enc)
+        stream = build_stream(config, enc)
     run.save_checkpoint(0, build_brain(config, enc, stream).state_dict())
     return run, stream, time.perf_counter() - t0
 

@@ -18,7 +18,7 @@ import numpy as np
 from agent.core.autoencoder import encode, load_autoencoder, save_autoencoder, train_autoencoder
 from agent.core.brain import Brain
 from agent.core.checkpoint import RunError, RunFolder, cortex_part, load_arrays, save_arrays
-from agent.core.config import Config
+from agent.core.config import Config, SettingsError
 from agent.core.state_check import StateError, check_arrays
 from replay.senses import make_augmenters
 from replay.splits import load_splits, load_splits_x
@@ -55,7 +55,16 @@ class Encodings:
 
 
 def build_stream(config: Config, enc: Encodings) -> Stream:
-    return teaching_stream(config, enc.train_y)
+    """The teacher's stream; a SettingsError if some sense would be shown nothing before the
+    first refinement (which needs nodes in every sense) or at all."""
+    stream = teaching_stream(config, enc.train_y)
+    first = min((int(round(a * len(stream))) for a in config.refine.at), default=len(stream))
+    shown = set(np.unique(stream.modality[:first]).tolist())
+    silent = [m for k, m in enumerate(stream.modalities) if k not in shown]
+    if silent:
+        raise SettingsError(f"teacher.epochs={config.teacher.epochs:g} makes a stream of {len(stream)} stimuli that "
+                            f"shows no {silent[0]} stimulus before its first refinement: raise teacher.epochs")
+    return stream
 
 
 def build_brain(config: Config, enc: Encodings, stream: Stream) -> Brain:

@@ -178,6 +178,18 @@ def test_overwrite_replaces_only_what_the_project_wrote(run_copy):
     assert not [p for p in run_copy.path.iterdir() if p.name.startswith(".replaced-")]
 
 
+def test_a_stream_too_short_to_show_every_sense_is_one_line_and_leaves_nothing(tmp_path, capsys, data_dir,
+                                                                              monkeypatch):
+    monkeypatch.setenv("CDZ_DATA_DIR", str(data_dir))
+    argv = ["train", "--quiet", "--out", str(tmp_path / "new")]
+    for s in [*TINY, "teacher.epochs=0.002", "refine.at=[0.4]"]:  # was: "the cortex has no nodes yet", a half-made folder
+        argv += ["--set", s]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "teacher.epochs" in err, err
+    assert not (tmp_path / "new").exists()
+
+
 def test_a_run_that_fails_to_start_in_a_new_folder_leaves_nothing(tmp_path, monkeypatch):
     empty = tmp_path / "no-data"
     empty.mkdir()

@@ -181,7 +181,7 @@ class TeacherSettings:
     gap_s: Annotated[float, Field(gt=0, le=3600)] = 1.5  # time between two teaching events
     p_unpaired: Share = 0.0  # share of events showing only one modality
     p_mismatch: Share = 0.0  # share of events whose two stimuli are different digits
-    epochs: Annotated[float, Field(gt=0, le=10_000)] = 10.0  # stream length in passes over the largest training set
+    epochs: Annotated[float, Field(ge=1e-3, le=10_000)] = 10.0  # stream length in passes over the largest training set (at least a thousandth)
     rewards: tuple[Annotated[float, Field(ge=-1e6, le=1e6)], ...] = ()  # a reward per digit 0-9; set: the "reward" sense is taught too
     reward_noise: Annotated[float, Field(ge=0, le=1e6)] = 0.0  # std of gaussian noise on each reward given
     p_reward_missing: Share = 0.0  # share of events that earn no reward stimulus
