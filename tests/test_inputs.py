@@ -190,6 +190,24 @@ def test_a_stream_too_short_to_show_every_sense_is_one_line_and_leaves_nothing(t
     assert not (tmp_path / "new").exists()
 
 
+def test_an_out_folder_that_cannot_be_made_says_why(tmp_path, capsys):
+    """Was "No such file or directory" (the clean-up's own error hid the real one)."""
+    (tmp_path / "a-file").write_text("")
+    assert main(["train", "--quiet", "--out", str(tmp_path / "a-file" / "run"), "--set", "data.per_class=5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"cdz train: error: cannot make the run folder {tmp_path / 'a-file' / 'run'}: Not a directory", err
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    if subprocess.run(["chattr", "+i", str(locked)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here (the read-only case needs it: tests run as root)")
+    try:
+        assert main(["train", "--quiet", "--out", str(locked / "run"), "--set", "data.per_class=5"]) == 2
+    finally:
+        subprocess.run(["chattr", "-i", str(locked)])
+    err = capsys.readouterr().err.strip()
+    assert "cannot make the run folder" in err and "No such file" not in err, err
+
+
 def test_a_run_that_fails_to_start_in_a_new_folder_leaves_nothing(tmp_path, monkeypatch):
     empty = tmp_path / "no-data"
     empty.mkdir()

@@ -129,7 +129,10 @@ class RunFolder:
         return self.path / "plots"
 
     def create(self, config: Config) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # a read-only or immutable folder, a file on the way: say which and why
+            raise RunError(f"cannot make the run folder {self.path}: {e.strerror}") from None
         atomic_write_bytes(self.path / MARKER, b"made by cdz-agent; `--overwrite` replaces only what it wrote\n")
         save_toml(config, self.config_path)
 
@@ -328,14 +331,14 @@ def new_run(config: Config, out: Path | str, overwrite: bool) -> Iterator[RunFol
             run.create(config)
             yield run
     except BaseException:
-        for entry in run.path.iterdir():
+        for entry in run.path.iterdir() if run.path.is_dir() else ():  # never made: nothing to undo
             if written_by_us(entry.name) and not entry.name.startswith(_ASIDE):
                 shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
         if aside is not None:
             for entry in aside.iterdir():
                 os.replace(entry, run.path / entry.name)
             aside.rmdir()
-        elif not existed and not any(run.path.iterdir()):
+        elif not existed and run.path.is_dir() and not any(run.path.iterdir()):
             run.path.rmdir()
         raise
     if aside is not None:
