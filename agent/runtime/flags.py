@@ -49,7 +49,7 @@ def number(low: float, *, above: bool = False, high: float | None = None) -> Cal
 COUNT = integer(1)  # how many of something, at least one
 NON_NEGATIVE_INT = integer(0)
 SEED = integer(0, 2**32 - 1)
-PORT = integer(1, 65535)
+PORT = integer(0, 65535)  # 0: a free port the system picks
 SECONDS = number(0.0, above=True)  # a duration or period
 RATE = number(0.0)  # per second; 0 often means "no limit" or "as fast as possible"
 FINITE = number(-math.inf)  # any finite number
