@@ -139,7 +139,7 @@ def test_an_overwrite_killed_midway_gives_the_old_run_back(run_copy, data_dir, s
     (run_copy.path / "notes.txt").write_text("mine")
     before = _digest(run_copy.path)
     argv = [sys.executable, "-m", "tools.cli", "train", "--quiet", "--overwrite", "--out", str(run_copy.path)]
-    for s in [*TINY, "teacher.epochs=200"]:  # long enough to be killed while it learns
+    for s in [*TINY, "teacher.epochs=5000"]:  # long enough (minutes) to be killed while it learns
         argv += ["--set", s]
     proc = subprocess.Popen(argv, cwd=Path(__file__).resolve().parents[1], stderr=subprocess.PIPE,
                             env={**os.environ, "CDZ_DATA_DIR": str(data_dir)})
