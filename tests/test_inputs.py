@@ -139,15 +139,15 @@ def test_an_overwrite_killed_midway_gives_the_old_run_back(run_copy, data_dir, s
     (run_copy.path / "notes.txt").write_text("mine")
     before = _digest(run_copy.path)
     argv = [sys.executable, "-m", "tools.cli", "train", "--quiet", "--overwrite", "--out", str(run_copy.path)]
-    for s in [*TINY, "teacher.epochs=5000"]:  # long enough (minutes) to be killed while it learns
+    for s in [*TINY, "senses.visual.encoder.epochs=2000"]:  # the new run's encoders train long enough to be killed
         argv += ["--set", s]
     proc = subprocess.Popen(argv, cwd=Path(__file__).resolve().parents[1], stderr=subprocess.PIPE,
                             env={**os.environ, "CDZ_DATA_DIR": str(data_dir)})
     try:
         deadline = time.monotonic() + 120
-        def learning() -> bool:  # the old run set aside, and the new one's encoders trained
+        def learning() -> bool:  # the old run set aside, and the new one begun (its encoders are training)
             aside = [p for p in run_copy.path.iterdir() if p.name.startswith(".replaced-")]
-            return bool(aside) and (run_copy.path / "encoders" / "visual.pt").exists()
+            return bool(aside) and (run_copy.path / "config.toml").exists()
 
         while not learning():
             assert time.monotonic() < deadline and proc.poll() is None, "the new run never started"
