@@ -528,10 +528,10 @@ def add_record_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
     parser.add_argument("--topics", type=parse_topics, default=RECORD_TOPICS,
                         help=f"comma-separated topic prefixes to record (default {','.join(RECORD_TOPICS)})")
-    parser.add_argument("--duration", type=flags.RATE, default=0.0,
+    parser.add_argument("--duration", type=flags.NON_NEGATIVE, default=0.0,
                         help="seconds to record (default: until Ctrl-C, SIGTERM or a stop message)")
     parser.add_argument("--chunk-kb", type=flags.COUNT, default=256, help="KiB of messages per compressed chunk")
-    parser.add_argument("--flush", type=flags.SECONDS, default=1.0,
+    parser.add_argument("--flush", type=flags.POSITIVE, default=1.0,
                         help="seconds between flushes: at most this much is lost if the recorder is killed")
     parser.add_argument("--compression", choices=("auto", "zstd", "lz4", "none"), default="auto",
                         help="chunk compression; auto: zstd, else lz4, else none (what this installation can write)")

@@ -318,14 +318,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The camera's own arguments (the CLI adds --bus, --keys and --quiet)."""
     parser.add_argument("--camera", default="0", metavar="INDEX|FILE|URL",
                         help="camera index (0 = first), a video file, or a stream URL (MJPEG/RTSP/HTTP); default 0")
-    parser.add_argument("--max-rate", type=flags.SECONDS, default=2.0,
+    parser.add_argument("--max-rate", type=flags.POSITIVE, default=2.0,
                         help="stimuli per second at most while one card stays in view (0: once per card; default 2)")
     parser.add_argument("--steady-frames", type=flags.COUNT, default=3,
                         help="frames a card must hold still before it is sent (default 3)")
     parser.add_argument("--no-realtime", action="store_true",
                         help="video files: read as fast as the pipeline goes (no frame lost) instead of at the "
                              "file's frame rate")
-    parser.add_argument("--stall", type=flags.SECONDS, default=2.0,
+    parser.add_argument("--stall", type=flags.POSITIVE, default=2.0,
                         help="seconds without a new frame before the source is reported as stalled (default 2)")
 
 

@@ -259,7 +259,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="output device: its index or part of its name (default: the system default)")
     parser.add_argument("--wav-dir", metavar="DIR",
                         help="write each utterance as a wav file into DIR (alone: no sound device is used)")
-    parser.add_argument("--every", type=flags.SECONDS, default=1.2, metavar="S",
+    parser.add_argument("--every", type=flags.POSITIVE, default=1.2, metavar="S",
                         help="at least this many seconds between utterances (default 1.2)")
 
 

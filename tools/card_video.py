@@ -142,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=flags.COUNT, default=100, help="cards (MNIST test digits, default 100)")
     p.add_argument("--seed", type=flags.SEED, default=0)
     p.add_argument("--fps", type=flags.COUNT, default=15)
-    p.add_argument("--show", type=flags.SECONDS, default=1.5, help="seconds each card is in view")
-    p.add_argument("--gap", type=flags.RATE, default=0.7, help="seconds of empty background between cards")
+    p.add_argument("--show", type=flags.POSITIVE, default=1.5, help="seconds each card is in view")
+    p.add_argument("--gap", type=flags.NON_NEGATIVE, default=0.7, help="seconds of empty background between cards")
     args = p.parse_args(argv)
     from replay.datasets import load_mnist
 

@@ -414,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--bus", help="--distributed: bus address (default: two free ports on 127.0.0.1)")
     sp.add_argument("--checkpoint-every", type=flags.COUNT, default=20_000,
                     help="--distributed: stimuli between checkpoints (default 20000)")
-    sp.add_argument("--speed", type=flags.RATE, default=0.0,
+    sp.add_argument("--speed", type=flags.NON_NEGATIVE, default=0.0,
                     help="--distributed: 1.0 plays the stream at its own timing, 2.0 twice as fast, "
                          "0 as fast as possible (default)")
     sp.set_defaults(func=cmd_replay)
@@ -502,7 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=flags.COUNT, default=3, help="repeats; the median is reported (default 3)")
     b = bench("pipeline", bench_pipeline, "The multi-process runtime: lossless throughput, live latency and the "
               "bare ZeroMQ floor, in one run.", "cdz bench pipeline --json")
-    b.add_argument("--seconds", type=flags.SECONDS, default=10.0, help="seconds of live latency measurement (default 10)")
+    b.add_argument("--seconds", type=flags.POSITIVE, default=10.0, help="seconds of live latency measurement (default 10)")
     b = bench("live", bench_live, "Filmed digit cards and spoken digits through the camera and microphone "
               "pipelines, against recall on the same clean items.", "cdz bench live --run runs/demo")
     b.add_argument("--run", required=True, metavar="RUN", help=RUN_HELP)

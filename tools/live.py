@@ -34,8 +34,8 @@ from agent.core.messages import Control, Excitation, Recall
 log = logging.getLogger(__name__)
 
 # Sleep short and often, so a new voice is learned during the session: one sleep after 30
-# taught pairs already lifts a new voice from about 0.69 to 0.90 (`cdz bench adapt`). A sleep
-# on a full buffer takes about 2 minutes of a busy 2-core machine while the agent stays awake.
+# taught pairs already lifts a new voice from about 0.79 to 0.93 (`cdz bench adapt`). A sleep
+# on a full buffer took 80 s of a busy 2-core machine while the agent stayed awake.
 SLEEP_EVERY_MIN = 5.0  # `cdz live --sleep-every` default: minutes awake between sleeps
 SLEEP_NEEDS_LIVED = 20  # stimuli learned from the senses since the last sleep, or the sleep waits
 
@@ -272,11 +272,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--speak", action="store_true", help="say recalled spectrograms out loud (Griffin-Lim)")
     p.add_argument("--think", action="store_true",
                    help="stream of thought: each real stimulus starts a chain of recollections (`cdz think`)")
-    p.add_argument("--duration", type=flags.SECONDS, help="stop by itself after this many seconds")
+    p.add_argument("--duration", type=flags.POSITIVE, help="stop by itself after this many seconds")
     p.add_argument("--events-out", metavar="FILE.jsonl", help="one JSON line per stimulus: cluster and recalls")
-    p.add_argument("--checkpoint-every-s", type=flags.SECONDS, default=60.0, metavar="S",
+    p.add_argument("--checkpoint-every-s", type=flags.POSITIVE, default=60.0, metavar="S",
                    help="seconds between checkpoints (default 60; --checkpoint-every elsewhere counts stimuli)")
-    p.add_argument("--sleep-every", type=flags.RATE, metavar="MIN", default=SLEEP_EVERY_MIN,
+    p.add_argument("--sleep-every", type=flags.NON_NEGATIVE, metavar="MIN", default=SLEEP_EVERY_MIN,
                    help="after every MIN minutes awake with something new lived, sleep on it (`cdz sleep`) while "
                         "the agent stays awake, then swap every process to the slept brain in place, so a new "
                         f"voice is learned during the session (default {SLEEP_EVERY_MIN:g}; 0: never)")

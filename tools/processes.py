@@ -213,7 +213,7 @@ def add_parsers(sub: argparse._SubParsersAction, common) -> None:
                         help="bus address: tcp://HOST:PORT (uses PORT and PORT+1) or ipc:///path (uses /path.in, "
                              f"/path.out) (default {DEFAULT_BUS})")
         sp.add_argument("--keys", metavar="DIR", help="CurveZMQ key folder from `cdz keys` (required off loopback)")
-        sp.add_argument("--connect-timeout", type=flags.SECONDS, default=30.0 if connect_timeout is None else connect_timeout,
+        sp.add_argument("--connect-timeout", type=flags.POSITIVE, default=30.0 if connect_timeout is None else connect_timeout,
                         metavar="S", help=argparse.SUPPRESS if connect_timeout is None else
                         "seconds to wait for the bus to answer")
 
@@ -249,7 +249,7 @@ def add_parsers(sub: argparse._SubParsersAction, common) -> None:
     bus_args(sp, connect_timeout=5.0)
     sp.add_argument("--once", action="store_true",
                     help="print one snapshot and exit (exit code 1: the bus is there but no process was heard)")
-    sp.add_argument("--wait", type=flags.SECONDS, default=2.5, metavar="S", help="--once: seconds to listen first")
+    sp.add_argument("--wait", type=flags.POSITIVE, default=2.5, metavar="S", help="--once: seconds to listen first")
     sp.add_argument("--json", action="store_true", help="--once: print the snapshot as JSON")
     sp.set_defaults(func=cmd_top)
 
@@ -306,7 +306,7 @@ def add_parsers(sub: argparse._SubParsersAction, common) -> None:
                                    f"cdz hub --bus {example_bus} --run runs/latest --live"))
     process_args(sp)
     sp.add_argument("--no-recall", action="store_true", help="do not ask workers for reconstructions")
-    sp.add_argument("--recall-hz", type=flags.RATE, default=60.0, metavar="HZ",
+    sp.add_argument("--recall-hz", type=flags.NON_NEGATIVE, default=60.0, metavar="HZ",
                     help="most recalls sent per second to each sense, for its reconstructions (0: no limit; "
                          "default 60)")
     sp.set_defaults(func=cmd_hub)
@@ -316,7 +316,7 @@ def add_parsers(sub: argparse._SubParsersAction, common) -> None:
                                    f"cdz worker visual --bus {example_bus} --run runs/latest --live"))
     sp.add_argument("modality", help="e.g. visual or audio")
     process_args(sp)
-    sp.add_argument("--recon-hz", type=flags.RATE, default=60.0, help="max reconstructions per second (0: no limit)")
+    sp.add_argument("--recon-hz", type=flags.NON_NEGATIVE, default=60.0, help="max reconstructions per second (0: no limit)")
     sp.add_argument("--queue", type=flags.COUNT, default=64, help="live mode: stimuli queued before the oldest is dropped")
     sp.set_defaults(func=cmd_worker)
 
@@ -335,7 +335,7 @@ def add_parsers(sub: argparse._SubParsersAction, common) -> None:
     sp.add_argument("--live", action="store_true", help=argparse.SUPPRESS)
     sp.add_argument("--gen", type=flags.NON_NEGATIVE_INT, default=0, help=argparse.SUPPRESS)
     common(sp)
-    sp.add_argument("--speed", type=flags.RATE,
+    sp.add_argument("--speed", type=flags.NON_NEGATIVE,
                     help="1.0 = the recorded / the stimuli's own timing, 2.0 = twice as fast, 0 = as fast as "
                          "possible (default: 1.0 for a file, 0 for --run)")
     sp.add_argument("--window", type=flags.COUNT, default=256,

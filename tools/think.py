@@ -162,10 +162,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--from", dest="seed_file", metavar="FILE", help="start a chain from an image or a .wav")
     p.add_argument("--spontaneous", action="store_true", help="when idle, start chains from noise")
     p.add_argument("--from-live", action="store_true", help="every real stimulus on the bus starts a new chain")
-    p.add_argument("--rate", type=flags.SECONDS, default=2.0, help="thoughts per second at most (default 2)")
+    p.add_argument("--rate", type=flags.POSITIVE, default=2.0, help="thoughts per second at most (default 2)")
     p.add_argument("--max-depth", type=flags.COUNT, default=20, help="thoughts per chain at most (default 20)")
-    p.add_argument("--duration", type=flags.SECONDS, help="stop after this many seconds")
-    p.add_argument("--noise", type=flags.RATE, default=0.0, help="std of noise added to each recollection (default 0)")
+    p.add_argument("--duration", type=flags.POSITIVE, help="stop after this many seconds")
+    p.add_argument("--noise", type=flags.NON_NEGATIVE, default=0.0, help="std of noise added to each recollection (default 0)")
     p.add_argument("--learn-from-thoughts", dest="learn", action="store_true",
                    help="let thoughts teach the cortex and the CDZ (default: thinking changes nothing)")
     p.add_argument("--log", metavar="FILE.jsonl", help="one JSON line per thought")

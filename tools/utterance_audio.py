@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", default="test", choices=sorted(FSDD_INDICES))
     p.add_argument("--rate", type=flags.COUNT, default=SAMPLE_RATE, help="sample rate of the recording")
     p.add_argument("--noise-db", type=flags.FINITE, default=None, help="white noise RMS in dBFS (default none)")
-    p.add_argument("--jitter-db", type=flags.RATE, default=0.0, help="random loudness change per utterance")
+    p.add_argument("--jitter-db", type=flags.NON_NEGATIVE, default=0.0, help="random loudness change per utterance")
     p.add_argument("--seed", type=flags.SEED, default=0)
     p.add_argument("--wav", help="also write the recording here (and its truth next to it as .json)")
     args = p.parse_args(argv)

@@ -230,11 +230,11 @@ class Viewer(Service):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--headless", metavar="DIR",
                         help="no window: write an MJPG video of the dashboard and PNG snapshots into DIR")
-    parser.add_argument("--snapshot-every", type=flags.SECONDS, default=5.0, metavar="S",
+    parser.add_argument("--snapshot-every", type=flags.POSITIVE, default=5.0, metavar="S",
                         help="--headless: seconds between PNG snapshots (default 5; one more at exit)")
-    parser.add_argument("--video-max-mb", type=flags.SECONDS, default=1000.0, metavar="MB",
+    parser.add_argument("--video-max-mb", type=flags.POSITIVE, default=1000.0, metavar="MB",
                         help="--headless: stop the video at this size, snapshots go on (default 1000)")
-    parser.add_argument("--fps", type=flags.SECONDS, default=10.0, help="redraws per second (default 10)")
+    parser.add_argument("--fps", type=flags.POSITIVE, default=10.0, help="redraws per second (default 10)")
     parser.add_argument("--size", default="960x540", metavar="WxH", help="dashboard size (default 960x540)")
     parser.add_argument("--foxglove", type=flags.PORT, nargs="?", const=DEFAULT_PORT, metavar="PORT",
                         help=f"also serve everything to Foxglove over WebSocket (default port {DEFAULT_PORT}; 0: any "

@@ -11,8 +11,8 @@ Everything here reads only stimuli, event times and the brain; never a label.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
@@ -58,31 +58,27 @@ def refine(brain: Brain, models: dict[str, Autoencoder], x_train: dict[str, np.n
     if settings.teach_weight <= 0:
         return codes, report
     # every sense's targets come from the brain as it stands, before any encoder moves
-    plan = {}
+    jobs, before = {}, {}
     for k, m in enumerate(mods):
         model = models.get(m)
         if model is None or not model.learnable:
             continue
         rows, _, soft = partner_targets(brain, codes, pairs, m)
-        if len(rows):
-            plan[m] = (k, model, rows, soft, copy.deepcopy(model))
-    report.taught = teach_at_once({m: _teaching(m, k, model, x_train[m], rows, soft, brain, settings, seed, augmenters)
-                                   for m, (k, model, rows, soft, _) in plan.items()})
+        if len(rows) == 0:
+            continue
+        before[m] = copy.deepcopy(model)
+        jobs[m] = partial(teach_encoder, model, x_train[m], rows, soft, weight=settings.teach_weight,
+                          epochs=settings.teach_epochs,
+                          min_steps=round(settings.teach_min_steps * brain.config.sense(m).teach_steps_scale),
+                          lr=settings.teach_lr, batch_size=model.settings.batch_size, seed=seed * 1000 + k,
+                          augment=(augmenters or {}).get(m) if settings.augment else None,
+                          sharpness=settings.teach_sharpness)
+    report.taught = teach_at_once(jobs)
     new_codes = dict(codes)
-    for m, (_, model, _, _, old_model) in plan.items():
-        new_codes[m] = encode(model, x_train[m])
-        follow_nodes(brain.cortices[m], codes[m], new_codes[m], old_model, model)
+    for m, old_model in before.items():
+        new_codes[m] = encode(models[m], x_train[m])
+        follow_nodes(brain.cortices[m], codes[m], new_codes[m], old_model, models[m])
     return new_codes, report
-
-
-def _teaching(m: str, k: int, model: Autoencoder, x: np.ndarray, rows: np.ndarray, soft: np.ndarray, brain: Brain,
-              settings: RefineSettings, seed: int, augmenters: dict[str, Augment | None] | None) -> Callable[[], dict]:
-    """Sense m's teaching job: its own seed, augmenter and number of steps (`teach_steps_scale`)."""
-    augment = (augmenters or {}).get(m) if settings.augment else None
-    steps = round(settings.teach_min_steps * brain.config.sense(m).teach_steps_scale)
-    return lambda: teach_encoder(model, x, rows, soft, weight=settings.teach_weight, epochs=settings.teach_epochs,
-                                 min_steps=steps, lr=settings.teach_lr, batch_size=model.settings.batch_size,
-                                 seed=seed * 1000 + k, augment=augment, sharpness=settings.teach_sharpness)
 
 
 def recount_other_senses(brain: Brain, codes: dict[str, np.ndarray], pairs: dict[tuple[str, str], tuple[np.ndarray,

@@ -85,14 +85,12 @@ def teach_encoder(model: Autoencoder, x: np.ndarray, rows: np.ndarray, soft: np.
     Returns {"losses": [...], "steps": n, "temperature": T}.
     """
     threads = torch.get_num_threads()
-    if threads != 1:
-        torch.set_num_threads(1)
+    torch.set_num_threads(1)
     try:
         return _teach(model, x, rows, soft, weight=weight, epochs=epochs, min_steps=min_steps, lr=lr,
                       batch_size=batch_size, seed=seed, augment=augment, sharpness=sharpness)
     finally:
-        if threads != 1:
-            torch.set_num_threads(threads)
+        torch.set_num_threads(threads)
 
 
 def teach_at_once(jobs: dict[str, Callable[[], dict]]) -> dict[str, dict]:

@@ -50,6 +50,6 @@ COUNT = integer(1)  # how many of something, at least one
 NON_NEGATIVE_INT = integer(0)
 SEED = integer(0, 2**32 - 1)
 PORT = integer(0, 65535)  # 0: a free port the system picks
-SECONDS = number(0.0, above=True)  # a duration or period
-RATE = number(0.0)  # per second; 0 often means "no limit" or "as fast as possible"
+POSITIVE = number(0.0, above=True)  # a duration, a period, a rate, a size
+NON_NEGATIVE = number(0.0)  # the same where 0 means "none", "no limit" or "as fast as possible"
 FINITE = number(-math.inf)  # any finite number

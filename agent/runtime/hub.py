@@ -295,8 +295,8 @@ class Hub(Service):
         self._rate_count, self._rate_since = 0, now
         c = self.cdz.counters
         return {"role": "hub", "processed": self.processed, "rate_per_s": rate, "next_seq": self.next_seq,
-                "queue": len(self.waiting), "duplicates": self.duplicates, "ahead": self.ahead, "rejected": self.unit.rejected,
-                "pairs": c.pairs, "stale": c.stale, "refused_clusters": c.refused, "recalls": self.recalls,
-                "sleeping": self.sleeping,                "reloads": self.reloads,
+                "queue": len(self.waiting), "duplicates": self.duplicates, "ahead": self.ahead,
+                "rejected": self.unit.rejected, "pairs": c.pairs, "stale": c.stale, "refused_clusters": c.refused,
+                "recalls": self.recalls, "sleeping": self.sleeping, "reloads": self.reloads,
                 "latency_p50_ms": self.latency.percentile(50), "latency_p99_ms": self.latency.percentile(99),
                 **{f"latency_p99_ms_{m}": lat.percentile(99) for m, lat in self.latency_of.items() if lat.values}}
