@@ -12,7 +12,8 @@ import pytest
 
 from agent.core.cdz import CDZ
 from agent.core.config import CDZSettings, CortexSettings
-from agent.core.cortex import Cortex, StimulusError, certainty
+from agent.core.cortex import Cortex, StimulusError
+from agent.core.kernels import certainty
 
 NEVER = 1e6  # a maintenance period (in epochs) that is never reached
 

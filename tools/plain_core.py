@@ -36,7 +36,7 @@ import math
 
 from agent.core.config import Config
 from agent.core.cdz import window_weight
-from agent.core.cortex import certainty
+from agent.core.kernels import certainty
 
 # An excitation is a plain tuple: (modality, cluster id, node id, strength, event time).
 M, CLUSTER, NODE, STRENGTH, T = range(5)

@@ -33,8 +33,9 @@ class Brain:
         missing = [m for m in self.modalities if m not in dims or m not in epochs]
         if missing:
             raise ValueError(f"no encoding size / epoch length given for modalities {missing}")
-        self.cortices = {m: Cortex(m, dims[m], config.cortex, epochs[m]) for m in self.modalities}
-        self.cdz = CDZ(self.modalities, config.cdz, max_clusters=config.cortex.max_nodes)
+        kernels = config.runtime.kernels
+        self.cortices = {m: Cortex(m, dims[m], config.cortex, epochs[m], kernels) for m in self.modalities}
+        self.cdz = CDZ(self.modalities, config.cdz, max_clusters=config.cortex.max_nodes, kernels=kernels)
         self.units = {m: CortexUnit(cortex) for m, cortex in self.cortices.items()}
         self.cdz_unit = CDZUnit(self.cdz)
         self.rejected = 0  # stimuli refused (NaN, wrong shape): counted, never fatal

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from agent.core.config import CDZSettings
-from agent.core.cortex import certainty, drop_columns_
-from agent.core.messages import ClusterChange, Excitation, Feedback, to_ns
+from agent.core.cortex import drop_columns_
+from agent.core.kernels import Kernels
+from agent.core.messages import NS, ClusterChange, Excitation, Feedback, to_ns
 from agent.core.state_check import StateError, check_arrays, check_ids, check_range
 
 log = logging.getLogger(__name__)
@@ -67,13 +68,15 @@ def window_weight(dt: float, window_s: float, kernel: str) -> float:
 class CDZ:
     """Correlates cluster excitations within window B and answers recall."""
 
-    def __init__(self, modalities: tuple[str, ...] | list[str], settings: CDZSettings, max_clusters: int = 1_000_000):
+    def __init__(self, modalities: tuple[str, ...] | list[str], settings: CDZSettings, max_clusters: int = 1_000_000,
+                 kernels: str = "numba"):
         if len(set(modalities)) != len(modalities) or len(modalities) < 2:
             raise ValueError(f"the CDZ needs at least two distinct modalities, got {modalities}")
         if settings.kernel not in ("flat", "gaussian"):
             raise ValueError(f"cdz.kernel must be 'flat' or 'gaussian', not {settings.kernel!r}")
         self.modalities = tuple(modalities)
         self.settings = settings
+        self.kernels = Kernels(kernels)  # the per-pair arithmetic (agent.core.kernels)
         self.max_clusters = max_clusters  # per sense (a cortex holds no more): the matrices' ceiling
         self._silent = frozenset(settings.no_feedback_from)  # read once per pair: kept out of the settings lookup
         self.clusters = {m: _Clusters() for m in self.modalities}
@@ -170,43 +173,57 @@ class CDZ:
             return []
         s = self.settings
         self.counters.excitations += 1
-        r_new = self._row(exc.modality, exc.cluster_id)
+        m_new = exc.modality
+        r_new = self._row(m_new, exc.cluster_id)
         if r_new is None:
             return []
+        new = self.clusters[m_new]
         feedback: list[tuple[str, int, int, float]] = []  # (modality, node id, cluster id, certainty)
         t_new = exc.t
+        window, flat = s.window_s, s.kernel == "flat"
         for old in self.recent:
-            if old.modality == exc.modality:
+            m_old = old.modality
+            if m_old == m_new:
                 continue
-            dt = t_new - old.t
-            weight = self.kernel(abs(dt))
+            dt = t_new - old.t_ns / NS  # = old.t, without the property's call
+            if abs(dt) > window:
+                continue
+            weight = 1.0 if flat else self.kernel(abs(dt))
             if weight <= 0.0:
                 continue
-            r_old = self.clusters[old.modality].slot.get(old.cluster_id)
+            other = self.clusters[m_old]
+            r_old = other.slot.get(old.cluster_id)
             if r_old is None:
                 continue
-            first, r_first, second, r_second = (old, r_old, exc, r_new) if dt >= 0 else (exc, r_new, old, r_old)
-            if self.associating:
-                amount = s.cdz_lr * weight * exc.strength * old.strength
-                self._grow_connection(first.modality, r_first, second.modality, r_second, amount)
-                self._grow_connection(second.modality, r_second, first.modality, r_first,
-                                      amount if dt == 0 else amount * s.backward_gain)
+            # the earlier -> later connection grows by `amount`, the reverse backward_gain times as much
+            amount = s.cdz_lr * weight * exc.strength * old.strength if self.associating else 0.0
+            back = amount if dt == 0 else amount * s.backward_gain
+            to_old, to_new = (m_new, m_old), (m_old, m_new)
+            best_new, conf_new, best_old, conf_old = self.kernels.pair(
+                self.W[to_old], self.age[to_old], self.W[to_new], self.age[to_new], r_new, r_old, new.hi, other.hi,
+                amount if dt < 0 else back, amount if dt >= 0 else back, s.age_factor)
             self.counters.pairs += 1
-            self._feedback_for(exc, old, r_old, feedback)
-            self._feedback_for(old, exc, r_new, feedback)
+            # each side hears which of its clusters the other side's cluster points to, unless that
+            # side teaches nothing (`no_feedback_from`) or points nowhere (e.g. backward_gain = 0)
+            if best_new >= 0 and m_old not in self._silent:
+                feedback.append((m_new, exc.node_id, int(new.ids[best_new]), conf_new))
+            if best_old >= 0 and m_new not in self._silent:
+                feedback.append((m_old, old.node_id, int(other.ids[best_old]), conf_old))
         i = len(self.recent)  # kept in event-time order (arrival order when in order): pruning is by event time
-        while i and self.recent[i - 1].t > t_new:
+        while i and self.recent[i - 1].t_ns / NS > t_new:
             i -= 1
         self.recent.insert(i, exc)
         self.t_max = max(self.t_max, t_new)
         horizon = self.t_max - s.window_s - s.reorder_slack_s
-        while self.recent and self.recent[0].t < horizon:
+        while self.recent and self.recent[0].t_ns / NS < horizon:
             self.recent.popleft()
         return self._as_messages(exc, feedback) if feedback else []
 
     @staticmethod
     def _as_messages(exc: Excitation, items: list[tuple[str, int, int, float]]) -> list[Feedback]:
         """One `Feedback` per modality, its nodes in the order the pairs formed."""
+        if len(items) == 1 or (len(items) == 2 and items[0][0] != items[1][0]):  # nearly always: one node per sense
+            return [Feedback(m, exc.t_ns, exc.seq, (node,), (cluster,), (conf,)) for m, node, cluster, conf in items]
         per: dict[str, tuple[list, list, list]] = {}
         for m, node, cluster, conf in items:
             got = per.get(m)
@@ -216,33 +233,6 @@ class CDZ:
             got[1].append(cluster)
             got[2].append(conf)
         return [Feedback(m, exc.t_ns, exc.seq, tuple(n), tuple(c), tuple(k)) for m, (n, c, k) in per.items()]
-
-    def _grow_connection(self, a: str, r_a: int, b: str, r_b: int, amount: float) -> None:
-        if amount <= 0.0:
-            return
-        row = self.W[(a, b)][r_a, : self.clusters[b].hi]
-        row[r_b] += amount
-        total = row.sum()
-        if total <= 0.0:  # an amount too small for float32 left an empty row empty
-            return
-        row /= total  # targets in one modality compete
-        self.age[(a, b)][r_a] += 1
-
-    def _feedback_for(self, target: Excitation, partner: Excitation, r_partner: int,
-                      out: list[tuple[str, int, int, float]]) -> None:
-        """Tell `target`'s modality which of its clusters `partner`'s cluster points to
-        (unless the partner's sense gives no feedback: `CDZSettings.no_feedback_from`)."""
-        if partner.modality in self._silent:
-            return
-        pair = (partner.modality, target.modality)
-        row = self.W[pair][r_partner, : self.clusters[target.modality].hi]
-        best = int(row.argmax())
-        top = float(row[best])
-        if top <= 0.0:
-            return  # the partner recalls nothing here (e.g. backward_gain = 0)
-        conf = certainty(top, float(self.age[pair][r_partner]), self.settings.age_factor)
-        cluster_id = int(self.clusters[target.modality].ids[best])
-        out.append((target.modality, target.node_id, cluster_id, conf))
 
     def set_row(self, a: str, cluster_id: int, b: str, targets: dict[int, float], age: int) -> None:
         """Replace cluster `cluster_id`'s connections towards modality `b` (renormalised).
@@ -276,11 +266,11 @@ class CDZ:
         r = self.clusters[modality].slot.get(int(cluster_id))
         if r is None:
             return None
-        row = self.W[(modality, b)][r, : self.clusters[b].hi]
-        if not row.size:
+        hi = self.clusters[b].hi
+        if not hi:
             return None
-        best = int(row.argmax())
-        return int(self.clusters[b].ids[best]) if row[best] > 0 else None
+        best, top = self.kernels.strongest(self.W[(modality, b)], r, hi)
+        return int(self.clusters[b].ids[best]) if top > 0 else None
 
     def associates(self, modality: str, cluster_id: int, b: str, min_weight: float) -> list[tuple[int, float]]:
         """The clusters of `b` that cluster `cluster_id` connects to with at least `min_weight`,

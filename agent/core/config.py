@@ -210,6 +210,13 @@ class DataSettings:
 
 
 @settings
+class RuntimeSettings:
+    """How the rules are computed, not what they compute (agent.core.kernels)."""
+
+    kernels: Literal["numba", "numpy"] = "numba"  # per-stimulus steps compiled with numba, or numpy (the slower reference); results agree up to the last bits
+
+
+@settings
 class Config:
     seed: Annotated[int, Field(ge=0, lt=2**32)] = 0
     modalities: Annotated[tuple[Sense, ...], Field(min_length=1, max_length=16)] = ("visual", "audio")
@@ -220,6 +227,7 @@ class Config:
     teacher: TeacherSettings = field(default_factory=TeacherSettings)
     refine: RefineSettings = field(default_factory=RefineSettings)
     sleep: SleepSettings = field(default_factory=SleepSettings)
+    runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
 
     def __post_init__(self) -> None:
         if len(set(self.modalities)) != len(self.modalities):

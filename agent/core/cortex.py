@@ -20,6 +20,7 @@ import math
 import numpy as np
 
 from agent.core.config import CortexSettings
+from agent.core.kernels import Kernels
 from agent.core.messages import ClusterChange, Excitation, to_ns
 from agent.core.state_check import StateError, check_arrays, check_ids, check_range
 
@@ -45,12 +46,13 @@ class CortexCounters:
 class Cortex:
     """Nodes and clusters of one modality, learned online one stimulus at a time."""
 
-    def __init__(self, modality: str, dim: int, settings: CortexSettings, epoch: int):
+    def __init__(self, modality: str, dim: int, settings: CortexSettings, epoch: int, kernels: str = "numba"):
         if epoch <= 0:
             raise ValueError("epoch (stimuli per pass, the seed's T) must be positive")
         self.modality = modality
         self.dim = dim
         self.settings = settings
+        self.kernels = Kernels(kernels)  # the per-stimulus arithmetic (agent.core.kernels)
         self._periods_of: tuple = ()  # (epoch, prune_every, grow_every) that `_periods` was worked out for
         self._periods = (1, 1)  # pruning and growth periods in stimuli
         self.epoch = epoch
@@ -141,13 +143,21 @@ class Cortex:
     # ------------------------------------------------------------------ learning
     def check(self, z: np.ndarray) -> np.ndarray:
         """The encoding as float32 (dim,), or StimulusError saying what is wrong."""
+        z = self._shaped(z)
+        if not np.isfinite(z).all():
+            raise self._not_finite()
+        return z
+
+    def _shaped(self, z: np.ndarray) -> np.ndarray:
+        """`check` without the finiteness test (the fire kernel makes that one itself)."""
         if type(z) is not np.ndarray or z.dtype != np.float32:
             z = np.asarray(z, dtype=np.float32)
         if z.shape != (self.dim,):
             raise StimulusError(f"{self.modality}: encoding has shape {z.shape}, expected ({self.dim},)")
-        if not np.isfinite(z).all():
-            raise StimulusError(f"{self.modality}: encoding contains NaN or inf")
         return z
+
+    def _not_finite(self) -> StimulusError:
+        return StimulusError(f"{self.modality}: encoding contains NaN or inf")
 
     def excite(self, z: np.ndarray, t: float, strength: float = 1.0) -> Excitation:
         """Learn one stimulus at event time `t` (seconds): its excitation (see `fire`)."""
@@ -160,23 +170,20 @@ class Cortex:
     def fire(self, z: np.ndarray) -> tuple[int, int]:
         """Learn one stimulus (docs/LEARNING.md steps 2-4): seed or move the nearest node, fire its strongest
         cluster. Returns (cluster id, node id); StimulusError for an encoding it cannot use."""
-        z = self.check(z)
         s = self.settings
         if self.next_node_id < s.initial_nodes:  # the seeding phase: the first stimuli become nodes
+            z = self.check(z)
             n, c = self._node_with_own_cluster(z)
             self._changes.append(ClusterChange(self.modality, created=(int(self.cluster_id[c]),)))
-        else:
-            n = self._nearest(z)
-            p = self.pos[n]
-            p += s.node_lr * (z - p)
-            self.pos_sq[n] = p @ p
-            c = int(self.link[n, : self.c_hi].argmax())
-            row = self.mode_link[c, : self.n_hi]
-            row[n] += s.cluster_node_lr  # grow the C->N link, then keep the row summing to 1
-            row /= row.sum()
-        self.last_z[n] = z
-        self.node_last[n] = self.step
-        self.cluster_last[c] = self.step
+            self.last_z[n] = z
+            self.node_last[n] = self.step
+            self.cluster_last[c] = self.step
+        else:  # move the nearest node, fire its strongest cluster, stamp both
+            n, c = self.kernels.fire(self.pos, self.pos_sq, self.link, self.mode_link, self.last_z, self.node_last,
+                                self.cluster_last, self._shaped(z), self.n_hi, self.c_hi, self.step, s.node_lr,
+                                s.cluster_node_lr)
+            if n < 0:
+                raise self._not_finite()
         self.step += 1
         self.counters.stimuli += 1
         fired = int(self.cluster_id[c]), int(self.node_id[n])
@@ -215,8 +222,8 @@ class Cortex:
     def _feedback_step(self, n: int, connection_certainty: float) -> float:
         """What one feedback adds to slot n's link before the row is renormalised (docs/LEARNING.md step 6)."""
         s = self.settings
-        node_certainty = certainty(float(self.link[n, : self.c_hi].max()), float(self.node_feedbacks[n]), s.age_factor)
-        return s.feedback_lr * (1.0 + node_certainty * connection_certainty) ** 2
+        return self.kernels.feedback_step(self.link, self.node_feedbacks, n, self.c_hi, s.feedback_lr,
+                                     float(connection_certainty), s.age_factor)
 
     @property
     def maintenance_due(self) -> bool:
@@ -226,9 +233,7 @@ class Cortex:
         return nxt % self._period(s.prune_every) == 0 or (self.growth_enabled and nxt % self._period(s.grow_every) == 0)
 
     def _nearest(self, z: np.ndarray) -> int:
-        hi = self.n_hi
-        d = self.pos_sq[:hi] - 2.0 * (self.pos[:hi] @ z)  # |p - z|^2 - |z|^2
-        return int(d.argmin())
+        return int(self.kernels.nearest(self.pos, self.pos_sq, z, self.n_hi))
 
     def feedback(self, node_id: int, cluster_id: int, connection_certainty: float, step: int | None = None,
                  z: np.ndarray | None = None) -> bool:
@@ -244,19 +249,16 @@ class Cortex:
         if n is None or c is None or not 0.0 <= connection_certainty <= 1.0:  # stale or malformed
             self.counters.stale_feedback += 1
             return False
-        row = self.link[n, : self.c_hi]
-        row[c] += self._feedback_step(n, connection_certainty)
-        row /= row.sum()
-        self.node_feedbacks[n] += 1
-        at = self.step if step is None else step
-        self.node_last[n] = max(int(self.node_last[n]), at)
-        self.cluster_last[c] = max(int(self.cluster_last[c]), at)
-        per_node = self.fb_stats.setdefault(n, {})
-        acc = per_node.get(c)
+        per_node = self.fb_stats.get(n)
+        if per_node is None:
+            per_node = self.fb_stats[n] = {}
+        acc = per_node.get(c)  # what the node received while fed back towards c: [sum of encodings, count]
         if acc is None:
             acc = per_node[c] = np.zeros(self.dim + 1, np.float64)
-        acc[: self.dim] += self.last_z[n] if z is None else z
-        acc[self.dim] += 1.0
+        s = self.settings
+        self.kernels.feedback(self.link, self.node_feedbacks, self.node_last, self.cluster_last, acc,
+                         self.last_z[n] if z is None else z, n, c, self.c_hi, self.step if step is None else step,
+                         s.feedback_lr, float(connection_certainty), s.age_factor)
         self.counters.feedback += 1
         return True
 
@@ -571,7 +573,3 @@ def drop_columns_(matrix: np.ndarray, columns: np.ndarray) -> None:
     sums = sub.sum(axis=1, keepdims=True)
     matrix[touched] = np.divide(sub, sums, out=np.zeros_like(sub), where=sums > 0)
 
-
-def certainty(max_weight: float, age: float, age_factor: float) -> float:
-    """Certainty of a node or a CDZ row: max_weight^2 * min(age / age_factor, 1)."""
-    return max_weight * max_weight * min(age / age_factor, 1.0)

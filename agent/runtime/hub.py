@@ -84,7 +84,8 @@ class Hub(Service):
     @classmethod
     def from_run(cls, bus: BusClient, run: RunFolder, **kw) -> "Hub":
         config = run.config()
-        cdz = CDZ(config.modalities, config.cdz, max_clusters=config.cortex.max_nodes)
+        cdz = CDZ(config.modalities, config.cdz, max_clusters=config.cortex.max_nodes, kernels=config.runtime.kernels)
+        cdz.kernels.ready()  # compiled now, not on the first excitation
         with run.restoring(only=HUB_KEYS) as (step, state):
             cdz.load_state_dict(part(state, CDZ_PART))
             hub = cls(bus, cdz, run=run, start=step, **kw)

@@ -405,6 +405,8 @@ def cortex_from_state(modality: str, config, state: dict[str, np.ndarray]) -> Co
     own = part(state, cortex_part(modality))
     if not own:
         raise ValueError(f"the checkpoint holds no cortex for {modality!r}")
-    cortex = Cortex(modality, int(own["pos"].shape[1]), config.cortex, epoch=int(own.get("epoch", 1)))
+    cortex = Cortex(modality, int(own["pos"].shape[1]), config.cortex, epoch=int(own.get("epoch", 1)),
+                    kernels=config.runtime.kernels)
     cortex.load_state_dict(own)
+    cortex.kernels.ready()  # compiled now, not on the first stimulus
     return cortex

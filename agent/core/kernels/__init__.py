@@ -1,0 +1,71 @@
+"""The per-stimulus steps of the learning rules, as swappable kernels (docs/LEARNING.md steps 2-6).
+
+`agent.core.cortex` and `agent.core.cdz` own the rules and their state; the arithmetic
+each rule does per stimulus lives here as plain functions over that state's arrays,
+in two implementations with the same signatures:
+
+* `compiled`: numba, one compiled function per rule (the default, `runtime.kernels = "numba"`);
+* `reference`: numpy, the code the rules were first written in (`runtime.kernels = "numpy"`).
+
+Both compute the same rules; they may differ in the last bits (sums run in another
+order), so over a long stream a nearest-node tie can now and then break the other
+way. The in-process brain and the distributed runtime load the same kernels, so
+they stay bit-identical to each other.
+
+numba is imported only when a compiled kernel is first called (`Kernels`): the light
+processes (bus, sensors, viewer, top, player, recorder), and a reader of a trained
+brain that learns nothing, never load a compiler. The
+compiled code is cached on disk (numba's `cache=True`: next to the module, or
+where the NUMBA_CACHE_DIR environment variable says).
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+KERNELS = ("numba", "numpy")
+NAMES = ("nearest", "fire", "feedback", "feedback_step", "connect", "strongest", "pair")  # what each module holds
+_MODULES = {"numba": "agent.core.kernels.compiled", "numpy": "agent.core.kernels.reference"}
+
+
+def certainty(max_weight: float, age: float, age_factor: float) -> float:
+    """Certainty of a node or a CDZ row: max_weight^2 * min(age / age_factor, 1) (both kernels use this one)."""
+    return max_weight * max_weight * min(age / age_factor, 1.0)
+
+
+def load(name: str) -> ModuleType:
+    """The kernel module called `name` ("numba" or "numpy")."""
+    if name not in _MODULES:
+        raise ValueError(f"runtime.kernels must be one of {list(KERNELS)}, not {name!r}")
+    module = importlib.import_module(_MODULES[name])
+    if name == "numba" and name not in _warm:
+        module.warm_up()  # compiled (or read from the cache) now, not on the first stimulus
+        _warm.add(name)
+    return module
+
+
+_warm: set[str] = set()
+
+
+class Kernels:
+    """The kernels called `name`, loaded at the first call of one (each is then a plain attribute)."""
+
+    def __init__(self, name: str):
+        if name not in _MODULES:
+            raise ValueError(f"runtime.kernels must be one of {list(KERNELS)}, not {name!r}")
+        self.name = name
+
+    def __getattr__(self, attr: str):  # noqa: ANN204 - only reached before the first load
+        if attr not in NAMES:
+            raise AttributeError(attr)
+        self.ready()
+        return getattr(self, attr)
+
+    def ready(self) -> None:
+        """Load (for numba: compile or read from the cache) now; a live process calls this at start, so
+        its first stimulus does not wait."""
+        if "fire" not in vars(self):
+            module = load(self.name)
+            for kernel in NAMES:
+                setattr(self, kernel, getattr(module, kernel))
