@@ -21,7 +21,7 @@ from agent.runtime.bus import BusClient
 from agent.core.checkpoint import RunFolder
 from agent.core.config import Config, override
 from replay.pipeline import load_brain
-from agent.core.messages import Stats, Stimulus
+from agent.core.messages import Control, Stats, Stimulus
 from replay.splits import load_splits
 
 from tests.runs import train_run
@@ -159,3 +159,22 @@ def test_an_agent_that_lived_nothing_new_does_not_sleep(run):
     finally:
         agent.stop()
     assert agent.sleeps == [] and agent.sleeper is None and agent.lived == 0
+
+
+def test_a_deaf_hub_is_started_again(run):
+    """A hub told to take up a generation no other process is in (a bug, or a rewind from a process
+    holding the keys) drops every excitation as stale and learns nothing. The supervisor notices from
+    the hub's stats and starts it again from the newest checkpoint; the new hub learns again."""
+    told: list[float] = []
+
+    def deafen(agent) -> None:
+        if not told and agent.client is not None:
+            agent.client.send(Control("rewind", {"gen": 10**6, "step": 0, "to": "hub"}, source="intruder"))
+            told.append(time.monotonic())
+
+    agent, sent, stats = live_session(run, during=deafen)
+    hub = stats["hub"]
+    assert [r.get("why") for r in agent.restarts if r["child"] == "hub"] == ["deaf"], agent.restarts
+    deaf = [v for v in hub if v["gen"] == 10**6]
+    assert deaf and deaf[-1]["stale_gen"] >= 10  # it was deaf: what it heard was dropped
+    assert hub[-1]["gen"] == 0 and hub[-1]["stale_gen"] == 0 and hub[-1]["processed"] > 0, hub[-1]  # and hears again

@@ -176,6 +176,7 @@ class LiveAgent:
             events.flush(everything=True)
 
     def _hear(self, msg: object) -> None:
+        self.supervisor.observe(msg)
         if isinstance(msg, Excitation) and msg.learn and not msg.relived and not msg.internal:
             self.lived += 1
         if self.events is not None and isinstance(msg, (Excitation, Recall)):

@@ -8,7 +8,9 @@
   as an uninterrupted one.
 * **live** (`cdz live`, the benches): a process that dies is started again alone
   while the others go on; a sensor that cannot open its device (exit code 2) stops
-  the agent with the reason; a camera whose video file ended is left finished.
+  the agent with the reason; a camera whose video file ended is left finished. A hub
+  that goes on hearing excitations but learns none of them (say, one told to take up
+  a generation nobody else is in) is deaf, and is started again too (`observe`).
 
 Ctrl-C or SIGTERM stops every child (a stop message, then SIGTERM, then SIGKILL);
 children also get SIGTERM if the supervisor itself dies (see `agent.runtime.launcher`).
@@ -32,6 +34,8 @@ from agent.runtime.topology import Role, hears
 log = logging.getLogger(__name__)
 
 SENSORS = {"camera": "camera", "microphone": "mic"}  # role -> the --no-<x> option that leaves it out
+DEAF_AFTER_S = 3.0  # live: a hub that learned nothing this long while dropping ...
+DEAF_DROPS = 10  # ... at least this many excitations as stale is started again
 
 
 @dataclass
@@ -73,6 +77,7 @@ class Supervisor:
         self.bus_child: Child | None = None
         self.client: BusClient | None = None
         self.report = SupervisorReport()
+        self._hub_heard: tuple[int, int, float] | None = None  # live: (processed, stale_gen, when) last it learned
 
     @property
     def essential(self) -> list[str]:
@@ -165,6 +170,33 @@ class Supervisor:
             child.restarts += 1
             self.report.restarts.append({"child": child.name, "code": code, "at": time.time()})
             child.start()
+
+    def observe(self, msg: object) -> None:
+        """Live: watch the hub's stats (the live client hears `stats.hub`). A hub whose count of dropped,
+        stale excitations grows by DEAF_DROPS while it learns nothing for DEAF_AFTER_S is deaf: nothing
+        it hears reaches the CDZ, and nothing else would notice. It is started again from the newest
+        checkpoint, like a hub that died."""
+        if self.lossless or not isinstance(msg, Stats) or msg.source != "hub":
+            return
+        processed, stale = msg.values.get("processed"), msg.values.get("stale_gen")
+        if not isinstance(processed, int) or not isinstance(stale, int):
+            return
+        now, heard = time.monotonic(), self._hub_heard
+        if heard is None or processed > heard[0] or stale < heard[1]:  # learning, or a new hub: watch from here
+            self._hub_heard = (processed, stale, now)
+            return
+        if stale - heard[1] < DEAF_DROPS or now - heard[2] < DEAF_AFTER_S:
+            return
+        hub = self.children.get("hub")
+        if hub is None or not hub.alive():
+            return
+        log.warning("hub: %d excitations dropped as stale and none learned for %.0f s (its generation is %s); "
+                    "starting it again", stale - heard[1], now - heard[2], msg.values.get("gen"))
+        hub.stop()
+        hub.restarts += 1
+        self.report.restarts.append({"child": "hub", "why": "deaf", "at": time.time()})
+        hub.start()
+        self._hub_heard = None
 
     def _rewind(self, dead: list[Child]) -> None:
         """Lossless: restart the dead, and everyone goes back to the newest complete checkpoint."""

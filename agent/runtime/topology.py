@@ -33,7 +33,8 @@ HEARS: dict[str, tuple[str, ...]] = {  # role (or role kind) -> topic prefixes; 
     "speaker": ("recon.audio",),
     "thinker": ("recon.", "excite.", "stimulus."),
     "launcher": ("stats.hub",),  # the lossless supervisor: the hub's progress
-    "live": ("excite.", "recall."),  # the live supervisor: what the agent perceives, for --events-out
+    "live": ("excite.", "recall.", "stats.hub"),  # the live supervisor: what the agent perceives, for
+    # --events-out, and the hub's stats (a deaf hub is started again)
 }
 
 
