@@ -31,6 +31,20 @@ def _dot(pos, i, z):  # noqa: ANN001, ANN201 - numba infers the types
 
 
 @_jit
+def _renormalise(matrix, r, hi):  # noqa: ANN001, ANN201
+    """Row `r` of `matrix` (its first `hi` entries) divided by its total; False, unchanged, if that is 0."""
+    total = 0.0
+    for j in range(hi):
+        total += np.float64(matrix[r, j])
+    if total <= 0.0:
+        return False
+    t32 = np.float32(total)
+    for j in range(hi):
+        matrix[r, j] /= t32
+    return True
+
+
+@_jit
 def nearest(pos, pos_sq, z, n_hi):  # noqa: ANN001, ANN201
     best, best_d = 0, np.inf
     for i in range(n_hi):
@@ -63,12 +77,7 @@ def fire(pos, pos_sq, link, mode_link, last_z, node_last, cluster_last, z, n_hi,
         if link[n, j] > top:
             c, top = j, link[n, j]
     mode_link[c, n] += np.float32(cluster_node_lr)
-    total = 0.0
-    for j in range(n_hi):
-        total += np.float64(mode_link[c, j])
-    t32 = np.float32(total)
-    for j in range(n_hi):
-        mode_link[c, j] /= t32
+    _renormalise(mode_link, c, n_hi)
     node_last[n] = step
     cluster_last[c] = step
     return n, c
@@ -88,12 +97,7 @@ def feedback(link, node_feedbacks, node_last, cluster_last, acc, z, n, c, c_hi, 
              connection_certainty, age_factor):
     link[n, c] += np.float32(feedback_step(link, node_feedbacks, n, c_hi, feedback_lr, connection_certainty,
                                            age_factor))
-    total = 0.0
-    for j in range(c_hi):
-        total += np.float64(link[n, j])
-    t32 = np.float32(total)
-    for j in range(c_hi):
-        link[n, j] /= t32
+    _renormalise(link, n, c_hi)
     node_feedbacks[n] += 1
     node_last[n] = max(node_last[n], at)
     cluster_last[c] = max(cluster_last[c], at)
@@ -106,15 +110,8 @@ def feedback(link, node_feedbacks, node_last, cluster_last, acc, z, n, c, c_hi, 
 @_jit
 def connect(w, age, r_a, r_b, hi_b, amount):  # noqa: ANN001, ANN201
     w[r_a, r_b] += np.float32(amount)
-    total = 0.0
-    for j in range(hi_b):
-        total += np.float64(w[r_a, j])
-    if total <= 0.0:
-        return
-    t32 = np.float32(total)
-    for j in range(hi_b):
-        w[r_a, j] /= t32
-    age[r_a] += 1
+    if _renormalise(w, r_a, hi_b):
+        age[r_a] += 1
 
 
 @_jit
