@@ -10,6 +10,7 @@ recalls the next sense in turn (`next_modality`).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -32,6 +33,42 @@ def imagine(cortex: Cortex, model: Autoencoder, cluster_ids: Iterable[int]) -> d
     if not ids:
         return {}
     return dict(zip(ids, decode(model, np.stack(positions)).astype(np.float32)))
+
+
+class Imagination:
+    """`imagine` for one cluster at a time, remembering what it decoded: a cluster whose mode node has
+    not moved since is not decoded again. A live worker answers a recall for every stimulus of the
+    other sense, while its own nodes move only with its own stimuli, so most recalls find the
+    image already made; the decoder (a millisecond or two) leaves the path. The very bits `imagine`
+    gives: the key is the node and its exact position, and a new model forgets everything."""
+
+    def __init__(self, size: int = 256):
+        self.size = size
+        self.hits = 0
+        self._images: OrderedDict[tuple[int, bytes], np.ndarray] = OrderedDict()
+        self._model: Autoencoder | None = None
+
+    def __call__(self, cortex: Cortex, model: Autoencoder, cluster_id: int) -> np.ndarray | None:
+        """The cluster's decoded mode (read only: it may be handed out again), or None without a mode."""
+        node = cortex.mode_node(cluster_id) if cluster_id >= 0 else None
+        if node is None:
+            return None
+        if model is not self._model:
+            self._images.clear()
+            self._model = model
+        pos = cortex.pos[cortex.node_slot[node]]
+        key = (node, pos.tobytes())
+        image = self._images.get(key)
+        if image is not None:
+            self._images.move_to_end(key)
+            self.hits += 1
+            return image
+        image = decode(model, pos[None]).astype(np.float32)[0]
+        image.flags.writeable = False
+        self._images[key] = image
+        if len(self._images) > self.size:
+            self._images.popitem(last=False)
+        return image
 
 
 @dataclass(frozen=True)

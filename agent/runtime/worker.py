@@ -29,7 +29,7 @@ from agent.core.checkpoint import (REFINEMENTS, RunFolder, as_part, cortex_part,
                                    worker_part)
 from agent.core.cortex import Cortex
 from agent.core.experience import DEFAULT_CAPACITY, Experience
-from agent.core.recollection import imagine
+from agent.core.recollection import Imagination
 from agent.runtime.service import Latency, Service
 from agent.core.state_check import check_arrays
 from agent.runtime.sequencer import LosslessSequencer
@@ -85,6 +85,7 @@ class EncoderWorker(Service):
         self.feedback_gaps = 0
         self.recons = 0
         self.recons_skipped = 0
+        self.imagine = Imagination()  # decoded modes, kept while their node stays put
         self._next_mseq: dict[str, int] = {}  # per sender: the next stimulus number expected, newest last
         self.sequence_jumps = 0  # senders that started numbering afresh
         self._last_recon = 0.0
@@ -170,7 +171,7 @@ class EncoderWorker(Service):
         if self.recon_interval and now - self._last_recon < self.recon_interval:
             self.recons_skipped += 1
             return
-        image = imagine(self.cortex, self.model, [msg.cluster_id]).get(msg.cluster_id)
+        image = self.imagine(self.cortex, self.model, msg.cluster_id)
         if image is None:
             self.recons_skipped += 1
             return
@@ -369,7 +370,7 @@ class EncoderWorker(Service):
                 "dropped_oldest": self.dropped_oldest, "lost": self.lost, "sequence_jumps": self.sequence_jumps, "duplicates": self.duplicates,
                 "feedback_gaps": self.feedback_gaps, "ran_ahead": self.sequencer.ran_ahead,
                 "waited": self.sequencer.waited, "rejected": self.rejected, "recons": self.recons,
-                "recons_skipped": self.recons_skipped, "nodes": self.cortex.n_nodes,
+                "recons_skipped": self.recons_skipped, "recons_cached": self.imagine.hits, "nodes": self.cortex.n_nodes,
                 "experience": len(self.experience), "reloads": self.reloads, "relived": self.relived,
                 "stage": self.stage,
                 "clusters": self.cortex.n_clusters, "next_seq": self.sequencer.done,
