@@ -9,6 +9,7 @@ generation (from before a rewind) are ignored.
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import signal
@@ -144,6 +145,10 @@ class Service:
 
     def run(self, timeout_ms: int = 10) -> None:
         old = {s: signal.signal(s, self._signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        # Everything made while starting (torch's modules, numba's compiler, the loaded state: about
+        # 260,000 objects in a worker) is left out of the collector's full passes, each of which
+        # would otherwise stall the live path for a few hundred milliseconds now and then.
+        gc.freeze()
         try:
             while self.running:
                 msg = self.bus.recv(timeout_ms)
