@@ -132,6 +132,21 @@ def test_overwrite_keeps_the_old_run_when_the_new_one_cannot_start(run_copy, tmp
     assert not [p for p in run_copy.path.iterdir() if p.name.startswith(".replaced-")]
 
 
+def test_a_run_slow_to_die_leaves_a_run_made_there_since_alone(tmp_path):
+    """A run stopped while its encoders train dies only once they finish (minutes). If the user has
+    meanwhile deleted its folder and started a new run there, the dying one's clean-up must not
+    delete the new run's config and marker (seen: the new run then failed at its end)."""
+    from agent.core.checkpoint import new_run
+
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        with new_run(Config(), out, overwrite=False):
+            shutil.rmtree(out)  # the user gives up on it ...
+            RunFolder(out).create(Config(seed=7))  # ... and another process starts a run there
+            raise KeyboardInterrupt  # the first one's stop arrives only now
+    assert (out / MARKER).is_file() and RunFolder(out).config().seed == 7
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
 def test_an_overwrite_killed_midway_gives_the_old_run_back(run_copy, data_dir, signum):
     """SIGTERM: the old run is put back at once, as on Ctrl-C. SIGKILL leaves it aside; the next

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import shutil
+import secrets
 import signal
 import threading
 import time
@@ -91,6 +92,7 @@ class RunFolder:
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
+        self.owner: str | None = None  # set by `create`: this process's mark in the folder's marker
 
     @property
     def config_path(self) -> Path:
@@ -133,8 +135,18 @@ class RunFolder:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as e:  # a read-only or immutable folder, a file on the way: say which and why
             raise RunError(f"cannot make the run folder {self.path}: {e.strerror}") from None
-        atomic_write_bytes(self.path / MARKER, b"made by cdz-agent; `--overwrite` replaces only what it wrote\n")
+        self.owner = f"{os.getpid()}-{secrets.token_hex(8)}"  # whose run this is, while it is being made
+        atomic_write_bytes(self.path / MARKER, b"made by cdz-agent; `--overwrite` replaces only what it wrote\n"
+                           + f"owner {self.owner}\n".encode())
         save_toml(config, self.config_path)
+
+    def made_by(self, owner: str) -> bool:
+        """Whether the folder's marker still names `owner` (a `create` of this object), not a run made
+        there since by another process."""
+        try:
+            return f"owner {owner}\n".encode() in (self.path / MARKER).read_bytes()
+        except OSError:
+            return False
 
     def config(self) -> Config:
         if not self.path.is_dir():
@@ -331,6 +343,9 @@ def new_run(config: Config, out: Path | str, overwrite: bool) -> Iterator[RunFol
             run.create(config)
             yield run
     except BaseException:
+        if run.owner is not None and not run.made_by(run.owner):  # slow to die: another run is being made here now
+            log.warning("%s now holds a run made by another process; leaving it as it is", run.path)
+            raise
         for entry in run.path.iterdir() if run.path.is_dir() else ():  # never made: nothing to undo
             if written_by_us(entry.name) and not entry.name.startswith(_ASIDE):
                 shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
