@@ -8,7 +8,7 @@ encoders; a finished run is loaded back from its folder, checked whole.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -23,6 +23,7 @@ from agent.core.state_check import StateError, check_arrays
 from replay.senses import make_augmenters
 from replay.splits import load_splits, load_splits_x
 from agent.core.stream import Stream
+from agent.core.threads import at_once
 from replay.teacher import teaching_stream
 
 
@@ -80,11 +81,9 @@ def train_encoders(config: Config, run: RunFolder, progress: bool = True) -> Enc
     todo = [m for m in config.modalities if not run.encoder_path(m).exists()]
     # the senses train at the same time, one thread each (torch's heavy ops release the GIL):
     # the same bits as one after the other, in about the time of the slowest
-    with ThreadPoolExecutor(max_workers=max(1, len(todo))) as pool:
-        jobs = {m: pool.submit(train_autoencoder, train_data[m].x, config.encoder(m),
-                               seed=config.seed * 1000 + config.modalities.index(m), desc=f"{m} autoencoder",
-                               progress=progress) for m in todo}
-        trained = {m: job.result() for m, job in jobs.items()}
+    trained = at_once({m: partial(train_autoencoder, train_data[m].x, config.encoder(m),
+                                  seed=config.seed * 1000 + config.modalities.index(m), desc=f"{m} autoencoder",
+                                  progress=progress) for m in todo})
     for m in config.modalities:
         path = run.encoder_path(m)
         if m in trained:

@@ -42,6 +42,7 @@ from tqdm import tqdm
 from agent.core import global_rng
 from agent.core.config import AutoencoderSettings
 from agent.core.storage import load_torch, save_torch
+from agent.core.threads import check_stop
 
 
 def _check_stimuli(x: np.ndarray | Tensor, input_shape: tuple[int, int] | None = None) -> None:
@@ -192,6 +193,7 @@ def train_autoencoder(
             opt.step()
             sched.step()
             total += loss.item() * len(clean)
+            check_stop()  # trained in a thread beside the other sense's: a stop ends it here
         losses.append(total / n)
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
     model.eval()

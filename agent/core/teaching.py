@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -30,6 +29,7 @@ import torch.nn.functional as F
 from agent.core.autoencoder import Autoencoder, decode, encode
 from agent.core.brain import Brain
 from agent.core.cortex import Cortex
+from agent.core.threads import at_once, check_stop
 
 AUGMENTED_COPIES = 4  # distinct augmented copies of the data per refinement (the rest repeat them)
 
@@ -104,9 +104,7 @@ def teach_at_once(jobs: dict[str, Callable[[], dict]]) -> dict[str, dict]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with ThreadPoolExecutor(max_workers=max(1, len(jobs))) as pool:
-            running = {m: pool.submit(job) for m, job in jobs.items()}
-            return {m: job.result() for m, job in running.items()}
+        return at_once(jobs)  # each job's steps `check_stop`: a stop or a failure ends them all at once
     finally:
         torch.set_num_threads(threads)
 
@@ -153,6 +151,7 @@ def _teach(model: Autoencoder, x: np.ndarray, rows: np.ndarray, soft: np.ndarray
             opt.step()
             sched.step()
             total += float(loss.detach()) * len(idx)
+            check_stop()
         losses.append(total / n)
     model.eval()
     return {"losses": losses, "steps": total_steps, "temperature": temperature}
