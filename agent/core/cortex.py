@@ -180,8 +180,8 @@ class Cortex:
             self.cluster_last[c] = self.step
         else:  # move the nearest node, fire its strongest cluster, stamp both
             n, c = self.kernels.fire(self.pos, self.pos_sq, self.link, self.mode_link, self.last_z, self.node_last,
-                                self.cluster_last, self._shaped(z), self.n_hi, self.c_hi, self.step, s.node_lr,
-                                s.cluster_node_lr)
+                                     self.cluster_last, self._shaped(z), self.n_hi, self.c_hi, self.step, s.node_lr,
+                                     s.cluster_node_lr)
             if n < 0:
                 raise self._not_finite()
         self.step += 1
@@ -223,7 +223,7 @@ class Cortex:
         """What one feedback adds to slot n's link before the row is renormalised (docs/LEARNING.md step 6)."""
         s = self.settings
         return self.kernels.feedback_step(self.link, self.node_feedbacks, n, self.c_hi, s.feedback_lr,
-                                     float(connection_certainty), s.age_factor)
+                                          float(connection_certainty), s.age_factor)
 
     @property
     def maintenance_due(self) -> bool:
@@ -257,8 +257,8 @@ class Cortex:
             acc = per_node[c] = np.zeros(self.dim + 1, np.float64)
         s = self.settings
         self.kernels.feedback(self.link, self.node_feedbacks, self.node_last, self.cluster_last, acc,
-                         self.last_z[n] if z is None else z, n, c, self.c_hi, self.step if step is None else step,
-                         s.feedback_lr, float(connection_certainty), s.age_factor)
+                              self.last_z[n] if z is None else z, n, c, self.c_hi, self.step if step is None else step,
+                              s.feedback_lr, float(connection_certainty), s.age_factor)
         self.counters.feedback += 1
         return True
 

@@ -7,16 +7,15 @@ in two implementations with the same signatures:
 * `compiled`: numba, one compiled function per rule (the default, `runtime.kernels = "numba"`);
 * `reference`: numpy, the code the rules were first written in (`runtime.kernels = "numpy"`).
 
-Both compute the same rules; they may differ in the last bits (sums run in another
-order), so over a long stream a nearest-node tie can now and then break the other
-way. The in-process brain and the distributed runtime load the same kernels, so
-they stay bit-identical to each other.
+Both compute the same rules; they may differ in the last bits (the compiled ones sum
+in float64, numpy in float32), so over a long stream a near-tie can now and then
+break the other way. The in-process brain and the distributed runtime load the same
+kernels, so they stay bit-identical to each other.
 
 numba is imported only when a compiled kernel is first called (`Kernels`): the light
 processes (bus, sensors, viewer, top, player, recorder), and a reader of a trained
-brain that learns nothing, never load a compiler. The
-compiled code is cached on disk (numba's `cache=True`: next to the module, or
-where the NUMBA_CACHE_DIR environment variable says).
+brain that learns nothing, never load a compiler. The compiled code is cached on disk
+(numba's `cache=True`: next to the module, or where NUMBA_CACHE_DIR says).
 """
 
 from __future__ import annotations
