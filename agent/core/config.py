@@ -70,6 +70,7 @@ class SenseSettings:
 
     encoder: AutoencoderSettings = IDENTITY  # "identity": the stimulus is its own encoding (no autoencoder)
     teach_steps_scale: Annotated[float, Field(gt=0, le=1000)] = 1.0  # a refinement teaches this sense for this many times refine.teach_min_steps
+    agree_weight: Annotated[float, Field(ge=0, le=1000)] = 0.0  # a refinement also pulls together the encodings of two augmented copies of each stimulus, with this weight (no labels; 0 = not)
 
 
 def default_senses() -> dict[str, SenseSettings]:

@@ -72,7 +72,7 @@ def refine(brain: Brain, models: dict[str, Autoencoder], x_train: dict[str, np.n
                           min_steps=round(settings.teach_min_steps * brain.config.sense(m).teach_steps_scale),
                           lr=settings.teach_lr, batch_size=model.settings.batch_size, seed=seed * 1000 + k,
                           augment=(augmenters or {}).get(m) if settings.augment else None,
-                          sharpness=settings.teach_sharpness)
+                          sharpness=settings.teach_sharpness, agree=brain.config.sense(m).agree_weight)
     report.taught = teach_at_once(jobs)
     new_codes = dict(codes)
     for m, old_model in before.items():

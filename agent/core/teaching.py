@@ -75,11 +75,13 @@ def prototypes(z: np.ndarray, soft: np.ndarray) -> tuple[np.ndarray, float]:
 
 def teach_encoder(model: Autoencoder, x: np.ndarray, rows: np.ndarray, soft: np.ndarray, *, weight: float,
                   epochs: int, min_steps: int, lr: float, batch_size: int, seed: int,
-                  augment: Augment | None = None, sharpness: float = 1.0) -> dict:
+                  augment: Augment | None = None, sharpness: float = 1.0, agree: float = 0.0) -> dict:
     """Refine `model` in place on stimuli x[rows] with soft cross-modal targets.
 
     Loss: reconstruction (of the augmented input) + weight * soft cross-entropy of the
-    prototype softmax. Deterministic for a seed, whatever the caller's torch thread count:
+    prototype softmax + agree * how far the encodings of two augmented copies of the same
+    stimuli lie apart (squared, in units of the mean squared distance to the prototypes;
+    needs `augment`; no labels: the copies only differ by augmentation). Deterministic for a seed, whatever the caller's torch thread count:
     it runs on one thread, because sums split over threads round differently and the
     distributed replay must refine exactly as the one-process run does.
     Returns {"losses": [...], "steps": n, "temperature": T}.
@@ -88,7 +90,7 @@ def teach_encoder(model: Autoencoder, x: np.ndarray, rows: np.ndarray, soft: np.
     torch.set_num_threads(1)
     try:
         return _teach(model, x, rows, soft, weight=weight, epochs=epochs, min_steps=min_steps, lr=lr,
-                      batch_size=batch_size, seed=seed, augment=augment, sharpness=sharpness)
+                      batch_size=batch_size, seed=seed, augment=augment, sharpness=sharpness, agree=agree)
     finally:
         torch.set_num_threads(threads)
 
@@ -111,9 +113,10 @@ def teach_at_once(jobs: dict[str, Callable[[], dict]]) -> dict[str, dict]:
 
 def _teach(model: Autoencoder, x: np.ndarray, rows: np.ndarray, soft: np.ndarray, *, weight: float, epochs: int,
            min_steps: int, lr: float, batch_size: int, seed: int, augment: Augment | None,
-           sharpness: float) -> dict:
+           sharpness: float, agree: float = 0.0) -> dict:
     z0 = encode(model, x[rows])
     mu, temperature = prototypes(z0, soft)
+    spread = temperature  # mean squared distance to the own prototype: the agreement term's unit
     temperature /= sharpness
     mu_t, soft_t = torch.from_numpy(mu), torch.from_numpy(soft)
     n = len(rows)
@@ -127,14 +130,16 @@ def _teach(model: Autoencoder, x: np.ndarray, rows: np.ndarray, soft: np.ndarray
     losses = []
     model.train()
     pool: dict[int, torch.Tensor] = {}  # augmented copies, reused round-robin on small sets
+
+    def copy(key: int) -> torch.Tensor:
+        if key not in pool:
+            pool[key] = torch.as_tensor(augment(rows, seed * 1009 + key))
+        return pool[key]
+
+    agreeing = agree > 0 and augment is not None
     for epoch in range(epochs):
-        if augment is None:
-            data = torch.as_tensor(x[rows])
-        else:
-            key = epoch % AUGMENTED_COPIES
-            if key not in pool:
-                pool[key] = torch.as_tensor(augment(rows, seed * 1009 + key))
-            data = pool[key]
+        data = torch.as_tensor(x[rows]) if augment is None else copy(epoch % AUGMENTED_COPIES)
+        twin = copy((epoch + 1) % AUGMENTED_COPIES) if agreeing else None  # the same stimuli, augmented otherwise
         order = torch.randperm(n, generator=gen)
         total = 0.0
         for i in range(0, n, batch_size):
@@ -146,6 +151,8 @@ def _teach(model: Autoencoder, x: np.ndarray, rows: np.ndarray, soft: np.ndarray
             logits = -torch.cdist(z, mu_t).pow(2) / temperature
             teach = -(soft_t[idx] * F.log_softmax(logits, dim=1)).sum(1).mean()
             loss = recon + weight * teach
+            if twin is not None:
+                loss = loss + agree * (z - model.encode(twin[idx])).pow(2).sum(1).mean() / spread
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
