@@ -156,6 +156,32 @@ def test_teaching_pulls_encodings_towards_the_cluster_the_other_sense_names():
     assert after > 10 * _separation(encode(plain, x), y)
 
 
+def test_agreement_pulls_two_augmented_copies_of_a_stimulus_together():
+    """With `agree`, the encodings of two differently augmented copies of the same stimulus end
+    closer together than teaching without it leaves them (no label is involved)."""
+    x, y = _two_blob_images(300, 2)
+    soft = np.eye(2, dtype=np.float32)[y]
+
+    def augment(rows: np.ndarray, seed: int) -> np.ndarray:  # a nuisance no label explains: noise and a shift
+        rng = np.random.default_rng(seed)
+        shifted = np.roll(x[rows], int(rng.integers(-1, 2)), axis=2)
+        return np.clip(shifted + rng.normal(0, 0.15, shifted.shape), 0, 1).astype(np.float32)
+
+    gaps = {}
+    for agree in (0.0, 3.0):
+        torch.manual_seed(0)
+        model = build_autoencoder((8, 8), AutoencoderSettings(arch="mlp", code_dim=4, batch_size=32))
+        teach_encoder(model, x, np.arange(300), soft, weight=0.3, epochs=1, min_steps=300, lr=3e-3, batch_size=32,
+                      seed=0, augment=augment, sharpness=10.0, agree=agree)
+        a, b = encode(model, augment(np.arange(300), 101)), encode(model, augment(np.arange(300), 202))
+        gaps[agree] = float(((a - b) ** 2).sum(1).mean() / _spread(encode(model, x)))
+    assert gaps[3.0] < 0.8 * gaps[0.0], gaps  # measured: 0.64 against 0.94
+
+
+def _spread(z: np.ndarray) -> float:
+    return float(((z - z.mean(0)) ** 2).sum(1).mean())
+
+
 def test_teaching_is_deterministic_for_a_seed():
     x, y = _two_blob_images(200, 1)
     soft = np.eye(2, dtype=np.float32)[y]
