@@ -170,6 +170,47 @@ def test_sleep_without_a_shared_experience_is_a_clear_error_and_changes_nothing(
     assert _digest(run_path) == before
 
 
+def test_sleep_offline_without_its_data_says_so_and_downloads_nothing(tiny_run, tmp_path, capsys, monkeypatch):
+    """A sleep replays old training stimuli. Where they are missing and CDZ_NO_DOWNLOAD is set, it stops
+    with the data message (where it looked, how to fix it), asks the network for nothing, changes nothing."""
+    import shutil
+    import urllib.request
+
+    from replay.datasets import load_mnist
+
+    run_path = tmp_path / "run"
+    shutil.copytree(tiny_run, run_path)
+    run = RunFolder(run_path)
+    images = load_mnist("train", digits=[0, 1], per_class=10).x  # lived before the data went away
+    sounds = np.random.default_rng(0).random((20, 64, 64)).astype(np.float32)
+    times = np.arange(20, dtype=np.int64) * 10**9
+    _with_experience(run, {"visual": (images, times), "audio": (sounds, times + 10**8)})
+    before = _digest(run_path)
+    monkeypatch.setenv("CDZ_DATA_DIR", str(tmp_path / "no-data"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "no-cache"))
+    monkeypatch.setenv("CDZ_NO_DOWNLOAD", "1")
+    asked: list[object] = []
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: asked.append(a) or pytest.fail("downloaded"))
+    assert main(["sleep", "--run", str(run_path)]) == 2
+    err = capsys.readouterr().err
+    assert "data not found" in err and "CDZ_NO_DOWNLOAD is set" in err and str(tmp_path / "no-data") in err, err
+    assert not asked and _digest(run_path) == before
+
+
+def test_playing_a_runs_stream_offline_without_its_data_says_so(tiny_run, tmp_path, capsys, monkeypatch):
+    """`cdz play --run` (here for this module's tiny run) reads the run's training stimuli before it
+    connects: offline and without them, the same data message, and no network."""
+    import urllib.request
+
+    monkeypatch.setenv("CDZ_DATA_DIR", str(tmp_path / "no-data"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "no-cache"))
+    monkeypatch.setenv("CDZ_NO_DOWNLOAD", "1")
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: pytest.fail("downloaded"))
+    assert main(["play", "--run", str(tiny_run), "--bus", "tcp://127.0.0.1:5999", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "data not found" in err and "CDZ_NO_DOWNLOAD is set" in err, err
+
+
 @pytest.mark.parametrize("damage", ["short_times", "negative_seen"])
 def test_sleep_refuses_a_damaged_experience_as_a_worker_does_and_changes_nothing(tiny_run, tmp_path, capsys,
                                                                                 damage):
