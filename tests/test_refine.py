@@ -170,12 +170,12 @@ def test_agreement_pulls_two_augmented_copies_of_a_stimulus_together():
     gaps = {}
     for agree in (0.0, 3.0):
         torch.manual_seed(0)
-        model = build_autoencoder((8, 8), AutoencoderSettings(arch="mlp", code_dim=4, batch_size=32))
+        model = build_autoencoder((8, 8), AutoencoderSettings(arch="linear", code_dim=4, batch_size=32))
         teach_encoder(model, x, np.arange(300), soft, weight=0.3, epochs=1, min_steps=300, lr=3e-3, batch_size=32,
                       seed=0, augment=augment, sharpness=10.0, agree=agree)
         a, b = encode(model, augment(np.arange(300), 101)), encode(model, augment(np.arange(300), 202))
         gaps[agree] = float(((a - b) ** 2).sum(1).mean() / _spread(encode(model, x)))
-    assert gaps[3.0] < 0.8 * gaps[0.0], gaps  # measured: 0.64 against 0.94
+    assert gaps[3.0] < 0.8 * gaps[0.0], gaps  # measured: 0.71 against 0.95
 
 
 def _spread(z: np.ndarray) -> float:
