@@ -37,7 +37,6 @@ import sys
 import tempfile
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
@@ -45,6 +44,7 @@ from tqdm import tqdm
 from agent.core.brain import Brain, learn_stream
 from agent.core.config import Config, RuntimeSettings, TeacherSettings
 from agent.core.kernels import compiled, reference
+from agent.runtime.launcher import REPOSITORY
 from replay.teacher import make_stream
 from tools.plain_core import PlainBrain, as_lists, plain_learn_stream
 
@@ -245,7 +245,7 @@ def kernel_compile_seconds() -> tuple[float, float]:
         env = {**os.environ, "NUMBA_CACHE_DIR": cache}
 
         def once() -> float:
-            done = subprocess.run([sys.executable, "-c", code], cwd=_REPOSITORY, env=env, capture_output=True,
+            done = subprocess.run([sys.executable, "-c", code], cwd=REPOSITORY, env=env, capture_output=True,
                                   text=True, timeout=600)
             if done.returncode:
                 raise RuntimeError(f"compiling the kernels failed: {done.stderr.strip()[-500:]}")
@@ -253,8 +253,6 @@ def kernel_compile_seconds() -> tuple[float, float]:
 
         return once(), once()
 
-
-_REPOSITORY = Path(__file__).resolve().parents[1]
 
 
 def format_core(result: dict) -> str:

@@ -20,6 +20,7 @@ brain that learns nothing, never load a compiler. The compiled code is cached on
 
 from __future__ import annotations
 
+import functools
 import importlib
 from types import ModuleType
 
@@ -33,18 +34,16 @@ def certainty(max_weight: float, age: float, age_factor: float) -> float:
     return max_weight * max_weight * min(age / age_factor, 1.0)
 
 
+@functools.cache
 def load(name: str) -> ModuleType:
-    """The kernel module called `name` ("numba" or "numpy")."""
+    """The kernel module called `name` ("numba" or "numpy"); the compiled one ready to call (compiled, or
+    read from the cache, once per process: not on the first stimulus)."""
     if name not in _MODULES:
         raise ValueError(f"runtime.kernels must be one of {list(KERNELS)}, not {name!r}")
     module = importlib.import_module(_MODULES[name])
-    if name == "numba" and name not in _warm:
-        module.warm_up()  # compiled (or read from the cache) now, not on the first stimulus
-        _warm.add(name)
+    if name == "numba":
+        module.warm_up()
     return module
-
-
-_warm: set[str] = set()
 
 
 class Kernels:
