@@ -318,7 +318,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The camera's own arguments (the CLI adds --bus, --keys and --quiet)."""
     parser.add_argument("--camera", default="0", metavar="INDEX|FILE|URL",
                         help="camera index (0 = first), a video file, or a stream URL (MJPEG/RTSP/HTTP); default 0")
-    parser.add_argument("--max-rate", type=flags.POSITIVE, default=2.0,
+    parser.add_argument("--max-rate", type=flags.NON_NEGATIVE, default=2.0,
                         help="stimuli per second at most while one card stays in view (0: once per card; default 2)")
     parser.add_argument("--steady-frames", type=flags.COUNT, default=3,
                         help="frames a card must hold still before it is sent (default 3)")

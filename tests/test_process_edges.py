@@ -369,6 +369,14 @@ def test_a_bad_flag_value_is_one_line_naming_the_flag_with_exit_2(argv, flag, ca
     assert len([line for line in err.splitlines() if line.startswith("cdz")]) == 1, err
 
 
+def test_a_zero_that_the_help_offers_is_taken():
+    """Flags whose help gives 0 a meaning (once per card, no limit, as fast as possible) accept it."""
+    parser, _ = _subparsers()
+    assert parser.parse_args(["camera", "--max-rate", "0"]).max_rate == 0.0
+    assert parser.parse_args(["worker", "visual", "--run", "r", "--recon-hz", "0"]).recon_hz == 0.0
+    assert parser.parse_args(["play", "--run", "r", "--speed", "0"]).speed == 0.0
+
+
 def test_live_refuses_a_sleep_setting_that_is_not_one_before_it_starts(capsys):
     from tools.cli import main
 
