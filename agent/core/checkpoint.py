@@ -140,11 +140,11 @@ class RunFolder:
                            + f"owner {self.owner}\n".encode())
         save_toml(config, self.config_path)
 
-    def made_by(self, owner: str) -> bool:
-        """Whether the folder's marker still names `owner` (a `create` of this object), not a run made
-        there since by another process."""
+    def still_ours(self) -> bool:
+        """Whether the folder's marker still names this object's `create`, not a run made there since by
+        another process."""
         try:
-            return f"owner {owner}\n".encode() in (self.path / MARKER).read_bytes()
+            return f"owner {self.owner}\n".encode() in (self.path / MARKER).read_bytes()
         except OSError:
             return False
 
@@ -343,7 +343,7 @@ def new_run(config: Config, out: Path | str, overwrite: bool) -> Iterator[RunFol
             run.create(config)
             yield run
     except BaseException:
-        if run.owner is not None and not run.made_by(run.owner):  # slow to die: another run is being made here now
+        if run.owner is not None and not run.still_ours():  # slow to die: another run is being made here now
             log.warning("%s now holds a run made by another process; leaving it as it is", run.path)
             raise
         for entry in run.path.iterdir() if run.path.is_dir() else ():  # never made: nothing to undo
