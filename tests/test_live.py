@@ -8,6 +8,7 @@ import time
 
 from agent.core.messages import Excitation, Recall
 from tools.live import EventLog
+from tools.live_session import recall_in_halves
 
 NAMES = {"visual": {3: 7, 4: 1}, "audio": {10: 7, 11: 1}}
 
@@ -38,6 +39,24 @@ def test_a_stimulus_that_recalls_nothing_is_written_after_the_wait():
     (event,) = lines(out)
     assert event["cluster_name"] is None and event["recalled"] == {"visual": None}
     assert log.written == 1
+
+
+def test_a_session_is_scored_by_halves_from_the_event_log_strictly():
+    """Each said word is matched to the first audio event stamped near it; a word never heard,
+    or one whose stimulus recalled another digit or nothing, counts as wrong."""
+    out = io.StringIO()
+    log = EventLog(out, ("visual", "audio"), NAMES)
+    said = [(10.0, 7), (12.0, 1), (14.0, 7), (16.0, 1), (18.0, 7), (20.0, 1)]
+    heard = {10.0: 11, 12.0: 11, 16.0: 11, 18.0: 10, 20.0: 10}  # said at -> the visual cluster the word recalled
+    for seq, (at, cluster) in enumerate(heard.items()):
+        t_ns = int((at + 0.05) * 1e9)  # the word's onset, a little after it was played
+        log.add(Excitation("audio", t_ns, seq, cluster_id=10, node_id=1))
+        log.add(Recall("visual", t_ns, seq, cluster_id={10: 3, 11: 4}[cluster], cue_modality="audio", cue_cluster=10))
+    log.add(Excitation("visual", int(14.1e9), 99, cluster_id=3, node_id=2))  # a card near a word: not a word
+    log.add(Recall("audio", int(14.1e9), 99, cluster_id=10, cue_modality="visual", cue_cluster=3))
+    # first half: 7 -> 1 (wrong), 1 -> 1 (right), 7 unheard (wrong); second: 1 -> 1, 7 -> 7 (right), 1 -> 7 (wrong)
+    score = recall_in_halves(lines(out), said, "audio", "visual")
+    assert score == {"items": 6, "heard": 5, "first_half": 1 / 3, "second_half": 2 / 3, "all": 0.5}
 
 
 def test_recalls_of_other_stimuli_do_not_mix():

@@ -17,6 +17,7 @@ Two checks against the run's own test scores, on the same test items:
 
 from __future__ import annotations
 
+import re
 import tempfile
 from pathlib import Path
 
@@ -109,15 +110,53 @@ def microphone_check(judge: _Judge, n_utterances: int, seed: int = 0, noise_db: 
             "recall_clean": float(np.mean(clean == labels))}
 
 
+def session_check(run: RunFolder, speaker: str, words: int, sink: str, mic: str, sleep_every_min: float,
+                  folder: Path, seed: int = 0) -> dict:
+    """A show-and-tell session in `speaker`'s voice through `cdz live` in real time, on a copy of
+    the run that learns and sleeps as the live agent does: does it hear the new voice better in
+    the second half of the session than in the first?"""
+    import shutil
+
+    from replay.datasets import FSDD_INDICES, list_fsdd_files, load_mnist
+    from tools.live_session import live_show_and_tell, recall_in_halves
+
+    shutil.copytree(run.path, folder / "run")  # the user's run is not changed
+    rng = np.random.default_rng(seed)
+    mnist = load_mnist("test")
+    fsdd = Path(list_fsdd_files("test")[0]).parent
+    digits = rng.integers(0, 10, words)
+    cards = np.array([rng.choice(np.flatnonzero(mnist.y == d)) for d in digits])
+    indices = sorted(i for r in FSDD_INDICES.values() for i in r)  # all of them: the voice is new to the run
+    order = {d: rng.permutation(indices) for d in range(10)}
+    said = [fsdd / f"{d}_{speaker}_{order[d][np.sum(digits[:k] == d) % len(indices)]}.wav"
+            for k, d in enumerate(digits)]  # a recording is said again only after all 50 of its digit
+    live_args = ("--no-viewer", "--sleep-every", f"{sleep_every_min:g}")
+    session = live_show_and_tell(folder / "run", mnist.x[cards], mnist.y[cards], said, sink, mic, folder / "session",
+                                 seed=seed, live_args=live_args)
+    err = (folder / "session" / "live.err").read_text(errors="replace")
+    slept = re.search(r"sleeps (\d+)", err)
+    return {"speaker": speaker, "sleep_every_min": sleep_every_min, "sleeps": int(slept[1]) if slept else None,
+            "returncode": session["returncode"],
+            "words": recall_in_halves(session["events"], session["said"], "audio", "visual"),
+            "cards": recall_in_halves(session["events"], session["shown"], "visual", "audio")}
+
+
 def bench_live(run: RunFolder, cards: int = 200, utterances: int = 200, seed: int = 0,
-               speaker: str | None = None) -> dict:
-    """`speaker`: hear only that FSDD voice (a run trained without it: `cdz bench robustness`'s folds)."""
+               speaker: str | None = None, session: dict | None = None) -> dict:
+    """`speaker`: hear only that FSDD voice (a run trained without it: `cdz bench robustness`'s folds).
+    `session`: also a real-time session in that voice (`session_check`'s words, sink, mic, sleep_every_min)."""
     judge = _Judge(run)
     with tempfile.TemporaryDirectory(prefix="cdz-live-") as tmp:
         cam = camera_check(judge, cards, Path(tmp), seed)
     mic = microphone_check(judge, utterances, seed, speaker=speaker)
     noisy = microphone_check(judge, utterances, seed, noise_db=-55.0, speaker=speaker)
-    return {"camera": cam, "microphone": mic, "microphone_noisy": noisy, "speaker": speaker, "run": str(run.path)}
+    result = {"camera": cam, "microphone": mic, "microphone_noisy": noisy, "speaker": speaker, "run": str(run.path)}
+    if session is not None:
+        if speaker is None:
+            raise ValueError("a live session needs --speaker: the new voice it hears")
+        with tempfile.TemporaryDirectory(prefix="cdz-session-") as tmp:
+            result["session"] = session_check(run, speaker, folder=Path(tmp), seed=seed, **session)
+    return result
 
 
 def format_live(r: dict) -> str:
@@ -132,4 +171,17 @@ def format_live(r: dict) -> str:
         f"{m['recall_clean']:.3f} on the clean recordings",
         f"  with -55 dBFS white noise: {r['microphone_noisy']['one_stimulus_share']:.1%} one stimulus each; "
         f"recall {r['microphone_noisy']['recall_heard']:.3f} after the noise gate vs {r['microphone_noisy']['recall_clean']:.3f} clean",
+        *([] if "session" not in r else [_format_session(r["session"])]),
     ])
+
+
+def _format_session(s: dict) -> str:
+    w, c = s["words"], s["cards"]
+
+    def half(x: float | None) -> str:
+        return "-" if x is None else f"{x:.3f}"
+
+    return (f"session     {w['items']} words of {s['speaker']} through `cdz live` (sleep every {s['sleep_every_min']:g} min, "
+            f"{s['sleeps']} sleeps): recall audio->visual {half(w['first_half'])} first half -> "
+            f"{half(w['second_half'])} second half ({w['heard']} heard); cards visual->audio "
+            f"{half(c['first_half'])} -> {half(c['second_half'])}")

@@ -280,7 +280,13 @@ def bench_pipeline(args: argparse.Namespace) -> int:
 def bench_live(args: argparse.Namespace) -> int:
     from tools.bench_live import bench_live, format_live
 
-    result = bench_live(_open_run(args.run), cards=args.cards, utterances=args.utterances, speaker=args.speaker)
+    session = None if args.session_sink is None else {
+        "words": args.session_words, "sink": args.session_sink, "mic": args.session_mic,
+        "sleep_every_min": args.session_sleep_every}
+    if session is not None and args.speaker is None:
+        raise ValueError("--session-sink needs --speaker: the new voice the session is spoken in")
+    result = bench_live(_open_run(args.run), cards=args.cards, utterances=args.utterances, speaker=args.speaker,
+                        session=session)
     return _bench_out(args, result, format_live(result))
 
 
@@ -511,6 +517,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--speaker", type=_voice, help="hear only this FSDD voice, any of its recordings "
                    "(for a run trained without it, e.g. a `cdz bench robustness` fold; default: the test words "
                    "of all six)")
+    b.add_argument("--session-sink", metavar="SINK",
+                   help="also a real-time `cdz live` session in --speaker's voice on a copy of the run: a card video "
+                        "as the camera, the words played into this PulseAudio sink; reports recall in the first half "
+                        "of the session against the second")
+    b.add_argument("--session-mic", default="pulse", help="with --session-sink: the input device that hears that sink")
+    b.add_argument("--session-words", type=flags.COUNT, default=60,
+                   help="with --session-sink: cards and words in the session (2.2 s each; default 60)")
+    from tools.live import SLEEP_EVERY_MIN  # loaded for `cdz live`'s own flags as well
+
+    b.add_argument("--session-sleep-every", type=flags.NON_NEGATIVE, default=SLEEP_EVERY_MIN, metavar="MIN",
+                   help="with --session-sink: `cdz live --sleep-every` of the session (0: no sleep)")
     b = bench("pictures", bench_pictures, "`cdz recall` on pictures as people hand them over (printed, handwritten, "
               "photographed, light on dark), and how familiarity tells digits from other things.",
               "cdz bench pictures --run runs/demo --n 120")

@@ -96,4 +96,27 @@ def live_show_and_tell(run_path: Path, cards_x: np.ndarray, cards_y: np.ndarray,
                 proc.wait(timeout=30)
     events = [json.loads(line) for line in (work / "events.jsonl").read_text().splitlines()]
     return {"cards": len(truth), "words": len(said), "events": events, "returncode": live.returncode,
-            "video_start": v0, "words_start": start, "stats": stats}
+            "video_start": v0, "words_start": start, "stats": stats,
+            "shown": [(v0 + t, int(d)) for t, d in zip(onsets, cards_y)],  # (wall time in view, digit) per card
+            "said": [(start + at, int(cards_y[k])) for k, at in said]}  # (wall time said, digit) per word
+
+
+def recall_in_halves(events: list[dict], items: list[tuple[float, int]], modality: str, other: str,
+                     within_s: tuple[float, float] = (-0.3, 1.5)) -> dict:
+    """How often the live agent named each shown or said item right, in the first half of a
+    session against the second (`--events-out` lines; `items`: (wall time, digit) in order).
+
+    An item's stimulus is the first `modality` event stamped within `within_s` of it; it
+    counts as right when the cluster it recalled in `other` is named as the item's digit.
+    An item that made no stimulus counts as wrong: the score is strict."""
+    def first_event(t: float) -> dict | None:
+        return next((e for e in events if e["modality"] == modality and within_s[0] <= e["t"] - t <= within_s[1]),
+                    None)
+
+    found = [first_event(t) for t, _ in items]
+    right = [e is not None and e["recalled_names"].get(other) == digit for e, (_, digit) in zip(found, items)]
+    half = len(right) // 2
+    return {"items": len(right), "heard": sum(e is not None for e in found),
+            "first_half": float(np.mean(right[:half])) if half else None,
+            "second_half": float(np.mean(right[half:])) if right[half:] else None,
+            "all": float(np.mean(right)) if right else None}
