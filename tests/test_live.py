@@ -223,3 +223,11 @@ def test_cdz_live_sees_hears_recalls_and_checkpoints(tmp_path, data_dir, pulse_s
         x, t = state[f"experience.{m}.x"], state[f"experience.{m}.t_ns"]
         assert len(x) == len(t) and lo <= len(x) <= hi, (m, len(x), lo, hi)
         assert np.isfinite(x).all() and (np.diff(t) >= 0).all()
+
+
+def test_a_live_session_bench_without_a_new_voice_is_a_clear_error(tmp_path, capsys):
+    from tools.cli import main
+
+    assert main(["bench", "live", "--run", str(tmp_path), "--session-sink", "cdz_null"]) == 2
+    err = capsys.readouterr().err
+    assert "--session-sink needs --speaker" in err and "Traceback" not in err
