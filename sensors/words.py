@@ -57,11 +57,13 @@ class VoiceDetector:
         import webrtcvad
 
         ms = 1000.0 * frame_len / rate
-        if round(ms, 6) not in (10.0, 20.0, 30.0):
+        nominal = min((10, 20, 30), key=lambda m: abs(ms - m))
+        if abs(ms - nominal) > 0.05 * nominal:  # 11.025 kHz makes 9.98 ms frames: near enough
             raise ValueError(f"the voice detector takes 10, 20 or 30 ms frames, not {ms:g} ms")
         self.rate = rate if rate in _VOICE_RATES else 8000
-        self.n = int(round(ms * self.rate / 1000.0))
-        self._grid = None if self.rate == rate else np.arange(self.n) * (frame_len / self.n)
+        self.n = nominal * self.rate // 1000
+        exact = self.rate == rate and frame_len == self.n
+        self._grid = None if exact else np.arange(self.n) * (frame_len / self.n)
         self.vad = webrtcvad.Vad(mode)
 
     def __call__(self, frame: np.ndarray) -> bool:
@@ -72,8 +74,9 @@ class VoiceDetector:
 
 
 def voice_detector(kind: str, rate: int, frame_len: int) -> VoiceDetector | None:
-    """The detector for `kind` ("webrtc" or "energy": None); "webrtc" without its package
-    falls back to energy, with a warning."""
+    """The detector for `kind` ("webrtc" or "energy": None). "webrtc" falls back to energy
+    without its package (with a warning) or for frames it cannot take (an odd rate or
+    frame length)."""
     if kind not in ("webrtc", "energy"):
         raise ValueError(f"voice detector must be 'webrtc' or 'energy', got {kind!r}")
     if kind == "energy":
@@ -83,7 +86,9 @@ def voice_detector(kind: str, rate: int, frame_len: int) -> VoiceDetector | None
     except ImportError:
         log.warning("webrtcvad is not installed: words are found by their energy alone "
                     "(pip install webrtcvad-wheels)")
-        return None
+    except ValueError as e:
+        log.info("%s at %d Hz: words are found by their energy alone", e, rate)
+    return None
 
 
 def _energy_db(frames: np.ndarray) -> np.ndarray:

@@ -78,8 +78,13 @@ def test_words_under_a_loud_hiss_are_each_found_once(data_dir, rate):
     assert score.share >= 0.9 and score.spurious == 0
 
 
-def test_an_unknown_voice_detector_is_a_clear_error():
+def test_an_unknown_voice_detector_is_a_clear_error_and_odd_frames_fall_back_to_energy():
+    from sensors.words import UtteranceSegmenter
+
     with pytest.raises(ValueError, match="'webrtc' or 'energy'"):
         segments_of(np.zeros(800, np.float32), 8000, voice="silero")
-    with pytest.raises(ValueError, match="10, 20 or 30 ms"):
-        segments_of(np.zeros(800, np.float32), 8000, frame_s=0.015)
+    assert UtteranceSegmenter(8000).voice is not None
+    assert UtteranceSegmenter(11025).voice is not None  # 9.98 ms frames: near enough to 10
+    for odd in (UtteranceSegmenter(8000, frame_s=0.015), UtteranceSegmenter(150)):  # 15 ms; 2 samples = 13 ms
+        assert odd.voice is None
+        assert odd.push(np.random.default_rng(0).normal(0, 0.1, 3000).astype(np.float32)) is not None
