@@ -17,8 +17,8 @@ install: $(BIN)/cdz  ## create .venv and install the project with its dev extras
 demo: install  ## replay MNIST/FSDD, learn, print the score table
 	$(BIN)/cdz replay --out runs/demo --overwrite
 
-test: install  ## the test suite (small data subsets, a few minutes on 2 cores)
-	$(BIN)/pytest -q
+test: install  ## the test suite (small data subsets, about 8 minutes on 2 cores)
+	$(BIN)/pytest -q -n 2 --dist loadfile
 
 bench: install  ## learning core vs a plain implementation; runtime throughput and latency
 	$(BIN)/cdz bench core
