@@ -47,11 +47,13 @@ def run(trained, tmp_path, data_dir, monkeypatch) -> RunFolder:
 
 
 def live_session(run: RunFolder, during: Callable[[object], None] = lambda agent: None,
-                 seconds: float = 8.0) -> tuple[object, dict[str, int], dict[str, list[dict]]]:
+                 seconds: float = 8.0, fed: Callable[[object, dict[str, dict]], bool] = lambda agent, last: True,
+                 ) -> tuple[object, dict[str, int], dict[str, list[dict]]]:
     """A live agent that sleeps every 3 s awake, fed ten paired events a second for `seconds`
-    (each sense's stimulus 0.1 s after the other's) until a sleep has been swapped in and every
-    stimulus is answered; `during(agent)` runs on every turn of its loop. The agent, the
-    stimuli sent per sense and every process's stats."""
+    and then until `fed(agent, newest stats of each process)` (each sense's stimulus 0.1 s after the
+    other's), until a sleep has been swapped in and every stimulus is answered; `during(agent)`
+    runs on every turn of its loop. The agent, the stimuli sent per sense and every process's
+    stats. (`fed` keeps the feed going for a process restarted late on a busy machine.)"""
     from tools.live import LiveAgent
 
     test = {m: s.x for m, s in load_splits(override(Config(), TINY), "test").items()}
@@ -75,7 +77,7 @@ def live_session(run: RunFolder, during: Callable[[object], None] = lambda agent
                                              mseq=k))
                         sent[m] += 1
                     k += 1
-                    if time.monotonic() >= end:
+                    if time.monotonic() >= end and fed(agent, {name: values[-1] for name, values in stats.items()}):
                         sent_at.append(time.monotonic())
                         sending_done.set()
                 pause = time.monotonic() + 0.1
@@ -135,9 +137,17 @@ def test_a_worker_killed_during_the_sleep_comes_back_on_the_slept_brain(run):
         worker = agent.children["worker-visual"]
         if not killed and agent.sleeper is not None and agent.sleeper.alive() and worker.alive():
             killed.append(worker.proc.pid)
+            killed_at.append(time.monotonic())
             worker.proc.send_signal(signal.SIGKILL)
 
-    agent, sent, stats = live_session(run, during=kill_once)
+    def new_worker_learns(agent, last: dict[str, dict]) -> bool:
+        """The stats are the new process's (up for less time than since the kill), and it learned."""
+        worker = last.get("worker-visual", {})
+        return bool(killed_at) and worker.get("uptime_s", 1e9) < time.monotonic() - killed_at[0] \
+            and worker.get("learned", 0) > 0
+
+    killed_at: list[float] = []
+    agent, sent, stats = live_session(run, during=kill_once, fed=new_worker_learns)
     assert killed and agent.children["worker-visual"].restarts == 1
     visual, audio = stats["worker-visual"][-1], stats["worker-audio"][-1]
     assert visual["stage"] == audio["stage"] >= 1, (visual, audio)  # both senses on the same slept stage
@@ -172,7 +182,11 @@ def test_a_deaf_hub_is_started_again(run):
             agent.client.send(Control("rewind", {"gen": 10**6, "step": 0, "to": "hub"}, source="intruder"))
             told.append(time.monotonic())
 
-    agent, sent, stats = live_session(run, during=deafen)
+    def hub_hears_again(agent, last: dict[str, dict]) -> bool:
+        hub = last.get("hub", {})
+        return any(r["child"] == "hub" for r in agent.restarts) and hub.get("gen") == 0 and hub.get("processed", 0) > 0
+
+    agent, sent, stats = live_session(run, during=deafen, fed=hub_hears_again)
     hub = stats["hub"]
     assert [r.get("why") for r in agent.restarts if r["child"] == "hub"] == ["deaf"], agent.restarts
     deaf = [v for v in hub if v["gen"] == 10**6]
