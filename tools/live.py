@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 # Sleep short and often, so a new voice is learned during the session: one sleep after 30
 # taught pairs already lifts a new voice from about 0.79 to 0.93 (`cdz bench adapt`). A sleep
 # on a full buffer took 80 s of a busy 2-core machine while the agent stayed awake.
-SLEEP_EVERY_MIN = 5.0  # `cdz live --sleep-every` default: minutes awake between sleeps
+SLEEP_EVERY_MIN = 1.0  # `cdz live --sleep-every` default: minutes awake between sleeps (docs/RESULTS.md, live sessions)
 SLEEP_NEEDS_LIVED = 20  # stimuli learned from the senses since the last sleep, or the sleep waits
 
 
