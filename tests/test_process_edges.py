@@ -276,7 +276,7 @@ def test_play_refuses_a_file_that_is_no_recording_with_exit_2(thread_bus, tmp_pa
 
 
 # --------------------------------------------------------------------------- help
-SUBCOMMANDS = ("train", "eval", "replay", "recall", "sleep", "plots", "bench", "bus", "top", "think", "live", "keys",
+SUBCOMMANDS = ("train", "eval", "replay", "recall", "sleep", "plots", "bench", "bus", "top", "think", "live", "keys", "graph",
                "hub", "worker", "play", "record")
 
 

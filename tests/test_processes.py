@@ -388,6 +388,36 @@ def test_an_excitation_stamped_far_ahead_is_dropped_and_counted_by_the_hub(runti
     wait_stats(client, {"hub": lambda v: v["processed"] == before["processed"] + 1 and v["ahead"] == after["ahead"]})
 
 
+def test_the_running_processes_say_only_what_the_graph_declares(runtime, test_images):
+    """`cdz graph` is derived from the declarations in agent/runtime/topology.py: what a live hub
+    and its workers really publish while they learn, recall and reconstruct is all declared there."""
+    from agent.runtime.topology import graph
+
+    addr, procs, client = runtime
+    names = ["hub", *(f"worker-{m}" for m in MODALITIES)]
+    says = {p["name"]: set(p["says"]) for p in graph(names, MODALITIES)["processes"]}
+    tap = BusClient(addr, "tap", [b""])  # every topic
+    try:
+        tap.handshake(timeout_s=30)
+        t0 = time.time_ns()
+        for k in range(6):  # paired events: each sense's stimulus 0.1 s after the other's
+            for j, m in enumerate(MODALITIES):
+                client.send(Stimulus(m, t0 + k * 300_000_000 + j * 100_000_000, 40_000 + k, test_images[m][k],
+                                     source="tester", mseq=40_000 + k))
+        heard: dict[str, set[str]] = {}
+        deadline = time.monotonic() + 6.0
+        while time.monotonic() < deadline:
+            msg = tap.recv(100)
+            if msg is not None and msg.source in says:
+                heard.setdefault(msg.source, set()).add(encode(msg)[0].decode())
+    finally:
+        tap.close()
+    for name, topics in heard.items():
+        assert topics <= says[name], (name, sorted(topics - says[name]))
+    kinds = {t.split(".")[0] for topics in heard.values() for t in topics}
+    assert {"excite", "feedback", "recall", "recon", "stats"} <= kinds, kinds  # the test saw real traffic
+
+
 def test_a_flood_of_cluster_announcements_is_refused_and_counted_by_the_hub(runtime, config):
     """Two valid messages announcing 65,536 clusters each: the hub registers no more than a cortex
     holds (`cortex.max_nodes`), counts the rest, and stays up."""

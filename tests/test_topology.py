@@ -64,3 +64,29 @@ def test_every_role_starts_with_arguments_cdz_accepts(tmp_path):
         args = parser.parse_args([*role.command, "--bus", "tcp://127.0.0.1:5570", *extra])
         assert args.bus == "tcp://127.0.0.1:5570", role
         assert getattr(args, "quiet", True), role  # children log quietly into their files
+
+
+def test_cdz_graph_derives_the_edges_from_what_each_process_hears_and_says(capsys):
+    """Live and lossless, as JSON: each process hears exactly what it subscribes to (plus control),
+    and an edge joins every topic said to every process that hears a prefix of it."""
+    import json
+
+    from agent.runtime.topology import kind_of
+    from tools.cli import main
+
+    for args, first in ((["graph", "--json"], "live"), (["graph", "--lossless", "--json"], "launcher")):
+        assert main(args) == 0
+        g = json.loads(capsys.readouterr().out)
+        names = [p["name"] for p in g["processes"]]
+        assert names[0] == first and {"hub", "worker-visual", "worker-audio"} <= set(names)
+        for p in g["processes"]:
+            assert set(p["hears"]) == {t.decode() for t in hears(*kind_of(p["name"]))} | {"control"}, p
+        edges = {tuple(e) for e in g["edges"]}
+        assert ("worker-visual", "excite.visual", "hub") in edges and ("hub", "feedback.audio", "worker-audio") in edges
+        assert ("hub", "recall.visual", "worker-audio") not in edges  # a worker hears its own sense's recalls only
+        assert all(any(t.startswith(h) for h in next(p for p in g["processes"] if p["name"] == b)["hears"])
+                   for _, t, b in edges)
+    assert ("player", "stimulus.audio", "worker-audio") in edges  # the lossless graph, the last one read
+    assert main(["graph", "--mermaid"]) == 0
+    chart = capsys.readouterr().out
+    assert chart.startswith("flowchart LR") and 'worker_audio -- "clusters.audio, excite.audio" --> hub' in chart

@@ -245,6 +245,29 @@ def cmd_sleep(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_graph(args: argparse.Namespace) -> int:
+    from agent.core.config import Config
+    from agent.runtime.topology import graph, live_roles, lossless_roles, mermaid
+
+    senses, run = Config().modalities, Path("RUN")
+    if args.lossless:
+        roles = lossless_roles(run, senses, total=0, checkpoint_every=0, window=1, speed=0.0)
+    else:
+        roles = live_roles(run, senses, camera="0", use_mic=True, viewer=True, speak=True, think=True)
+    g = graph(["launcher" if args.lossless else "live", *(r.name for r in roles)], senses)
+    if args.json:
+        print(json.dumps(g, indent=1))
+    elif args.mermaid:
+        print(mermaid(g))
+    else:
+        width = max(len(p["name"]) for p in g["processes"])
+        for p in g["processes"]:
+            print(f"{p['name']:{width}s}  hears {', '.join(p['hears'])}")
+            print(f"{'':{width}s}  says  {', '.join(p['says']) or '-'}")
+        print(f"{len(g['edges'])} edges (sayer, topic, hearer): --json or --mermaid lists them")
+    return 0
+
+
 def cmd_plots(args: argparse.Namespace) -> int:
     from tools.report import make_plots
 
@@ -398,6 +421,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-baselines", action="store_true", help="skip k-means/DP-GMM/HDBSCAN/supervised baselines")
     sp.add_argument("--no-judges", action="store_true", help="skip generation accuracy (no judge training)")
     sp.set_defaults(func=cmd_eval)
+
+    sp = sub.add_parser("graph", help="the agent's processes, what each hears and says, and what flows between them",
+                        **describe("The processes of the live agent (or, with --lossless, of `cdz replay "
+                                   "--distributed`), what each hears and says on the bus, and the edges between "
+                                   "them, derived from their declarations (agent/runtime/topology.py).",
+                                   "cdz graph", "cdz graph --mermaid > agent.mmd", "cdz graph --lossless --json"))
+    sp.add_argument("--lossless", action="store_true", help="the distributed replay's processes (default: live, "
+                    "with every optional sense and view)")
+    out = sp.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help='one JSON object: {"processes": [{"name", "hears", '
+                     '"says"}], "edges": [[sayer, topic, hearer]]}')
+    out.add_argument("--mermaid", action="store_true", help="a Mermaid flowchart (GitHub draws it)")
+    sp.set_defaults(func=cmd_graph)
 
     sp = sub.add_parser("replay", help="train then eval in one go (the main job)",
                         **describe("Train then evaluate in one go (the main job): the score table, or one JSON "
@@ -578,7 +614,7 @@ PROGRESS_COMMANDS = frozenset({"train", "eval", "replay", "plots", "bench", "sle
 
 # commands that never touch torch (recall only once its files are good): no 1-3 s torch import first
 LIGHT_COMMANDS = frozenset({"bus", "top", "keys", "play", "record", "export", "recall", "camera", "mic", "viewer",
-                            "speaker", "unpack"})
+                            "speaker", "unpack", "graph"})
 
 
 def _single_thread_torch() -> None:

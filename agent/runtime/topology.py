@@ -1,27 +1,20 @@
-"""The agent's processes as data: each role's name, what it hears on the bus, and how it starts.
+"""The agent's processes as data: each role's name, what it hears and says on the bus, and how it starts.
 
 One table serves every launcher: `cdz replay --distributed` (the lossless roles),
 `cdz live` and the benches (the live roles); each process subscribes to the topics
-its row names. A role starts as `cdz <command...>`; the supervisor adds the bus
-address (and, lossless, the run generation).
-
-    role            hears                                   says
-    hub             excite.*, clusters.*                    feedback.<m>, recall.<m>, credit, weights.*
-    worker-<m>      stimulus.<m>, feedback.<m>, recall.<m>, credit   excite.<m>, clusters.<m>, recon.<m>
-    player          credit                                  stimulus.*
-    camera          (control only)                          stimulus.visual, frame.visual
-    microphone      (control only)                          stimulus.audio
-    viewer          stimulus, excite, recon, frame, weights, stats   (a window, a video, Foxglove)
-    speaker         recon.audio                             (sound)
-    thinker         recon, excite, stimulus                 stimulus.* (thoughts)
-
-Every process also hears `control` (the supervisor's hello, go, rewind, stop, ...).
+its `HEARS` row names, and `SAYS` names what it publishes. A role starts as `cdz
+<command...>`; the supervisor adds the bus address (and, lossless, the run
+generation). `graph` joins the two into the edges of a run's processes, which `cdz
+graph` prints (as JSON or a Mermaid chart). Every process also hears `control`
+(the supervisor's hello, go, rewind, stop, ...).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+
+from agent.runtime.wire import stats_topic
 
 HEARS: dict[str, tuple[str, ...]] = {  # role (or role kind) -> topic prefixes; "{m}" is the worker's sense
     "hub": ("excite.", "clusters."),
@@ -36,6 +29,57 @@ HEARS: dict[str, tuple[str, ...]] = {  # role (or role kind) -> topic prefixes; 
     "live": ("excite.", "recall.", "stats.hub"),  # the live supervisor: what the agent perceives, for
     # --events-out, and the hub's stats (a deaf hub is started again)
 }
+
+
+SAYS: dict[str, tuple[str, ...]] = {  # role (or role kind) -> the topics it publishes besides its stats;
+    # "{m}": its sense (a worker) or each sense of the run (the others)
+    "hub": ("feedback.{m}", "recall.{m}", "credit", "weights.{m}"),
+    "worker": ("excite.{m}", "clusters.{m}", "recon.{m}"),
+    "player": ("stimulus.{m}",),
+    "camera": ("stimulus.visual", "frame.visual"),
+    "microphone": ("stimulus.audio",),
+    "viewer": (),  # a window, a video, Foxglove
+    "speaker": (),  # sound
+    "thinker": ("stimulus.{m}",),  # thoughts, fed back as stimuli
+    "launcher": ("control",),
+    "live": ("control",),
+}
+SUPERVISORS = ("launcher", "live")  # they tend the others and publish no stats of their own
+
+
+def kind_of(name: str) -> tuple[str, str]:
+    """A process name's role kind and sense: `worker-audio` -> (`worker`, `audio`), `hub` -> (`hub`, "")."""
+    kind, _, sense = name.partition("-")
+    return (kind, sense) if kind in HEARS else (name, "")
+
+
+def graph(names: list[str], modalities: tuple[str, ...]) -> dict:
+    """The processes `names` with what each hears and says, and every edge (sayer, topic, hearer)
+    where a topic one says starts with a prefix another hears: derived from `HEARS` and `SAYS`."""
+    processes = []
+    for name in names:
+        kind, sense = kind_of(name)
+        senses = (sense,) if sense else modalities
+        said = {t.format(m=m) for t in SAYS[kind] for m in senses}
+        if kind not in SUPERVISORS:
+            said.add(stats_topic(name).decode())
+        said = sorted(said)
+        heard = sorted({t.format(m=sense) for t in HEARS[kind]} | {"control"})
+        processes.append({"name": name, "hears": heard, "says": said})
+    edges = [[a["name"], t, b["name"]] for a in processes for t in a["says"] for b in processes
+             if b is not a and any(t.startswith(h) for h in b["hears"])]
+    return {"processes": processes, "edges": edges}
+
+
+def mermaid(g: dict) -> str:
+    """A Mermaid flowchart of a `graph`: one arrow per pair of processes, labelled with its topics."""
+    pairs: dict[tuple[str, str], list[str]] = {}
+    for a, t, b in g["edges"]:
+        pairs.setdefault((a, b), []).append(t)
+    ids = {p["name"]: p["name"].replace("-", "_") for p in g["processes"]}
+    lines = ["flowchart LR", *(f"    {ids[p['name']]}[{p['name']}]" for p in g["processes"])]
+    lines += [f"    {ids[a]} -- \"{', '.join(ts)}\" --> {ids[b]}" for (a, b), ts in pairs.items()]
+    return "\n".join(lines)
 
 
 def hears(role: str, modality: str = "") -> list[bytes]:

@@ -452,6 +452,11 @@ def is_batch(frames: Sequence[Any]) -> bool:
     return len(frames) >= 3 and len(_buffer(frames[1])) == 0
 
 
+def stats_topic(source: str) -> bytes:
+    """The topic of a process's stats: `stats.<source>` where the name is topic-safe, else `stats`."""
+    return _topic_of("stats", "", source)
+
+
 def _topic_name(text: str) -> str:
     return text if _NAME.fullmatch(text or "") else ""
 
