@@ -18,7 +18,7 @@ demo: install  ## replay MNIST/FSDD, learn, print the score table
 	$(BIN)/cdz replay --out runs/demo --overwrite
 
 test: install  ## the test suite (small data subsets, about 8 minutes on 2 cores)
-	$(BIN)/pytest -q -n 2 --dist loadfile
+	$(BIN)/pytest -q -n 2
 
 bench: install  ## learning core vs a plain implementation; runtime throughput and latency
 	$(BIN)/cdz bench core
