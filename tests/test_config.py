@@ -143,29 +143,14 @@ def test_a_sense_table_is_read_over_the_defaults_of_that_sense():
     assert cfg.senses["visual"] == Config().senses["visual"]  # a sense not given keeps its table
 
 
-def test_a_config_saved_before_the_senses_table_still_loads(tmp_path):
-    path = tmp_path / "config.toml"
-    path.write_text('seed = 4\n[visual_encoder]\nepochs = 2\n[audio_encoder]\narch = "linear"\ncode_dim = 8\n')
-    cfg = load_toml(path)
-    assert cfg.seed == 4
-    assert cfg.encoder("visual") == AutoencoderSettings(epochs=2)
-    assert cfg.encoder("audio") == AutoencoderSettings(arch="linear", code_dim=8, epochs=20, batch_size=32, channels=16)
-    save_toml(cfg, path)
-    assert "senses" in tomllib.loads(path.read_text()) and load_toml(path) == cfg
-
-
-def test_the_old_set_spelling_names_the_same_field():
-    assert override(Config(), ["visual_encoder.epochs=2"]) == override(Config(), ["senses.visual.encoder.epochs=2"])
-
-
 def test_a_table_may_be_named_before_its_sense_joins_modalities():
     cfg = override(Config(), ["senses.touch.encoder.arch=linear", "modalities=['visual', 'touch']"])
     assert cfg.encoder("touch").arch == "linear"
 
 
 @pytest.mark.parametrize("data", [
-    {"senses": 5, "visual_encoder": {}},  # old and new side by side, the new one not a table
-    {"senses": {"visual": 5}, "visual_encoder": {"epochs": 3}},
+    {"senses": 5},  # not a table
+    {"senses": {"visual": 5}},  # a sense's entry not a table
     {"senses": {"audoi": {"encoder": {"epochs": 3}}}},  # a table for no sense of modalities
 ])
 def test_odd_sense_tables_in_a_file_are_one_settings_error(data):
@@ -173,10 +158,15 @@ def test_odd_sense_tables_in_a_file_are_one_settings_error(data):
         from_dict(Config, data)
 
 
+def test_the_spelling_before_the_senses_table_is_an_unknown_setting():
+    with pytest.raises(KeyError, match="visual_encoder"):
+        from_dict(Config, {"visual_encoder": {"epochs": 3}})
+
+
 @pytest.mark.parametrize("assignment, error", [
     ("senses.Touch.encoder.arch=linear", SettingsError),  # not a sense name
     ("senses.audoi.encoder.epochs=20", SettingsError),  # misspelt: no such sense in modalities
-    ("audo_encoder.epochs=20", KeyError),  # the old spelling only ever named visual and audio
+    ("visual_encoder.epochs=20", KeyError),  # the spelling before the senses table
     ("senses.visual=3", KeyError),  # a table, not a value
     ("senses.visual.encoder.epochs=-1", SettingsError),
     ("senses.visual.encoder.bogus=1", KeyError),

@@ -248,14 +248,6 @@ class Config:
 
 
 REWARD = "reward"  # the sense the teacher's rewards arrive on
-_LEGACY = {f"{m}_encoder": m for m in default_senses()}  # configs before the senses table: `[visual_encoder]`
-
-
-def _legacy_key(name: str) -> str | None:
-    """The sense an old `visual_encoder` / `audio_encoder` section or `--set` key names, else None."""
-    return _LEGACY.get(name)
-
-
 def check_senses(config: Config) -> Config:
     """A senses table must be for a sense of `modalities` or a built-in one: a misspelt name
     (`senses.audoi`) would otherwise be a table nobody reads. Checked once every setting is in
@@ -297,12 +289,10 @@ def _built(cls: type, kwargs: dict[str, Any], where: str) -> Any:
 
 def from_dict(cls: type, data: dict[str, Any], where: str = "", base: Any = None) -> Any:
     """Rebuild a settings dataclass from `to_dict` output; unknown keys are an error.
-    Fields not given keep `base`'s values (default: the class's defaults). A config
-    saved before the senses table (`[visual_encoder]`) is read into `[senses.visual]`."""
+    Fields not given keep `base`'s values (default: the class's defaults)."""
     if not isinstance(data, dict):
         raise SettingsError(f"{where or cls.__name__} must be a table of settings, got {data!r}"[:300])
     if cls is Config:
-        data = _moved_to_senses(data)
         return check_senses(_from_dict(cls, data, where, base))
     return _from_dict(cls, data, where, base)
 
@@ -341,25 +331,6 @@ def _entry_type(cls: type, name: str) -> type:
     return typing.get_args(hint)[1]
 
 
-def _moved_to_senses(data: dict[str, Any]) -> dict[str, Any]:
-    """An old config's `<sense>_encoder` sections, as `senses.<sense>.encoder`."""
-    old = {k: _legacy_key(k) for k in data if _legacy_key(k) is not None}
-    if not old:
-        return data
-    out = {k: v for k, v in data.items() if k not in old}
-    senses = out.get("senses", {})
-    if not isinstance(senses, dict):
-        raise SettingsError(f"senses must be a table of named tables, got {senses!r}"[:300])
-    senses = dict(senses)
-    for key, sense in old.items():
-        entry = senses.get(sense, {})
-        if not isinstance(entry, dict):
-            raise SettingsError(f"senses.{sense} must be a table of settings, got {entry!r}"[:300])
-        senses[sense] = {**entry, "encoder": data[key]}
-    out["senses"] = senses
-    return out
-
-
 def override(config: Config, assignments: list[str]) -> Config:
     """Apply `section.field=value` strings; the field must exist, the value is parsed as TOML."""
     for text in assignments:
@@ -367,8 +338,6 @@ def override(config: Config, assignments: list[str]) -> Config:
             raise SettingsError(f"override {text!r} must look like section.field=value")
         key, raw = text.split("=", 1)
         path = key.strip().split(".")
-        if len(path) > 1 and _legacy_key(path[0]) is not None:  # visual_encoder.epochs: the old spelling
-            path = ["senses", _legacy_key(path[0]), "encoder", *path[1:]]
         try:
             value = tomllib.loads(f"v = {raw.strip()}")["v"]
         except tomllib.TOMLDecodeError:
