@@ -83,8 +83,8 @@ def live_session(run: RunFolder, during: Callable[[object], None] = lambda agent
                 pause = time.monotonic() + 0.1
                 while time.monotonic() < pause:
                     msg = client.recv(10)
-                    if isinstance(msg, Stats):
-                        stats.setdefault(msg.source, []).append(msg.values)
+                    if isinstance(msg, Stats):  # with when it came, to tell a restarted process's stats
+                        stats.setdefault(msg.source, []).append({**msg.values, "_received": time.monotonic()})
         finally:
             client.close()
 
@@ -141,9 +141,10 @@ def test_a_worker_killed_during_the_sleep_comes_back_on_the_slept_brain(run):
             worker.proc.send_signal(signal.SIGKILL)
 
     def new_worker_learns(agent, last: dict[str, dict]) -> bool:
-        """The stats are the new process's (up for less time than since the kill), and it learned."""
+        """The newest stats are the new process's (it had been up for less time than had passed since
+        the kill when they came), and it learned."""
         worker = last.get("worker-visual", {})
-        return bool(killed_at) and worker.get("uptime_s", 1e9) < time.monotonic() - killed_at[0] \
+        return bool(killed_at) and worker.get("uptime_s", 1e9) < worker.get("_received", 0.0) - killed_at[0] \
             and worker.get("learned", 0) > 0
 
     killed_at: list[float] = []
