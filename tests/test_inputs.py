@@ -160,9 +160,10 @@ def test_an_overwrite_killed_midway_gives_the_old_run_back(run_copy, data_dir, s
                             env={**os.environ, "CDZ_DATA_DIR": str(data_dir)})
     try:
         deadline = time.monotonic() + 120
-        def learning() -> bool:  # the old run set aside, and the new one begun (its encoders are training)
+        def learning() -> bool:  # SIGTERM: the old run being set aside (the earliest moment it can be
+            # hit); SIGKILL: set aside, and the new one begun (its encoders are training)
             aside = [p for p in run_copy.path.iterdir() if p.name.startswith(".replaced-")]
-            return bool(aside) and (run_copy.path / "config.toml").exists()
+            return bool(aside) and (signum == signal.SIGTERM or (run_copy.path / "config.toml").exists())
 
         while not learning():
             assert time.monotonic() < deadline and proc.poll() is None, "the new run never started"
@@ -178,6 +179,36 @@ def test_an_overwrite_killed_midway_gives_the_old_run_back(run_copy, data_dir, s
         run_copy.config()
     assert _digest(run_copy.path) == before
     load_brain(run_copy)
+
+
+def test_a_sigterm_while_the_old_run_is_moved_aside_puts_it_back(run_copy, monkeypatch):
+    """The moment between the first and the last entry moved aside: SIGTERM must already be
+    handled there (it was handled only from the new run's config on, so a SIGTERM in that
+    window killed the process with the old run half aside)."""
+    from agent.core import checkpoint
+
+    before = _digest(run_copy.path)
+    real_replace, moved = os.replace, []
+
+    def replace_then_sigterm(src, dst):
+        real_replace(src, dst)
+        if not moved:  # a SIGTERM right after the first entry went aside, to whatever handles it now
+            moved.append(src)
+            handler = signal.getsignal(signal.SIGTERM)
+            assert callable(handler), "SIGTERM is not handled while the old run is being moved aside"
+            handler(signal.SIGTERM, None)
+
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)  # as in a plain `cdz train`
+    try:
+        monkeypatch.setattr(checkpoint.os, "replace", replace_then_sigterm)
+        with pytest.raises(SystemExit) as stopped:
+            with checkpoint.new_run(override(Config(), TINY), run_copy.path, overwrite=True):
+                pass
+        monkeypatch.undo()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert stopped.value.code == 143 and moved
+    assert _digest(run_copy.path) == before and not list(run_copy.path.glob(".replaced-*"))
 
 
 def test_overwrite_replaces_only_what_the_project_wrote(run_copy):

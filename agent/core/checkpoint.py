@@ -334,28 +334,31 @@ def new_run(config: Config, out: Path | str, overwrite: bool) -> Iterator[RunFol
             raise RunError(f"{run.path} was not made by cdz ({MARKER} is missing): refusing to overwrite it; "
                            "choose another --out or empty it yourself")
         aside = run.path / f"{_ASIDE}{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-        aside.mkdir()
-        for entry in run.path.iterdir():
-            if entry != aside and written_by_us(entry.name) and not entry.name.startswith(_ASIDE):
-                os.replace(entry, aside / entry.name)
-    try:
-        with _terminate_as_exit():
+    moving = aside is not None  # until every old entry is aside, only the aside ones are put back
+    with _terminate_as_exit():  # from the first move on: a SIGTERM mid-move puts the old run back too
+        try:
+            if aside is not None:
+                aside.mkdir()
+                for entry in run.path.iterdir():
+                    if entry != aside and written_by_us(entry.name) and not entry.name.startswith(_ASIDE):
+                        os.replace(entry, aside / entry.name)
+                moving = False
             run.create(config)
             yield run
-    except BaseException:
-        if run.owner is not None and not run.still_ours():  # slow to die: another run is being made here now
-            log.warning("%s now holds a run made by another process; leaving it as it is", run.path)
+        except BaseException:
+            if run.owner is not None and not run.still_ours():  # slow to die: another run is being made here now
+                log.warning("%s now holds a run made by another process; leaving it as it is", run.path)
+                raise
+            for entry in run.path.iterdir() if run.path.is_dir() and not moving else ():  # what the block wrote
+                if written_by_us(entry.name) and not entry.name.startswith(_ASIDE):
+                    shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+            if aside is not None and aside.is_dir():
+                for entry in aside.iterdir():
+                    os.replace(entry, run.path / entry.name)
+                aside.rmdir()
+            elif not existed and run.path.is_dir() and not any(run.path.iterdir()):
+                run.path.rmdir()
             raise
-        for entry in run.path.iterdir() if run.path.is_dir() else ():  # never made: nothing to undo
-            if written_by_us(entry.name) and not entry.name.startswith(_ASIDE):
-                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
-        if aside is not None:
-            for entry in aside.iterdir():
-                os.replace(entry, run.path / entry.name)
-            aside.rmdir()
-        elif not existed and run.path.is_dir() and not any(run.path.iterdir()):
-            run.path.rmdir()
-        raise
     if aside is not None:
         shutil.rmtree(aside, ignore_errors=True)
 
