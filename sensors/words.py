@@ -1,9 +1,11 @@
 """Finding words in sound: a voice-activity detector that cuts a stream into one clip per word,
 and a noise gate that takes the room's steady noise out of each clip.
 
-A frame is speech when WebRTC's voice detector (`webrtcvad-wheels`) says so and it
-stands a few dB above the room's noise floor; without that package, or with
-`voice="energy"`, when it stands well above the floor (an energy detector).
+A frame is speech when it stands well above the room's noise floor (an energy
+detector, the default), or with `voice="webrtc"` when WebRTC's voice detector
+(`webrtcvad-wheels`) says so and it stands a few dB above the floor: that finds words
+under a loud hiss, but WebRTC's own hangover once joined two words 0.66 s apart in the
+live hissing-room test, so it is not the default yet (docs/RESULTS.md).
 
 The microphone runs them live (`sensors.microphone`), and `words_in` runs them offline
 over a recording, for `cdz recall`, the API, evaluation and tests, so a sound file is
@@ -100,10 +102,9 @@ class UtteranceSegmenter:
     """Voice-activity detection over 10 ms frames, one `Segment` per spoken word.
 
     The noise floor follows the quiet frames (down fast, up slowly; frozen during speech).
-    With `voice="webrtc"` (the default) a frame is speech when WebRTC's detector says so
-    and it stands `VOICE_MARGIN_DB` above the floor; with `voice="energy"` speech starts
-    on a frame `start_db` above the floor and goes on while frames stay `stop_db` above
-    it. Either way a frame must be above `min_level_db`, so that digital silence does not
+    With `voice="energy"` (the default) speech starts on a frame `start_db` above the floor
+    and goes on while frames stay `stop_db` above it; with `voice="webrtc"` a frame is
+    speech when WebRTC's detector says so and it stands `VOICE_MARGIN_DB` above the floor. Either way a frame must be above `min_level_db`, so that digital silence does not
     make every click speech, and speech ends after `hangover_s` without it; the gap
     inside "six" or "eight" is shorter than the hangover.
     A clip keeps `preroll_s` before the onset (soft consonants start below the threshold),
@@ -116,7 +117,7 @@ class UtteranceSegmenter:
 
     def __init__(self, rate: int, frame_s: float = 0.01, start_db: float = 12.0, stop_db: float = 6.0,
                  min_level_db: float = -60.0, hangover_s: float = 0.3, preroll_s: float = 0.1,
-                 tail_s: float = 0.05, min_s: float = 0.08, max_s: float = 1.0, voice: str = "webrtc"):
+                 tail_s: float = 0.05, min_s: float = 0.08, max_s: float = 1.0, voice: str = "energy"):
         if rate < 100:
             raise ValueError(f"rate must be at least 100 Hz, got {rate}")
         self.rate = int(rate)

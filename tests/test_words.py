@@ -70,10 +70,9 @@ def test_words_under_a_loud_hiss_are_each_found_once(data_dir, rate):
     from tools.utterance_audio import score_segments
 
     recording, truth = _words_under_hiss(data_dir, rate, -27.0)
-    found = segments_of(recording, rate)
+    found = segments_of(recording, rate, voice="webrtc")
     score = score_segments([(s.start / rate, s.end / rate) for s in found], truth)
-    energy = score_segments([(s.start / rate, s.end / rate) for s in segments_of(recording, rate, voice="energy")],
-                            truth)
+    energy = score_segments([(s.start / rate, s.end / rate) for s in segments_of(recording, rate)], truth)
     print(f"exactly once: {score.share:.2f} with the voice detector, {energy.share:.2f} by energy alone")
     assert score.share >= 0.9 and score.spurious == 0
 
@@ -83,8 +82,9 @@ def test_an_unknown_voice_detector_is_a_clear_error_and_odd_frames_fall_back_to_
 
     with pytest.raises(ValueError, match="'webrtc' or 'energy'"):
         segments_of(np.zeros(800, np.float32), 8000, voice="silero")
-    assert UtteranceSegmenter(8000).voice is not None
-    assert UtteranceSegmenter(11025).voice is not None  # 9.98 ms frames: near enough to 10
-    for odd in (UtteranceSegmenter(8000, frame_s=0.015), UtteranceSegmenter(150)):  # 15 ms; 2 samples = 13 ms
+    assert UtteranceSegmenter(8000).voice is None  # energy, the default
+    assert UtteranceSegmenter(8000, voice="webrtc").voice is not None
+    assert UtteranceSegmenter(11025, voice="webrtc").voice is not None  # 9.98 ms frames: near enough to 10
+    for odd in (UtteranceSegmenter(8000, frame_s=0.015, voice="webrtc"), UtteranceSegmenter(150, voice="webrtc")):
         assert odd.voice is None
         assert odd.push(np.random.default_rng(0).normal(0, 0.1, 3000).astype(np.float32)) is not None
