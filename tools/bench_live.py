@@ -145,6 +145,8 @@ def bench_live(run: RunFolder, cards: int = 200, utterances: int = 200, seed: in
                speaker: str | None = None, session: dict | None = None) -> dict:
     """`speaker`: hear only that FSDD voice (a run trained without it: `cdz bench robustness`'s folds).
     `session`: also a real-time session in that voice (`session_check`'s words, sink, mic, sleep_every_min)."""
+    if session is not None and speaker is None:  # before minutes of filming and hearing, not after
+        raise ValueError("a live session needs a speaker: the new voice it hears")
     judge = _Judge(run)
     with tempfile.TemporaryDirectory(prefix="cdz-live-") as tmp:
         cam = camera_check(judge, cards, Path(tmp), seed)
@@ -152,8 +154,6 @@ def bench_live(run: RunFolder, cards: int = 200, utterances: int = 200, seed: in
     noisy = microphone_check(judge, utterances, seed, noise_db=-55.0, speaker=speaker)
     result = {"camera": cam, "microphone": mic, "microphone_noisy": noisy, "speaker": speaker, "run": str(run.path)}
     if session is not None:
-        if speaker is None:
-            raise ValueError("a live session needs --speaker: the new voice it hears")
         with tempfile.TemporaryDirectory(prefix="cdz-session-") as tmp:
             result["session"] = session_check(run, speaker, folder=Path(tmp), seed=seed, **session)
     return result
