@@ -27,6 +27,7 @@ from agent.core.brain import Brain
 from agent.core.checkpoint import RunFolder, new_run
 from agent.core.config import REWARD, Config
 from agent.core.recollection import recollect
+from agent.core.session_mean import session_for
 from agent.core.storage import atomic_write_bytes
 from agent.pack import NAMES_FILE, names_bytes, open_run
 from replay.naming import run_names
@@ -77,6 +78,8 @@ class Agent:
         self.brain = brain
         self.names = names
         self._usual: dict[str, tuple[int, np.ndarray]] = {}  # sense -> (cortex step, usual distances)
+        # what it hears has the session's average swapped for the training one (agent.core.session_mean)
+        self.sessions = {m: session_for(coder, config.sense(m)) for m, coder in coders.items()}
 
     # ------------------------------------------------------------------ loading and saving
     @classmethod
@@ -142,12 +145,14 @@ class Agent:
         return found[0]
 
     def recall_all(self, what: Input) -> list[Recall]:
-        """One recall per stimulus in the input (each word of a recording). Changes nothing."""
+        """One recall per stimulus in the input (each word of a recording). Changes nothing it learned;
+        what it hears counts into its session's average voice (`new_session` starts afresh)."""
         return [self.recall_stimulus(p.modality, p.x, (p.start_s, p.end_s) if p.start_s is not None else None)
                 for p in self.perceive(what)]
 
     def recall_stimulus(self, sense: str, x: np.ndarray, span: tuple[float, float] | None = None) -> Recall:
         """Recall for a stimulus already made (a 28x28 image in [0, 1], a 64x64 spectrogram, ...)."""
+        x = self._heard(sense, x)
         r = recollect(self.brain, self.coders, sense, x)
         recalled = {}
         for target, cid in r.recalled.items():
@@ -156,6 +161,20 @@ class Agent:
                                         [(c, self._name(target, c), w) for c, w in links])
         return Recall(sense, r.cluster, self._name(sense, r.cluster), self._familiarity(sense, r.encoding),
                       np.asarray(x, np.float32), recalled, dict(r.imagined), span)
+
+    def new_session(self) -> None:
+        """Another speaker or room from now on: forget the session's average voice."""
+        for session in self.sessions.values():
+            if session is not None:
+                session.reset()
+
+    def _heard(self, sense: str, x: np.ndarray) -> np.ndarray:
+        """The stimulus with the session's average swapped for the training one (senses that keep one)."""
+        session = self.sessions.get(sense)
+        x = np.asarray(x, np.float32)
+        if session is None or x.shape != session.reference.shape:  # a wrong shape is refused further on
+            return x
+        return session(x[None])[0]
 
     def _familiarity(self, sense: str, z: np.ndarray) -> float:
         """`Cortex.familiarity`, its reference distances kept until the cortex learns again."""
@@ -179,7 +198,7 @@ class Agent:
         t = (self.brain.cdz.t_max if math.isfinite(self.brain.cdz.t_max) else 0.0) + s.window_s + s.reorder_slack_s + 1.0
         clusters = []
         for p in percepts:  # after the window and slack have passed: no earlier event pairs with this one
-            z = encode(self.coders[p.modality], p.x[None])[0]
+            z = encode(self.coders[p.modality], self._heard(p.modality, p.x)[None])[0]
             exc = self.brain.learn(p.modality, z, t)
             clusters.append(exc.cluster_id if exc is not None else -1)
         return clusters

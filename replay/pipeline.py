@@ -15,10 +15,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from agent.core.autoencoder import encode, load_autoencoder, save_autoencoder, train_autoencoder
+from agent.core.autoencoder import Autoencoder, encode, load_autoencoder, save_autoencoder, train_autoencoder
 from agent.core.brain import Brain
 from agent.core.checkpoint import RunError, RunFolder, cortex_part, load_arrays, save_arrays
 from agent.core.config import Config, SettingsError
+from agent.core.session_mean import heard_as_session
 from agent.core.state_check import StateError, check_arrays
 from replay.senses import make_augmenters
 from replay.splits import load_splits, load_splits_x
@@ -94,10 +95,15 @@ def train_encoders(config: Config, run: RunFolder, progress: bool = True) -> Enc
             run.log(f"{m} autoencoder trained: {info}")
         else:
             model = load_autoencoder(path)
-        enc.train[m], enc.test[m] = encode(model, train_data[m].x), encode(model, test_data[m].x)
+        enc.train[m], enc.test[m] = encode(model, train_data[m].x), test_encodings(config, m, model, test_data[m].x)
         enc.train_y[m], enc.test_y[m] = train_data[m].y, test_data[m].y
     save_arrays(run.encodings_path, enc.arrays())
     return enc
+
+
+def test_encodings(config: Config, modality: str, model: Autoencoder, x: np.ndarray) -> np.ndarray:
+    """Encodings of a test set, heard as one session after training (agent.core.session_mean)."""
+    return encode(model, heard_as_session(x, model, config.sense(modality), config.seed))
 
 
 def recorded_stream(path: Path | str, config: Config,
@@ -168,7 +174,8 @@ class Refinements:
         _, x_test = self._data()
         train_z = codes if self.from_files else {m: encode(models[m], x) for m, x in
                                                  load_splits_x(self.config, "train").items()}
-        return Encodings(train_z, enc.train_y, {m: encode(models[m], x_test[m]) for m in models}, enc.test_y)
+        return Encodings(train_z, enc.train_y, {m: test_encodings(self.config, m, models[m], x_test[m]) for m in models},
+                         enc.test_y)
 
     def apply(self, brain: Brain, codes: dict[str, np.ndarray], enc: Encodings,
               step: int) -> tuple[dict[str, np.ndarray], Encodings]:

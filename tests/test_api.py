@@ -242,3 +242,26 @@ def test_a_saved_config_reruns_and_bars_stay_off_a_log(run, data_dir, tmp_path, 
     assert main(["train", "--config", str(run / "config.toml"), "--out", str(tmp_path / "again")]) == 0
     err = capsys.readouterr().err
     assert "\r" not in err and "it/s" not in err and "stim/s" not in err, err[-500:]
+
+
+def test_the_agent_follows_the_voice_it_hears_and_a_new_session_starts_afresh(run, data_dir):
+    """A word is heard with the session's average voice swapped for the training one (agent.core.session_mean):
+    after many words in a tinted 'voice', the tint is mostly gone from what the agent takes in."""
+    from agent import Agent
+    from replay.datasets import load_fsdd
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CDZ_DATA_DIR", str(data_dir))
+        said = load_fsdd("test", digits=[0, 1], speakers=["jackson"]).x
+    agent = Agent.load(run)
+    tint = np.linspace(0.15, -0.1, said.shape[1], dtype=np.float32)[:, None]
+    first = agent.recall_stimulus("audio", np.clip(said[0] + tint, 0, 1))
+    np.testing.assert_allclose(first.stimulus, np.clip(said[0] + tint, 0, 1), atol=1e-6)  # nothing heard before it
+    for x in said:
+        agent.recall_stimulus("audio", np.clip(x + tint, 0, 1))
+    late = agent.recall_stimulus("audio", np.clip(said[0] + tint, 0, 1))
+    untinted = np.abs(late.stimulus - said[0]).mean()
+    assert untinted < 0.5 * np.abs(tint).mean(), untinted
+    agent.new_session()
+    assert np.allclose(agent.recall_stimulus("audio", np.clip(said[0] + tint, 0, 1)).stimulus,
+                       np.clip(said[0] + tint, 0, 1), atol=1e-6)

@@ -193,3 +193,55 @@ def test_a_deaf_hub_is_started_again(run):
     deaf = [v for v in hub if v["gen"] == 10**6]
     assert deaf and deaf[-1]["stale_gen"] >= 10  # it was deaf: what it heard was dropped
     assert hub[-1]["gen"] == 0 and hub[-1]["stale_gen"] == 0 and hub[-1]["processed"] > 0, hub[-1]  # and hears again
+
+
+def test_a_live_worker_hears_a_new_voice_through_its_session_average(run):
+    """Words in another 'voice' (a tint over the mel bands) reach the audio cortex, and the experience a
+    sleep learns from, with the session's running average swapped for the training one: exactly the
+    rows `SessionMean` makes of what was sent, in the order sent (agent.core.session_mean)."""
+    from agent.core.autoencoder import load_autoencoder
+    from agent.core.checkpoint import experience_part
+    from agent.core.experience import Experience
+    from agent.core.session_mean import session_for
+    from tools.live import LiveAgent
+
+    test = {m: s.x for m, s in load_splits(override(Config(), TINY), "test").items()}
+    tint = np.linspace(0.15, -0.1, test["audio"].shape[1], dtype=np.float32)[:, None]
+    said = np.clip(test["audio"][np.arange(30) % len(test["audio"])] + tint, 0.0, 1.0)
+    agent = LiveAgent(run, camera=None, use_mic=False, viewer=False, checkpoint_every_s=600.0)
+    learned: list[int] = []
+
+    def senses() -> None:
+        client = BusClient(agent.bus, "senses", [b"stats"], keys=agent.keys)
+        try:
+            client.handshake(timeout_s=20)
+            t = time.time_ns()
+            for k, x in enumerate(said):
+                client.send(Stimulus("audio", t + k * 100_000_000, k, x, source="senses", mseq=k))
+                time.sleep(0.02)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not (learned and learned[-1] == len(said)):
+                msg = client.recv(50)
+                if isinstance(msg, Stats) and msg.source == "worker-audio":
+                    learned.append(msg.values["learned"])
+        finally:
+            client.close()
+
+    agent.start()
+    feeder = threading.Thread(target=senses, daemon=True)
+    try:
+        feeder.start()
+        agent.run_for(90.0, until=lambda: bool(learned) and learned[-1] == len(said))
+    finally:
+        feeder.join(10)
+        agent.stop()  # every process saves its part on the way out
+    assert learned and learned[-1] == len(said), learned
+    with run.restoring() as (_step, state):
+        kept = Experience(said.shape[1:], 100)
+        kept.load_state_dict(state, experience_part("audio"))
+    heard, _ = kept.arrays()
+    model = load_autoencoder(run.encoder_path("audio"))
+    expected = session_for(model, run.config().sense("audio"))(said)
+    assert len(heard) == len(said)
+    np.testing.assert_array_equal(heard, expected)
+    assert np.abs(heard - said).mean() > 0.02  # the tint was taken off, not passed on

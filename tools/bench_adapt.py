@@ -38,7 +38,7 @@ from agent.core.autoencoder import Autoencoder, encode, load_autoencoder
 from agent.core.brain import Brain
 from agent.core.checkpoint import RunFolder, experience_part
 from agent.core.config import Config, SleepSettings
-from replay.pipeline import load_brain
+from replay.pipeline import load_brain, test_encodings
 from replay.datasets import FSDD_SPEAKERS, load_fsdd, load_mnist
 from replay.player import Playlist
 from replay.teacher import make_stream
@@ -83,9 +83,10 @@ class Agent:
         return cls(config, brain, {m: load_autoencoder(run.encoder_path(m)) for m in config.modalities})
 
     def recall_names(self, modality: str, x: np.ndarray, names: dict[int, int]) -> np.ndarray:
-        """The scoring name of what stimuli x of `modality` recall in the other sense."""
+        """The scoring name of what stimuli x of `modality`, heard as one session, recall in the other sense."""
         other = next(m for m in self.config.modalities if m != modality)
-        return name_of(self.brain.recall(modality, encode(self.models[modality], x))[1][other], names)
+        z = test_encodings(self.config, modality, self.models[modality], x)
+        return name_of(self.brain.recall(modality, z)[1][other], names)
 
     def names(self, modality: str, x: np.ndarray, y: np.ndarray) -> dict[int, int]:
         """Scoring names of `modality`'s clusters from labelled stimuli (for scoring only)."""

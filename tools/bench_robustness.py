@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from agent.core.autoencoder import encode, load_autoencoder
+from agent.core.autoencoder import load_autoencoder
 from agent.core.checkpoint import RunFolder
 from agent.core.config import Config, override
 from replay.datasets import FSDD_SPEAKERS, list_fsdd_files
@@ -32,7 +32,7 @@ from sensors.features import audio_to_stimulus, read_wav_file
 from replay.naming import cluster_names
 from tools.evaluate import _judge_for, evaluate, name_of
 from tools.judge import predict
-from replay.pipeline import load_brain
+from replay.pipeline import load_brain, test_encodings
 from replay.splits import load_splits
 from tools.train import train
 
@@ -54,7 +54,7 @@ def _recall(run: RunFolder, modality: str, x: np.ndarray, y: np.ndarray) -> floa
     config, enc, brain, _, _ = load_brain(run)
     other = next(m for m in config.modalities if m != modality)
     names = cluster_names(brain.classify(other, enc.train[other]), enc.train_y[other])
-    z = encode(load_autoencoder(run.encoder_path(modality)), x)
+    z = test_encodings(config, modality, load_autoencoder(run.encoder_path(modality)), x)
     recalled = brain.recall(modality, z)[1][other]
     return float(np.mean(name_of(recalled, names) == y))
 

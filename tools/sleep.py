@@ -21,7 +21,7 @@ from agent.core.config import sleep_override
 from agent.core.experience import Experience
 from agent.core.sleep import SleepReport, sleep
 from agent.core.storage import save_arrays
-from replay.pipeline import Encodings, load_brain
+from replay.pipeline import Encodings, load_brain, test_encodings
 from replay.senses import lived_augmenters
 from replay.splits import load_splits_x
 
@@ -58,7 +58,7 @@ def sleep_run(run: RunFolder, assignments: list[str] | None = None) -> tuple[Sle
     if old is not None:  # fresh encodings for scoring (`cdz eval`)
         x_test = load_splits_x(config, "test")
         enc = Encodings({m: encode(models[m], old[m]) for m in mods}, loaded.enc.train_y,
-                        {m: encode(models[m], x_test[m]) for m in mods}, loaded.enc.test_y)
+                        {m: test_encodings(config, m, models[m], x_test[m]) for m in mods}, loaded.enc.test_y)
         save_arrays(run.encodings_path, enc.arrays())
     run.log(f"sleep {brain.refinements} at stimulus {step}: {report.summary()}")
     info = {"step": step, "stage": brain.refinements, "seconds": report.seconds, "pairs": report.pairs,

@@ -66,6 +66,9 @@ class Autoencoder(nn.Module):
         H, W = self.input_shape
         if H < 1 or W < 1:
             raise ValueError(f"input_shape must be positive, got {input_shape}")
+        # the average stimulus it was trained on: a session's average is traded for it
+        # (agent.core.session_mean); saved with the weights
+        self.register_buffer("input_mean", torch.zeros(H, W))
         d = settings.code_dim
         if settings.arch == "identity":
             self.encoder = nn.Flatten()
@@ -161,12 +164,14 @@ def train_autoencoder(
     _check_stimuli(x)
     if settings.arch == "identity":  # nothing to fit; any finite values pass through
         model = build_autoencoder((x.shape[1], x.shape[2]), settings).eval()
+        _keep_mean(model, x)
         return model, {"losses": [], "seconds": 0.0}
     if x.min() < 0 or x.max() > 1:
         raise ValueError(f"stimuli must lie in [0, 1], got [{x.min():.3g}, {x.max():.3g}]")
     with global_rng.TORCH:  # initial weights come from torch's global generator
         torch.manual_seed(seed)
         model = build_autoencoder((x.shape[1], x.shape[2]), settings)
+    _keep_mean(model, x)
     if settings.arch == "linear":
         return _fit_pca(model, x)
     gen = torch.Generator().manual_seed(seed)
@@ -198,6 +203,12 @@ def train_autoencoder(
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
     model.eval()
     return model, {"losses": losses, "seconds": time.perf_counter() - t0}
+
+
+@torch.no_grad()
+def _keep_mean(model: Autoencoder, x: np.ndarray) -> None:
+    """Remember the average training stimulus (summed in float64: the same bits in any thread)."""
+    model.input_mean.copy_(torch.as_tensor(np.asarray(x).mean(axis=0, dtype=np.float64), dtype=torch.float32))
 
 
 @torch.no_grad()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from dataclasses import replace
 
 import numpy as np
 
@@ -30,6 +31,7 @@ from agent.core.checkpoint import (REFINEMENTS, RunFolder, as_part, cortex_part,
 from agent.core.cortex import Cortex
 from agent.core.experience import DEFAULT_CAPACITY, Experience
 from agent.core.recollection import Imagination
+from agent.core.session_mean import SessionMean, session_for
 from agent.runtime.service import Latency, Service
 from agent.core.state_check import check_arrays
 from agent.runtime.sequencer import LosslessSequencer
@@ -55,7 +57,8 @@ class EncoderWorker(Service):
 
     def __init__(self, bus: BusClient, modality: str, model: Autoencoder, cortex: Cortex, *, lossless: bool,
                  run: RunFolder | None = None, start: int = 0, total: int = 0, checkpoint_every: int = 0,
-                 gen: int = 0, recon_hz: float = 60.0, queue_max: int = 64, experience: int = DEFAULT_CAPACITY):
+                 gen: int = 0, recon_hz: float = 60.0, queue_max: int = 64, experience: int = DEFAULT_CAPACITY,
+                 session: SessionMean | None = None):
         super().__init__(bus, gen)
         self.modality = modality
         self.model = model
@@ -68,6 +71,7 @@ class EncoderWorker(Service):
         self.recon_interval = 0.0 if recon_hz <= 0 else 1.0 / recon_hz
         self.queue_max = queue_max
         self.experience = Experience(model.input_shape, experience)  # live: what it learned, for sleep
+        self.session = session  # live: what it hears has this session's average swapped for the training one
         self.stage = 0  # the encoder stage (refinements and sleeps so far) the model belongs to
         self.holds = (start, 0)  # (checkpoint step, stage) of the brain it holds; set by from_run and reloads
         self.relive: deque[tuple[np.ndarray, int]] = deque()  # live, after a swap: stimuli learned again first
@@ -104,7 +108,8 @@ class EncoderWorker(Service):
             stage = int(state.get(REFINEMENTS, 0))  # the encoder its nodes belong to (a sleep may be writing the next)
             model = load_autoencoder(run.fitting_encoder_path(modality, stage))
             cortex = cortex_from_state(modality, config, state)
-            worker = cls(bus, modality, model, cortex, run=run, start=step, experience=config.sleep.buffer, **kw)
+            worker = cls(bus, modality, model, cortex, run=run, start=step, experience=config.sleep.buffer,
+                         session=session_for(model, config.sense(modality)), **kw)
             worker._check_own(state)
             worker._load_own(state)
             worker.stage, worker.holds = stage, (step, stage)
@@ -295,6 +300,8 @@ class EncoderWorker(Service):
             stim = self.live.popleft()
             z = None
             if stim.data.shape == self.model.input_shape:
+                if self.session is not None and not stim.internal:  # a thought is not heard
+                    stim = replace(stim, data=self.session(_as_float(stim.data)[None])[0])
                 z = encode(self.model, _as_float(stim.data)[None])[0]
             self._learn(stim, z)
             self._dispatch_waiting()

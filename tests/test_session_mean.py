@@ -1,0 +1,83 @@
+"""A session's average stimulus swapped for the training one (agent.core.session_mean)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agent.core.autoencoder import load_autoencoder, save_autoencoder, train_autoencoder
+from agent.core.config import AutoencoderSettings, SenseSettings
+from agent.core.session_mean import SessionMean, heard_as_session
+
+SHAPE = (8, 6)
+
+
+def words(n: int, seed: int = 0) -> np.ndarray:
+    """`n` varied 'spectrograms' in [0.2, 0.7]: room to colour them without clipping."""
+    return np.random.default_rng(seed).uniform(0.2, 0.7, (n, *SHAPE)).astype(np.float32)
+
+
+def coloured(x: np.ndarray) -> np.ndarray:
+    """The same words in another voice: more energy in the low rows, less in the high ones."""
+    tint = np.linspace(0.2, -0.15, SHAPE[0], dtype=np.float32)[:, None]
+    return x + tint
+
+
+def test_a_voice_s_colouring_is_taken_off_once_the_session_has_heard_it():
+    reference = words(400, seed=1).mean(0)
+    said = words(300)
+    plain = SessionMean(reference, prior=10, window=100)(said)
+    heard = SessionMean(reference, prior=10, window=100)(coloured(said))
+    gap_before = np.abs(coloured(said) - said)[200:].mean()
+    gap_after = np.abs(heard - plain)[200:].mean()
+    assert gap_before > 0.05
+    assert gap_after < 0.1 * gap_before, (gap_before, gap_after)  # the two voices now reach the encoder alike
+
+
+def test_the_first_word_is_taken_as_it_is_and_the_average_starts_at_the_reference():
+    reference = words(50, seed=1).mean(0)
+    x = words(1)
+    session = SessionMean(reference, prior=10, window=100)
+    np.testing.assert_allclose(session(x)[0], np.clip(x[0], 0, 1), atol=1e-6)
+    np.testing.assert_allclose(session.mean, reference + (x[0] - reference) / 11, atol=1e-6)
+    session.reset()
+    assert session.heard == 0 and np.array_equal(session.mean, reference)
+
+
+def test_a_stimulus_with_nan_passes_uncounted_and_leaves_the_average_clean():
+    session = SessionMean(np.full(SHAPE, 0.5), prior=10, window=100)
+    session(words(5))
+    before = session.mean.copy()
+    bad = words(1)
+    bad[0, 2, 3] = np.nan
+    out = session(bad)
+    assert np.isnan(out[0, 2, 3]) and session.heard == 5 and np.array_equal(session.mean, before)
+
+
+def test_wrong_shapes_and_bad_settings_are_clear_errors():
+    with pytest.raises(ValueError, match="shape"):
+        SessionMean(np.zeros(SHAPE), 10, 100)(np.zeros((2, 3, 3), np.float32))
+    with pytest.raises(ValueError, match="prior"):
+        SessionMean(np.zeros(SHAPE), 0, 100)
+
+
+def test_a_test_set_is_heard_in_a_seeded_order_and_given_back_in_its_own():
+    x = words(60)
+    model, _ = train_autoencoder(words(200, seed=1), AutoencoderSettings(arch="identity"), seed=0, progress=False)
+    sense = SenseSettings(session_window=20)
+    a, b = heard_as_session(x, model, sense, seed=3), heard_as_session(x, model, sense, seed=3)
+    assert np.array_equal(a, b)
+    order = np.random.default_rng(3).permutation(len(x))  # the same session, by hand
+    by_hand = np.empty_like(x)
+    by_hand[order] = SessionMean(model.input_mean.numpy(), sense.session_prior, 20)(x[order])
+    assert np.array_equal(a, by_hand)
+    assert not np.array_equal(a, x)
+    assert np.array_equal(heard_as_session(x, model, SenseSettings(), seed=3), x)  # a sense that keeps none
+
+
+def test_the_encoder_keeps_the_average_of_what_it_was_trained_on(tmp_path):
+    x = words(100)
+    model, _ = train_autoencoder(x, AutoencoderSettings(arch="linear", code_dim=4), seed=0, progress=False)
+    save_autoencoder(model, tmp_path / "a.pt")
+    again = load_autoencoder(tmp_path / "a.pt")
+    np.testing.assert_allclose(again.input_mean.numpy(), x.mean(0), atol=1e-6)
