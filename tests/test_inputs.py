@@ -211,6 +211,34 @@ def test_a_sigterm_while_the_old_run_is_moved_aside_puts_it_back(run_copy, monke
     assert _digest(run_copy.path) == before and not list(run_copy.path.glob(".replaced-*"))
 
 
+def test_a_sigterm_while_the_new_run_s_marker_is_written_puts_the_old_run_back(run_copy, monkeypatch):
+    """The moment the new run names its owner but its marker is not yet on disk: the old run must
+    still be put back (the owner was named before the marker was written, so the clean-up took the
+    folder for another process's run and left the old one aside; a loaded full-suite run hit it)."""
+    from agent.core import checkpoint
+
+    (run_copy.path / "notes.txt").write_text("mine")
+    before = _digest(run_copy.path)
+    real_write = checkpoint.atomic_write_bytes
+
+    def sigterm_then_write(path, data):
+        if path.name == checkpoint.MARKER:
+            signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)  # arrives just before the marker is written
+        real_write(path, data)
+
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        monkeypatch.setattr(checkpoint, "atomic_write_bytes", sigterm_then_write)
+        with pytest.raises(SystemExit) as stopped:
+            with checkpoint.new_run(override(Config(), TINY), run_copy.path, overwrite=True):
+                pass
+        monkeypatch.undo()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert stopped.value.code == 143
+    assert _digest(run_copy.path) == before and not list(run_copy.path.glob(".replaced-*"))
+
+
 def test_overwrite_replaces_only_what_the_project_wrote(run_copy):
     (run_copy.path / "notes.txt").write_text("mine")
     old_step = run_copy.load_checkpoint()[0]

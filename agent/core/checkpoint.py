@@ -135,9 +135,10 @@ class RunFolder:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as e:  # a read-only or immutable folder, a file on the way: say which and why
             raise RunError(f"cannot make the run folder {self.path}: {e.strerror}") from None
-        self.owner = f"{os.getpid()}-{secrets.token_hex(8)}"  # whose run this is, while it is being made
+        owner = f"{os.getpid()}-{secrets.token_hex(8)}"  # whose run this is, while it is being made
         atomic_write_bytes(self.path / MARKER, b"made by cdz-agent; `--overwrite` replaces only what it wrote\n"
-                           + f"owner {self.owner}\n".encode())
+                           + f"owner {owner}\n".encode())
+        self.owner = owner  # only once the marker says so: a stop before that cleans up as for no run at all
         save_toml(config, self.config_path)
 
     def still_ours(self) -> bool:
