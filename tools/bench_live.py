@@ -23,9 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.core.autoencoder import encode, load_autoencoder
+from agent.core.autoencoder import load_autoencoder
 from agent.core.checkpoint import RunFolder
 from replay.naming import scoring_names
+from replay.pipeline import test_encodings
 from tools.evaluate import name_of
 
 
@@ -42,11 +43,13 @@ class _Judge:
         self.models = {m: load_autoencoder(run.encoder_path(m)) for m in self.loaded.config.modalities}
 
     def recalled_names(self, modality: str, stimuli: np.ndarray) -> np.ndarray:
-        """The digit each stimulus recalls in the other modality (-1: nothing)."""
+        """The digit each stimulus, the set heard as one session, recalls in the other modality (-1: nothing)."""
         if len(stimuli) == 0:
             return np.zeros(0, np.int64)
-        other = next(m for m in self.loaded.config.modalities if m != modality)
-        _, recalled = self.loaded.brain.recall(modality, encode(self.models[modality], np.asarray(stimuli)))
+        config = self.loaded.config
+        other = next(m for m in config.modalities if m != modality)
+        z = test_encodings(config, modality, self.models[modality], np.asarray(stimuli, np.float32))
+        _, recalled = self.loaded.brain.recall(modality, z)
         return name_of(recalled[other], self.names[other])
 
 
