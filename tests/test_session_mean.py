@@ -1,4 +1,4 @@
-"""A session's average stimulus swapped for the training one (agent.core.session_mean)."""
+"""A session's mean and spread of each bin swapped for the training ones (agent.core.session_mean)."""
 
 from __future__ import annotations
 
@@ -23,21 +23,38 @@ def coloured(x: np.ndarray) -> np.ndarray:
     return x + tint
 
 
+def reference_of(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return x.mean(0), x.std(0)
+
+
 def test_a_voice_s_colouring_is_taken_off_once_the_session_has_heard_it():
-    reference = words(400, seed=1).mean(0)
+    reference = reference_of(words(400, seed=1))
     said = words(300)
-    plain = SessionMean(reference, prior=10, window=100)(said)
-    heard = SessionMean(reference, prior=10, window=100)(coloured(said))
+    plain = SessionMean(*reference, prior=10, window=100)(said)
+    heard = SessionMean(*reference, prior=10, window=100)(coloured(said))
     gap_before = np.abs(coloured(said) - said)[200:].mean()
     gap_after = np.abs(heard - plain)[200:].mean()
     assert gap_before > 0.05
     assert gap_after < 0.1 * gap_before, (gap_before, gap_after)  # the two voices now reach the encoder alike
 
 
+def test_a_hiss_that_lifts_the_floor_and_flattens_the_contrast_is_undone():
+    """Under a steady noise every bin sits higher and varies less: the spread matters, not only the mean."""
+    reference = reference_of(words(400, seed=1))
+    said = words(300)
+    hissed = 0.5 + 0.4 * (said - 0.45)  # lifted towards 0.5, half the contrast
+    plain = SessionMean(*reference, prior=10, window=100)(said)
+    heard = SessionMean(*reference, prior=10, window=100)(hissed)
+    gap_before, gap_after = np.abs(hissed - said)[200:].mean(), np.abs(heard - plain)[200:].mean()
+    assert gap_after < 0.15 * gap_before, (gap_before, gap_after)
+    mean_only = np.clip(hissed - hissed[:200].mean(0) + reference[0], 0, 1)  # the mean alone leaves it flat
+    assert np.abs(mean_only - plain)[200:].mean() > 3 * gap_after
+
+
 def test_the_first_word_is_taken_as_it_is_and_the_average_starts_at_the_reference():
-    reference = words(50, seed=1).mean(0)
+    reference, spread = reference_of(words(50, seed=1))
     x = words(1)
-    session = SessionMean(reference, prior=10, window=100)
+    session = SessionMean(reference, spread, prior=10, window=100)
     np.testing.assert_allclose(session(x)[0], np.clip(x[0], 0, 1), atol=1e-6)
     np.testing.assert_allclose(session.mean, reference + (x[0] - reference) / 11, atol=1e-6)
     session.reset()
@@ -45,7 +62,7 @@ def test_the_first_word_is_taken_as_it_is_and_the_average_starts_at_the_referenc
 
 
 def test_a_stimulus_with_nan_passes_uncounted_and_leaves_the_average_clean():
-    session = SessionMean(np.full(SHAPE, 0.5), prior=10, window=100)
+    session = SessionMean(np.full(SHAPE, 0.5), np.full(SHAPE, 0.1), prior=10, window=100)
     session(words(5))
     before = session.mean.copy()
     bad = words(1)
@@ -56,9 +73,11 @@ def test_a_stimulus_with_nan_passes_uncounted_and_leaves_the_average_clean():
 
 def test_wrong_shapes_and_bad_settings_are_clear_errors():
     with pytest.raises(ValueError, match="shape"):
-        SessionMean(np.zeros(SHAPE), 10, 100)(np.zeros((2, 3, 3), np.float32))
+        SessionMean(np.zeros(SHAPE), np.ones(SHAPE), 10, 100)(np.zeros((2, 3, 3), np.float32))
     with pytest.raises(ValueError, match="prior"):
-        SessionMean(np.zeros(SHAPE), 0, 100)
+        SessionMean(np.zeros(SHAPE), np.ones(SHAPE), 0, 100)
+    with pytest.raises(ValueError, match="spread"):
+        SessionMean(np.zeros(SHAPE), -np.ones(SHAPE), 10, 100)
 
 
 def test_a_test_set_is_heard_in_a_seeded_order_and_given_back_in_its_own():
@@ -69,7 +88,7 @@ def test_a_test_set_is_heard_in_a_seeded_order_and_given_back_in_its_own():
     assert np.array_equal(a, b)
     order = np.random.default_rng(3).permutation(len(x))  # the same session, by hand
     by_hand = np.empty_like(x)
-    by_hand[order] = SessionMean(model.input_mean.numpy(), sense.session_prior, 20)(x[order])
+    by_hand[order] = SessionMean(model.input_mean.numpy(), model.input_std.numpy(), sense.session_prior, 20)(x[order])
     assert np.array_equal(a, by_hand)
     assert not np.array_equal(a, x)
     assert np.array_equal(heard_as_session(x, model, SenseSettings(), seed=3), x)  # a sense that keeps none
@@ -81,3 +100,4 @@ def test_the_encoder_keeps_the_average_of_what_it_was_trained_on(tmp_path):
     save_autoencoder(model, tmp_path / "a.pt")
     again = load_autoencoder(tmp_path / "a.pt")
     np.testing.assert_allclose(again.input_mean.numpy(), x.mean(0), atol=1e-6)
+    np.testing.assert_allclose(again.input_std.numpy(), x.std(0), atol=1e-6)

@@ -66,9 +66,10 @@ class Autoencoder(nn.Module):
         H, W = self.input_shape
         if H < 1 or W < 1:
             raise ValueError(f"input_shape must be positive, got {input_shape}")
-        # the average stimulus it was trained on: a session's average is traded for it
-        # (agent.core.session_mean); saved with the weights
+        # the mean and spread (std) of each bin over the stimuli it was trained on: a session's
+        # are traded for them (agent.core.session_mean); saved with the weights
         self.register_buffer("input_mean", torch.zeros(H, W))
+        self.register_buffer("input_std", torch.zeros(H, W))
         d = settings.code_dim
         if settings.arch == "identity":
             self.encoder = nn.Flatten()
@@ -207,8 +208,10 @@ def train_autoencoder(
 
 @torch.no_grad()
 def _keep_mean(model: Autoencoder, x: np.ndarray) -> None:
-    """Remember the average training stimulus (summed in float64: the same bits in any thread)."""
-    model.input_mean.copy_(torch.as_tensor(np.asarray(x).mean(axis=0, dtype=np.float64), dtype=torch.float32))
+    """Remember each bin's mean and spread over the training stimuli (in float64: the same bits in any thread)."""
+    x = np.asarray(x)
+    model.input_mean.copy_(torch.as_tensor(x.mean(axis=0, dtype=np.float64), dtype=torch.float32))
+    model.input_std.copy_(torch.as_tensor(x.std(axis=0, dtype=np.float64), dtype=torch.float32))
 
 
 @torch.no_grad()

@@ -1,16 +1,17 @@
-"""A session's own average stimulus, traded for the training material's (docs/LEARNING.md, "A new voice").
+"""A session's own mean and spread of each bin, traded for the training material's (docs/LEARNING.md, "A new voice").
 
 A voice, a microphone and a room colour every word of a session alike: a deeper voice
-puts its energy into lower mel bands, a cheap microphone drops a band, a fan lifts the
-floor. The words differ from one another, so the average over a few dozen words of one
-session is mostly that colouring. Each stimulus has the session's running average taken
-off and the average of what the encoder was trained on (`Autoencoder.input_mean`) put
-back, so a new voice reaches the encoder looking like the voices it learned on. No label
-is read: it is the classic per-speaker mean normalisation, done online.
+puts its energy into lower mel bands, a cheap microphone drops a band, a hiss lifts the
+floor and flattens the contrast. The words differ from one another, so over a few dozen
+words of one session the mean and the spread (standard deviation) of each bin are mostly
+that colouring. Each stimulus is rescaled from the session's running mean and spread to
+those of what the encoder was trained on (`Autoencoder.input_mean`, `input_std`), so a
+new voice in a new room reaches the encoder looking like the voices it learned on. No
+label is read: it is the classic per-speaker mean and variance normalisation, done online.
 
-The running average starts as the training average, worth `prior` stimuli, and then
-follows the session with a memory of about `window` stimuli. A session's first word is
-barely changed, and a change of speaker is followed within `window` words.
+The running figures start as the training ones, worth `prior` stimuli, and then follow
+the session with a memory of about `window` stimuli. A session's first word is taken
+as it is, and a change of speaker is followed within `window` words.
 
 The training material is the reference itself, so it is never passed through a session:
 the replay learns from plain stimuli, and what is heard afterwards (a test set, a live
@@ -26,23 +27,24 @@ from agent.core.config import SenseSettings
 
 
 class SessionMean:
-    """Running average of one session's stimuli; `__call__` returns them with it swapped for the reference."""
+    """Running mean and spread of one session's stimuli; `__call__` returns them rescaled to the training ones."""
 
-    def __init__(self, reference: np.ndarray, prior: float, window: int):
+    def __init__(self, reference: np.ndarray, spread: np.ndarray, prior: float, window: int):
         if prior <= 0 or window < 1:
             raise ValueError(f"a session needs prior > 0 and window >= 1, got prior={prior}, window={window}")
-        reference = np.asarray(reference, np.float64)
-        if not np.all(np.isfinite(reference)):
-            raise ValueError("the reference average contains NaN or infinite values")
-        self.reference = reference
+        reference, spread = np.asarray(reference, np.float64), np.asarray(spread, np.float64)
+        if reference.shape != spread.shape:
+            raise ValueError(f"reference {reference.shape} and spread {spread.shape} differ in shape")
+        if not (np.all(np.isfinite(reference)) and np.all(np.isfinite(spread)) and np.all(spread >= 0)):
+            raise ValueError("the reference mean and spread must be finite (and the spread >= 0)")
+        self.reference, self.spread = reference, spread
         self.prior = float(prior)
         self.window = int(window)
-        self.mean = reference.copy()  # the session's running average (float64: it sums many small steps)
-        self.heard = 0
+        self.reset()
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        """Stimuli (n, *shape) in the order heard -> float32 stimuli in [0, 1]; each is corrected by the
-        average of the ones before it (itself excluded), then counted into that average. A row with NaN
+        """Stimuli (n, *shape) in the order heard -> float32 stimuli in [0, 1]; each is rescaled by the
+        mean and spread of the ones before it (itself excluded), then counted into them. A row with NaN
         or inf is returned as it is and not counted."""
         x = np.asarray(x, np.float32)
         if x.shape[1:] != self.reference.shape:
@@ -50,18 +52,25 @@ class SessionMean:
                              f"got {x.shape}")
         out = np.empty_like(x)
         for k, row in enumerate(x):
-            if not np.all(np.isfinite(row)):  # left as it is, for the encoder to refuse; the average stays clean
+            if not np.all(np.isfinite(row)):  # left as it is, for the encoder to refuse; the averages stay clean
                 out[k] = row
                 continue
-            out[k] = np.clip(row - self.mean + self.reference, 0.0, 1.0)
+            spread = np.sqrt(np.maximum(self.square - self.mean**2, _MIN_VARIANCE))
+            out[k] = np.clip((row - self.mean) / spread * self.spread + self.reference, 0.0, 1.0)
             self.heard += 1
-            self.mean += (row - self.mean) / min(self.prior + self.heard, self.window)
+            rate = 1.0 / min(self.prior + self.heard, self.window)
+            self.mean += rate * (row - self.mean)
+            self.square += rate * (row.astype(np.float64) ** 2 - self.square)
         return out
 
     def reset(self) -> None:
-        """A new session (another speaker, another room): back to the reference."""
-        self.mean = self.reference.copy()
+        """A new session (another speaker, another room): back to the training mean and spread."""
+        self.mean = self.reference.copy()  # float64: they sum many small steps
+        self.square = self.spread**2 + self.reference**2  # the running mean of x^2
         self.heard = 0
+
+
+_MIN_VARIANCE = 1e-6  # a bin that never changed in a session is not blown up past the [0, 1] clip
 
 
 def heard_as_session(x: np.ndarray, model: Autoencoder, sense: SenseSettings, seed: int) -> np.ndarray:
@@ -80,4 +89,4 @@ def session_for(model: Autoencoder, sense: SenseSettings) -> SessionMean | None:
     """A fresh session for what one sense hears through `model`; None when the sense keeps none."""
     if sense.session_window == 0:
         return None
-    return SessionMean(model.input_mean.numpy(), sense.session_prior, sense.session_window)
+    return SessionMean(model.input_mean.numpy(), model.input_std.numpy(), sense.session_prior, sense.session_window)
