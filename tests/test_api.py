@@ -254,14 +254,15 @@ def test_the_agent_follows_the_voice_it_hears_and_a_new_session_starts_afresh(ru
         mp.setenv("CDZ_DATA_DIR", str(data_dir))
         said = load_fsdd("test", digits=[0, 1], speakers=["jackson"]).x
     agent = Agent.load(run)
+    varied = agent.coders["audio"].input_std.numpy() > 0.01  # bins its training words (nearly) never moved stay put
     tint = np.linspace(0.15, -0.1, said.shape[1], dtype=np.float32)[:, None]
     first = agent.recall_stimulus("audio", np.clip(said[0] + tint, 0, 1))
-    np.testing.assert_allclose(first.stimulus, np.clip(said[0] + tint, 0, 1), atol=1e-6)  # nothing heard before it
+    np.testing.assert_allclose(first.stimulus[varied], np.clip(said[0] + tint, 0, 1)[varied], atol=1e-5)
     for x in said:
         agent.recall_stimulus("audio", np.clip(x + tint, 0, 1))
     late = agent.recall_stimulus("audio", np.clip(said[0] + tint, 0, 1))
-    untinted = np.abs(late.stimulus - said[0]).mean()
-    assert untinted < 0.5 * np.abs(tint).mean(), untinted
+    untinted = np.abs(late.stimulus - said[0])[varied].mean()
+    assert untinted < 0.5 * np.abs(np.broadcast_to(tint, said[0].shape))[varied].mean(), untinted
     agent.new_session()
-    assert np.allclose(agent.recall_stimulus("audio", np.clip(said[0] + tint, 0, 1)).stimulus,
-                       np.clip(said[0] + tint, 0, 1), atol=1e-6)
+    again = agent.recall_stimulus("audio", np.clip(said[0] + tint, 0, 1)).stimulus
+    np.testing.assert_allclose(again, first.stimulus, atol=1e-6)
