@@ -78,7 +78,7 @@ class Agent:
         self.brain = brain
         self.names = names
         self._usual: dict[str, tuple[int, np.ndarray]] = {}  # sense -> (cortex step, usual distances)
-        # what it hears has the session's average swapped for the training one (agent.core.session_mean)
+        # what it hears has the session's mean and spread traded for the training ones (agent.core.session_mean)
         self.sessions = {m: session_for(coder, config.sense(m)) for m, coder in coders.items()}
 
     # ------------------------------------------------------------------ loading and saving
@@ -146,7 +146,7 @@ class Agent:
 
     def recall_all(self, what: Input) -> list[Recall]:
         """One recall per stimulus in the input (each word of a recording). Changes nothing it learned;
-        what it hears counts into its session's average voice (`new_session` starts afresh)."""
+        what it hears counts into its session's mean and spread (`new_session` starts afresh)."""
         return [self.recall_stimulus(p.modality, p.x, (p.start_s, p.end_s) if p.start_s is not None else None)
                 for p in self.perceive(what)]
 
@@ -163,13 +163,13 @@ class Agent:
                       np.asarray(x, np.float32), recalled, dict(r.imagined), span)
 
     def new_session(self) -> None:
-        """Another speaker or room from now on: forget the session's average voice."""
+        """Another speaker or room from now on: forget the session's mean and spread."""
         for session in self.sessions.values():
             if session is not None:
                 session.reset()
 
     def _heard(self, sense: str, x: np.ndarray) -> np.ndarray:
-        """The stimulus with the session's average swapped for the training one (senses that keep one)."""
+        """The stimulus with the session's mean and spread traded for the training ones (senses that keep one)."""
         session = self.sessions.get(sense)
         x = np.asarray(x, np.float32)
         if session is None or x.shape != session.reference.shape:  # a wrong shape is refused further on

@@ -245,7 +245,7 @@ def test_a_saved_config_reruns_and_bars_stay_off_a_log(run, data_dir, tmp_path, 
 
 
 def test_the_agent_follows_the_voice_it_hears_and_a_new_session_starts_afresh(run, data_dir):
-    """A word is heard with the session's average voice swapped for the training one (agent.core.session_mean):
+    """A word is heard with the session's mean and spread traded for the training ones (agent.core.session_mean):
     after many words in a tinted 'voice', the tint is mostly gone from what the agent takes in."""
     from agent import Agent
     from replay.datasets import load_fsdd

@@ -195,9 +195,9 @@ def test_a_deaf_hub_is_started_again(run):
     assert hub[-1]["gen"] == 0 and hub[-1]["stale_gen"] == 0 and hub[-1]["processed"] > 0, hub[-1]  # and hears again
 
 
-def test_a_live_worker_hears_a_new_voice_through_its_session_average(run):
+def test_a_live_worker_hears_a_new_voice_through_its_session(run):
     """Words in another 'voice' (a tint over the mel bands) reach the audio cortex, and the experience a
-    sleep learns from, with the session's running average swapped for the training one: exactly the
+    sleep learns from, with the session's running mean and spread traded for the training ones: exactly the
     rows `SessionMean` makes of what was sent, in the order sent (agent.core.session_mean)."""
     from agent.core.autoencoder import load_autoencoder
     from agent.core.checkpoint import experience_part

@@ -71,8 +71,8 @@ class SenseSettings:
     encoder: AutoencoderSettings = IDENTITY  # "identity": the stimulus is its own encoding (no autoencoder)
     teach_steps_scale: Annotated[float, Field(gt=0, le=1000)] = 1.0  # a refinement teaches this sense for this many times refine.teach_min_steps
     agree_weight: Annotated[float, Field(ge=0, le=1000)] = 0.0  # a refinement also pulls together the encodings of two augmented copies of each stimulus, with this weight (no labels; 0 = not)
-    session_window: Annotated[int, Field(ge=0, le=1_000_000)] = 0  # what is heard after training has a session's running average (a memory of about this many stimuli) swapped for the training average (agent.core.session_mean); 0 = not
-    session_prior: Annotated[float, Field(gt=0, le=1_000_000)] = 10.0  # the training average counts as this many stimuli at a session's start
+    session_window: Annotated[int, Field(ge=0, le=1_000_000)] = 0  # what is heard after training is rescaled from a session's running mean and spread of each bin (a memory of about this many stimuli) to the training ones (agent.core.session_mean); 0 = not
+    session_prior: Annotated[float, Field(gt=0, le=1_000_000)] = 10.0  # the training mean and spread count as this many stimuli at a session's start
 
 
 def default_senses() -> dict[str, SenseSettings]:
@@ -81,7 +81,7 @@ def default_senses() -> dict[str, SenseSettings]:
             # FSDD (2,700 spectrograms): conv, with more and smaller steps than MNIST needs, half as wide
             # (3.6x cheaper a step), and taught 5x longer in each refinement: new voices are heard better
             # (docs/RESULTS.md, "Hearing new voices" and "Teaching longer").
-            # A session's average voice is swapped for the training one (docs/RESULTS.md, "A voice's average").
+            # A session's mean and spread are traded for the training ones (docs/RESULTS.md, "A session's mean and spread").
             "audio": SenseSettings(AutoencoderSettings(epochs=20, batch_size=32, channels=16), teach_steps_scale=5.0,
                                    session_window=100)}
 

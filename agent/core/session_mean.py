@@ -1,4 +1,5 @@
-"""A session's own mean and spread of each bin, traded for the training material's (docs/LEARNING.md, "A new voice").
+"""A session's own mean and spread of each bin, traded for the training material's (docs/LEARNING.md,
+"A new voice").
 
 A voice, a microphone and a room colour every word of a session alike: a deeper voice
 puts its energy into lower mel bands, a cheap microphone drops a band, a hiss lifts the

@@ -71,7 +71,7 @@ class EncoderWorker(Service):
         self.recon_interval = 0.0 if recon_hz <= 0 else 1.0 / recon_hz
         self.queue_max = queue_max
         self.experience = Experience(model.input_shape, experience)  # live: what it learned, for sleep
-        self.session = session  # live: what it hears has this session's average swapped for the training one
+        self.session = session  # live: what it hears has this session's mean and spread traded for the training ones
         self.stage = 0  # the encoder stage (refinements and sleeps so far) the model belongs to
         self.holds = (start, 0)  # (checkpoint step, stage) of the brain it holds; set by from_run and reloads
         self.relive: deque[tuple[np.ndarray, int]] = deque()  # live, after a swap: stimuli learned again first
