@@ -100,6 +100,21 @@ def test_real_input_interrupts_and_late_answers_are_ignored():
     assert not loop.running  # nothing left to think about
 
 
+def test_a_chain_interrupted_between_thoughts_still_says_how_it_ended(tmp_path):
+    """Every thought answered, the next one waiting for the rate: the last logged thought says so."""
+    with open(tmp_path / "log.jsonl", "w") as out:
+        loop, bus, clock = fake_loop(rate=1.0, max_depth=20, log_file=out)
+        loop.seed_stimulus("visual", np.zeros(SHAPES["visual"], np.float32))
+        for _ in range(2):
+            loop.tick()
+            answer(loop, bus.sent[-1])
+            clock.now += 1.1
+        loop.handle(Stimulus("visual", 1, 5, np.zeros(SHAPES["visual"], np.float32), source="camera"))
+    lines = (tmp_path / "log.jsonl").read_text().splitlines()
+    assert len(bus.sent) == 2 and loop.endings == {0: "interrupted"}
+    assert loop.chain[-1]["end"] == "interrupted" and '"end": "interrupted"' in lines[-1] and len(lines) == 2
+
+
 def test_own_and_internal_stimuli_are_not_input():
     loop, bus, clock = fake_loop(max_depth=20)
     loop.seed_stimulus("visual", np.zeros(SHAPES["visual"], np.float32))

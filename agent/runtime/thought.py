@@ -86,6 +86,7 @@ class ThoughtLoop(Service):
         self.endings: dict[int, str] = {}  # chain id -> how it ended (see _end_chain)
         self.active: int | None = None  # the chain being thought
         self.depth = 0  # depth of the active chain's last thought
+        self._answered: dict | None = None  # the active chain's last answered thought, logged when the next is sent
         self._next: tuple[str, np.ndarray, int] | None = None  # (modality, stimulus, depth) waiting for the rate
         self._awaiting: tuple[int, float] | None = None  # (seq, deadline) of the thought whose answer is due
         self._mseq: dict[str, int] = {}  # last real mseq per modality: reusing it is neither a gap nor a skip
@@ -142,7 +143,7 @@ class ThoughtLoop(Service):
         self._awaiting = None
         if p.depth >= self.max_depth:
             return self._end_chain("complete", last=p.entry)
-        self._finish(p.entry)
+        self._answered = p.entry  # logged once the next is sent, or with how the chain ended
         self._next = (recon.modality, feed_back(recon.data, self.noise, self.rng), p.depth + 1)
 
     # ------------------------------------------------------------------ the loop
@@ -175,6 +176,9 @@ class ThoughtLoop(Service):
 
     def _send(self, modality: str, data: np.ndarray, depth: int) -> None:
         now = self.clock()
+        if self._answered is not None:
+            self._finish(self._answered)
+            self._answered = None
         seq, self._seq = self._seq, self._seq + 1
         self.bus.send(Stimulus(modality, time.time_ns(), seq, data, source=self.name, gen=self.gen,
                                mseq=self._mseq.get(modality, 0), learn=self.learn, internal=True, depth=depth))
@@ -198,7 +202,8 @@ class ThoughtLoop(Service):
         if self.active is None:
             return
         mine = sorted((s for s, p in self.pending.items() if p.chain == self.active))
-        entries = [self.pending.pop(s).entry for s in mine] + ([last] if last is not None else [])
+        entries = [self.pending.pop(s).entry for s in mine] + [e for e in (last, self._answered) if e is not None]
+        self._answered = None
         entries.sort(key=lambda e: e["seq"])
         if entries:
             entries[-1]["end"] = how
