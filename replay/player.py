@@ -54,7 +54,8 @@ class Playlist:
                  learn: bool = True) -> Stimulus:
         """Stimulus j as a sensor sends it (at its stream time unless `t_ns` is given)."""
         m = self.modalities[int(self.modality[j])]
-        return Stimulus(m, int(self.t_ns[j]) if t_ns is None else t_ns, j, self.data[m][int(self.index[j])],
+        return Stimulus(modality=m, t_ns=int(self.t_ns[j]) if t_ns is None else t_ns, seq=j,
+                        data=self.data[m][int(self.index[j])],
                         source=source, gen=gen, mseq=int(self.mseq[j]), learn=learn, grow=j < self.grow_until,
                         near=-1 if self.near is None else int(self.near[j]))
 

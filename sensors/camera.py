@@ -250,14 +250,16 @@ class Camera(Service):
         stim, box = look(frame)
         t_s = index / (self.grabber.fps or 30.0) if self.video_time else t_ns / 1e9
         if self.tracker.update(stim, t_s):
-            self.bus.send(Stimulus(MODALITY, t_ns, self.seq, np.ascontiguousarray(stim, dtype=np.float32),
+            self.bus.send(Stimulus(modality=MODALITY, t_ns=t_ns, seq=self.seq,
+                                   data=np.ascontiguousarray(stim, dtype=np.float32),
                                    source=self.name, gen=self.gen, mseq=self.seq))
             self.seq += 1
             self.latency.add((time.time_ns() - t_ns) / 1e6)
         now = time.monotonic()
         if now - self._last_preview >= self.preview_every_s:
             self._last_preview = now
-            self.bus.send(Frame(MODALITY, t_ns, self.previews, preview(frame, box, self.preview_width),
+            self.bus.send(Frame(modality=MODALITY, t_ns=t_ns, seq=self.previews,
+                                data=preview(frame, box, self.preview_width),
                                 source=self.name, gen=self.gen))
             self.previews += 1
 

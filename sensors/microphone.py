@@ -260,7 +260,8 @@ class Microphone(Service):
             self.feature_errors += 1
             log.warning("%s: skipped an utterance: %s", self.name, e)
             return
-        self.bus.send(Stimulus(MODALITY, t_ns=self.ring.wall_ns(seg.onset), seq=self.seq, mseq=self.seq, data=data,
+        self.bus.send(Stimulus(modality=MODALITY, t_ns=self.ring.wall_ns(seg.onset), seq=self.seq, mseq=self.seq,
+                               data=data,
                                source=SOURCE, gen=self.gen))
         self.seq += 1
         self.latency.add((time.time_ns() - self.ring.wall_ns(seg.voiced_end)) / 1e6)

@@ -95,7 +95,7 @@ def raw_pub():
 
 
 def stimulus(modality: str = "visual", seq: int = 1, source: str = "sensor") -> Stimulus:
-    return Stimulus(modality, t_ns=time.time_ns(), seq=seq, data=np.arange(seq, seq + 6, dtype=np.int16),
+    return Stimulus(modality=modality, t_ns=time.time_ns(), seq=seq, data=np.arange(seq, seq + 6, dtype=np.int16),
                     source=source)
 
 
@@ -126,7 +126,7 @@ def receive_for(client: BusClient, seconds: float) -> list:
 def wait_until_heard(pub: zmq.Socket, client: BusClient) -> None:
     """A fresh PUB drops everything until the subscriptions reach it: probe until one arrives, then drain."""
     for _ in range(200):
-        pub.send_multipart(encode(Control("probe")))
+        pub.send_multipart(encode(Control(command="probe")))
         msg = client.recv(timeout_ms=50)
         if isinstance(msg, Control) and msg.command == "probe":
             break
@@ -224,11 +224,12 @@ def test_forwarder_carries_subscribed_topics_only(bus_address, clients):
         listener.handshake(timeout_s=10)
         talker = clients(bus_address, "talker")
         talker.handshake(timeout_s=10)
-        sent = [stimulus("visual", 1), stimulus("audio", 2), Excitation("visual", 0, 3, cluster_id=1, node_id=2),
+        sent = [stimulus("visual", 1), stimulus("audio", 2),
+                Excitation(modality="visual", t_ns=0, seq=3, cluster_id=1, node_id=2),
                 stimulus("visual", 4)]
         for msg in sent:
             talker.send(msg)
-        talker.send(Control("mark"))
+        talker.send(Control(command="mark"))
         got = receive_until_mark(listener)
         assert len(got) == 2 and same_stimulus(got[0], sent[0]) and same_stimulus(got[1], sent[3])
         assert listener.dropped == 0
@@ -243,9 +244,10 @@ def test_subscribe_later_and_large_payload(clients):
         listener.subscribe(b"stimulus.audio")
         talker = clients(address, "talker")
         talker.handshake()
-        big = Stimulus("audio", 0, 9, np.random.default_rng(0).random((512, 512), dtype=np.float32))
+        big = Stimulus(modality="audio", t_ns=0, seq=9,
+                       data=np.random.default_rng(0).random((512, 512), dtype=np.float32))
         talker.send(big)
-        talker.send(Control("mark"))
+        talker.send(Control(command="mark"))
         got = receive_until_mark(listener)
         assert len(got) == 1 and np.array_equal(got[0].data, big.data) and got[0].seq == 9
 
@@ -260,7 +262,8 @@ def test_handshake_fails_clearly_without_a_bus(clients):
 def _bad_messages() -> dict[str, list]:
     rng = random.Random(0)
     good = encode(stimulus("visual", 5))
-    nan = encode(Stimulus("visual", 0, 6, np.ones(2, np.float32)))[:2] + [np.array([1.0, np.nan], np.float32)]
+    nan = encode(Stimulus(modality="visual", t_ns=0, seq=6,
+                          data=np.ones(2, np.float32)))[:2] + [np.array([1.0, np.nan], np.float32)]
     h = msgpack.unpackb(good[1])
     return {
         "random header bytes": [b"stimulus.visual", rng.randbytes(64)],
@@ -400,7 +403,7 @@ def test_curve_bus_carries_messages_between_key_holders(tmp_path, clients):
         talker.handshake()
         sent = stimulus("visual", 3)
         talker.send(sent)
-        talker.send(Control("mark"))
+        talker.send(Control(command="mark"))
         got = receive_until_mark(listener)
         assert len(got) == 1 and same_stimulus(got[0], sent)
 
@@ -420,7 +423,7 @@ def test_curve_bus_shuts_out_clients_without_the_client_key(tmp_path, clients, i
         intruder.send(stimulus("visual", 666, source="intruder"))
         mine = stimulus("visual", 1, source="good")
         good.send(mine)
-        good.send(Control("mark"))
+        good.send(Control(command="mark"))
         got = receive_until_mark(good)
         assert len(got) == 1 and same_stimulus(got[0], mine)  # nothing from the intruder
         assert receive_for(good, 0.3) == []
@@ -437,11 +440,11 @@ def test_a_batch_arrives_as_its_messages_in_order_each_with_its_own_frames(clien
         talker = clients(address, "talker")
         talker.handshake()
         stimuli = [stimulus("visual", k) for k in range(5)]
-        excites = [Excitation("audio", k, k, cluster_id=k, node_id=k + 10) for k in range(3)]
+        excites = [Excitation(modality="audio", t_ns=k, seq=k, cluster_id=k, node_id=k + 10) for k in range(3)]
         talker.send_batch(stimuli)
         talker.send_batch(excites[:2])  # two messages without payload: three frames, still a batch
         talker.send_batch(excites[2:])  # a batch of one goes out as a single message
-        talker.send(Control("mark"))
+        talker.send(Control(command="mark"))
         got, frames = [], []
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -466,7 +469,7 @@ def test_a_batch_of_one_gives_a_recorder_the_single_message_frames(clients, raw_
         listener = clients(address, "listener", topics=[b"excite."])
         listener.handshake()
         pub = raw_pub(BusAddress.parse(address).pub)
-        one = Excitation("visual", 5, 5, cluster_id=3, node_id=4, source="w")
+        one = Excitation(modality="visual", t_ns=5, seq=5, cluster_id=3, node_id=4, source="w")
         deadline, got = time.monotonic() + 10, None
         while time.monotonic() < deadline and got is None:
             pub.send_multipart(encode_batch([one]))
@@ -481,8 +484,9 @@ def test_a_batch_with_one_bad_message_is_dropped_whole_and_counted_once(clients,
         listener = clients(address, "listener", topics=[b"excite."])
         listener.handshake()
         pub = raw_pub(BusAddress.parse(address).pub)
-        good = encode(Excitation("visual", 1, 1, cluster_id=1, node_id=1))
-        rows = [Excitation("visual", k, k, cluster_id=-7 if k == 2 else 1, node_id=1) for k in (1, 2, 3)]
+        good = encode(Excitation(modality="visual", t_ns=1, seq=1, cluster_id=1, node_id=1))
+        rows = [Excitation(modality="visual", t_ns=k, seq=k, cluster_id=-7 if k == 2 else 1, node_id=1)
+                for k in (1, 2, 3)]
         batch = encode_batch(rows)  # the second row's cluster is below -1
         extra = good + [good[1]]  # a single message with one frame too many is no batch
         deadline = time.monotonic() + 10

@@ -26,7 +26,7 @@ def settings(**kw) -> CDZSettings:
 
 
 def exc(m: str, c: int, t: float, node: int = 0, s: float = 1.0, seq: int = 0) -> Excitation:
-    return Excitation(m, to_ns(t), seq, c, node, s)
+    return Excitation(modality=m, t_ns=to_ns(t), seq=seq, cluster_id=c, node_id=node, strength=s)
 
 
 class Item(NamedTuple):
@@ -240,7 +240,7 @@ def test_unknown_modality_is_counted_not_fatal():
     cdz = CDZ(("a", "b"), settings())
     before = snapshot(cdz)
     assert cdz.excite(exc("z", 0, 0.0)) == []
-    cdz.apply(ClusterChange("z", created=(1,)))
+    cdz.apply(ClusterChange(modality="z", created=(1,)))
     assert cdz.counters.unknown_modality == 2
     assert_same_state(before, snapshot(cdz))
 
@@ -307,11 +307,11 @@ def test_a_flood_of_cluster_ids_is_refused_beyond_the_ceiling_and_counted():
     """Valid messages announcing 65,536 clusters must not grow the matrices past what a cortex holds."""
     cdz = CDZ(("a", "b"), settings(), max_clusters=1500)
     for m in ("a", "b"):
-        cdz.apply(ClusterChange(m, created=tuple(range(65536))))
+        cdz.apply(ClusterChange(modality=m, created=tuple(range(65536))))
     assert all(w.shape[0] <= 1500 and w.shape[1] <= 1500 for w in cdz.W.values())
     assert cdz.counters.refused == 2 * (65536 - 1500)
     assert not cdz.excite(exc("a", 60000, 1.0)) and cdz.counters.refused == 2 * (65536 - 1500) + 1
-    cdz.apply(ClusterChange("a", deleted=(0,)))  # a freed row takes a new cluster again
+    cdz.apply(ClusterChange(modality="a", deleted=(0,)))  # a freed row takes a new cluster again
     cdz.excite(exc("a", 60000, 2.0))
     cdz.excite(exc("b", 1, 2.1))
     assert cdz.W[("a", "b")][cdz.clusters["a"].slot[60000], cdz.clusters["b"].slot[1]] > 0
@@ -324,7 +324,7 @@ def _random_cdz(mods=("a", "b", "c"), n=600, seed=0, deletions=True) -> CDZ:
     next_id = {m: 8 for m in mods}
     alive = {m: list(range(8)) for m in mods}
     for m in mods:
-        cdz.apply(ClusterChange(m, created=tuple(alive[m])))
+        cdz.apply(ClusterChange(modality=m, created=tuple(alive[m])))
     t = 0.0
     for k in range(n):
         t += rng.exponential(0.3)
@@ -335,7 +335,7 @@ def _random_cdz(mods=("a", "b", "c"), n=600, seed=0, deletions=True) -> CDZ:
             dead = int(rng.choice(alive[m]))
             alive[m].remove(dead)
             alive[m].append(next_id[m])
-            cdz.apply(ClusterChange(m, created=(next_id[m],), deleted=(dead,)))
+            cdz.apply(ClusterChange(modality=m, created=(next_id[m],), deleted=(dead,)))
             next_id[m] += 1
     return cdz
 
@@ -383,7 +383,7 @@ def test_deleted_cluster_rows_and_columns_vanish_and_rows_renormalise():
     cdz.excite(exc("a", 0, 50.0))
     cdz.excite(exc("b", 2, 50.0))  # a:0 -> {b:1 strong, b:2 weak}
     assert cdz.recall("a", 0) == {"b": 1}
-    cdz.apply(ClusterChange("b", deleted=(1,)))
+    cdz.apply(ClusterChange(modality="b", deleted=(1,)))
     mat, rows, cols = cdz.weights("a", "b")
     assert 1 not in cols.tolist()
     assert cdz.recall("a", 0) == {"b": 2}  # the survivor wins, and the row sums to 1 again
@@ -397,7 +397,7 @@ def test_cluster_whose_partners_are_all_deleted_recalls_nothing():
     cdz = CDZ(("a", "b"), settings())
     cdz.excite(exc("a", 0, 0.0))
     cdz.excite(exc("b", 1, 0.0))
-    cdz.apply(ClusterChange("b", deleted=(1,)))
+    cdz.apply(ClusterChange(modality="b", deleted=(1,)))
     assert cdz.recall("a", 0) == {"b": None}
     assert cdz.recall_many("a", np.array([0]))["b"].tolist() == [-1]
     mat, _, _ = cdz.weights("a", "b")
@@ -411,7 +411,7 @@ def test_cluster_whose_partners_are_all_deleted_recalls_nothing():
 def test_deletion_drops_pending_excitations_of_the_deleted_cluster():
     cdz = CDZ(("a", "b"), settings())
     cdz.excite(exc("a", 0, 0.0))
-    cdz.apply(ClusterChange("a", deleted=(0,)))
+    cdz.apply(ClusterChange(modality="a", deleted=(0,)))
     assert cdz.excite(exc("b", 1, 0.1)) == []
     assert cdz.recall("b", 1) == {"a": None}
 
@@ -421,8 +421,8 @@ def test_new_cluster_in_a_freed_row_starts_empty():
     cdz.excite(exc("a", 0, 0.0))
     cdz.excite(exc("b", 1, 0.0))
     row = cdz.clusters["a"].slot[0]
-    cdz.apply(ClusterChange("a", deleted=(0,)))
-    cdz.apply(ClusterChange("a", created=(5,)))
+    cdz.apply(ClusterChange(modality="a", deleted=(0,)))
+    cdz.apply(ClusterChange(modality="a", created=(5,)))
     assert cdz.clusters["a"].slot[5] == row  # the row is reused...
     assert cdz.recall("a", 5) == {"b": None}  # ...but nothing of cluster 0 is inherited
     assert cdz.recall("b", 1) == {"a": None}
@@ -478,13 +478,13 @@ def test_late_excitation_of_a_deleted_cluster_is_ignored_and_counted():
     cdz = CDZ(("visual", "audio"), settings())
     cdz.excite(exc("visual", 1, 0.0))
     cdz.excite(exc("audio", 2, 0.1))
-    cdz.apply(ClusterChange("visual", deleted=(1,)))
+    cdz.apply(ClusterChange(modality="visual", deleted=(1,)))
     before = snapshot(cdz)
     assert cdz.excite(exc("visual", 1, 0.2)) == []  # arrives after its deletion
     assert cdz.excite(exc("visual", -1, 0.2)) == []  # never a valid id
     assert cdz.counters.stale == 2
     assert_same_state(before, snapshot(cdz))
-    cdz.apply(ClusterChange("visual", created=(1,)))  # a stale "created" cannot revive it either
+    cdz.apply(ClusterChange(modality="visual", created=(1,)))  # a stale "created" cannot revive it either
     assert 1 not in cdz.clusters["visual"].slot
 
 

@@ -61,8 +61,10 @@ def _pixels(img) -> np.ndarray:
 
 
 def test_every_view_decodes_with_its_declared_schema_at_its_event_time(tmp_path):
-    msgs = every_kind() + [Stimulus("reward", 11_000, 11, np.full((1, 1), 2.0, np.float32), source="teacher"),
-                           Reconstruction("audio", 12_000, 12, 4, "visual", np.linspace(0, 1, 64 * 64, dtype=np.float32)
+    msgs = every_kind() + [Stimulus(modality="reward", t_ns=11_000, seq=11, data=np.full((1, 1), 2.0, np.float32),
+                                    source="teacher"),
+                           Reconstruction(modality="audio", t_ns=12_000, seq=12, cluster_id=4, cue_modality="visual",
+                                          data=np.linspace(0, 1, 64 * 64, dtype=np.float32)
                                  .reshape(64, 64))]
     path = tmp_path / "session.mcap"
     w = RecordingWriter(path)
@@ -97,7 +99,7 @@ def test_every_view_decodes_with_its_declared_schema_at_its_event_time(tmp_path)
 def test_views_name_clusters_when_names_are_known():
     from agent.core.messages import Excitation
 
-    msg = Excitation("audio", 5, 1, cluster_id=17, node_id=3)
+    msg = Excitation(modality="audio", t_ns=5, seq=1, cluster_id=17, node_id=3)
     (view,) = views(msg, {"audio": {17: 7}})
     assert json.loads(view.data)["name"] == 7
 
@@ -178,8 +180,10 @@ def test_a_foxglove_client_sees_images_and_excitations_and_a_stalled_one_slows_n
         image[4:24, 12:16] = 1.0  # a "1"
 
         def send_pair(seq: int) -> None:
-            feeder.send(Stimulus("visual", time.time_ns(), seq, image, source="camera", mseq=seq))
-            feeder.send(Excitation("visual", time.time_ns(), seq, cluster_id=40 + seq % 3, node_id=seq, source="worker"))
+            feeder.send(Stimulus(modality="visual", t_ns=time.time_ns(), seq=seq, data=image, source="camera",
+                                 mseq=seq))
+            feeder.send(Excitation(modality="visual", t_ns=time.time_ns(), seq=seq, cluster_id=40 + seq % 3,
+                                   node_id=seq, source="worker"))
 
         big = np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)
         wanted = ("/visual/stimulus", "/visual/fires", "/visual/camera")
@@ -189,7 +193,7 @@ def test_a_foxglove_client_sees_images_and_excitations_and_a_stalled_one_slows_n
             if time.monotonic() - sent_at[0] >= 0.5:
                 sent_at[0] = time.monotonic()
                 send_pair(0)
-                feeder.send(Frame("visual", time.time_ns(), 0, big, source="camera"))
+                feeder.send(Frame(modality="visual", t_ns=time.time_ns(), seq=0, data=big, source="camera"))
             return set(wanted) <= set(live.channels)
 
         wait_for(advertised, 20, "channels advertised")
@@ -199,7 +203,7 @@ def test_a_foxglove_client_sees_images_and_excitations_and_a_stalled_one_slows_n
         stalled.subscribe(channels)  # 69 MB of camera frames that it never reads
         time.sleep(0.3)
         for seq in range(1, 301):  # 300 camera frames and pairs: more than a stalled client's buffers hold
-            feeder.send(Frame("visual", time.time_ns(), seq, big, source="camera"))
+            feeder.send(Frame(modality="visual", t_ns=time.time_ns(), seq=seq, data=big, source="camera"))
             send_pair(seq)
             if seq % 20 == 0:
                 time.sleep(0.02)
@@ -215,7 +219,7 @@ def test_a_foxglove_client_sees_images_and_excitations_and_a_stalled_one_slows_n
         assert proc.poll() is None  # the stalled client did not stop the viewer
     finally:
         stack.close()
-        feeder.send(Control("stop", source="feeder"))
+        feeder.send(Control(command="stop", source="feeder"))
         stop_process(proc, 10)
         feeder.close()
 
@@ -240,11 +244,17 @@ def test_the_shipped_layout_is_the_generated_one_and_shows_topics_that_exist():
     shipped = (Path(__file__).resolve().parents[1] / "docs" / "foxglove-layout.json").read_text()
     assert shipped == layout_json(), "run: python -m tools.foxglove_layout docs/foxglove-layout.json"
     img, spec = np.zeros((28, 28), np.float32), np.zeros((64, 64), np.float32)
-    made = {v.topic for m in [Stimulus("visual", 0, 0, img), Stimulus("audio", 0, 0, spec),
-                              Frame("visual", 0, 0, np.zeros((4, 4, 3), np.uint8)),
-                              Reconstruction("visual", 0, 0, 1, "audio", img), Reconstruction("audio", 0, 0, 1, "visual", spec),
-                              Excitation("visual", 0, 0, 1, 1), Excitation("audio", 0, 0, 1, 1),
-                              Recall("audio", 0, 0, 1, "visual", 1), every_kind()[-2]]
+    made = {v.topic for m in [Stimulus(modality="visual", t_ns=0, seq=0, data=img),
+                              Stimulus(modality="audio", t_ns=0, seq=0, data=spec),
+                              Frame(modality="visual", t_ns=0, seq=0, data=np.zeros((4, 4, 3), np.uint8)),
+                              Reconstruction(modality="visual", t_ns=0, seq=0, cluster_id=1, cue_modality="audio",
+                                             data=img),
+                              Reconstruction(modality="audio", t_ns=0, seq=0, cluster_id=1, cue_modality="visual",
+                                             data=spec),
+                              Excitation(modality="visual", t_ns=0, seq=0, cluster_id=1, node_id=1),
+                              Excitation(modality="audio", t_ns=0, seq=0, cluster_id=1, node_id=1),
+                              Recall(modality="audio", t_ns=0, seq=0, cluster_id=1, cue_modality="visual",
+                                     cue_cluster=1), every_kind()[-2]]
             for v in views(m)}
     named = set(re.findall(r'"(/[a-z]+/[a-z_]+)', shipped))
     assert named and named <= made, named - made

@@ -20,9 +20,9 @@ def lines(out: io.StringIO) -> list[dict]:
 def test_an_excitation_and_its_recall_make_one_line_with_scoring_names():
     out = io.StringIO()
     log = EventLog(out, ("visual", "audio"), NAMES)
-    log.add(Excitation("visual", 2_000_000_000, 5, cluster_id=3, node_id=9))
+    log.add(Excitation(modality="visual", t_ns=2_000_000_000, seq=5, cluster_id=3, node_id=9))
     assert out.getvalue() == ""  # waits for the recall
-    log.add(Recall("audio", 2_000_000_000, 5, cluster_id=10, cue_modality="visual", cue_cluster=3))
+    log.add(Recall(modality="audio", t_ns=2_000_000_000, seq=5, cluster_id=10, cue_modality="visual", cue_cluster=3))
     (event,) = lines(out)
     assert event == {"t": 2.0, "modality": "visual", "seq": 5, "cluster": 3, "cluster_name": 7,
                      "recalled": {"audio": 10}, "recalled_names": {"audio": 7}}
@@ -31,7 +31,8 @@ def test_an_excitation_and_its_recall_make_one_line_with_scoring_names():
 def test_a_stimulus_that_recalls_nothing_is_written_after_the_wait():
     out = io.StringIO()
     log = EventLog(out, ("visual", "audio"), NAMES, wait_s=0.05)
-    log.add(Excitation("audio", 1, 8, cluster_id=99, node_id=1))  # a cluster born live: no scoring name
+    log.add(Excitation(modality="audio", t_ns=1, seq=8, cluster_id=99,
+                       node_id=1))  # a cluster born live: no scoring name
     log.flush()
     assert out.getvalue() == ""
     time.sleep(0.06)
@@ -50,10 +51,12 @@ def test_a_session_is_scored_by_halves_from_the_event_log_strictly():
     heard = {10.0: 11, 12.0: 11, 16.0: 11, 18.0: 10, 20.0: 10}  # said at -> the visual cluster the word recalled
     for seq, (at, cluster) in enumerate(heard.items()):
         t_ns = int((at + 0.05) * 1e9)  # the word's onset, a little after it was played
-        log.add(Excitation("audio", t_ns, seq, cluster_id=10, node_id=1))
-        log.add(Recall("visual", t_ns, seq, cluster_id={10: 3, 11: 4}[cluster], cue_modality="audio", cue_cluster=10))
-    log.add(Excitation("visual", int(14.1e9), 99, cluster_id=3, node_id=2))  # a card near a word: not a word
-    log.add(Recall("audio", int(14.1e9), 99, cluster_id=10, cue_modality="visual", cue_cluster=3))
+        log.add(Excitation(modality="audio", t_ns=t_ns, seq=seq, cluster_id=10, node_id=1))
+        log.add(Recall(modality="visual", t_ns=t_ns, seq=seq, cluster_id={10: 3, 11: 4}[cluster], cue_modality="audio",
+                       cue_cluster=10))
+    log.add(Excitation(modality="visual", t_ns=int(14.1e9), seq=99, cluster_id=3,
+                       node_id=2))  # a card near a word: not a word
+    log.add(Recall(modality="audio", t_ns=int(14.1e9), seq=99, cluster_id=10, cue_modality="visual", cue_cluster=3))
     # first half: 7 -> 1 (wrong), 1 -> 1 (right), 7 unheard (wrong); second: 1 -> 1, 7 -> 7 (right), 1 -> 7 (wrong)
     score = recall_in_halves(lines(out), said, "audio", "visual")
     assert score == {"items": 6, "heard": 5, "first_half": 1 / 3, "second_half": 2 / 3, "all": 0.5}
@@ -62,10 +65,10 @@ def test_a_session_is_scored_by_halves_from_the_event_log_strictly():
 def test_recalls_of_other_stimuli_do_not_mix():
     out = io.StringIO()
     log = EventLog(out, ("visual", "audio"), NAMES)
-    log.add(Excitation("visual", 1, 1, cluster_id=3, node_id=0))
-    log.add(Excitation("visual", 2, 2, cluster_id=4, node_id=0))
-    log.add(Recall("audio", 2, 2, cluster_id=11, cue_modality="visual", cue_cluster=4))
-    log.add(Recall("audio", 9, 7, cluster_id=10, cue_modality="visual", cue_cluster=3))  # nobody's
+    log.add(Excitation(modality="visual", t_ns=1, seq=1, cluster_id=3, node_id=0))
+    log.add(Excitation(modality="visual", t_ns=2, seq=2, cluster_id=4, node_id=0))
+    log.add(Recall(modality="audio", t_ns=2, seq=2, cluster_id=11, cue_modality="visual", cue_cluster=4))
+    log.add(Recall(modality="audio", t_ns=9, seq=7, cluster_id=10, cue_modality="visual", cue_cluster=3))  # nobody's
     log.flush(everything=True)
     got = {e["seq"]: e["recalled"]["audio"] for e in lines(out)}
     assert got == {2: 11, 1: None}
@@ -162,7 +165,7 @@ def test_cdz_live_sees_hears_recalls_and_checkpoints(tmp_path, data_dir, pulse_s
             with pytest.raises(BusError, match="no answer"):
                 intruder.handshake(timeout_s=3)
             for _ in range(20):
-                intruder.send(Control("stop", {}, source="intruder"))
+                intruder.send(Control(command="stop", args={}, source="intruder"))
         finally:
             intruder.close()
         # ... and the microphone listens: it publishes stats only once its device delivers sound

@@ -73,7 +73,8 @@ def live_session(run: RunFolder, during: Callable[[object], None] = lambda agent
                 if not sending_done.is_set():
                     t = time.time_ns()
                     for j, m in enumerate(SENSES):
-                        client.send(Stimulus(m, t + j * 100_000_000, k, test[m][k % len(test[m])], source="senses",
+                        client.send(Stimulus(modality=m, t_ns=t + j * 100_000_000, seq=k,
+                                             data=test[m][k % len(test[m])], source="senses",
                                              mseq=k))
                         sent[m] += 1
                     k += 1
@@ -180,7 +181,7 @@ def test_a_deaf_hub_is_started_again(run):
 
     def deafen(agent) -> None:
         if not told and agent.client is not None:
-            agent.client.send(Control("rewind", {"gen": 10**6, "step": 0, "to": "hub"}, source="intruder"))
+            agent.client.send(Control(command="rewind", args={"gen": 10**6, "step": 0, "to": "hub"}, source="intruder"))
             told.append(time.monotonic())
 
     def hub_hears_again(agent, last: dict[str, dict]) -> bool:
@@ -217,7 +218,8 @@ def test_a_live_worker_hears_a_new_voice_through_its_session(run):
             client.handshake(timeout_s=20)
             t = time.time_ns()
             for k, x in enumerate(said):
-                client.send(Stimulus("audio", t + k * 100_000_000, k, x, source="senses", mseq=k))
+                client.send(Stimulus(modality="audio", t_ns=t + k * 100_000_000, seq=k, data=x, source="senses",
+                                     mseq=k))
                 time.sleep(0.02)
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and not (learned and learned[-1] == len(said)):

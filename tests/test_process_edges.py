@@ -202,7 +202,7 @@ def test_top_without_a_bus_says_so_with_exit_2():
 
 def _raw_stats(source: str, values: dict) -> list[bytes]:
     """The frames of a Stats message with any `values`, packed by hand (no validation on the way)."""
-    topic, header = encode(Stats({"x": 1}, source=source, t_ns=time.time_ns()))[:2]
+    topic, header = encode(Stats(values={"x": 1}, source=source, t_ns=time.time_ns()))[:2]
     h = msgpack.unpackb(header)
     h["values"] = values
     return [bytes(topic), msgpack.packb(h)]
@@ -268,7 +268,8 @@ def test_play_refuses_a_file_that_is_no_recording_with_exit_2(thread_bus, tmp_pa
 
     good = tmp_path / "good.mcap"
     writer = RecordingWriter(good)
-    writer.write(encode(Stimulus("visual", 1, 1, np.zeros((28, 28), np.float32), source="camera")), time.time_ns())
+    writer.write(encode(Stimulus(modality="visual", t_ns=1, seq=1, data=np.zeros((28, 28), np.float32),
+                                 source="camera")), time.time_ns())
     writer.close()
     done = cdz("play", str(good), "--bus", address, "--connect-timeout", "10", "--speed", "0", "--quiet")
     assert done.returncode == 0, done.stderr[-2000:]

@@ -193,12 +193,13 @@ ODD_VALUES = st.one_of(st.none(), st.booleans(), st.floats(), st.integers(-2**63
 def valid_message(kind: str, m: str):
     """A valid message of a kind the processes listen to: the fuzzer mutates its frames."""
     other = "audio" if m == "visual" else "visual"
-    return {"stimulus": Stimulus(m, 1, 1, np.full(SHAPES[m], 0.5, np.float32), source="fuzz"),
-            "excite": Excitation(m, 1, 1, 0, 0, source="fuzz"),
-            "feedback": Feedback(m, 1, 1, (0,), (0,), (0.5,), source="fuzz"),
-            "recall": Recall(m, 1, 1, 0, other, 0, source="fuzz"),
-            "clusters": ClusterChange(m, 1, 1, (1,), (), source="fuzz"),
-            "credit": Credit(1, 1, source="fuzz")}[kind]
+    return {"stimulus": Stimulus(modality=m, t_ns=1, seq=1, data=np.full(SHAPES[m], 0.5, np.float32), source="fuzz"),
+            "excite": Excitation(modality=m, t_ns=1, seq=1, cluster_id=0, node_id=0, source="fuzz"),
+            "feedback": Feedback(modality=m, t_ns=1, seq=1, node_ids=(0,), cluster_ids=(0,), certainties=(0.5,),
+                                 source="fuzz"),
+            "recall": Recall(modality=m, t_ns=1, seq=1, cluster_id=0, cue_modality=other, cue_cluster=0, source="fuzz"),
+            "clusters": ClusterChange(modality=m, t_ns=1, seq=1, created=(1,), deleted=(), source="fuzz"),
+            "credit": Credit(seq=1, t_ns=1, source="fuzz")}[kind]
 
 
 def split(frames: list) -> tuple[bytes, dict, list[bytes]]:
@@ -259,14 +260,14 @@ def wrongly_typed(draw) -> list[bytes]:
         field = draw(st.sampled_from(sorted(CONTROL_ARGS[command])))
         types, lowest = CONTROL_ARGS[command][field]
         value = draw(WRONG_TYPES.filter(lambda v: type(v) not in types or (lowest is not None and v < lowest)))
-        topic, header = encode(Control(command, source="fuzz"))
+        topic, header = encode(Control(command=command, source="fuzz"))
         h = msgpack.unpackb(header)
         h["args"] = {field: value}
     else:
         field = draw(st.sampled_from(sorted(STATS_FIELDS)))
         types, lowest = STATS_FIELDS[field]
         value = draw(WRONG_TYPES.filter(lambda v: type(v) not in types or (lowest is not None and v < lowest)))
-        topic, header = encode(Stats({}, source="fuzz"))
+        topic, header = encode(Stats(values={}, source="fuzz"))
         h = msgpack.unpackb(header)
         h["values"] = {field: value}
     return [topic, msgpack.packb(h, use_bin_type=True)]
@@ -274,7 +275,7 @@ def wrongly_typed(draw) -> list[bytes]:
 
 def near_stops() -> list[list[bytes]]:
     """Messages one field away from a valid `stop`: every one must be dropped, none may stop anyone."""
-    topic, header = encode(Control("stop", source="fuzz"))
+    topic, header = encode(Control(command="stop", source="fuzz"))
     h = msgpack.unpackb(header)
     variants = [{**h, "v": 2}, {**h, "v": True}, {**h, "cmd": "STOP"}, {**h, "cmd": "stop "}, {**h, "args": []},
                 {**h, "kind": "controls"}, {**h, "seq": -1}, {**h, "src": "x" * 65}, {**h, "mod": "visual"}]
@@ -365,7 +366,8 @@ def test_fuzzed_messages_are_dropped_counted_and_harmless(runtime, test_images):
     seqs = {}
     for k, m in enumerate(MODALITIES):
         seqs[m] = 10_000 + k
-        client.send(Stimulus(m, time.time_ns(), seqs[m], test_images[m][0], source="tester", mseq=seqs[m]))
+        client.send(Stimulus(modality=m, t_ns=time.time_ns(), seq=seqs[m], data=test_images[m][0], source="tester",
+                             mseq=seqs[m]))
     got = wait_excites(client, {(m, s) for m, s in seqs.items()})
     for (m, _), exc in got.items():
         assert exc.source == f"worker-{m}" and exc.cluster_id >= 0 and exc.node_id >= 0, exc
@@ -379,11 +381,13 @@ def test_an_excitation_stamped_far_ahead_is_dropped_and_counted_by_the_hub(runti
     addr, procs, client = runtime
     m = MODALITIES[0]
     before = wait_stats(client, {"hub": lambda v: True})["hub"]
-    client.send(Stimulus(m, time.time_ns() + 10**15, 30_000, test_images[m][0], source="tester", mseq=30_000))
+    client.send(Stimulus(modality=m, t_ns=time.time_ns() + 10**15, seq=30_000, data=test_images[m][0], source="tester",
+                         mseq=30_000))
     wait_excites(client, {(m, 30_000)})
     after = wait_stats(client, {"hub": lambda v: v["ahead"] == before["ahead"] + 1})["hub"]
     assert after["processed"] == before["processed"]
-    client.send(Stimulus(m, time.time_ns(), 30_001, test_images[m][1], source="tester", mseq=30_001))
+    client.send(Stimulus(modality=m, t_ns=time.time_ns(), seq=30_001, data=test_images[m][1], source="tester",
+                         mseq=30_001))
     wait_excites(client, {(m, 30_001)})
     wait_stats(client, {"hub": lambda v: v["processed"] == before["processed"] + 1 and v["ahead"] == after["ahead"]})
 
@@ -402,7 +406,8 @@ def test_the_running_processes_say_only_what_the_graph_declares(runtime, test_im
         t0 = time.time_ns()
         for k in range(6):  # paired events: each sense's stimulus 0.1 s after the other's
             for j, m in enumerate(MODALITIES):
-                client.send(Stimulus(m, t0 + k * 300_000_000 + j * 100_000_000, 40_000 + k, test_images[m][k],
+                client.send(Stimulus(modality=m, t_ns=t0 + k * 300_000_000 + j * 100_000_000, seq=40_000 + k,
+                                     data=test_images[m][k],
                                      source="tester", mseq=40_000 + k))
         heard: dict[str, set[str]] = {}
         deadline = time.monotonic() + 6.0
@@ -424,7 +429,7 @@ def test_a_flood_of_cluster_announcements_is_refused_and_counted_by_the_hub(runt
     addr, procs, client = runtime
     before = wait_stats(client, {"hub": lambda v: True})["hub"]
     for m in MODALITIES:
-        client.send(ClusterChange(m, created=tuple(range(10**6, 10**6 + 65536)), source="tester"))
+        client.send(ClusterChange(modality=m, created=tuple(range(10**6, 10**6 + 65536)), source="tester"))
     after = wait_stats(client, {"hub": lambda v: v["refused_clusters"] > before["refused_clusters"]})["hub"]
     assert after["refused_clusters"] >= 2 * (65536 - config.cortex.max_nodes)
     assert procs.children["hub"].alive()
@@ -439,7 +444,8 @@ def test_loss_is_counted_per_sender_and_one_message_cannot_claim_millions(runtim
     before = wait_stats(client, {worker: lambda v: True})[worker]
     sends = [("cam-a", 0), ("cam-b", 100), ("cam-a", 1), ("cam-b", 101), ("cam-a", 3), ("cam-b", 10**7)]
     for k, (source, mseq) in enumerate(sends):
-        client.send(Stimulus(m, time.time_ns(), 40_000 + k, test_images[m][k % 2], source=source, mseq=mseq))
+        client.send(Stimulus(modality=m, t_ns=time.time_ns(), seq=40_000 + k, data=test_images[m][k % 2],
+                             source=source, mseq=mseq))
     wait_stats(client, {worker: lambda v: v["learned"] >= before["learned"] + len(sends)
                         and v["lost"] == before["lost"] + 1
                         and v["sequence_jumps"] == before["sequence_jumps"] + 1})
@@ -454,7 +460,8 @@ def test_wrong_shape_stimulus_is_rejected_not_fatal(runtime, modality):
     before = wait_stats(client, {worker: lambda v: True, "hub": lambda v: True})
     h, w = SHAPES[modality]
     seq = 20_000 + MODALITIES.index(modality)
-    client.send(Stimulus(modality, time.time_ns(), seq, np.full((h - 1, w), 0.5, np.float32), source="tester",
+    client.send(Stimulus(modality=modality, t_ns=time.time_ns(), seq=seq, data=np.full((h - 1, w), 0.5, np.float32),
+                         source="tester",
                          mseq=seq))
     exc = wait_excites(client, {(modality, seq)})[(modality, seq)]
     assert exc.cluster_id == -1 and exc.node_id == -1, exc
@@ -478,7 +485,8 @@ def test_live_overload_drops_the_oldest_and_answers_the_newest(run_path, test_im
         await_ready(client, procs, {"worker-visual"})
         images = test_images["visual"]
         for seq in range(1, n + 1):
-            client.send(Stimulus("visual", time.time_ns(), seq, images[seq % len(images)], source="blaster", mseq=seq))
+            client.send(Stimulus(modality="visual", t_ns=time.time_ns(), seq=seq, data=images[seq % len(images)],
+                                 source="blaster", mseq=seq))
         seen: list[int] = []
         deadline = time.monotonic() + 20
         while (not seen or seen[-1] != n) and time.monotonic() < deadline:

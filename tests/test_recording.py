@@ -46,21 +46,28 @@ def every_kind() -> list:
     """One message of each kind, with arrays of each dtype and edge values."""
     img = RNG.random((28, 28), dtype=np.float32)
     return [
-        Stimulus("visual", 1_000, 1, img, source="camera", gen=2, mseq=7, learn=False, grow=False, internal=True,
+        Stimulus(modality="visual", t_ns=1_000, seq=1, data=img, source="camera", gen=2, mseq=7, learn=False,
+                 grow=False, internal=True,
                  depth=3, near=4),
-        Stimulus("audio", 2_000, 2, RNG.integers(-300, 300, (64, 64), dtype=np.int16), source="mic"),
-        Excitation("visual", -5, 3, cluster_id=-1, node_id=12, strength=0.25, source="worker-visual", learn=False),
-        Feedback("audio", 3_000, 4, node_ids=(1, 2, 3), cluster_ids=(4, -1, 6), certainties=(0.0, 0.5, 1.0)),
-        Recall("audio", 4_000, 5, cluster_id=9, cue_modality="visual", cue_cluster=-1, internal=True, depth=1),
-        Reconstruction("visual", 5_000, 6, cluster_id=9, cue_modality="audio", data=img * 2, source="worker-visual"),
-        ClusterChange("visual", 6_000, 7, created=(10, 11), deleted=(3,)),
-        Frame("visual", 7_000, 8, RNG.integers(0, 255, (48, 64, 3), dtype=np.uint8), source="camera"),
-        Weights("visual", 8_000, 9, target="audio", rows=(1, 2), cols=(5, 6, 7),
+        Stimulus(modality="audio", t_ns=2_000, seq=2, data=RNG.integers(-300, 300, (64, 64), dtype=np.int16),
+                 source="mic"),
+        Excitation(modality="visual", t_ns=-5, seq=3, cluster_id=-1, node_id=12, strength=0.25, source="worker-visual",
+                   learn=False),
+        Feedback(modality="audio", t_ns=3_000, seq=4, node_ids=(1, 2, 3), cluster_ids=(4, -1, 6),
+                 certainties=(0.0, 0.5, 1.0)),
+        Recall(modality="audio", t_ns=4_000, seq=5, cluster_id=9, cue_modality="visual", cue_cluster=-1, internal=True,
+               depth=1),
+        Reconstruction(modality="visual", t_ns=5_000, seq=6, cluster_id=9, cue_modality="audio", data=img * 2,
+                       source="worker-visual"),
+        ClusterChange(modality="visual", t_ns=6_000, seq=7, created=(10, 11), deleted=(3,)),
+        Frame(modality="visual", t_ns=7_000, seq=8, data=RNG.integers(0, 255, (48, 64, 3), dtype=np.uint8),
+              source="camera"),
+        Weights(modality="visual", t_ns=8_000, seq=9, target="audio", rows=(1, 2), cols=(5, 6, 7),
                 data=RNG.random((2, 3), dtype=np.float32)),
         Credit(seq=10, t_ns=9_000, source="hub"),
-        Control("pause", {"to": "x", "n": 3, "f": 0.5, "b": True}, source="test"),
-        Stats({"rate": 12.5, "role": "hub", "ok": True}, source="hub", t_ns=10_000),
-        Stats({"queue": 3}, source="worker-visual", t_ns=2**62),
+        Control(command="pause", args={"to": "x", "n": 3, "f": 0.5, "b": True}, source="test"),
+        Stats(values={"rate": 12.5, "role": "hub", "ok": True}, source="hub", t_ns=10_000),
+        Stats(values={"queue": 3}, source="worker-visual", t_ns=2**62),
     ]
 
 
@@ -80,7 +87,8 @@ def assert_same_message(a, b) -> None:
 
 
 def stimulus(seq: int, modality: str = "visual") -> Stimulus:
-    return Stimulus(modality, 1_000_000_000 + 20_000_000 * seq, seq, RNG.random((28, 28), dtype=np.float32),
+    return Stimulus(modality=modality, t_ns=1_000_000_000 + 20_000_000 * seq, seq=seq,
+                    data=RNG.random((28, 28), dtype=np.float32),
                     source="camera", mseq=seq)
 
 
@@ -201,7 +209,7 @@ def start_recorder(procs: Procs, bus: str, path: Path, listener: BusClient, *ext
 
 def stop_recorder(procs: Procs, sender: BusClient) -> None:
     """A stop addressed to the recorder, after everything sent before it (one PUB: in order)."""
-    sender.send(Control("stop", {"to": "recorder"}, source="test"))
+    sender.send(Control(command="stop", args={"to": "recorder"}, source="test"))
     assert procs.wait("recorder") == 0, procs.log("recorder")
 
 
@@ -312,9 +320,11 @@ def test_a_file_cut_anywhere_reads_as_a_prefix(tmp_path, compression):
 def test_gap_counter_counts_lost_stimuli_not_resends():
     gaps = GapCounter()
     for mseq in (0, 1, 2, 5, 6, 3, 4, 7, 9):  # 3, 4 lost then re-sent: still counted once as lost
-        gaps.add(Stimulus("visual", 0, mseq, np.zeros(2, np.uint8), source="p", mseq=mseq))
-    gaps.add(Stimulus("visual", 0, 0, np.zeros(2, np.uint8), source="p", gen=1, mseq=0))  # a new generation
-    gaps.add(Stimulus("audio", 0, 0, np.zeros(2, np.uint8), source="p", mseq=4))  # a stream's first: no gap
+        gaps.add(Stimulus(modality="visual", t_ns=0, seq=mseq, data=np.zeros(2, np.uint8), source="p", mseq=mseq))
+    gaps.add(Stimulus(modality="visual", t_ns=0, seq=0, data=np.zeros(2, np.uint8), source="p", gen=1,
+                      mseq=0))  # a new generation
+    gaps.add(Stimulus(modality="audio", t_ns=0, seq=0, data=np.zeros(2, np.uint8), source="p",
+                      mseq=4))  # a stream's first: no gap
     assert gaps.lost == {"visual": 3, "audio": 0} and gaps.total == 3
 
 
@@ -367,7 +377,7 @@ def test_follow_writes_off_what_a_silent_worker_owes_and_goes_on(tmp_path, clien
             time.sleep(0.45)
             player.tick()  # the stall: the three are written off, three more go out
             assert len(receive(worker, 3, timeout_s=5)) == 3 and player.unanswered == 3 and player.in_flight == 3
-            worker.send(Excitation("visual", 0, 3, cluster_id=1, node_id=1, source="worker-visual"))
+            worker.send(Excitation(modality="visual", t_ns=0, seq=3, cluster_id=1, node_id=1, source="worker-visual"))
             deadline = time.monotonic() + 5
             while player.in_flight == 3 and time.monotonic() < deadline:
                 msg = player.bus.recv(50)
@@ -469,10 +479,10 @@ def test_pacing_pause_resume_and_stop(tmp_path, procs, clients):
         # pause after 10, hold 0.6 s, resume: everything arrives, with one long gap
         procs.start("paused", "play", str(path), "--bus", bus, "--speed", "1.0", "--quiet")
         first = receive(listener, 10)
-        ctl.send(Control("pause", {"to": "recording_player"}, source="test"))
+        ctl.send(Control(command="pause", args={"to": "recording_player"}, source="test"))
         held = late_sensor_messages(listener, 0.6)
         assert len(held) <= 2, f"{len(held)} stimuli arrived while paused"  # at most those already in flight
-        ctl.send(Control("resume", {"to": "recording_player"}, source="test"))
+        ctl.send(Control(command="resume", args={"to": "recording_player"}, source="test"))
         rest = receive(listener, len(sent) - 10 - len(held))
         assert procs.wait("paused") == 0
         everything = first + held + rest
@@ -483,7 +493,7 @@ def test_pacing_pause_resume_and_stop(tmp_path, procs, clients):
         # stop after 10: the player exits early and sends no more
         procs.start("stopped", "play", str(path), "--bus", bus, "--speed", "1.0", "--quiet")
         receive(listener, 10)
-        ctl.send(Control("stop", {"to": "recording_player"}, source="test"))
+        ctl.send(Control(command="stop", args={"to": "recording_player"}, source="test"))
         assert procs.wait("stopped", 10) == 0
         assert len(late_sensor_messages(listener, 0.5)) <= 2  # at most those already in flight
 

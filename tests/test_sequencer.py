@@ -20,7 +20,7 @@ MS = 1_000_000
 
 def stim(seq: int, t_ms: int, near: int = 0, value: float | None = None) -> Stimulus:
     value = float(seq % 3) if value is None else value
-    return Stimulus("visual", t_ms * MS, seq, np.full(DIM, value, np.float32), near=near)
+    return Stimulus(modality="visual", t_ns=t_ms * MS, seq=seq, data=np.full(DIM, value, np.float32), near=near)
 
 
 def encode(stimuli: list[Stimulus]) -> list[np.ndarray | None]:
@@ -33,7 +33,7 @@ def learn(seq: LosslessSequencer, cortex: Cortex) -> list[int]:
     while (turn := seq.next(encode)) is not None:
         s, z = turn
         cluster, node = cortex.fire(z)
-        seq.learned(s, Excitation("visual", s.t_ns, s.seq, cluster, node))
+        seq.learned(s, Excitation(modality="visual", t_ns=s.t_ns, seq=s.seq, cluster_id=cluster, node_id=node))
         done.append(s.seq)
     return done
 

@@ -33,7 +33,8 @@ def _spec(hz: float = 440.0) -> np.ndarray:
 
 
 def _recon(seq: int, cluster: int = 4) -> Reconstruction:
-    return Reconstruction("audio", time.time_ns(), seq, cluster, "visual", _spec(300.0 + 50 * cluster))
+    return Reconstruction(modality="audio", t_ns=time.time_ns(), seq=seq, cluster_id=cluster, cue_modality="visual",
+                          data=_spec(300.0 + 50 * cluster))
 
 
 class _NoBus:
@@ -119,7 +120,8 @@ def test_rate_limit_plays_the_newest_and_counts_the_rest(tmp_path):
     time.sleep(0.35)
     speaker.tick()
     assert speaker.played == 2 and speaker.skipped == 2 and len(sink.written) == 2
-    speaker.handle(Reconstruction("audio", 0, 9, 1, "visual", np.zeros((10, 10), np.float32)))  # wrong shape: ignored
+    speaker.handle(Reconstruction(modality="audio", t_ns=0, seq=9, cluster_id=1, cue_modality="visual",
+                                  data=np.zeros((10, 10), np.float32)))  # wrong shape: ignored
     assert speaker.pending is None and speaker.stats()["bad_shape"] == 1
     assert speaker.stats()["synth_ms"] > 0
 
@@ -150,7 +152,7 @@ def test_speaker_on_a_bus_writes_one_wav_per_utterance(tmp_path, thread_bus):
                 errors.append(e)
             finally:
                 stop_sent.append(time.monotonic())
-                feeder.send(Control("stop", source="feeder"))
+                feeder.send(Control(command="stop", source="feeder"))
 
         threading.Thread(target=feed, daemon=True).start()
         fired = threading.Event()  # a last resort, so that a speaker that ignores stop fails instead of hanging

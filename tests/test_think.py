@@ -59,8 +59,10 @@ def fake_loop(**kw) -> tuple[ThoughtLoop, FakeBus, Clock]:
 def answer(loop: ThoughtLoop, stim: Stimulus, cluster: int = 3) -> None:
     """What worker, hub and the other worker say to one thought: its cluster, then the recollection."""
     other = "audio" if stim.modality == "visual" else "visual"
-    loop.handle(Excitation(stim.modality, stim.t_ns, stim.seq, cluster, 7, source=f"worker-{stim.modality}", learn=False))
-    loop.handle(Reconstruction(other, stim.t_ns, stim.seq, cluster + 1, stim.modality, np.full(SHAPES[other], 0.5, np.float32),
+    loop.handle(Excitation(modality=stim.modality, t_ns=stim.t_ns, seq=stim.seq, cluster_id=cluster, node_id=7,
+                           source=f"worker-{stim.modality}", learn=False))
+    loop.handle(Reconstruction(modality=other, t_ns=stim.t_ns, seq=stim.seq, cluster_id=cluster + 1,
+                               cue_modality=stim.modality, data=np.full(SHAPES[other], 0.5, np.float32),
                       source=f"worker-{other}"))
 
 
@@ -91,7 +93,8 @@ def test_real_input_interrupts_and_late_answers_are_ignored():
     clock.now += 0.2
     loop.tick()
     in_flight = bus.sent[-1]
-    loop.handle(Stimulus("visual", 1, 5, np.zeros(SHAPES["visual"], np.float32), source="camera"))  # real
+    loop.handle(Stimulus(modality="visual", t_ns=1, seq=5, data=np.zeros(SHAPES["visual"], np.float32),
+                         source="camera"))  # real
     answer(loop, in_flight)  # its answer comes late: no further thought
     for _ in range(10):
         clock.now += 0.2
@@ -109,7 +112,8 @@ def test_a_chain_interrupted_between_thoughts_still_says_how_it_ended(tmp_path):
             loop.tick()
             answer(loop, bus.sent[-1])
             clock.now += 1.1
-        loop.handle(Stimulus("visual", 1, 5, np.zeros(SHAPES["visual"], np.float32), source="camera"))
+        loop.handle(Stimulus(modality="visual", t_ns=1, seq=5, data=np.zeros(SHAPES["visual"], np.float32),
+                             source="camera"))
     lines = (tmp_path / "log.jsonl").read_text().splitlines()
     assert len(bus.sent) == 2 and loop.endings == {0: "interrupted"}
     assert loop.chain[-1]["end"] == "interrupted" and '"end": "interrupted"' in lines[-1] and len(lines) == 2
@@ -120,7 +124,8 @@ def test_own_and_internal_stimuli_are_not_input():
     loop.seed_stimulus("visual", np.zeros(SHAPES["visual"], np.float32))
     loop.tick()
     loop.handle(bus.sent[-1])  # our own thought, back from the bus
-    loop.handle(Stimulus("audio", 1, 5, np.zeros(SHAPES["audio"], np.float32), source="other", internal=True))
+    loop.handle(Stimulus(modality="audio", t_ns=1, seq=5, data=np.zeros(SHAPES["audio"], np.float32), source="other",
+                         internal=True))
     assert loop.interrupted == 0 and loop.active == 0
 
 
@@ -146,7 +151,7 @@ def test_finish_logs_the_thought_under_way(tmp_path):
 def test_from_live_seeds_a_chain_with_the_real_stimulus_and_learn_flag_passes():
     loop, bus, clock = fake_loop(from_live=True, learn_from_thoughts=True)
     heard = np.full(SHAPES["audio"], 0.25, np.float32)
-    loop.handle(Stimulus("audio", 1, 9, heard, source="microphone", mseq=41))
+    loop.handle(Stimulus(modality="audio", t_ns=1, seq=9, data=heard, source="microphone", mseq=41))
     loop.tick()
     (seed,) = bus.sent
     assert seed.modality == "audio" and seed.depth == 0 and seed.learn and seed.internal
@@ -156,7 +161,8 @@ def test_from_live_seeds_a_chain_with_the_real_stimulus_and_learn_flag_passes():
 
 def test_spontaneous_chains_start_from_noise_only_when_quiet():
     loop, bus, clock = fake_loop(spontaneous=True, quiet_s=1.0)
-    loop.handle(Stimulus("visual", 1, 1, np.zeros(SHAPES["visual"], np.float32), source="camera"))
+    loop.handle(Stimulus(modality="visual", t_ns=1, seq=1, data=np.zeros(SHAPES["visual"], np.float32),
+                         source="camera"))
     loop.tick()
     assert bus.sent == []  # input just now: no day-dreaming yet
     clock.now += 1.1
@@ -364,7 +370,8 @@ def test_real_input_interrupts_a_chain_on_the_bus_and_seeds_the_next(live, seed_
                 if isinstance(msg, Stimulus):
                     seen.append((time.monotonic(), msg))
                     if not sent and msg.source == "thinker" and msg.depth == 2:
-                        client.send(Stimulus("visual", time.time_ns(), 1, real, source="camera-ish", learn=False))
+                        client.send(Stimulus(modality="visual", t_ns=time.time_ns(), seq=1, data=real,
+                                             source="camera-ish", learn=False))
                         sent = True
         finally:
             client.close()

@@ -21,7 +21,7 @@ CORTEX = CortexSettings(initial_nodes=2)
 
 
 def stim(m: str, t_ns: int, seq: int, z: np.ndarray, **kw) -> Stimulus:
-    return Stimulus(m, t_ns, seq, z, **kw)
+    return Stimulus(modality=m, t_ns=t_ns, seq=seq, data=z, **kw)
 
 
 def z_of(k: float) -> np.ndarray:
@@ -60,15 +60,18 @@ def test_a_query_classifies_and_changes_nothing():
 
 def test_the_cdz_unit_answers_a_pair_with_feedback_and_ignores_queries_and_rejections():
     unit = CDZUnit(CDZ(("visual", "audio"), CDZSettings()))
-    unit.handle(ClusterChange("visual", created=(3,)))
-    unit.handle(ClusterChange("audio", created=(8,)))
-    assert unit.handle(Excitation("visual", 0, 0, 3, 30)) == []  # nothing to pair with yet
-    assert unit.handle(Excitation("audio", 10_000_000, 1, 8, 80, learn=False)) == []  # a query teaches nothing
-    assert unit.handle(Excitation("audio", 10_000_000, 1, -1, -1)) == [] and unit.rejected == 1
-    out = unit.handle(Excitation("audio", 20_000_000, 2, 8, 80))
+    unit.handle(ClusterChange(modality="visual", created=(3,)))
+    unit.handle(ClusterChange(modality="audio", created=(8,)))
+    assert unit.handle(Excitation(modality="visual", t_ns=0, seq=0, cluster_id=3,
+                                  node_id=30)) == []  # nothing to pair with yet
+    assert unit.handle(Excitation(modality="audio", t_ns=10_000_000, seq=1, cluster_id=8, node_id=80,
+                                  learn=False)) == []  # a query teaches nothing
+    assert unit.handle(Excitation(modality="audio", t_ns=10_000_000, seq=1, cluster_id=-1,
+                                  node_id=-1)) == [] and unit.rejected == 1
+    out = unit.handle(Excitation(modality="audio", t_ns=20_000_000, seq=2, cluster_id=8, node_id=80))
     assert sorted((f.modality, f.node_ids, f.cluster_ids, f.seq) for f in out) == [
         ("audio", (80,), (8,), 2), ("visual", (30,), (3,), 2)]
-    assert unit.recall(Excitation("visual", 0, 0, 3, 30)) == {"audio": 8}
+    assert unit.recall(Excitation(modality="visual", t_ns=0, seq=0, cluster_id=3, node_id=30)) == {"audio": 8}
 
 
 class Spy:
@@ -123,7 +126,9 @@ def test_learn_is_step_with_the_stimulus_made_for_it():
     assert sa.keys() == sb.keys() and all(np.array_equal(sa[k], sb[k]) for k in sa)
 
 
-@pytest.mark.parametrize("bad", [Feedback("visual", 0, 0, (123456,), (0,), (0.5,))])
+@pytest.mark.parametrize("bad",
+                         [Feedback(modality="visual", t_ns=0, seq=0, node_ids=(123456,), cluster_ids=(0,),
+                                   certainties=(0.5,))])
 def test_feedback_for_a_node_that_is_gone_is_counted_stale(bad):
     cortex = Cortex("visual", DIM, CORTEX, epoch=100)
     CortexUnit(cortex).feedback(bad)

@@ -41,11 +41,16 @@ def _messages(t_ns: int = 0, seq: int = 0) -> list:
     frame = np.zeros((120, 160, 3), np.uint8)
     cv2.circle(frame, (80, 60), 40, (255, 255, 255), 8)
     weights = np.random.default_rng(seq).random((5, 4)).astype(np.float32)
-    return [Frame("visual", t_ns, seq, frame), Stimulus("visual", t_ns, seq, _digit()),
-            Stimulus("audio", t_ns, seq, _spec()), Excitation("visual", t_ns, seq, 3, 10), Excitation("audio", t_ns, seq, 5, 11),
-            Reconstruction("visual", t_ns, seq, 3, "audio", _digit()), Reconstruction("audio", t_ns, seq, 5, "visual", _spec()),
-            Weights("visual", t_ns, seq, "audio", tuple(range(5)), tuple(range(4)), weights),
-            Stats({"rate_per_s": 50.0, "clusters": 12}, source="hub", t_ns=t_ns)]
+    return [Frame(modality="visual", t_ns=t_ns, seq=seq, data=frame),
+            Stimulus(modality="visual", t_ns=t_ns, seq=seq, data=_digit()),
+            Stimulus(modality="audio", t_ns=t_ns, seq=seq, data=_spec()),
+            Excitation(modality="visual", t_ns=t_ns, seq=seq, cluster_id=3, node_id=10),
+            Excitation(modality="audio", t_ns=t_ns, seq=seq, cluster_id=5, node_id=11),
+            Reconstruction(modality="visual", t_ns=t_ns, seq=seq, cluster_id=3, cue_modality="audio", data=_digit()),
+            Reconstruction(modality="audio", t_ns=t_ns, seq=seq, cluster_id=5, cue_modality="visual", data=_spec()),
+            Weights(modality="visual", t_ns=t_ns, seq=seq, target="audio", rows=tuple(range(5)), cols=tuple(range(4)),
+                    data=weights),
+            Stats(values={"rate_per_s": 50.0, "clusters": 12}, source="hub", t_ns=t_ns)]
 
 
 def _full_state() -> ViewerState:
@@ -77,7 +82,7 @@ def test_full_panels_differ_from_empty_ones():
 
 def test_only_the_panels_with_data_change():
     state = ViewerState()
-    state.update(Stimulus("audio", 0, 0, _spec()), now=NOW)
+    state.update(Stimulus(modality="audio", t_ns=0, seq=0, data=_spec()), now=NOW)
     empty, some = render(ViewerState(), now=NOW), render(state, now=NOW)
     assert _differs(empty, some, "hears")
     for panel in ("sees", "fires", "recalls", "weights"):
@@ -88,8 +93,9 @@ def test_a_third_sense_gets_its_own_recall_column_and_a_reward_is_written_out():
     """A reward's recall is one number: the recalls panel gains a column for it; the others keep theirs."""
     two = _full_state()
     three = _full_state()
-    three.update(Excitation("reward", 0, 0, 2, 1), now=NOW - 0.2)
-    three.update(Reconstruction("reward", 0, 0, 2, "visual", np.full((1, 1), 2.0, np.float32)), now=NOW - 0.2)
+    three.update(Excitation(modality="reward", t_ns=0, seq=0, cluster_id=2, node_id=1), now=NOW - 0.2)
+    three.update(Reconstruction(modality="reward", t_ns=0, seq=0, cluster_id=2, cue_modality="visual",
+                                data=np.full((1, 1), 2.0, np.float32)), now=NOW - 0.2)
     a, b = render(two, now=NOW), render(three, now=NOW)
     assert _differs(a, b, "recalls") and _differs(a, b, "fires")
     for panel in ("sees", "hears", "weights"):
@@ -108,7 +114,7 @@ def _busy_state(last: float = 2.0) -> ViewerState:
     for name in LIVE_SOURCES:
         values = {"rate_per_s": 50.0, "clusters": 12, "nodes": 340, "played": 1234, "latency_p50_ms": 3.2,
                   "bad_messages": last if name == "worker-visual" else 2}
-        state.update(Stats(values, source=name), now=NOW - 0.2)
+        state.update(Stats(values=values, source=name), now=NOW - 0.2)
     return state
 
 
@@ -140,11 +146,11 @@ def test_the_last_process_in_the_stats_panel_is_drawn():
 def test_state_keeps_the_latest_of_everything():
     state = ViewerState()
     for i, c in enumerate([4, 4, -1, 9]):
-        state.update(Excitation("visual", 0, i, c, i), now=NOW + i)
+        state.update(Excitation(modality="visual", t_ns=0, seq=i, cluster_id=c, node_id=i), now=NOW + i)
     for m in _messages():
         state.update(m, now=NOW)
     newer = np.full((28, 28), 0.5, np.float32)
-    state.update(Stimulus("visual", 0, 1, newer), now=NOW + 1)
+    state.update(Stimulus(modality="visual", t_ns=0, seq=1, data=newer), now=NOW + 1)
     assert np.array_equal(state.stimulus["visual"].data, newer)
     assert state.stimulus["audio"].data.shape == (64, 64)
     assert [f.cluster for f in state.fired["visual"]] == [4, 4, -1, 9, 3]
@@ -153,18 +159,22 @@ def test_state_keeps_the_latest_of_everything():
     assert state.stats["hub"]["clusters"] == 12
     assert state.frame is not None and state.frame.data.shape == (120, 160, 3)
     assert state.counts["excite"] == 6 and state.counts["stimulus"] == 3
-    assert not state.update(Control("hello"), now=NOW) and state.ignored == 1
+    assert not state.update(Control(command="hello"), now=NOW) and state.ignored == 1
 
 
 def test_odd_shapes_and_values_still_render():
     state = ViewerState()
-    odd = [Stimulus("visual", 0, 0, np.random.default_rng(0).random((10, 10)).astype(np.float32)),
-           Stimulus("audio", 0, 0, np.arange(100, dtype=np.float32)),  # 1-D, outside [0, 1]
-           Frame("visual", 0, 0, np.zeros((7, 5, 4), np.uint8)),
-           Reconstruction("visual", 0, 0, 1, "audio", np.full((3, 3000, 2), 7, np.int16)),
-           Reconstruction("audio", 0, 0, 1, "visual", np.zeros((1, 1), np.float32)),
-           Weights("visual", 0, 0, "audio", (1,), (2,), np.zeros((1, 2), np.float32)),
-           Excitation("thought", 0, 0, -1, -1)]
+    odd = [Stimulus(modality="visual", t_ns=0, seq=0,
+                    data=np.random.default_rng(0).random((10, 10)).astype(np.float32)),
+           Stimulus(modality="audio", t_ns=0, seq=0, data=np.arange(100, dtype=np.float32)),  # 1-D, outside [0, 1]
+           Frame(modality="visual", t_ns=0, seq=0, data=np.zeros((7, 5, 4), np.uint8)),
+           Reconstruction(modality="visual", t_ns=0, seq=0, cluster_id=1, cue_modality="audio",
+                          data=np.full((3, 3000, 2), 7, np.int16)),
+           Reconstruction(modality="audio", t_ns=0, seq=0, cluster_id=1, cue_modality="visual",
+                          data=np.zeros((1, 1), np.float32)),
+           Weights(modality="visual", t_ns=0, seq=0, target="audio", rows=(1,), cols=(2,),
+                   data=np.zeros((1, 2), np.float32)),
+           Excitation(modality="thought", t_ns=0, seq=0, cluster_id=-1, node_id=-1)]
     for m in odd:
         state.update(m, now=NOW)
     img = render(state, 320, 180, now=NOW)
@@ -220,7 +230,8 @@ def test_viewer_on_a_bus_writes_video_and_snapshots(tmp_path, thread_bus):
                     t = time.time_ns()
                     for m in _messages(t, i):
                         feeder.send(m)
-                    feeder.send(Stimulus("visual", t, i, np.full((10, 10), 0.5, np.float32)))  # an odd shape
+                    feeder.send(Stimulus(modality="visual", t_ns=t, seq=i,
+                                         data=np.full((10, 10), 0.5, np.float32)))  # an odd shape
                     feeder.pub.send_multipart([b"stimulus.visual", b"not msgpack at all"])  # garbage is dropped
                     time.sleep(0.15)  # pacing: the dashboard is drawn over more than one snapshot period
                 wait_for(lambda: viewer.state.counts["stimulus"] >= 24 and client.dropped >= 8, 10,
@@ -229,7 +240,7 @@ def test_viewer_on_a_bus_writes_video_and_snapshots(tmp_path, thread_bus):
                 errors.append(e)
             finally:
                 stop_sent.append(time.monotonic())
-                feeder.send(Control("stop", source="feeder"))
+                feeder.send(Control(command="stop", source="feeder"))
 
         fired = threading.Event()  # a last resort, so that a viewer that ignores stop fails instead of hanging
 

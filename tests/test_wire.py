@@ -26,29 +26,32 @@ pytestmark = pytest.mark.timeout(60)
 def samples() -> dict[str, object]:
     """One message per kind (two for Stimulus/Stats), with non-default values in every field."""
     return {
-        "stimulus_uint8": Stimulus("visual", t_ns=1_700_000_000_123_456_789, seq=7,
+        "stimulus_uint8": Stimulus(modality="visual", t_ns=1_700_000_000_123_456_789, seq=7,
                                    data=np.arange(12, dtype=np.uint8).reshape(3, 4), source="camera", gen=2,
                                    mseq=5, learn=False, grow=False, internal=True, depth=3),
-        "stimulus_int16": Stimulus("audio", t_ns=-5, seq=0, data=np.array([-32768, -1, 0, 32767], np.int16),
+        "stimulus_int16": Stimulus(modality="audio", t_ns=-5, seq=0, data=np.array([-32768, -1, 0, 32767], np.int16),
                                    source="mic"),
-        "excite": Excitation("visual", t_ns=10, seq=11, cluster_id=-1, node_id=42, strength=0.25, source="worker",
+        "excite": Excitation(modality="visual", t_ns=10, seq=11, cluster_id=-1, node_id=42, strength=0.25,
+                             source="worker",
                          gen=1, learn=False),
-        "feedback": Feedback("audio", t_ns=12, seq=13, node_ids=(1, 2, 3), cluster_ids=(4, -1, 2**62),
+        "feedback": Feedback(modality="audio", t_ns=12, seq=13, node_ids=(1, 2, 3), cluster_ids=(4, -1, 2**62),
                              certainties=(0.0, 0.5, 1.0), source="hub", gen=4),
-        "recall": Recall("audio", t_ns=14, seq=15, cluster_id=9, cue_modality="visual", cue_cluster=-1,
+        "recall": Recall(modality="audio", t_ns=14, seq=15, cluster_id=9, cue_modality="visual", cue_cluster=-1,
                          source="hub", gen=5, internal=True, depth=2),
-        "recon": Reconstruction("visual", t_ns=16, seq=17, cluster_id=3, cue_modality="audio",
+        "recon": Reconstruction(modality="visual", t_ns=16, seq=17, cluster_id=3, cue_modality="audio",
                        data=np.linspace(-1, 1, 2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5),
                        source="worker", gen=6, internal=True, depth=1),
-        "clusters": ClusterChange("visual", t_ns=18, seq=19, created=(1, 2, 3), deleted=(7,), source="worker"),
-        "control": Control("rewind", {"to": 5, "why": "test", "ratio": 0.5, "hard": True, "big": 2**64 - 1},
+        "clusters": ClusterChange(modality="visual", t_ns=18, seq=19, created=(1, 2, 3), deleted=(7,), source="worker"),
+        "control": Control(command="rewind",
+                           args={"to": 5, "why": "test", "ratio": 0.5, "hard": True, "big": 2**64 - 1},
                            source="supervisor", gen=3, t_ns=20, seq=21),
-        "stats": Stats({"rate_hz": 12.5, "queue": 3, "ok": True, "state": "run"}, source="worker_visual",
+        "stats": Stats(values={"rate_hz": 12.5, "queue": 3, "ok": True, "state": "run"}, source="worker_visual",
                        t_ns=22, seq=23),
-        "stats_odd_source": Stats({"n": 1}, source="Worker-1 (pid 7)"),
+        "stats_odd_source": Stats(values={"n": 1}, source="Worker-1 (pid 7)"),
         "credit": Credit(seq=24, t_ns=25, source="hub", gen=2),
-        "frame": Frame("visual", t_ns=26, seq=27, data=np.arange(48, dtype=np.uint8).reshape(4, 4, 3), source="camera"),
-        "weights": Weights("visual", t_ns=28, seq=29, target="audio", rows=(3, 5), cols=(1, 2, 9),
+        "frame": Frame(modality="visual", t_ns=26, seq=27, data=np.arange(48, dtype=np.uint8).reshape(4, 4, 3),
+                       source="camera"),
+        "weights": Weights(modality="visual", t_ns=28, seq=29, target="audio", rows=(3, 5), cols=(1, 2, 9),
                            data=np.full((2, 3), 0.25, np.float32), source="hub"),
     }
 
@@ -183,14 +186,14 @@ def test_decoded_array_is_read_only(pubsub):
 def test_any_allowed_array_round_trips(arr):
     """Every allowed dtype and 1..MAX_DIMS dims, any finite values, including non-contiguous input."""
     for data in (arr, arr.T):
-        got = decode(encode(Stimulus("visual", 0, 0, data))).data
+        got = decode(encode(Stimulus(modality="visual", t_ns=0, seq=0, data=data))).data
         assert got.dtype == data.dtype and got.shape == data.shape
         assert np.array_equal(got, data)
 
 
 def test_big_endian_array_round_trips():
     data = np.array([1, 2, 300], dtype=">i2")
-    assert np.array_equal(decode(encode(Stimulus("visual", 0, 0, data))).data, data)
+    assert np.array_equal(decode(encode(Stimulus(modality="visual", t_ns=0, seq=0, data=data))).data, data)
 
 
 # --------------------------------------------------------------------------- encode refuses
@@ -202,13 +205,13 @@ def test_big_endian_array_round_trips():
 ])
 def test_encode_refuses_arrays_the_schema_forbids(data, match):
     with pytest.raises(WireError, match=match):
-        encode(Stimulus("visual", 0, 0, data))
+        encode(Stimulus(modality="visual", t_ns=0, seq=0, data=data))
 
 
 @pytest.mark.parametrize("args", [{"a": [1]}, {"a": {"b": 1}}, {"a": float("nan")}, {1: 2}, {"a": b"raw"}])
 def test_encode_refuses_control_args_that_are_not_flat_scalars(args):
     with pytest.raises(WireError, match="args"):
-        encode(Control("go", args))
+        encode(Control(command="go", args=args))
 
 
 # --------------------------------------------------------------------------- decode refuses
@@ -223,7 +226,7 @@ def test_encode_refuses_non_finite_payloads(value):
     data = np.ones(4, np.float32)
     data[1] = value
     with pytest.raises(WireError, match="NaN or inf"):
-        encode(Stimulus("audio", 0, 0, data))
+        encode(Stimulus(modality="audio", t_ns=0, seq=0, data=data))
 
 
 def _cases():
@@ -232,7 +235,7 @@ def _cases():
     nan_payload[4] = np.nan
     inf_payload = np.ones(6, np.float32)
     inf_payload[0] = -np.inf
-    f32 = Stimulus("audio", 0, 0, np.ones(6, np.float32))
+    f32 = Stimulus(modality="audio", t_ns=0, seq=0, data=np.ones(6, np.float32))
     good_header = encode(stim)[1]
     cases = {
         # version, kind, names
@@ -301,8 +304,11 @@ def _cases():
         "payload over cap": (tamper(f32, shape=[MAX_PAYLOAD_BYTES // 4 + 1]), "exceeds the cap"),
         "payload over cap in 2-D": (tamper(f32, shape=[4096, 4096]), "exceeds the cap"),
         "payload frame missing": (tamper(stim, payload=[]), "expected exactly one payload frame, got 0"),
-        "NaN in payload": (with_payload(Stimulus("audio", 0, 0, np.ones(6, np.float32)), nan_payload), "NaN or inf"),
-        "inf in payload": (with_payload(Reconstruction("audio", 0, 0, 1, "visual", np.ones(6, np.float32)), inf_payload),
+        "NaN in payload": (with_payload(Stimulus(modality="audio", t_ns=0, seq=0, data=np.ones(6, np.float32)),
+                                        nan_payload), "NaN or inf"),
+        "inf in payload": (with_payload(Reconstruction(modality="audio", t_ns=0, seq=0, cluster_id=1,
+                                                       cue_modality="visual", data=np.ones(6, np.float32)),
+                                        inf_payload),
                            "NaN or inf"),
         "extra frame on excite": (encode(exc) + [b"x"], "carries no payload, got 1 extra"),
         "extra frame on control": (encode(ctl) + [b""], "carries no payload, got 1 extra"),
@@ -354,7 +360,8 @@ def test_rejections_hold_for_zmq_frames(pubsub, mutate):
     pub, sub = pubsub
     bad = {"short payload": tamper(S["stimulus_uint8"], payload=[bytes(5)]),
            "seq": tamper(S["excite"], seq=-3),
-           "nan": with_payload(Stimulus("audio", 0, 0, np.ones(2, np.float32)), np.array([1.0, np.nan], np.float32)),
+           "nan": with_payload(Stimulus(modality="audio", t_ns=0, seq=0, data=np.ones(2, np.float32)),
+                               np.array([1.0, np.nan], np.float32)),
            "topic": tamper(S["control"], topic_frame=b"control.visual")}[mutate]
     pub.send_multipart(bad)
     assert sub.poll(5000)
@@ -446,22 +453,22 @@ def test_header_caps_are_what_the_schema_says():
 def test_payload_at_the_cap_decodes():
     """Exactly MAX_PAYLOAD_BYTES is allowed (the cap is inclusive)."""
     data = np.zeros(MAX_PAYLOAD_BYTES, np.uint8)
-    got = decode(encode(Stimulus("visual", 0, 0, data)))
+    got = decode(encode(Stimulus(modality="visual", t_ns=0, seq=0, data=data)))
     assert got.data.nbytes == MAX_PAYLOAD_BYTES and not got.data.any()
 
 
 # ---------------------------------------------------------------------- what processes act on
 @pytest.mark.parametrize("msg, says", [
-    (Stats({"bad_messages": "abc"}), "bad_messages"),  # stopped `cdz top` ("error: clusters")
-    (Stats({"nodes": -5}), "nodes"),
-    (Stats({"role": 3}), "role"),
-    (Stats({"stalled": 1}), "stalled"),
-    (Stats({"rate_per_s": "fast"}), "rate_per_s"),
-    (Control("rewind", {"gen": "x", "step": 3}), "gen"),
-    (Control("stop", {"to": 7}), "to"),
-    (Control("checkpoint", {"step": -1}), "step"),
-    (Control("saved", {"step": 4, "part": 1.5}), "part"),
-    (Control("go", {"gen": True}), "gen"),  # a bool is no generation
+    (Stats(values={"bad_messages": "abc"}), "bad_messages"),  # stopped `cdz top` ("error: clusters")
+    (Stats(values={"nodes": -5}), "nodes"),
+    (Stats(values={"role": 3}), "role"),
+    (Stats(values={"stalled": 1}), "stalled"),
+    (Stats(values={"rate_per_s": "fast"}), "rate_per_s"),
+    (Control(command="rewind", args={"gen": "x", "step": 3}), "gen"),
+    (Control(command="stop", args={"to": 7}), "to"),
+    (Control(command="checkpoint", args={"step": -1}), "step"),
+    (Control(command="saved", args={"step": 4, "part": 1.5}), "part"),
+    (Control(command="go", args={"gen": True}), "gen"),  # a bool is no generation
 ])
 def test_well_framed_messages_with_wrongly_typed_fields_are_refused(msg, says):
     with pytest.raises(WireError, match=says):
@@ -469,10 +476,10 @@ def test_well_framed_messages_with_wrongly_typed_fields_are_refused(msg, says):
 
 
 def test_fields_nobody_reads_may_be_any_scalar_and_missing_ones_may_be_missing():
-    assert decode(encode(Stats({"nodes": 5}))).values == {"nodes": 5}  # top shows the rest as "-"
-    assert decode(encode(Stats({"mood": "fine", "ok": True}))).values == {"mood": "fine", "ok": True}
-    assert decode(encode(Control("mark", {"anything": "goes"}))).args == {"anything": "goes"}
-    assert decode(encode(Control("rewind", {"gen": 2, "step": 0}))).args == {"gen": 2, "step": 0}
+    assert decode(encode(Stats(values={"nodes": 5}))).values == {"nodes": 5}  # top shows the rest as "-"
+    assert decode(encode(Stats(values={"mood": "fine", "ok": True}))).values == {"mood": "fine", "ok": True}
+    assert decode(encode(Control(command="mark", args={"anything": "goes"}))).args == {"anything": "goes"}
+    assert decode(encode(Control(command="rewind", args={"gen": 2, "step": 0}))).args == {"gen": 2, "step": 0}
 
 
 # --------------------------------------------------------------------------- batches
@@ -502,7 +509,7 @@ def test_a_single_message_decodes_alone_through_decode_all():
 
 
 def test_a_batch_sent_as_a_process_takes_its_source_and_generation():
-    plain = [Excitation("audio", k, k, cluster_id=k, node_id=k) for k in range(3)]  # not stamped
+    plain = [Excitation(modality="audio", t_ns=k, seq=k, cluster_id=k, node_id=k) for k in range(3)]  # not stamped
     got = decode_all(encode_batch(plain, source="worker_audio", gen=7))
     assert [(g.source, g.gen, g.seq) for g in got] == [("worker_audio", 7, k) for k in range(3)]
 
@@ -575,7 +582,8 @@ def test_a_burst_too_large_for_one_header_goes_out_as_several_batches_in_order()
     """Dense pairing gives a hub burst of feedback whose ids overflow one header; receivers would drop
     such a batch (and a lossless run would lose that feedback for good), so it is cut up instead."""
     ids = tuple(range(2**40, 2**40 + 120))
-    burst = [Feedback("audio", k, k, ids, ids, (0.5,) * len(ids), source="hub", gen=1) for k in range(1000)]
+    burst = [Feedback(modality="audio", t_ns=k, seq=k, node_ids=ids, cluster_ids=ids, certainties=(0.5,) * len(ids),
+                      source="hub", gen=1) for k in range(1000)]
     with pytest.raises(BatchTooLarge):
         encode_batch(burst)
     batches = encode_batches(burst)
@@ -587,7 +595,7 @@ def test_a_burst_too_large_for_one_header_goes_out_as_several_batches_in_order()
 
 
 def test_a_stats_batch_sent_as_a_process_is_under_that_process_topic():
-    frames = encode_batch([Stats({"queue": 1}), Stats({"queue": 2})], source="hub", gen=0)
+    frames = encode_batch([Stats(values={"queue": 1}), Stats(values={"queue": 2})], source="hub", gen=0)
     assert frames[0] == b"stats.hub" and [m.values["queue"] for m in decode_all(frames)] == [1, 2]
 
 

@@ -107,7 +107,8 @@ def bench_live(run: RunFolder, seconds: float, bus: str, keys: Path | None = Non
                 if now >= due[m]:
                     due[m] += 1.0 / hz
                     x = test[m].x[int(rng.integers(len(test[m].x)))]
-                    client.send(Stimulus(m, time.time_ns(), sent[m], x, source="bench", mseq=sent[m]))
+                    client.send(Stimulus(modality=m, t_ns=time.time_ns(), seq=sent[m], data=x, source="bench",
+                                         mseq=sent[m]))
                     sent[m] += 1
             wait_ms = max(0, int((min(due.values()) - time.monotonic()) * 1000))
             msg = client.recv(wait_ms)

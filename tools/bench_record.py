@@ -29,11 +29,14 @@ def live_mix(events: int = 3000) -> list[Message]:
     out: list[Message] = []
     for i in range(events):
         t = 1_800_000_000_000_000_000 + i * 33_000_000
-        out += [Stimulus("visual", t, i, images[i % len(images)], source="camera", mseq=i),
-                Excitation("visual", t, i, 5, 7, source="worker-visual"),
-                Feedback("visual", t, i, (7,), (5,), (0.9,), source="hub"),
-                Recall("audio", t, i, 5, "visual", 3, source="hub"),
-                Reconstruction("audio", t, i, 5, "visual", sounds[i % len(sounds)], source="worker-audio")]
+        out += [Stimulus(modality="visual", t_ns=t, seq=i, data=images[i % len(images)], source="camera", mseq=i),
+                Excitation(modality="visual", t_ns=t, seq=i, cluster_id=5, node_id=7, source="worker-visual"),
+                Feedback(modality="visual", t_ns=t, seq=i, node_ids=(7,), cluster_ids=(5,), certainties=(0.9,),
+                         source="hub"),
+                Recall(modality="audio", t_ns=t, seq=i, cluster_id=5, cue_modality="visual", cue_cluster=3,
+                       source="hub"),
+                Reconstruction(modality="audio", t_ns=t, seq=i, cluster_id=5, cue_modality="visual",
+                               data=sounds[i % len(sounds)], source="worker-audio")]
     return out
 
 

@@ -191,7 +191,7 @@ class LiveAgent:
     def checkpoint(self) -> int:
         """Every process saves its part under the next step number (a cut as consistent as live allows)."""
         self._checkpoint_step += 1
-        self.client.send(Control("checkpoint", {"step": self._checkpoint_step}, source="live"))
+        self.client.send(Control(command="checkpoint", args={"step": self._checkpoint_step}, source="live"))
         return self._checkpoint_step
 
     def fall_asleep(self) -> None:
@@ -199,7 +199,7 @@ class LiveAgent:
         step = self.checkpoint()
         self.lived = 0
         self._await_saved(step, timeout_s=10.0)
-        self.client.send(Control("sleep", {"on": True}, source="live"))
+        self.client.send(Control(command="sleep", args={"on": True}, source="live"))
         argv = ["sleep", "--run", str(self.run.path), "--quiet", *(a for s in self.sleep_settings for a in ("--set", s))]
         self.sleeper = Child("sleeper", argv, self.run.path / "logs" / "sleep.log")
         self._sleep_started = time.monotonic()
@@ -216,7 +216,7 @@ class LiveAgent:
             self._reload(len(self.sleeps))
         elif code != 2:  # 2: nothing to learn yet (no shared experience)
             log.warning("the sleep failed (code %s); see %s", code, self.run.path / "logs" / "sleep.log")
-        self.client.send(Control("sleep", {"on": False}, source="live"))
+        self.client.send(Control(command="sleep", args={"on": False}, source="live"))
 
     def _reload(self, reload_id: int, timeout_s: float = 30.0) -> None:
         """Hub and workers take up the newest checkpoint (the slept one) in place, and say ready."""
@@ -224,7 +224,7 @@ class LiveAgent:
         asked = 0.0
         while waiting and time.monotonic() < deadline:
             if time.monotonic() - asked >= 1.0:  # again for a process restarted meanwhile (a reload is idempotent)
-                self.client.send(Control("reload", {"id": reload_id}, source="live"))
+                self.client.send(Control(command="reload", args={"id": reload_id}, source="live"))
                 asked = time.monotonic()
             msg = self.client.recv(20)
             if isinstance(msg, Control) and msg.command == "ready" and msg.args.get("reload") == reload_id:

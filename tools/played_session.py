@@ -124,7 +124,7 @@ class LiveFeed(threading.Thread):
                 if now >= due[m]:
                     due[m] += 1.0 / hz[m]
                     row = x[int(self.rng.integers(len(x)))]
-                    client.send(Stimulus(m, time.time_ns(), seq, row, source="feed",
+                    client.send(Stimulus(modality=m, t_ns=time.time_ns(), seq=seq, data=row, source="feed",
                                          mseq=self.first_mseq[m] + self.sent[m]))
                     self.sent[m] += 1
                     seq += 1

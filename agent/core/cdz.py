@@ -223,7 +223,8 @@ class CDZ:
     def _as_messages(exc: Excitation, items: list[tuple[str, int, int, float]]) -> list[Feedback]:
         """One `Feedback` per modality, its nodes in the order the pairs formed."""
         if len(items) == 1 or (len(items) == 2 and items[0][0] != items[1][0]):  # nearly always: one node per sense
-            return [Feedback(m, exc.t_ns, exc.seq, (node,), (cluster,), (conf,)) for m, node, cluster, conf in items]
+            return [Feedback(modality=m, t_ns=exc.t_ns, seq=exc.seq, node_ids=(node,), cluster_ids=(cluster,),
+                             certainties=(conf,)) for m, node, cluster, conf in items]
         per: dict[str, tuple[list, list, list]] = {}
         for m, node, cluster, conf in items:
             got = per.get(m)
@@ -232,7 +233,8 @@ class CDZ:
             got[0].append(node)
             got[1].append(cluster)
             got[2].append(conf)
-        return [Feedback(m, exc.t_ns, exc.seq, tuple(n), tuple(c), tuple(k)) for m, (n, c, k) in per.items()]
+        return [Feedback(modality=m, t_ns=exc.t_ns, seq=exc.seq, node_ids=tuple(n), cluster_ids=tuple(c),
+                         certainties=tuple(k)) for m, (n, c, k) in per.items()]
 
     def set_row(self, a: str, cluster_id: int, b: str, targets: dict[int, float], age: int) -> None:
         """Replace cluster `cluster_id`'s connections towards modality `b` (renormalised).
@@ -369,7 +371,8 @@ class CDZ:
             age[: len(state[f"age.{a}.{b}"])] = state[f"age.{a}.{b}"]
             self.age[(a, b)] = age
         self.recent = deque(
-            Excitation(self.modalities[int(m)], to_ns(float(t)), 0, int(c), int(n), float(s))
+            Excitation(modality=self.modalities[int(m)], t_ns=to_ns(float(t)), seq=0, cluster_id=int(c),
+                       node_id=int(n), strength=float(s))
             for m, c, n, s, t in zip(state["recent.modality"], state["recent.cluster"], state["recent.node"],
                                      state["recent.strength"], state["recent.t"])
         )

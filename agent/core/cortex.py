@@ -165,7 +165,8 @@ class Cortex:
             raise StimulusError(f"{self.modality}: event time {t!r} and strength {strength!r} must be finite, "
                                 "strength >= 0")
         cluster_id, node_id = self.fire(z)
-        return Excitation(self.modality, to_ns(t), 0, cluster_id, node_id, strength)
+        return Excitation(modality=self.modality, t_ns=to_ns(t), seq=0, cluster_id=cluster_id, node_id=node_id,
+                          strength=strength)
 
     def fire(self, z: np.ndarray) -> tuple[int, int]:
         """Learn one stimulus (docs/LEARNING.md steps 2-4): seed or move the nearest node, fire its strongest
@@ -174,7 +175,7 @@ class Cortex:
         if self.next_node_id < s.initial_nodes:  # the seeding phase: the first stimuli become nodes
             z = self.check(z)
             n, c = self._node_with_own_cluster(z)
-            self._changes.append(ClusterChange(self.modality, created=(int(self.cluster_id[c]),)))
+            self._changes.append(ClusterChange(modality=self.modality, created=(int(self.cluster_id[c]),)))
             self.last_z[n] = z
             self.node_last[n] = self.step
             self.cluster_last[c] = self.step
@@ -316,7 +317,7 @@ class Cortex:
                 del per_node[c]
         for c in slots:
             heapq.heappush(self._free_clusters, int(c))
-        self._changes.append(ClusterChange(self.modality, deleted=ids))
+        self._changes.append(ClusterChange(modality=self.modality, deleted=ids))
 
     def _delete_nodes(self, slots: np.ndarray) -> None:
         for nid in self.node_id[slots]:
@@ -369,7 +370,7 @@ class Cortex:
             if splits >= max_splits or self.n_nodes >= s.max_nodes:
                 break
         if created:
-            self._changes.append(ClusterChange(self.modality, created=tuple(created)))
+            self._changes.append(ClusterChange(modality=self.modality, created=tuple(created)))
         self.counters.splits += splits
         return splits
 
@@ -393,7 +394,7 @@ class Cortex:
             total = row.sum()
             if total > 0:
                 row /= total
-        self._changes.append(ClusterChange(self.modality, created=(int(self.cluster_id[new]),)))
+        self._changes.append(ClusterChange(modality=self.modality, created=(int(self.cluster_id[new]),)))
         return int(self.cluster_id[new])
 
     def relocate(self, positions: np.ndarray) -> None:

@@ -16,7 +16,9 @@ nanoseconds: a replay's stream time or a sensor's capture time), sequence number
 `seq`, `source` (the sending process) and run generation `gen` (bumped on every
 rewind, so older messages are ignored). The core fills `modality` and `t_ns`; a
 process stamps the rest when it sends. `agent.runtime.wire` encodes these very objects;
-nothing is translated on the way. Ids name nodes and clusters and are never
+nothing is translated on the way. Messages are built with keywords only
+(`Excitation(modality="visual", t_ns=t, seq=s, cluster_id=c, node_id=n)`): a dozen fields
+in a row are easy to swap unseen. Ids name nodes and clusters and are never
 reused, so a message that arrives after its node or cluster is gone is stale,
 not a hit on a newcomer.
 """
@@ -37,7 +39,7 @@ def to_ns(t: float) -> int:
 
 
 # ---------------------------------------------------------------------- the core's messages
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Stimulus:
     """Sensor -> worker: one raw stimulus (an image or a spectrogram) to encode and learn."""
 
@@ -56,7 +58,7 @@ class Stimulus:
     near: int = -1  # replays: stimuli of other modalities within B of this one (-1: unknown)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Excitation:
     """Cluster `cluster_id` of `modality` fired because node `node_id` was nearest (-1: stimulus rejected)."""
 
@@ -80,7 +82,7 @@ class Excitation:
         return self.t_ns / NS
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Feedback:
     """CDZ -> cortex of `modality`: after excitation `seq`, these nodes should move towards these clusters.
 
@@ -100,7 +102,7 @@ class Feedback:
     gen: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ClusterChange:
     """Cortex -> CDZ: clusters created and deleted (by seeding, growth or pruning) just before excitation `seq`."""
 
@@ -114,7 +116,7 @@ class ClusterChange:
     gen: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Recall:
     """CDZ -> worker of `modality`: show what cluster `cluster_id` looks like (cue from another sense)."""
 
@@ -131,7 +133,7 @@ class Recall:
     depth: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Reconstruction:
     """Worker -> anyone: the decoded mode of a recalled cluster, in stimulus space."""
 
@@ -149,7 +151,7 @@ class Reconstruction:
 
 
 # ---------------------------------------------------------------------- the runtime's messages
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Frame:
     """Camera -> viewers: a small preview of what the camera sees (uint8, HxW or HxWx3).
 
@@ -164,7 +166,7 @@ class Frame:
     gen: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Weights:
     """Hub -> viewers: the CDZ matrix W[modality -> target] over live clusters (rows: `rows`
     cluster ids of `modality`, columns: `cols` cluster ids of `target`), now and then."""
@@ -181,7 +183,7 @@ class Weights:
     gen: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Credit:
     """Hub -> player and workers (lossless flow): every stimulus below `seq` is learned and
     answered; `t_ns` is the event time of the last one. The player's credit, the workers' watermark."""
@@ -194,7 +196,7 @@ class Credit:
     modality: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Control:
     """Supervisor <-> processes: hello, ready, go, rewind, stop, checkpoint, saved, sleep, reload.
 
@@ -211,7 +213,7 @@ class Control:
     modality: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Stats:
     """Every process, about once a second: rates, queue depths, drops, latencies."""
 

@@ -42,8 +42,9 @@ class CortexUnit:
         if z is None:
             self.rejected += 1
             self.last_error = f"{self.modality}: stimulus of shape {stim.data.shape} cannot be encoded"
-            return [Excitation(self.modality, stim.t_ns, stim.seq, -1, -1, strength, "", 0, stim.learn,
-                               stim.internal, stim.depth, relived)]
+            return [Excitation(modality=self.modality, t_ns=stim.t_ns, seq=stim.seq, cluster_id=-1, node_id=-1,
+                               strength=strength, learn=stim.learn,
+                               internal=stim.internal, depth=stim.depth, relived=relived)]
         return self.encoded(z, stim.t_ns, stim.seq, strength, stim.grow, stim.learn, stim.internal, stim.depth,
                             relived)
 
@@ -65,7 +66,8 @@ class CortexUnit:
         except StimulusError as e:
             self.rejected += 1
             self.last_error = str(e)
-        exc = Excitation(self.modality, t_ns, seq, cluster, node, strength, "", 0, learn, internal, depth, relived)
+        exc = Excitation(modality=self.modality, t_ns=t_ns, seq=seq, cluster_id=cluster, node_id=node,
+                         strength=strength, learn=learn, internal=internal, depth=depth, relived=relived)
         if cortex.has_changes:
             return [replace(c, t_ns=t_ns, seq=seq) for c in cortex.drain_changes()] + [exc]
         return [exc]

@@ -516,7 +516,7 @@ class BusClient:
         deadline = time.monotonic() + timeout_s
         nonce = f"{self.name}-{time.monotonic_ns()}"
         while time.monotonic() < deadline:
-            self.send(Control("hello", {"nonce": nonce}, source=self.name))
+            self.send(Control(command="hello", args={"nonce": nonce}, source=self.name))
             end = time.monotonic() + 0.1
             while time.monotonic() < end:
                 msg = self.recv(timeout_ms=20)

@@ -161,7 +161,7 @@ class Hub(Service):
         self._last_ack = now
         self._acked = self.next_seq
         self._told = dict.fromkeys(self._told, self.next_seq)
-        self.bus.send(Credit(self.next_seq, self._t_done, source=self.name, gen=self.gen))
+        self.bus.send(Credit(seq=self.next_seq, t_ns=self._t_done, source=self.name, gen=self.gen))
 
     def _process(self, msg: Excitation) -> None:
         """Learn one excitation (unless it is a query or a rejection) and answer it."""
@@ -184,7 +184,8 @@ class Hub(Service):
                 for other, cluster in recalled.items():
                     if cluster is not None and now - self._last_recall.get(other, -1e9) >= self.recall_interval:
                         self._last_recall[other] = now
-                        self.bus.send(Recall(other, msg.t_ns, msg.seq, cluster, m, msg.cluster_id,
+                        self.bus.send(Recall(modality=other, t_ns=msg.t_ns, seq=msg.seq, cluster_id=cluster,
+                                             cue_modality=m, cue_cluster=msg.cluster_id,
                                              source=self.name, gen=self.gen, internal=msg.internal, depth=msg.depth))
                         self.recalls += 1
         if msg.learn:
@@ -260,8 +261,9 @@ class Hub(Service):
         for a, b in self.cdz.pairs:
             w, rows, cols = self.cdz.weights(a, b)
             if 0 < w.size and len(rows) <= 4096 and len(cols) <= 4096:
-                self.bus.send(Weights(a, time.time_ns(), self.processed, b, tuple(int(r) for r in rows),
-                                      tuple(int(c) for c in cols), np.ascontiguousarray(w, np.float32),
+                self.bus.send(Weights(modality=a, t_ns=time.time_ns(), seq=self.processed, target=b,
+                                      rows=tuple(int(r) for r in rows),
+                                      cols=tuple(int(c) for c in cols), data=np.ascontiguousarray(w, np.float32),
                                       source=self.name, gen=self.gen))
 
     # ------------------------------------------------------------------ checkpoints

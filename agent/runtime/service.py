@@ -116,7 +116,7 @@ class Service:
 
     def saved(self, step: int, part: str) -> None:
         """Tell the supervisor that this process's part of checkpoint `step` is on disk."""
-        self.bus.send(Control("saved", {"step": step, "part": part}, source=self.name, gen=self.gen))
+        self.bus.send(Control(command="saved", args={"step": step, "part": part}, source=self.name, gen=self.gen))
 
     def rewind(self, gen: int) -> None:
         """Another process died: reload the newest complete checkpoint, take up `gen`, say ready.
@@ -141,7 +141,7 @@ class Service:
 
     # ------------------------------------------------------------------ the loop
     def ready(self, **args) -> None:
-        self.bus.send(Control("ready", {"gen": self.gen, **args}, source=self.name, gen=self.gen))
+        self.bus.send(Control(command="ready", args={"gen": self.gen, **args}, source=self.name, gen=self.gen))
 
     def run(self, timeout_ms: int = 10) -> None:
         old = {s: signal.signal(s, self._signal) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -190,4 +190,4 @@ class Service:
                   "bad_messages": self.bus.dropped, "stale_gen": self.stale_gen, **self.stats()}
         clean = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in values.items()
                  if isinstance(v, (bool, int, float, str)) and not (isinstance(v, float) and not math.isfinite(v))}
-        self.bus.send(Stats(clean, source=self.name, gen=self.gen, t_ns=time.time_ns()))
+        self.bus.send(Stats(values=clean, source=self.name, gen=self.gen, t_ns=time.time_ns()))

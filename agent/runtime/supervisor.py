@@ -122,10 +122,10 @@ class Supervisor:
 
     def _go(self) -> None:
         step = self.run.load_checkpoint()[0]
-        self.send(Control("go", {"gen": self.gen, "step": step}))
+        self.send(Control(command="go", args={"gen": self.gen, "step": step}))
 
     def send(self, msg: Control) -> None:
-        self.client.send(Control(msg.command, msg.args, source=self.name, gen=self.gen))
+        self.client.send(Control(command=msg.command, args=msg.args, source=self.name, gen=self.gen))
 
     def stop(self, grace_s: float = 5.0) -> None:
         """Stop every child: a stop message to each (a recorder or `cdz top` on the bus goes on), then
@@ -133,7 +133,7 @@ class Supervisor:
         if self.client is not None:
             try:
                 for name in self.children:
-                    self.send(Control("stop", {"to": name}))
+                    self.send(Control(command="stop", args={"to": name}))
             except Exception:  # the bus may be gone already
                 pass
         stop_children(list(self.children.values()), grace_s=grace_s)
@@ -207,7 +207,7 @@ class Supervisor:
             log.warning("%s died (code %s); restarting it and rewinding everyone to checkpoint %d",
                         child.name, child.proc.returncode, step)
             child.restarts += 1
-        self.send(Control("rewind", {"gen": self.gen, "step": step}))
+        self.send(Control(command="rewind", args={"gen": self.gen, "step": step}))
         for child in dead:
             child.start(self._generation())
         self._await_ready()

@@ -181,7 +181,8 @@ class EncoderWorker(Service):
             self.recons_skipped += 1
             return
         self._last_recon = now
-        self.bus.send(Reconstruction(self.modality, msg.t_ns, msg.seq, msg.cluster_id, msg.cue_modality, image,
+        self.bus.send(Reconstruction(modality=self.modality, t_ns=msg.t_ns, seq=msg.seq, cluster_id=msg.cluster_id,
+                                     cue_modality=msg.cue_modality, data=image,
                                      source=self.name, gen=self.gen, internal=msg.internal, depth=msg.depth))
         self.recons += 1
 
@@ -293,7 +294,8 @@ class EncoderWorker(Service):
             t0 = time.perf_counter()
             x = np.stack([x for x, _ in self.relive])
             for (_, t_ns), row, z in zip(self.relive, x, encode(self.model, x)):
-                self._learn(Stimulus(self.modality, t_ns, 0, row, source=self.name, gen=self.gen), z, relived=True)
+                self._learn(Stimulus(modality=self.modality, t_ns=t_ns, seq=0, data=row, source=self.name,
+                                     gen=self.gen), z, relived=True)
             log.info("%s: lived %d stimuli again in %.0f ms", self.name, len(x), 1000 * (time.perf_counter() - t0))
             self.relive.clear()
         while self.live:
