@@ -30,7 +30,7 @@ import numpy as np
 
 from agent.runtime import flags
 from agent.runtime.bus import BusClient
-from agent.runtime.service import Latency, Service
+from agent.runtime.service import Latency, Rate, Service
 from agent.core.messages import Frame, Stimulus
 from agent.runtime.topology import hears
 from sensors.card import CardTracker, look
@@ -235,7 +235,7 @@ class Camera(Service):
         self.previews = 0
         self.latency = Latency()
         self._last_preview = -float("inf")
-        self._rate_at, self._rate_count, self.fps = time.monotonic(), 0, 0.0
+        self._rate = Rate(min_window_s=0.5)
         self.grabber.start()
 
     def tick(self) -> None:
@@ -247,6 +247,7 @@ class Camera(Service):
             return
         frame, t_ns, index = item
         self.processed += 1
+        self._rate.add()
         stim, box = look(frame)
         t_s = index / (self.grabber.fps or 30.0) if self.video_time else t_ns / 1e9
         if self.tracker.update(stim, t_s):
@@ -264,12 +265,8 @@ class Camera(Service):
             self.previews += 1
 
     def stats(self) -> dict:
-        now = time.monotonic()
-        if now - self._rate_at >= 0.5:
-            self.fps = (self.processed - self._rate_count) / (now - self._rate_at)
-            self._rate_at, self._rate_count = now, self.processed
         lat = list(self.latency.values)
-        return {"role": "camera", "source": shown_source(self.source), "fps": self.fps, "processed": self.processed,
+        return {"role": "camera", "source": shown_source(self.source), "fps": self._rate.per_second(), "processed": self.processed,
                 "previews": self.previews, "latency_ms_mean": float(np.mean(lat)) if lat else 0.0,
                 **self.grabber.stats(), **self.tracker.stats()}
 

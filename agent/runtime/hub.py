@@ -26,7 +26,7 @@ import numpy as np
 from agent.runtime.bus import BusClient
 from agent.core.cdz import CDZ
 from agent.core.checkpoint import CDZ_PART, LOG_CLUSTER, LOG_RECALLED, REFINEMENTS, RunFolder, as_part, part
-from agent.runtime.service import Latency, Service
+from agent.runtime.service import Latency, Rate, Service
 from agent.core.stream import logged_partner
 from agent.core.units import CDZUnit
 from agent.core.messages import ClusterChange, Control, Credit, Excitation, Feedback, Message, Recall, Weights
@@ -77,8 +77,7 @@ class Hub(Service):
         self.log_recalled = np.full(max(total, 0), -1, np.int64)
         self.latency = Latency()  # live: a stimulus's event time -> its recall sent, all modalities
         self.latency_of = {m: Latency() for m in self.modalities}
-        self._rate_count = 0
-        self._rate_since = time.monotonic()
+        self._rate = Rate()
         self._next_of = logged_partner(self.modalities)
 
     @classmethod
@@ -171,7 +170,7 @@ class Hub(Service):
             return
         feedback = self.unit.handle(msg)
         self.processed += 1
-        self._rate_count += 1
+        self._rate.add()
         self._t_done = msg.t_ns
         if msg.cluster_id >= 0:  # recall first: a reconstruction waits on it, feedback on nobody live
             recalled = self.unit.recall(msg)
@@ -293,9 +292,7 @@ class Hub(Service):
         return state
 
     def stats(self) -> dict:
-        now = time.monotonic()
-        rate = self._rate_count / max(now - self._rate_since, 1e-9)
-        self._rate_count, self._rate_since = 0, now
+        rate = self._rate.per_second()
         c = self.cdz.counters
         return {"role": "hub", "processed": self.processed, "rate_per_s": rate, "next_seq": self.next_seq,
                 "queue": len(self.waiting), "duplicates": self.duplicates, "ahead": self.ahead,

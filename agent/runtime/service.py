@@ -65,6 +65,29 @@ class Latency:
         return ordered[min(len(ordered) - 1, int(q / 100.0 * len(ordered)))]
 
 
+class Rate:
+    """Events per second since the last reading (every process's stats use this one counter).
+
+    `min_window_s`: a reading sooner than this after the last gives the last rate again, so that
+    a display polled often does not jump between 0 and bursts."""
+
+    def __init__(self, min_window_s: float = 0.0):
+        self.min_window_s = min_window_s
+        self.count = 0
+        self.since = time.monotonic()
+        self.last = 0.0
+
+    def add(self, n: int = 1) -> None:
+        self.count += n
+
+    def per_second(self) -> float:
+        now = time.monotonic()
+        if now - self.since >= self.min_window_s:
+            self.last = self.count / max(now - self.since, 1e-9)
+            self.count, self.since = 0, now
+        return self.last
+
+
 class Service:
     """Base of the hub, the encoder workers and the players."""
 

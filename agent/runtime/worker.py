@@ -32,7 +32,7 @@ from agent.core.cortex import Cortex
 from agent.core.experience import DEFAULT_CAPACITY, Experience
 from agent.core.recollection import Imagination
 from agent.core.session_mean import SessionMean, session_for
-from agent.runtime.service import Latency, Service
+from agent.runtime.service import Latency, Rate, Service
 from agent.core.state_check import check_arrays
 from agent.runtime.sequencer import LosslessSequencer
 from agent.core.units import CortexUnit
@@ -94,7 +94,7 @@ class EncoderWorker(Service):
         self.sequence_jumps = 0  # senders that started numbering afresh
         self._last_recon = 0.0
         self.latency = Latency()  # stimulus event time -> excitation published (live clocks only)
-        self._rate = _Rate()
+        self._rate = Rate()
 
     @classmethod
     def from_run(cls, bus: BusClient, run: RunFolder, modality: str, **kw) -> "EncoderWorker":
@@ -386,21 +386,6 @@ class EncoderWorker(Service):
                 "latency_p50_ms": self.latency.percentile(50), "latency_p99_ms": self.latency.percentile(99)}
 
 
-class _Rate:
-    """Events per second over the last stats period."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.since = time.monotonic()
-
-    def add(self, n: int = 1) -> None:
-        self.count += n
-
-    def per_second(self) -> float:
-        now = time.monotonic()
-        rate = self.count / max(now - self.since, 1e-9)
-        self.count, self.since = 0, now
-        return rate
 
 
 def _as_float(data: np.ndarray) -> np.ndarray:
