@@ -26,7 +26,7 @@ import numpy as np
 from agent.runtime.bus import BusClient
 from agent.core.cdz import CDZ
 from agent.core.checkpoint import CDZ_PART, LOG_CLUSTER, LOG_RECALLED, REFINEMENTS, RunFolder, as_part, part
-from agent.runtime.service import Latency, Rate, Service
+from agent.runtime.service import Latency, PartOwner, Rate
 from agent.core.stream import logged_partner
 from agent.core.units import CDZUnit
 from agent.core.messages import ClusterChange, Control, Credit, Excitation, Feedback, Message, Recall, Weights
@@ -38,20 +38,17 @@ BATCH = 1024  # lossless: the most feedback messages sent in one batch
 HUB_KEYS = (f"{CDZ_PART}.", "log.", REFINEMENTS)  # the checkpoint arrays the hub reads (prefixes)
 
 
-class Hub(Service):
+class Hub(PartOwner):
     """Correlates excitations, sends feedback and recall requests."""
 
     def __init__(self, bus: BusClient, cdz: CDZ, *, lossless: bool, run: RunFolder | None = None, start: int = 0,
                  total: int = 0, checkpoint_every: int = 0, gen: int = 0, recall: bool = True,
                  recall_hz: float = 60.0):
-        super().__init__(bus, gen)
+        super().__init__(bus, CDZ_PART, lossless=lossless, run=run, total=total, checkpoint_every=checkpoint_every,
+                         gen=gen, keep_checkpoints=2)
         self.cdz = cdz
         self.unit = CDZUnit(cdz)
         self.modalities = cdz.modalities
-        self.lossless = lossless
-        self.run_folder = run
-        self.total = total
-        self.checkpoint_every = checkpoint_every
         self.recall_enabled = recall
         self.sleeping = False  # live: the supervisor says the agent sleeps (shown by viewers)
         self.reloads = 0  # live: swaps to a slept brain
@@ -139,7 +136,7 @@ class Hub(Service):
                 self.unit.handle(change)
             self._process(exc)
             self.next_seq = seq + 1
-            self._maybe_checkpoint()
+            self.at_cut(self.next_seq)
 
     def _answer(self) -> None:
         """Lossless, once every waiting message is handled: the feedback of what was learned goes out
@@ -266,23 +263,7 @@ class Hub(Service):
                                       source=self.name, gen=self.gen))
 
     # ------------------------------------------------------------------ checkpoints
-    def _maybe_checkpoint(self) -> None:
-        step = self.next_seq
-        if self.run_folder is None:
-            return
-        if (self.checkpoint_every and step % self.checkpoint_every == 0) or step == self.total:
-            self.save(step)
-
-    def checkpoint(self, step: int) -> None:
-        if self.run_folder is not None and not self.lossless:  # lossless runs save at fixed stream positions
-            self.write_part(self.run_folder, step, CDZ_PART, self._snapshot(step), keep=2)
-
-    def save(self, step: int) -> None:
-        self.run_folder.save_part(step, CDZ_PART, self._snapshot(step))
-        self.run_folder.drop_old_parts(keep=2)
-        self.saved(step, CDZ_PART)
-
-    def _snapshot(self, step: int) -> dict[str, np.ndarray]:
+    def snapshot(self, step: int) -> dict[str, np.ndarray]:
         """The hub's part of checkpoint `step`, copied: learning may go on while it is written."""
         state = as_part(CDZ_PART, self.cdz.state_dict())  # the CDZ's state_dict is copies already
         state[REFINEMENTS] = np.array(self.refinements, np.int64)

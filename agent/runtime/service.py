@@ -17,6 +17,8 @@ import time
 from collections import deque
 from dataclasses import replace
 
+import numpy as np
+
 from agent.runtime.bus import BusClient
 from agent.core.checkpoint import PartWriter, RunFolder
 from agent.core.messages import Control, Message, Stats
@@ -214,3 +216,40 @@ class Service:
         clean = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in values.items()
                  if isinstance(v, (bool, int, float, str)) and not (isinstance(v, float) and not math.isfinite(v))}
         self.bus.send(Stats(values=clean, source=self.name, gen=self.gen, t_ns=time.time_ns()))
+
+
+class PartOwner(Service):
+    """A process that owns one part of the run's checkpoints: the hub the CDZ's, a worker its cortex's.
+
+    One checkpoint policy for both. A lossless replay saves at fixed stream positions (every
+    `checkpoint_every` stimuli and at the stream's end), on the spot, when every stimulus below
+    the position is learned: `at_cut`. A live process writes its part when the supervisor says,
+    in the background, while it goes on learning: `checkpoint`."""
+
+    def __init__(self, bus: BusClient, part_name: str, *, lossless: bool, run: RunFolder | None, total: int,
+                 checkpoint_every: int, gen: int = 0, keep_checkpoints: int | None = None):
+        super().__init__(bus, gen)
+        self.part_name = part_name
+        self.lossless = lossless
+        self.run_folder = run
+        self.total = total
+        self.checkpoint_every = checkpoint_every
+        self.keep_checkpoints = keep_checkpoints  # the newest this many are kept (one process prunes for all)
+
+    def snapshot(self, step: int) -> dict[str, np.ndarray]:
+        """This process's part of checkpoint `step`, copied: learning may go on while it is written."""
+        raise NotImplementedError
+
+    def at_cut(self, step: int) -> None:
+        """Lossless: every stimulus below `step` is learned; save if `step` is a checkpoint position."""
+        if self.run_folder is None or step == 0:
+            return
+        if (self.checkpoint_every and step % self.checkpoint_every == 0) or step == self.total:
+            self.run_folder.save_part(step, self.part_name, self.snapshot(step))
+            if self.keep_checkpoints is not None:
+                self.run_folder.drop_old_parts(keep=self.keep_checkpoints)
+            self.saved(step, self.part_name)
+
+    def checkpoint(self, step: int) -> None:
+        if self.run_folder is not None and not self.lossless:  # lossless runs save at fixed stream positions
+            self.write_part(self.run_folder, step, self.part_name, self.snapshot(step), keep=self.keep_checkpoints)

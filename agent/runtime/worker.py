@@ -32,7 +32,7 @@ from agent.core.cortex import Cortex
 from agent.core.experience import DEFAULT_CAPACITY, Experience
 from agent.core.recollection import Imagination
 from agent.core.session_mean import SessionMean, session_for
-from agent.runtime.service import Latency, Rate, Service
+from agent.runtime.service import Latency, PartOwner, Rate
 from agent.core.state_check import check_arrays
 from agent.runtime.sequencer import LosslessSequencer
 from agent.core.units import CortexUnit
@@ -52,22 +52,19 @@ def own_keys(modality: str) -> tuple[str, ...]:
             rejected_key(modality), REFINEMENTS)
 
 
-class EncoderWorker(Service):
+class EncoderWorker(PartOwner):
     """Hosts one modality: encode, learn, publish excitations, apply feedback, reconstruct."""
 
     def __init__(self, bus: BusClient, modality: str, model: Autoencoder, cortex: Cortex, *, lossless: bool,
                  run: RunFolder | None = None, start: int = 0, total: int = 0, checkpoint_every: int = 0,
                  gen: int = 0, recon_hz: float = 60.0, queue_max: int = 64, experience: int = DEFAULT_CAPACITY,
                  session: SessionMean | None = None):
-        super().__init__(bus, gen)
+        super().__init__(bus, cortex_part(modality), lossless=lossless, run=run, total=total,
+                         checkpoint_every=checkpoint_every, gen=gen)
         self.modality = modality
         self.model = model
         self.cortex = cortex
         self.unit = CortexUnit(cortex)
-        self.lossless = lossless
-        self.run_folder = run
-        self.total = total
-        self.checkpoint_every = checkpoint_every
         self.recon_interval = 0.0 if recon_hz <= 0 else 1.0 / recon_hz
         self.queue_max = queue_max
         self.experience = Experience(model.input_shape, experience)  # live: what it learned, for sleep
@@ -169,7 +166,7 @@ class EncoderWorker(Service):
     def _advance(self, done: int, t_ns: int | None) -> None:
         """The hub has answered every seq below `done`: saving checkpoints at the cuts on the way."""
         for step in self.sequencer.answered(done, t_ns):
-            self._maybe_checkpoint(step)
+            self.at_cut(step)
 
     def _on_recall(self, msg: Recall) -> None:
         now = time.monotonic()
@@ -334,12 +331,6 @@ class EncoderWorker(Service):
         return exc
 
     # ------------------------------------------------------------------ checkpoints
-    def _maybe_checkpoint(self, step: int) -> None:
-        if self.run_folder is None or step == 0:
-            return
-        if (self.checkpoint_every and step % self.checkpoint_every == 0) or step == self.total:
-            self.save(step)
-
     def _check_own(self, state: dict[str, np.ndarray]) -> None:
         """Raise `StateError` unless the worker's own arrays of a checkpoint fit together."""
         m = self.modality
@@ -355,15 +346,7 @@ class EncoderWorker(Service):
         self.sequencer.load_state_dict(state, worker_part(m))
         self.experience.load_state_dict(state, experience_part(m))
 
-    def checkpoint(self, step: int) -> None:
-        if self.run_folder is not None and not self.lossless:  # lossless runs save at fixed stream positions
-            self.write_part(self.run_folder, step, cortex_part(self.modality), self._snapshot())
-
-    def save(self, step: int) -> None:
-        self.run_folder.save_part(step, cortex_part(self.modality), self._snapshot())
-        self.saved(step, cortex_part(self.modality))
-
-    def _snapshot(self) -> dict[str, np.ndarray]:
+    def snapshot(self, step: int) -> dict[str, np.ndarray]:
         """This worker's part of a checkpoint, copied: learning may go on while it is written."""
         m = self.modality
         state = {k: np.array(v) for k, v in as_part(cortex_part(m), self.cortex.state_dict()).items()}
