@@ -17,7 +17,7 @@ import numpy as np
 
 from agent.core.autoencoder import Autoencoder, encode, load_autoencoder, save_autoencoder, train_autoencoder
 from agent.core.brain import Brain
-from agent.core.checkpoint import RunError, RunFolder, cortex_part, load_arrays, save_arrays
+from agent.core.checkpoint import RunError, RunFolder, load_arrays, save_arrays
 from agent.core.config import Config, SettingsError
 from agent.core.session_mean import heard_as_session
 from agent.core.state_check import StateError, check_arrays
@@ -239,11 +239,8 @@ def load_brain(run: RunFolder, checkpoint: tuple[int, dict[str, np.ndarray]] | N
     else:  # a pack's run folder holds no encodings: encode the data with its encoders, once
         enc = train_encoders(config, run, progress=False)
     with run.restoring(checkpoint) as (step, state):
-        if all(f"{cortex_part(m)}.epoch" in state for m in config.modalities):  # the checkpoint brings each epoch
-            brain = Brain(config, {m: enc.train[m].shape[1] for m in config.modalities},
-                          {m: 1 for m in config.modalities})
-        else:  # older checkpoints: the epoch follows from the teaching stream
-            brain = build_brain(config, enc, build_stream(config, enc))
+        # the checkpoint brings each cortex's epoch: the 1 here is a placeholder
+        brain = Brain(config, {m: enc.train[m].shape[1] for m in config.modalities}, {m: 1 for m in config.modalities})
         brain.load_state_dict(state)
     if run.stream_path.exists():  # the stream it learned (the teacher's, or a recording's)
         length = len(load_arrays(run.stream_path)["t"])

@@ -15,9 +15,6 @@ same bytes back on the bus, and beside it what Foxglove can show of it:
 * log_time = the message's event time `t_ns` (clamped to 0 .. 2**32 s), for every
   channel, so Foxglove's timeline is the agent's; publish_time = when the recorder
   received the message (ns since the epoch); sequence = its `seq` (mod 2**32).
-  Recordings made before the views existed had the two times the other way round
-  (their wire channels lack the `log_time: event` metadata); they are read as they
-  are, and `cdz export OLD NEW` rewrites one in today's layout.
 
 Crash safety: messages go into compressed chunks of `chunk_kb` KiB; every finished
 chunk goes straight to the OS (no user-space buffer) and the chunk in progress is
@@ -288,8 +285,7 @@ def read_recording(path: Path | str, topics: Sequence[str] | None = None) -> Ite
                                 channel.topic)
                     continue
                 count += 1
-                event_first = channel.metadata.get("log_time") == "event"
-                yield (record.publish_time if event_first else record.log_time), channel.topic, frames
+                yield record.publish_time, channel.topic, frames
 
 
 def _frames(topic: str, data: bytes) -> list[bytes] | None:
@@ -536,7 +532,7 @@ def add_record_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compression", choices=("auto", "zstd", "lz4", "none"), default="auto",
                         help="chunk compression; auto: zstd, else lz4, else none (what this installation can write)")
     parser.add_argument("--no-views", action="store_true",
-                        help="the wire frames only, without what Foxglove shows (smaller files; `cdz export` adds it)")
+                        help="the wire frames only, without what Foxglove shows (smaller files)")
 
 
 def _client(cls: type, args: argparse.Namespace, name: str, topics: Sequence[bytes]) -> BusClient:
@@ -605,32 +601,6 @@ def check_recording(path: Path | str) -> None:
         raise RecordingError(f"{path} is not a readable MCAP recording ({type(e).__name__}: {e})") from None
     if not isinstance(first, Header):
         raise RecordingError(f"{path} is not a readable MCAP recording (no header record)")
-
-
-def export_recording(src: Path | str, dst: Path | str, overwrite: bool = False) -> tuple[int, int]:
-    """Rewrite a recording in today's layout (event times as log times, Foxglove views), with
-    the same frames and receive times, so it plays and replays exactly as before. Returns
-    (messages written, invalid ones skipped). An existing `dst` is replaced only with `overwrite`."""
-    check_recording(src)
-    dst = Path(dst)
-    if dst.exists() and not overwrite:
-        raise RecordingError(f"{dst} exists; choose another name or pass --overwrite")
-    writer = RecordingWriter(dst, metadata={"exported_from": str(src)})
-    skipped = 0
-    try:
-        for receive_ns, _, frames in read_recording(src):
-            try:
-                msg = decode(frames)
-            except WireError:
-                skipped += 1
-                continue
-            writer.write(frames, receive_ns, msg)
-    except BaseException:
-        writer.close()
-        dst.unlink(missing_ok=True)
-        raise
-    writer.close()
-    return writer.messages, skipped
 
 
 def run_play(args: argparse.Namespace) -> int:

@@ -272,25 +272,6 @@ def test_every_kind_round_trips_byte_identical(tmp_path):
     assert times == [(min(max(0, m.t_ns), (2**32 - 1) * 10**9), 1_000 + i) for i, m in enumerate(msgs)]
 
 
-def test_a_recording_made_before_the_foxglove_views_reads_as_it_did(tmp_path):
-    """tests/data/recording-v1.mcap was written by the recorder of the previous layout (receive
-    times as log times, no views). It still reads, and `cdz export` rewrites it in today's layout
-    with the same frames and receive times, so playing either sends the same bytes."""
-    from tools.cli import main
-
-    old = REPO / "tests" / "data" / "recording-v1.mcap"
-    before = list(read_recording(old))
-    assert len(before) == 11 and before[0][0] == 1_700_000_000_000_000_000
-    new = tmp_path / "new.mcap"
-    assert main(["export", str(old), str(new)]) == 0
-    assert list(read_recording(new)) == before
-    with open(new, "rb") as f:
-        topics = {c.topic for c in make_reader(f).get_summary().channels.values()}
-    assert {"/visual/thought", "/audio/stimulus", "/visual/fires", "/stats/hub"} <= topics
-    assert main(["export", str(old), str(new)]) == 2  # never overwrites
-    assert main(["export", str(tmp_path / "missing.mcap"), str(tmp_path / "x.mcap")]) == 2
-
-
 @pytest.mark.parametrize("compression", [CompressionType.ZSTD, CompressionType.LZ4, CompressionType.NONE])
 def test_a_file_cut_anywhere_reads_as_a_prefix(tmp_path, compression):
     """What a SIGKILL leaves: the reader yields the complete chunks' messages and never raises."""

@@ -613,7 +613,7 @@ SUBCOMMAND_HELP = {
 PROGRESS_COMMANDS = frozenset({"train", "eval", "replay", "plots", "bench", "sleep"})
 
 # commands that never touch torch (recall only once its files are good): no 1-3 s torch import first
-LIGHT_COMMANDS = frozenset({"bus", "top", "keys", "play", "record", "export", "recall", "camera", "mic", "viewer",
+LIGHT_COMMANDS = frozenset({"bus", "top", "keys", "play", "record", "recall", "camera", "mic", "viewer",
                             "speaker", "unpack", "graph"})
 
 

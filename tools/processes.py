@@ -100,14 +100,6 @@ def cmd_top(args: argparse.Namespace) -> int:
                connect_timeout_s=args.connect_timeout)
 
 
-def cmd_export(args: argparse.Namespace) -> int:
-    from replay.recording import export_recording
-
-    written, skipped = export_recording(args.old, args.new, overwrite=args.overwrite)
-    print(f"{args.new}: {written} messages" + (f" ({skipped} invalid ones skipped)" if skipped else ""))
-    return 0
-
-
 def cmd_record(args: argparse.Namespace) -> int:
     from replay.recording import run_record
 
@@ -350,17 +342,6 @@ def add_parsers(sub: argparse._SubParsersAction, common) -> None:
                     help="a file: as fast as the workers learn, at most N stimuli sent and not yet answered by an "
                          "excitation (with --speed 0; default 0: no flow control)")
     sp.set_defaults(func=cmd_play)
-
-    sp = sub.add_parser("export", help="rewrite a recording made before the Foxglove views in today's layout",
-                        **describe("Rewrite an MCAP recording in today's layout: every message at its event time,\n"
-                                   "with the images and JSON that Foxglove shows (README, \"Foxglove\"). The wire\n"
-                                   "frames and receive times are kept, so it plays and replays as before.",
-                                   "cdz export old-session.mcap session.mcap"))
-    sp.add_argument("old", help="an MCAP file from `cdz record`")
-    sp.add_argument("new", help="the file to write (an existing one is replaced only with --overwrite)")
-    sp.add_argument("--overwrite", action="store_true", help="replace NEW if it exists")
-    common(sp)
-    sp.set_defaults(func=cmd_export)
 
     sp = sub.add_parser("record", help="record bus topics into an MCAP file (open it in Foxglove, play it back)",
                         **describe("Record bus topics into an MCAP file (open it in Foxglove, play it back with "

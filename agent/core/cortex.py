@@ -522,9 +522,9 @@ class Cortex:
             "node_last": (i, ("N",)), "node_feedbacks": (i, ("N",)), "link": (f, ("N", "C")),
             "cluster_id": (i, ("C",)), "cluster_last": (i, ("C",)), "mode_link": (f, ("C", "N")),
             "fb_keys": (i, ("K", 2)), "fb_vals": (f, ("K", self.dim + 1)), "scalars": (i, (4,)), "epoch": (i, ()),
-        }, where, dims={"D": self.dim}, optional=frozenset({"epoch"}))
+        }, where, dims={"D": self.dim})
         step, next_node, next_cluster, _ = (int(v) for v in state["scalars"])
-        if step < 0 or ("epoch" in state and int(state["epoch"]) < 1):
+        if step < 0 or int(state["epoch"]) < 1:
             raise StateError(f"{where}: step {step} and epoch must be a count and a positive number")
         check_ids(state["node_id"], next_node, "node ids", where)
         check_ids(state["cluster_id"], next_cluster, "cluster ids", where)
@@ -561,8 +561,7 @@ class Cortex:
         step, next_node, next_cluster, growth = (int(v) for v in state["scalars"])
         self.step, self.next_node_id, self.next_cluster_id = step, next_node, next_cluster
         self.growth_enabled = bool(growth)
-        if "epoch" in state:  # older checkpoints lack it; the constructor's value then stands
-            self.epoch = int(state["epoch"])
+        self.epoch = int(state["epoch"])
         self._changes = []
 
 

@@ -74,7 +74,7 @@ class Experience:
                 check_range(state[f"{prefix}.seen"].reshape(1), len(state[f"{prefix}.x"]), 2**62, "seen", prefix)
 
     def load_state_dict(self, state: dict[str, np.ndarray], prefix: str) -> None:
-        """Restore from `state_dict` arrays; absent keys (an older checkpoint) leave it empty."""
+        """Restore from `state_dict` arrays; absent keys (nothing lived yet) leave it empty."""
         self.check_state(state, prefix)
         self.clear()
         if f"{prefix}.x" not in state:
