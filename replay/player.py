@@ -167,7 +167,7 @@ class Player(Service):
         self._flush()
 
     def _send(self, j: int) -> None:
-        t_ns = time.time_ns() if self.wall_clock else None
+        t_ns = self.bus_ns() if self.wall_clock else None
         stim = self.playlist.stimulus(j, t_ns=t_ns, source=self.name, gen=self.gen, learn=self.learn)
         if self.lossless and self.speed <= 0:  # as fast as credits allow: one batch per sense per burst
             self.outbox.setdefault(stim.modality, []).append(stim)

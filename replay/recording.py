@@ -352,12 +352,15 @@ class Recorder(Service):
         frames = self.bus.last_frames
         if bytes(_view(frames[0])).startswith(self.prefixes):
             self.record(frames, msg)
-        if isinstance(msg, Control) and msg.command == "stop" and addressed_to(msg, self.name):
-            self.running = False
+        if isinstance(msg, Control) and addressed_to(msg, self.name):
+            if msg.command == "stop":
+                self.running = False
+            else:
+                self.on_time(msg)
 
     def record(self, frames: Sequence[Any], msg: Message) -> None:
         t0 = time.perf_counter()
-        self.writer.write(frames, time.time_ns(), msg)
+        self.writer.write(frames, self.bus_ns(), msg)
         if isinstance(msg, Stimulus):
             self.gaps.add(msg)
         now = time.monotonic()

@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import cv2
@@ -108,8 +109,9 @@ class FrameGrabber:
     """
 
     def __init__(self, cap: Any, *, is_file: bool, realtime: bool | None = None, keep_all: bool = False,
-                 stall_s: float = 2.0, name: str = "camera"):
+                 stall_s: float = 2.0, name: str = "camera", clock: Callable[[], int] = time.time_ns):
         self.cap = cap
+        self.clock = clock  # stamps each frame's capture time
         self.is_file = is_file
         self.realtime = is_file if realtime is None else realtime
         fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0) if is_file else 0.0
@@ -155,7 +157,7 @@ class FrameGrabber:
                 continue
             if self.realtime and self.fps:  # a file behaves like a camera: frame n arrives at n / fps
                 self._stop.wait(max(0.0, t0 + self.frames / self.fps - time.monotonic()))
-            self._put(frame, time.time_ns())
+            self._put(frame, self.clock())
 
     def _put(self, frame: np.ndarray, t_ns: int) -> None:
         with self._cond:
@@ -225,7 +227,8 @@ class Camera(Service):
         is_file = source_kind(source) == "file"
         self.video_time = is_file and not realtime  # pace max_rate by the video's clock, not the wall's
         self.grabber = FrameGrabber(open_source(source), is_file=is_file, realtime=realtime and is_file,
-                                    keep_all=is_file and not realtime, stall_s=stall_s, name=self.name)
+                                    keep_all=is_file and not realtime, stall_s=stall_s, name=self.name,
+                                    clock=self.local_ns)
         self.tracker = CardTracker(steady_frames=steady_frames, max_rate=max_rate)
         self.exit_at_end = exit_at_end
         self.preview_every_s = 1.0 / preview_hz if preview_hz > 0 else float("inf")
@@ -245,17 +248,18 @@ class Camera(Service):
                 log.info("%s: end of %s", self.name, self.source)
                 self.running = False
             return
-        frame, t_ns, index = item
+        frame, t_local, index = item
+        t_ns = self.bus_ns(t_local)  # the capture time on the hub's clock
         self.processed += 1
         self._rate.add()
         stim, box = look(frame)
-        t_s = index / (self.grabber.fps or 30.0) if self.video_time else t_ns / 1e9
+        t_s = index / (self.grabber.fps or 30.0) if self.video_time else t_local / 1e9
         if self.tracker.update(stim, t_s):
             self.bus.send(Stimulus(modality=MODALITY, t_ns=t_ns, seq=self.seq,
                                    data=np.ascontiguousarray(stim, dtype=np.float32),
                                    source=self.name, gen=self.gen, mseq=self.seq))
             self.seq += 1
-            self.latency.add((time.time_ns() - t_ns) / 1e6)
+            self.latency.add((self.local_ns() - t_local) / 1e6)
         now = time.monotonic()
         if now - self._last_preview >= self.preview_every_s:
             self._last_preview = now

@@ -19,6 +19,7 @@ import logging
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Sequence
 
 import numpy as np
@@ -113,10 +114,10 @@ class RingBuffer:
     The writer never waits and allocates nothing but views: when the ring is full the
     newest samples are dropped and counted (`overflows`, `dropped`), as are PortAudio's
     own input overflows (`input_overflows`) and any error inside the callback (`errors`).
-    `stamp` maps the stream to wall time: (sample index, time.time_ns() of that sample).
+    `stamp` maps the stream to wall time: (sample index, `clock()` of that sample).
     """
 
-    def __init__(self, capacity: int, rate: int):
+    def __init__(self, capacity: int, rate: int, clock: Callable[[], int] = time.time_ns):
         if capacity < 1 or rate < 1:
             raise ValueError(f"capacity and rate must be positive, got {capacity}, {rate}")
         self.capacity = int(capacity)
@@ -129,11 +130,12 @@ class RingBuffer:
         self.input_overflows = 0
         self.errors = 0
         self.stamp: tuple[int, int] | None = None
+        self.clock = clock  # the microphone process's wall clock
 
     def callback(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
         """The sounddevice InputStream callback: copy, stamp, count; never raise."""
         try:
-            now = time.time_ns()
+            now = self.clock()
             if status and getattr(status, "input_overflow", False):
                 self.input_overflows += 1
             lag_s = frames / self.rate  # the block's first sample is about one block old...
@@ -181,7 +183,7 @@ class RingBuffer:
     def wall_ns(self, index: int) -> int:
         """Wall-clock time (ns) of stream sample `index`, from the latest stamp (now if none yet)."""
         if self.stamp is None:
-            return time.time_ns()
+            return self.clock()
         at, t = self.stamp
         return t + int(round((index - at) * 1e9 / self.rate))
 
@@ -208,7 +210,7 @@ class Microphone(Service):
         self.device = device if device is not None else int(info["index"])
         self.device_name = str(info["name"])
         self.rate = int(rate or info["default_samplerate"])
-        self.ring = RingBuffer(int(ring_s * self.rate), self.rate)
+        self.ring = RingBuffer(int(ring_s * self.rate), self.rate, clock=self.local_ns)
         self.segmenter = UtteranceSegmenter(self.rate, **segmenter_args)
         self.stream: Any = None
         self.seq = 0
@@ -260,11 +262,11 @@ class Microphone(Service):
             self.feature_errors += 1
             log.warning("%s: skipped an utterance: %s", self.name, e)
             return
-        self.bus.send(Stimulus(modality=MODALITY, t_ns=self.ring.wall_ns(seg.onset), seq=self.seq, mseq=self.seq,
-                               data=data,
-                               source=SOURCE, gen=self.gen))
+        onset = self.bus_ns(self.ring.wall_ns(seg.onset))  # when the word began, on the hub's clock
+        self.bus.send(Stimulus(modality=MODALITY, t_ns=onset, seq=self.seq, mseq=self.seq, data=data, source=SOURCE,
+                               gen=self.gen))
         self.seq += 1
-        self.latency.add((time.time_ns() - self.ring.wall_ns(seg.voiced_end)) / 1e6)
+        self.latency.add((self.local_ns() - self.ring.wall_ns(seg.voiced_end)) / 1e6)
 
     def stats(self) -> dict:
         floor = self.segmenter.floor_db

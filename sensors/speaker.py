@@ -241,7 +241,7 @@ class Speaker(Service):
                 log.warning("%s: could not play or write %s (%s)", self.name, name, e)
         self.played += 1
         self._last_start = time.monotonic()
-        self.latency.add((time.time_ns() - msg.t_ns) / 1e6)
+        self.latency.add((self.bus_ns() - msg.t_ns) / 1e6)
 
     def close(self) -> None:
         for sink in self.sinks:

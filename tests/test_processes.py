@@ -597,3 +597,25 @@ def test_public_bus_without_keys_exits_2_naming_keys():
     done = cli("bus", "--bus", f"tcp://{host_port}", timeout_s=30)
     assert done.returncode == 2, (done.returncode, done.stderr[-2000:])
     assert "--keys" in done.stderr and "Traceback" not in done.stderr, done.stderr[-2000:]
+
+
+def test_a_process_with_a_skewed_clock_measures_it_against_the_hub(runtime, tmp_path, monkeypatch):
+    """CDZ_CLOCK_SKEW_MS puts a recorder's clock 700 ms ahead: it measures that against the hub's
+    clock within 2 ms, and `cdz top --once --json` shows it beside the unskewed workers."""
+    addr, procs, client = runtime
+    monkeypatch.setenv("CDZ_CLOCK_SKEW_MS", "recorder=700")
+    procs.start("recorder", "record", "--bus", addr, "--topics", "nothing.", str(tmp_path / "quiet.mcap"))
+    monkeypatch.delenv("CDZ_CLOCK_SKEW_MS")
+    try:
+        wait_stats(client, {"recorder": lambda v: v.get("clock_known") is True and v.get("clock_exchanges", 0) >= 3},
+                   timeout_s=60)
+        done = cli("top", "--bus", addr, "--once", "--json", "--wait", "2.5")
+        assert done.returncode == 0, done.stderr[-2000:]
+        snapshot = json.loads(done.stdout)
+        assert abs(snapshot["recorder"]["clock_offset_ms"] - 700.0) < 2.0, snapshot["recorder"]
+        assert 0 <= snapshot["recorder"]["clock_uncertainty_ms"] < 2.0, snapshot["recorder"]
+        for name in (f"worker-{m}" for m in MODALITIES):
+            assert snapshot[name]["clock_known"] is True and abs(snapshot[name]["clock_offset_ms"]) < 2.0, snapshot[name]
+        assert snapshot["hub"]["clock_offset_ms"] == 0.0 and snapshot["hub"]["clock_uncertainty_ms"] == 0.0
+    finally:
+        procs.children.pop("recorder").stop(grace_s=5.0)

@@ -3,10 +3,10 @@
 It first proves the bus is there (a hello round trip within `--connect-timeout`;
 "no bus at ADDRESS", exit 2, if nothing answers), then listens to the `stats.*`
 topic (each process publishes about once a second) and redraws one line per
-process. "clock ms" is how far behind our clock each process's stats stamp
-arrives: transit time (well under a millisecond on one machine) plus the offset
-between the two clocks, which event times inherit when processes run on different
-machines. `--once` prints a single snapshot (after `--wait` seconds) and exits, for
+process. "clock ms" is how far each process's own clock runs ahead of the hub's (it
+measures that itself, `agent.runtime.clock`, and stamps event times on the hub's clock),
+and "+- ms" how sure it is; "unknown" (no answer from a hub yet) or an uncertainty
+beyond a tenth of the pairing window B is marked "!". `--once` prints a single snapshot (after `--wait` seconds) and exits, for
 scripts ("no processes on ADDRESS", exit 1, if the bus answered but nobody
 published stats); `--json` prints it as JSON.
 
@@ -31,7 +31,9 @@ ODD = "?"  # it did, with a value of the wrong type
 
 # the fields top reads, all numbers; a Stats message with another type in one of them is bad
 NUMERIC_FIELDS = ("gen", "rate_per_s", "learned", "processed", "sent", "queue", "bad_messages", "dropped_oldest",
-                  "lost", "resent", "duplicates", "latency_p50_ms", "latency_p99_ms", "nodes", "clusters")
+                  "lost", "resent", "duplicates", "latency_p50_ms", "latency_p99_ms", "nodes", "clusters",
+                  "clock_offset_ms", "clock_uncertainty_ms")
+UNCERTAIN_MS = 100.0  # a tenth of the default pairing window B (1 s): beyond it, pairs may be missed
 
 
 def _is_number(v: Any) -> bool:
@@ -65,6 +67,20 @@ def _drops(s: dict) -> str:
     return _show(sum(present))
 
 
+def _clock(s: dict) -> str:
+    if "clock_known" not in s:
+        return MISSING
+    if s["clock_known"] is not True:
+        return "unknown!"
+    return _field("clock_offset_ms", fmt="{:+.1f}")(s)
+
+
+def _uncertainty(s: dict) -> str:
+    cell = _field("clock_uncertainty_ms", fmt="{:.2f}")(s)
+    v = s.get("clock_uncertainty_ms")
+    return cell + "!" if s.get("clock_known") is True and _is_number(v) and v > UNCERTAIN_MS else cell
+
+
 def _nodes(s: dict) -> str:
     if "nodes" not in s and "clusters" not in s:
         return MISSING
@@ -82,7 +98,8 @@ COLUMNS: tuple[tuple[str, int, Callable[[dict], str]], ...] = (  # header, width
     ("p50 ms", 7, _field("latency_p50_ms", fmt="{:.2f}")),
     ("p99 ms", 7, _field("latency_p99_ms", fmt="{:.2f}")),
     ("nodes/cl", 9, _nodes),
-    ("clock ms", 9, _field("clock_offset_ms", fmt="{:+.2f}")),
+    ("clock ms", 9, _clock),
+    ("+- ms", 7, _uncertainty),
     ("age s", 6, lambda s: f"{time.monotonic() - s['_seen']:.1f}" if "_seen" in s else MISSING),
 )
 
@@ -140,9 +157,9 @@ def collect(client: BusClient, seconds: float, latest: dict[str, dict] | None = 
         if isinstance(msg, Stats) and isinstance(msg.values, dict):
             if bad is not None and odd_fields(msg.values):
                 bad.odd += 1
-            # the sender stamps stats with its wall clock: transit time plus clock offset (see README)
-            clock_ms = (time.time_ns() - msg.t_ns) / 1e6 if isinstance(msg.t_ns, int) else None
-            latest[str(msg.source)] = {**msg.values, "clock_offset_ms": clock_ms, "_source": str(msg.source),
+            # stamped on the hub's clock: transit time plus our own clock's offset to the hub
+            lag_ms = (time.time_ns() - msg.t_ns) / 1e6 if isinstance(msg.t_ns, int) else None
+            latest[str(msg.source)] = {**msg.values, "stats_lag_ms": lag_ms, "_source": str(msg.source),
                                        "_seen": time.monotonic()}
     return latest
 

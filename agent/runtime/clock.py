@@ -34,8 +34,9 @@ log = logging.getLogger(__name__)
 SKEW_ENV = "CDZ_CLOCK_SKEW_MS"
 
 
-def skew_ms(role: str, spec: str | None = None) -> float:
-    """The test skew of `role` from CDZ_CLOCK_SKEW_MS (or `spec`), e.g. "microphone=700,camera=-400"; 0 if unnamed.
+def skews_ms(spec: str | None = None) -> dict[str, float]:
+    """The test skews of CDZ_CLOCK_SKEW_MS (or `spec`), e.g. "microphone=700,camera=-400": a process
+    named (or of the kind) microphone runs 700 ms ahead, the camera 400 ms behind.
 
     Raises ValueError naming the fault for a spec that is not `role=milliseconds` pairs."""
     spec = os.environ.get(SKEW_ENV, "") if spec is None else spec
@@ -50,12 +51,14 @@ def skew_ms(role: str, spec: str | None = None) -> float:
             raise ValueError(f"{SKEW_ENV}: expected role=milliseconds pairs, e.g. microphone=700,camera=-400; "
                              f"got {item!r}")
         skews[name.strip()] = ms
-    return skews.get(role, 0.0)
+    return skews
 
 
-def local_clock(role: str) -> Callable[[], int]:
-    """This process's wall clock in ns: `time.time_ns`, shifted by the role's test skew if it has one."""
-    shift = int(round(skew_ms(role) * 1e6))
+def local_clock(*names: str) -> Callable[[], int]:
+    """A process's wall clock in ns: `time.time_ns`, shifted by the test skew of the first of `names`
+    (its name, then its kind: "worker-visual", "worker") that CDZ_CLOCK_SKEW_MS names."""
+    skews = skews_ms()
+    shift = int(round(next((skews[n] for n in names if n in skews), 0.0) * 1e6))
     if shift == 0:
         return time.time_ns
     return lambda: time.time_ns() + shift
@@ -154,8 +157,9 @@ class ClockSync:
         return t_ns if offset is None else int(round(t_ns + offset))
 
     def stats(self, now: int) -> dict[str, float | int | bool]:
-        """For a process's stats: offset and uncertainty (ms; NaN-free: -1 while unknown)."""
+        """For a process's stats: how far our clock runs ahead of the hub's (`clock_offset_ms`, the
+        negative of the offset applied) and how sure that is; both 0 with `clock_known` false while unknown."""
         offset, unc = self.offset_at(now), self.uncertainty_ns
-        return {"clock_known": offset is not None, "clock_offset_ms": -1.0 if offset is None else offset / 1e6,
-                "clock_uncertainty_ms": -1.0 if unc is None else unc / 1e6, "clock_jumps": self.jumps,
+        return {"clock_known": offset is not None, "clock_offset_ms": 0.0 if offset is None else -offset / 1e6,
+                "clock_uncertainty_ms": 0.0 if unc is None else unc / 1e6, "clock_jumps": self.jumps,
                 "clock_exchanges": self.exchanges}

@@ -39,7 +39,9 @@ HUB_KEYS = (f"{CDZ_PART}.", "log.", REFINEMENTS)  # the checkpoint arrays the hu
 
 
 class Hub(PartOwner):
-    """Correlates excitations, sends feedback and recall requests."""
+    """Correlates excitations, sends feedback and recall requests. Its clock is the bus's."""
+
+    tells_time = True
 
     def __init__(self, bus: BusClient, cdz: CDZ, *, lossless: bool, run: RunFolder | None = None, start: int = 0,
                  total: int = 0, checkpoint_every: int = 0, gen: int = 0, recall: bool = True,
@@ -119,13 +121,13 @@ class Hub(PartOwner):
 
     def _too_far_ahead(self, msg: Excitation) -> bool:
         """Live: an event time too far ahead of this clock (a wrong sensor clock); counted, logged once."""
-        if msg.relived or msg.t_ns - time.time_ns() <= self._max_ahead_ns:
+        if msg.relived or msg.t_ns - self.bus_ns() <= self._max_ahead_ns:
             return False
         self.ahead += 1
         if self.ahead == 1:
             log.warning("dropped an excitation of %s stamped %.1f s ahead of this clock (cdz.max_ahead_s = %g); "
                         "further ones are counted as 'ahead' in the stats", msg.modality,
-                        (msg.t_ns - time.time_ns()) / 1e9, self._max_ahead_ns / 1e9)
+                        (msg.t_ns - self.bus_ns()) / 1e9, self._max_ahead_ns / 1e9)
         return True
 
     def _drain(self) -> None:
@@ -187,7 +189,7 @@ class Hub(PartOwner):
         if msg.learn:
             self._send_feedback(msg, feedback)
         if not self.lossless and not msg.relived:
-            ms = (time.time_ns() - msg.t_ns) / 1e6
+            ms = (self.bus_ns() - msg.t_ns) / 1e6
             self.latency.add(ms)
             self.latency_of[m].add(ms)
 
@@ -257,7 +259,7 @@ class Hub(PartOwner):
         for a, b in self.cdz.pairs:
             w, rows, cols = self.cdz.weights(a, b)
             if 0 < w.size and len(rows) <= 4096 and len(cols) <= 4096:
-                self.bus.send(Weights(modality=a, t_ns=time.time_ns(), seq=self.processed, target=b,
+                self.bus.send(Weights(modality=a, t_ns=self.bus_ns(), seq=self.processed, target=b,
                                       rows=tuple(int(r) for r in rows),
                                       cols=tuple(int(c) for c in cols), data=np.ascontiguousarray(w, np.float32),
                                       source=self.name, gen=self.gen))

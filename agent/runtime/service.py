@@ -5,6 +5,11 @@ A service receives messages with a short timeout, hands each to `handle`, runs
 a second. SIGTERM and SIGINT end the loop cleanly; so does a `stop` control
 message (for everyone, or addressed with args `to`). Messages of an older
 generation (from before a rewind) are ignored.
+
+Time: the hub's clock is the bus's. Every other service asks the hub for the time about
+once a second (`clock` / `clock_reply` control messages, `agent.runtime.clock`) and
+stamps event times on the hub's clock with `bus_ns`; its stats say how far its own clock
+is off and how sure that is.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from dataclasses import replace
 import numpy as np
 
 from agent.runtime.bus import BusClient
+from agent.runtime.clock import ClockSync, Exchange, local_clock
 from agent.core.checkpoint import PartWriter, RunFolder
 from agent.core.messages import Control, Message, Stats
 
@@ -94,11 +100,17 @@ class Service:
     """Base of the hub, the encoder workers and the players."""
 
     stats_every_s = 1.0
+    clock_every_s = 1.0  # how often the hub is asked for the time
+    tells_time = False  # the hub: its clock is the bus's, it answers and never asks
 
     def __init__(self, bus: BusClient, gen: int = 0):
         self.bus = bus
         self.name = bus.name
         self.gen = gen
+        self.local_ns = local_clock(self.name, self.name.split("-")[0])  # our wall clock (CDZ_CLOCK_SKEW_MS shifts it)
+        self.time_sync = ClockSync(name=self.name)
+        self._last_clock = -float("inf")
+        self._asked: deque[int] = deque(maxlen=4)  # our recent questions' t0: only their answers count
         self.running = True
         self.stale_gen = 0  # messages from before the last rewind, ignored
         self._last_stats = time.monotonic()
@@ -184,6 +196,8 @@ class Service:
                 if self.writing is not None:
                     self.finish_writing(wait=False)
                 now = time.monotonic()
+                if not self.tells_time and now - self._last_clock >= self.clock_every_s:
+                    self._ask_time()
                 if now - self._last_stats >= self.stats_every_s:
                     self._last_stats = now
                     self.publish_stats()
@@ -202,7 +216,7 @@ class Service:
                 return
             if msg.command == "stop":
                 self.running = False
-            elif msg.command != "hello":
+            elif not self.on_time(msg) and msg.command != "hello":
                 self.on_control(msg)
             return
         if msg.gen < self.gen:
@@ -210,12 +224,48 @@ class Service:
             return
         self.handle(msg)
 
+    # ------------------------------------------------------------------ time
+    def bus_ns(self, t_local: int | None = None) -> int:
+        """Now, or a time our clock stamped, on the hub's clock (our own while the offset is unknown)."""
+        t = self.local_ns() if t_local is None else t_local
+        return t if self.tells_time else self.time_sync.to_hub(t)
+
+    def _ask_time(self) -> None:
+        self._last_clock = time.monotonic()
+        self._asked.append(self.local_ns())
+        self.bus.send(Control(command="clock", args={"t0": self._asked[-1]}, source=self.name, gen=self.gen))
+
+    def on_time(self, msg: Control) -> bool:
+        """Answer a question for the time (the hub) or take in an answer; False if `msg` is neither."""
+        if msg.command == "clock":
+            self._tell_time(msg)
+        elif msg.command == "clock_reply":
+            self._hear_time(msg)
+        else:
+            return False
+        return True
+
+    def _tell_time(self, msg: Control) -> None:
+        if self.tells_time and isinstance(msg.args.get("t0"), int) and msg.source:
+            t1 = self.local_ns()
+            self.bus.send(Control(command="clock_reply", args={"to": msg.source, "t0": msg.args["t0"], "t1": t1,
+                                                               "t2": self.local_ns()}, source=self.name, gen=self.gen))
+
+    def _hear_time(self, msg: Control) -> None:
+        t3 = self.local_ns()
+        stamps = [msg.args.get(k) for k in ("t0", "t1", "t2")]
+        if not self.tells_time and all(isinstance(t, int) for t in stamps) and stamps[0] in self._asked:
+            self._asked.remove(stamps[0])  # an answer to a question we asked, once: no stray or replayed one counts
+            self.time_sync.add(Exchange(*stamps, t3))
+
     def publish_stats(self) -> None:
         values = {"uptime_s": round(time.monotonic() - self._started, 3), "gen": self.gen,
-                  "bad_messages": self.bus.dropped, "stale_gen": self.stale_gen, **self.stats()}
+                  "bad_messages": self.bus.dropped, "stale_gen": self.stale_gen, **self.stats(),
+                  **({"clock_known": True, "clock_offset_ms": 0.0, "clock_uncertainty_ms": 0.0} if self.tells_time
+                     else self.time_sync.stats(self.local_ns()))}
         clean = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in values.items()
                  if isinstance(v, (bool, int, float, str)) and not (isinstance(v, float) and not math.isfinite(v))}
-        self.bus.send(Stats(values=clean, source=self.name, gen=self.gen, t_ns=time.time_ns()))
+        self.bus.send(Stats(values=clean, source=self.name, gen=self.gen, t_ns=self.bus_ns()))
 
 
 class PartOwner(Service):

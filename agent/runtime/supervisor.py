@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 SENSORS = {"camera": "camera", "microphone": "mic"}  # role -> the --no-<x> option that leaves it out
 DEAF_AFTER_S = 3.0  # live: a hub that learned nothing this long while dropping ...
 DEAF_DROPS = 10  # ... at least this many excitations as stale is started again
+CLOCK_GRACE_S = 5.0  # live: a process whose clock offset is still unknown after this long is logged
 
 
 @dataclass
@@ -66,6 +67,8 @@ class Supervisor:
         if not own_bus and bus is None:
             raise ValueError("own_bus=False needs the address of the running bus")
         self.name = name or ("launcher" if lossless else "live")
+        self._b_ms: float | None = None  # the pairing window B, read from the run's config when first needed
+        self._clock_warned: set[str] = set()  # processes whose clock trouble is logged already
         self.extra = extra or {}  # more arguments for a role, e.g. {"camera": ["--no-realtime"]}
         unknown = sorted(set(self.extra) - {r.name for r in roles})
         if unknown:
@@ -84,6 +87,24 @@ class Supervisor:
         return [r.name for r in self.roles if r.essential]
 
     # ------------------------------------------------------------------ start and stop
+    def _watch_clock(self, msg: Stats) -> None:
+        """Say once (until it is fixed) that a process's clock offset to the hub is unknown after
+        CLOCK_GRACE_S, or uncertain beyond B/10: its senses' pairs may be missed."""
+        v, name = msg.values, str(msg.source)
+        up, unc = v.get("uptime_s"), v.get("clock_uncertainty_ms")
+        b_ms = 1000.0 * self.run.config().cdz.window_s if self._b_ms is None else self._b_ms
+        self._b_ms = b_ms
+        if v.get("clock_known") is False and isinstance(up, (int, float)) and up > CLOCK_GRACE_S:
+            problem = "its clock's offset to the hub is unknown (no hub answers its time questions)"
+        elif v.get("clock_known") is True and isinstance(unc, (int, float)) and unc > b_ms / 10:
+            problem = f"its clock's offset to the hub is uncertain by {unc:.0f} ms, more than B/10 ({b_ms / 10:.0f} ms)"
+        else:
+            self._clock_warned.discard(name)
+            return
+        if name not in self._clock_warned:
+            self._clock_warned.add(name)
+            log.warning("%s: %s; pairs across senses may be missed", name, problem)
+
     def start(self) -> None:
         """The bus, then the essential roles (hub, workers, a lossless player); once they said ready, the
         others (senses, views, the thinker), so a sensor never streams before the brain listens: a
@@ -172,11 +193,14 @@ class Supervisor:
             child.start()
 
     def observe(self, msg: object) -> None:
-        """Live: watch the hub's stats (the live client hears `stats.hub`). A hub whose count of dropped,
-        stale excitations grows by DEAF_DROPS while it learns nothing for DEAF_AFTER_S is deaf: nothing
-        it hears reaches the CDZ, and nothing else would notice. It is started again from the newest
-        checkpoint, like a hub that died."""
-        if self.lossless or not isinstance(msg, Stats) or msg.source != "hub":
+        """Live: watch every process's stats. A process whose clock cannot be put on the hub's is
+        logged (`_watch_clock`). A hub whose count of dropped, stale excitations grows by DEAF_DROPS
+        while it learns nothing for DEAF_AFTER_S is deaf: nothing it hears reaches the CDZ, and
+        nothing else would notice. It is started again from the newest checkpoint, like a hub that died."""
+        if self.lossless or not isinstance(msg, Stats):
+            return
+        self._watch_clock(msg)
+        if msg.source != "hub":
             return
         processed, stale = msg.values.get("processed"), msg.values.get("stale_gen")
         if not isinstance(processed, int) or not isinstance(stale, int):

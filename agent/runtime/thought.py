@@ -180,7 +180,7 @@ class ThoughtLoop(Service):
             self._finish(self._answered)
             self._answered = None
         seq, self._seq = self._seq, self._seq + 1
-        self.bus.send(Stimulus(modality=modality, t_ns=time.time_ns(), seq=seq, data=data, source=self.name,
+        self.bus.send(Stimulus(modality=modality, t_ns=self.bus_ns(), seq=seq, data=data, source=self.name,
                                gen=self.gen, mseq=self._mseq.get(modality, 0), learn=self.learn, internal=True,
                                depth=depth))
         entry = {"t": time.time(), "elapsed": now - self._t0, "chain": self.active, "depth": depth, "seq": seq,

@@ -5,8 +5,10 @@ One table serves every launcher: `cdz replay --distributed` (the lossless roles)
 its `HEARS` row names, and `SAYS` names what it publishes. A role starts as `cdz
 <command...>`; the supervisor adds the bus address (and, lossless, the run
 generation). `graph` joins the two into the edges of a run's processes, which `cdz
-graph` prints (as JSON or a Mermaid chart). Every process also hears `control`
-(the supervisor's hello, go, rewind, stop, ...).
+graph` prints (as JSON or a Mermaid chart). Every process also hears and says
+`control` (the supervisor's hello, go, rewind, stop; the processes' ready and saved;
+the hub's clock and the others' questions for it); only a supervisor's control
+messages are drawn as edges, as the rest would join every process to every other.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ HEARS: dict[str, tuple[str, ...]] = {  # role (or role kind) -> topic prefixes; 
     "speaker": ("recon.audio",),
     "thinker": ("recon.", "excite.", "stimulus."),
     "launcher": ("stats.hub",),  # the lossless supervisor: the hub's progress
-    "live": ("excite.", "recall.", "stats.hub"),  # the live supervisor: what the agent perceives, for
-    # --events-out, and the hub's stats (a deaf hub is started again)
+    "live": ("excite.", "recall.", "stats"),  # the live supervisor: what the agent perceives, for
+    # --events-out, and every process's stats (a deaf hub is started again, clock trouble is logged)
 }
 
 
@@ -62,12 +64,13 @@ def graph(names: list[str], modalities: tuple[str, ...]) -> dict:
         senses = (sense,) if sense else modalities
         said = {t.format(m=m) for t in SAYS[kind] for m in senses}
         if kind not in SUPERVISORS:
-            said.add(stats_topic(name).decode())
+            said |= {stats_topic(name).decode(), "control"}
         said = sorted(said)
         heard = sorted({t.format(m=sense) for t in HEARS[kind]} | {"control"})
         processes.append({"name": name, "hears": heard, "says": said})
     edges = [[a["name"], t, b["name"]] for a in processes for t in a["says"] for b in processes
-             if b is not a and any(t.startswith(h) for h in b["hears"])]
+             if b is not a and any(t.startswith(h) for h in b["hears"])
+             and (t != "control" or kind_of(a["name"])[0] in SUPERVISORS)]
     return {"processes": processes, "edges": edges}
 
 

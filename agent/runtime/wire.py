@@ -319,14 +319,17 @@ CONTROL_ARGS: dict[str, dict[str, tuple]] = {  # known commands; unknown ones pa
     "rewind": {"gen": _COUNT, "step": _COUNT}, "stop": {"to": _TEXT}, "checkpoint": {"step": _COUNT},
     "saved": {"step": _COUNT, "part": _TEXT}, "pause": {}, "resume": {},
     "sleep": {"on": _FLAG}, "reload": {"id": _COUNT},
+    "clock": {"t0": _COUNT}, "clock_reply": {"to": _TEXT, "t0": _COUNT, "t1": _COUNT, "t2": _COUNT},
 }
 STATS_FIELDS: dict[str, tuple] = {  # the fields processes and `cdz top` read; others are any flat scalar
     **dict.fromkeys(("role", "modality", "device", "source"), _TEXT),
-    **dict.fromkeys(("stalled", "eof", "playing", "finished", "sleeping"), _FLAG),
+    **dict.fromkeys(("stalled", "eof", "playing", "finished", "sleeping", "clock_known"), _FLAG),
     **dict.fromkeys(("gen", "bad_messages", "stale_gen", "next_seq", "learned", "nodes", "clusters", "queue",
                      "processed", "sent", "acked", "total", "next", "experience", "recons", "rejected", "lost",
-                     "resent", "duplicates", "dropped_oldest", "sequence_jumps", "ahead", "refused_clusters"), _COUNT),
-    **dict.fromkeys(("rate_per_s", "latency_p50_ms", "latency_p99_ms", "uptime_s", "fps"), _NUMBER),
+                     "resent", "duplicates", "dropped_oldest", "sequence_jumps", "ahead", "refused_clusters",
+                     "clock_jumps", "clock_exchanges"), _COUNT),
+    **dict.fromkeys(("rate_per_s", "latency_p50_ms", "latency_p99_ms", "uptime_s", "fps", "clock_offset_ms",
+                     "clock_uncertainty_ms"), _NUMBER),
 }
 
 

@@ -327,7 +327,7 @@ class EncoderWorker(PartOwner):
         self.learned += 1
         self._rate.add()
         if not self.lossless:
-            self.latency.add((time.time_ns() - stim.t_ns) / 1e6)
+            self.latency.add((self.bus_ns() - stim.t_ns) / 1e6)
         return exc
 
     # ------------------------------------------------------------------ checkpoints
