@@ -198,17 +198,24 @@ def test_a_sigterm_while_the_old_run_is_moved_aside_puts_it_back(run_copy, monke
             assert callable(handler), "SIGTERM is not handled while the old run is being moved aside"
             handler(signal.SIGTERM, None)
 
+    assert _new_run_under_sigterm(run_copy, monkeypatch, checkpoint.os, "replace", replace_then_sigterm) == 143
+    assert moved and _digest(run_copy.path) == before and not list(run_copy.path.glob(".replaced-*"))
+
+
+def _new_run_under_sigterm(run_copy, monkeypatch, module, name: str, patched) -> int:
+    """`new_run` over `run_copy` with `module.name` patched to send SIGTERM at its moment; the exit code."""
+    from agent.core import checkpoint
+
     previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)  # as in a plain `cdz train`
     try:
-        monkeypatch.setattr(checkpoint.os, "replace", replace_then_sigterm)
+        monkeypatch.setattr(module, name, patched)
         with pytest.raises(SystemExit) as stopped:
             with checkpoint.new_run(override(Config(), TINY), run_copy.path, overwrite=True):
                 pass
         monkeypatch.undo()
     finally:
         signal.signal(signal.SIGTERM, previous)
-    assert stopped.value.code == 143 and moved
-    assert _digest(run_copy.path) == before and not list(run_copy.path.glob(".replaced-*"))
+    return stopped.value.code
 
 
 def test_a_sigterm_while_the_new_run_s_marker_is_written_puts_the_old_run_back(run_copy, monkeypatch):
@@ -226,16 +233,7 @@ def test_a_sigterm_while_the_new_run_s_marker_is_written_puts_the_old_run_back(r
             signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)  # arrives just before the marker is written
         real_write(path, data)
 
-    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    try:
-        monkeypatch.setattr(checkpoint, "atomic_write_bytes", sigterm_then_write)
-        with pytest.raises(SystemExit) as stopped:
-            with checkpoint.new_run(override(Config(), TINY), run_copy.path, overwrite=True):
-                pass
-        monkeypatch.undo()
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    assert stopped.value.code == 143
+    assert _new_run_under_sigterm(run_copy, monkeypatch, checkpoint, "atomic_write_bytes", sigterm_then_write) == 143
     assert _digest(run_copy.path) == before and not list(run_copy.path.glob(".replaced-*"))
 
 
