@@ -101,9 +101,11 @@ def train_encoders(config: Config, run: RunFolder, progress: bool = True) -> Enc
     return enc
 
 
-def test_encodings(config: Config, modality: str, model: Autoencoder, x: np.ndarray) -> np.ndarray:
-    """Encodings of a test set, heard as one session after training (agent.core.session_mean)."""
-    return encode(model, heard_as_session(x, model, config.sense(modality), config.seed))
+def test_encodings(config: Config, modality: str, model: Autoencoder, x: np.ndarray,
+                   before: np.ndarray | None = None) -> np.ndarray:
+    """Encodings of a test set, heard as one session after training (agent.core.session_mean), after
+    `before` if the session heard that first."""
+    return encode(model, heard_as_session(x, model, config.sense(modality), config.seed, before))
 
 
 def recorded_stream(path: Path | str, config: Config,

@@ -94,6 +94,16 @@ def test_a_test_set_is_heard_in_a_seeded_order_and_given_back_in_its_own():
     assert np.array_equal(heard_as_session(x, model, SenseSettings(), seed=3), x)  # a sense that keeps none
 
 
+def test_a_session_that_met_the_voice_before_takes_off_its_colouring_from_the_first_word():
+    """`before`: the live agent heard this voice earlier in the session (the words of a show-and-tell)."""
+    model, _ = train_autoencoder(words(400, seed=1), AutoencoderSettings(arch="identity"), seed=0, progress=False)
+    sense = SenseSettings(session_window=100)
+    said, earlier = words(10, seed=5), coloured(words(60, seed=6))
+    cold = heard_as_session(coloured(said), model, sense, seed=0)
+    warm = heard_as_session(coloured(said), model, sense, seed=0, before=earlier)
+    assert np.abs(warm - said).mean() < 0.5 * np.abs(cold - said).mean()
+
+
 def test_the_encoder_keeps_the_average_of_what_it_was_trained_on(tmp_path):
     x = words(100)
     model, _ = train_autoencoder(x, AutoencoderSettings(arch="linear", code_dim=4), seed=0, progress=False)

@@ -82,10 +82,12 @@ class Agent:
         config, _, brain, _, _ = load_brain(run)
         return cls(config, brain, {m: load_autoencoder(run.encoder_path(m)) for m in config.modalities})
 
-    def recall_names(self, modality: str, x: np.ndarray, names: dict[int, int]) -> np.ndarray:
-        """The scoring name of what stimuli x of `modality`, heard as one session, recall in the other sense."""
+    def recall_names(self, modality: str, x: np.ndarray, names: dict[int, int],
+                     before: np.ndarray | None = None) -> np.ndarray:
+        """The scoring name of what stimuli x of `modality`, heard as one session (after `before`, if
+        the session heard that first), recall in the other sense."""
         other = next(m for m in self.config.modalities if m != modality)
-        z = test_encodings(self.config, modality, self.models[modality], x)
+        z = test_encodings(self.config, modality, self.models[modality], x, before)
         return name_of(self.brain.recall(modality, z)[1][other], names)
 
     def names(self, modality: str, x: np.ndarray, y: np.ndarray) -> dict[int, int]:
@@ -150,23 +152,34 @@ def adapt_once(trained: RunFolder, work: Path, new: dict[str, np.ndarray], new_y
         sleep_s, summary = info["seconds"], report.summary()
     else:
         sleep_s, summary = awake["sleep_s"], awake["sleeps"]
-    after = _scores(run, probe, standard, train) if probe is not None else {}
+    after = after_new_session = {}
+    if probe is not None:  # the live worker's session goes on through the sleep: it heard the voice's session words
+        after = _scores(run, probe, standard, train, heard_before=heard_in(playlist, probe[0]))
+        after_new_session = _scores(run, probe, {}, train)
     for part in run.path.iterdir():  # the copy's weight goes; its logs stay for a look afterwards
         if part.name not in ("logs", "config.toml", "log.txt"):
             shutil.rmtree(part) if part.is_dir() else part.unlink()
-    return {"before": before, "after": after, "sleep_s": sleep_s, "sleep": summary, "lost": lost,
+    return {"before": before, "after": after, "after_new_session": after_new_session, "sleep_s": sleep_s,
+            "sleep": summary, "lost": lost,
             "session": played, "buffered": buffered, "awake": awake}
 
 
+def heard_in(playlist: Playlist, modality: str) -> np.ndarray:
+    """The stimuli of `modality` a session played, in their order."""
+    k = playlist.modalities.index(modality)
+    return playlist.data[modality][playlist.index[playlist.modality == k]]
+
+
 def _scores(run: RunFolder, probe: tuple[str, np.ndarray, np.ndarray], standard: dict[str, tuple[np.ndarray, np.ndarray]],
-            train: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
-    """Recall on the probe and on each sense's standard test set, named by the training stimuli."""
+            train: dict[str, tuple[np.ndarray, np.ndarray]], heard_before: np.ndarray | None = None) -> dict[str, float]:
+    """Recall on the probe (heard after `heard_before` in one session) and on each sense's standard
+    test set (each a session of its own: other voices), named by the training stimuli."""
     agent = Agent.load(run)
     mods = agent.config.modalities
     names = {m: agent.names(m, *train[m]) for m in mods}
     other = {m: next(o for o in mods if o != m) for m in mods}
     m, px, py = probe
-    out = {"probe": float(np.mean(agent.recall_names(m, px, names[other[m]]) == py))}
+    out = {"probe": float(np.mean(agent.recall_names(m, px, names[other[m]], heard_before) == py))}
     for s in mods:
         sx, sy = standard[s]
         out[f"{s}->{other[s]}"] = float(np.mean(agent.recall_names(s, sx, names[other[s]]) == sy))
@@ -203,6 +216,7 @@ def bench_adapt(config: Config, out: Path, speakers: list[str] | None = None,
             rates.append(r["session"]["played"] / r["session"]["seconds"])
             entry["before"] = r["before"]["probe"]
             entry["after"][str(k)] = r["after"]["probe"]
+            entry.setdefault("after_new_session", {})[str(k)] = r["after_new_session"]["probe"]
             entry.setdefault("forgetting", {})[str(k)] = {}
             for pair in ("visual->audio", "audio->visual"):
                 drops.setdefault(pair, []).append(r["before"][pair] - r["after"][pair])
@@ -244,6 +258,8 @@ def bench_adapt(config: Config, out: Path, speakers: list[str] | None = None,
     for k in sizes:
         per = [e["after"][str(k)] for e in result["speakers"].values()]
         result["mean_after"][str(k)] = float(np.mean(per)) if per else None
+        cold = [e["after_new_session"][str(k)] for e in result["speakers"].values()]
+        result.setdefault("mean_after_new_session", {})[str(k)] = float(np.mean(cold)) if cold else None
     result["forgetting"] = {p: float(np.max(d)) for p, d in drops.items()}
     result["sleep_s"] = float(np.max(sleeps)) if sleeps else None
     result["played_stimuli_per_s"] = float(np.min(rates)) if rates else None

@@ -74,12 +74,18 @@ class SessionMean:
 _MIN_VARIANCE = 1e-6  # a bin that never changed in a session is not blown up past the [0, 1] clip
 
 
-def heard_as_session(x: np.ndarray, model: Autoencoder, sense: SenseSettings, seed: int) -> np.ndarray:
+def heard_as_session(x: np.ndarray, model: Autoencoder, sense: SenseSettings, seed: int,
+                     before: np.ndarray | None = None) -> np.ndarray:
     """A set of stimuli heard as one session in a seeded random order (a test set has no order of its
-    own, and one sorted by class would make the average a class's); returned in the set's order."""
+    own, and one sorted by class would make the average a class's); returned in the set's order.
+
+    `before`: what the session heard earlier, in its order (a live agent that met this voice
+    already); only the figures it leaves count."""
     session = session_for(model, sense)
     if session is None or len(x) == 0:
         return np.asarray(x, np.float32)
+    if before is not None and len(before):
+        session(np.asarray(before, np.float32))
     order = np.random.default_rng(seed).permutation(len(x))
     out = np.empty(np.shape(x), np.float32)
     out[order] = session(np.asarray(x)[order])
