@@ -180,8 +180,7 @@ def _scores(run: RunFolder, probe: tuple[str, np.ndarray, np.ndarray], standard:
     other = {m: next(o for o in mods if o != m) for m in mods}
     m, px, py = probe
     out = {"probe": float(np.mean(agent.recall_names(m, px, names[other[m]], heard_before) == py))}
-    for s in mods:
-        sx, sy = standard[s]
+    for s, (sx, sy) in standard.items():
         out[f"{s}->{other[s]}"] = float(np.mean(agent.recall_names(s, sx, names[other[s]]) == sy))
     return out
 
