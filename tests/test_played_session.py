@@ -65,3 +65,21 @@ def test_a_played_session_is_learned_whole_then_an_awake_sleep_loses_nothing(tra
     assert awake["lost"] == 0 and awake["latency_ms"]["samples"] > 0
     _, state = run.load_checkpoint()
     assert int(state["refinements"]) == 1  # the slept brain was swapped in and saved on stopping
+
+
+def test_a_few_shot_session_is_scored_before_and_after_end_to_end(trained, tmp_path, data_dir, monkeypatch):
+    """`cdz bench adapt`'s one session on tiny data: played through the live runtime, slept on, and
+    scored before and after (the voice's words in the session that met it, and in a new one)."""
+    from tools.bench_adapt import adapt_once
+
+    monkeypatch.setenv("CDZ_DATA_DIR", str(data_dir))
+    config = override(Config(), TINY + QUICK_SLEEP)
+    train, test = load_splits(config, "train"), load_splits(config, "test")
+    standard = {m: (s.x, s.y) for m, s in test.items()}
+    r = adapt_once(RunFolder(trained), tmp_path / "session", {m: s.x for m, s in train.items()},
+                   {m: s.y for m, s in train.items()}, ("audio", test["audio"].x, test["audio"].y), standard,
+                   events=30, seed=1, sleep_settings=config.sleep)
+    pairs = {"probe", "visual->audio", "audio->visual"}
+    assert set(r["before"]) == pairs and set(r["after"]) == pairs and set(r["after_new_session"]) == {"probe"}
+    assert all(0.0 <= v <= 1.0 for part in ("before", "after", "after_new_session") for v in r[part].values())
+    assert r["lost"] == 0 and r["session"]["learned"] == 60 and r["sleep_s"] > 0
