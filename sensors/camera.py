@@ -219,6 +219,8 @@ class FrameGrabber:
 class Camera(Service):
     """Publishes a Stimulus per steady card and a small Frame preview a few times a second."""
 
+    stamps_events = True
+
     def __init__(self, bus: Any, source: str, *, max_rate: float = 2.0, steady_frames: int = 3,
                  realtime: bool = True, exit_at_end: bool = True, stall_s: float = 2.0, preview_hz: float = 5.0,
                  preview_width: int = 160, gen: int = 0):

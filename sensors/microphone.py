@@ -197,6 +197,8 @@ class Microphone(Service):
     time of the latest ones, for evaluation.
     """
 
+    stamps_events = True
+
     def __init__(self, bus: BusClient, device: int | str | None = None, rate: int | None = None, gen: int = 0,
                  ring_s: float = 10.0, sd: Any = None, **segmenter_args: Any):
         super().__init__(bus, gen)

@@ -31,6 +31,8 @@ from agent.core.messages import Control, Message, Stats
 
 log = logging.getLogger(__name__)
 
+CLOCK_WAIT_S = 0.5  # a sensor waits this long at most for the hub's first answer (`cdz live` starts sensors once the hub is up)
+
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that the same cleanup runs
@@ -102,6 +104,7 @@ class Service:
     stats_every_s = 1.0
     clock_every_s = 1.0  # how often the hub is asked for the time
     tells_time = False  # the hub: its clock is the bus's, it answers and never asks
+    stamps_events = False  # a sensor: it waits for the hub's first answer before its loop starts
 
     def __init__(self, bus: BusClient, gen: int = 0):
         self.bus = bus
@@ -187,6 +190,8 @@ class Service:
         # would otherwise stall the live path for a few hundred milliseconds now and then.
         gc.freeze()
         try:
+            if self.stamps_events and not self.tells_time:
+                self._await_clock(CLOCK_WAIT_S)
             while self.running:
                 msg = self.bus.recv(timeout_ms)
                 while msg is not None and self.running:
@@ -225,6 +230,19 @@ class Service:
         self.handle(msg)
 
     # ------------------------------------------------------------------ time
+    def _await_clock(self, timeout_s: float) -> None:
+        """Before a sensor's loop: ask the hub for the time and wait for the answer (milliseconds when
+        a hub runs), so that no event time goes out stamped with an unknown offset."""
+        self._ask_time()
+        deadline = time.monotonic() + timeout_s
+        while self.running and not self.time_sync.exchanges and time.monotonic() < deadline:
+            msg = self.bus.recv(10)
+            if isinstance(msg, Control):
+                self._dispatch(msg)
+        if not self.time_sync.exchanges:
+            log.warning("%s: no hub told the time within %.1f s; stamping with this machine's clock until one does",
+                        self.name, timeout_s)
+
     def bus_ns(self, t_local: int | None = None) -> int:
         """Now, or a time our clock stamped, on the hub's clock (our own while the offset is unknown)."""
         t = self.local_ns() if t_local is None else t_local
