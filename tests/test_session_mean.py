@@ -111,3 +111,42 @@ def test_the_encoder_keeps_the_average_of_what_it_was_trained_on(tmp_path):
     again = load_autoencoder(tmp_path / "a.pt")
     np.testing.assert_allclose(again.input_mean.numpy(), x.mean(0), atol=1e-6)
     np.testing.assert_allclose(again.input_std.numpy(), x.std(0), atol=1e-6)
+
+
+def test_a_sleep_hears_a_session_s_first_words_as_the_settled_session_does():
+    """`settled`: the first words of a new voice, heard before the session knew it, are taught where
+    the session puts that voice once it has heard a few dozen words; heard in order they are not."""
+    reference = reference_of(words(400, seed=1))
+    said = words(40, seed=2)
+    in_order = SessionMean(*reference, prior=10, window=100)(coloured(said))
+    settled = SessionMean(*reference, prior=10, window=100).settled(coloured(said))
+    first = slice(0, 10)
+    assert np.abs(settled - said)[first].mean() < 0.5 * np.abs(in_order - said)[first].mean()
+    # the last word is heard by the figures of all 40 in both ways but its own
+    final = SessionMean(*reference, prior=10, window=100)
+    final.count(coloured(said))
+    np.testing.assert_allclose(settled[-1], final.rescale(coloured(said)[-1:])[0], atol=1e-6)
+
+
+def test_settled_looks_only_window_words_ahead_and_counts_what_it_heard():
+    """A long buffer holds more than one voice: each word is rescaled by the figures `delay` words
+    after it, so an old voice's words are not heard with a newer voice's colouring."""
+    reference = reference_of(words(400, seed=1))
+    first_voice, second_voice = words(200, seed=3), coloured(words(200, seed=4))
+    session = SessionMean(*reference, prior=10, window=50)
+    out = session.settled(np.concatenate([first_voice, second_voice]), delay=20)
+    assert session.heard == 400
+    alone = SessionMean(*reference, prior=10, window=50).settled(first_voice, delay=20)
+    np.testing.assert_array_equal(out[:180], alone[:180])  # words 20 or more before the change: not a bit moved
+    second_alone = SessionMean(*reference, prior=10, window=50).settled(second_voice, delay=20)
+    tint = np.abs(second_voice - words(200, seed=4)).mean()
+    assert np.abs(out[250:] - second_alone[50:]).mean() < 0.1 * tint  # the second voice as its own session hears it
+
+
+def test_rescale_counts_nothing():
+    reference = reference_of(words(400, seed=1))
+    session = SessionMean(*reference, prior=10, window=100)
+    session(coloured(words(30)))
+    mean, heard = session.mean.copy(), session.heard
+    session.rescale(coloured(words(5, seed=9)))
+    assert session.heard == heard and np.array_equal(session.mean, mean)

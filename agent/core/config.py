@@ -175,6 +175,7 @@ class SleepSettings:
     teach_lr: Annotated[float, Field(gt=0, le=10)] = 1e-2  # Adam learning rate, cosine-decayed within a sleep
     augment: bool = True  # teach on augmented copies (images; sounds as spectrograms: replay.augment)
     novel: Share = 0.65  # a sense is taught only if this share of its lived stimuli is unlike old ones (agent.core.sleep)
+    settle: bool = True  # a sense with a session is taught its lived stimuli as the settled session hears them, not as each was heard at its moment (agent.core.session_mean)
     rehearse: Share = 0.005  # share of all stimuli learned so far that are lived again after teaching (whole passes)
 
 

@@ -47,22 +47,59 @@ class SessionMean:
         """Stimuli (n, *shape) in the order heard -> float32 stimuli in [0, 1]; each is rescaled by the
         mean and spread of the ones before it (itself excluded), then counted into them. A row with NaN
         or inf is returned as it is and not counted."""
+        x = self._checked(x)
+        out = np.empty_like(x)
+        for k, row in enumerate(x):  # a row with NaN is left as it is, for the encoder to refuse, and not counted
+            out[k] = self._rescale(row)
+            self.count(row[None])
+        return out
+
+    def settled(self, x: np.ndarray, delay: int | None = None) -> np.ndarray:
+        """Stimuli in the order heard -> each rescaled by the figures the session reached `delay`
+        stimuli after it (default: `window`), or at the end of `x`, whichever comes first.
+
+        Why: a sleep teaches on what a session lived through. Its first words were heard before the
+        session knew the voice; taught as heard, the encoder learns them in a place the voice's later
+        words never go. Rescaled as the settled session hears, every word is taught where the session
+        puts that voice now. The session itself goes on counting the rows, as `__call__` does."""
+        x = self._checked(x)
+        delay = self.window if delay is None else int(delay)
+        out = np.empty_like(x)
+        for k in range(len(x) + delay):
+            if k >= delay:  # row k - delay is rescaled by the figures after row k - 1
+                out[k - delay] = self._rescale(x[k - delay])
+            if k < len(x):
+                self.count(x[k:k + 1])
+        return out
+
+    def _checked(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, np.float32)
         if x.shape[1:] != self.reference.shape:
             raise ValueError(f"expected stimuli of shape (n, {', '.join(map(str, self.reference.shape))}), "
                              f"got {x.shape}")
-        out = np.empty_like(x)
-        for k, row in enumerate(x):
-            if not np.all(np.isfinite(row)):  # left as it is, for the encoder to refuse; the averages stay clean
-                out[k] = row
+        return x
+
+    def rescale(self, x: np.ndarray) -> np.ndarray:
+        """Stimuli rescaled by the session's figures as they are now, without counting them: what was
+        heard already, heard again (a worker living its last stimuli again after a sleep)."""
+        x = self._checked(x)
+        return np.stack([self._rescale(row) for row in x]).astype(np.float32) if len(x) else x.copy()
+
+    def _rescale(self, row: np.ndarray) -> np.ndarray:
+        if not np.all(np.isfinite(row)):
+            return row
+        spread = np.sqrt(np.maximum(self.square - self.mean**2, _MIN_VARIANCE))
+        return np.clip((row - self.mean) / spread * self.spread + self.reference, 0.0, 1.0)
+
+    def count(self, x: np.ndarray) -> None:
+        """Counts stimuli into the running figures without rescaling them (rows with NaN or inf are not)."""
+        for row in np.asarray(x, np.float32):
+            if not np.all(np.isfinite(row)):
                 continue
-            spread = np.sqrt(np.maximum(self.square - self.mean**2, _MIN_VARIANCE))
-            out[k] = np.clip((row - self.mean) / spread * self.spread + self.reference, 0.0, 1.0)
             self.heard += 1
             rate = 1.0 / min(self.prior + self.heard, self.window)
             self.mean += rate * (row - self.mean)
             self.square += rate * (row.astype(np.float64) ** 2 - self.square)
-        return out
 
     def reset(self) -> None:
         """A new session (another speaker, another room): back to the training mean and spread."""
@@ -90,6 +127,20 @@ def heard_as_session(x: np.ndarray, model: Autoencoder, sense: SenseSettings, se
     out = np.empty(np.shape(x), np.float32)
     out[order] = session(np.asarray(x)[order])
     return out
+
+
+def settled_session(x: np.ndarray, model: Autoencoder, sense: SenseSettings) -> np.ndarray:
+    """What a sense lived through (stimuli as they arrived, in order) as a fresh session hears them
+    once settled (`SessionMean.settled`): what a sleep teaches on. As it is when the sense keeps none."""
+    session = session_for(model, sense)
+    return np.asarray(x, np.float32) if session is None or len(x) == 0 else session.settled(x)
+
+
+def heard_in_order(x: np.ndarray, model: Autoencoder, sense: SenseSettings) -> np.ndarray:
+    """What a sense lived through (stimuli as they arrived, in order) as a fresh session heard each
+    at its moment. As it is when the sense keeps none."""
+    session = session_for(model, sense)
+    return np.asarray(x, np.float32) if session is None or len(x) == 0 else session(x)
 
 
 def session_for(model: Autoencoder, sense: SenseSettings) -> SessionMean | None:

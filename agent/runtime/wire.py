@@ -325,7 +325,7 @@ STATS_FIELDS: dict[str, tuple] = {  # the fields processes and `cdz top` read; o
     **dict.fromkeys(("role", "modality", "device", "source"), _TEXT),
     **dict.fromkeys(("stalled", "eof", "playing", "finished", "sleeping", "clock_known"), _FLAG),
     **dict.fromkeys(("gen", "bad_messages", "stale_gen", "next_seq", "learned", "nodes", "clusters", "queue",
-                     "processed", "sent", "acked", "total", "next", "experience", "recons", "rejected", "lost",
+                     "processed", "sent", "acked", "total", "next", "experience", "session_heard", "recons", "rejected", "lost",
                      "resent", "duplicates", "dropped_oldest", "sequence_jumps", "ahead", "refused_clusters",
                      "clock_jumps", "clock_exchanges"), _COUNT),
     **dict.fromkeys(("rate_per_s", "latency_p50_ms", "latency_p99_ms", "uptime_s", "fps", "clock_offset_ms",

@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from dataclasses import replace
 
 import numpy as np
 
@@ -289,8 +288,8 @@ class EncoderWorker(PartOwner):
             self.awaiting_hub = None
         if self.relive:  # one batch through the new encoder: the live queue waits for all of it
             t0 = time.perf_counter()
-            x = np.stack([x for x, _ in self.relive])
-            for (_, t_ns), row, z in zip(self.relive, x, encode(self.model, x)):
+            x = np.stack([x for x, _ in self.relive])  # as they arrived; heard through the session as it is now
+            for (_, t_ns), row, z in zip(self.relive, x, encode(self.model, self._heard_again(x))):
                 self._learn(Stimulus(modality=self.modality, t_ns=t_ns, seq=0, data=row, source=self.name,
                                      gen=self.gen), z, relived=True)
             log.info("%s: lived %d stimuli again in %.0f ms", self.name, len(x), 1000 * (time.perf_counter() - t0))
@@ -299,11 +298,15 @@ class EncoderWorker(PartOwner):
             stim = self.live.popleft()
             z = None
             if stim.data.shape == self.model.input_shape:
+                heard = _as_float(stim.data)[None]
                 if self.session is not None and not stim.internal:  # a thought is not heard
-                    stim = replace(stim, data=self.session(_as_float(stim.data)[None])[0])
-                z = encode(self.model, _as_float(stim.data)[None])[0]
+                    heard = self.session(heard)
+                z = encode(self.model, heard)[0]
             self._learn(stim, z)
             self._dispatch_waiting()
+
+    def _heard_again(self, x: np.ndarray) -> np.ndarray:
+        return x if self.session is None else self.session.rescale(x)
 
     def _learn(self, stim: Stimulus, z: np.ndarray | None, relived: bool = False) -> Excitation:
         """The cortex unit learns the stimulus; its cluster changes, then its excitation, go to the hub."""
@@ -320,7 +323,7 @@ class EncoderWorker(PartOwner):
             else:
                 self.bus.send(self.stamp(msg))
         if exc.cluster_id >= 0 and stim.learn and not self.lossless and not stim.internal:
-            self.experience.add(_as_float(stim.data), stim.t_ns)  # after the send: off the latency path
+            self.experience.add(_as_float(stim.data), stim.t_ns)  # as it arrived (a sleep settles it); off the latency path
         if relived:
             self.relived += 1
             return exc
@@ -363,7 +366,8 @@ class EncoderWorker(PartOwner):
                 "feedback_gaps": self.feedback_gaps, "ran_ahead": self.sequencer.ran_ahead,
                 "waited": self.sequencer.waited, "rejected": self.rejected, "recons": self.recons,
                 "recons_skipped": self.recons_skipped, "recons_cached": self.imagine.hits, "nodes": self.cortex.n_nodes,
-                "experience": len(self.experience), "reloads": self.reloads, "relived": self.relived,
+                "experience": len(self.experience), "session_heard": 0 if self.session is None else self.session.heard,
+                "reloads": self.reloads, "relived": self.relived,
                 "stage": self.stage,
                 "clusters": self.cortex.n_clusters, "next_seq": self.sequencer.done,
                 "latency_p50_ms": self.latency.percentile(50), "latency_p99_ms": self.latency.percentile(99)}
