@@ -1,7 +1,7 @@
 """`cdz replay --distributed`: encoders in this process, then the teaching stream through the
 runtime's processes (bus, hub, a worker per sense, the player), supervised by
-`agent.runtime.launcher.Supervisor`, with each refinement run here between segments by the same
-code as `cdz train` (`replay.pipeline`). The run ends bit-identical to the in-process one.
+`agent.runtime.supervisor.Supervisor`, segment by segment through the same driver as `cdz train`
+(`replay.driver`). The run ends bit-identical to the in-process one.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from agent.core.checkpoint import LOG_CLUSTER, LOG_RECALLED, RunFolder, cortex_p
 from agent.runtime.launcher import LaunchError
 from agent.runtime.supervisor import Supervisor, SupervisorReport
 from agent.runtime.topology import lossless_roles
+from replay.driver import drive
 from replay.pipeline import Encodings, Refinements, build_brain, build_stream, save_stream_log, train_encoders
 
 
@@ -39,78 +40,84 @@ def prepare_distributed(config, out: Path | str, *, progress: bool = True, overw
     return run, stream, time.perf_counter() - t0
 
 
-def finish_distributed(run: RunFolder, stream, report: SupervisorReport, t_enc: float = 0.0) -> dict:
-    """After the last checkpoint: the stream log and metrics, as `cdz train` leaves them."""
-    step, state = run.load_checkpoint()
-    if step < len(stream):
-        raise LaunchError(f"the run stopped at stimulus {step} of {len(stream)}")
-    save_stream_log(run, stream, [(state[LOG_CLUSTER], state[LOG_RECALLED])])
-    lost = lost_stimuli(run, len(stream))
-    info = {"lost_stimuli": lost, "restarts": report.restarts, "stream_wall_s": report.wall_s}
-    run.update_metrics(train={
-        "timing_s": {"encoders": t_enc, "stream": report.wall_s, "refine": report.refine_s},
-        "stimuli": len(stream),
-        "stream_stimuli_per_s": len(stream) / report.wall_s if report.wall_s > 0 else None,
-        "rejected": int(state["rejected"]),
-        "distributed": info,
-    })
-    run.log(f"distributed: {len(stream)} stimuli in {report.wall_s:.1f}s, lost {lost}, "
-            f"restarts {len(report.restarts)}")
-    return info
+class Processes:
+    """The runtime's processes learn each segment: bus, hub, a worker per sense and the player,
+    started from the run's checkpoint and supervised until every part of the segment's end is saved;
+    the refinement runs here, on the brain that checkpoint holds."""
+
+    def __init__(self, run: RunFolder, stream, phases: Refinements, *, on_start: Callable[[Supervisor], None] | None,
+                 bus: str | None, checkpoint_every: int, speed: float, window: int, progress: bool, secure: bool):
+        self.run, self.stream, self.phases = run, stream, phases
+        self.on_start, self.bus, self.secure, self.progress = on_start, bus, secure, progress
+        self.checkpoint_every, self.speed, self.window = checkpoint_every, speed, window
+        self.report = SupervisorReport()
+
+    def learn(self, lo: int, hi: int) -> None:
+        config = self.run.config()
+        roles = lossless_roles(self.run.path, config.modalities, total=hi, checkpoint_every=self.checkpoint_every,
+                               window=self.window, speed=self.speed)
+        sup = Supervisor(self.run, roles, lossless=True, bus=self.bus, secure=self.secure)
+        try:
+            sup.start()
+            if self.on_start is not None:
+                self.on_start(sup)
+            part = sup.supervise_lossless(hi, self.progress)
+        finally:
+            sup.stop(grace_s=3.0)
+        self.report.restarts += part.restarts
+        self.report.wall_s += part.wall_s
+
+    def refine(self, step: int) -> None:
+        """Refine the brain saved at `step` and save it again there (with the processes' own keys)."""
+        t0 = time.perf_counter()
+        config = self.run.config()
+        enc = Encodings.load(self.run, config.modalities)
+        brain = Brain(config, {m: enc.train[m].shape[1] for m in config.modalities}, {m: 1 for m in config.modalities})
+        with self.run.restoring() as (at, state):
+            if at != step:
+                raise LaunchError(f"expected the checkpoint at stimulus {step} before refining, found {at}")
+            brain.load_state_dict(state)
+        if self.phases.due(brain, step):
+            self.phases.apply(brain, enc.train, enc, step)
+        self.run.save_checkpoint(step, {**state, **brain.state_dict()})
+        self.report.refine_s += time.perf_counter() - t0
+
+    def close(self) -> dict:
+        """The stream log and what was lost, as `cdz train` leaves them."""
+        step, state = self.run.load_checkpoint()
+        if step < len(self.stream):
+            raise LaunchError(f"the run stopped at stimulus {step} of {len(self.stream)}")
+        save_stream_log(self.run, self.stream, [(state[LOG_CLUSTER], state[LOG_RECALLED])])
+        lost = lost_stimuli(self.run, len(self.stream))
+        self.run.log(f"distributed: {len(self.stream)} stimuli in {self.report.wall_s:.1f}s, lost {lost}, "
+                     f"restarts {len(self.report.restarts)}")
+        return {"rejected": int(state["rejected"]),
+                "distributed": {"lost_stimuli": lost, "restarts": self.report.restarts,
+                                "stream_wall_s": self.report.wall_s}}
 
 
 def distributed_train(config, out: Path | str, *, progress: bool = True, overwrite: bool = False,
                       bus: str | None = None, checkpoint_every: int = 20_000, speed: float = 0.0,
                       window: int = 256) -> tuple[RunFolder, dict]:
-    """Encoders in this process, then the stream through the runtime processes."""
-    run, stream, t_enc = prepare_distributed(config, out, progress=progress, overwrite=overwrite)
-    report = learn_distributed(run, stream, bus=bus, checkpoint_every=checkpoint_every, speed=speed, window=window,
-                               progress=progress)
-    return run, finish_distributed(run, stream, report, t_enc)
+    """Encoders in this process, then the stream through the runtime processes; returns the run and
+    its `distributed` metrics (lost stimuli, restarts, the processes' own wall time)."""
+    run, stream, encoders_s = prepare_distributed(config, out, progress=progress, overwrite=overwrite)
+    metrics = learn_distributed(run, stream, encoders_s=encoders_s, bus=bus, checkpoint_every=checkpoint_every,
+                                speed=speed, window=window, progress=progress)
+    return run, metrics["distributed"]
 
 
-def learn_distributed(run: RunFolder, stream, *, on_start: Callable[[Supervisor], None] | None = None,
-                      bus: str | None = None, checkpoint_every: int = 20_000, speed: float = 0.0, window: int = 256,
-                      progress: bool = True, secure: bool = True) -> SupervisorReport:
-    """The whole stream through the runtime processes, refining between segments.
+def learn_distributed(run: RunFolder, stream, *, encoders_s: float = 0.0,
+                      on_start: Callable[[Supervisor], None] | None = None, bus: str | None = None,
+                      checkpoint_every: int = 20_000, speed: float = 0.0, window: int = 256, progress: bool = True,
+                      secure: bool = True) -> dict:
+    """The whole stream through the runtime processes, refining between segments (`replay.driver.drive`);
+    returns the run's `train` metrics.
 
-    At each refinement point (`refine.at`) the processes stop at that stream position,
-    the refinement runs here with the same code as `cdz train` (`replay.pipeline.Refinements`),
-    and the processes start again from its checkpoint with the new encoders.
     `on_start` is called with each segment's supervisor once its children run. A bus of its
     own is keyed for the run (`secure=False`: not, for the benchmark's comparison).
     """
-    config = run.config()
-    phases = Refinements(config, run, stream, from_files=True)
-    report = SupervisorReport()
-    for end in [p for p in phases.points if 0 < p < len(stream)] + [len(stream)]:
-        roles = lossless_roles(run.path, config.modalities, total=end, checkpoint_every=checkpoint_every,
-                               window=window, speed=speed)
-        sup = Supervisor(run, roles, lossless=True, bus=bus, secure=secure)
-        try:
-            sup.start()
-            if on_start is not None:
-                on_start(sup)
-            part = sup.supervise_lossless(end, progress)
-        finally:
-            sup.stop(grace_s=3.0)
-        report.restarts += part.restarts
-        report.wall_s += part.wall_s
-        if end < len(stream):
-            t0 = time.perf_counter()
-            _refine_between(run, phases, end, Encodings.load(run, config.modalities))
-            report.refine_s += time.perf_counter() - t0
-    return report
-
-
-def _refine_between(run: RunFolder, phases, step: int, enc) -> None:
-    """Refine the brain saved at `step` and save it again there (with the processes' own keys)."""
-    config = run.config()
-    brain = Brain(config, {m: enc.train[m].shape[1] for m in config.modalities}, {m: 1 for m in config.modalities})
-    with run.restoring() as (at, state):
-        if at != step:
-            raise LaunchError(f"expected the checkpoint at stimulus {step} before refining, found {at}")
-        brain.load_state_dict(state)
-    if phases.due(brain, step):
-        phases.apply(brain, enc.train, enc, step)
-    run.save_checkpoint(step, {**state, **brain.state_dict()})
+    phases = Refinements(run.config(), run, stream, from_files=True)
+    learner = Processes(run, stream, phases, on_start=on_start, bus=bus, checkpoint_every=checkpoint_every,
+                        speed=speed, window=window, progress=progress, secure=secure)
+    return drive(run, stream, phases.points, learner, encoders_s=encoders_s)

@@ -26,7 +26,7 @@ from agent.core.checkpoint import RunFolder
 from agent.core.config import Config, SettingsError, load_toml, override, save_toml, to_dict
 from agent.core.storage import RunError, load_arrays, save_arrays
 from replay.pipeline import Encodings, load_brain
-from tools.train import train
+from replay.driver import train
 
 CASES = int(os.environ.get("CDZ_FUZZ_CASES", "2000"))
 ARRAY_CASES = max(CASES // 6, 50)  # whole files with swapped arrays: slower per case, a complement to the bytes

@@ -22,7 +22,7 @@ from agent.core.storage import RunError, load_arrays, save_arrays
 from tools.cli import main
 from replay.datasets import DataMissingError
 from replay.pipeline import load_brain
-from tools.train import train
+from replay.driver import train
 
 TINY = ["data.digits=[0,1]", 'data.speakers=["jackson"]', "data.per_class=40", "data.test_per_class=4",
         "teacher.epochs=2", "cortex.initial_nodes=10", "senses.audio.encoder.arch=linear", "senses.visual.encoder.epochs=1", "senses.visual.encoder.batch_size=16",

@@ -133,7 +133,7 @@ def test_cdz_live_sees_hears_recalls_and_checkpoints(tmp_path, data_dir, pulse_s
     from agent.core.config import Config, override
     from replay.datasets import list_fsdd_files, load_mnist
     from tools.card_video import make_card_video
-    from tools.train import train
+    from replay.driver import train
     from tools.utterance_audio import build_recording, write_wav
 
     run = train(override(Config(), TINY), tmp_path / "run", progress=False)

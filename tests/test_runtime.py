@@ -22,7 +22,7 @@ import pytest
 from agent.core.checkpoint import RunFolder
 from agent.core.config import Config, override
 from agent.runtime.supervisor import Supervisor
-from replay.distributed import finish_distributed, learn_distributed, lost_stimuli, prepare_distributed
+from replay.distributed import learn_distributed, lost_stimuli, prepare_distributed
 from tools.cli import main
 
 from tests.processes import wait_for
@@ -48,7 +48,7 @@ def assert_same_brain(a: RunFolder, b: RunFolder) -> None:
 
 @pytest.fixture(scope="module")
 def in_process_run(tmp_path_factory, data_dir) -> RunFolder:
-    from tools.train import train
+    from replay.driver import train
 
     return train(tiny_config(), tmp_path_factory.mktemp("runs") / "in-process", progress=False)
 
@@ -60,7 +60,7 @@ def test_distributed_replay_matches_the_in_process_run(tmp_path, data_dir, capsy
     """Same config and seed, three senses (images, words, rewards): identical final brain,
     identical scores, nothing lost. Started from a folder other than the repository, with a
     relative run folder, as a user in their own folder would: every child finds the run."""
-    from tools.train import train
+    from replay.driver import train
 
     in_process = train(tiny_config(THREE_SENSES[-1]), tmp_path / "in-process", progress=False)
     out = tmp_path / "distributed"
@@ -116,13 +116,13 @@ def test_a_killed_worker_is_restarted_and_nothing_is_lost(in_process_run, tmp_pa
             killers.append(threading.Thread(target=kill_after_first_checkpoint, args=(sup,), daemon=True))
             killers[0].start()
 
-    report = learn_distributed(run, stream, checkpoint_every=100, speed=300.0, progress=False, on_start=on_start)
+    info = learn_distributed(run, stream, checkpoint_every=100, speed=300.0, progress=False,
+                             on_start=on_start)["distributed"]
     killers[0].join(5)
     assert killed, "the worker was never killed (the stream ended first?)"
-    assert [r["child"] for r in report.restarts] == ["worker-visual"]
-    assert report.restarts[0]["at_step"] >= 100
-    print(f"worker back after {report.restarts[0]['back_s']:.2f} s")  # the 2 s target is checked by hand
-    info = finish_distributed(run, stream, report)
+    assert [r["child"] for r in info["restarts"]] == ["worker-visual"]
+    assert info["restarts"][0]["at_step"] >= 100
+    print(f"worker back after {info['restarts'][0]['back_s']:.2f} s")  # the 2 s target is checked by hand
     assert info["lost_stimuli"] == 0 and lost_stimuli(run, len(stream)) == 0
     assert_same_brain(in_process_run, run)
 
@@ -184,7 +184,7 @@ def test_training_from_a_recorded_replay_equals_training_from_the_teacher(tmp_pa
     """
     from agent.runtime.bus import free_tcp_bus
     from replay.recording import decode_recording
-    from tools.train import train
+    from replay.driver import train
 
     plain = [*TINY, "refine.at=[]"]
     in_process_run = train(override(Config(), plain), tmp_path / "teacher-run", progress=False)

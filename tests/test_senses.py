@@ -111,7 +111,7 @@ def test_a_declared_sense_learns_and_recalls_with_no_other_code(tmp_path, fake_s
     pipeline: teacher, stream learning with refinement, checkpoint, scoring."""
     from replay.pipeline import load_brain
     from tools.evaluate import score
-    from tools.train import train
+    from replay.driver import train
 
     config = override(Config(modalities=("touch", "smell")),
                       ["data.digits=[0,1,2,3]", "teacher.epochs=20", "cortex.initial_nodes=30", "refine.augment=false"])

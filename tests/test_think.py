@@ -187,7 +187,7 @@ def test_noise_lets_the_chain_wander_within_the_unit_range():
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, data_dir):
     from agent.core.config import Config, override
-    from tools.train import train
+    from replay.driver import train
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CDZ_DATA_DIR", str(data_dir))

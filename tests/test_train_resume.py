@@ -6,7 +6,7 @@ import numpy as np
 
 from agent.core.checkpoint import RunFolder, load_arrays
 from agent.core.config import Config, override
-from tools.train import train
+from replay.driver import train
 
 TINY = ["data.digits=[0,1]", 'data.speakers=["jackson"]', "data.per_class=40", "data.test_per_class=5",
         "teacher.epochs=6", "cortex.initial_nodes=20", "senses.audio.encoder.arch=linear", "senses.visual.encoder.epochs=2", "senses.audio.encoder.code_dim=16",
@@ -57,7 +57,7 @@ def test_a_run_interrupted_between_refinements_redoes_them_exactly(tmp_path, dat
     the encoders of the right stage and ends exactly where an uninterrupted run ends."""
     import pytest
 
-    import tools.train as train_module
+    import replay.driver as train_module
 
     monkeypatch.setenv("CDZ_DATA_DIR", str(data_dir))
     config = override(Config(), [*TINY, "refine.teach_min_steps=30"])

@@ -55,15 +55,15 @@ def bench_lossless(out: Path, progress: bool, settings: list[str] | None = None)
     `settings`: config overrides for the run (default BENCH_SETTINGS; tests pass a tiny one)."""
     from agent.core.brain import learn_stream
     from agent.core.config import Config, override
-    from replay.distributed import finish_distributed, learn_distributed, prepare_distributed
+    from replay.distributed import learn_distributed, prepare_distributed
     from replay.pipeline import Encodings, build_brain
 
     config = override(Config(), BENCH_SETTINGS if settings is None else settings)
     run, stream, t_enc = prepare_distributed(config, out / "run", progress=progress, overwrite=True)
     shutil.rmtree(out / "plain", ignore_errors=True)
     plain = RunFolder(shutil.copytree(run.path, out / "plain"))  # the same start, for the unkeyed bus
-    info = finish_distributed(run, stream, learn_distributed(run, stream, progress=progress), t_enc)
-    plain_wall = learn_distributed(plain, stream, progress=progress, secure=False).wall_s
+    info = learn_distributed(run, stream, encoders_s=t_enc, progress=progress)["distributed"]
+    plain_wall = learn_distributed(plain, stream, progress=progress, secure=False)["distributed"]["stream_wall_s"]
     enc = Encodings.load(run, config.modalities)
     events = np.bincount(stream.event)
     pairs = int((events >= 2).sum())

@@ -34,7 +34,7 @@ from tools.evaluate import _judge_for, evaluate, name_of
 from tools.judge import predict
 from replay.pipeline import load_brain, test_encodings
 from replay.splits import load_splits
-from tools.train import train
+from replay.driver import train
 
 SNRS_DB = (20, 10, 5)
 DISTORTION = {"degrees": 20.0, "scale": (0.8, 1.2), "shear_rad": 0.3}

@@ -91,7 +91,7 @@ def _print_json(obj: Any) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from tools.train import train
+    from replay.driver import train
 
     if args.resume:
         run = train(None, args.resume, progress=not args.quiet, resume=True)
@@ -124,7 +124,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from tools.evaluate import evaluate, format_seeds, format_table, summarise_seeds
-    from tools.train import train
+    from replay.driver import train
 
     seeds = [args.seed] if args.seeds is None else args.seeds
     results = []
