@@ -614,7 +614,7 @@ PROGRESS_COMMANDS = frozenset({"train", "eval", "replay", "plots", "bench", "sle
 
 # commands that never touch torch (recall only once its files are good): no 1-3 s torch import first
 LIGHT_COMMANDS = frozenset({"bus", "top", "keys", "play", "record", "recall", "camera", "mic", "viewer",
-                            "speaker", "unpack", "graph"})
+                            "speaker", "unpack", "graph", "lsl"})
 
 
 def _single_thread_torch() -> None:

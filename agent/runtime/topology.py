@@ -28,6 +28,8 @@ HEARS: dict[str, tuple[str, ...]] = {  # role (or role kind) -> topic prefixes; 
     "speaker": ("recon.audio",),
     "thinker": ("recon.", "excite.", "stimulus."),
     "launcher": ("stats.hub",),  # the lossless supervisor: the hub's progress
+    "lsl_out": ("excite.", "recall.", "recon."),  # `cdz lsl out`: each as a Lab Streaming Layer stream
+    "lsl_in": (),  # `cdz lsl in`: an LSL stream as a sense (name `lsl_in-<sense>`)
     "live": ("excite.", "recall.", "stats"),  # the live supervisor: what the agent perceives, for
     # --events-out, and every process's stats (a deaf hub is started again, clock trouble is logged)
 }
@@ -43,6 +45,8 @@ SAYS: dict[str, tuple[str, ...]] = {  # role (or role kind) -> the topics it pub
     "viewer": (),  # a window, a video, Foxglove
     "speaker": (),  # sound
     "thinker": ("stimulus.{m}",),  # thoughts, fed back as stimuli
+    "lsl_out": (),  # LSL streams
+    "lsl_in": ("stimulus.{m}",),
     "launcher": ("control",),
     "live": ("control",),
 }

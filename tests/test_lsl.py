@@ -1,0 +1,216 @@
+"""`cdz lsl out` and `cdz lsl in` as real processes, with real pylsl outlets and inlets on loopback.
+
+A bus forwarder runs in a thread, and a stand-in hub in another thread answers the
+processes' questions for the time (the hub's clock is the test's own `time.time_ns`).
+Each LSL process runs with its wall clock skewed by CDZ_CLOCK_SKEW_MS, so an event
+time can only come out right through the clock exchange with the hub and the mapping
+between the bus clock and LSL's `local_clock()`; every event time is checked within 5 ms.
+
+liblsl reads `lsl_api.cfg` from $LSLAPICFG (set for this module and its children):
+discovery stays on this machine (ResolveScope = machine, KnownPeers = 127.0.0.1, no
+IPv6), so the tests neither depend on multicast nor see a lab's streams. Stream names
+and source ids carry a random suffix: two test runs on one machine do not meet.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.core.messages import Control, Excitation, Recall, Reconstruction, Stats, Stimulus
+from agent.runtime.bus import BusClient
+from agent.runtime.launcher import Child
+from agent.runtime.service import Service
+
+pylsl = pytest.importorskip("pylsl")
+
+pytestmark = pytest.mark.timeout(120)
+TOLERANCE_S = 0.005
+SKEW = "lsl_out=700,lsl_in=-400"  # both LSL processes' clocks are off; the hub's clock is the bus's
+LSL_CONFIG = """[ports]
+IPv6 = disable
+
+[lab]
+KnownPeers = {127.0.0.1}
+ResolveScope = machine
+
+[log]
+level = -2
+"""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def lsl_on_this_machine(tmp_path_factory):
+    """LSLAPICFG for this process (before liblsl first reads it) and the children."""
+    cfg = tmp_path_factory.mktemp("lsl") / "lsl_api.cfg"
+    cfg.write_text(LSL_CONFIG)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("LSLAPICFG", str(cfg))
+    mp.setenv("CDZ_CLOCK_SKEW_MS", SKEW)
+    yield cfg
+    mp.undo()
+
+
+class ClockHub(Service):
+    """Tells the time like the hub, from the test's own clock; hears control only."""
+
+    tells_time = True
+
+
+@pytest.fixture
+def bus(thread_bus):
+    """(address, a client that hears stimuli, stats and control); a stand-in hub tells the time meanwhile."""
+    stop = threading.Event()
+
+    def tell_time() -> None:
+        hub = ClockHub(BusClient(thread_bus, "hub", []))
+        hub.bus.handshake(timeout_s=20)
+        while not stop.is_set():
+            msg = hub.bus.recv(20)
+            if isinstance(msg, Control):
+                hub._dispatch(msg)
+        hub.bus.close()
+
+    teller = threading.Thread(target=tell_time, daemon=True)
+    teller.start()
+    client = BusClient(thread_bus, "tester", [b"stimulus.", b"stats"])
+    try:
+        client.handshake(timeout_s=20)
+        yield thread_bus, client
+    finally:
+        client.close()
+        stop.set()
+        teller.join(5)
+
+
+def start(tmp_path: Path, name: str, *argv: str) -> Child:
+    child = Child(name, list(argv), tmp_path / f"{name}.log")
+    child.start()
+    return child
+
+
+def log_of(child: Child) -> str:
+    return child.log_path.read_text(errors="replace")[-3000:] if child.log_path.exists() else "(no log)"
+
+
+def await_ready(client: BusClient, child: Child, name: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert child.alive(), f"{name} exited with {child.proc.returncode}:\n{log_of(child)}"
+        msg = client.recv(100)
+        if isinstance(msg, Control) and msg.command == "ready" and msg.source == name:
+            return
+    pytest.fail(f"{name} never said ready:\n{log_of(child)}")
+
+
+def await_stats(client: BusClient, name: str, check, timeout_s: float = 15.0) -> dict:
+    deadline, last = time.monotonic() + timeout_s, None
+    while time.monotonic() < deadline:
+        msg = client.recv(100)
+        if isinstance(msg, Stats) and msg.source == name:
+            last = msg.values
+            if check(last):
+                return last
+    pytest.fail(f"no passing stats from {name} within {timeout_s:g} s; last {last}")
+
+
+def bus_minus_lsl_ns() -> float:
+    """The test's (the hub's) clock minus LSL's local_clock, read side by side."""
+    a = pylsl.local_clock()
+    b = time.time_ns()
+    c = pylsl.local_clock()
+    return b - (a + c) * 0.5e9
+
+
+def suffix() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+# --------------------------------------------------------------------------- cdz lsl out
+def inlet_for(source_id: str, timeout_s: float = 10.0) -> pylsl.StreamInlet:
+    found = pylsl.resolve_byprop("source_id", source_id, timeout=timeout_s)
+    assert found, f"no LSL stream with source_id {source_id!r}"
+    inlet = pylsl.StreamInlet(found[0])
+    inlet.open_stream(timeout=5)
+    return inlet
+
+
+def pull(inlet: pylsl.StreamInlet, n: int, timeout_s: float = 10.0) -> tuple[list, list]:
+    samples, stamps = [], []
+    deadline = time.monotonic() + timeout_s
+    while len(samples) < n and time.monotonic() < deadline:
+        x, t = inlet.pull_chunk(timeout=0.2)
+        samples += x
+        stamps += t
+    assert len(samples) == n, f"{len(samples)} samples of {n} from {inlet.info().name()}"
+    return samples, stamps
+
+
+def test_lsl_out_streams_carry_event_times_and_their_meaning(bus, tmp_path):
+    """Excitations, recalls and a reconstruction published on the bus arrive as samples of streams named,
+    typed and described for LabRecorder, each stamped with its message's event time on the LSL clock."""
+    address, client = bus
+    prefix = f"cdz-test-{suffix()}"
+    out = start(tmp_path, "lsl_out", "lsl", "out", "--bus", address, "--source-id", prefix, "--senses", "visual,audio")
+    try:
+        await_ready(client, out, "lsl_out")
+        await_stats(client, "lsl_out", lambda v: v.get("clock_known"))  # its skewed clock is matched to the hub's
+        excite, recall = inlet_for(f"{prefix}/excitation/audio"), inlet_for(f"{prefix}/recall/visual")
+        info = excite.info(timeout=5)
+        assert (info.name(), info.type(), info.channel_count()) == ("cdz-excitation-audio", "cdz.excitation", 4)
+        assert info.channel_format() == pylsl.cf_double64 and info.nominal_srate() == pylsl.IRREGULAR_RATE
+        channels = info.desc().child("channels").first_child()
+        labels = []
+        while not channels.empty():
+            labels.append((channels.child_value("label"), channels.child_value("unit")))
+            channels = channels.next_sibling()
+        assert labels == [("cluster", "id"), ("node", "id"), ("strength", "similarity"), ("internal", "bool")]
+        from agent import __version__
+
+        assert info.desc().child("cdz").child_value("version") == __version__
+        rinfo = recall.info(timeout=5)
+        senses = rinfo.desc().child("cdz").child("senses")
+        assert [senses.child("sense").child_value(), senses.last_child().child_value()] == ["visual", "audio"]
+
+        now = time.time_ns()
+        times = [now - 900_000_000 + k * 137_000_000 for k in range(5)]  # event times in the past, unevenly spaced
+        publisher = BusClient(address, "worker-audio", [])
+        publisher.handshake(timeout_s=20)
+        try:
+            for k, t in enumerate(times):
+                publisher.send(Excitation(modality="audio", t_ns=t, seq=k, cluster_id=10 + k, node_id=100 + k,
+                                          strength=0.5 + k / 10, internal=k == 4, source="worker-audio"))
+                publisher.send(Recall(modality="visual", t_ns=t, seq=k, cluster_id=20 + k, cue_modality="audio",
+                                      cue_cluster=10 + k, source="hub"))
+            picture = np.linspace(0, 1, 28 * 28, dtype=np.float32).reshape(28, 28)
+            publisher.send(Reconstruction(modality="visual", t_ns=times[0], seq=0, cluster_id=20,
+                                          cue_modality="audio", data=picture, source="worker-visual"))
+            samples, stamps = pull(excite, 5)
+            offset = bus_minus_lsl_ns()
+            assert samples == [pytest.approx([10 + k, 100 + k, 0.5 + k / 10, float(k == 4)]) for k in range(5)]
+            rsamples, rstamps = pull(recall, 5)
+            assert [x[:3] for x in rsamples] == [[20 + k, 1, 10 + k] for k in range(5)]  # cue_sense 1: audio
+            # each stamp back on the hub's clock, against the event time it stands for
+            errors = [((s + inlet.time_correction()) * 1e9 + offset - t) / 1e6
+                      for inlet, got in ((excite, stamps), (recall, rstamps)) for s, t in zip(got, times)]
+            assert max(map(abs, errors)) < TOLERANCE_S * 1e3, errors
+            recon = inlet_for(f"{prefix}/reconstruction/visual")
+            rinfo = recon.info(timeout=5)
+            shape = rinfo.desc().child("cdz").child("shape")
+            assert (rinfo.channel_count(), shape.child_value("height"), shape.child_value("width")) == (784, "28", "28")
+            print(f"lsl out: stamps minus event times {min(errors):+.3f} to {max(errors):+.3f} ms "
+                  f"(clocks skewed {SKEW})")
+            for inlet in (excite, recall, recon):
+                inlet.close_stream()
+        finally:
+            publisher.close()
+        stats = await_stats(client, "lsl_out", lambda v: v.get("excitations") == 5 and v.get("recalls") == 5)
+        assert stats["reconstructions"] == 1 and stats["streams"] == 5
+    finally:
+        out.stop()
+    assert out.proc.returncode == 0, log_of(out)
