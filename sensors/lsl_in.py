@@ -74,21 +74,23 @@ def open_inlet(pylsl: Any, info: Any, timeout_s: float) -> tuple[Any, Any]:
         raise SensorError(f"LSL stream {info.name()!r} was found but did not open within {timeout_s:g} s") from None
 
 
-def dtype_of(pylsl: Any, info: Any) -> np.dtype:
-    """The numpy dtype of a numeric stream; SensorError for strings and 8- or 64-bit integers."""
+def dtype_of(pylsl: Any, info: Any, sense: str) -> np.dtype:
+    """The numpy dtype of a numeric stream (int8 for frames only: LSL has no uint8, so 8-bit pixels travel
+    as int8 and are read back as the bytes they are); SensorError for strings and 64-bit integers."""
     fmt = info.channel_format()
     dtypes = {pylsl.cf_float32: "float32", pylsl.cf_double64: "float64", pylsl.cf_int16: "int16",
-              pylsl.cf_int32: "int32"}
+              pylsl.cf_int32: "int32", **({pylsl.cf_int8: "int8"} if sense == "visual" else {})}
     if fmt not in dtypes:
         raise SensorError(f"LSL stream {info.name()!r} carries {'strings' if fmt == pylsl.cf_string else 'integers'} "
-                          "of a format the agent does not read: send float32, double64, int16 or int32 values")
+                          f"of a format --sense {sense} does not read: send float32, double64, int16 or int32 "
+                          f"values{' (or 8-bit pixels as int8)' if sense == 'visual' else ''}")
     return np.dtype(dtypes[fmt])
 
 
 def check_stream(pylsl: Any, info: Any, sense: str, shape: tuple[int, int, int] | None) -> tuple[int, int, int] | None:
     """What a sense needs of a stream, checked before anything is pulled: one channel at a nominal rate for
     sound; for frames, a shape (given or declared) whose pixels are its channels. Returns the frame shape."""
-    dtype_of(pylsl, info)
+    dtype_of(pylsl, info, sense)
     name, n = info.name(), info.channel_count()
     if sense == "audio":
         if n != 1:
@@ -121,7 +123,7 @@ class LslIn(Service):
         self.stream = info.name()
         self.sense = sense
         self.shape = check_stream(pylsl, info, sense, shape)
-        self.dtype = dtype_of(pylsl, info)
+        self.dtype = dtype_of(pylsl, info, sense)
         self.rate = info.nominal_srate()
         self.pictures = pictures
         self.stall_s = stall_s
@@ -247,7 +249,7 @@ class LslIn(Service):
             self._warn("%s: a frame of %r had NaN or infinite values and was left out (%d so far)", self.name,
                        self.stream, self.bad_frames)
             return
-        frame = frame_of(row, self.shape)
+        frame = frame_of(row.view(np.uint8) if row.dtype == np.int8 else row, self.shape)
         if self.pictures:
             try:
                 stim = picture(frame).x

@@ -119,6 +119,13 @@ def await_stats(client: BusClient, name: str, check, timeout_s: float = 15.0) ->
     pytest.fail(f"no passing stats from {name} within {timeout_s:g} s; last {last}")
 
 
+def await_clock(client: BusClient, name: str) -> dict:
+    """Until `name` knows the hub's clock within 1 ms (a loaded machine can slow its first exchanges:
+    each exchange's error is at most half its round trip, and the quickest of the last few is used)."""
+    return await_stats(client, name, lambda v: v.get("clock_known") and v.get("clock_uncertainty_ms", 9.0) < 1.0,
+                       timeout_s=30.0)
+
+
 def bus_minus_lsl_ns() -> float:
     """The test's (the hub's) clock minus LSL's local_clock, read side by side."""
     a = pylsl.local_clock()
@@ -159,7 +166,7 @@ def test_lsl_out_streams_carry_event_times_and_their_meaning(bus, tmp_path):
     out = start(tmp_path, "lsl_out", "lsl", "out", "--bus", address, "--source-id", prefix, "--senses", "visual,audio")
     try:
         await_ready(client, out, "lsl_out")
-        await_stats(client, "lsl_out", lambda v: v.get("clock_known"))  # its skewed clock is matched to the hub's
+        await_clock(client, "lsl_out")  # its skewed clock is matched to the hub's
         excite, recall = inlet_for(f"{prefix}/excitation/audio"), inlet_for(f"{prefix}/recall/visual")
         info = excite.info(timeout=5)
         assert (info.name(), info.type(), info.channel_count()) == ("cdz-excitation-audio", "cdz.excitation", 4)
@@ -214,3 +221,70 @@ def test_lsl_out_streams_carry_event_times_and_their_meaning(bus, tmp_path):
     finally:
         out.stop()
     assert out.proc.returncode == 0, log_of(out)
+
+
+# --------------------------------------------------------------------------- cdz lsl in
+def audio_outlet(name: str, channels: int = 1, rate: int = 8000) -> pylsl.StreamOutlet:
+    info = pylsl.StreamInfo(name, "Audio", channels, rate, pylsl.cf_float32, f"{name}-src")
+    return pylsl.StreamOutlet(info, chunk_size=160)
+
+
+def push_wave(outlet: pylsl.StreamOutlet, wave: np.ndarray, rate: int, t0: float, chunk: int = 160) -> None:
+    """The wave in chunks of 20 ms, sample i stamped t0 + i / rate (a chunk's stamp is its last sample's),
+    pushed as fast as LSL takes them: the stamps, not the pace, say when each sample was captured."""
+    for i in range(0, len(wave), chunk):
+        part = wave[i:i + chunk]
+        outlet.push_chunk(part.reshape(-1, 1), timestamp=t0 + (i + len(part) - 1) / rate)
+
+
+def collect(client: BusClient, n: int, source: str, timeout_s: float = 20.0) -> list[Stimulus]:
+    got: list[Stimulus] = []
+    deadline = time.monotonic() + timeout_s
+    while len(got) < n and time.monotonic() < deadline:
+        msg = client.recv(100)
+        if isinstance(msg, Stimulus) and msg.source == source:
+            got.append(msg)
+    return got
+
+
+def test_lsl_in_hears_one_word_per_spoken_digit_at_its_onset(bus, tmp_path, data_dir):
+    """Five FSDD digits with silence between them, pushed into an LSL outlet: `cdz lsl in` publishes one
+    audio stimulus per word, its event time the onset the microphone's word finder finds, stamped by the
+    outlet and mapped onto the hub's clock. A burst of NaN samples in a pause is counted, not heard."""
+    from sensors.microphone import utterance_stimulus
+    from sensors.words import segments_of
+    from tools.utterance_audio import build_recording, pick_utterances
+
+    address, client = bus
+    rate = 8000
+    wave, truth = build_recording(pick_utterances(data_dir / "fsdd", 5, seed=3), rate=rate, lead_s=0.5)
+    wave = np.concatenate([wave, np.zeros(rate, np.float32)])  # a pause after the last word ends it
+    expected = segments_of(wave, rate)  # what the microphone's segmenter finds offline
+    assert len(expected) == len(truth)
+    gap = int((truth[1].end_s + truth[2].start_s) / 2 * rate)
+    sent = wave.copy()
+    sent[gap - 200:gap + 200] = np.nan  # in the silence between the 2nd and 3rd words
+    name = f"cdz-test-voice-{suffix()}"
+    outlet = audio_outlet(name)
+    lsl_in = start(tmp_path, "lsl_in", "lsl", "in", name, "--sense", "audio", "--bus", address)
+    try:
+        await_ready(client, lsl_in, "lsl_in-audio")
+        await_clock(client, "lsl_in-audio")
+        t0 = pylsl.local_clock() - len(wave) / rate  # as if captured over the last few seconds
+        push_wave(outlet, sent, rate, t0)
+        stimuli = collect(client, len(truth), "lsl_in-audio")
+        offset = bus_minus_lsl_ns()
+        assert len(stimuli) == len(truth), f"{len(stimuli)} stimuli for {len(truth)} words:\n{log_of(lsl_in)}"
+        errors = [(s.t_ns - ((t0 + seg.onset / rate) * 1e9 + offset)) / 1e6 for s, seg in zip(stimuli, expected)]
+        assert max(map(abs, errors)) < TOLERANCE_S * 1e3, errors
+        for s, seg, word in zip(stimuli, expected, truth):
+            assert (s.modality, s.data.shape) == ("audio", (64, 64))
+            assert abs(seg.onset / rate - word.start_s) < 0.15  # the onset is the word's, not a stray sound's
+            assert np.abs(s.data - utterance_stimulus(seg, rate)).max() < 1e-5  # featurised as the microphone does
+        print(f"lsl in (audio): {len(stimuli)} words, event times minus the outlet's stamps "
+              f"{min(errors):+.3f} to {max(errors):+.3f} ms (clocks skewed {SKEW})")
+        stats = await_stats(client, "lsl_in-audio", lambda v: v.get("samples") == len(wave))
+        assert (stats["nan_samples"], stats["stimuli"], stats["stalled"]) == (400, len(truth), False)
+    finally:
+        lsl_in.stop()
+    assert lsl_in.proc.returncode == 0, log_of(lsl_in)
