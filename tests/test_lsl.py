@@ -288,3 +288,126 @@ def test_lsl_in_hears_one_word_per_spoken_digit_at_its_onset(bus, tmp_path, data
     finally:
         lsl_in.stop()
     assert lsl_in.proc.returncode == 0, log_of(lsl_in)
+
+
+def frame_outlet(name: str, shape: tuple[int, int, int], fmt: int = pylsl.cf_float32,
+                 rate: float = 15.0) -> pylsl.StreamOutlet:
+    info = pylsl.StreamInfo(name, "Video", int(np.prod(shape)), rate, fmt, f"{name}-src")
+    dims = info.desc().append_child("shape")
+    for key, n in zip(("height", "width", "depth"), shape):
+        dims.append_child_value(key, str(n))
+    return pylsl.StreamOutlet(info)
+
+
+def test_lsl_in_sees_pictures_and_leaves_out_broken_frames(bus, tmp_path, data_dir):
+    """MNIST digits as frames of a stream that declares its shape, with `--pictures`: one visual
+    stimulus per frame, made as `cdz recall` makes one of a picture, at the frame's stamp; a frame
+    holding a NaN is counted and left out."""
+    from replay.datasets import load_mnist
+    from sensors.files import picture
+
+    address, client = bus
+    digits = load_mnist("test", per_class=1).x[:6]
+    name = f"cdz-test-digits-{suffix()}"
+    outlet = frame_outlet(name, (28, 28, 1))
+    lsl_in = start(tmp_path, "lsl_in", "lsl", "in", name, "--sense", "visual", "--pictures", "--bus", address)
+    try:
+        await_ready(client, lsl_in, "lsl_in-visual")
+        await_clock(client, "lsl_in-visual")
+        t0 = pylsl.local_clock() - 2.0
+        stamps = [t0 + 0.31 * k for k in range(len(digits))]
+        for k, (digit, stamp) in enumerate(zip(digits, stamps)):
+            outlet.push_sample(digit.ravel(), stamp)  # float32 in [0, 1]
+            if k == 2:
+                broken = np.full(28 * 28, 0.5, np.float32)
+                broken[17] = np.nan
+                outlet.push_sample(broken, stamp + 0.1)
+        stimuli = collect(client, len(digits), "lsl_in-visual")
+        offset = bus_minus_lsl_ns()
+        assert len(stimuli) == len(digits), log_of(lsl_in)
+        errors = [(s.t_ns - (t * 1e9 + offset)) / 1e6 for s, t in zip(stimuli, stamps)]
+        assert max(map(abs, errors)) < TOLERANCE_S * 1e3, errors
+        for s, digit in zip(stimuli, digits):
+            assert s.data.shape == (28, 28)
+            assert np.abs(s.data - picture(digit).x).max() < 0.05  # seen as the same picture given as a file
+        stats = await_stats(client, "lsl_in-visual", lambda v: v.get("samples") == len(digits) + 1)
+        assert (stats["bad_frames"], stats["stimuli"]) == (1, len(digits))
+        print(f"lsl in (pictures): {len(stimuli)} stimuli, event times minus stamps "
+              f"{min(errors):+.3f} to {max(errors):+.3f} ms")
+    finally:
+        lsl_in.stop()
+    assert lsl_in.proc.returncode == 0, log_of(lsl_in)
+
+
+def test_lsl_in_sees_cards_held_up_as_the_camera_does(bus, tmp_path, data_dir):
+    """A filmed card video (RGB frames sent as 8-bit pixels, shape given with --shape): the stimuli
+    and the frames they come from are those of the camera's own pipeline over the same video."""
+    import cv2
+
+    from replay.datasets import load_mnist
+    from sensors.camera import extract_stimuli
+    from tools.card_video import make_card_video
+
+    address, client = bus
+    mnist = load_mnist("test", per_class=1)
+    video = tmp_path / "cards.avi"
+    make_card_video(video, mnist.x[:3], mnist.y[:3], seed=1, fps=15, size=(320, 240))
+    expected = extract_stimuli(str(video))  # (capture ns, frame index, stimulus) per emission
+    cap = cv2.VideoCapture(str(video))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    assert len(expected) >= 3 and frames
+    name = f"cdz-test-cards-{suffix()}"
+    outlet = frame_outlet(name, (240, 320, 3), pylsl.cf_int8, rate=15.0)
+    lsl_in = start(tmp_path, "lsl_in", "lsl", "in", name, "--sense", "visual", "--shape", "240x320x3",
+                   "--bus", address)
+    try:
+        await_ready(client, lsl_in, "lsl_in-visual")
+        await_clock(client, "lsl_in-visual")
+        t0 = pylsl.local_clock() - len(frames) / 15.0
+        for k, frame in enumerate(frames):  # RGB, 8-bit pixels as LSL's int8
+            outlet.push_sample(np.ascontiguousarray(frame[..., ::-1]).ravel().view(np.int8), t0 + k / 15.0)
+        stimuli = collect(client, len(expected), "lsl_in-visual")
+        offset = bus_minus_lsl_ns()
+        assert len(stimuli) == len(expected), log_of(lsl_in)
+        errors = [(s.t_ns - ((t0 + index / 15.0) * 1e9 + offset)) / 1e6 for s, (_, index, _) in zip(stimuli, expected)]
+        assert max(map(abs, errors)) < TOLERANCE_S * 1e3, errors
+        for s, (_, _, stim) in zip(stimuli, expected):
+            assert np.abs(s.data - stim).max() < 1e-5
+        print(f"lsl in (cards): {len(stimuli)} stimuli from {len(frames)} frames, event times minus stamps "
+              f"{min(errors):+.3f} to {max(errors):+.3f} ms")
+    finally:
+        lsl_in.stop()
+    assert lsl_in.proc.returncode == 0, log_of(lsl_in)
+
+
+def cdz(*argv: str, timeout_s: float = 60.0):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    return subprocess.run([sys.executable, "-m", "tools.cli", *argv], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout_s)
+
+
+def test_a_stream_the_sense_cannot_take_is_one_line_and_exit_2(bus):
+    """A 2-channel sound, frames whose shape does not match the channels, a stream nobody sends: each is
+    a one-line error naming the stream and what is wrong (exit 2), before anything joins the bus."""
+    address, _ = bus
+    stereo = audio_outlet(f"cdz-test-stereo-{suffix()}", channels=2)
+    odd = frame_outlet(f"cdz-test-odd-{suffix()}", (28, 28, 1))
+    cases = [((stereo.get_info().name(), "--sense", "audio"), "has 2 channels; --sense audio takes a 1-channel"),
+             ((odd.get_info().name(), "--sense", "visual", "--shape", "20x20"), "has 784 channels, but frames of "
+                                                                                "shape 20x20x1 need 400"),
+             (("cdz-test-nobody", "--sense", "audio", "--resolve-timeout", "1"), "no LSL stream named "
+                                                                                 "'cdz-test-nobody' answered")]
+    for args, said in cases:
+        done = cdz("lsl", "in", *args, "--bus", address)
+        assert done.returncode == 2 and said in done.stderr, (args, done.returncode, done.stderr[-2000:])
+        assert "Traceback" not in done.stderr
