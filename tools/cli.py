@@ -253,7 +253,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
     if args.lossless:
         roles = lossless_roles(run, senses, total=0, checkpoint_every=0, window=1, speed=0.0)
     else:
-        roles = live_roles(run, senses, camera="0", use_mic=True, viewer=True, speak=True, think=True)
+        roles = live_roles(run, senses, camera="0", use_mic=True, viewer=True, speak=True, think=True, lsl=True)
     g = graph(["launcher" if args.lossless else "live", *(r.name for r in roles)], senses)
     if args.json:
         print(json.dumps(g, indent=1))

@@ -121,7 +121,7 @@ def lossless_roles(run: Path, modalities: tuple[str, ...], *, total: int, checkp
 
 def live_roles(run: Path, modalities: tuple[str, ...], *, camera: str | None = None, mic: str | None = None,
                use_mic: bool = False, viewer: bool = False, headless: Path | None = None, speak: bool = False,
-               think: bool = False) -> list[Role]:
+               think: bool = False, lsl: bool = False) -> list[Role]:
     """The live agent: hub and workers learning online, and whichever senses and views are asked for."""
     live = ("--run", str(run), "--live", "--quiet")
     roles = [Role("hub", ("hub", *live), "live-hub.log"),
@@ -138,5 +138,8 @@ def live_roles(run: Path, modalities: tuple[str, ...], *, camera: str | None = N
         roles.append(Role("speaker", ("speaker", "--quiet"), "speaker.log", essential=False))
     if think:  # every real stimulus starts a chain of thoughts; real input interrupts it
         roles.append(Role("thinker", ("think", "--quiet", "--run", str(run), "--from-live"), "thinker.log",
+                          essential=False))
+    if lsl:  # what it perceives and recalls, as Lab Streaming Layer streams for LabRecorder
+        roles.append(Role("lsl_out", ("lsl", "out", "--quiet", "--senses", ",".join(modalities)), "lsl-out.log",
                           essential=False))
     return roles
