@@ -99,13 +99,20 @@ def log_of(child: Child) -> str:
 
 
 def await_ready(client: BusClient, child: Child, name: str, timeout_s: float = 60.0) -> None:
+    await_all_ready(client, {name: child}, timeout_s)
+
+
+def await_all_ready(client: BusClient, children: dict[str, Child], timeout_s: float = 60.0) -> None:
+    """Until every named process has said ready; fail with its log if one exits first."""
+    waiting = dict(children)
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert child.alive(), f"{name} exited with {child.proc.returncode}:\n{log_of(child)}"
+    while waiting and time.monotonic() < deadline:
+        for name, child in waiting.items():
+            assert child.alive(), f"{name} exited with {child.proc.returncode}:\n{log_of(child)}"
         msg = client.recv(100)
-        if isinstance(msg, Control) and msg.command == "ready" and msg.source == name:
-            return
-    pytest.fail(f"{name} never said ready:\n{log_of(child)}")
+        if isinstance(msg, Control) and msg.command == "ready":
+            waiting.pop(msg.source, None)
+    assert not waiting, "never said ready: " + "\n".join(f"{n}:\n{log_of(c)}" for n, c in waiting.items())
 
 
 def await_stats(client: BusClient, name: str, check, timeout_s: float = 15.0) -> dict:
@@ -119,11 +126,21 @@ def await_stats(client: BusClient, name: str, check, timeout_s: float = 15.0) ->
     pytest.fail(f"no passing stats from {name} within {timeout_s:g} s; last {last}")
 
 
-def await_clock(client: BusClient, name: str) -> dict:
-    """Until `name` knows the hub's clock within 1 ms (a loaded machine can slow its first exchanges:
-    each exchange's error is at most half its round trip, and the quickest of the last few is used)."""
-    return await_stats(client, name, lambda v: v.get("clock_known") and v.get("clock_uncertainty_ms", 9.0) < 1.0,
-                       timeout_s=30.0)
+SKEWS_MS = {"lsl_out": 700.0, "lsl_in": -400.0}  # as SKEW says
+
+
+def await_clock(client: BusClient, name: str) -> float:
+    """Until `name`'s offset to the hub's clock is the skew it was given, within 1 ms; the seconds that took.
+
+    Its first exchange with the hub, made while processes start on two busy cores, can be tens of ms
+    off (at most half its round trip), and `ClockSync` takes a later correction of more than 5 ms as a
+    jump: confirmed over 3 exchanges (a second apart), then phased in over 2 s. The tests check the
+    bridge's mapping once the clock is settled; how long settling takes is printed."""
+    skew = SKEWS_MS[name.partition("-")[0]]
+    began = time.monotonic()
+    await_stats(client, name, lambda v: v.get("clock_known") and abs(v.get("clock_offset_ms", 1e9) - skew) < 1.0,
+                timeout_s=30.0)
+    return time.monotonic() - began
 
 
 def bus_minus_lsl_ns() -> float:
@@ -411,3 +428,77 @@ def test_a_stream_the_sense_cannot_take_is_one_line_and_exit_2(bus):
         done = cdz("lsl", "in", *args, "--bus", address)
         assert done.returncode == 2 and said in done.stderr, (args, done.returncode, done.stderr[-2000:])
         assert "Traceback" not in done.stderr
+
+
+# --------------------------------------------------------------------------- a round trip
+TINY = ["data.digits=[0,1]", 'data.speakers=["jackson"]', "data.per_class=40", "data.test_per_class=10",
+        "teacher.epochs=6", "cortex.initial_nodes=20", "senses.audio.encoder.arch=linear",
+        "senses.visual.encoder.epochs=2", "senses.visual.encoder.batch_size=16", "refine.teach_min_steps=40"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, data_dir) -> Path:
+    from tests.runs import train_run
+
+    return train_run(tmp_path_factory, data_dir, TINY, name="lsl")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_spoken_digits_in_through_lsl_come_back_as_recalls_stamped_with_their_onsets(thread_bus, tmp_path,
+                                                                                      tiny_run, data_dir):
+    """LSL -> bus -> the live agent -> bus -> LSL: spoken digits pushed into an outlet go in through
+    `cdz lsl in`, a live hub and workers hear them and recall the other sense, and `cdz lsl out` gives
+    every excitation and recall back on LSL stamped with the onset of the word that caused it, on the
+    sending outlet's own clock (through two skewed process clocks and the hub's) within 5 ms."""
+    from replay.datasets import FSDD_INDICES
+    from sensors.words import segments_of
+    from tools.utterance_audio import build_recording
+
+    address = thread_bus
+    rate = 8000
+    paths = [data_dir / "fsdd" / f"{d}_jackson_{i}.wav" for i in FSDD_INDICES["test"] for d in (0, 1)][:6]
+    wave, truth = build_recording(paths, rate=rate, lead_s=0.5, seed=2)
+    wave = np.concatenate([wave, np.zeros(rate, np.float32)])
+    onsets = [seg.onset / rate for seg in segments_of(wave, rate)]
+    assert len(onsets) == len(truth)
+    name, prefix = f"cdz-test-rt-{suffix()}", f"cdz-test-rt-{suffix()}"
+    outlet = audio_outlet(name)
+    client = BusClient(address, "tester", [b"stats"])
+    children: list[Child] = []
+    try:
+        client.handshake(timeout_s=20)
+        common = ["--bus", address, "--run", str(tiny_run), "--live", "--quiet"]
+        children += [start(tmp_path, "hub", "hub", *common),
+                     *(start(tmp_path, f"worker-{m}", "worker", m, *common) for m in ("visual", "audio")),
+                     start(tmp_path, "lsl_out", "lsl", "out", "--bus", address, "--source-id", prefix, "--quiet"),
+                     start(tmp_path, "lsl_in", "lsl", "in", name, "--sense", "audio", "--bus", address, "--quiet")]
+        names = ["hub", "worker-visual", "worker-audio", "lsl_out", "lsl_in-audio"]
+        await_all_ready(client, dict(zip(names, children)), timeout_s=180)
+        settled = [await_clock(client, who) for who in ("lsl_out", "lsl_in-audio")]
+        print(f"round trip: clocks settled {sum(settled):.1f} s after every process said ready")
+        excite, recall = inlet_for(f"{prefix}/excitation/audio"), inlet_for(f"{prefix}/recall/visual")
+        t0 = pylsl.local_clock() - len(wave) / rate
+        push_wave(outlet, wave, rate, t0)
+        stamps = [t0 + s for s in onsets]  # the outlet's stamp of each word's first sample
+        excited, excited_at = pull(excite, len(onsets), timeout_s=30)
+        recalled, recalled_at = [], []
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            x, t = recall.pull_chunk(timeout=0.2)
+            recalled += x
+            recalled_at += t
+        e_err = [(s + excite.time_correction() - want) * 1e3 for s, want in zip(excited_at, stamps)]
+        r_err = [min(((s + recall.time_correction() - want) * 1e3 for want in stamps), key=abs) for s in recalled_at]
+        print(f"round trip: {len(excited)} excitations, {len(recalled)} recalls of {len(onsets)} words; LSL stamps "
+              f"back minus the outlet's onset stamps: excitations {min(e_err):+.3f} to {max(e_err):+.3f} ms, "
+              f"recalls {min(r_err, default=0):+.3f} to {max(r_err, default=0):+.3f} ms")
+        assert max(map(abs, e_err)) < TOLERANCE_S * 1e3, e_err
+        assert all(x[0] >= 0 for x in excited)  # every word was classified
+        assert recalled, "the hub recalled nothing"
+        assert max(map(abs, r_err)) < TOLERANCE_S * 1e3, r_err
+        assert all(x[1] == 1 for x in recalled)  # cued by audio (index 1 of visual,audio)
+    finally:
+        client.close()
+        for child in children:
+            child.stop()
