@@ -403,6 +403,36 @@ def test_lsl_in_sees_cards_held_up_as_the_camera_does(bus, tmp_path, data_dir):
     assert lsl_in.proc.returncode == 0, log_of(lsl_in)
 
 
+def test_a_stream_that_stops_is_reported_and_taken_up_again(bus, tmp_path):
+    """The sender goes away: `cdz lsl in` says the stream stalled (log and stats) and keeps running; a
+    sender with the same name and source id comes back and its words are heard again."""
+    address, client = bus
+    name, rate = f"cdz-test-lost-{suffix()}", 8000
+    tone = (0.3 * np.sin(np.arange(int(0.4 * rate)) * 2 * np.pi * 300 / rate)).astype(np.float32)
+    word = np.concatenate([np.zeros(rate // 2, np.float32), tone, np.zeros(rate, np.float32)])
+    outlet = audio_outlet(name)
+    lsl_in = start(tmp_path, "lsl_in", "lsl", "in", name, "--sense", "audio", "--stall", "0.5", "--bus", address)
+    try:
+        await_ready(client, lsl_in, "lsl_in-audio")
+        push_wave(outlet, word, rate, pylsl.local_clock() - len(word) / rate)
+        assert len(collect(client, 1, "lsl_in-audio")) == 1
+        del outlet  # the sender is gone
+        await_stats(client, "lsl_in-audio", lambda v: v.get("stalled") and v.get("stalls") == 1)
+        assert "no samples from LSL stream" in log_of(lsl_in)
+        outlet = audio_outlet(name)  # back, with the same source id: liblsl reconnects the inlet
+        deadline = time.monotonic() + 20
+        heard: list[Stimulus] = []
+        while not heard and time.monotonic() < deadline:
+            push_wave(outlet, word, rate, pylsl.local_clock() - len(word) / rate)
+            heard = collect(client, 1, "lsl_in-audio", timeout_s=2.0)
+        assert heard, log_of(lsl_in)
+        await_stats(client, "lsl_in-audio", lambda v: v.get("stimuli", 0) >= 2 and v.get("lost") == 0)
+        assert lsl_in.alive() and "is back after" in log_of(lsl_in)  # (it stalls again: this sender sends bursts)
+    finally:
+        lsl_in.stop()
+    assert lsl_in.proc.returncode == 0, log_of(lsl_in)
+
+
 def cdz(*argv: str, timeout_s: float = 60.0):
     import subprocess
     import sys
