@@ -280,13 +280,20 @@ class LslIn(Service):
 
 
 # ---------------------------------------------------------------------- command line
+def _shape_flag(text: str) -> tuple[int, int, int]:
+    try:
+        return parse_shape(text)
+    except ValueError as e:  # argparse shows an ArgumentTypeError's own words
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """`cdz lsl in`'s own options (the CLI adds --bus, --keys and --quiet)."""
     parser.add_argument("stream", metavar="NAME", help="the LSL stream's name (as LabRecorder lists it)")
     parser.add_argument("--sense", required=True, choices=("audio", "visual"),
                         help="audio: a 1-channel sound stream, cut into words as the microphone does; visual: one "
                              "flattened frame per sample, looked at as the camera does")
-    parser.add_argument("--shape", type=parse_shape, metavar="HxW[xD]",
+    parser.add_argument("--shape", type=_shape_flag, metavar="HxW[xD]",
                         help="visual: the frames' height x width (x depth 3 for RGB), where the stream's desc "
                              "declares none (desc/shape/height, width, depth)")
     parser.add_argument("--pictures", action="store_true",

@@ -359,6 +359,10 @@ BAD_FLAGS = [
     (["replay", "--seed", "-5"], "--seed"),
     (["camera", "--max-rate", "inf"], "--max-rate"),
     (["live", "--run", "r", "--sleep-every", "nan"], "--sleep-every"),
+    (["lsl", "in", "Webcam", "--sense", "visual", "--shape", "0x640"], "--shape"),
+    (["lsl", "in", "Webcam", "--sense", "visual", "--shape", "480x640x2"], "--shape"),
+    (["lsl", "in", "Mic", "--sense", "audio", "--resolve-timeout", "0"], "--resolve-timeout"),
+    (["lsl", "in", "Mic", "--sense", "smell"], "--sense"),
 ]
 
 
