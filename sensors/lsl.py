@@ -27,7 +27,7 @@ import numpy as np
 from agent.core.messages import Excitation, Recall, Reconstruction
 from sensors.errors import SensorError
 
-KINDS = {Excitation: "excitation", Recall: "recall", Reconstruction: "reconstruction"}
+STREAM_KINDS = {Excitation: "excitation", Recall: "recall", Reconstruction: "reconstruction"}
 RECON_UNIT = "normalised intensity [0, 1]"  # a decoded MNIST image or log-mel spectrogram (sensors.features)
 
 

@@ -25,7 +25,7 @@ from agent.core.messages import Excitation, Message, Recall, Reconstruction
 from agent.runtime.bus import BusClient
 from agent.runtime.service import Service, terminate_cleanly
 from agent.runtime.topology import hears
-from sensors.lsl import KINDS, ClockBridge, load_pylsl, sample_of, stream_info
+from sensors.lsl import STREAM_KINDS, ClockBridge, load_pylsl, sample_of, stream_info
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class LslOut(Service):
         self.clock = ClockBridge(self.bus_ns, self.pylsl.local_clock)
         self.outlets: dict[tuple[str, str], Any] = {}
         self.shapes: dict[str, tuple[int, ...]] = {}  # each reconstruction stream's shape, fixed by its first one
-        self.pushed: dict[str, int] = dict.fromkeys(KINDS.values(), 0)
+        self.pushed: dict[str, int] = dict.fromkeys(STREAM_KINDS.values(), 0)
         self.skipped = 0  # relived excitations (old event times, after a sleep), reconstructions of a new shape
         for sense in senses:
             for kind in ("excitation", "recall"):
@@ -62,7 +62,7 @@ class LslOut(Service):
         return self.outlets[key]
 
     def handle(self, msg: Message) -> None:
-        kind = KINDS.get(type(msg))
+        kind = STREAM_KINDS.get(type(msg))
         if kind is None:
             return
         if isinstance(msg, Excitation) and msg.relived:

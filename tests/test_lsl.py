@@ -155,6 +155,50 @@ def suffix() -> str:
     return uuid.uuid4().hex[:8]
 
 
+# --------------------------------------------------------------------------- the library
+def test_the_clock_bridge_maps_both_ways_through_the_narrowest_bracket():
+    """Bus clock 5 s ahead of the LSL clock; one reading slowed by 3 ms between its LSL reads is passed over."""
+    from sensors.lsl import ClockBridge
+
+    lsl_reads = iter([10.0, 10.003, 10.004, 10.004001, 10.005, 10.005001] * 4)
+    bus_reads = iter([15_001_000_000, 15_004_000_500, 15_005_000_500] * 4)
+    bridge = ClockBridge(lambda: next(bus_reads), lambda: next(lsl_reads))
+    assert bridge.offset_ns() == pytest.approx(5e9, abs=1e3)
+    assert bridge.to_lsl(20_000_000_000) == pytest.approx(15.0, abs=1e-6)
+    assert bridge.to_bus(12.5) == pytest.approx(17_500_000_000, abs=1e3)
+
+
+def test_sample_stamps_keep_each_samples_own_stamp_and_extrapolate_past_what_is_kept():
+    from sensors.lsl import SampleStamps
+
+    stamps = SampleStamps(rate=100.0, keep=20)
+    with pytest.raises(ValueError):
+        stamps.at(0)
+    stamps.add(np.array([1.0, 1.01, 1.02]))
+    stamps.add(np.array([5.0, 5.01]))  # a gap: the sender's stamps, not the rate, say when
+    assert (stamps.at(1), stamps.at(3), stamps.at(6)) == (1.01, 5.0, pytest.approx(5.03))
+    for k in range(3):
+        stamps.add(np.arange(10) * 0.01 + 6.0 + k)
+    assert stamps.at(15) == 7.0  # the oldest kept: the chunks before it are dropped
+    assert stamps.at(0) == pytest.approx(7.0 - 15 / 100.0)  # older than kept: back from there at the rate
+    assert stamps.at(34) == pytest.approx(8.09)
+
+
+def test_frames_come_as_declared_and_shapes_as_written():
+    from sensors.lsl import frame_of, parse_shape
+
+    assert parse_shape("28x28") == (28, 28, 1) and parse_shape(" 480X640x3 ") == (480, 640, 3)
+    for bad in ("28", "0x5", "4x4x2", "axb", "4x4x3x1"):
+        with pytest.raises(ValueError, match="HEIGHTxWIDTH"):
+            parse_shape(bad)
+    rgb = np.zeros((2, 3, 3), np.float32)
+    rgb[..., 0] = 1.0  # red
+    bgr = frame_of(rgb.ravel(), (2, 3, 3))
+    assert bgr.dtype == np.uint8 and bgr.shape == (2, 3, 3) and (bgr[..., 2] == 255).all() and (bgr[..., 0] == 0).all()
+    grey = frame_of(np.array([0, 128, 300, -5], np.int16), (2, 2, 1))
+    assert grey.tolist() == [[0, 128], [255, 0]]
+
+
 # --------------------------------------------------------------------------- cdz lsl out
 def inlet_for(source_id: str, timeout_s: float = 10.0) -> pylsl.StreamInlet:
     found = pylsl.resolve_byprop("source_id", source_id, timeout=timeout_s)
