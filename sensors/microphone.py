@@ -188,6 +188,12 @@ class RingBuffer:
         return t + int(round((index - at) * 1e9 / self.rate))
 
 
+def utterance_stimulus(seg: Segment, rate: int) -> np.ndarray:
+    """One found word as its stimulus: noise-gated by the quiet before it, then featurised as FSDD is
+    (FeatureError if it cannot be). Every live source of sound (`cdz mic`, `cdz lsl in`) goes through here."""
+    return audio_to_stimulus(gate_noise(seg.audio, seg.noise, rate), rate)
+
+
 # ---------------------------------------------------------------------- the process
 class Microphone(Service):
     """Records from one input device and publishes one audio `Stimulus` per utterance.
@@ -259,7 +265,7 @@ class Microphone(Service):
         """Features of one utterance onto the bus, stamped with the time it began."""
         self.segments.append((seg.start / self.rate, seg.end / self.rate))
         try:
-            data = audio_to_stimulus(gate_noise(seg.audio, seg.noise, self.rate), self.rate)
+            data = utterance_stimulus(seg, self.rate)
         except FeatureError as e:
             self.feature_errors += 1
             log.warning("%s: skipped an utterance: %s", self.name, e)

@@ -334,12 +334,15 @@ def test_play_help_lists_only_play_flags_and_the_launcher_still_parses():
 
 def test_light_commands_start_without_torch_or_scipy():
     """Every `cdz` process builds the whole parser first. The bus, `top`, the player, the recorder,
-    the camera and the microphone must not pay for torch's, scipy's or numba's imports (seconds on
+    the camera, the microphone and the LSL bridge must not pay for torch's, scipy's or numba's imports (seconds on
     these machines) just to read their flags."""
     code = ("import contextlib, io, sys\nfrom tools.cli import LIGHT_COMMANDS, main\n"
-            "for name in sorted(LIGHT_COMMANDS):\n"
+            "for argv in [[name, '--help'] for name in sorted(LIGHT_COMMANDS)] + [['lsl', d, '--help'] for d in "
+            "('in', 'out')]:\n"
             "    with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
-            "        main([name, '--help'])\n"
+            "        main(argv)\n"
+            "import sensors.lsl, sensors.lsl_in, sensors.lsl_out\n"
+            "sensors.lsl.load_pylsl()  # what `cdz lsl` loads besides: liblsl\n"
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'scipy', 'numba', 'llvmlite'}))")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -356,6 +359,10 @@ BAD_FLAGS = [
     (["replay", "--seed", "-5"], "--seed"),
     (["camera", "--max-rate", "inf"], "--max-rate"),
     (["live", "--run", "r", "--sleep-every", "nan"], "--sleep-every"),
+    (["lsl", "in", "Webcam", "--sense", "visual", "--shape", "0x640"], "--shape"),
+    (["lsl", "in", "Webcam", "--sense", "visual", "--shape", "480x640x2"], "--shape"),
+    (["lsl", "in", "Mic", "--sense", "audio", "--resolve-timeout", "0"], "--resolve-timeout"),
+    (["lsl", "in", "Mic", "--sense", "smell"], "--sense"),
 ]
 
 

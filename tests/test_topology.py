@@ -59,7 +59,7 @@ def test_every_role_starts_with_arguments_cdz_accepts(tmp_path):
     parser = build_parser()
     lossless = lossless_roles(tmp_path, ("visual", "audio"), total=10, checkpoint_every=5, window=8, speed=0.0)
     live = live_roles(tmp_path, ("visual", "audio"), camera="0", mic="1", use_mic=True, viewer=True,
-                      headless=tmp_path / "view", speak=True, think=True)
+                      headless=tmp_path / "view", speak=True, think=True, lsl=True)
     for role, extra in [*((r, ["--gen", "2"]) for r in lossless), *((r, []) for r in live)]:
         args = parser.parse_args([*role.command, "--bus", "tcp://127.0.0.1:5570", *extra])
         assert args.bus == "tcp://127.0.0.1:5570", role
@@ -90,3 +90,21 @@ def test_cdz_graph_derives_the_edges_from_what_each_process_hears_and_says(capsy
     assert main(["graph", "--mermaid"]) == 0
     chart = capsys.readouterr().out
     assert chart.startswith("flowchart LR") and 'worker_audio -- "clusters.audio, excite.audio" --> hub' in chart
+
+
+def test_the_lsl_bridge_hears_what_the_agent_perceives_and_its_input_feeds_a_worker():
+    """`cdz lsl out` hears every sense's excitations, recalls and reconstructions; `cdz lsl in` (one
+    process per sense, `lsl_in-<sense>`) says stimuli of its sense only, which that sense's worker hears."""
+    from agent.runtime.topology import graph
+
+    names = ["hub", "worker-visual", "worker-audio", "lsl_out", "lsl_in-audio"]
+    g = graph(names, ("visual", "audio"))
+    edges = {tuple(e) for e in g["edges"]}
+    for edge in [("lsl_in-audio", "stimulus.audio", "worker-audio"), ("worker-audio", "excite.audio", "lsl_out"),
+                 ("hub", "recall.visual", "lsl_out"), ("worker-visual", "recon.visual", "lsl_out")]:
+        assert edge in edges, edge
+    assert not any(a == "lsl_in-audio" and b == "worker-visual" for a, _, b in edges)
+    assert not any(a == "lsl_out" and t != "stats" for a, t, _ in edges)  # it says nothing on the bus but stats
+    said = next(p for p in g["processes"] if p["name"] == "lsl_in-audio")["says"]
+    assert said == ["control", "stats", "stimulus.audio"]
+    assert [r.name for r in live_roles(Path("runs/x"), ("visual", "audio"), lsl=True)][-1] == "lsl_out"

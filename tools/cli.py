@@ -253,7 +253,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
     if args.lossless:
         roles = lossless_roles(run, senses, total=0, checkpoint_every=0, window=1, speed=0.0)
     else:
-        roles = live_roles(run, senses, camera="0", use_mic=True, viewer=True, speak=True, think=True)
+        roles = live_roles(run, senses, camera="0", use_mic=True, viewer=True, speak=True, think=True, lsl=True)
     g = graph(["launcher" if args.lossless else "live", *(r.name for r in roles)], senses)
     if args.json:
         print(json.dumps(g, indent=1))
@@ -614,7 +614,7 @@ PROGRESS_COMMANDS = frozenset({"train", "eval", "replay", "plots", "bench", "sle
 
 # commands that never touch torch (recall only once its files are good): no 1-3 s torch import first
 LIGHT_COMMANDS = frozenset({"bus", "top", "keys", "play", "record", "recall", "camera", "mic", "viewer",
-                            "speaker", "unpack", "graph"})
+                            "speaker", "unpack", "graph", "lsl"})
 
 
 def _single_thread_torch() -> None:

@@ -104,7 +104,8 @@ class LiveAgent:
 
     def __init__(self, run: RunFolder, *, camera: str | None = "0", mic: str | None = None, use_mic: bool = True,
                  headless: Path | None = None, viewer: bool = True, speak: bool = False, think: bool = False,
-                 bus: str | None = None, checkpoint_every_s: float = 60.0, extra: dict[str, list[str]] | None = None,
+                 lsl: bool = False, bus: str | None = None, checkpoint_every_s: float = 60.0,
+                 extra: dict[str, list[str]] | None = None,
                  sleep_every_s: float | None = None, sleep_settings: list[str] | None = None):
         self.run = run
         self.config = run.config()
@@ -117,7 +118,7 @@ class LiveAgent:
         self.sleeps: list[dict] = []  # {"step", "code", "s"} per sleep
         self._sleep_started = 0.0
         roles = live_roles(run.path, self.config.modalities, camera=camera, mic=mic, use_mic=use_mic, viewer=viewer,
-                           headless=headless, speak=speak, think=think)
+                           headless=headless, speak=speak, think=think, lsl=lsl)
         self.supervisor = Supervisor(run, roles, lossless=False, bus=bus, extra=extra)
         self.client: BusClient | None = None
         self.events: EventSink | None = None  # hears every excitation and recall, also while waiting on a swap
@@ -273,6 +274,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--speak", action="store_true", help="say recalled spectrograms out loud (Griffin-Lim)")
     p.add_argument("--think", action="store_true",
                    help="stream of thought: each real stimulus starts a chain of recollections (`cdz think`)")
+    p.add_argument("--lsl", action="store_true",
+                   help="also publish excitations, recalls and reconstructions as Lab Streaming Layer streams "
+                        "(`cdz lsl out`), for LabRecorder")
     p.add_argument("--duration", type=flags.POSITIVE, help="stop by itself after this many seconds")
     p.add_argument("--events-out", metavar="FILE.jsonl", help="one JSON line per stimulus: cluster and recalls")
     p.add_argument("--checkpoint-every-s", type=flags.POSITIVE, default=60.0, metavar="S",
@@ -301,7 +305,7 @@ def run(args: argparse.Namespace) -> int:
                            "--run", str(run_folder.path)]
     agent = LiveAgent(run_folder, camera=None if args.no_camera else args.camera, mic=args.mic,
                       use_mic=not args.no_mic, headless=Path(args.headless) if args.headless else None,
-                      viewer=not args.no_viewer, speak=args.speak, think=args.think, bus=args.bus,
+                      viewer=not args.no_viewer, speak=args.speak, think=args.think, lsl=args.lsl, bus=args.bus,
                       checkpoint_every_s=args.checkpoint_every_s,
                       sleep_every_s=60.0 * args.sleep_every if args.sleep_every > 0 else None,
                       sleep_settings=args.sleep_set, extra=extra)

@@ -263,6 +263,30 @@ def add_parsers(sub: argparse._SubParsersAction, common) -> None:
         module.add_arguments(sp)
         sp.set_defaults(func=module.run)
 
+    from sensors import lsl_in, lsl_out
+
+    text = "bridge the bus and the Lab Streaming Layer (LabRecorder, EEG, eye trackers)"
+    sp = sub.add_parser("lsl", help=text,
+                        **describe("Bridge the bus and the Lab Streaming Layer: `out` publishes what the agent "
+                                   "perceives and recalls as LSL streams\n(for LabRecorder), `in` takes an LSL "
+                                   "stream as one of its senses. Stamps are event times on both sides.",
+                                   f"cdz lsl out --bus {example_bus}",
+                                   f"cdz lsl in Microphone --sense audio --bus {example_bus}"))
+    directions = sp.add_subparsers(dest="direction", required=True, metavar="DIRECTION")
+    for name, module, text, examples in (
+            ("out", lsl_out, "publish excitations, recalls and reconstructions as LSL streams, stamped with their "
+                             "event times",
+             (f"cdz lsl out --bus {example_bus}", f"cdz lsl out --bus {example_bus} --senses visual,audio,reward")),
+            ("in", lsl_in, "take an LSL stream as a sense: sound cut into words, or frames looked at as the camera "
+                           "does",
+             (f"cdz lsl in Microphone --sense audio --bus {example_bus}",
+              f"cdz lsl in Webcam --sense visual --shape 480x640x3 --bus {example_bus}"))):
+        d = directions.add_parser(name, help=text, **describe(text[0].upper() + text[1:] + ".", *examples))
+        bus_args(d)
+        common(d)
+        module.add_arguments(d)
+        d.set_defaults(func=module.run)
+
     from tools import think
 
     text = "stream of thought: recollections fed back as stimuli of their own sense"

@@ -28,6 +28,8 @@ HEARS: dict[str, tuple[str, ...]] = {  # role (or role kind) -> topic prefixes; 
     "speaker": ("recon.audio",),
     "thinker": ("recon.", "excite.", "stimulus."),
     "launcher": ("stats.hub",),  # the lossless supervisor: the hub's progress
+    "lsl_out": ("excite.", "recall.", "recon."),  # `cdz lsl out`: each as a Lab Streaming Layer stream
+    "lsl_in": (),  # `cdz lsl in`: an LSL stream as a sense (name `lsl_in-<sense>`)
     "live": ("excite.", "recall.", "stats"),  # the live supervisor: what the agent perceives, for
     # --events-out, and every process's stats (a deaf hub is started again, clock trouble is logged)
 }
@@ -43,6 +45,8 @@ SAYS: dict[str, tuple[str, ...]] = {  # role (or role kind) -> the topics it pub
     "viewer": (),  # a window, a video, Foxglove
     "speaker": (),  # sound
     "thinker": ("stimulus.{m}",),  # thoughts, fed back as stimuli
+    "lsl_out": (),  # LSL streams
+    "lsl_in": ("stimulus.{m}",),
     "launcher": ("control",),
     "live": ("control",),
 }
@@ -117,7 +121,7 @@ def lossless_roles(run: Path, modalities: tuple[str, ...], *, total: int, checkp
 
 def live_roles(run: Path, modalities: tuple[str, ...], *, camera: str | None = None, mic: str | None = None,
                use_mic: bool = False, viewer: bool = False, headless: Path | None = None, speak: bool = False,
-               think: bool = False) -> list[Role]:
+               think: bool = False, lsl: bool = False) -> list[Role]:
     """The live agent: hub and workers learning online, and whichever senses and views are asked for."""
     live = ("--run", str(run), "--live", "--quiet")
     roles = [Role("hub", ("hub", *live), "live-hub.log"),
@@ -134,5 +138,8 @@ def live_roles(run: Path, modalities: tuple[str, ...], *, camera: str | None = N
         roles.append(Role("speaker", ("speaker", "--quiet"), "speaker.log", essential=False))
     if think:  # every real stimulus starts a chain of thoughts; real input interrupts it
         roles.append(Role("thinker", ("think", "--quiet", "--run", str(run), "--from-live"), "thinker.log",
+                          essential=False))
+    if lsl:  # what it perceives and recalls, as Lab Streaming Layer streams for LabRecorder
+        roles.append(Role("lsl_out", ("lsl", "out", "--quiet", "--senses", ",".join(modalities)), "lsl-out.log",
                           essential=False))
     return roles
