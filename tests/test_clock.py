@@ -99,3 +99,18 @@ def test_an_exchange_with_impossible_stamps_is_refused():
     sync.add(Exchange(10, 5, 4, 12))  # the hub answered before it was asked
     sync.add(Exchange(10, 0, 100, 12))  # it took longer than the round trip
     assert sync.refused == 2 and sync.offset_at(0) is None
+
+
+def test_a_first_exchange_made_on_a_busy_machine_is_bettered_at_once_not_taken_as_a_jump(caplog):
+    """The first answer's return leg waited 120 ms (its offset is 60 ms off, and its delay says it may
+    be): the next quick exchange corrects it on the spot, without a jump or a warning."""
+    sync = ClockSync(name="lsl_in")
+    t = 100 * 10**9
+    hub = -400_000_000  # the hub's clock minus ours
+    sync.add(Exchange(t, t + hub + 100_000, t + hub + 150_000, t + 120_250_000))
+    assert abs(sync.offset_at(t) - hub) > 55e6
+    with caplog.at_level(logging.WARNING, logger="agent.runtime.clock"):
+        t += 10**9
+        sync.add(Exchange(t, t + hub + 100_000, t + hub + 150_000, t + 250_000))
+    assert abs(sync.offset_at(t + 300_000) - hub) < 0.1e6
+    assert sync.jumps == 0 and "jump" not in caplog.text

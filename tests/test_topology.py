@@ -108,3 +108,25 @@ def test_the_lsl_bridge_hears_what_the_agent_perceives_and_its_input_feeds_a_wor
     said = next(p for p in g["processes"] if p["name"] == "lsl_in-audio")["says"]
     assert said == ["control", "stats", "stimulus.audio"]
     assert [r.name for r in live_roles(Path("runs/x"), ("visual", "audio"), lsl=True)][-1] == "lsl_out"
+
+
+def test_a_live_process_that_cannot_start_stops_the_agent_with_what_to_do(tmp_path):
+    """Exit code 2 (here: an argument the bridge refuses) means it would fail again: the live agent
+    stops with what the user can do, instead of starting the process over and over."""
+    import time
+
+    from agent.runtime.launcher import LaunchError
+    from agent.runtime.topology import Role
+
+    sup = Supervisor(RunFolder(tmp_path), [Role("lsl_out", ("lsl", "out", "--no-such-flag"), "lsl-out.log",
+                                                essential=False)], lossless=False)
+    sup.start()
+    try:
+        with pytest.raises(LaunchError, match="lsl_out cannot start .*leave out --lsl"):
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                sup.tend()
+                time.sleep(0.05)
+        assert sup.report.restarts == []
+    finally:
+        sup.stop()

@@ -14,7 +14,10 @@ arrives. Then
 The offset is exact when both legs take as long; however they differ, its error is at most
 delay / 2. Queues only ever add delay, so of the last `window` exchanges the one with the
 least delay is trusted, and delay / 2 is the uncertainty reported. The window slides, so a
-drifting clock is followed. A new estimate far from the offset in use (`jump_ms`) is a jump:
+drifting clock is followed. A new estimate that differs from the offset in use by no more
+than the two can be off by together is a better estimate and is taken at once (a first
+exchange made while the machine was busy, then a quick one). One that differs by more, and
+by more than `jump_ms`, is a jump:
 it is logged, taken only once `confirm` exchanges in a row agree on it, and then phased in
 over `smooth_s` seconds, so event times never leap on one odd exchange. Nothing here reads
 a message; `ClockSync` is fed the four stamps.
@@ -99,6 +102,7 @@ class ClockSync:
         self.jumps = 0
         self._from: float | None = None  # offset in use before the current phase-in (None: unknown)
         self._to: float | None = None  # the offset being phased in (or in use)
+        self._bound = 0.0  # the most the offset being used can be off by (half its exchange's delay)
         self._since = 0  # our clock when the phase-in began
         self._agreeing = 0  # exchanges in a row that agree on a jump
         self._jump: float | None = None  # the jump they agree on
@@ -110,13 +114,17 @@ class ClockSync:
             return
         self.exchanges += 1
         self.window.append(ex)
-        best = min(self.window, key=lambda e: e.delay).offset
+        trusted = min(self.window, key=lambda e: e.delay)
+        best, bound = trusted.offset, trusted.delay / 2
         if self._to is None:  # the first estimate: nothing was in use, take it as it is
             self._from = self._to = best
-            self._since = ex.t3
+            self._bound, self._since = bound, ex.t3
             return
-        if abs(best - self._to) <= self.jump_ns:
+        if abs(best - self._to) <= max(self.jump_ns, self._bound + bound):
+            # close, or within what the two estimates can be off by (a first exchange made while the
+            # machine was busy, then a quicker one): a better estimate, not a jump; taken at once
             self._start(ex.t3, best)
+            self._bound = bound
             self._agreeing = 0
             return
         # a jump: taken only once `confirm` exchanges in a row agree on it, so one odd exchange moves nothing
@@ -131,6 +139,7 @@ class ClockSync:
             log.warning("%s: clock offset jumped %+.1f ms; phased in over %.1f s", self.name or "clock",
                         (best - self._to) / 1e6, self.smooth_ns / 1e9)
             self._start(ex.t3, best, smooth=True)
+            self._bound = bound
             self._agreeing = 0
 
     def _start(self, now: int, target: float, smooth: bool = False) -> None:

@@ -33,7 +33,11 @@ from agent.runtime.topology import Role, hears
 
 log = logging.getLogger(__name__)
 
-SENSORS = {"camera": "camera", "microphone": "mic"}  # role -> the --no-<x> option that leaves it out
+CANNOT_START = {  # role -> what a user can do when it exits with code 2 (it cannot start: no device, no library)
+    "camera": "choose another device or pass --no-camera",
+    "microphone": "choose another device or pass --no-mic",
+    "lsl_out": "install pylsl (its wheel ships liblsl) or leave out --lsl",
+}
 DEAF_AFTER_S = 3.0  # live: a hub that learned nothing this long while dropping ...
 DEAF_DROPS = 10  # ... at least this many excitations as stale is started again
 CLOCK_GRACE_S = 5.0  # live: a process whose clock offset is still unknown after this long is logged
@@ -184,9 +188,8 @@ class Supervisor:
                 log.warning("camera: the source ended")
                 child.finished = True
                 continue
-            if child.name in SENSORS and code == 2:
-                raise LaunchError(f"{child.name} cannot start (see {child.log_path}); "
-                                  f"choose another device or pass --no-{SENSORS[child.name]}")
+            if child.name in CANNOT_START and code == 2:  # starting it again would fail again
+                raise LaunchError(f"{child.name} cannot start (see {child.log_path}); {CANNOT_START[child.name]}")
             log.warning("%s died (code %s); starting it again", child.name, code)
             child.restarts += 1
             self.report.restarts.append({"child": child.name, "code": code, "at": time.time()})
