@@ -130,3 +130,31 @@ def test_a_live_process_that_cannot_start_stops_the_agent_with_what_to_do(tmp_pa
         assert sup.report.restarts == []
     finally:
         sup.stop()
+
+
+def test_a_live_agent_says_which_clock_is_unknown_or_uncertain_and_what_that_affects(tmp_path, caplog):
+    """Once per process until it is fixed: a sensor's pairs may be missed; a worker, which stamps no
+    event times, only has its latency figures off."""
+    import logging
+
+    from agent.core.messages import Stats
+
+    sup = Supervisor(RunFolder(tmp_path), [], lossless=False)
+    sup._b_ms = 1000.0  # B = 1 s, without a config in the folder
+    sensor = {"uptime_s": 30.0, "clock_known": True, "clock_uncertainty_ms": 140.0, "stamps_events": True}
+    worker = {**sensor, "stamps_events": False}
+    with caplog.at_level(logging.WARNING, logger="agent.runtime.supervisor"):
+        for _ in range(3):
+            sup.observe(Stats(values=sensor, source="microphone"))
+            sup.observe(Stats(values=worker, source="worker-audio"))
+        sup.observe(Stats(values={"uptime_s": 30.0, "clock_known": False, "stamps_events": True}, source="camera"))
+        sup.observe(Stats(values={**sensor, "clock_uncertainty_ms": 40.0}, source="lsl_in-audio"))  # within B/10
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "microphone: its clock's offset to the hub is uncertain by 140 ms, more than B/10 (100 ms); "
+        "pairs across senses may be missed",
+        "worker-audio: its clock's offset to the hub is uncertain by 140 ms, more than B/10 (100 ms); "
+        "its latency figures may be off (it stamps no event times, so pairing is not affected)",
+        "camera: its clock's offset to the hub is unknown (no hub answers its time questions); "
+        "pairs across senses may be missed",
+    ]

@@ -279,6 +279,7 @@ class Service:
 
     def publish_stats(self) -> None:
         values = {"uptime_s": round(time.monotonic() - self._started, 3), "gen": self.gen,
+                  "stamps_events": self.stamps_events,
                   "bad_messages": self.bus.dropped, "stale_gen": self.stale_gen, **self.stats(),
                   **({"clock_known": True, "clock_offset_ms": 0.0, "clock_uncertainty_ms": 0.0} if self.tells_time
                      else self.time_sync.stats(self.local_ns()))}

@@ -93,7 +93,8 @@ class Supervisor:
     # ------------------------------------------------------------------ start and stop
     def _watch_clock(self, msg: Stats) -> None:
         """Say once (until it is fixed) that a process's clock offset to the hub is unknown after
-        CLOCK_GRACE_S, or uncertain beyond B/10: its senses' pairs may be missed."""
+        CLOCK_GRACE_S, or uncertain beyond B/10: a sensor's pairs may be missed; another process's
+        latency figures may be off (it stamps no event times)."""
         v, name = msg.values, str(msg.source)
         up, unc = v.get("uptime_s"), v.get("clock_uncertainty_ms")
         b_ms = 1000.0 * self.run.config().cdz.window_s if self._b_ms is None else self._b_ms
@@ -107,7 +108,9 @@ class Supervisor:
             return
         if name not in self._clock_warned:
             self._clock_warned.add(name)
-            log.warning("%s: %s; pairs across senses may be missed", name, problem)
+            effect = ("pairs across senses may be missed" if v.get("stamps_events", True)
+                      else "its latency figures may be off (it stamps no event times, so pairing is not affected)")
+            log.warning("%s: %s; %s", name, problem, effect)
 
     def start(self) -> None:
         """The bus, then the essential roles (hub, workers, a lossless player); once they said ready, the

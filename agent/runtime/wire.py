@@ -323,7 +323,7 @@ CONTROL_ARGS: dict[str, dict[str, tuple]] = {  # known commands; unknown ones pa
 }
 STATS_FIELDS: dict[str, tuple] = {  # the fields processes and `cdz top` read; others are any flat scalar
     **dict.fromkeys(("role", "modality", "device", "source"), _TEXT),
-    **dict.fromkeys(("stalled", "eof", "playing", "finished", "sleeping", "clock_known"), _FLAG),
+    **dict.fromkeys(("stalled", "eof", "playing", "finished", "sleeping", "clock_known", "stamps_events"), _FLAG),
     **dict.fromkeys(("gen", "bad_messages", "stale_gen", "next_seq", "learned", "nodes", "clusters", "queue",
                      "processed", "sent", "acked", "total", "next", "experience", "session_heard", "recons", "rejected", "lost",
                      "resent", "duplicates", "dropped_oldest", "sequence_jumps", "ahead", "refused_clusters",
