@@ -14,10 +14,12 @@ arrives. Then
 The offset is exact when both legs take as long; however they differ, its error is at most
 delay / 2. Queues only ever add delay, so of the last `window` exchanges the one with the
 least delay is trusted, and delay / 2 is the uncertainty reported. The window slides, so a
-drifting clock is followed. A new estimate that differs from the offset in use by no more
-than the two can be off by together is a better estimate and is taken at once (a first
-exchange made while the machine was busy, then a quick one). One that differs by more, and
-by more than `jump_ms`, is a jump:
+drifting clock is followed. A new estimate more precise than the one in use and within
+what the two can be off by together is taken at once (a first exchange made while the
+machine was busy, then a quick one); one no more precise whose own error bound covers the
+difference leaves the offset as it is (a busy process answers late for a while: its
+estimates are worse, not a new truth); a difference beyond that bound but within `jump_ms`
+is taken at once (drift). A larger one is a jump:
 it is logged, taken only once `confirm` exchanges in a row agree on it, and then phased in
 over `smooth_s` seconds, so event times never leap on one odd exchange. Nothing here reads
 a message; `ClockSync` is fed the four stamps.
@@ -120,11 +122,15 @@ class ClockSync:
             self._from = self._to = best
             self._bound, self._since = bound, ex.t3
             return
-        if abs(best - self._to) <= max(self.jump_ns, self._bound + bound):
-            # close, or within what the two estimates can be off by (a first exchange made while the
-            # machine was busy, then a quicker one): a better estimate, not a jump; taken at once
+        moved = abs(best - self._to)
+        if (bound < self._bound and moved <= self._bound + bound) or bound < moved <= self.jump_ns:
+            # a more precise estimate within what the two can be off by together (a first exchange made
+            # while the machine was busy, then a quick one), or a small correction (drift): taken at once
             self._start(ex.t3, best)
             self._bound = bound
+            self._agreeing = 0
+            return
+        if moved <= bound:  # no more precise, and it does not contradict the one in use: that one stays
             self._agreeing = 0
             return
         # a jump: taken only once `confirm` exchanges in a row agree on it, so one odd exchange moves nothing
