@@ -31,7 +31,7 @@ from agent.core.session_mean import session_for
 from agent.core.storage import atomic_write_bytes
 from agent.pack import NAMES_FILE, names_bytes, open_run
 from replay.naming import run_names
-from sensors.features import FeatureError
+from sensors.errors import FeatureError
 from sensors.files import Percept, picture, read_file, words
 
 Input = Union[str, Path, np.ndarray, tuple, float, int]  # a file, an image, (wave, rate), or a reward value

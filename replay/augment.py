@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from agent.core import global_rng
-from sensors.features import audio_to_stimulus, read_wav_file
+from sensors.file_reading import read_wav_file
+from sensors.sound_features import audio_to_stimulus
 
 IMAGE_DEGREES = 15.0
 IMAGE_SHIFT = 0.1  # of the image side

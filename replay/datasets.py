@@ -28,7 +28,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from sensors import features
+from sensors.file_reading import read_audio_file
+from sensors.image_features import IMAGE_SIZE
+from sensors.sound_features import HOP, N_FFT, N_FRAMES, N_MELS, SAMPLE_RATE, TOP_DB
 
 SPLITS = ("train", "test")
 DIGITS = tuple(range(10))
@@ -330,7 +332,7 @@ def _mnist_arrays(split: str, download: bool) -> tuple[np.ndarray, np.ndarray]:
     for p in (img_path, lbl_path):
         _verify_mnist_file(p)
     images = _read_idx_cached(str(img_path), _signature([img_path]), IDX_IMAGES_MAGIC,
-                              (features.IMAGE_SIZE, features.IMAGE_SIZE))
+                              (IMAGE_SIZE, IMAGE_SIZE))
     labels = _read_idx_cached(str(lbl_path), _signature([lbl_path]), IDX_LABELS_MAGIC, ())
     if images.shape[0] != labels.shape[0] or labels.shape[0] != MNIST_SIZES[split]:
         raise DataCorruptError(
@@ -347,7 +349,7 @@ def load_mnist(split: str, digits: Sequence[int] | None = None, per_class: int |
     _check_per_class(per_class)
     images, labels = _mnist_arrays(split, download)
     idx = _select(labels, chosen, per_class)
-    # Same result as features.image_to_stimulus on each image (MNIST is already
+    # Same result as sensors.image_features.image_to_stimulus on each image (MNIST is already
     # 28x28 ink-on-dark); done in one vectorised step. A test checks they agree.
     x = images[idx].astype(np.float32) / np.float32(255.0)
     return Split(modality="visual", x=x, y=labels[idx].astype(np.int64),
@@ -418,8 +420,8 @@ def _feature_cache_path(files: Sequence[Path], hashes: dict[str, str]) -> Path:
     h = hashlib.sha256()
     for p in files:
         h.update(f"{p.name}:{hashes[p.name]}\n".encode())
-    consts = (FEATURE_CACHE_VERSION, features.SAMPLE_RATE, features.N_MELS, features.N_FRAMES,
-              features.HOP, features.N_FFT, features.TOP_DB)
+    consts = (FEATURE_CACHE_VERSION, SAMPLE_RATE, N_MELS, N_FRAMES,
+              HOP, N_FFT, TOP_DB)
     h.update(repr(consts).encode())
     return cache_dir() / "features" / f"fsdd-{h.hexdigest()[:24]}.npy"
 
@@ -430,7 +432,7 @@ def _load_cached(path: Path, n: int) -> np.ndarray | None:
         x = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError):
         return None
-    if x.shape != (n, features.N_MELS, features.N_FRAMES) or x.dtype != np.float32:
+    if x.shape != (n, N_MELS, N_FRAMES) or x.dtype != np.float32:
         return None
     return x
 
@@ -454,9 +456,9 @@ def _save_cached(path: Path, x: np.ndarray) -> None:
 
 def featurise_fsdd(files: Sequence[Path]) -> np.ndarray:
     """(n, 64, 64) float32 stimuli of wav files (no caching)."""
-    out = np.empty((len(files), features.N_MELS, features.N_FRAMES), dtype=np.float32)
+    out = np.empty((len(files), N_MELS, N_FRAMES), dtype=np.float32)
     for k, path in enumerate(files):
-        out[k] = features.read_audio_file(path)
+        out[k] = read_audio_file(path)
     return out
 
 

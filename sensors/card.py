@@ -9,7 +9,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from sensors.features import FeatureError, ink_to_mnist
+from sensors.errors import FeatureError
+from sensors.image_features import ink_to_mnist
 
 
 # ---------------------------------------------------------------------- finding the card

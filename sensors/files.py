@@ -15,8 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from sensors.card import picture_to_stimulus
-from sensors.features import (FeatureError, audio_to_stimulus, composite_on_white, decode_audio_file,
-                              decode_image_file, to_unit_grey)
+from sensors.errors import FeatureError
+from sensors.file_reading import decode_audio_file, decode_image_file
+from sensors.image_features import composite_on_white, to_unit_grey
+from sensors.sound_features import audio_to_stimulus
 from sensors.words import words_in
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".pbm", ".ppm", ".pnm", ".tif", ".tiff", ".webp"}

@@ -28,7 +28,7 @@ from agent.core.messages import Excitation, Recall, Reconstruction
 from sensors.errors import SensorError
 
 STREAM_KINDS = {Excitation: "excitation", Recall: "recall", Reconstruction: "reconstruction"}
-RECON_UNIT = "normalised intensity [0, 1]"  # a decoded MNIST image or log-mel spectrogram (sensors.features)
+RECON_UNIT = "normalised intensity [0, 1]"  # a decoded MNIST image or log-mel spectrogram (sensors.image_features, sensors.sound_features)
 
 
 def load_pylsl() -> Any:

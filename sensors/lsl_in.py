@@ -37,7 +37,7 @@ from agent.runtime.service import Latency, Service, terminate_cleanly
 from agent.runtime.topology import hears
 from sensors.card import CardTracker, look
 from sensors.errors import SensorError
-from sensors.features import FeatureError
+from sensors.errors import FeatureError
 from sensors.files import picture
 from sensors.lsl import ClockBridge, SampleStamps, declared_shape, frame_of, load_pylsl, parse_shape
 from sensors.microphone import utterance_stimulus

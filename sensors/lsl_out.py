@@ -21,7 +21,7 @@ import socket
 import sys
 from typing import Any
 
-from agent.core.messages import Excitation, Message, Recall, Reconstruction
+from agent.core.messages import Excitation, Message, Reconstruction
 from agent.runtime.bus import BusClient
 from agent.runtime.service import Service, terminate_cleanly
 from agent.runtime.topology import hears

@@ -5,7 +5,7 @@ the callback only copies them into a preallocated ring (it must never block, or 
 device overflows). The service loop drains the ring into an `UtteranceSegmenter`
 (`sensors.words`), an energy voice-activity detector that cuts the stream into one
 clip per spoken word, and publishes every clip as a `Stimulus` (modality "audio") made by
-`sensors.features.audio_to_stimulus` after the noise gate (`sensors.words.gate_noise`), the same function that featurises FSDD, so the
+`sensors.sound_features.audio_to_stimulus` after the noise gate (`sensors.words.gate_noise`), the same function that featurises FSDD, so the
 agent hears the microphone exactly as it heard its training data.
 
 The segmenter works at the device's own rate (audio_to_stimulus resamples to 8 kHz);
@@ -28,7 +28,8 @@ from agent.runtime.bus import BusClient
 from agent.runtime.service import Latency, Service
 from agent.core.messages import Stimulus
 from agent.runtime.topology import hears
-from sensors.features import FeatureError, audio_to_stimulus
+from sensors.errors import FeatureError
+from sensors.sound_features import audio_to_stimulus
 from sensors.words import Segment, UtteranceSegmenter, gate_noise
 from sensors.errors import SensorError
 

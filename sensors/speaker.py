@@ -28,7 +28,7 @@ from agent.runtime.bus import BusClient
 from agent.runtime.service import Latency, Service
 from agent.core.messages import Message, Reconstruction
 from agent.runtime.topology import hears
-from sensors.features import N_FRAMES, N_MELS, SAMPLE_RATE, spectrogram_to_audio
+from sensors.sound_features import N_FRAMES, N_MELS, SAMPLE_RATE, spectrogram_to_audio
 from sensors.errors import SensorError
 
 log = logging.getLogger(__name__)

@@ -77,7 +77,7 @@ def test_the_readme_example_runs_as_written(run, one_png, data_dir, tmp_path, mo
 
 def test_learning_a_pair_moves_the_brain_and_each_input_must_hold_one_stimulus(run, one_png, data_dir):
     from agent import Agent
-    from sensors.features import FeatureError
+    from sensors.errors import FeatureError
 
     agent = Agent.load(run)
     before = agent.stimuli_learned

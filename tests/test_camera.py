@@ -24,7 +24,8 @@ from agent.runtime.bus import BusClient, free_tcp_bus
 from agent.core.messages import Frame, Stats, Stimulus
 from sensors import camera as C
 from sensors import card as K
-from sensors.features import FeatureError, ink_to_mnist
+from sensors.errors import FeatureError
+from sensors.image_features import ink_to_mnist
 from tools.card_video import make_card_video
 from tools.cli import main as cdz
 

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from replay import datasets as ds
-from sensors import features
+from sensors.file_reading import read_audio_file
+from sensors.image_features import image_to_stimulus
 
 
 @pytest.fixture
@@ -71,7 +72,7 @@ def test_mnist_equals_image_to_stimulus(offline, data_dir):
     raw = ds.read_idx(data_dir / "mnist" / "t10k-images-idx3-ubyte.gz", ds.IDX_IMAGES_MAGIC, (28, 28))
     s = ds.load_mnist("test")
     for i in (0, 1, 4321, 9999):
-        np.testing.assert_array_equal(s.x[i], features.image_to_stimulus(raw[i]))
+        np.testing.assert_array_equal(s.x[i], image_to_stimulus(raw[i]))
 
 
 def test_mnist_digits_and_per_class(offline):
@@ -204,7 +205,7 @@ def test_load_fsdd_subset(offline):
         assert int(d) == label and spk == speaker
     first_three = ds.list_fsdd_files("test", digits=[3], per_class=1)[0]
     assert s.names[0] == first_three.stem
-    np.testing.assert_array_equal(s.x[0], features.read_audio_file(first_three))
+    np.testing.assert_array_equal(s.x[0], read_audio_file(first_three))
 
 
 def test_load_fsdd_speaker_held_out(offline):

@@ -80,7 +80,7 @@ def test_eval_changes_nothing_in_the_run(small_run, capsys):
 
 @pytest.mark.slow
 def test_recall_of_files_names_the_right_digit(small_run, tmp_path, data_dir, capsys):
-    from sensors.features import write_png
+    from sensors.file_reading import write_png
 
     from replay.datasets import load_mnist
 

@@ -23,7 +23,7 @@ import zmq
 from agent.runtime.bus import BusClient
 from agent.runtime.launcher import start_bus
 from agent.core.messages import Control, Stats, Stimulus
-from sensors.features import read_audio_file
+from sensors.file_reading import read_audio_file
 from sensors.microphone import Microphone, RingBuffer, SensorError, choose_input, pick_input
 from sensors.words import UtteranceSegmenter, segment_wave
 try:  # one module object for the whole session, whichever way pytest put tests/ on the path

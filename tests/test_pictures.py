@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from sensors.card import MNIST_STROKE, even_strokes, ink_to_mnist, picture_to_stimulus, stimulus_distance, stroke_width
-from sensors.features import image_to_stimulus
+from sensors.image_features import image_to_stimulus
 from sensors.files import picture
 
 
@@ -70,7 +70,7 @@ def test_bold_and_hairline_pens_are_evened_to_mnist_strokes(digits):
 
 
 def test_a_blank_or_flat_picture_is_a_clear_error():
-    from sensors.features import FeatureError
+    from sensors.errors import FeatureError
 
     with pytest.raises(FeatureError, match="blank"):
         picture(np.full((50, 50), 200, np.uint8))

@@ -19,7 +19,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy.io import wavfile
 
-from sensors import features as F
+from sensors.errors import FeatureError
+from sensors.file_reading import MAX_AUDIO_SECONDS, MAX_IMAGE_PIXELS, image_header
+from sensors.image_features import IMAGE_SIZE
+from sensors.sound_features import N_FRAMES, N_MELS
 from sensors.files import read_image_file
 from tools.cli import main
 from tools.recall import Checked, check_file, exit_code, output_names, recall_files
@@ -179,7 +182,7 @@ def test_ink_on_a_transparent_background_is_a_drawing(tmp_path, kind):
             Image.fromarray(np.dstack([black, ink]), "LA").save(path)
         else:
             Image.fromarray((ink > 0).astype(np.uint8), "P").save(path, transparency=0)
-    assert F.image_header(path.read_bytes()).alpha
+    assert image_header(path.read_bytes()).alpha
     x, ref = read_image_file(path), read_image_file(on_white)
     assert x.max() > 0.9  # not blank: the ink is there, bright on dark like MNIST
     np.testing.assert_allclose(x, ref, atol=1e-6)
@@ -244,22 +247,22 @@ def test_oversize_images_are_refused_from_the_header(tmp_path, monkeypatch, fmt)
     monkeypatch.setattr(cv2, "imread", no_decode)
     path = tmp_path / f"huge.{fmt}"
     path.write_bytes(_huge(fmt, 20000, 20000))
-    assert F.image_header(path.read_bytes())[1:3] == (20000, 20000)
+    assert image_header(path.read_bytes())[1:3] == (20000, 20000)
     start = time.perf_counter()
     c = check_file(path)
     seconds = time.perf_counter() - start
     assert c.percepts is None and "20000x20000" in c.error and "MAX_IMAGE_PIXELS" in c.error, c.error
-    assert f"{F.MAX_IMAGE_PIXELS / 1e6:g} million" in c.error
+    assert f"{MAX_IMAGE_PIXELS / 1e6:g} million" in c.error
     assert seconds < 0.5
 
 
 def test_an_image_just_within_the_limit_is_decoded(tmp_path, monkeypatch):
-    monkeypatch.setattr(F, "MAX_IMAGE_PIXELS", 60 * 80)
+    monkeypatch.setattr("sensors.file_reading.MAX_IMAGE_PIXELS", 60 * 80)
     ink = _drawing()
     cv2.imwrite(str(tmp_path / "ok.png"), 255 - ink)
     assert read_image_file(tmp_path / "ok.png").max() > 0.9
     cv2.imwrite(str(tmp_path / "big.png"), 255 - cv2.resize(ink, (81, 60)))
-    with pytest.raises(F.FeatureError, match="big.png: image is too large: 81x60"):
+    with pytest.raises(FeatureError, match="big.png: image is too large: 81x60"):
         read_image_file(tmp_path / "big.png")
 
 
@@ -274,7 +277,7 @@ def test_long_or_odd_rate_audio_is_refused_from_the_header(tmp_path, monkeypatch
         raise AssertionError("samples were decoded")
 
     monkeypatch.setattr(wavfile, "read", no_decode)
-    seconds = F.MAX_AUDIO_SECONDS + 10
+    seconds = MAX_AUDIO_SECONDS + 10
     long = tmp_path / "long.wav"
     long.write_bytes(_wav_bytes(8000, np.full(int(8000 * seconds), 130, np.uint8)))
     c = check_file(long)
@@ -289,7 +292,7 @@ def test_audio_within_the_limits_still_reads(tmp_path):
     path = tmp_path / "tone.wav"
     path.write_bytes(_wav_bytes(48000, (0.3 * np.sin(2 * np.pi * 440 * t) * 32767).astype(np.int16)))
     c = check_file(path)
-    assert c.error is None and c.modality == "audio" and c.percepts[0].x.shape == (F.N_MELS, F.N_FRAMES)
+    assert c.error is None and c.modality == "audio" and c.percepts[0].x.shape == (N_MELS, N_FRAMES)
 
 
 # ------------------------------------------------------------------------------------- fuzz
@@ -373,7 +376,7 @@ def test_fuzz_every_file_gives_a_stimulus_or_a_clear_error():
                 seen["error"] += 1
             else:
                 assert c.modality in ("visual", "audio")
-                shape = (F.IMAGE_SIZE, F.IMAGE_SIZE) if c.modality == "visual" else (F.N_MELS, F.N_FRAMES)
+                shape = (IMAGE_SIZE, IMAGE_SIZE) if c.modality == "visual" else (N_MELS, N_FRAMES)
                 for x in (p.x for p in c.percepts):
                     assert x.shape == shape and x.dtype == np.float32
                     assert np.all(np.isfinite(x)) and 0.0 <= x.min() and x.max() <= 1.0

@@ -145,7 +145,7 @@ def test_rewards_are_recalled_from_images_and_words_and_recall_the_digits_that_e
     from agent.core.checkpoint import RunFolder
     from replay.pipeline import load_brain
     from replay.splits import load_splits
-    from sensors.features import write_png
+    from sensors.file_reading import write_png
     from tools.cli import main
     from tools.evaluate import score
 

@@ -13,7 +13,8 @@ import pytest
 
 from agent.runtime.bus import BusClient
 from agent.core.messages import Control, Reconstruction
-from sensors.features import SAMPLE_RATE, audio_to_stimulus, read_wav_file
+from sensors.file_reading import read_wav_file
+from sensors.sound_features import SAMPLE_RATE, audio_to_stimulus
 from tests.processes import stop_process, wait_for
 from tests.pulse import SOURCE, pulse_sink  # noqa: F401  (a fixture, requested by name)
 from sensors.speaker import TOPICS, SensorError, Speaker, WavSink, load_sounddevice, open_device, \

@@ -271,7 +271,7 @@ def thinker(agent, **kw) -> ThoughtLoop:
 @pytest.fixture(scope="module")
 def seed_png(run, data_dir, tmp_path_factory) -> Path:
     """A test image (as a PNG file) whose in-process chain runs 8 thoughts deep."""
-    from sensors.features import write_png
+    from sensors.file_reading import write_png
     from tools.think import load_mind
     from replay.splits import load_splits
 

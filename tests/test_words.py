@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sensors.features import audio_to_stimulus, read_wav_file
+from sensors.file_reading import read_wav_file
+from sensors.sound_features import audio_to_stimulus
 from sensors.words import gate_noise, segments_of, words_in
 
 

@@ -88,7 +88,8 @@ def microphone_check(judge: _Judge, n_utterances: int, seed: int = 0, noise_db: 
     """`noise_db`: white noise of that level (dBFS) over the whole recording; None: a clean room.
     `speaker`: only that FSDD voice, any of its recordings (for a run trained without it)."""
     from replay.datasets import list_fsdd_files
-    from sensors.features import SAMPLE_RATE, audio_to_stimulus, read_audio_file
+    from sensors.file_reading import read_audio_file
+    from sensors.sound_features import SAMPLE_RATE, audio_to_stimulus
     from sensors.words import words_in
     from tools.utterance_audio import build_recording, pick_utterances, score_segments
 

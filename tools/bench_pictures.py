@@ -3,7 +3,7 @@
 The pictures (`tools.pictures`) are written as files and read back through the very
 path `cdz recall` and the API take (`sensors.files`). A picture is recalled correctly
 when the audio cluster it recalls stands for its digit. Beside it: the same pictures
-squeezed whole into 28x28 (`sensors.features.image_to_stimulus`, what `cdz recall` did
+squeezed whole into 28x28 (`sensors.image_features.image_to_stimulus`, what `cdz recall` did
 before it used the camera's ink finder), and, for familiarity, MNIST test digits
 and pictures of digits against things that are not digits (printed letters, noise, a
 filled disc, which the ink finder makes into something very like a bold 0).
@@ -19,7 +19,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from sensors.features import decode_image_file, image_to_stimulus
+from sensors.file_reading import decode_image_file
+from sensors.image_features import image_to_stimulus
 from sensors.files import read_image_file
 from tools.pictures import KINDS, digit_of, make_pictures, mnist_test_digits, write_pictures
 

@@ -28,7 +28,8 @@ from agent.core.autoencoder import load_autoencoder
 from agent.core.checkpoint import RunFolder
 from agent.core.config import Config, override
 from replay.datasets import FSDD_SPEAKERS, list_fsdd_files
-from sensors.features import audio_to_stimulus, read_wav_file
+from sensors.file_reading import read_wav_file
+from sensors.sound_features import audio_to_stimulus
 from replay.naming import cluster_names
 from tools.evaluate import _judge_for, evaluate, name_of
 from tools.judge import predict

@@ -646,7 +646,7 @@ def main(argv: list[str] | None = None) -> int:
                                                        RuntimeError, OSError)
     try:
         from replay.datasets import DataCorruptError, DataMissingError
-        from sensors.features import FeatureError
+        from sensors.errors import FeatureError
 
         known_errors += (DataMissingError, DataCorruptError, FeatureError)
     except ImportError:  # pragma: no cover - partial installs

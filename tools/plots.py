@@ -33,7 +33,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from sensors.features import F_MAX, HOP, SAMPLE_RATE, _hz_to_mel
+from sensors.sound_features import F_MAX, HOP, SAMPLE_RATE, _hz_to_mel
 
 __all__ = ["plot_tsne", "tsne_colours", "plot_mode_grid", "plot_learning_curves", "plot_recall"]
 

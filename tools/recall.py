@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from replay.foxglove_views import VALUE_SIZE  # an imagined stimulus this small (a reward) is reported as numbers
-from sensors.features import FeatureError, write_png
+from sensors.errors import FeatureError
+from sensors.file_reading import write_png
 from sensors.files import Percept, modality_of, read_file
 
 if TYPE_CHECKING:
@@ -200,7 +201,7 @@ def _write_sound(path: Path, spectrogram: np.ndarray) -> str:
     """An imagined spectrogram as a sound one can play (Griffin-Lim, 8 kHz, 16-bit)."""
     from scipy.io import wavfile
 
-    from sensors.features import SAMPLE_RATE, spectrogram_to_audio
+    from sensors.sound_features import SAMPLE_RATE, spectrogram_to_audio
 
     wave = spectrogram_to_audio(spectrogram)
     peak = float(np.abs(wave).max()) or 1.0

@@ -24,7 +24,8 @@ from scipy.signal import resample_poly
 
 from agent.runtime import flags
 from replay.datasets import FSDD_INDICES, FSDD_SPEAKERS
-from sensors.features import SAMPLE_RATE, read_wav_file
+from sensors.file_reading import read_wav_file
+from sensors.sound_features import SAMPLE_RATE
 
 
 @dataclass(frozen=True)
