@@ -35,7 +35,8 @@ from replay.pipeline import (Encodings, Refinements, build_brain, build_stream, 
 
 class Learner(Protocol):
     def learn(self, lo: int, hi: int) -> None:
-        """Learn stimuli [lo, hi) of the stream and leave a checkpoint at `hi`."""
+        """Learn stimuli [lo, hi) of the stream and leave a checkpoint at `hi` (where a refinement is
+        due at `hi`, `refine` may leave it instead)."""
 
     def refine(self, step: int) -> None:
         """The refinement due at `step`, if one is (a resumed run may have made it), saved at `step`."""
@@ -85,7 +86,8 @@ class InProcess:
         for stop in [*range(self.start + ((lo - self.start) // every + 1) * every, hi, every), hi]:
             log = learn_stream(self.brain, self.stream, self.codes, lo, stop, bar=self.bar)
             self.logs.append((log.cluster, log.recalled))
-            self._save(stop)
+            if not (stop == hi and self.phases.due(self.brain, hi)):  # a refinement there saves it once, refined
+                self._save(stop)
             lo = stop
 
     def refine(self, step: int) -> None:

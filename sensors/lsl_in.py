@@ -59,7 +59,7 @@ def resolve(pylsl: Any, name: str, timeout_s: float) -> Any:
     seen = sorted({f"{s.name()} ({s.type()}, {s.channel_count()} ch)" for s in pylsl.resolve_streams(wait_time=1.0)})
     raise SensorError(f"no LSL stream named {name!r} answered within {timeout_s:g} s; streams seen: "
                       f"{', '.join(seen) or 'none'}. Is the sender running on this network? Off one subnet, "
-                      "list its machine in KnownPeers of an lsl_api.cfg (LSLAPICFG=path); see README, "
+                      "list its machine in KnownPeers of an lsl_api.cfg (LSLAPICFG=path); see docs/RUNTIME.md, "
                       "'Lab Streaming Layer'")
 
 

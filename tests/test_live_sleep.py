@@ -203,7 +203,7 @@ def test_a_live_worker_hears_a_new_voice_through_its_session(run):
     from agent.core.autoencoder import load_autoencoder
     from agent.core.checkpoint import experience_part
     from agent.core.experience import Experience
-    from agent.core.session_mean import settled_session
+    from agent.core.session_mean import lived_as_heard
     from tools.live import LiveAgent
 
     test = {m: s.x for m, s in load_splits(override(Config(), TINY), "test").items()}
@@ -246,5 +246,5 @@ def test_a_live_worker_hears_a_new_voice_through_its_session(run):
     lived, _ = kept.arrays()
     assert session_heard[-1] == len(said)
     np.testing.assert_array_equal(lived, said)
-    settled = settled_session(lived, load_autoencoder(run.encoder_path("audio")), run.config().sense("audio"))
+    settled = lived_as_heard(lived, load_autoencoder(run.encoder_path("audio")), run.config().sense("audio"))
     assert np.abs(settled - said).mean() > 0.02  # what a sleep is taught: the tint taken off, not passed on

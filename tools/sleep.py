@@ -19,7 +19,7 @@ from agent.core.autoencoder import encode, load_autoencoder, save_autoencoder
 from agent.core.checkpoint import RunFolder, experience_part
 from agent.core.config import sleep_override
 from agent.core.experience import Experience
-from agent.core.session_mean import heard_in_order, settled_session
+from agent.core.session_mean import lived_as_heard
 from agent.core.sleep import SleepReport, sleep
 from agent.core.storage import save_arrays
 from replay.pipeline import Encodings, load_brain, test_encodings
@@ -48,8 +48,7 @@ def sleep_run(run: RunFolder, assignments: list[str] | None = None) -> tuple[Sle
         loaded = load_brain(run, (step, state))
         brain = loaded.brain
         lived = experience_of(state, {m: models[m].input_shape for m in mods}, config.sleep.buffer)
-    hear = settled_session if config.sleep.settle else heard_in_order
-    lived = {m: (hear(x, models[m], config.sense(m)), t) for m, (x, t) in lived.items()}  # as a session hears
+    lived = {m: (lived_as_heard(x, models[m], config.sense(m), config.sleep.settle), t) for m, (x, t) in lived.items()}
     old = load_splits_x(config, "train") if config.sleep.replay == "stimuli" else None
     report = sleep(brain, models, lived, config.sleep, seed=config.seed * 100 + brain.refinements,
                    old_stimuli=old, augment=lived_augmenters(mods))

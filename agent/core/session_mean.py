@@ -129,18 +129,14 @@ def heard_as_session(x: np.ndarray, model: Autoencoder, sense: SenseSettings, se
     return out
 
 
-def settled_session(x: np.ndarray, model: Autoencoder, sense: SenseSettings) -> np.ndarray:
-    """What a sense lived through (stimuli as they arrived, in order) as a fresh session hears them
-    once settled (`SessionMean.settled`): what a sleep teaches on. As it is when the sense keeps none."""
+def lived_as_heard(x: np.ndarray, model: Autoencoder, sense: SenseSettings, settled: bool = True) -> np.ndarray:
+    """What a sense lived through (stimuli as they arrived, in order) as a fresh session hears them:
+    once settled (`SessionMean.settled`: what a sleep teaches on), or each at its moment. As it is
+    when the sense keeps no session."""
     session = session_for(model, sense)
-    return np.asarray(x, np.float32) if session is None or len(x) == 0 else session.settled(x)
-
-
-def heard_in_order(x: np.ndarray, model: Autoencoder, sense: SenseSettings) -> np.ndarray:
-    """What a sense lived through (stimuli as they arrived, in order) as a fresh session heard each
-    at its moment. As it is when the sense keeps none."""
-    session = session_for(model, sense)
-    return np.asarray(x, np.float32) if session is None or len(x) == 0 else session(x)
+    if session is None or len(x) == 0:
+        return np.asarray(x, np.float32)
+    return session.settled(x) if settled else session(x)
 
 
 def session_for(model: Autoencoder, sense: SenseSettings) -> SessionMean | None:
