@@ -150,6 +150,13 @@ def build_autoencoder(input_shape: tuple[int, int], settings: AutoencoderSetting
     return Autoencoder(input_shape, settings)
 
 
+def as_input(data: np.ndarray) -> np.ndarray:
+    """Stimulus pixels as an autoencoder takes them: uint8 images scale to [0, 1], the rest is float32."""
+    if data.dtype == np.uint8:
+        return data.astype(np.float32) / 255.0
+    return data.astype(np.float32, copy=False)
+
+
 def train_autoencoder(
     x: np.ndarray, settings: AutoencoderSettings, seed: int, desc: str = "", progress: bool = True
 ) -> tuple[Autoencoder, dict]:

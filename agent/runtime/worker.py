@@ -5,7 +5,7 @@ learns them with the very `Cortex` the one-process brain uses, publishes the
 excited cluster (and any cluster births and deaths just before it), applies the
 hub's feedback, and decodes recalled clusters into reconstructions.
 
-Two flows:
+How stimuli come in and what it learned goes out is its flow (`agent.runtime.flows`):
 
 * lossless (training replays): the run is bit-identical to the one-process
   brain. `agent.runtime.sequencer.LosslessSequencer` says which stimulus to learn
@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
 
 import numpy as np
 
-from agent.core.autoencoder import Autoencoder, encode
+from agent.core.autoencoder import Autoencoder, as_input, encode
 from agent.runtime.bus import BusClient
+from agent.runtime.flows import LiveWorker, LosslessWorker
 from agent.core.checkpoint import (REFINEMENTS, RunFolder, as_part, cortex_part, experience_part, part, rejected_key,
                                    worker_part)
 from agent.core.cortex import Cortex
@@ -39,8 +39,6 @@ from agent.core.messages import Control, Credit, Excitation, Feedback, Message, 
 
 log = logging.getLogger(__name__)
 
-BATCH = 256  # lossless: the most excitations sent in one batch
-HUB_RELOAD_WAIT_S = 10.0  # after a swap, how long new input waits for the hub's slept CDZ
 MAX_GAP = 10_000  # a gap in one sender's numbering above this is a fresh start, not loss (5 min of a 30 fps camera)
 MAX_SENDERS = 64  # senders whose numbering is followed at once
 
@@ -65,22 +63,16 @@ class EncoderWorker(PartOwner):
         self.cortex = cortex
         self.unit = CortexUnit(cortex)
         self.recon_interval = 0.0 if recon_hz <= 0 else 1.0 / recon_hz
-        self.queue_max = queue_max
         self.experience = Experience(model.input_shape, experience)  # live: what it learned, for sleep
         self.session = session  # live: what it hears has this session's mean and spread traded for the training ones
         self.stage = 0  # the encoder stage (refinements and sleeps so far) the model belongs to
         self.holds = (start, 0)  # (checkpoint step, stage) of the brain it holds; set by from_run and reloads
-        self.relive: deque[tuple[np.ndarray, int]] = deque()  # live, after a swap: stimuli learned again first
-        self.awaiting_hub: int | None = None  # live, after a swap: the reload the hub has yet to say ready for
         self.reloads = 0
         self.relived = 0  # stimuli learned again after swaps
         self.sequencer = LosslessSequencer(cortex, start=start, total=total, checkpoint_every=checkpoint_every)
-        self.live: deque[Stimulus] = deque()  # live: oldest first, bounded
-        self.outbox: dict[str, list] = {"clusters": [], "excite": []}  # lossless: sent in batches (`_flush`)
         self.rejected = 0
         self.learned = 0
         self.duplicates = 0
-        self.dropped_oldest = 0
         self.lost = 0  # gaps in each sender's stimulus numbering
         self.feedback_gaps = 0
         self.recons = 0
@@ -91,6 +83,7 @@ class EncoderWorker(PartOwner):
         self._last_recon = 0.0
         self.latency = Latency()  # stimulus event time -> excitation published (live clocks only)
         self._rate = Rate()
+        self.flow = LosslessWorker(self) if lossless else LiveWorker(self, queue_max)
 
     @classmethod
     def from_run(cls, bus: BusClient, run: RunFolder, modality: str, **kw) -> "EncoderWorker":
@@ -117,24 +110,14 @@ class EncoderWorker(PartOwner):
         if msg.modality != self.modality and not isinstance(msg, Credit):
             return
         if isinstance(msg, Stimulus):
-            self._on_stimulus(msg)
+            self._count_gap(msg.source, msg.mseq)
+            self.flow.take(msg)
         elif isinstance(msg, Feedback):
-            self._on_feedback(msg)
+            self.flow.feedback(msg)
         elif isinstance(msg, Recall):
             self._on_recall(msg)
-        elif isinstance(msg, Credit) and self.lossless and msg.seq > self.sequencer.done:
-            self._advance(msg.seq, msg.t_ns)
-
-    def _on_stimulus(self, stim: Stimulus) -> None:
-        self._count_gap(stim.source, stim.mseq)
-        if not self.lossless:
-            self.live.append(stim)
-            while len(self.live) > self.queue_max:
-                self.live.popleft()
-                self.dropped_oldest += 1
-            return
-        if not self.sequencer.offer(stim):
-            self.duplicates += 1  # a resend after a stall, or a replay from before a rewind
+        elif isinstance(msg, Credit):
+            self.flow.credit(msg)
 
     def _count_gap(self, source: str, mseq: int) -> None:
         """Count the stimuli a sender numbered but that never came, per sender. A gap above
@@ -149,23 +132,6 @@ class EncoderWorker(PartOwner):
         self._next_mseq[source] = mseq + 1 if expected is None or mseq >= expected else expected
         while len(self._next_mseq) > MAX_SENDERS:  # the longest-silent sender is forgotten
             del self._next_mseq[next(iter(self._next_mseq))]
-
-    def _on_feedback(self, fb: Feedback) -> None:
-        if not self.lossless:
-            self.unit.feedback(fb)
-            return
-        if fb.seq < self.sequencer.done:  # the hub answers each seq once: only an old generation repeats
-            self.duplicates += 1
-            return
-        self._advance(fb.seq, fb.t_ns)  # everything before fb.seq is complete: the hub answers in order
-        step, z_at = self.sequencer.feedback_context(fb.seq)
-        self.unit.feedback(fb, step=step, z_at=z_at)
-        self._advance(fb.seq + 1, fb.t_ns)
-
-    def _advance(self, done: int, t_ns: int | None) -> None:
-        """The hub has answered every seq below `done`: saving checkpoints at the cuts on the way."""
-        for step in self.sequencer.answered(done, t_ns):
-            self.at_cut(step)
 
     def _on_recall(self, msg: Recall) -> None:
         now = time.monotonic()
@@ -195,57 +161,50 @@ class EncoderWorker(PartOwner):
             self._load_own(state)
         self.gen = gen
         self.sequencer.reset(step)
-        self.live.clear()
-        for batch in self.outbox.values():
-            batch.clear()
+        self.flow.reset()
         self._next_mseq.clear()
         log.info("%s: rewound to checkpoint %d (generation %d)", self.name, step, gen)
         self.ready(step=step)
 
     # ------------------------------------------------------------------ learning
     def tick(self) -> None:
-        if self.lossless:
-            self._learn_lossless()
-        else:
-            self._learn_live()
+        self.flow.learn()
 
-    def _learn_lossless(self) -> None:
-        while (turn := self.sequencer.next(self._encode)) is not None:
-            stim, z = turn
-            self.sequencer.learned(stim, self._learn(stim, z))
-            if len(self.outbox["excite"]) >= BATCH:
-                self._flush()
-            self._dispatch_waiting()  # the hub's answers may already be here
-        self._flush()
-
-    def _flush(self) -> None:
-        """Lossless: what was learned since the last flush goes out, cluster changes first (one
-        batch per topic; the hub applies each change before the excitation of its seq)."""
-        for kind in ("clusters", "excite"):
-            self.send_batch(self.outbox[kind])
-            self.outbox[kind].clear()
-
-    def _dispatch_waiting(self) -> None:
+    def dispatch_waiting(self) -> None:
+        """Handle what already waits on the bus (the hub's answers), between two stimuli."""
         while self.running and self.bus.waiting:  # one cheap poll when nothing waits
             msg = self.bus.recv_ready()
             if msg is not None:
                 self._dispatch(msg)
 
-    def _encode(self, stimuli: list[Stimulus]) -> list[np.ndarray | None]:
+    def encode_batch(self, stimuli: list[Stimulus]) -> list[np.ndarray | None]:
         """Encodings of a batch of stimuli (encoding never depends on learning); None for a wrong shape."""
         shape = self.model.input_shape
         good = [k for k, stim in enumerate(stimuli) if stim.data.shape == shape]
         out: list[np.ndarray | None] = [None] * len(stimuli)
         if good:
-            for k, z in zip(good, encode(self.model, np.stack([_as_float(stimuli[k].data) for k in good]))):
+            for k, z in zip(good, encode(self.model, np.stack([as_input(stimuli[k].data) for k in good]))):
                 out[k] = z
         return out
 
+    def encode_heard(self, stim: Stimulus) -> np.ndarray | None:
+        """The encoding of one stimulus as this session hears it (a thought is not heard); None for a wrong shape."""
+        if stim.data.shape != self.model.input_shape:
+            return None
+        heard = as_input(stim.data)[None]
+        if self.session is not None and not stim.internal:
+            heard = self.session(heard)
+        return encode(self.model, heard)[0]
+
+    def heard_again(self, x: np.ndarray) -> np.ndarray:
+        """What was heard already, through the session as it is now (counting nothing)."""
+        return x if self.session is None else self.session.rescale(x)
+
     def on_control(self, msg: Control) -> None:
-        if msg.command == "reload" and self.run_folder is not None and not self.lossless:
+        if msg.command == "reload" and self.run_folder is not None and self.flow.swaps:
             self.reload(int(msg.args.get("id", 0)))
-        elif msg.command == "ready" and msg.source == "hub" and msg.args.get("reload") == self.awaiting_hub:
-            self.awaiting_hub = None  # the hub holds the slept CDZ: what was lived since can be paired again
+        elif msg.command == "ready" and msg.source == "hub":
+            self.flow.hub_ready(msg.args.get("reload"))
         else:
             super().on_control(msg)
 
@@ -272,43 +231,14 @@ class EncoderWorker(PartOwner):
             x, t = self.experience.newest(self.experience.seen - self.experience.seen_in(state, experience_part(m)))
             self.cortex.load_state_dict(own)
             self._load_own(state)
-        self.relive.extend(zip(x, t.tolist()))  # learned after the cut, by the old brain
         self.model, self.stage, self.holds = model, stage, (step, stage)
-        self.awaiting_hub, self._awaiting_since = reload_id, time.monotonic()
+        self.flow.swapped(x, t, reload_id)  # learned after the cut, by the old brain: learned again first
         self.reloads += 1
         log.info("%s: reloaded checkpoint %d (stage %d) in %.0f ms; %d stimuli to live again", self.name, step, stage,
                  1000 * (time.perf_counter() - t0), len(x))
         self.ready(reload=reload_id)
 
-    def _learn_live(self) -> None:
-        if self.awaiting_hub is not None:
-            if time.monotonic() - self._awaiting_since < HUB_RELOAD_WAIT_S:
-                return  # new input waits until what was lived since the cut is learned again
-            log.warning("%s: no ready from the hub for reload %d; going on", self.name, self.awaiting_hub)
-            self.awaiting_hub = None
-        if self.relive:  # one batch through the new encoder: the live queue waits for all of it
-            t0 = time.perf_counter()
-            x = np.stack([x for x, _ in self.relive])  # as they arrived; heard through the session as it is now
-            for (_, t_ns), row, z in zip(self.relive, x, encode(self.model, self._heard_again(x))):
-                self._learn(Stimulus(modality=self.modality, t_ns=t_ns, seq=0, data=row, source=self.name,
-                                     gen=self.gen), z, relived=True)
-            log.info("%s: lived %d stimuli again in %.0f ms", self.name, len(x), 1000 * (time.perf_counter() - t0))
-            self.relive.clear()
-        while self.live:
-            stim = self.live.popleft()
-            z = None
-            if stim.data.shape == self.model.input_shape:
-                heard = _as_float(stim.data)[None]
-                if self.session is not None and not stim.internal:  # a thought is not heard
-                    heard = self.session(heard)
-                z = encode(self.model, heard)[0]
-            self._learn(stim, z)
-            self._dispatch_waiting()
-
-    def _heard_again(self, x: np.ndarray) -> np.ndarray:
-        return x if self.session is None else self.session.rescale(x)
-
-    def _learn(self, stim: Stimulus, z: np.ndarray | None, relived: bool = False) -> Excitation:
+    def learn(self, stim: Stimulus, z: np.ndarray | None, relived: bool = False) -> Excitation:
         """The cortex unit learns the stimulus; its cluster changes, then its excitation, go to the hub."""
         out = self.unit.stimulus(stim, z, relived=relived)
         exc = out[-1]
@@ -318,19 +248,13 @@ class EncoderWorker(PartOwner):
                 log.warning("%s: rejected a stimulus (%s); further ones are only counted", self.name,
                             self.unit.last_error)
         for msg in out:  # cluster changes first: the CDZ applies them before the excitation
-            if self.lossless:
-                self.outbox[msg.KIND].append(msg)  # stamped as the batch is sent
-            else:
-                self.bus.send(self.stamp(msg))
-        if exc.cluster_id >= 0 and stim.learn and not self.lossless and not stim.internal:
-            self.experience.add(_as_float(stim.data), stim.t_ns)  # as it arrived (a sleep settles it); off the latency path
+            self.flow.emit(msg)
+        self.flow.learned(stim, exc, relived)
         if relived:
             self.relived += 1
             return exc
         self.learned += 1
         self._rate.add()
-        if not self.lossless:
-            self.latency.add((self.bus_ns() - stim.t_ns) / 1e6)
         return exc
 
     # ------------------------------------------------------------------ checkpoints
@@ -361,8 +285,8 @@ class EncoderWorker(PartOwner):
 
     def stats(self) -> dict:
         return {"role": "worker", "modality": self.modality, "learned": self.learned,
-                "rate_per_s": self._rate.per_second(), "queue": len(self.sequencer.pending) + len(self.live),
-                "dropped_oldest": self.dropped_oldest, "lost": self.lost, "sequence_jumps": self.sequence_jumps, "duplicates": self.duplicates,
+                "rate_per_s": self._rate.per_second(), "queue": self.flow.queued(),
+                "dropped_oldest": self.flow.dropped_oldest, "lost": self.lost, "sequence_jumps": self.sequence_jumps, "duplicates": self.duplicates,
                 "feedback_gaps": self.feedback_gaps, "ran_ahead": self.sequencer.ran_ahead,
                 "waited": self.sequencer.waited, "rejected": self.rejected, "recons": self.recons,
                 "recons_skipped": self.recons_skipped, "recons_cached": self.imagine.hits, "nodes": self.cortex.n_nodes,
@@ -373,13 +297,6 @@ class EncoderWorker(PartOwner):
                 "latency_p50_ms": self.latency.percentile(50), "latency_p99_ms": self.latency.percentile(99)}
 
 
-
-
-def _as_float(data: np.ndarray) -> np.ndarray:
-    """Stimulus pixels as the autoencoder wants them: uint8 images scale to [0, 1]."""
-    if data.dtype == np.uint8:
-        return data.astype(np.float32) / 255.0
-    return data.astype(np.float32, copy=False)
 
 
 def cortex_from_state(modality: str, config, state: dict[str, np.ndarray]) -> Cortex:
