@@ -1,11 +1,11 @@
-"""Tests of tools.baselines: scores, the three unsupervised baselines and the probe."""
+"""Tests of tools.scoring.baselines: scores, the three unsupervised baselines and the probe."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from tools.baselines import (
+from tools.scoring.baselines import (
     all_baselines,
     clustering_scores,
     dp_gmm,

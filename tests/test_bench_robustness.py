@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from agent.core.config import Config, override
-from tools.bench_robustness import distorted_test_images, noisy_test_sounds
+from tools.bench.robustness import distorted_test_images, noisy_test_sounds
 from tools.cli import main
 
 TINY = ["data.digits=[0,1]", "data.per_class=40", "data.test_per_class=5", "teacher.epochs=4",

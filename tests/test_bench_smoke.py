@@ -22,7 +22,7 @@ TINY = ["data.digits=[0,1]", 'data.speakers=["jackson"]', "data.per_class=40", "
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory, data_dir) -> tuple[dict, Path]:
     """`bench_pipeline` on the tiny config, 2 s of live feeding; its result and its trained run folder."""
-    from tools.bench_pipeline import bench_pipeline, format_pipeline
+    from tools.bench.pipeline import bench_pipeline, format_pipeline
 
     out = tmp_path_factory.mktemp("bench-pipeline")
     with pytest.MonkeyPatch.context() as mp:

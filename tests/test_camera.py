@@ -1,6 +1,6 @@
 """sensors.camera and sensors.card: digit cards filmed by a camera become MNIST-like stimuli on the bus.
 
-The "camera" is a video written by tools.card_video (printed MNIST test digits on
+The "camera" is a video written by tools.material.card_video (printed MNIST test digits on
 cards, uneven light, blur, hand jitter) and read back through real OpenCV capture,
 so the ground truth of which card is in view in which frame is known.
 """
@@ -26,7 +26,7 @@ from sensors import camera as C
 from sensors import card as K
 from sensors.errors import FeatureError
 from sensors.image_features import ink_to_mnist
-from tools.card_video import make_card_video
+from tools.material.card_video import make_card_video
 from tools.cli import main as cdz
 
 from tests.processes import bind_forwarder, wait_for

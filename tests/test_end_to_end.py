@@ -132,7 +132,7 @@ def test_help_explains_the_commands():
 
 
 def test_seed_score_never_counts_recalling_nothing_as_a_hit():
-    from tools.evaluate import seed_score
+    from tools.scoring.evaluate import seed_score
 
     labels = np.array([0, 0, 0, 1, 1])
     assert seed_score(np.array([-1, -1, -1, 5, 5]), labels) == pytest.approx(0.5)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import tools.evaluate as evaluate
+import tools.scoring.evaluate as evaluate
 from agent.core.checkpoint import RunFolder
 from replay.datasets import Split
 

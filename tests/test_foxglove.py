@@ -261,7 +261,7 @@ def test_the_shipped_layout_is_the_generated_one_and_shows_topics_that_exist():
 
 
 def test_bench_record_measures_both_ways_on_the_same_messages():
-    from tools.bench_record import bench_record
+    from tools.bench.record import bench_record
 
     msgs = every_kind()
     r = bench_record([m for m in msgs if m.KIND not in ("credit", "control")] * 20, repeats=1)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from tools.judge import _shift, load_judge, predict, save_judge, train_judge
+from tools.scoring.judge import _shift, load_judge, predict, save_judge, train_judge
 
 
 

@@ -8,7 +8,7 @@ import time
 
 from agent.core.messages import Excitation, Recall
 from tools.live import EventLog
-from tools.live_session import recall_in_halves
+from tools.bench.live_session import recall_in_halves
 
 NAMES = {"visual": {3: 7, 4: 1}, "audio": {10: 7, 11: 1}}
 
@@ -132,9 +132,9 @@ def test_cdz_live_sees_hears_recalls_and_checkpoints(tmp_path, data_dir, pulse_s
     cluster, the viewer draws, a live checkpoint is saved, and nothing is left running."""
     from agent.core.config import Config, override
     from replay.datasets import list_fsdd_files, load_mnist
-    from tools.card_video import make_card_video
+    from tools.material.card_video import make_card_video
     from replay.driver import train
-    from tools.utterance_audio import build_recording, write_wav
+    from tools.material.utterance_audio import build_recording, write_wav
 
     run = train(override(Config(), TINY), tmp_path / "run", progress=False)
     base_step = run.load_checkpoint()[0]

@@ -314,7 +314,7 @@ def test_lsl_in_hears_one_word_per_spoken_digit_at_its_onset(bus, tmp_path, data
     outlet and mapped onto the hub's clock. A burst of NaN samples in a pause is counted, not heard."""
     from sensors.microphone import utterance_stimulus
     from sensors.words import segments_of
-    from tools.utterance_audio import build_recording, pick_utterances
+    from tools.material.utterance_audio import build_recording, pick_utterances
 
     address, client = bus
     rate = 8000
@@ -407,7 +407,7 @@ def test_lsl_in_sees_cards_held_up_as_the_camera_does(bus, tmp_path, data_dir):
 
     from replay.datasets import load_mnist
     from sensors.camera import extract_stimuli
-    from tools.card_video import make_card_video
+    from tools.material.card_video import make_card_video
 
     address, client = bus
     mnist = load_mnist("test", per_class=1)
@@ -527,7 +527,7 @@ def test_spoken_digits_in_through_lsl_come_back_as_recalls_stamped_with_their_on
     sending outlet's own clock (through two skewed process clocks and the hub's) within 5 ms."""
     from replay.datasets import FSDD_INDICES
     from sensors.words import segments_of
-    from tools.utterance_audio import build_recording
+    from tools.material.utterance_audio import build_recording
 
     address = thread_bus
     rate = 8000

@@ -30,7 +30,7 @@ try:  # one module object for the whole session, whichever way pytest put tests/
     from tests.pulse import play_wav_into_sink, pulse_sink  # noqa: F401  (pulse_sink is a fixture)
 except ImportError:
     from pulse import play_wav_into_sink, pulse_sink  # noqa: F401
-from tools.utterance_audio import align_and_score, build_recording, pick_utterances, score_segments, write_wav
+from tools.material.utterance_audio import align_and_score, build_recording, pick_utterances, score_segments, write_wav
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

@@ -1,4 +1,4 @@
-"""A session played through the live runtime as fast as it learns (tools/played_session.py), as
+"""A session played through the live runtime as fast as it learns (tools/bench/played_session.py), as
 `cdz bench adapt` does: recorded as MCAP, played by a real `cdz play --follow` process into a real
 bus, hub and workers in live mode. Every stimulus must be learned and buffered in order, then a
 sleep while awake under a live feed must lose nothing.
@@ -27,9 +27,9 @@ def trained(tmp_path_factory, data_dir):
 
 def test_a_played_session_is_learned_whole_then_an_awake_sleep_loses_nothing(trained, tmp_path, data_dir,
                                                                              monkeypatch):
-    from tools.bench_adapt import session_playlist
+    from tools.bench.adapt import session_playlist
     from tools.live import LiveAgent
-    from tools.played_session import SessionTally, play_session, sleep_awake
+    from tools.bench.played_session import SessionTally, play_session, sleep_awake
 
     monkeypatch.setenv("CDZ_DATA_DIR", str(data_dir))  # the sleep replays old training stimuli
     run = RunFolder(shutil.copytree(trained, tmp_path / "run"))
@@ -66,7 +66,7 @@ def test_a_played_session_is_learned_whole_then_an_awake_sleep_loses_nothing(tra
 def test_a_few_shot_session_is_scored_before_and_after_end_to_end(trained, tmp_path, data_dir, monkeypatch):
     """`cdz bench adapt`'s one session on tiny data: played through the live runtime, slept on, and
     scored before and after (the voice's words in the session that met it, and in a new one)."""
-    from tools.bench_adapt import adapt_once
+    from tools.bench.adapt import adapt_once
 
     monkeypatch.setenv("CDZ_DATA_DIR", str(data_dir))
     config = override(Config(), TINY + QUICK_SLEEP)

@@ -1,4 +1,4 @@
-"""Tests of tools.plots: every plot writes a readable PNG of the expected size."""
+"""Tests of tools.scoring.plots: every plot writes a readable PNG of the expected size."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from tools import plots
-from tools.plots import UNNAMED, plot_learning_curves, plot_mode_grid, plot_recall, plot_tsne, tsne_colours
+from tools.scoring import plots
+from tools.scoring.plots import UNNAMED, plot_learning_curves, plot_mode_grid, plot_recall, plot_tsne, tsne_colours
 
 
 def _read(path, w_in: float, h_in: float) -> np.ndarray:

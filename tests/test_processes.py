@@ -516,7 +516,7 @@ def test_the_live_agent_starts_its_senses_once_the_brain_listens(run_path, tmp_p
 
     from agent.core.checkpoint import RunFolder
     from replay.datasets import load_mnist
-    from tools.card_video import make_card_video
+    from tools.material.card_video import make_card_video
     from tools.live import LiveAgent
 
     monkeypatch.setenv("CDZ_DATA_DIR", str(data_dir))

@@ -79,7 +79,7 @@ def test_distributed_replay_matches_the_in_process_run(tmp_path, data_dir, capsy
     assert result["lost_stimuli"] == 0
     assert result["stream_complete"]
     assert_same_brain(in_process, RunFolder(out))
-    from tools.evaluate import evaluate
+    from tools.scoring.evaluate import evaluate
 
     reference = evaluate(in_process, progress=False, baselines=False, judges=False)
     assert set(reference["recall_accuracy"]) == {f"{a}->{b}" for a in ("visual", "audio", "reward")

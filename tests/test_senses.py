@@ -110,7 +110,7 @@ def test_a_declared_sense_learns_and_recalls_with_no_other_code(tmp_path, fake_s
     """Two made-up senses (4 and 3 numbers per stimulus, no encoder) go through the whole
     pipeline: teacher, stream learning with refinement, checkpoint, scoring."""
     from replay.pipeline import load_brain
-    from tools.evaluate import score
+    from tools.scoring.evaluate import score
     from replay.driver import train
 
     config = override(Config(modalities=("touch", "smell")),
@@ -147,7 +147,7 @@ def test_rewards_are_recalled_from_images_and_words_and_recall_the_digits_that_e
     from replay.splits import load_splits
     from sensors.file_reading import write_png
     from tools.cli import main
-    from tools.evaluate import score
+    from tools.scoring.evaluate import score
 
     loaded = load_brain(RunFolder(reward_run))
     scores = score(loaded.config, loaded.enc, loaded.brain)

@@ -245,7 +245,7 @@ def test_sleep_learns_a_new_voice_and_does_not_forget(tiny_run, tmp_path, capsys
 
     from replay.datasets import load_fsdd, load_mnist
     from replay.teacher import make_stream
-    from tools.bench_adapt import Agent
+    from tools.bench.adapt import Agent
     from replay.splits import load_splits
 
     run_path = tmp_path / "run"

@@ -57,7 +57,7 @@ def test_each_word_of_a_noisy_recording_is_found_once_and_gated(word, data_dir):
 
 def _words_under_hiss(data_dir, rate: int, hiss_dbfs: float, n: int = 20):
     """`n` FSDD test words of all six voices with pauses, +-6 dB apart, under a white hiss, at `rate`."""
-    from tools.utterance_audio import build_recording, pick_utterances
+    from tools.material.utterance_audio import build_recording, pick_utterances
 
     paths = pick_utterances(data_dir / "fsdd", n, "test", seed=3)
     return build_recording(paths, rate=rate, noise_db=hiss_dbfs, jitter_db=6.0, seed=3)
@@ -68,7 +68,7 @@ def test_words_under_a_loud_hiss_are_each_found_once(data_dir, rate):
     """A hiss at -27 dBFS is about 10-20 dB under the words: too close for an energy threshold (it
     cut 9 and 7 of the 20 once here), not for WebRTC's voice detector, which tells a voice by its
     spectrum (20 and 19 of 20)."""
-    from tools.utterance_audio import score_segments
+    from tools.material.utterance_audio import score_segments
 
     recording, truth = _words_under_hiss(data_dir, rate, -27.0)
     found = segments_of(recording, rate, voice="webrtc")

@@ -111,7 +111,7 @@ def _open_run(path: str):
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from tools.evaluate import evaluate, format_table
+    from tools.scoring.evaluate import evaluate, format_table
 
     result = evaluate(_open_run(args.run), progress=not args.quiet, baselines=not args.no_baselines,
                       judges=not args.no_judges)
@@ -123,7 +123,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from tools.evaluate import evaluate, format_seeds, format_table, summarise_seeds
+    from tools.scoring.evaluate import evaluate, format_seeds, format_table, summarise_seeds
     from replay.driver import train
 
     seeds = [args.seed] if args.seeds is None else args.seeds
@@ -269,7 +269,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
 
 def cmd_plots(args: argparse.Namespace) -> int:
-    from tools.report import make_plots
+    from tools.scoring.report import make_plots
 
     paths = make_plots(_open_run(args.run), progress=not args.quiet)
     for p in paths:
@@ -287,21 +287,21 @@ def _bench_out(args: argparse.Namespace, result: dict, text: str | None) -> int:
 
 
 def bench_core(args: argparse.Namespace) -> int:
-    from tools.bench import bench_core, format_core
+    from tools.bench.core import bench_core, format_core
 
     result = bench_core(n_stimuli=args.stimuli, repeats=args.repeats, progress=not args.quiet)
     return _bench_out(args, result, None if args.json else format_core(result))
 
 
 def bench_pipeline(args: argparse.Namespace) -> int:
-    from tools.bench_pipeline import bench_pipeline, format_pipeline
+    from tools.bench.pipeline import bench_pipeline, format_pipeline
 
     result = bench_pipeline(seconds=args.seconds, progress=not args.quiet)
     return _bench_out(args, result, format_pipeline(result))
 
 
 def bench_live(args: argparse.Namespace) -> int:
-    from tools.bench_live import bench_live, format_live
+    from tools.bench.live import bench_live, format_live
 
     session = None if args.session_sink is None else {
         "words": args.session_words, "sink": args.session_sink, "mic": args.session_mic,
@@ -314,7 +314,7 @@ def bench_live(args: argparse.Namespace) -> int:
 
 
 def bench_pictures(args: argparse.Namespace) -> int:
-    from tools.bench_pictures import bench_pictures, format_pictures
+    from tools.bench.pictures import bench_pictures, format_pictures
 
     _open_run(args.run)  # a clear error before the pictures are made
     result = bench_pictures(args.run, n=args.n, seed=args.seed)
@@ -330,7 +330,7 @@ def _voice(text: str) -> str:
 
 
 def _cases(text: str) -> str:
-    from tools.bench_robustness import CASES
+    from tools.bench.robustness import CASES
 
     unknown = [c for c in text.split(",") if c and c not in CASES]
     if unknown or not text.strip(","):
@@ -343,7 +343,7 @@ def _speakers(args: argparse.Namespace) -> list[str] | None:
 
 
 def bench_robustness(args: argparse.Namespace) -> int:
-    from tools.bench_robustness import bench_robustness, format_robustness
+    from tools.bench.robustness import bench_robustness, format_robustness
 
     config = _config_from_args(args)
     out = Path(args.out) if args.out else DEFAULT_RUNS / f"robustness-seed{config.seed}"
@@ -353,7 +353,7 @@ def bench_robustness(args: argparse.Namespace) -> int:
 
 
 def bench_adapt(args: argparse.Namespace) -> int:
-    from tools.bench_adapt import bench_adapt, format_adapt, live_adapt
+    from tools.bench.adapt import bench_adapt, format_adapt, live_adapt
 
     config = _config_from_args(args)
     out = Path(args.out) if args.out else DEFAULT_RUNS / f"adapt-seed{config.seed}"
@@ -368,7 +368,7 @@ def bench_adapt(args: argparse.Namespace) -> int:
 
 
 def bench_record(args: argparse.Namespace) -> int:
-    from tools.bench_record import bench_record, format_record, live_mix, recorded
+    from tools.bench.record import bench_record, format_record, live_mix, recorded
 
     result = bench_record(recorded(args.recording) if args.recording else live_mix(), repeats=args.repeats)
     return _bench_out(args, result, format_record(result))

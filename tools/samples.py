@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from tools.pictures import make_picture, mnist_test_digits
+from tools.material.pictures import make_picture, mnist_test_digits
 
 SPEAKER = "jackson"  # in every run made with the default speakers; its test recordings are held out
 WORDS = (1, 2, 3)

@@ -22,16 +22,13 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from agent.core.autoencoder import as_input, encode
 from agent.core.messages import ClusterChange, Credit, Excitation, Feedback, Message, Stimulus
+from agent.runtime.service import PartOwner
 
-if TYPE_CHECKING:
-    from agent.runtime.hub import Hub
-    from agent.runtime.worker import EncoderWorker
+# A flow is told its host (an `EncoderWorker` or the `Hub`, typed as their base: they import the flows)
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +44,7 @@ class LosslessWorker:
     swaps = False  # a replay never takes up a slept brain
     dropped_oldest = 0  # nor drops a stimulus
 
-    def __init__(self, worker: EncoderWorker):
+    def __init__(self, worker: PartOwner):
         self.w = worker
         self.outbox: dict[str, list[Message]] = {"clusters": [], "excite": []}
 
@@ -113,7 +110,7 @@ class LiveWorker:
 
     swaps = True
 
-    def __init__(self, worker: EncoderWorker, queue_max: int):
+    def __init__(self, worker: PartOwner, queue_max: int):
         self.w = worker
         self.queue: deque[Stimulus] = deque()  # oldest first, at most `queue_max`
         self.queue_max = queue_max
@@ -187,7 +184,7 @@ class LosslessHub:
 
     swaps = False
 
-    def __init__(self, hub: Hub, start: int):
+    def __init__(self, hub: PartOwner, start: int):
         self.h = hub
         self.waiting: dict[int, Excitation] = {}  # excitations that arrived before their turn
         self.changes: dict[int, list[ClusterChange]] = {}  # cluster changes announced for a seq
@@ -281,7 +278,7 @@ class LiveHub:
     swaps = True
     weights_every_s = 1.0  # how often viewers get the CDZ matrices
 
-    def __init__(self, hub: Hub, start: int):
+    def __init__(self, hub: PartOwner, start: int):
         self.h = hub
         self._last_weights = 0.0
 

@@ -6,7 +6,7 @@ than dozens of small numpy calls. State stays float32 as in the reference, but e
 (distances, squared lengths, the totals rows are renormalised by) accumulates in float64:
 numpy's float32 sums round differently, so results may differ from the reference in the
 last bits, and a near-tie of two distances resolves as exact arithmetic would (as
-`tools.plain_core`, in float64, resolves it). Only the distance's dot product may reorder its
+`tools.bench.plain_core`, in float64, resolves it). Only the distance's dot product may reorder its
 additions (into SIMD lanes, as the machine's BLAS does for numpy), so the same machine always
 gives the same bits; every other sum runs in the order written here.
 """

@@ -12,7 +12,7 @@ board. Each picture here is one of four kinds, drawn at random:
   a little, with camera noise and JPEG artefacts;
 * **inverted**: light ink on a dark board (chalk) or screen.
 
-    python -m tools.pictures OUT_DIR --n 120     # OUT_DIR/<i>_<digit>_<kind>.png (.jpg for photos)
+    python -m tools.material.pictures OUT_DIR --n 120     # OUT_DIR/<i>_<digit>_<kind>.png (.jpg for photos)
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from agent.runtime import flags
-from tools.card_video import _background, _illumination
+from tools.material.card_video import _background, _illumination
 
 KINDS = ("handwritten", "printed", "photographed", "inverted")
 FONTS = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_COMPLEX, cv2.FONT_HERSHEY_TRIPLEX,
@@ -128,7 +128,7 @@ def digit_of(path: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.pictures", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.material.pictures", description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path, help="folder for the pictures")
     parser.add_argument("--n", type=flags.COUNT, default=120, help="how many (default 120)")
     parser.add_argument("--seed", type=flags.SEED, default=0)

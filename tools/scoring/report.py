@@ -16,8 +16,8 @@ from agent.core.autoencoder import decode, load_autoencoder
 from agent.core.checkpoint import RunFolder, load_arrays
 from agent.core.stream import logged_partner
 from replay.naming import cluster_names
-from tools.evaluate import MIN_CLASS_SHARE, name_of
-from tools.plots import plot_learning_curves, plot_mode_grid, plot_tsne
+from tools.scoring.evaluate import MIN_CLASS_SHARE, name_of
+from tools.scoring.plots import plot_learning_curves, plot_mode_grid, plot_tsne
 
 
 def learning_curves(stream: dict[str, np.ndarray], points: int = 60) -> dict[str, np.ndarray]:

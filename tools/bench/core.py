@@ -3,7 +3,7 @@
 docs/EVALUATION.md ("Benchmarks"): benchmarks are commands, not timed tests; they report
 medians over repeats and, since the absolute figure depends on the machine, the ratio
 to a baseline measured in the same run. For the learning core the baseline is
-`tools.plain_core`, the same per-stimulus rules with Python objects and loops.
+`tools.bench.plain_core`, the same per-stimulus rules with Python objects and loops.
 
 The Brain runs twice per repeat, once with each of `agent.core.kernels` (numba, the
 default, and numpy, the reference), so their ratio comes from one run. A third numpy run
@@ -46,7 +46,7 @@ from agent.core.config import Config, RuntimeSettings, TeacherSettings
 from agent.core.kernels import compiled, reference
 from agent.runtime.launcher import REPOSITORY
 from replay.teacher import make_stream
-from tools.plain_core import PlainBrain, as_lists, plain_learn_stream
+from tools.bench.plain_core import PlainBrain, as_lists, plain_learn_stream
 
 __all__ = ["bench_core", "format_core", "synthetic_encodings"]
 
@@ -84,7 +84,7 @@ def bench_core(n_stimuli: int = 60_000, plain_stimuli: int = 3_000, dim: int = 6
     Returns (rates are medians over `repeats`, in stimuli per second of wall time):
 
     * ``stimuli_per_s``: the `Brain` with compiled kernels over the whole stream (`n_stimuli`);
-    * ``plain_stimuli_per_s``: `tools.plain_core` over the first `plain_stimuli`;
+    * ``plain_stimuli_per_s``: `tools.bench.plain_core` over the first `plain_stimuli`;
     * ``speedup``: ``stimuli_per_s / plain_stimuli_per_s``. The two rates cover
       different spans of the stream (the plain one only its start), so this is the
       headline figure asked for, not a like-for-like ratio;

@@ -3,12 +3,12 @@
 Two checks against the run's own test scores, on the same test items:
 
 * camera: MNIST test digits printed on cards and filmed (light uneven background,
-  rotation, blur, hand-held jitter: `tools.card_video`) go through the camera's
+  rotation, blur, hand-held jitter: `tools.material.card_video`) go through the camera's
   pipeline (`sensors.camera.extract_stimuli`). Measured: the share of cards that
   became exactly one stimulus, and visual->audio recall of the card stimuli
   against recall of the clean MNIST images of the same cards.
 * microphone: FSDD test utterances with pauses, noise and loudness jitter
-  (`tools.utterance_audio`; loudness jitter, optionally noise) go through the microphone's segmenter
+  (`tools.material.utterance_audio`; loudness jitter, optionally noise) go through the microphone's segmenter
   and noise gate (`sensors.words.words_in`, offline: the live path through PortAudio
   is exercised by tests/test_microphone.py). Measured: the share of utterances
   that became exactly one stimulus, and audio->visual recall of those stimuli
@@ -27,7 +27,7 @@ from agent.core.autoencoder import load_autoencoder
 from agent.core.checkpoint import RunFolder
 from replay.naming import scoring_names
 from replay.pipeline import test_encodings
-from tools.evaluate import name_of
+from tools.scoring.evaluate import name_of
 
 
 class _Judge:
@@ -56,7 +56,7 @@ class _Judge:
 def camera_check(judge: _Judge, n_cards: int, folder: Path, seed: int = 0) -> dict:
     from replay.datasets import load_mnist
     from sensors.camera import extract_stimuli
-    from tools.card_video import make_card_video
+    from tools.material.card_video import make_card_video
 
     test = load_mnist("test")
     rng = np.random.default_rng(seed)
@@ -91,7 +91,7 @@ def microphone_check(judge: _Judge, n_utterances: int, seed: int = 0, noise_db: 
     from sensors.file_reading import read_audio_file
     from sensors.sound_features import SAMPLE_RATE, audio_to_stimulus
     from sensors.words import words_in
-    from tools.utterance_audio import build_recording, pick_utterances, score_segments
+    from tools.material.utterance_audio import build_recording, pick_utterances, score_segments
 
     folder = Path(list_fsdd_files("test")[0]).parent
     paths = (pick_utterances(folder, n_utterances, "test", seed) if speaker is None
@@ -122,7 +122,7 @@ def session_check(run: RunFolder, speaker: str, words: int, sink: str, mic: str,
     import shutil
 
     from replay.datasets import FSDD_INDICES, list_fsdd_files, load_mnist
-    from tools.live_session import live_show_and_tell, recall_in_halves
+    from tools.bench.live_session import live_show_and_tell, recall_in_halves
 
     shutil.copytree(run.path, folder / "run")  # the user's run is not changed
     rng = np.random.default_rng(seed)

@@ -4,7 +4,7 @@
 and uneven loudness) and returns where each one lies; `score_segments` says how many
 utterances became exactly one segment. Run it to measure the segmenter offline:
 
-    python -m tools.utterance_audio --n 300 --noise-db -55 --jitter-db 6 [--wav OUT.wav]
+    python -m tools.material.utterance_audio --n 300 --noise-db -55 --jitter-db 6 [--wav OUT.wav]
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ def align_and_score(segments: Sequence[tuple[float, float]], truth: Sequence[Utt
 def main(argv: list[str] | None = None) -> int:
     from sensors.words import segment_wave
 
-    p = argparse.ArgumentParser(prog="python -m tools.utterance_audio", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tools.material.utterance_audio", description=__doc__.split("\n")[0])
     p.add_argument("--fsdd", default=None, help="FSDD wav folder (default $CDZ_DATA_DIR/fsdd)")
     p.add_argument("--n", type=flags.COUNT, default=20, help="utterances (default 20)")
     p.add_argument("--split", default="test", choices=sorted(FSDD_INDICES))

@@ -6,7 +6,7 @@ For each FSDD speaker X in turn:
 2. a show-and-tell session of K paired events: X's *training* recordings with
    MNIST training digits, at the teacher's pace, recorded as MCAP and played
    with `cdz play --follow` into the live runtime (hub and workers in live mode,
-   `tools.played_session`) as fast as it learns. The workers learn online and
+   `tools.bench.played_session`) as fast as it learns. The workers learn online and
    buffer the raw stimuli with their event times, as with real sensors;
 3. `cdz sleep` on that experience;
 4. audio->visual recall on X's held-out recordings (index 0-4) before and after,
@@ -42,11 +42,11 @@ from replay.pipeline import load_brain, test_encodings
 from replay.datasets import FSDD_SPEAKERS, load_fsdd, load_mnist
 from replay.player import Playlist
 from replay.teacher import make_stream
-from tools.bench_robustness import _run
+from tools.bench.robustness import _run
 from replay.naming import cluster_names
-from tools.evaluate import name_of
+from tools.scoring.evaluate import name_of
 from tools.live import LiveAgent
-from tools.played_session import SessionTally, play_session, sleep_awake
+from tools.bench.played_session import SessionTally, play_session, sleep_awake
 from tools.sleep import sleep_run
 
 SESSION_SIZES = (30, 100, 300)  # a new voice should be learned from a few words
@@ -275,9 +275,9 @@ def _train_sets(config: Config) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 
 def live_adapt(config: Config, out: Path, speaker: str, events: int, sink: str, mic: str) -> dict[str, Any]:
-    """The session once through the real live pipeline in real time (`tools.live_session`), then
+    """The session once through the real live pipeline in real time (`tools.bench.live_session`), then
     `cdz sleep`; audio->visual on the speaker's unheard words before, after the session, after sleep."""
-    from tools.live_session import live_show_and_tell
+    from tools.bench.live_session import live_show_and_tell
     from tools.sleep import sleep_run
 
     held = dataclasses.replace(config, data=dataclasses.replace(config.data, exclude_speakers=(speaker,)))

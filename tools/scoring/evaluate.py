@@ -24,8 +24,8 @@ from agent.core.config import Config, to_dict
 from agent.core.recollection import imagine
 from agent.core.stream import logged_partner
 from replay.datasets import Split, cache_dir
-from tools.baselines import all_baselines, clustering_scores
-from tools.judge import Judge, load_judge, predict, save_judge, train_judge
+from tools.scoring.baselines import all_baselines, clustering_scores
+from tools.scoring.judge import Judge, load_judge, predict, save_judge, train_judge
 from replay.naming import cluster_names
 from replay.pipeline import Encodings, load_brain
 from replay.senses import sense

@@ -1,4 +1,4 @@
-"""The learning core written plainly: the benchmark baseline of `tools.bench` only.
+"""The learning core written plainly: the benchmark baseline of `tools.bench.core` only.
 
 This is the per-stimulus step of `agent.core.cortex.Cortex`, `agent.core.cdz.CDZ` and
 `agent.core.brain.Brain.learn` (docs/LEARNING.md steps 2-6) written the obvious way, with

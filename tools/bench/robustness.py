@@ -31,8 +31,8 @@ from replay.datasets import FSDD_SPEAKERS, list_fsdd_files
 from sensors.file_reading import read_wav_file
 from sensors.sound_features import audio_to_stimulus
 from replay.naming import cluster_names
-from tools.evaluate import _judge_for, evaluate, name_of
-from tools.judge import predict
+from tools.scoring.evaluate import _judge_for, evaluate, name_of
+from tools.scoring.judge import predict
 from replay.pipeline import load_brain, test_encodings
 from replay.splits import load_splits
 from replay.driver import train

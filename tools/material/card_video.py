@@ -7,7 +7,7 @@ and the cards alike), the camera adds noise and JPEG artefacts, each card is
 placed at a random spot, rotated up to +-15 degrees, blurred (defocus or motion)
 and jitters a little from frame to frame as a hand would.
 
-    python -m tools.card_video cards.avi --n 100
+    python -m tools.material.card_video cards.avi --n 100
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ def make_card_video(path: str | Path, digits_x: np.ndarray, labels: np.ndarray, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tools.card_video", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tools.material.card_video", description=__doc__.split("\n\n")[0])
     p.add_argument("out", help="video file to write (.avi, MJPG)")
     p.add_argument("--n", type=flags.COUNT, default=100, help="cards (MNIST test digits, default 100)")
     p.add_argument("--seed", type=flags.SEED, default=0)

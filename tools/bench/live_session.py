@@ -1,6 +1,6 @@
 """A show-and-tell session through the real live pipeline, in real time (for `cdz bench adapt --live`).
 
-Cards of handwritten digits are filmed (`tools.card_video`) and played as the
+Cards of handwritten digits are filmed (`tools.material.card_video`) and played as the
 camera; the new speaker's words are played into a sound device (a PulseAudio
 null sink whose monitor is the microphone), each word 0.4 s after its card
 comes into view. `cdz live` runs on a copy of the run with every real process:
@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from agent.runtime.bus import BusClient, free_tcp_bus
+from agent.runtime.launcher import REPOSITORY
 from agent.core.messages import Frame, Stats
-from tools.card_video import make_card_video
-from tools.utterance_audio import SAMPLE_RATE, build_recording, write_wav
+from tools.material.card_video import make_card_video
+from tools.material.utterance_audio import SAMPLE_RATE, build_recording, write_wav
 
 FPS = 15
 SHOW_S, GAP_S = 1.5, 0.7  # a card is in view 1.5 s, after 0.7 s of empty background
@@ -47,15 +48,14 @@ def live_show_and_tell(run_path: Path, cards_x: np.ndarray, cards_y: np.ndarray,
     cmd = [sys.executable, "-m", "tools.cli", "live", "--run", str(run_path), "--camera", str(work / "cards.avi"),
            "--mic", mic_device, *live_args, "--bus", bus, "--duration", f"{duration + 25:.0f}",
            "--events-out", str(work / "events.jsonl"), "--quiet"]
-    repo = Path(__file__).resolve().parent.parent
-    live = subprocess.Popen(cmd, env=os.environ.copy(), cwd=repo, stderr=open(work / "live.err", "w"))
+    live = subprocess.Popen(cmd, env=os.environ.copy(), cwd=REPOSITORY, stderr=open(work / "live.err", "w"))
     recorder = None
     watcher = BusClient(bus, "session", [b"frame.", b"stats."])
     try:
         watcher.handshake(timeout_s=60)
         if record is not None:
             recorder = subprocess.Popen([sys.executable, "-m", "tools.cli", "record", str(record), "--bus", bus,
-                                         "--duration", f"{duration + 20:.0f}", "--quiet"], cwd=repo,
+                                         "--duration", f"{duration + 20:.0f}", "--quiet"], cwd=REPOSITORY,
                                         stderr=open(work / "record.err", "w"))
         v0 = None
         deadline = time.monotonic() + 90

@@ -1,6 +1,6 @@
 """`cdz bench pictures`: `cdz recall` on pictures as people hand them over, and what familiarity tells apart.
 
-The pictures (`tools.pictures`) are written as files and read back through the very
+The pictures (`tools.material.pictures`) are written as files and read back through the very
 path `cdz recall` and the API take (`sensors.files`). A picture is recalled correctly
 when the audio cluster it recalls stands for its digit. Beside it: the same pictures
 squeezed whole into 28x28 (`sensors.image_features.image_to_stimulus`, what `cdz recall` did
@@ -22,7 +22,7 @@ import numpy as np
 from sensors.file_reading import decode_image_file
 from sensors.image_features import image_to_stimulus
 from sensors.files import read_image_file
-from tools.pictures import KINDS, digit_of, make_pictures, mnist_test_digits, write_pictures
+from tools.material.pictures import KINDS, digit_of, make_pictures, mnist_test_digits, write_pictures
 
 LETTERS = "ACEFHKMPRTWXY"
 NOT_DIGITS = ("letter", "noise", "filled disc")

@@ -1,0 +1,1 @@
+"""Benchmarks: commands that measure (`cdz bench ...`), with their baselines and sessions."""

@@ -1,0 +1,1 @@
+"""Scoring: every score of docs/EVALUATION.md, the judges and baselines, and the pictures."""
