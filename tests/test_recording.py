@@ -31,8 +31,9 @@ from agent.runtime.bus import BusClient
 from agent.core.messages import (ClusterChange, Control, Credit, Excitation, Feedback, Frame, Recall, Reconstruction, Stats,
                             Stimulus, Weights)
 from agent.runtime.wire import WireError, encode
-from replay.recording import (MESSAGE_ENCODING, GapCounter, RecordingPlayer, RecordingWriter,
-                              decode_recording, read_recording, write_stimuli)
+from replay.recorder import GapCounter
+from replay.recording import MESSAGE_ENCODING, RecordingWriter, decode_recording, read_recording, write_stimuli
+from replay.recording_player import RecordingPlayer
 from tests.processes import bind_forwarder, stop_process, wait_for
 
 pytestmark = pytest.mark.timeout(300)

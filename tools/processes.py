@@ -101,7 +101,7 @@ def cmd_top(args: argparse.Namespace) -> int:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
-    from replay.recording import run_record
+    from replay.recorder import run_record
 
     terminate_cleanly()
     return run_record(args)
@@ -164,7 +164,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_play(args: argparse.Namespace) -> int:
     terminate_cleanly()
     if args.file:
-        from replay.recording import run_play
+        from replay.recording_player import run_play
 
         if args.run:
             raise ValueError("cdz play takes a recording FILE or --run RUN, not both")
@@ -336,7 +336,7 @@ def add_parsers(sub: argparse._SubParsersAction, common) -> None:
     sp.add_argument("--queue", type=flags.COUNT, default=64, help="live mode: stimuli queued before the oldest is dropped")
     sp.set_defaults(func=cmd_worker)
 
-    from replay import recording
+    from replay import recorder, recording
 
     sp = sub.add_parser("play", help="play a recorded session (FILE.mcap) or a run's teaching stream (--run) "
                                      "onto the bus",
@@ -374,5 +374,5 @@ def add_parsers(sub: argparse._SubParsersAction, common) -> None:
                                    f"cdz record session.mcap --bus {example_bus} --duration 60"))
     bus_args(sp)
     common(sp)
-    recording.add_record_arguments(sp)
+    recorder.add_record_arguments(sp)
     sp.set_defaults(func=cmd_record)
