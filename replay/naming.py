@@ -14,7 +14,7 @@ from agent.core.checkpoint import RunFolder
 from agent.core.config import Config
 from agent.pack import NAMES_FILE, load_names
 from replay.pipeline import Encodings
-from replay.senses import sense
+from replay.data.senses import sense
 
 
 def cluster_names(clusters: np.ndarray, labels: np.ndarray) -> dict[int, int]:

@@ -21,11 +21,11 @@ from agent.core.checkpoint import RunError, RunFolder, load_arrays, save_arrays
 from agent.core.config import Config, SettingsError
 from agent.core.session_mean import heard_as_session
 from agent.core.state_check import StateError, check_arrays
-from replay.senses import make_augmenters
-from replay.splits import load_splits, load_splits_x
+from replay.data.senses import make_augmenters
+from replay.data.splits import load_splits, load_splits_x
 from agent.core.stream import Stream
 from agent.core.threads import at_once
-from replay.teacher import teaching_stream
+from replay.data.teacher import teaching_stream
 
 
 @dataclass(frozen=True)

@@ -77,8 +77,8 @@ def count_near(t_ns: np.ndarray, modality: np.ndarray, window_ns: int) -> np.nda
 
 def teaching_playlist(run_config, progress: bool = False) -> Playlist:
     """The run's teaching stream over the raw training data (what `cdz train` learns from)."""
-    from replay.splits import load_splits
-    from replay.teacher import teaching_stream
+    from replay.data.splits import load_splits
+    from replay.data.teacher import teaching_stream
 
     train = load_splits(run_config, "train")
     stream = teaching_stream(run_config, {m: s.y for m, s in train.items()})

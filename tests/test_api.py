@@ -35,7 +35,7 @@ def one_png(data_dir, tmp_path_factory) -> Path:
     """A handwritten 1 (an MNIST test digit) drawn dark on a large white page, off centre."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CDZ_DATA_DIR", str(data_dir))
-        from replay.datasets import load_mnist
+        from replay.data.datasets import load_mnist
 
         split = load_mnist("test", digits=[1], per_class=1)
     page = np.full((300, 400), 240, np.uint8)
@@ -128,7 +128,7 @@ def test_familiarity_tells_digits_from_noise(run, data_dir):
     agent = Agent.load(run)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CDZ_DATA_DIR", str(data_dir))
-        from replay.datasets import load_mnist
+        from replay.data.datasets import load_mnist
 
         digits = load_mnist("test", digits=[0, 1], per_class=5).x
     rng = np.random.default_rng(0)
@@ -248,7 +248,7 @@ def test_the_agent_follows_the_voice_it_hears_and_a_new_session_starts_afresh(ru
     """A word is heard with the session's mean and spread traded for the training ones (agent.core.session_mean):
     after many words in a tinted 'voice', the tint is mostly gone from what the agent takes in."""
     from agent import Agent
-    from replay.datasets import load_fsdd
+    from replay.data.datasets import load_fsdd
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CDZ_DATA_DIR", str(data_dir))

@@ -9,7 +9,7 @@ import pytest
 
 from agent.core.brain import Brain, learn_stream
 from agent.core.config import Config, CortexSettings, RuntimeSettings, TeacherSettings
-from replay.teacher import make_stream
+from replay.data.teacher import make_stream
 from tools.bench.core import bench_core, format_core, synthetic_encodings
 from tools.bench.plain_core import PlainBrain, as_lists, plain_learn_stream
 

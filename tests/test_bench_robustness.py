@@ -36,7 +36,7 @@ def test_distorted_images_keep_shape_and_range_and_change_the_digits(data_dir):
     x2, _ = distorted_test_images(config, seed=0)
     assert x.shape == (len(y), 28, 28) and 0.0 <= x.min() and x.max() <= 1.0
     assert np.array_equal(x, x2)
-    from replay.splits import load_splits
+    from replay.data.splits import load_splits
 
     clean = load_splits(config, "test")["visual"].x
     assert np.abs(x - clean).mean() > 0.02

@@ -14,7 +14,7 @@ import pytest
 from agent.core.brain import Brain, learn_stream
 from agent.core.config import CDZSettings, Config, CortexSettings, TeacherSettings
 from agent.core.messages import Excitation
-from replay.teacher import make_stream
+from replay.data.teacher import make_stream
 
 DIM = 8
 PER_CLASS = 40

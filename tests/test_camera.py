@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 def mnist(data_dir):
     mp = pytest.MonkeyPatch()
     mp.setenv("CDZ_DATA_DIR", str(data_dir))
-    from replay.datasets import load_mnist
+    from replay.data.datasets import load_mnist
 
     yield load_mnist
     mp.undo()

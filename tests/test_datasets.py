@@ -1,4 +1,4 @@
-"""replay.datasets: real files, verified, filtered, cached; clear errors otherwise."""
+"""replay.data.datasets: real files, verified, filtered, cached; clear errors otherwise."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from replay import datasets as ds
+from replay.data import datasets as ds
 from sensors.file_reading import read_audio_file
 from sensors.image_features import image_to_stimulus
 
@@ -256,7 +256,7 @@ def test_fsdd_corrupt_recording(monkeypatch, tmp_path, data_dir):
 
 def test_each_sense_reads_its_data_through_its_declaration(offline):
     from agent.core.config import Config
-    from replay.senses import sense
+    from replay.data.senses import sense
 
     config = Config(data=Config().data.__class__(digits=(0,), test_per_class=2))
     v, a = sense("visual").load(config, "test"), sense("audio").load(config, "test")

@@ -82,7 +82,7 @@ def test_eval_changes_nothing_in_the_run(small_run, capsys):
 def test_recall_of_files_names_the_right_digit(small_run, tmp_path, data_dir, capsys):
     from sensors.file_reading import write_png
 
-    from replay.datasets import load_mnist
+    from replay.data.datasets import load_mnist
 
     img = load_mnist("test", digits=[2], per_class=1).x[0]
     png = tmp_path / "two.png"

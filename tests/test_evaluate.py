@@ -7,7 +7,7 @@ import pytest
 
 import tools.scoring.evaluate as evaluate
 from agent.core.checkpoint import RunFolder
-from replay.datasets import Split
+from replay.data.datasets import Split
 
 
 @pytest.fixture

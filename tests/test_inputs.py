@@ -20,7 +20,7 @@ from agent.core.checkpoint import MARKER, RunFolder
 from agent.core.config import Config, SettingsError, override
 from agent.core.storage import RunError, load_arrays, save_arrays
 from tools.cli import main
-from replay.datasets import DataMissingError
+from replay.data.datasets import DataMissingError
 from replay.pipeline import load_brain
 from replay.driver import train
 

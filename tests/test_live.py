@@ -131,7 +131,7 @@ def test_cdz_live_sees_hears_recalls_and_checkpoints(tmp_path, data_dir, pulse_s
     real (null) sound device, the viewer headless. Every card and word becomes an event with a
     cluster, the viewer draws, a live checkpoint is saved, and nothing is left running."""
     from agent.core.config import Config, override
-    from replay.datasets import list_fsdd_files, load_mnist
+    from replay.data.datasets import list_fsdd_files, load_mnist
     from tools.material.card_video import make_card_video
     from replay.driver import train
     from tools.material.utterance_audio import build_recording, write_wav

@@ -22,7 +22,7 @@ from agent.core.checkpoint import RunFolder
 from agent.core.config import Config, override
 from replay.pipeline import load_brain
 from agent.core.messages import Control, Stats, Stimulus
-from replay.splits import load_splits
+from replay.data.splits import load_splits
 
 from tests.runs import train_run
 

@@ -364,7 +364,7 @@ def test_lsl_in_sees_pictures_and_leaves_out_broken_frames(bus, tmp_path, data_d
     """MNIST digits as frames of a stream that declares its shape, with `--pictures`: one visual
     stimulus per frame, made as `cdz recall` makes one of a picture, at the frame's stamp; a frame
     holding a NaN is counted and left out."""
-    from replay.datasets import load_mnist
+    from replay.data.datasets import load_mnist
     from sensors.files import picture
 
     address, client = bus
@@ -405,7 +405,7 @@ def test_lsl_in_sees_cards_held_up_as_the_camera_does(bus, tmp_path, data_dir):
     and the frames they come from are those of the camera's own pipeline over the same video."""
     import cv2
 
-    from replay.datasets import load_mnist
+    from replay.data.datasets import load_mnist
     from sensors.camera import extract_stimuli
     from tools.material.card_video import make_card_video
 
@@ -525,7 +525,7 @@ def test_spoken_digits_in_through_lsl_come_back_as_recalls_stamped_with_their_on
     `cdz lsl in`, a live hub and workers hear them and recall the other sense, and `cdz lsl out` gives
     every excitation and recall back on LSL stamped with the onset of the word that caused it, on the
     sending outlet's own clock (through two skewed process clocks and the hub's) within 5 ms."""
-    from replay.datasets import FSDD_INDICES
+    from replay.data.datasets import FSDD_INDICES
     from sensors.words import segments_of
     from tools.material.utterance_audio import build_recording
 

@@ -20,7 +20,7 @@ def digits(data_dir) -> np.ndarray:
     """A few MNIST test digits, (n, 28, 28) uint8 with bright ink on black."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CDZ_DATA_DIR", str(data_dir))
-        from replay.datasets import load_mnist
+        from replay.data.datasets import load_mnist
 
         x = load_mnist("test", per_class=1).x
     return np.round(x * 255).astype(np.uint8)

@@ -13,7 +13,7 @@ import pytest
 
 from agent.core.checkpoint import RunFolder
 from agent.core.config import Config, override
-from replay.splits import load_splits
+from replay.data.splits import load_splits
 from tests.runs import train_run
 from tests.test_live_sleep import QUICK_SLEEP, TINY
 

@@ -177,7 +177,7 @@ def runtime(run_path, tmp_path_factory):
 @pytest.fixture(scope="module")
 def test_images(config, data_dir) -> dict[str, np.ndarray]:
     """Real held-out stimuli per modality (float32 in [0, 1], the workers' input shapes)."""
-    from replay.splits import load_splits
+    from replay.data.splits import load_splits
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CDZ_DATA_DIR", str(data_dir))
@@ -515,7 +515,7 @@ def test_the_live_agent_starts_its_senses_once_the_brain_listens(run_path, tmp_p
     import shutil
 
     from agent.core.checkpoint import RunFolder
-    from replay.datasets import load_mnist
+    from replay.data.datasets import load_mnist
     from tools.material.card_video import make_card_video
     from tools.live import LiveAgent
 

@@ -198,7 +198,7 @@ def test_teaching_is_deterministic_for_a_seed():
 def test_senses_taught_at_once_get_the_bits_of_one_after_the_other():
     """`refine` teaches the senses in threads; both augment through torch's global generator
     (kornia), which only the lock in `agent.core.global_rng` keeps apart."""
-    from replay.augment import ImageAugmenter
+    from replay.data.augment import ImageAugmenter
 
     rng = np.random.default_rng(2)
     x = rng.random((256, 28, 28), dtype=np.float32)
@@ -298,7 +298,7 @@ def test_refinement_reads_no_label():
 
 # ---------------------------------------------------------------------------------------- augmentation
 def test_image_augmentation_keeps_shape_and_range_and_is_seeded():
-    from replay.augment import ImageAugmenter
+    from replay.data.augment import ImageAugmenter
 
     x = torch.zeros(16, 28, 28)
     x[:, 8:20, 12:16] = 1.0
@@ -310,8 +310,8 @@ def test_image_augmentation_keeps_shape_and_range_and_is_seeded():
 
 
 def test_sound_augmentation_keeps_shape_and_range_and_is_seeded(data_dir):
-    from replay.augment import SoundAugmenter
-    from replay.datasets import list_fsdd_files
+    from replay.data.augment import SoundAugmenter
+    from replay.data.datasets import list_fsdd_files
 
     files = list_fsdd_files("train", digits=[0, 1], per_class=3, speakers=["jackson"])
     aug = SoundAugmenter(files)

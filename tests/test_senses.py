@@ -10,9 +10,9 @@ import torch
 
 from agent.core.autoencoder import decode, encode, load_autoencoder, save_autoencoder, train_autoencoder
 from agent.core.config import IDENTITY, REWARD, Config, SettingsError, TeacherSettings, from_dict, override
-from replay.datasets import Split
-from replay.senses import SENSES, SenseInfo, declare, reward_classes, sense
-from replay.teacher import make_stream, with_rewards
+from replay.data.datasets import Split
+from replay.data.senses import SENSES, SenseInfo, declare, reward_classes, sense
+from replay.data.teacher import make_stream, with_rewards
 
 REWARDS = "teacher.rewards=[1,0,0,0,0,0,0,2,0,0]"
 
@@ -144,7 +144,7 @@ def test_rewards_are_recalled_from_images_and_words_and_recall_the_digits_that_e
 
     from agent.core.checkpoint import RunFolder
     from replay.pipeline import load_brain
-    from replay.splits import load_splits
+    from replay.data.splits import load_splits
     from sensors.file_reading import write_png
     from tools.cli import main
     from tools.scoring.evaluate import score

@@ -153,7 +153,7 @@ def _with_experience(run: RunFolder, experience: dict[str, tuple[np.ndarray, np.
 def test_sleep_without_a_shared_experience_is_a_clear_error_and_changes_nothing(tiny_run, tmp_path, capsys):
     import shutil
 
-    from replay.datasets import load_mnist
+    from replay.data.datasets import load_mnist
 
     run_path = tmp_path / "run"
     shutil.copytree(tiny_run, run_path)
@@ -176,7 +176,7 @@ def test_sleep_offline_without_its_data_says_so_and_downloads_nothing(tiny_run, 
     import shutil
     import urllib.request
 
-    from replay.datasets import load_mnist
+    from replay.data.datasets import load_mnist
 
     run_path = tmp_path / "run"
     shutil.copytree(tiny_run, run_path)
@@ -216,7 +216,7 @@ def test_sleep_refuses_a_damaged_experience_as_a_worker_does_and_changes_nothing
                                                                                 damage):
     import shutil
 
-    from replay.datasets import load_mnist
+    from replay.data.datasets import load_mnist
 
     run_path = tmp_path / "run"
     shutil.copytree(tiny_run, run_path)
@@ -243,10 +243,10 @@ def test_sleep_learns_a_new_voice_and_does_not_forget(tiny_run, tmp_path, capsys
     within 1 point (the forgetting guard)."""
     import shutil
 
-    from replay.datasets import load_fsdd, load_mnist
-    from replay.teacher import make_stream
+    from replay.data.datasets import load_fsdd, load_mnist
+    from replay.data.teacher import make_stream
     from tools.bench.adapt import Agent
-    from replay.splits import load_splits
+    from replay.data.splits import load_splits
 
     run_path = tmp_path / "run"
     shutil.copytree(tiny_run, run_path)

@@ -1,4 +1,4 @@
-"""replay.teacher.make_stream: the flash-card parent as a deterministic timed stream."""
+"""replay.data.teacher.make_stream: the flash-card parent as a deterministic timed stream."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from agent.core.config import TeacherSettings
 from agent.core.stream import Stream
-from replay.teacher import make_stream
+from replay.data.teacher import make_stream
 
 DIGITS = 10
 

@@ -213,7 +213,7 @@ def test_think_report_is_sane_and_deterministic(run, data_dir, monkeypatch):
     assert report["seed_on_digit"] >= 0.75 and report["stayed"] > 0 and report["mean_stay"] >= 1.0, report
     # and the numbers are those of the chains themselves: recount them from think_chain, digit by digit
     from tools.think import load_mind
-    from replay.splits import load_splits
+    from replay.data.splits import load_splits
 
     mind = load_mind(run)
     tests = load_splits(mind.config, "test")
@@ -273,7 +273,7 @@ def seed_png(run, data_dir, tmp_path_factory) -> Path:
     """A test image (as a PNG file) whose in-process chain runs 8 thoughts deep."""
     from sensors.file_reading import write_png
     from tools.think import load_mind
-    from replay.splits import load_splits
+    from replay.data.splits import load_splits
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CDZ_DATA_DIR", str(data_dir))

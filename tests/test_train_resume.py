@@ -41,7 +41,7 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, data_d
 
 
 def test_a_held_out_speaker_is_tested_on_all_of_its_recordings(data_dir, monkeypatch):
-    from replay.splits import load_splits
+    from replay.data.splits import load_splits
 
     monkeypatch.setenv("CDZ_DATA_DIR", str(data_dir))
     config = override(Config(), ["data.digits=[3,4]", 'data.exclude_speakers=["theo"]'])

@@ -322,7 +322,7 @@ def bench_pictures(args: argparse.Namespace) -> int:
 
 
 def _voice(text: str) -> str:
-    from replay.datasets import FSDD_SPEAKERS
+    from replay.data.datasets import FSDD_SPEAKERS
 
     if text not in FSDD_SPEAKERS:
         raise argparse.ArgumentTypeError(f"--speaker takes one of {', '.join(FSDD_SPEAKERS)}; got {text!r}")
@@ -645,7 +645,7 @@ def main(argv: list[str] | None = None) -> int:
     known_errors: tuple[type[BaseException], ...] = (RunError, StimulusError, FileNotFoundError, KeyError, ValueError,
                                                        RuntimeError, OSError)
     try:
-        from replay.datasets import DataCorruptError, DataMissingError
+        from replay.data.datasets import DataCorruptError, DataMissingError
         from sensors.errors import FeatureError
 
         known_errors += (DataMissingError, DataCorruptError, FeatureError)

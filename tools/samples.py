@@ -21,7 +21,7 @@ WORDS = (1, 2, 3)
 
 def _fsdd(digit: int) -> tuple[np.ndarray, int]:
     """The first test recording of `digit` said by SPEAKER: samples in [-1, 1] and the rate."""
-    from replay.datasets import list_fsdd_files
+    from replay.data.datasets import list_fsdd_files
     from sensors.file_reading import read_wav_file
 
     return read_wav_file(list_fsdd_files("test", digits=[digit], per_class=1, speakers=[SPEAKER])[0])

@@ -23,8 +23,8 @@ from agent.core.session_mean import lived_as_heard
 from agent.core.sleep import SleepReport, sleep
 from agent.core.storage import save_arrays
 from replay.pipeline import Encodings, load_brain, test_encodings
-from replay.senses import lived_augmenters
-from replay.splits import load_splits_x
+from replay.data.senses import lived_augmenters
+from replay.data.splits import load_splits_x
 
 
 def experience_of(state: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]],

@@ -102,7 +102,7 @@ def think_chain(mind: Mind, modality: str, x: np.ndarray, depth: int, noise: flo
 def _outcome(steps: list[Step], digit: int, depth: int, config: Config) -> dict:
     """stay: leading thoughts (depth >= 1) named `digit` (in a reward's steps: named the digit's
     reward class); then stayed, drifted (to what) or ended."""
-    from replay.senses import sense
+    from replay.data.senses import sense
 
     def expected(modality: str) -> int:
         return int(sense(modality).scored(config, np.array([digit]))[0])
@@ -136,7 +136,7 @@ def think_report(run: RunFolder, per_digit: int = 5, depth: int = 10) -> dict:
     """Chains of `depth` thoughts from the first `per_digit` test stimuli of every digit and modality,
     in process and without noise (a pure function of the run): how long they stay on their digit
     (by scoring name), the share that drift off it within `depth` thoughts, and where to."""
-    from replay.splits import load_splits
+    from replay.data.splits import load_splits
 
     mind = load_mind(run)
     tests = load_splits(mind.config, "test")

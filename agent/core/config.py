@@ -66,7 +66,7 @@ IDENTITY = AutoencoderSettings(arch="identity")
 @settings
 class SenseSettings:
     """One sense's table, `[senses.<name>]`: how it is encoded. What the sense is (its
-    stimulus shape, data reader and rate) is its declaration (`replay.senses`)."""
+    stimulus shape, data reader and rate) is its declaration (`replay.data.senses`)."""
 
     encoder: AutoencoderSettings = IDENTITY  # "identity": the stimulus is its own encoding (no autoencoder)
     teach_steps_scale: Annotated[float, Field(gt=0, le=1000)] = 1.0  # a refinement teaches this sense for this many times refine.teach_min_steps
@@ -148,7 +148,7 @@ class RefineSettings:
     teach_epochs: Annotated[int, Field(ge=1, le=10_000)] = 1  # passes over the paired stimuli per refinement
     teach_min_steps: Annotated[int, Field(ge=0, le=10_000_000)] = 400  # at least this many gradient steps (small sets take more passes)
     teach_lr: Annotated[float, Field(gt=0, le=10)] = 1e-3  # Adam learning rate, cosine-decayed within a refinement
-    augment: bool = True  # teach on augmented stimuli (replay.augment)
+    augment: bool = True  # teach on augmented stimuli (replay.data.augment)
 
     def __post_init__(self) -> None:
         if list(self.at) != sorted(set(self.at)):
@@ -173,7 +173,7 @@ class SleepSettings:
     teach_epochs: Annotated[int, Field(ge=1, le=10_000)] = 2  # passes over experience plus replay
     teach_min_steps: Annotated[int, Field(ge=0, le=10_000_000)] = 1000  # at least this many gradient steps
     teach_lr: Annotated[float, Field(gt=0, le=10)] = 1e-2  # Adam learning rate, cosine-decayed within a sleep
-    augment: bool = True  # teach on augmented copies (images; sounds as spectrograms: replay.augment)
+    augment: bool = True  # teach on augmented copies (images; sounds as spectrograms: replay.data.augment)
     novel: Share = 0.65  # a sense is taught only if this share of its lived stimuli is unlike old ones (agent.core.sleep)
     settle: bool = True  # a sense with a session is taught its lived stimuli as the settled session hears them, not as each was heard at its moment (agent.core.session_mean)
     rehearse: Share = 0.005  # share of all stimuli learned so far that are lived again after teaching (whole passes)

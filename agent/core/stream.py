@@ -1,6 +1,6 @@
 """A stream: stimuli of several senses in event-time order, what the brain learns from.
 
-The teacher (`replay.teacher`) makes one from the training sets; a recorded session
+The teacher (`replay.data.teacher`) makes one from the training sets; a recorded session
 (`replay.pipeline.recorded_stream`) is read back as one. The learner reads the
 modality, event time and row of each stimulus; the labels are for scoring only.
 """

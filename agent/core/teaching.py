@@ -13,7 +13,7 @@ encoding of the stimuli whose target is k and `T` their mean squared distance to
 it. This pulls each encoding towards the prototype of the class the other sense
 names and away from the others, in the same Euclidean geometry the nodes use.
 Prototypes stay fixed during a refinement, so the encoding space keeps its frame
-and the nodes can follow (`follow_nodes`). Inputs are augmented (`replay.augment`)
+and the nodes can follow (`follow_nodes`). Inputs are augmented (`replay.data.augment`)
 so the encoders learn what stays the same across hands and voices.
 """
 

@@ -39,9 +39,9 @@ from agent.core.brain import Brain
 from agent.core.checkpoint import RunFolder, experience_part
 from agent.core.config import Config, SleepSettings
 from replay.pipeline import load_brain, test_encodings
-from replay.datasets import FSDD_SPEAKERS, load_fsdd, load_mnist
+from replay.data.datasets import FSDD_SPEAKERS, load_fsdd, load_mnist
 from replay.player import Playlist
-from replay.teacher import make_stream
+from replay.data.teacher import make_stream
 from tools.bench.robustness import _run
 from replay.naming import cluster_names
 from tools.scoring.evaluate import name_of
@@ -267,7 +267,7 @@ def bench_adapt(config: Config, out: Path, speakers: list[str] | None = None,
 
 def _train_sets(config: Config) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Each modality's training stimuli and labels (labels name clusters for scoring only)."""
-    from replay.splits import load_splits
+    from replay.data.splits import load_splits
 
     return {m: (s.x, s.y) for m, s in load_splits(config, "train").items()}
 
@@ -296,7 +296,7 @@ def live_adapt(config: Config, out: Path, speaker: str, events: int, sink: str, 
 
     rng = np.random.default_rng(config.seed)
     mnist = load_mnist("train")
-    from replay.datasets import list_fsdd_files
+    from replay.data.datasets import list_fsdd_files
 
     files = list_fsdd_files("train", speakers=[speaker])
     digits = rng.integers(0, 10, events)

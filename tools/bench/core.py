@@ -12,7 +12,7 @@ the very same state: how often the two differ (ties, last-bit differences) is re
 apart from how far the two whole runs drift apart. The compile time of the kernels is
 measured in fresh processes, with an empty disk cache and then with the cache filled.
 
-All implementations learn the same stream (`replay.teacher.make_stream`, default
+All implementations learn the same stream (`replay.data.teacher.make_stream`, default
 `TeacherSettings`) over the same encodings, fed the way `agent.core.brain.learn_stream`
 feeds them (event-time order, growth stopping for the last part, one recall per
 stimulus). The vectorised brain learns all `n_stimuli`; the plain one, much slower,
@@ -45,7 +45,7 @@ from agent.core.brain import Brain, learn_stream
 from agent.core.config import Config, RuntimeSettings, TeacherSettings
 from agent.core.kernels import compiled, reference
 from agent.runtime.launcher import REPOSITORY
-from replay.teacher import make_stream
+from replay.data.teacher import make_stream
 from tools.bench.plain_core import PlainBrain, as_lists, plain_learn_stream
 
 __all__ = ["bench_core", "format_core", "synthetic_encodings"]

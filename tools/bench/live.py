@@ -54,7 +54,7 @@ class _Judge:
 
 
 def camera_check(judge: _Judge, n_cards: int, folder: Path, seed: int = 0) -> dict:
-    from replay.datasets import load_mnist
+    from replay.data.datasets import load_mnist
     from sensors.camera import extract_stimuli
     from tools.material.card_video import make_card_video
 
@@ -87,7 +87,7 @@ def microphone_check(judge: _Judge, n_utterances: int, seed: int = 0, noise_db: 
                      speaker: str | None = None) -> dict:
     """`noise_db`: white noise of that level (dBFS) over the whole recording; None: a clean room.
     `speaker`: only that FSDD voice, any of its recordings (for a run trained without it)."""
-    from replay.datasets import list_fsdd_files
+    from replay.data.datasets import list_fsdd_files
     from sensors.file_reading import read_audio_file
     from sensors.sound_features import SAMPLE_RATE, audio_to_stimulus
     from sensors.words import words_in
@@ -121,7 +121,7 @@ def session_check(run: RunFolder, speaker: str, words: int, sink: str, mic: str,
     the second half of the session than in the first?"""
     import shutil
 
-    from replay.datasets import FSDD_INDICES, list_fsdd_files, load_mnist
+    from replay.data.datasets import FSDD_INDICES, list_fsdd_files, load_mnist
     from tools.bench.live_session import live_show_and_tell, recall_in_halves
 
     shutil.copytree(run.path, folder / "run")  # the user's run is not changed

@@ -84,8 +84,8 @@ def bench_lossless(out: Path, progress: bool, settings: list[str] | None = None)
 def bench_live(run: RunFolder, seconds: float, bus: str, keys: Path | None = None) -> dict:
     """Live hub and workers on a trained run: capture -> cross-modal reconstruction latency
     (`keys`: the folder of a keyed bus)."""
-    from replay.senses import sense
-    from replay.splits import load_splits
+    from replay.data.senses import sense
+    from replay.data.splits import load_splits
 
     config = run.config()
     test = load_splits(config, "test")

@@ -23,7 +23,7 @@ from replay.recording import RecordingWriter, read_recording
 
 def live_mix(events: int = 3000) -> list[Message]:
     """Five messages per event, with real images and spectrograms (MNIST and FSDD test sets)."""
-    from replay.datasets import load_fsdd, load_mnist
+    from replay.data.datasets import load_fsdd, load_mnist
 
     images, sounds = load_mnist("test", per_class=300).x, load_fsdd("test").x
     out: list[Message] = []

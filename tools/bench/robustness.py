@@ -27,14 +27,14 @@ import torch
 from agent.core.autoencoder import load_autoencoder
 from agent.core.checkpoint import RunFolder
 from agent.core.config import Config, override
-from replay.datasets import FSDD_SPEAKERS, list_fsdd_files
+from replay.data.datasets import FSDD_SPEAKERS, list_fsdd_files
 from sensors.file_reading import read_wav_file
 from sensors.sound_features import audio_to_stimulus
 from replay.naming import cluster_names
 from tools.scoring.evaluate import _judge_for, evaluate, name_of
 from tools.scoring.judge import predict
 from replay.pipeline import load_brain, test_encodings
-from replay.splits import load_splits
+from replay.data.splits import load_splits
 from replay.driver import train
 
 SNRS_DB = (20, 10, 5)

@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--show", type=flags.POSITIVE, default=1.5, help="seconds each card is in view")
     p.add_argument("--gap", type=flags.NON_NEGATIVE, default=0.7, help="seconds of empty background between cards")
     args = p.parse_args(argv)
-    from replay.datasets import load_mnist
+    from replay.data.datasets import load_mnist
 
     test = load_mnist("test")
     pick = np.random.default_rng(args.seed).choice(len(test.y), size=args.n, replace=False)

@@ -105,7 +105,7 @@ def make_pictures(n: int, seed: int = 0, mnist: tuple[np.ndarray, np.ndarray] | 
 
 def mnist_test_digits() -> tuple[np.ndarray, np.ndarray]:
     """MNIST's test images (writers outside the training split) and their labels."""
-    from replay.datasets import load_mnist
+    from replay.data.datasets import load_mnist
 
     split = load_mnist("test")
     return split.x, split.y

@@ -23,7 +23,7 @@ from scipy.io import wavfile
 from scipy.signal import resample_poly
 
 from agent.runtime import flags
-from replay.datasets import FSDD_INDICES, FSDD_SPEAKERS
+from replay.data.datasets import FSDD_INDICES, FSDD_SPEAKERS
 from sensors.file_reading import read_wav_file
 from sensors.sound_features import SAMPLE_RATE
 

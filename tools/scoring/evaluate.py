@@ -23,13 +23,13 @@ from agent.core.checkpoint import RunFolder
 from agent.core.config import Config, to_dict
 from agent.core.recollection import imagine
 from agent.core.stream import logged_partner
-from replay.datasets import Split, cache_dir
+from replay.data.datasets import Split, cache_dir
 from tools.scoring.baselines import all_baselines, clustering_scores
 from tools.scoring.judge import Judge, load_judge, predict, save_judge, train_judge
 from replay.naming import cluster_names
 from replay.pipeline import Encodings, load_brain
-from replay.senses import sense
-from replay.splits import load_splits
+from replay.data.senses import sense
+from replay.data.splits import load_splits
 
 MIN_CLASS_SHARE = 0.01
 JUDGE_VERSION = 1  # bump when the judge's design or training changes: cached judges are then retrained  # a cluster is a discovered class when >= 1% of training stimuli excite it
@@ -73,7 +73,7 @@ def scored_pair(config: Config, a: str, b: str) -> Callable[[np.ndarray], np.nda
 def score(config: Config, enc: Encodings, brain: Brain) -> dict[str, Any]:
     """Label-based scores of a trained brain (no judges, no baselines): fast and pure.
 
-    A cluster's name is the majority class (`replay.senses`) of the training stimuli
+    A cluster's name is the majority class (`replay.data.senses`) of the training stimuli
     exciting it; a recall a->b is right when the recalled cluster's name is the class
     of the stimulus, both read in the pair's classes (`scored_pair`).
     """

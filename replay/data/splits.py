@@ -1,6 +1,6 @@
 """The data a run's config selects: each modality's training and test split.
 
-Each sense's reader is its declaration (`replay.senses`). Labels are returned for
+Each sense's reader is its declaration (`replay.data.senses`). Labels are returned for
 the scorer and the teacher's pairing; the learner never reads them.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from agent.core.config import Config
-from replay.datasets import Split
-from replay.senses import sense
+from replay.data.datasets import Split
+from replay.data.senses import sense
 
 
 def load_splits(config: Config, split: str) -> dict[str, Split]:

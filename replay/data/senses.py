@@ -24,8 +24,8 @@ import torch
 from agent.core.config import REWARD, Config
 from agent.core.sleep import AugmentStimuli
 from agent.core.teaching import Augment
-from replay.augment import ImageAugmenter, SoundAugmenter, SpectrogramAugmenter
-from replay.datasets import Split, list_fsdd_files, load_fsdd, load_mnist
+from replay.data.augment import ImageAugmenter, SoundAugmenter, SpectrogramAugmenter
+from replay.data.datasets import Split, list_fsdd_files, load_fsdd, load_mnist
 
 Loader = Callable[[Config, str], Split]  # (config, "train" or "test") -> the split the config selects
 TrainAugment = Callable[[Config, np.ndarray, bool], Augment | None]  # (config, training rows, from files) -> augmenter
