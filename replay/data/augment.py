@@ -19,7 +19,8 @@ range of the stimuli are kept.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,19 @@ SPEC_TIME_STRETCH = (0.85, 1.15)
 SPEC_MEL_STRETCH = (0.95, 1.05)
 
 
+@contextmanager
+def torch_seeded(seed: int) -> Iterator[None]:
+    """Torch's global generator seeded for the span (kornia draws from it), then put back as it was;
+    held under `global_rng.TORCH`, so augmenting in threads gives the bits of one after the other."""
+    with global_rng.TORCH:
+        state = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+        try:
+            yield
+        finally:
+            torch.random.set_rng_state(state)
+
+
 class ImageAugmenter:
     """Random affine, elastic distortion and stroke width of (n, 28, 28) images in [0, 1]."""
 
@@ -57,14 +71,9 @@ class ImageAugmenter:
     def __call__(self, x: torch.Tensor, seed: int) -> torch.Tensor:
         from kornia.morphology import dilation, erosion
 
-        with global_rng.TORCH:  # kornia draws from torch's global generator
-            state = torch.random.get_rng_state()
-            torch.manual_seed(seed)
-            try:
-                out = self.geometry(x.unsqueeze(1))
-                pick = torch.rand(len(x))
-            finally:
-                torch.random.set_rng_state(state)
+        with torch_seeded(seed):
+            out = self.geometry(x.unsqueeze(1))
+            pick = torch.rand(len(x))
         thick, thin = pick < 0.2, (pick >= 0.2) & (pick < 0.35)
         if thick.any():
             out[thick] = dilation(out[thick], self.kernel)
@@ -88,13 +97,8 @@ class SpectrogramAugmenter:
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, seed: int) -> torch.Tensor:
-        with global_rng.TORCH:  # kornia draws from torch's global generator
-            state = torch.random.get_rng_state()
-            torch.manual_seed(seed)
-            try:
-                return self.warp(x.unsqueeze(1))[:, 0].clamp_(0.0, 1.0)
-            finally:
-                torch.random.set_rng_state(state)
+        with torch_seeded(seed):
+            return self.warp(x.unsqueeze(1))[:, 0].clamp_(0.0, 1.0)
 
 
 class SoundAugmenter:
