@@ -9,7 +9,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from mcap.writer import CompressionType
 
@@ -20,6 +20,8 @@ from agent.core.messages import Control, Message, Stimulus
 from replay.recording import RECORD_TOPICS, RecordingError, RecordingWriter, frame_view, parse_topics
 
 log = logging.getLogger(__name__)
+
+Connect = Callable[[str, list[bytes]], BusClient]  # (process name, topics) -> a client that has shaken hands
 
 
 class GapCounter:
@@ -126,22 +128,15 @@ def add_record_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the wire frames only, without what Foxglove shows (smaller files)")
 
 
-def connected(cls: type, args: argparse.Namespace, name: str, topics: Sequence[bytes]) -> BusClient:
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    client = cls(args.bus, name, list(topics), keys=args.keys)
-    client.handshake(timeout_s=getattr(args, "connect_timeout", 30.0))
-    return client
-
-
-def run_record(args: argparse.Namespace) -> int:
+def run_record(args: argparse.Namespace, connect: Connect) -> int:
+    """`cdz record`: `connect(name, topics)` gives a bus client that has proved it hears."""
     compression = None if args.compression == "auto" else CompressionType[args.compression.upper()]
     folder = Path(args.file).parent
     if not folder.is_dir():  # before connecting: say so at once rather than after the handshake
         raise RecordingError(f"cannot write {args.file}: folder {folder} does not exist")
     if Path(args.file).exists() and not getattr(args, "overwrite", False):
         raise RecordingError(f"{args.file} exists; choose another name or pass --overwrite")
-    client = connected(BusClient, args, "recorder", [t.encode() for t in args.topics])
+    client = connect("recorder", [t.encode() for t in args.topics])
     try:
         writer = RecordingWriter(args.file, chunk_kb=args.chunk_kb, compression=compression,
                                  metadata={"bus": args.bus, "topics": ",".join(args.topics),

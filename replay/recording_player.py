@@ -20,7 +20,7 @@ from agent.runtime.bus import BusClient
 from agent.runtime.service import Service
 from agent.core.messages import Control, Excitation, Message
 from agent.runtime.wire import WireError, decode
-from replay.recorder import connected
+from replay.recorder import Connect
 from replay.recording import SENSOR_TOPICS, check_recording, frame_view, read_recording
 
 log = logging.getLogger(__name__)
@@ -149,9 +149,10 @@ class RecordingPlayer(Service):
         self._items.close()
 
 
-def run_play(args: argparse.Namespace) -> int:
+def run_play(args: argparse.Namespace, connect: Connect) -> int:
+    """`cdz play FILE`: `connect(name, topics)` gives a bus client that has proved it hears."""
     check_recording(args.file)  # before connecting: a wrong file is an error at once (the CLI exits 2)
-    client = connected(BusClient, args, "recording_player", [b"excite."] if args.follow else [])
+    client = connect("recording_player", [b"excite."] if args.follow else [])
     try:
         player = RecordingPlayer(client, args.file, topics=args.topics, speed=args.speed, clock=args.clock,
                                  follow=args.follow)

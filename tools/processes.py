@@ -104,7 +104,8 @@ def cmd_record(args: argparse.Namespace) -> int:
     from replay.recorder import run_record
 
     terminate_cleanly()
-    return run_record(args)
+    _logging(args.quiet)
+    return run_record(args, lambda name, topics: _client(args, name, topics))
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
@@ -169,7 +170,8 @@ def cmd_play(args: argparse.Namespace) -> int:
         if args.run:
             raise ValueError("cdz play takes a recording FILE or --run RUN, not both")
         args.speed = 1.0 if args.speed is None else args.speed
-        return run_play(args)
+        _logging(args.quiet)
+        return run_play(args, lambda name, topics: _client(args, name, topics))
     if not args.run:
         raise ValueError("cdz play needs a recording (cdz play FILE.mcap) or a run (cdz play --run RUN)")
     args.speed = 0.0 if args.speed is None else args.speed

@@ -22,13 +22,12 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+
 import numpy as np
 
 from agent.core.autoencoder import as_input, encode
 from agent.core.messages import ClusterChange, Credit, Excitation, Feedback, Message, Stimulus
-from agent.runtime.service import PartOwner
-
-# A flow is told its host (an `EncoderWorker` or the `Hub`, typed as their base: they import the flows)
+from agent.runtime.service import PartOwner  # a flow's host, an `EncoderWorker` or the `Hub` (they import this)
 
 log = logging.getLogger(__name__)
 
@@ -278,7 +277,7 @@ class LiveHub:
     swaps = True
     weights_every_s = 1.0  # how often viewers get the CDZ matrices
 
-    def __init__(self, hub: PartOwner, start: int):
+    def __init__(self, hub: PartOwner):
         self.h = hub
         self._last_weights = 0.0
 

@@ -67,7 +67,7 @@ class Hub(PartOwner):
         self.latency_of = {m: Latency() for m in self.modalities}
         self._rate = Rate()
         self.logged_partner = logged_partner(self.modalities)  # the sense whose recall the stream log keeps
-        self.flow = LosslessHub(self, start) if lossless else LiveHub(self, start)
+        self.flow = LosslessHub(self, start) if lossless else LiveHub(self)
 
     @classmethod
     def from_run(cls, bus: BusClient, run: RunFolder, **kw) -> "Hub":

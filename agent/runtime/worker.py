@@ -286,7 +286,8 @@ class EncoderWorker(PartOwner):
     def stats(self) -> dict:
         return {"role": "worker", "modality": self.modality, "learned": self.learned,
                 "rate_per_s": self._rate.per_second(), "queue": self.flow.queued(),
-                "dropped_oldest": self.flow.dropped_oldest, "lost": self.lost, "sequence_jumps": self.sequence_jumps, "duplicates": self.duplicates,
+                "dropped_oldest": self.flow.dropped_oldest, "lost": self.lost, "sequence_jumps": self.sequence_jumps,
+                "duplicates": self.duplicates,
                 "feedback_gaps": self.feedback_gaps, "ran_ahead": self.sequencer.ran_ahead,
                 "waited": self.sequencer.waited, "rejected": self.rejected, "recons": self.recons,
                 "recons_skipped": self.recons_skipped, "recons_cached": self.imagine.hits, "nodes": self.cortex.n_nodes,
@@ -295,8 +296,6 @@ class EncoderWorker(PartOwner):
                 "stage": self.stage,
                 "clusters": self.cortex.n_clusters, "next_seq": self.sequencer.done,
                 "latency_p50_ms": self.latency.percentile(50), "latency_p99_ms": self.latency.percentile(99)}
-
-
 
 
 def cortex_from_state(modality: str, config, state: dict[str, np.ndarray]) -> Cortex:
