@@ -1,27 +1,19 @@
-"""`cdz record FILE.mcap`: the recorder process, which writes chosen bus topics into a recording
-(`replay.recording`) as they pass, every generation included."""
+"""The recorder: writes chosen bus topics into a recording (`replay.recording`) as they pass, every
+generation included. `cdz record` (tools/processes/recorder.py) runs it."""
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 import time
 from collections import Counter
-from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
-from mcap.writer import CompressionType
-
-from agent.runtime import flags
 from agent.runtime.bus import BusClient
 from agent.runtime.service import Service, addressed_to
 from agent.core.messages import Control, Message, Stimulus
-from replay.recording import RECORD_TOPICS, RecordingError, RecordingWriter, frame_view, parse_topics
+from replay.recording import RECORD_TOPICS, RecordingWriter, frame_view
 
 log = logging.getLogger(__name__)
-
-Connect = Callable[[str, list[bytes]], BusClient]  # (process name, topics) -> a client that has shaken hands
 
 
 class GapCounter:
@@ -106,51 +98,3 @@ class Recorder(Service):
     def close(self) -> None:
         """Finish the file, with the final stats as metadata."""
         self.writer.close({k: str(v) for k, v in self.stats().items()})
-
-
-# ---------------------------------------------------------------------- player
-
-
-def add_record_arguments(parser: argparse.ArgumentParser) -> None:
-    """`cdz record FILE.mcap [--topics a,b] [--duration S]` (the CLI adds --bus, --keys, --quiet)."""
-    parser.add_argument("file", help="MCAP file to write (an existing one is replaced only with --overwrite)")
-    parser.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
-    parser.add_argument("--topics", type=parse_topics, default=RECORD_TOPICS,
-                        help=f"comma-separated topic prefixes to record (default {','.join(RECORD_TOPICS)})")
-    parser.add_argument("--duration", type=flags.NON_NEGATIVE, default=0.0,
-                        help="seconds to record (default: until Ctrl-C, SIGTERM or a stop message)")
-    parser.add_argument("--chunk-kb", type=flags.COUNT, default=256, help="KiB of messages per compressed chunk")
-    parser.add_argument("--flush", type=flags.POSITIVE, default=1.0,
-                        help="seconds between flushes: at most this much is lost if the recorder is killed")
-    parser.add_argument("--compression", choices=("auto", "zstd", "lz4", "none"), default="auto",
-                        help="chunk compression; auto: zstd, else lz4, else none (what this installation can write)")
-    parser.add_argument("--no-views", action="store_true",
-                        help="the wire frames only, without what Foxglove shows (smaller files)")
-
-
-def run_record(args: argparse.Namespace, connect: Connect) -> int:
-    """`cdz record`: `connect(name, topics)` gives a bus client that has proved it hears."""
-    compression = None if args.compression == "auto" else CompressionType[args.compression.upper()]
-    folder = Path(args.file).parent
-    if not folder.is_dir():  # before connecting: say so at once rather than after the handshake
-        raise RecordingError(f"cannot write {args.file}: folder {folder} does not exist")
-    if Path(args.file).exists() and not getattr(args, "overwrite", False):
-        raise RecordingError(f"{args.file} exists; choose another name or pass --overwrite")
-    client = connect("recorder", [t.encode() for t in args.topics])
-    try:
-        writer = RecordingWriter(args.file, chunk_kb=args.chunk_kb, compression=compression,
-                                 metadata={"bus": args.bus, "topics": ",".join(args.topics),
-                                           "started_ns": str(time.time_ns())}, views=not args.no_views)
-        recorder = Recorder(client, writer, topics=args.topics, duration_s=args.duration, flush_s=args.flush)
-        try:
-            recorder.ready()
-            recorder.run(timeout_ms=5)
-        finally:
-            recorder.close()
-        s = recorder.stats()
-        print(f"recorded {s['messages']} messages ({s['bytes'] / 1e6:.1f} MB, file {s['file_bytes'] / 1e6:.1f} MB) "
-              f"at {s['msg_per_s']:.0f} msg/s, {s['mb_per_s']:.2f} MB/s; {s['drops']} stimuli lost upstream, "
-              f"{client.dropped} bad messages -> {args.file}", file=sys.stderr)
-    finally:
-        client.close()
-    return 0

@@ -1,4 +1,4 @@
-"""Playing a recording (`cdz play FILE.mcap`): the process that puts its frames back on the bus.
+"""Playing a recording: the process that puts its frames back on the bus (`cdz play FILE.mcap`).
 
 Playback publishes the stored frames unchanged (by default only `stimulus.` and
 `frame.`, standing in for the sensors), paced by the recorded receive times or the
@@ -9,9 +9,7 @@ message with args `{"to": NAME}` reaches only that process (the recorder honours
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Sequence
@@ -20,8 +18,7 @@ from agent.runtime.bus import BusClient
 from agent.runtime.service import Service
 from agent.core.messages import Control, Excitation, Message
 from agent.runtime.wire import WireError, decode
-from replay.recorder import Connect
-from replay.recording import SENSOR_TOPICS, check_recording, frame_view, read_recording
+from replay.recording import SENSOR_TOPICS, frame_view, read_recording
 
 log = logging.getLogger(__name__)
 
@@ -147,22 +144,3 @@ class RecordingPlayer(Service):
 
     def close(self) -> None:
         self._items.close()
-
-
-def run_play(args: argparse.Namespace, connect: Connect) -> int:
-    """`cdz play FILE`: `connect(name, topics)` gives a bus client that has proved it hears."""
-    check_recording(args.file)  # before connecting: a wrong file is an error at once (the CLI exits 2)
-    client = connect("recording_player", [b"excite."] if args.follow else [])
-    try:
-        player = RecordingPlayer(client, args.file, topics=args.topics, speed=args.speed, clock=args.clock,
-                                 follow=args.follow)
-        try:
-            player.ready()
-            player.run(timeout_ms=1)
-        finally:
-            player.close()
-        print(f"played {player.sent} messages of {args.file}{'' if player.finished else ' (stopped early)'}",
-              file=sys.stderr)
-    finally:
-        client.close()
-    return 0

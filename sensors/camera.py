@@ -15,11 +15,9 @@ without losing frames (tests, evaluation: `extract_stimuli`).
 
 from __future__ import annotations
 
-import argparse
 import glob
 import logging
 import re
-import sys
 import threading
 import time
 from pathlib import Path
@@ -29,11 +27,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from agent.runtime import flags
-from agent.runtime.bus import BusClient
 from agent.runtime.service import Latency, Rate, Service
 from agent.core.messages import Frame, Stimulus
-from agent.runtime.topology import hears
 from sensors.card import CardTracker, look
 from sensors.errors import SensorError
 
@@ -316,39 +311,3 @@ def extract_stimuli(source: str, **tracker_kwargs: Any) -> list[tuple[int, int, 
     finally:
         grabber.stop()
     return out
-
-
-# ---------------------------------------------------------------------- command line
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The camera's own arguments (the CLI adds --bus, --keys and --quiet)."""
-    parser.add_argument("--camera", default="0", metavar="INDEX|FILE|URL",
-                        help="camera index (0 = first), a video file, or a stream URL (MJPEG/RTSP/HTTP); default 0")
-    parser.add_argument("--max-rate", type=flags.NON_NEGATIVE, default=2.0,
-                        help="stimuli per second at most while one card stays in view (0: once per card; default 2)")
-    parser.add_argument("--steady-frames", type=flags.COUNT, default=3,
-                        help="frames a card must hold still before it is sent (default 3)")
-    parser.add_argument("--no-realtime", action="store_true",
-                        help="video files: read as fast as the pipeline goes (no frame lost) instead of at the "
-                             "file's frame rate")
-    parser.add_argument("--stall", type=flags.POSITIVE, default=2.0,
-                        help="seconds without a new frame before the source is reported as stalled (default 2)")
-
-
-def run(args: argparse.Namespace) -> int:
-    """`cdz camera`: publish cards seen by the camera until stopped (or a video file ends)."""
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    client = BusClient(args.bus, "camera", hears("camera"), keys=args.keys)
-    camera = None
-    try:
-        camera = Camera(client, args.camera, max_rate=args.max_rate, steady_frames=args.steady_frames,
-                        realtime=not args.no_realtime, stall_s=getattr(args, "stall", 2.0),
-                        gen=getattr(args, "gen", 0))
-        client.handshake(timeout_s=getattr(args, "connect_timeout", 30.0))
-        camera.ready()
-        camera.run(timeout_ms=1)
-    finally:
-        if camera is not None:
-            camera.close()
-        client.close()
-    return 0

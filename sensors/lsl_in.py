@@ -22,30 +22,25 @@ a source_id; one without is resolved again by name).
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 import time
 from typing import Any
 
 import numpy as np
 
 from agent.core.messages import Stimulus
-from agent.runtime import flags
 from agent.runtime.bus import BusClient
-from agent.runtime.service import Latency, Service, terminate_cleanly
-from agent.runtime.topology import hears
+from agent.runtime.service import Latency, Service
 from sensors.card import CardTracker, look
 from sensors.errors import SensorError
 from sensors.errors import FeatureError
 from sensors.files import picture
-from sensors.lsl import ClockBridge, SampleStamps, declared_shape, frame_of, load_pylsl, parse_shape
+from sensors.lsl import ClockBridge, SampleStamps, declared_shape, frame_of
 from sensors.microphone import utterance_stimulus
 from sensors.words import Segment, UtteranceSegmenter
 
 log = logging.getLogger(__name__)
 
-KIND = "lsl_in"
 CORRECTION_EVERY_S = 5.0  # liblsl re-measures the sender's clock in the background about this often
 STAMPS_KEPT_S = 30.0  # a word is published within max_s + hangover of its onset: far less than this
 _SCALE = {"int16": 32768.0, "int32": 2147483648.0}  # integer audio to [-1, 1]
@@ -277,54 +272,3 @@ class LslIn(Service):
                 "bad_frames": self.bad_frames, "no_stimulus": self.no_stimulus, "stalls": self.stalls,
                 "stalled": self.stalled, "lost": self.lost, "time_correction_ms": self.correction * 1e3,
                 "latency_p50_ms": self.latency.percentile(50), "latency_p95_ms": self.latency.percentile(95), **extra}
-
-
-# ---------------------------------------------------------------------- command line
-def _shape_flag(text: str) -> tuple[int, int, int]:
-    try:
-        return parse_shape(text)
-    except ValueError as e:  # argparse shows an ArgumentTypeError's own words
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """`cdz lsl in`'s own options (the CLI adds --bus, --keys and --quiet)."""
-    parser.add_argument("stream", metavar="NAME", help="the LSL stream's name (as LabRecorder lists it)")
-    parser.add_argument("--sense", required=True, choices=("audio", "visual"),
-                        help="audio: a 1-channel sound stream, cut into words as the microphone does; visual: one "
-                             "flattened frame per sample, looked at as the camera does")
-    parser.add_argument("--shape", type=_shape_flag, metavar="HxW[xD]",
-                        help="visual: the frames' height x width (x depth 3 for RGB), where the stream's desc "
-                             "declares none (desc/shape/height, width, depth)")
-    parser.add_argument("--pictures", action="store_true",
-                        help="visual: every frame is a picture of its own (a stimulus each, as `cdz recall` sees a "
-                             "file) instead of a camera's view of cards held up")
-    parser.add_argument("--resolve-timeout", type=flags.POSITIVE, default=10.0, metavar="S",
-                        help="seconds to look for the stream before giving up")
-    parser.add_argument("--stall", type=flags.POSITIVE, default=2.0, metavar="S",
-                        help="seconds without samples before a stream with a nominal rate is reported as stalled")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Resolve the stream, then publish its stimuli until SIGTERM, Ctrl-C or `stop`."""
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    terminate_cleanly()
-    pylsl = load_pylsl()
-    inlet, info = open_inlet(pylsl, resolve(pylsl, args.stream, args.resolve_timeout), args.resolve_timeout)
-    client = None
-    try:
-        check_stream(pylsl, info, args.sense, args.shape)  # before the bus: a wrong stream is one line, exit 2
-        client = BusClient(args.bus, f"{KIND}-{args.sense}", hears(KIND), keys=args.keys)
-        client.handshake(timeout_s=args.connect_timeout)
-        bridge = LslIn(client, inlet, info, args.sense, pylsl=pylsl, shape=args.shape, pictures=args.pictures,
-                       stall_s=args.stall)
-        log.info("%s: hearing LSL stream %r (%d ch, %g Hz), time correction %.3f ms", bridge.name, bridge.stream,
-                 info.channel_count(), bridge.rate, bridge.correction * 1e3)
-        bridge.ready(stream=bridge.stream[:64])
-        bridge.run(timeout_ms=5)
-    finally:
-        if client is not None:
-            client.close()
-        inlet.close_stream()
-    return 0

@@ -15,21 +15,16 @@ reconstruction stream opens with its first reconstruction, whose shape it declar
 
 from __future__ import annotations
 
-import argparse
 import logging
-import socket
-import sys
 from typing import Any
 
 from agent.core.messages import Excitation, Message, Reconstruction
 from agent.runtime.bus import BusClient
-from agent.runtime.service import Service, terminate_cleanly
-from agent.runtime.topology import hears
+from agent.runtime.service import Service
 from sensors.lsl import STREAM_KINDS, ClockBridge, load_pylsl, sample_of, stream_info
 
 log = logging.getLogger(__name__)
 
-NAME = "lsl_out"
 
 
 class LslOut(Service):
@@ -81,33 +76,3 @@ class LslOut(Service):
     def stats(self) -> dict:
         return {"role": "lsl", "direction": "out", "streams": len(self.outlets), "skipped": self.skipped,
                 **{f"{kind}s": n for kind, n in self.pushed.items()}}
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """`cdz lsl out`'s own options (the CLI adds --bus, --keys and --quiet)."""
-    parser.add_argument("--senses", default="visual,audio",
-                        help="senses whose excitation and recall streams open at start (others open with their "
-                             "first message); a recall's cue_sense channel indexes this list")
-    parser.add_argument("--source-id", metavar="PREFIX",
-                        help="prefix of each stream's LSL source_id, which LabRecorder uses to pick a stream up "
-                             "again after a restart (default: cdz@HOST:BUS)")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Publish the bus's excitations, recalls and reconstructions as LSL streams until stopped."""
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    terminate_cleanly()
-    senses = tuple(s.strip() for s in args.senses.split(",") if s.strip())
-    prefix = args.source_id or f"cdz@{socket.gethostname()}:{args.bus}"
-    pylsl = load_pylsl()
-    client = BusClient(args.bus, NAME, hears(NAME), keys=args.keys)
-    try:
-        client.handshake(timeout_s=args.connect_timeout)
-        bridge = LslOut(client, senses, prefix, pylsl=pylsl)
-        bridge.ready()
-        bridge.run(timeout_ms=5)
-    finally:
-        client.close()
-    return 0
-

@@ -14,9 +14,7 @@ The segmenter works at the device's own rate (audio_to_stimulus resamples to 8 k
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -27,7 +25,6 @@ import numpy as np
 from agent.runtime.bus import BusClient
 from agent.runtime.service import Latency, Service
 from agent.core.messages import Stimulus
-from agent.runtime.topology import hears
 from sensors.errors import FeatureError
 from sensors.sound_features import audio_to_stimulus
 from sensors.words import Segment, UtteranceSegmenter, gate_noise
@@ -287,38 +284,3 @@ class Microphone(Service):
                 "audio_s": self.ring.read_count / self.rate, "level_db": level,
                 "noise_floor_db": floor if floor is not None else -120.0,
                 "latency_p50_ms": self.latency.percentile(50), "latency_p95_ms": self.latency.percentile(95)}
-
-
-# ---------------------------------------------------------------------- command line
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """`cdz mic`'s own options (the CLI adds --bus, --keys and --quiet)."""
-    parser.add_argument("--mic", metavar="NAME|INDEX",
-                        help="input device: its index or part of its name (default: the system's default input)")
-    parser.add_argument("--list", action="store_true", help="print the input devices and exit")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Record from the chosen microphone and publish utterances until SIGTERM, Ctrl-C or `stop`."""
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    if args.list:
-        print(f"input devices:\n{format_devices(list_input_devices())}")
-        return 0
-    device = choose_input(args.mic)
-    client = BusClient(args.bus, SOURCE, hears("microphone"), keys=args.keys)
-    try:
-        client.handshake(timeout_s=getattr(args, "connect_timeout", 30.0))
-        mic = Microphone(client, device)
-        mic.start()
-        try:
-            if not mic.wait_for_audio(5.0):
-                raise SensorError(f"input device {device} ({mic.device_name}) delivered no sound within 5 s: "
-                                  "is it muted, in use, or not really a microphone? see --list")
-            log.info("%s: listening to %d (%s) at %d Hz", SOURCE, device, mic.device_name, mic.rate)
-            mic.ready(device=mic.device_name[:64], rate=mic.rate)
-            mic.run()
-        finally:
-            mic.close()
-    finally:
-        client.close()
-    return 0

@@ -13,9 +13,7 @@ are counted as skipped. Playback is a callback stream: the loop never waits for 
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 import threading
 import time
 from pathlib import Path
@@ -23,17 +21,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from agent.runtime import flags
 from agent.runtime.bus import BusClient
 from agent.runtime.service import Latency, Service
 from agent.core.messages import Message, Reconstruction
-from agent.runtime.topology import hears
 from sensors.sound_features import N_FRAMES, N_MELS, SAMPLE_RATE, spectrogram_to_audio
 from sensors.errors import SensorError
 
 log = logging.getLogger(__name__)
 
-TOPICS = hears("speaker")
 
 
 
@@ -252,49 +247,3 @@ class Speaker(Service):
                 "synth_ms": 1000.0 * self._synth_s / max(1, self.played),
                 "latency_p50_ms": self.latency.percentile(50),
                 "underflows": sum(getattr(s, "underflows", 0) for s in self.sinks)}
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--speaker", metavar="NAME|INDEX",
-                        help="output device: its index or part of its name (default: the system default)")
-    parser.add_argument("--wav-dir", metavar="DIR",
-                        help="write each utterance as a wav file into DIR (alone: no sound device is used)")
-    parser.add_argument("--every", type=flags.POSITIVE, default=1.2, metavar="S",
-                        help="at least this many seconds between utterances (default 1.2)")
-
-
-def make_sinks(args: argparse.Namespace) -> list:
-    """--wav-dir alone: files only; --speaker (or neither): the device, plus files if asked."""
-    sinks: list = []
-    if args.wav_dir:
-        sinks.append(WavSink(args.wav_dir))
-    if args.speaker is not None or not args.wav_dir:
-        sinks.append(open_device(args.speaker))
-    return sinks
-
-
-def run(args: argparse.Namespace) -> int:
-    """`cdz speaker`: reads args.bus, args.keys, args.quiet, args.speaker, args.wav_dir, args.every."""
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    every = getattr(args, "every", 1.2)
-    if not every >= 0:
-        raise SensorError(f"--every must be >= 0 seconds, got {every}")
-    sinks = make_sinks(args)  # device errors before connecting
-    client = BusClient(args.bus, "speaker", TOPICS, keys=args.keys)
-    speaker = None
-    try:
-        client.handshake(timeout_s=getattr(args, "connect_timeout", 30.0))
-        speaker = Speaker(client, sinks, every_s=every)
-        if not args.quiet:
-            where = ", ".join(getattr(s, "name", None) or str(getattr(s, "folder", "")) for s in sinks)
-            print(f"speaker: saying recalls through {where}", file=sys.stderr)
-        speaker.run()
-    finally:
-        if speaker is not None:
-            speaker.close()
-        else:
-            for s in sinks:
-                s.close()
-        client.close()
-    return 0

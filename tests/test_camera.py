@@ -28,6 +28,7 @@ from sensors.errors import FeatureError
 from sensors.image_features import ink_to_mnist
 from tools.material.card_video import make_card_video
 from tools.cli import main as cdz
+from tools.processes import camera as camera_process
 
 from tests.processes import bind_forwarder, wait_for
 
@@ -157,7 +158,7 @@ def test_camera_process_publishes_stimuli_and_frames(mnist, tmp_path):
         args = argparse.Namespace(camera=str(path), max_rate=0.0, steady_frames=3, no_realtime=False, stall=2.0,
                                   bus=address, keys=None, quiet=True, connect_timeout=10.0)
         start = time.monotonic()
-        assert C.run(args) == 0  # realtime: paced at the file's 15 fps, ends by itself at the end
+        assert camera_process.run(args) == 0  # realtime: paced at the file's 15 fps, ends by itself at the end
         took = time.monotonic() - start
         wait_for(lambda: sum(isinstance(m, Stimulus) for m in got) >= len(truth), 5.0, "every stimulus to arrive")
         stop.set()

@@ -320,10 +320,10 @@ def test_play_help_lists_only_play_flags_and_the_launcher_still_parses():
         assert flag in done.stdout, f"`cdz play --help` lacks {flag}"
 
     parser, choices = _subparsers()
-    # what the supervisor starts the player with (its row of the topology, then --bus and --gen)
+    # what the supervisor starts the player with (its role in the graph, then --bus and --gen)
     player = next(r for r in lossless_roles(Path("r"), ("visual", "audio"), total=5, checkpoint_every=1, window=256,
                                             speed=0.0) if r.name == "player")
-    args = parser.parse_args([*player.command, "--bus", "tcp://127.0.0.1:5570", "--gen", "3"])
+    args = parser.parse_args([*player.process.command, *player.args, "--bus", "tcp://127.0.0.1:5570", "--gen", "3"])
     assert (args.gen, args.run, args.wait_go, args.live) == (3, "r", True, False)
     with pytest.raises(SystemExit):
         parser.parse_args(["play", "--run", "r", "--total", "5"])

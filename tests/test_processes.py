@@ -44,7 +44,7 @@ TINY = ["data.digits=[0,1]", 'data.speakers=["jackson"]', "data.per_class=40", "
 MODALITIES = ("visual", "audio")
 CASES = int(os.environ.get("CDZ_FUZZ_CASES", "2000"))  # fuzzed messages; 100000 for the benchmark-sized run
 SHAPES = {"visual": (28, 28), "audio": (64, 64)}
-# what each process subscribes to (tools/processes.py; BusClient adds `control`)
+# what each process subscribes to (its declaration in tools/processes/; BusClient adds `control`)
 SUBSCRIPTIONS = {
     "hub": (b"excite.", b"clusters.", b"control"),
     **{f"worker-{m}": (f"stimulus.{m}".encode(), f"feedback.{m}".encode(), f"recall.{m}".encode(), b"credit",
@@ -393,13 +393,12 @@ def test_an_excitation_stamped_far_ahead_is_dropped_and_counted_by_the_hub(runti
 
 
 def test_the_running_processes_say_only_what_the_graph_declares(runtime, test_images):
-    """`cdz graph` is derived from the declarations in agent/runtime/topology.py: what a live hub
+    """`cdz graph` is derived from each process's declaration (tools/processes/): what a live hub
     and its workers really publish while they learn, recall and reconstruct is all declared there."""
-    from agent.runtime.topology import graph
+    from agent.runtime.topology import graph, live_roles, members
 
     addr, procs, client = runtime
-    names = ["hub", *(f"worker-{m}" for m in MODALITIES)]
-    says = {p["name"]: set(p["says"]) for p in graph(names, MODALITIES)["processes"]}
+    says = {p["name"]: set(p["says"]) for p in graph(members(live_roles(Path("r"), MODALITIES)), MODALITIES)["processes"]}
     tap = BusClient(addr, "tap", [b""])  # every topic
     try:
         tap.handshake(timeout_s=30)

@@ -17,8 +17,8 @@ from sensors.file_reading import read_wav_file
 from sensors.sound_features import SAMPLE_RATE, audio_to_stimulus
 from tests.processes import stop_process, wait_for
 from tests.pulse import SOURCE, pulse_sink  # noqa: F401  (a fixture, requested by name)
-from sensors.speaker import TOPICS, SensorError, Speaker, WavSink, load_sounddevice, open_device, \
-    pick_output_device, run
+from sensors.speaker import SensorError, Speaker, WavSink, load_sounddevice, open_device, pick_output_device
+from tools.processes.speaker import PROCESS, run
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -131,7 +131,7 @@ def test_rate_limit_plays_the_newest_and_counts_the_rest(tmp_path):
 @pytest.mark.slow
 def test_speaker_on_a_bus_writes_one_wav_per_utterance(tmp_path, thread_bus):
     address = thread_bus
-    client = BusClient(address, "speaker", TOPICS)
+    client = BusClient(address, "speaker", PROCESS.topics())
     feeder = BusClient(address, "feeder")
     speaker = None
     try:

@@ -17,7 +17,8 @@ import pytest
 from agent.runtime.bus import BusClient
 from agent.core.messages import Control, Excitation, Frame, Reconstruction, Stats, Stimulus, Weights
 from tools.dashboard import FONT, LABEL, ViewerState, _scale, layout, render, stats_lines
-from tools.viewer import TOPICS, HeadlessOutput, Viewer, ViewerError, gui_available, open_output, run
+from tools.processes.viewer import FOXGLOVE_ONLY, PROCESS, run
+from tools.viewer import HeadlessOutput, Viewer, ViewerError, gui_available, open_output
 from tests.processes import wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -212,7 +213,7 @@ def test_the_command_reports_the_error(tmp_path):
 @pytest.mark.slow
 def test_viewer_on_a_bus_writes_video_and_snapshots(tmp_path, thread_bus):
     address = thread_bus
-    client = BusClient(address, "viewer", TOPICS)
+    client = BusClient(address, "viewer", [t for t in PROCESS.topics() if t not in FOXGLOVE_ONLY])
     feeder = BusClient(address, "feeder")
     viewer = None
     try:

@@ -247,14 +247,15 @@ def cmd_sleep(args: argparse.Namespace) -> int:
 
 def cmd_graph(args: argparse.Namespace) -> int:
     from agent.core.config import Config
-    from agent.runtime.topology import graph, live_roles, lossless_roles, mermaid
+    from agent.runtime.supervisor import LIVE_SUPERVISOR, LOSSLESS_SUPERVISOR
+    from agent.runtime.topology import graph, live_roles, lossless_roles, members, mermaid
 
     senses, run = Config().modalities, Path("RUN")
     if args.lossless:
         roles = lossless_roles(run, senses, total=0, checkpoint_every=0, window=1, speed=0.0)
     else:
         roles = live_roles(run, senses, camera="0", use_mic=True, viewer=True, speak=True, think=True, lsl=True)
-    g = graph(["launcher" if args.lossless else "live", *(r.name for r in roles)], senses)
+    g = graph(members(roles, LOSSLESS_SUPERVISOR if args.lossless else LIVE_SUPERVISOR), senses)
     if args.json:
         print(json.dumps(g, indent=1))
     elif args.mermaid:
@@ -374,6 +375,24 @@ def bench_record(args: argparse.Namespace) -> int:
     return _bench_out(args, result, format_record(result))
 
 
+def cmd_top(args: argparse.Namespace) -> int:
+    from agent.runtime.service import terminate_cleanly
+    from tools.top import top
+
+    terminate_cleanly()
+    return top(args.bus, keys=args.keys, once=args.once, wait_s=args.wait, as_json=args.json,
+               connect_timeout_s=args.connect_timeout)
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from agent.runtime.bus import make_keys
+
+    folder = make_keys(args.folder)
+    print(f"CurveZMQ keys in {folder}: give this folder to the bus and to every process (--keys {folder}); "
+          "keep *.key_secret private", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="cdz", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
@@ -384,25 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"cdz-agent {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    from tools.processes import HelpFormatter, add_parsers, describe
-
-    def common(sp: argparse.ArgumentParser, config: bool = False, json_out: bool = False) -> None:
-        sp.add_argument("--quiet", action="store_true", help="no progress bars")
-        if json_out:
-            sp.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of a table")
-        sp.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
-                        help="how much the command logs on stderr (default: warning; info for processes)")
-        if config:
-            sp.add_argument("--config", metavar="FILE", help="settings from a TOML file, e.g. a run's config.toml "
-                            "(--seed and --set apply on top)")
-            sp.add_argument("--print-config", action="store_true",
-                            help="print the resolved settings as TOML and stop (nothing is trained)")
-            sp.add_argument("--seed", type=flags.SEED, help="seed of everything (default: the config's, else 0)")
-            sp.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
-                            help="override a config field, e.g. --set cortex.node_lr=0.02 "
-                                 "--set data.digits=[0,1,2] (repeatable; the field must exist)")
-            sp.add_argument("--out", help="run folder to create (default runs/<time>-seed<N>)")
-            sp.add_argument("--overwrite", action="store_true", help="replace the run folder given by --out if it exists")
+    from tools.command_line import HelpFormatter, bus_arguments, describe
+    from tools.command_line import common_arguments as common
+    from tools.processes import add_parsers
 
     sp = sub.add_parser("train", help="train encoders, then learn the teacher stream into a run folder",
                         **describe("Train the encoders, then learn the teacher's stream into a run folder "
@@ -425,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("graph", help="the agent's processes, what each hears and says, and what flows between them",
                         **describe("The processes of the live agent (or, with --lossless, of `cdz replay "
                                    "--distributed`), what each hears and says on the bus, and the edges between "
-                                   "them, derived from their declarations (agent/runtime/topology.py).",
+                                   "them, derived from their declarations (each process's PROCESS in tools/processes/).",
                                    "cdz graph", "cdz graph --mermaid > agent.mmd", "cdz graph --lossless --json"))
     sp.add_argument("--lossless", action="store_true", help="the distributed replay's processes (default: live, "
                     "with every optional sense and view)")
@@ -461,7 +464,36 @@ def build_parser() -> argparse.ArgumentParser:
                          "0 as fast as possible (default)")
     sp.set_defaults(func=cmd_replay)
 
-    add_parsers(sub, common)
+    add_parsers(sub, common)  # every process of the agent: bus, hub, worker, play, record, camera, mic, ...
+    example_bus = "tcp://127.0.0.1:5570"
+    sp = sub.add_parser("top", help="live rates, queues, drops and latencies of every runtime process",
+                        **describe("Live rates, queues, drops and latencies of every runtime process on a bus.\n"
+                                   "Exit code 2: no bus answered within --connect-timeout; with --once, 1: the bus "
+                                   "answered\nbut no process published stats.",
+                                   f"cdz top --bus {example_bus}", f"cdz top --bus {example_bus} --once --json"))
+    bus_arguments(sp, connect_timeout=5.0)
+    sp.add_argument("--once", action="store_true",
+                    help="print one snapshot and exit (exit code 1: the bus is there but no process was heard)")
+    sp.add_argument("--wait", type=flags.POSITIVE, default=2.5, metavar="S", help="--once: seconds to listen first")
+    sp.add_argument("--json", action="store_true", help="--once: print the snapshot as JSON")
+    sp.set_defaults(func=cmd_top)
+
+    sp = sub.add_parser("keys", help="make CurveZMQ key pairs for a bus off loopback",
+                        **describe("Make the CurveZMQ key pairs of a bus off loopback (give the folder to the bus "
+                                   "and to every process).", "cdz keys keys/"))
+    sp.add_argument("folder", help="folder to write bus.key*, client.key* into")
+    sp.set_defaults(func=cmd_keys)
+
+    from tools import live
+
+    sp = sub.add_parser("live", help="the live agent: camera, microphone, workers, hub, viewer on a trained run",
+                        **describe("The live agent: bus, camera, microphone, encoder workers, hub and viewer on a "
+                                   "trained run, supervised.",
+                                   "cdz live --run runs/latest",
+                                   "cdz live --run runs/latest --camera cards.mp4 --no-mic --headless shots/"))
+    live.add_arguments(sp)
+    common(sp)
+    sp.set_defaults(func=live.run)
 
     sp = sub.add_parser("recall", help="show an image / play a wav / give a reward to a trained agent; "
                         "see what it recalls")
@@ -612,9 +644,9 @@ SUBCOMMAND_HELP = {
 # commands whose progress bars go to a terminal only (on a pipe or a log file they are off, as with --quiet)
 PROGRESS_COMMANDS = frozenset({"train", "eval", "replay", "plots", "bench", "sleep"})
 
-# commands that never touch torch (recall only once its files are good): no 1-3 s torch import first
-LIGHT_COMMANDS = frozenset({"bus", "top", "keys", "play", "record", "recall", "camera", "mic", "viewer",
-                            "speaker", "unpack", "graph", "lsl"})
+# commands that never touch torch (recall only once its files are good): no 1-3 s torch import first;
+# a process says so in its declaration (`light`)
+LIGHT_COMMANDS = frozenset({"top", "keys", "recall", "unpack", "graph"})
 
 
 def _single_thread_torch() -> None:
@@ -629,10 +661,14 @@ def _single_thread_torch() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return execute(build_parser().parse_args(argv))
+
+
+def execute(args: argparse.Namespace) -> int:
+    """Run a parsed command: its logging, torch's threads, and one line and exit code 2 for a known error."""
     from agent.core.checkpoint import RunError
     from agent.core.cortex import StimulusError
 
-    args = build_parser().parse_args(argv)
     if getattr(args, "log_level", None):
         import logging
 
@@ -640,7 +676,7 @@ def main(argv: list[str] | None = None) -> int:
                             format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.command in PROGRESS_COMMANDS and not sys.stderr.isatty():
         args.quiet = True  # a log file gets no progress bar frames
-    if args.command not in LIGHT_COMMANDS:
+    if not (args.command in LIGHT_COMMANDS or getattr(args, "light", False)):
         _single_thread_torch()
     known_errors: tuple[type[BaseException], ...] = (RunError, StimulusError, FileNotFoundError, KeyError, ValueError,
                                                        RuntimeError, OSError)

@@ -18,28 +18,22 @@ has nowhere to draw.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from agent.runtime import flags
 from agent.runtime.bus import BusClient
 from agent.runtime.service import Service
 from agent.core.messages import Message, Stats
-from agent.runtime.topology import hears
 from tools.dashboard import ViewerState, render
-from tools.foxglove_live import DEFAULT_PORT, FoxgloveLive
+from tools.foxglove_live import FoxgloveLive
 
 log = logging.getLogger(__name__)
 
-TOPICS = hears("viewer")
-FOXGLOVE_TOPICS = [b"recall.", b"clusters."]  # shown in Foxglove only
 
 
 class ViewerError(RuntimeError):
@@ -225,75 +219,3 @@ class Viewer(Service):
         if self.foxglove is not None:
             out["foxglove_published"] = self.foxglove.published
         return out
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--headless", metavar="DIR",
-                        help="no window: write an MJPG video of the dashboard and PNG snapshots into DIR")
-    parser.add_argument("--snapshot-every", type=flags.POSITIVE, default=5.0, metavar="S",
-                        help="--headless: seconds between PNG snapshots (default 5; one more at exit)")
-    parser.add_argument("--video-max-mb", type=flags.POSITIVE, default=1000.0, metavar="MB",
-                        help="--headless: stop the video at this size, snapshots go on (default 1000)")
-    parser.add_argument("--fps", type=flags.POSITIVE, default=10.0, help="redraws per second (default 10)")
-    parser.add_argument("--size", default="960x540", metavar="WxH", help="dashboard size (default 960x540)")
-    parser.add_argument("--foxglove", type=flags.PORT, nargs="?", const=DEFAULT_PORT, metavar="PORT",
-                        help=f"also serve everything to Foxglove over WebSocket (default port {DEFAULT_PORT}; 0: any "
-                             "free port); without a display and --headless, serve only")
-    parser.add_argument("--foxglove-host", default="127.0.0.1", metavar="HOST",
-                        help="--foxglove: address to bind (default loopback; the server has no authentication, so "
-                             "tunnel it rather than bind beyond loopback)")
-    parser.add_argument("--run", help="--foxglove: a run folder, to name each cluster (the digit it stands for)")
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise ViewerError(f"--size wants WIDTHxHEIGHT like 960x540, got {text!r}") from None
-    if w < 64 or h < 48:
-        raise ViewerError(f"--size {text} is too small (at least 64x48)")
-    return w, h
-
-
-def run(args: argparse.Namespace) -> int:
-    """`cdz viewer`: reads args.bus, args.keys, args.quiet, args.headless, args.snapshot_every."""
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    size = _size(getattr(args, "size", "960x540"))
-    fps = getattr(args, "fps", 10.0)
-    if not fps > 0:
-        raise ViewerError(f"--fps must be positive, got {fps}")
-    port = getattr(args, "foxglove", None)
-    if port is not None and not 0 <= port < 65536:
-        raise ViewerError(f"--foxglove wants a port 0-65535, got {port}")
-    if port is not None and args.headless is None and not gui_available():
-        output = None  # nowhere to draw: serve Foxglove only
-    else:
-        output = open_output(args.headless, fps=fps, snapshot_s=args.snapshot_every,
-                             max_video_mb=getattr(args, "video_max_mb", 1000.0))
-    live = None
-    if port is not None:
-        names = None
-        if getattr(args, "run", None):
-            from agent.pack import open_run
-            from replay.naming import run_names
-
-            names = run_names(open_run(args.run))
-        live = FoxgloveLive(port, host=args.foxglove_host, names=names)
-        print(f"viewer: Foxglove live view on ws://{args.foxglove_host}:{live.port}", file=sys.stderr, flush=True)
-    client = BusClient(args.bus, "viewer", TOPICS + (FOXGLOVE_TOPICS if live else []), keys=args.keys)
-    viewer = None
-    try:
-        client.handshake(timeout_s=getattr(args, "connect_timeout", 30.0))
-        viewer = Viewer(client, output, fps=fps, size=size, foxglove=live)
-        viewer.run()
-    finally:
-        if viewer is not None:
-            viewer.close()
-        elif live is not None:
-            live.close()
-        client.close()
-    if not args.quiet:
-        print(f"viewer: wrote {output.describe()}" if isinstance(output, HeadlessOutput) else "viewer: closed",
-              file=sys.stderr)
-    return 0

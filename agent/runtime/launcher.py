@@ -2,8 +2,9 @@
 
 What is started and how it is kept going is `agent.runtime.topology` and
 `agent.runtime.supervisor`; this module is the mechanics they share. A child runs
-`python -m tools.cli ...` in its own session, logs to a file, and gets SIGTERM if
-its parent dies (PDEATHSIG).
+`python -m tools.cli ...` (a `cdz` command) or `python -m tools.host MODULE ...` (a
+declared process) in its own session, logs to a file, and gets SIGTERM if its parent
+dies (PDEATHSIG).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from agent.runtime.bus import BusClient
 from agent.core.messages import Control
 
 log = logging.getLogger(__name__)
-REPOSITORY = Path(__file__).resolve().parents[2]  # where `tools.cli` is imported from
+REPOSITORY = Path(__file__).resolve().parents[2]  # where `tools.cli` and `tools.host` are imported from
 
 
 class LaunchError(RuntimeError):
@@ -47,6 +48,7 @@ class Child:
     proc: subprocess.Popen | None = None
     restarts: int = 0
     finished: bool = False  # ended on its own and for good (e.g. a camera whose video file ended)
+    entry: str = "tools.cli"  # the module run with `argv`: `cdz`, or `tools.host` for a declared process
 
     def start(self, extra: list[str] = ()) -> None:
         """Start it in the parent's working folder, so that every relative path on its command
@@ -59,7 +61,7 @@ class Child:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         out = open(self.log_path, "ab")
         try:
-            self.proc = subprocess.Popen([sys.executable, "-P", "-m", "tools.cli", *self.argv, *extra], stdout=out,
+            self.proc = subprocess.Popen([sys.executable, "-P", "-m", self.entry, *self.argv, *extra], stdout=out,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                          start_new_session=True, preexec_fn=_die_with_parent)
         finally:

@@ -26,7 +26,6 @@ import numpy as np
 
 from agent.runtime.bus import BusClient
 from agent.runtime.clock import ClockSync, Exchange, local_clock
-from agent.runtime.topology import kind_of
 from agent.core.checkpoint import PartWriter, RunFolder
 from agent.core.messages import Control, Message, Stats
 
@@ -111,7 +110,7 @@ class Service:
         self.bus = bus
         self.name = bus.name
         self.gen = gen
-        self.local_ns = local_clock(self.name, kind_of(self.name)[0])  # our wall clock (CDZ_CLOCK_SKEW_MS shifts it)
+        self.local_ns = local_clock(self.name, self.name.partition("-")[0])  # our wall clock (CDZ_CLOCK_SKEW_MS shifts it)
         self.time_sync = ClockSync(name=self.name)
         self._last_clock = -float("inf")
         self._asked: deque[int] = deque(maxlen=4)  # our recent questions' t0: only their answers count

@@ -29,10 +29,17 @@ from agent.core.checkpoint import RunFolder
 from agent.core.messages import Control, Stats
 from agent.runtime.bus import BusClient, session_keys
 from agent.runtime.launcher import Child, LaunchError, await_ready, start_bus, stop_children
-from agent.runtime.topology import Role, hears
+from agent.runtime.topology import Process, Role
 
 log = logging.getLogger(__name__)
 
+LOSSLESS_SUPERVISOR = Process(  # `cdz replay --distributed`: it follows the hub's progress
+    "launcher", ("replay", "--distributed"), "the lossless supervisor", hears=("stats.hub",), says=("control",),
+    supervises=True)
+LIVE_SUPERVISOR = Process(  # `cdz live`: what the agent perceives (for --events-out), and every process's
+    # stats (a deaf hub is started again, clock trouble is logged)
+    "live", ("live",), "the live supervisor", hears=("excite.", "recall.", "stats"), says=("control",),
+    supervises=True)
 CANNOT_START = {  # role -> what a user can do when it exits with code 2 (it cannot start: no device, no library)
     "camera": "choose another device or pass --no-camera",
     "microphone": "choose another device or pass --no-mic",
@@ -70,7 +77,7 @@ class Supervisor:
         self._own_keys = False
         if not own_bus and bus is None:
             raise ValueError("own_bus=False needs the address of the running bus")
-        self.name = name or ("launcher" if lossless else "live")
+        self.name = name or (LOSSLESS_SUPERVISOR if lossless else LIVE_SUPERVISOR).kind
         self._b_ms: float | None = None  # the pairing window B, read from the run's config when first needed
         self._clock_warned: set[str] = set()  # processes whose clock trouble is logged already
         self.extra = extra or {}  # more arguments for a role, e.g. {"camera": ["--no-realtime"]}
@@ -125,11 +132,13 @@ class Supervisor:
         elif self.own_bus:
             self.bus_child = Child("bus", ["bus", "--bus", self.bus, *keyed], bus_log)
             self.bus_child.start()
-        self.client = BusClient(self.bus, self.name, hears(self.name), keys=self.keys)
+        declared = LOSSLESS_SUPERVISOR if self.lossless else LIVE_SUPERVISOR
+        self.client = BusClient(self.bus, self.name, declared.topics(), keys=self.keys)
         self.client.handshake(timeout_s=self.start_timeout_s)
         for role in self.roles:
-            self.children[role.name] = Child(role.name, [*role.command, "--bus", self.bus, *keyed,
-                                                         *self.extra.get(role.name, [])], self.logs / role.log)
+            self.children[role.name] = Child(role.name, [role.module, *role.args, "--bus", self.bus, *keyed,
+                                                         *self.extra.get(role.name, [])], self.logs / role.log,
+                                             entry="tools.host")
         essential = set(self.essential)
         for name, child in self.children.items():
             if name in essential:

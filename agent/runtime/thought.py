@@ -10,7 +10,7 @@ stimulus heard on the bus (`from_live`); real input always interrupts a chain at
 The hub builds its Recall from an Excitation, which carries no depth, so a Reconstruction's own
 `depth`/`internal` fields say nothing: the loop tracks every thought by its
 sequence number (a Reconstruction has the seq of the stimulus that caused it), in a range
-far above any sensor's. `cdz think` (tools/think.py) is its command line.
+far above any sensor's. `cdz think` (tools/processes/thinker.py) is its command line.
 """
 
 from __future__ import annotations

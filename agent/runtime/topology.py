@@ -1,10 +1,12 @@
-"""The agent's processes as data: each role's name, what it hears and says on the bus, and how it starts.
+"""The agent's processes as data: what each kind of process hears and says, and the graphs they make.
 
-One table serves every launcher: `cdz replay --distributed` (the lossless roles),
-`cdz live` and the benches (the live roles); each process subscribes to the topics
-its `HEARS` row names, and `SAYS` names what it publishes. A role starts as `cdz
-<command...>`; the supervisor adds the bus address (and, lossless, the run
-generation). `graph` joins the two into the edges of a run's processes, which `cdz
+Each kind of process is declared once, as `PROCESS = Process(...)` in the module that
+runs it (`tools/processes/`, one file each): its kind, the topics it hears and says,
+and its command line. A graph is a list of `Role`s, each naming a process and the
+module that declares it: `lossless_roles` (`cdz replay --distributed`) and
+`live_roles` (`cdz live`, the benches). The supervisor starts each role as `python
+-m tools.host MODULE ARGS` and adds the bus address (and, lossless, the run
+generation); `graph` joins what one role says to what another hears, which `cdz
 graph` prints (as JSON or a Mermaid chart). Every process also hears and says
 `control` (the supervisor's hello, go, rewind, stop; the processes' ready and saved;
 the hub's clock and the others' questions for it); only a supervisor's control
@@ -13,69 +15,83 @@ messages are drawn as edges, as the rest would join every process to every other
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from agent.runtime.wire import stats_topic
 
-HEARS: dict[str, tuple[str, ...]] = {  # role (or role kind) -> topic prefixes; "{m}" is the worker's sense
-    "hub": ("excite.", "clusters."),
-    "worker": ("stimulus.{m}", "feedback.{m}", "recall.{m}", "credit"),
-    "player": ("credit",),
-    "camera": (),
-    "microphone": (),
-    "viewer": ("stimulus.", "excite.", "recon.", "frame.", "weights.", "stats"),
-    "speaker": ("recon.audio",),
-    "thinker": ("recon.", "excite.", "stimulus."),
-    "launcher": ("stats.hub",),  # the lossless supervisor: the hub's progress
-    "lsl_out": ("excite.", "recall.", "recon."),  # `cdz lsl out`: each as a Lab Streaming Layer stream
-    "lsl_in": (),  # `cdz lsl in`: an LSL stream as a sense (name `lsl_in-<sense>`)
-    "live": ("excite.", "recall.", "stats"),  # the live supervisor: what the agent perceives, for
-    # --events-out, and every process's stats (a deaf hub is started again, clock trouble is logged)
-}
+
+@dataclass(frozen=True)
+class Process:
+    """One kind of process, declared once, in the module that runs it (as its `PROCESS`)."""
+
+    kind: str  # its name on the bus; a process per sense is named `<kind>-<sense>`
+    command: tuple[str, ...]  # its `cdz` words, e.g. ("worker",) or ("lsl", "out")
+    help: str  # one line for `cdz --help`
+    examples: tuple[str, ...] = ()  # command lines for its --help
+    description: str = ""  # its --help text, where one line says too little
+    hears: tuple[str, ...] = ()  # topic prefixes it subscribes to; "{m}": its sense
+    says: tuple[str, ...] = ()  # topics it publishes besides stats and control; "{m}": its sense, else each sense of the run
+    light: bool = True  # never imports torch (the CLI skips setting torch's threads)
+    supervises: bool = False  # tends the others: publishes no stats; its control messages are edges
+
+    def topics(self, sense: str = "") -> list[bytes]:
+        """The topic prefixes to subscribe to, for the process of `sense` (a worker's, say)."""
+        return [t.format(m=sense).encode() for t in self.hears]
 
 
-SAYS: dict[str, tuple[str, ...]] = {  # role (or role kind) -> the topics it publishes besides its stats;
-    # "{m}": its sense (a worker) or each sense of the run (the others)
-    "hub": ("feedback.{m}", "recall.{m}", "credit", "weights.{m}"),
-    "worker": ("excite.{m}", "clusters.{m}", "recon.{m}"),
-    "player": ("stimulus.{m}",),
-    "camera": ("stimulus.visual", "frame.visual"),
-    "microphone": ("stimulus.audio",),
-    "viewer": (),  # a window, a video, Foxglove
-    "speaker": (),  # sound
-    "thinker": ("stimulus.{m}",),  # thoughts, fed back as stimuli
-    "lsl_out": (),  # LSL streams
-    "lsl_in": ("stimulus.{m}",),
-    "launcher": ("control",),
-    "live": ("control",),
-}
-SUPERVISORS = ("launcher", "live")  # they tend the others and publish no stats of their own
+def declaration(module: str) -> Process:
+    """The `PROCESS` declared by `module` (a dotted name); a clear error where there is none."""
+    found = getattr(importlib.import_module(module), "PROCESS", None)
+    if not isinstance(found, Process):
+        raise ValueError(f"{module} declares no process: it needs PROCESS = agent.runtime.topology.Process(...)")
+    return found
 
 
-def kind_of(name: str) -> tuple[str, str]:
-    """A process name's role kind and sense: `worker-audio` -> (`worker`, `audio`), `hub` -> (`hub`, "")."""
-    kind, _, sense = name.partition("-")
-    return (kind, sense) if kind in HEARS else (name, "")
+@dataclass(frozen=True)
+class Role:
+    """One process of a graph: its name on the bus, the module that declares and runs it, its arguments."""
+
+    name: str  # `kind` or `kind-<sense>`: the `source` of what it sends
+    module: str  # e.g. "tools.processes.hub": declares PROCESS, has add_arguments(parser) and run(args)
+    args: tuple[str, ...]  # its command-line arguments; the supervisor adds --bus (and --gen, lossless)
+    log: str  # its log file in the run's logs/ folder
+    essential: bool = True  # says `ready` before the run goes on (hub, workers, a lossless player)
+
+    @property
+    def process(self) -> Process:
+        return declaration(self.module)
 
 
-def graph(names: list[str], modalities: tuple[str, ...]) -> dict:
-    """The processes `names` with what each hears and says, and every edge (sayer, topic, hearer)
-    where a topic one says starts with a prefix another hears: derived from `HEARS` and `SAYS`."""
-    processes = []
-    for name in names:
-        kind, sense = kind_of(name)
-        senses = (sense,) if sense else modalities
-        said = {t.format(m=m) for t in SAYS[kind] for m in senses}
-        if kind not in SUPERVISORS:
+def sense_of(name: str) -> str:
+    """A process name's sense: `worker-audio` -> `audio`, `hub` -> ""."""
+    return name.partition("-")[2]
+
+
+def graph(members: Sequence[tuple[str, Process]], modalities: tuple[str, ...]) -> dict:
+    """The processes (name, declaration) with what each hears and says, and every edge (sayer,
+    topic, hearer) where a topic one says starts with a prefix another hears."""
+    processes, supervisors = [], set()
+    for name, p in members:
+        sense = sense_of(name)
+        said = {t.format(m=m) for t in p.says for m in ((sense,) if sense else modalities)}
+        if p.supervises:
+            supervisors.add(name)
+        else:
             said |= {stats_topic(name).decode(), "control"}
-        said = sorted(said)
-        heard = sorted({t.format(m=sense) for t in HEARS[kind]} | {"control"})
-        processes.append({"name": name, "hears": heard, "says": said})
+        heard = sorted({t.format(m=sense) for t in p.hears} | {"control"})
+        processes.append({"name": name, "hears": heard, "says": sorted(said)})
     edges = [[a["name"], t, b["name"]] for a in processes for t in a["says"] for b in processes
              if b is not a and any(t.startswith(h) for h in b["hears"])
-             and (t != "control" or kind_of(a["name"])[0] in SUPERVISORS)]
+             and (t != "control" or a["name"] in supervisors)]
     return {"processes": processes, "edges": edges}
+
+
+def members(roles: Sequence[Role], supervisor: Process | None = None) -> list[tuple[str, Process]]:
+    """A graph's members: its supervisor (if given) and each role, with their declarations."""
+    return [*(((supervisor.kind, supervisor),) if supervisor else ()), *((r.name, r.process) for r in roles)]
 
 
 def mermaid(g: dict) -> str:
@@ -89,21 +105,7 @@ def mermaid(g: dict) -> str:
     return "\n".join(lines)
 
 
-def hears(role: str, modality: str = "") -> list[bytes]:
-    """The topic prefixes `role` subscribes to (`worker` needs its sense)."""
-    return [t.format(m=modality).encode() for t in HEARS[role]]
-
-
-@dataclass(frozen=True)
-class Role:
-    """One process of the agent."""
-
-    name: str  # its name on the bus (the `source` of what it sends)
-    command: tuple[str, ...]  # `cdz` arguments; the supervisor adds --bus (and --gen, lossless)
-    log: str  # its log file in the run's logs/ folder
-    essential: bool = True  # says `ready` before the run goes on (hub, workers, a lossless player)
-
-
+HOME = "tools.processes"  # the package that declares every process of the agent
 LOSSLESS_RECALL_HZ = 10  # a viewer draws 10 frames a second; more reconstructions would only cost the workers
 
 
@@ -113,9 +115,9 @@ def lossless_roles(run: Path, modalities: tuple[str, ...], *, total: int, checkp
     common = ("--run", str(run), "--quiet")
     stop = ("--total", str(total), "--checkpoint-every", str(checkpoint_every))
     watch = ("--recall-hz", str(LOSSLESS_RECALL_HZ))  # reconstructions for a viewer, not for learning
-    return [Role("hub", ("hub", *common, *stop, *watch), "hub.log"),
-            *(Role(f"worker-{m}", ("worker", m, *common, *stop), f"worker-{m}.log") for m in modalities),
-            Role("player", ("play", *common, "--window", str(window), "--speed", str(speed), "--wait-go"),
+    return [Role("hub", f"{HOME}.hub", (*common, *stop, *watch), "hub.log"),
+            *(Role(f"worker-{m}", f"{HOME}.worker", (m, *common, *stop), f"worker-{m}.log") for m in modalities),
+            Role("player", f"{HOME}.player", (*common, "--window", str(window), "--speed", str(speed), "--wait-go"),
                  "player.log")]
 
 
@@ -124,22 +126,22 @@ def live_roles(run: Path, modalities: tuple[str, ...], *, camera: str | None = N
                think: bool = False, lsl: bool = False) -> list[Role]:
     """The live agent: hub and workers learning online, and whichever senses and views are asked for."""
     live = ("--run", str(run), "--live", "--quiet")
-    roles = [Role("hub", ("hub", *live), "live-hub.log"),
-             *(Role(f"worker-{m}", ("worker", m, *live), f"live-worker-{m}.log") for m in modalities)]
+    roles = [Role("hub", f"{HOME}.hub", live, "live-hub.log"),
+             *(Role(f"worker-{m}", f"{HOME}.worker", (m, *live), f"live-worker-{m}.log") for m in modalities)]
     if camera is not None:
-        roles.append(Role("camera", ("camera", "--quiet", "--camera", camera), "camera.log", essential=False))
+        roles.append(Role("camera", f"{HOME}.camera", ("--quiet", "--camera", camera), "camera.log", essential=False))
     if use_mic:
-        roles.append(Role("microphone", ("mic", "--quiet", *(("--mic", mic) if mic else ())), "microphone.log",
-                          essential=False))
+        roles.append(Role("microphone", f"{HOME}.microphone", ("--quiet", *(("--mic", mic) if mic else ())),
+                          "microphone.log", essential=False))
     if viewer:
-        roles.append(Role("viewer", ("viewer", "--quiet", *(("--headless", str(headless)) if headless else ())),
+        roles.append(Role("viewer", f"{HOME}.viewer", ("--quiet", *(("--headless", str(headless)) if headless else ())),
                           "viewer.log", essential=False))
     if speak:
-        roles.append(Role("speaker", ("speaker", "--quiet"), "speaker.log", essential=False))
+        roles.append(Role("speaker", f"{HOME}.speaker", ("--quiet",), "speaker.log", essential=False))
     if think:  # every real stimulus starts a chain of thoughts; real input interrupts it
-        roles.append(Role("thinker", ("think", "--quiet", "--run", str(run), "--from-live"), "thinker.log",
+        roles.append(Role("thinker", f"{HOME}.thinker", ("--quiet", "--run", str(run), "--from-live"), "thinker.log",
                           essential=False))
     if lsl:  # what it perceives and recalls, as Lab Streaming Layer streams for LabRecorder
-        roles.append(Role("lsl_out", ("lsl", "out", "--quiet", "--senses", ",".join(modalities)), "lsl-out.log",
+        roles.append(Role("lsl_out", f"{HOME}.lsl_out", ("--quiet", "--senses", ",".join(modalities)), "lsl-out.log",
                           essential=False))
     return roles
