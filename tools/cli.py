@@ -364,7 +364,7 @@ def bench_adapt(args: argparse.Namespace) -> int:
         result = live_adapt(config, out, (speakers or ["theo"])[0], (sizes or (300,))[0], args.live_sink, args.live_mic)
         return _bench_out(args, result, json.dumps(result, indent=1))
     result = bench_adapt(config, out, speakers=speakers, progress=not args.quiet,
-                         **({"sizes": sizes} if sizes else {}), style=not args.no_style)
+                         **({"sizes": sizes} if sizes else {}), style=not args.no_style, draws=args.draws)
     return _bench_out(args, result, format_adapt(result))
 
 
@@ -615,6 +615,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--speakers", help="held-out speakers, comma-separated (default all six)")
     b.add_argument("--events", help="session sizes K, comma-separated (default 30,100,300)")
     b.add_argument("--no-style", action="store_true", help="skip the unseen-handwriting case")
+    b.add_argument("--draws", type=flags.COUNT, default=1,
+                   help="sessions per speaker and K, each drawing its K events afresh; recall is their mean")
     b.add_argument("--live-sink", metavar="SINK",
                    help="instead, one session (first of --speakers, first of --events) through `cdz live` in real "
                         "time: a card video as the camera, the words played into this PulseAudio sink")

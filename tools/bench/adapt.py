@@ -186,19 +186,25 @@ def _scores(run: RunFolder, probe: tuple[str, np.ndarray, np.ndarray], standard:
 
 
 def bench_adapt(config: Config, out: Path, speakers: list[str] | None = None,
-                sizes: tuple[int, ...] = SESSION_SIZES, style: bool = True, progress: bool = True) -> dict[str, Any]:
-    """Train what is needed under `out`, adapt to each speaker and the unseen hand; the issue's JSON."""
+                sizes: tuple[int, ...] = SESSION_SIZES, style: bool = True, progress: bool = True,
+                draws: int = 1) -> dict[str, Any]:
+    """Train what is needed under `out`, adapt to each speaker and the unseen hand; the issue's JSON.
+
+    Each speaker's recall after K events is the mean over `draws` sessions, each drawing its K
+    events afresh from the voice's training words (which words a few-shot session happens to
+    hear moves single voices by several words)."""
     speakers = list(FSDD_SPEAKERS) if speakers is None else speakers
     result: dict[str, Any] = {"speakers": {}, "mean_after": {}, "forgetting": {}, "sleep_s": None,
                               "lost_stimuli": 0, "style": None, "seed": config.seed,
                               "buffer": config.sleep.buffer, "sleep_full_buffer_s": None, "swap": None,
-                              "played_stimuli_per_s": None}
+                              "played_stimuli_per_s": None, "draws": draws}
     mnist = load_mnist("train")
     mnist_test = load_mnist("test")
     drops: dict[str, list[float]] = {}
     sleeps: list[float] = []
     rates: list[float] = []
-    bar = tqdm(total=len(speakers) * len(sizes) + (len(sizes) > 0 and style), desc="adapt", disable=not progress)
+    bar = tqdm(total=len(speakers) * len(sizes) * draws + (len(sizes) > 0 and style), desc="adapt",
+               disable=not progress)
     for spk in speakers:
         held = dataclasses.replace(config, data=dataclasses.replace(config.data, exclude_speakers=(spk,)))
         run = _run(held, out / f"without-{spk}", progress)
@@ -209,21 +215,27 @@ def bench_adapt(config: Config, out: Path, speakers: list[str] | None = None,
         standard = {"visual": (mnist_test.x, mnist_test.y), "audio": (words.x, words.y)}
         entry: dict[str, Any] = {"after": {}}
         for k in sizes:
-            r = adapt_once(run, out / f"session-{spk}-{k}", {"visual": mnist.x, "audio": own.x},
-                           {"visual": mnist.y, "audio": own.y}, ("audio", probe.x, probe.y), standard, k,
-                           seed=config.seed * 100 + k, sleep_settings=config.sleep)
-            rates.append(r["session"]["played"] / r["session"]["seconds"])
-            entry["before"] = r["before"]["probe"]
-            entry["after"][str(k)] = r["after"]["probe"]
-            entry.setdefault("after_new_session", {})[str(k)] = r["after_new_session"]["probe"]
-            entry.setdefault("forgetting", {})[str(k)] = {}
-            for pair in ("visual->audio", "audio->visual"):
-                drops.setdefault(pair, []).append(r["before"][pair] - r["after"][pair])
-                entry["forgetting"][str(k)][pair] = r["before"][pair] - r["after"][pair]
-            sleeps.append(r["sleep_s"])
-            result["lost_stimuli"] += r["lost"]
-            bar.update()
-            bar.set_postfix_str(f"{spk} K={k}: {r['before']['probe']:.3f}->{r['after']['probe']:.3f}")
+            after, cold = [], []
+            for d in range(draws):  # `draws` sessions of K events each, drawn afresh from the voice's words
+                r = adapt_once(run, out / f"session-{spk}-{k}", {"visual": mnist.x, "audio": own.x},
+                               {"visual": mnist.y, "audio": own.y}, ("audio", probe.x, probe.y), standard, k,
+                               seed=config.seed * 100 + k + 1000 * d, sleep_settings=config.sleep)
+                rates.append(r["session"]["played"] / r["session"]["seconds"])
+                entry["before"] = r["before"]["probe"]
+                after.append(r["after"]["probe"])
+                cold.append(r["after_new_session"]["probe"])
+                forgot = entry.setdefault("forgetting", {}).setdefault(str(k), {})
+                for pair in ("visual->audio", "audio->visual"):
+                    drops.setdefault(pair, []).append(r["before"][pair] - r["after"][pair])
+                    forgot[pair] = max(forgot.get(pair, -1.0), r["before"][pair] - r["after"][pair])
+                sleeps.append(r["sleep_s"])
+                result["lost_stimuli"] += r["lost"]
+                bar.update()
+                bar.set_postfix_str(f"{spk} K={k}: {r['before']['probe']:.3f}->{r['after']['probe']:.3f}")
+            entry["after"][str(k)] = float(np.mean(after))
+            entry.setdefault("after_new_session", {})[str(k)] = float(np.mean(cold))
+            if draws > 1:
+                entry.setdefault("after_draws", {})[str(k)] = after
         result["speakers"][spk] = entry
     if speakers:  # the sleep targets are for a full buffer, slept while awake under a live feed
         spk = speakers[0]
