@@ -220,3 +220,14 @@ def test_a_new_process_is_one_file_and_one_line_in_a_graph(tmp_path):
     assert all(isinstance(m, Stimulus) and m.source == "touch" and m.data.shape == (4,) for m in felt)
     assert np.all([(m.data >= 0).all() and (m.data < 1).all() for m in felt])
     assert [m.mseq for m in felt] == list(range(felt[0].mseq, felt[0].mseq + len(felt)))  # none lost
+
+
+def test_the_chart_in_the_runtime_docs_is_what_cdz_graph_draws(capsys):
+    """docs/RUNTIME.md shows the distributed replay's graph; it is the declarations' chart, not a copy
+    that could drift from them."""
+    from tools.cli import main
+
+    assert main(["graph", "--lossless", "--mermaid"]) == 0
+    chart = capsys.readouterr().out.strip()
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "RUNTIME.md").read_text()
+    assert f"```mermaid\n{chart}\n```" in docs, "docs/RUNTIME.md: paste `cdz graph --lossless --mermaid` again"
