@@ -104,6 +104,9 @@ def test_cdz_graph_derives_the_edges_from_what_each_process_hears_and_says(capsy
                                      live_roles(Path("RUN"), ("visual", "audio"), camera="0", use_mic=True,
                                                 viewer=True, speak=True, think=True, lsl=True))}
         assert set(names) == {first, *roles}
+        assert g["processes"][0]["module"] == "agent.runtime.supervisor"
+        for p in g["processes"][1:]:  # each names where it is declared, the module that runs it
+            assert declaration(p["module"]).kind == p["name"].partition("-")[0], p
         for p in g["processes"][1:]:
             role = roles[p["name"]]
             subscribed = role.process.topics(role.name.partition("-")[2])
@@ -194,13 +197,13 @@ def test_a_new_process_is_one_file_and_one_line_in_a_graph(tmp_path):
     import numpy as np
 
     from agent.core.messages import Stimulus
-    from agent.runtime.supervisor import LIVE_SUPERVISOR
+    from agent.runtime.supervisor import SUPERVISORS
     from agent.runtime.wire import decode
     from replay.recording import read_recording
 
     touch = Role("touch", "tests.fake_touch", ("--quiet", "--rate", "20"), "touch.log", essential=False)
     live = [*live_roles(tmp_path, ("visual", "audio"), viewer=True, think=True), touch]
-    edges = {tuple(e) for e in graph(members(live, LIVE_SUPERVISOR), ("visual", "audio"))["edges"]}
+    edges = {tuple(e) for e in graph(members(live, SUPERVISORS[False]), ("visual", "audio"))["edges"]}
     assert {("touch", "stimulus.touch", "viewer"), ("touch", "stimulus.touch", "thinker"),
             ("live", "control", "touch")} <= edges
     assert not any(a == "touch" and b.startswith("worker") for a, _, b in edges)  # no worker has a touch sense

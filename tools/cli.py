@@ -247,7 +247,7 @@ def cmd_sleep(args: argparse.Namespace) -> int:
 
 def cmd_graph(args: argparse.Namespace) -> int:
     from agent.core.config import Config
-    from agent.runtime.supervisor import LIVE_SUPERVISOR, LOSSLESS_SUPERVISOR
+    from agent.runtime.supervisor import SUPERVISORS
     from agent.runtime.topology import graph, live_roles, lossless_roles, members, mermaid
 
     senses, run = Config().modalities, Path("RUN")
@@ -255,7 +255,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
         roles = lossless_roles(run, senses, total=0, checkpoint_every=0, window=1, speed=0.0)
     else:
         roles = live_roles(run, senses, camera="0", use_mic=True, viewer=True, speak=True, think=True, lsl=True)
-    g = graph(members(roles, LOSSLESS_SUPERVISOR if args.lossless else LIVE_SUPERVISOR), senses)
+    g = graph(members(roles, SUPERVISORS[args.lossless]), senses)
     if args.json:
         print(json.dumps(g, indent=1))
     elif args.mermaid:
@@ -263,7 +263,8 @@ def cmd_graph(args: argparse.Namespace) -> int:
     else:
         width = max(len(p["name"]) for p in g["processes"])
         for p in g["processes"]:
-            print(f"{p['name']:{width}s}  hears {', '.join(p['hears'])}")
+            print(f"{p['name']:{width}s}  {p['module'].replace('.', '/')}.py")
+            print(f"{'':{width}s}  hears {', '.join(p['hears'])}")
             print(f"{'':{width}s}  says  {', '.join(p['says']) or '-'}")
         print(f"{len(g['edges'])} edges (sayer, topic, hearer): --json or --mermaid lists them")
     return 0

@@ -40,6 +40,7 @@ LIVE_SUPERVISOR = Process(  # `cdz live`: what the agent perceives (for --events
     # stats (a deaf hub is started again, clock trouble is logged)
     "live", ("live",), "the live supervisor", hears=("excite.", "recall.", "stats"), says=("control",),
     supervises=True)
+SUPERVISORS = {True: (LOSSLESS_SUPERVISOR, __name__), False: (LIVE_SUPERVISOR, __name__)}  # lossless? -> a graph's head
 CANNOT_START = {  # role -> what a user can do when it exits with code 2 (it cannot start: no device, no library)
     "camera": "choose another device or pass --no-camera",
     "microphone": "choose another device or pass --no-mic",

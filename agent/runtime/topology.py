@@ -70,11 +70,11 @@ def sense_of(name: str) -> str:
     return name.partition("-")[2]
 
 
-def graph(members: Sequence[tuple[str, Process]], modalities: tuple[str, ...]) -> dict:
-    """The processes (name, declaration) with what each hears and says, and every edge (sayer,
-    topic, hearer) where a topic one says starts with a prefix another hears."""
+def graph(members: Sequence[tuple[str, Process, str]], modalities: tuple[str, ...]) -> dict:
+    """The processes (name, declaration, the module declaring it) with what each hears and says,
+    and every edge (sayer, topic, hearer) where a topic one says starts with a prefix another hears."""
     processes, supervisors = [], set()
-    for name, p in members:
+    for name, p, module in members:
         sense = sense_of(name)
         said = {t.format(m=m) for t in p.says for m in ((sense,) if sense else modalities)}
         if p.supervises:
@@ -82,16 +82,17 @@ def graph(members: Sequence[tuple[str, Process]], modalities: tuple[str, ...]) -
         else:
             said |= {stats_topic(name).decode(), "control"}
         heard = sorted({t.format(m=sense) for t in p.hears} | {"control"})
-        processes.append({"name": name, "hears": heard, "says": sorted(said)})
+        processes.append({"name": name, "hears": heard, "says": sorted(said), "module": module})
     edges = [[a["name"], t, b["name"]] for a in processes for t in a["says"] for b in processes
              if b is not a and any(t.startswith(h) for h in b["hears"])
              and (t != "control" or a["name"] in supervisors)]
     return {"processes": processes, "edges": edges}
 
 
-def members(roles: Sequence[Role], supervisor: Process | None = None) -> list[tuple[str, Process]]:
-    """A graph's members: its supervisor (if given) and each role, with their declarations."""
-    return [*(((supervisor.kind, supervisor),) if supervisor else ()), *((r.name, r.process) for r in roles)]
+def members(roles: Sequence[Role], supervisor: tuple[Process, str] | None = None) -> list[tuple[str, Process, str]]:
+    """A graph's members: its supervisor (its declaration and module, if given) and each role."""
+    head = [(supervisor[0].kind, *supervisor)] if supervisor else []
+    return [*head, *((r.name, r.process, r.module) for r in roles)]
 
 
 def mermaid(g: dict) -> str:
