@@ -322,6 +322,25 @@ def test_sound_augmentation_keeps_shape_and_range_and_is_seeded(data_dir):
     assert np.array_equal(a, b) and not np.array_equal(a, c)
 
 
+def test_lived_spectrograms_are_masked_in_time_not_in_frequency():
+    """A sleep's spectrogram augmentation masks a gap of a few frames across many mel bins (what
+    docs/LEARNING.md says), not a band of frequencies: each erased rectangle is tall and narrow."""
+    import kornia.augmentation as K
+
+    from replay.data.augment import SpectrogramAugmenter, torch_seeded
+
+    erasers = [e for e in SpectrogramAugmenter().warp if isinstance(e, K.RandomErasing)]
+    assert erasers
+    for erase in erasers:
+        with torch_seeded(0), torch.no_grad():
+            masked = erase(torch.ones(100, 1, 64, 64))[:, 0] == 0.0
+        gaps = [m for m in masked if m.any()]
+        assert gaps, "nothing was masked"
+        for m in gaps:  # rows are mel bins, columns are frames
+            frames, bins = int(m.any(0).sum()), int(m.any(1).sum())
+            assert frames < bins, f"masked {bins} mel bins over {frames} frames: a band of frequencies"
+
+
 def test_refine_settings_refuse_nonsense():
     with pytest.raises(ValueError):
         RefineSettings(at=(0.7, 0.4))

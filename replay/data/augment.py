@@ -10,7 +10,7 @@ taught on varied copies of what they saw and heard:
   0-30 dB SNR;
 * sounds that exist only as spectrograms (a live agent's experience, for sleep;
   kornia): a shift and stretch in time, a small shift and stretch in pitch (mel
-  bins), and a masked band of frequencies.
+  bins), and a short gap in time (a few frames masked across most mel bins).
 
 Both are seeded: the same seed gives the same copies. Shapes and the [0, 1]
 range of the stimuli are kept.
@@ -83,7 +83,7 @@ class ImageAugmenter:
 
 
 class SpectrogramAugmenter:
-    """Time shift and stretch, small pitch shift and stretch, and a masked band, of (n, 64, 64)
+    """Time shift and stretch, small pitch shift and stretch, and a masked gap in time, of (n, 64, 64)
     log-mel spectrograms (mel rows, time columns) in [0, 1]; the floor (0) fills in."""
 
     def __init__(self) -> None:
@@ -92,7 +92,8 @@ class SpectrogramAugmenter:
         self.warp = torch.nn.Sequential(
             K.RandomAffine(degrees=0.0, translate=(SPEC_TIME_SHIFT, SPEC_MEL_SHIFT),
                            scale=(*SPEC_TIME_STRETCH, *SPEC_MEL_STRETCH), p=0.9),
-            K.RandomErasing(scale=(0.02, 0.08), ratio=(4.0, 16.0), value=0.0, p=0.3),  # a wide, flat band
+            # a gap in time: kornia's ratio is height / width, so 4-16 masks 3-5 frames across 30-60 mel bins
+            K.RandomErasing(scale=(0.02, 0.08), ratio=(4.0, 16.0), value=0.0, p=0.3),
         )
 
     @torch.no_grad()
