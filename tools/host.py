@@ -20,8 +20,6 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m tools.host MODULE [ARGS...]  (MODULE declares PROCESS, e.g. tools.processes.hub)",
               file=sys.stderr)
         return 2
-    import importlib
-
     from tools.cli import execute
     from tools.command_line import HelpFormatter, common_arguments
     from tools.processes import configure
@@ -33,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     parser = argparse.ArgumentParser(prog=f"cdz {' '.join(process.command)}", description=process.help,
                                      formatter_class=HelpFormatter)
-    configure(parser, importlib.import_module(argv[0]), common_arguments)
+    configure(parser, sys.modules[argv[0]], common_arguments)  # imported by `declaration`
     return execute(parser.parse_args(argv[1:]))
 
 

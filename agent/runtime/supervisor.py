@@ -78,7 +78,8 @@ class Supervisor:
         self._own_keys = False
         if not own_bus and bus is None:
             raise ValueError("own_bus=False needs the address of the running bus")
-        self.name = name or (LOSSLESS_SUPERVISOR if lossless else LIVE_SUPERVISOR).kind
+        self.declared, _ = SUPERVISORS[lossless]  # what it hears
+        self.name = name or self.declared.kind
         self._b_ms: float | None = None  # the pairing window B, read from the run's config when first needed
         self._clock_warned: set[str] = set()  # processes whose clock trouble is logged already
         self.extra = extra or {}  # more arguments for a role, e.g. {"camera": ["--no-realtime"]}
@@ -133,8 +134,7 @@ class Supervisor:
         elif self.own_bus:
             self.bus_child = Child("bus", ["bus", "--bus", self.bus, *keyed], bus_log)
             self.bus_child.start()
-        declared = LOSSLESS_SUPERVISOR if self.lossless else LIVE_SUPERVISOR
-        self.client = BusClient(self.bus, self.name, declared.topics(), keys=self.keys)
+        self.client = BusClient(self.bus, self.name, self.declared.topics(), keys=self.keys)
         self.client.handshake(timeout_s=self.start_timeout_s)
         for role in self.roles:
             self.children[role.name] = Child(role.name, [role.module, *role.args, "--bus", self.bus, *keyed,
