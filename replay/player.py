@@ -180,15 +180,6 @@ class Player(Service):
             self.send_batch(batch)
         self.outbox.clear()
 
-    def run_until_done(self, timeout_ms: int = 1) -> None:
-        """Play until every stimulus is sent (and, lossless, acknowledged) or stopped."""
-        while self.running and not self.done:
-            msg = self.bus.recv(timeout_ms)
-            while msg is not None:
-                self._dispatch(msg)
-                msg = self.bus.recv_ready()
-            self.tick()
-
     def stats(self) -> dict:
         return {"role": "player", "sent": self.sent, "next": self.next, "acked": self.acked,
                 "total": len(self.playlist), "resent": self.resent, "playing": self.playing}
