@@ -9,6 +9,7 @@ codes are `cdz`'s (`tools.cli.execute`).
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from agent.runtime.topology import declaration
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     parser = argparse.ArgumentParser(prog=f"cdz {' '.join(process.command)}", description=process.help,
                                      formatter_class=HelpFormatter)
-    configure(parser, sys.modules[argv[0]], common_arguments)  # imported by `declaration`
+    configure(parser, importlib.import_module(argv[0]), common_arguments)  # already imported: a lookup
     return execute(parser.parse_args(argv[1:]))
 
 
